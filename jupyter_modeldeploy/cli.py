@@ -1,0 +1,356 @@
+"""`jupyter modeldeploy ...`: the command line over the REST API, plus engine installs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .client import ModelDeployClient, ModelDeployError
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """`field=value` pairs; a value is JSON when it parses as JSON, else a string.
+
+    Dotted fields (`models.0.pooling=cls`) are not supported: use a JSON file for nested values.
+    """
+    result: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ModelDeployError(f"expected field=value, got {item!r}")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ModelDeployError(f"empty field name in {item!r}")
+        try:
+            result[key] = json.loads(value)
+        except ValueError:
+            result[key] = value
+    return result
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+def _table(records: list[dict[str, Any]]) -> str:
+    rows = [("ID", "NAME", "KIND", "STATUS", "IDLE", "MODEL", "ENDPOINT")]
+    for r in records:
+        model = r.get("model") or ",".join(m["name"] for m in r.get("models", []))
+        idle = _age(r.get("idle_for_s")) if r["status"] in ("active", "idle") else "-"
+        rows.append((r["id"], r["name"], r["kind"], r["status"], idle, str(model)[-40:], r["api_base"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if args.config:
+        text = sys.stdin.read() if args.config == "-" else Path(args.config).read_text()
+        try:
+            config = json.loads(text)
+        except ValueError as exc:
+            raise ModelDeployError(f"{args.config} is not valid JSON: {exc}") from None
+    if args.kind:
+        config["kind"] = args.kind
+    if args.model:
+        config["model"] = args.model
+    if args.name:
+        config["name"] = args.name
+    config.update(parse_assignments(args.fields))
+    if "kind" not in config:
+        raise ModelDeployError("say which kind to launch: --kind llamacpp|llm|embedding (or a --config file)")
+    if "name" not in config and "model" in config:
+        config["name"] = Path(str(config["model"])).name.removesuffix(".gguf").replace("_", "-")[:60] or "model"
+    return config
+
+
+def _explain(exc: ModelDeployError) -> str:
+    lines = [f"error: {exc}"]
+    for err in exc.errors:
+        allowed = f" (allowed: {', '.join(map(str, err['allowed']))})" if err.get("allowed") else ""
+        lines.append(f"  {err['field']}: {err['message']}{allowed}")
+    return "\n".join(lines)
+
+
+def cmd_launch(client: ModelDeployClient, args: argparse.Namespace) -> int:
+    config = _config_from_args(args)
+    if args.dry_run:
+        plan = client.launch(config, dry_run=True)
+        if args.json:
+            _print_json(plan)
+        else:
+            import shlex
+
+            print("command:", " ".join(shlex.quote(a) for a in plan["argv"]))
+            for key, value in sorted(plan["env"].items()):
+                print(f"env: {key}={value}")
+            for note in plan.get("notes", []):
+                print("note:", note)
+        return 0
+    record = client.launch(config)
+    if args.wait:
+        record = client.wait(record["id"], timeout=args.timeout)
+    if args.json:
+        _print_json(record)
+    else:
+        print(f"launched {record['name']} ({record['id']}): {record['status']}")
+        print(f"API base: {record['api_base']}")
+    return 0
+
+
+def cmd_list(client: ModelDeployClient, args: argparse.Namespace) -> int:
+    records = client.list()
+    if args.json:
+        _print_json(records)
+    else:
+        print(_table(records) if records else "no deployments")
+    return 0
+
+
+def cmd_status(client: ModelDeployClient, args: argparse.Namespace) -> int:
+    if args.ref is None:
+        data = client.status()
+        _print_json(data)
+        return 0
+    record = client.get(args.ref)
+    if args.json:
+        _print_json(record)
+        return 0
+    print(f"{record['name']} ({record['id']}, {record['kind']}): {record['status']}")
+    if record.get("status_reason"):
+        print(f"reason: {record['status_reason']}")
+    print(f"endpoint: {record['endpoint_url']}")
+    print(f"API base: {record['api_base']}")
+    for note in record.get("engine", {}).get("notes", []) + record.get("notices", []):
+        print(f"note: {note}")
+    print(f"test: {record['test_command']}")
+    return 0
+
+
+def cmd_logs(client: ModelDeployClient, args: argparse.Namespace) -> int:
+    if args.follow:
+        try:
+            for line in client.follow_logs(args.ref, tail=args.tail):
+                print(line, flush=True)
+        except KeyboardInterrupt:
+            return 130
+        return 0
+    for line in client.logs(args.ref, tail=args.tail):
+        print(line)
+    return 0
+
+
+def cmd_stop(client: ModelDeployClient, args: argparse.Namespace) -> int:
+    record = client.stop(args.ref)
+    print(f"{record['name']}: {record['status']}")
+    return 0
+
+
+def cmd_relaunch(client: ModelDeployClient, args: argparse.Namespace) -> int:
+    record = client.relaunch(args.ref)
+    if args.wait:
+        record = client.wait(record["id"], timeout=args.timeout)
+    print(f"{record['name']}: {record['status']}")
+    return 0
+
+
+def cmd_delete(client: ModelDeployClient, args: argparse.Namespace) -> int:
+    client.delete(args.ref)
+    print(f"deleted {args.ref}")
+    return 0
+
+
+def cmd_export(client: ModelDeployClient, args: argparse.Namespace) -> int:
+    data = client.export(args.ref, include_secrets=args.include_secrets)
+    text = json.dumps(data, indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_import(client: ModelDeployClient, args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    try:
+        config = json.loads(text)
+    except ValueError as exc:
+        raise ModelDeployError(f"{args.file} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise ModelDeployError(f"{args.file} must hold a JSON object")
+    config.update(parse_assignments(args.fields))
+    record = client.import_config(config, start=not args.no_launch)
+    print(f"imported {record['name']} ({record['id']}): {record['status']}")
+    return 0
+
+
+def cmd_clone(client: ModelDeployClient, args: argparse.Namespace) -> int:
+    record = client.clone(args.ref, args.name, parse_assignments(args.fields), start=not args.no_launch)
+    print(f"cloned into {record['name']} ({record['id']}): {record['status']}")
+    return 0
+
+
+def cmd_token(client: ModelDeployClient, args: argparse.Namespace) -> int:
+    if args.token_cmd == "create":
+        info = client.create_token(
+            deployment=args.deployment, project=args.project, name=args.name, expires_in_s=args.expires_in
+        )
+        if args.json:
+            _print_json(info)
+        else:
+            print(f"token {info['id']} (shown once): {info['token']}")
+    elif args.token_cmd == "list":
+        tokens = client.tokens()
+        if args.json:
+            _print_json(tokens)
+        for t in tokens if not args.json else []:
+            scope = f"deployment {t['deployment_id']}" if t["deployment_id"] else f"project {t['project']}"
+            state = "revoked" if t["revoked_at"] else ("expired" if t["expires_at"] and t["expires_at"] < time.time() else "valid")
+            print(f"{t['id']}  {t['prefix']}...  {scope}  {state}  {t.get('name') or ''}")
+    else:
+        client.revoke_token(args.token_id)
+        print(f"revoked {args.token_id}")
+    return 0
+
+
+def cmd_install_engine(args: argparse.Namespace) -> int:
+    if args.kind == "llamacpp":
+        from .engines.llamacpp_install import build_llama_server, plan_build
+
+        build_llama_server(plan_build(backend=args.backend), force=args.force)
+        return 0
+    if args.kind == "llm":
+        from .engines.vllm_install import install_vllm
+
+        path = install_vllm(force=args.force) if "force" in install_vllm.__code__.co_varnames else install_vllm()
+        print(f"vLLM environment ready: {path}")
+        return 0
+    import importlib.util
+
+    if importlib.util.find_spec("sentence_transformers") is None:
+        print("install the embedding engine with: pip install 'jupyter-modeldeploy[embedding]'")
+        return 1
+    print("sentence-transformers is installed: the embedding engine is ready")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jupyter modeldeploy", description="Model deployments served from Jupyter.")
+    parser.add_argument("--url", help="Jupyter server URL (default: JUPYTER_SERVER_URL or the running server)")
+    parser.add_argument("--token", help="Jupyter token (default: JUPYTER_TOKEN or the running server's)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("launch", help="launch a deployment")
+    p.add_argument("--config", "-c", help="configuration JSON file ('-' for stdin)")
+    p.add_argument("--kind", choices=["llm", "llamacpp", "embedding"])
+    p.add_argument("--model")
+    p.add_argument("--name")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the engine command; start nothing")
+    p.add_argument("--wait", action="store_true", help="wait until the deployment serves")
+    p.add_argument("--timeout", type=float, default=900.0)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("fields", nargs="*", metavar="field=value")
+    p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser("list", help="list deployments")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("status", help="one deployment's status (or the server's, without a name)")
+    p.add_argument("ref", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("logs", help="a deployment's console")
+    p.add_argument("ref")
+    p.add_argument("--tail", type=int, default=200)
+    p.add_argument("--follow", "-f", action="store_true")
+    p.set_defaults(func=cmd_logs)
+
+    for name, func, text in (("stop", cmd_stop, "stop a deployment"), ("delete", cmd_delete, "stop and forget")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("ref")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("relaunch", help="start a stopped deployment again")
+    p.add_argument("ref")
+    p.add_argument("--wait", action="store_true")
+    p.add_argument("--timeout", type=float, default=900.0)
+    p.set_defaults(func=cmd_relaunch)
+
+    p = sub.add_parser("export", help="print a deployment's configuration as JSON")
+    p.add_argument("ref")
+    p.add_argument("--output", "-o")
+    p.add_argument("--include-secrets", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="launch from an exported configuration")
+    p.add_argument("file")
+    p.add_argument("--no-launch", action="store_true")
+    p.add_argument("fields", nargs="*", metavar="field=value")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("clone", help="a new deployment from another's configuration")
+    p.add_argument("ref")
+    p.add_argument("name")
+    p.add_argument("--no-launch", action="store_true")
+    p.add_argument("fields", nargs="*", metavar="field=value")
+    p.set_defaults(func=cmd_clone)
+
+    p = sub.add_parser("token", help="generate, list and revoke API tokens")
+    tsub = p.add_subparsers(dest="token_cmd", required=True)
+    t = tsub.add_parser("create")
+    scope = t.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--deployment")
+    scope.add_argument("--project")
+    t.add_argument("--name")
+    t.add_argument("--expires-in", type=float, help="seconds")
+    t.add_argument("--json", action="store_true")
+    t = tsub.add_parser("list")
+    t.add_argument("--json", action="store_true")
+    t = tsub.add_parser("revoke")
+    t.add_argument("token_id")
+    p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("install-engine", help="build or install an engine (cached per version)")
+    p.add_argument("kind", choices=["llamacpp", "llm", "embedding"])
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--backend", choices=["cpu", "cuda"], help="llamacpp: force a backend")
+    p.set_defaults(func=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "install-engine":
+            return cmd_install_engine(args)
+        client = ModelDeployClient(args.url, args.token)
+        return int(args.func(client, args) or 0)
+    except ModelDeployError as exc:
+        print(_explain(exc), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

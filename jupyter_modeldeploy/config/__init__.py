@@ -1,0 +1,145 @@
+"""Deployment configuration: one pydantic model per kind, with import, export and schemas.
+
+`config` depends on nothing else of the project.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Union
+
+from pydantic import Field, SecretStr, TypeAdapter, ValidationError
+
+from .common import GROUP_ORDER, SCHEMA_VERSION, DeploymentBase
+from .embedding import EmbeddingConfig, EmbeddingModelEntry
+from .llamacpp import LlamaCppConfig
+from .llm import LlmConfig
+
+DeploymentConfig = Annotated[
+    Union[LlmConfig, LlamaCppConfig, EmbeddingConfig], Field(discriminator="kind")
+]
+
+CONFIG_CLASSES: dict[str, type[DeploymentBase]] = {
+    "llm": LlmConfig,
+    "llamacpp": LlamaCppConfig,
+    "embedding": EmbeddingConfig,
+}
+KINDS: tuple[str, ...] = tuple(CONFIG_CLASSES)
+
+_adapter: TypeAdapter[DeploymentBase] = TypeAdapter(DeploymentConfig)
+
+
+class ConfigError(ValueError):
+    """A configuration that does not validate; `errors` name each field path and problem."""
+
+    def __init__(self, errors: list[dict[str, Any]]):
+        self.errors = errors
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+
+
+def _typed(value: str) -> Any:
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def _describe(error: dict[str, Any]) -> dict[str, Any]:
+    path = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-after"))
+    # A discriminated union puts the kind first in the location: drop it from the path.
+    parts = path.split(".")
+    if parts and parts[0] in CONFIG_CLASSES and len(parts) > 1:
+        path = ".".join(parts[1:])
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    ctx = error.get("ctx") or {}
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif error["type"] == "union_tag_invalid":
+        path = path or "kind"
+        message = f"unknown kind {ctx.get('tag')!r}; allowed: {', '.join(KINDS)}"
+    elif error["type"] == "union_tag_not_found":
+        path = "kind"
+        message = f"missing; allowed: {', '.join(KINDS)}"
+    result: dict[str, Any] = {"field": path or "(root)", "message": message}
+    if error["type"] in ("literal_error", "enum") and "expected" in ctx:
+        expected = str(ctx["expected"])
+        values = re.findall(r"'([^']*)'", expected) or re.findall(r"[^\s,]+(?=,|$| or)", expected)
+        result["allowed"] = [_typed(v) for v in values]
+    return result
+
+
+def parse_config(data: dict[str, Any] | str) -> DeploymentBase:
+    """Validate a configuration (dict or JSON text) and return its kind's model.
+
+    Raises ConfigError naming every wrong field.
+    """
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise ConfigError([{"field": "(root)", "message": f"not valid JSON: {exc}"}]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([{"field": "(root)", "message": "a configuration must be a JSON object"}])
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise ConfigError(
+            [{"field": "schema_version", "message": f"unsupported version {version!r}; this release reads {SCHEMA_VERSION}"}]
+        )
+    try:
+        return _adapter.validate_python(data)
+    except ValidationError as exc:
+        raise ConfigError([_describe(e) for e in exc.errors()]) from None
+
+
+def export_config(config: DeploymentBase, *, include_secrets: bool = False) -> dict[str, Any]:
+    """The configuration as JSON-ready data; secrets are left out unless asked for."""
+    data = config.model_dump(mode="json")
+    for name in config.secret_fields():
+        value = getattr(config, name)
+        if include_secrets and isinstance(value, SecretStr):
+            data[name] = value.get_secret_value()
+        else:
+            data.pop(name, None)
+    return data
+
+
+def clone_config(config: DeploymentBase, new_name: str, *, include_secrets: bool = True) -> DeploymentBase:
+    """A copy of a configuration under a new name (fixed route cleared: routes are unique)."""
+    data = export_config(config, include_secrets=include_secrets)
+    data["name"] = new_name
+    data["route"] = ""
+    return parse_config(data)
+
+
+def config_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of one kind, with the form's group order attached."""
+    cls = CONFIG_CLASSES[kind]
+    schema = cls.model_json_schema()
+    schema["x-group-order"] = list(GROUP_ORDER)
+    return schema
+
+
+def all_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schema for every kind, keyed by kind."""
+    return {kind: config_schema(kind) for kind in KINDS}
+
+
+__all__ = [
+    "CONFIG_CLASSES",
+    "KINDS",
+    "ConfigError",
+    "DeploymentBase",
+    "DeploymentConfig",
+    "EmbeddingConfig",
+    "EmbeddingModelEntry",
+    "LlamaCppConfig",
+    "LlmConfig",
+    "all_schemas",
+    "clone_config",
+    "config_schema",
+    "export_config",
+    "parse_config",
+]

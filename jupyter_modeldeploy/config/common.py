@@ -1,0 +1,195 @@
+"""Fields shared by every deployment kind, and the helper that declares a form field.
+
+Every option is declared once here or in a kind's module; forms, docs, JSON Schema and
+engine command lines are all derived from these models.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+#: Form groups, in the order a form shows them.
+GROUP_ORDER: tuple[str, ...] = (
+    "Instance",
+    "Model",
+    "LoRA",
+    "Models",
+    "Sampling defaults",
+    "Context",
+    "YaRN",
+    "Performance",
+    "GPUs",
+    "General",
+    "Idle",
+)
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+ROUTE_PATTERN = r"^$|^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def option(default: Any = ..., *, group: str, description: str, **kwargs: Any) -> Any:
+    """Declare a launch-form option: a pydantic field tagged with its form group."""
+    extra = dict(kwargs.pop("json_schema_extra", None) or {})
+    extra["group"] = group
+    return Field(default, description=description, json_schema_extra=extra, **kwargs)
+
+
+class StrictModel(BaseModel):
+    """A pydantic model that rejects unknown fields, so a typo in an import is an error."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+class DeploymentBase(StrictModel):
+    """The options every deployment kind has: instance, secrets, memory and idle policy."""
+
+    schema_version: Literal[1] = Field(
+        SCHEMA_VERSION,
+        description="Version of this configuration format; bumped when fields change meaning.",
+        json_schema_extra={"group": "Instance", "readOnly": True},
+    )
+
+    # Instance
+    name: str = option(
+        ...,
+        group="Instance",
+        description="Name shown in lists; unique among live deployments.",
+        pattern=NAME_PATTERN,
+    )
+    project: str = option(
+        "default",
+        group="Instance",
+        description="Service project this deployment belongs to; tokens can be scoped to it.",
+        pattern=NAME_PATTERN,
+    )
+    target: str = option(
+        "local",
+        group="Instance",
+        description="Where it runs (the queue): 'local' runs on this host.",
+        json_schema_extra={"enum": ["local"]},
+    )
+    gpus: Literal["auto"] | list[int] = option(
+        "auto",
+        group="Instance",
+        description="GPU indices to use: 'auto' (all visible, or CPU when none) or a list such as [0, 1].",
+    )
+    route: str = option(
+        "",
+        group="Instance",
+        description="Fixed endpoint path segment; empty gives an ephemeral random route.",
+        pattern=ROUTE_PATTERN,
+    )
+
+    # General
+    hf_token: SecretStr | None = option(
+        None,
+        group="General",
+        description="Hugging Face token, passed to the engine as HF_TOKEN; never exported or logged.",
+        json_schema_extra={"format": "password", "writeOnly": True, "secret": True},
+    )
+    api_key: SecretStr | None = option(
+        None,
+        group="General",
+        description="Fixed API key the endpoint accepts (generated tokens work too).",
+        json_schema_extra={"format": "password", "writeOnly": True, "secret": True},
+    )
+    public: bool = option(
+        False,
+        group="General",
+        description="Serve the endpoint without any key. Off by default; turn on only on purpose.",
+    )
+    env: dict[str, str] = option(
+        {},
+        group="General",
+        description="Extra environment variables for the engine process.",
+    )
+    debug: bool = option(False, group="General", description="Verbose engine output for debugging.")
+    log_level: Literal["debug", "info", "warning", "error"] = option(
+        "info", group="General", description="Engine log level."
+    )
+    disable_logs: bool = option(
+        False, group="General", description="Keep the engine's console quiet (errors only)."
+    )
+    cpu_offload: bool = option(
+        False,
+        group="General",
+        description="Universal Memory: move inactive models to CPU RAM instead of unloading them.",
+    )
+    disk_swap: bool = option(
+        False,
+        group="General",
+        description="Universal Memory: unload inactive models to disk and reload on demand "
+        "(requires cpu_offload off).",
+    )
+    max_cuda_memory_gib: float | None = option(
+        None,
+        group="General",
+        description="Memory budget for the models, in GiB; may exceed the GPU's, the surplus "
+        "lives in CPU RAM. Empty: no budget.",
+        gt=0,
+    )
+    cuda_memory_min_threshold_kb: int = option(
+        0,
+        group="General",
+        description="Allocations smaller than this (KiB) stay on the device when offloading.",
+        ge=0,
+    )
+
+    # Idle
+    idle_time_limit_hours: float = option(
+        1.0,
+        group="Idle",
+        description="Stop after this many hours with no request in flight and none arriving "
+        "(fractions allowed, e.g. 0.001 is 3.6 s); 0 never stops.",
+        ge=0,
+    )
+    last_action_report_interval_s: float = option(
+        30.0,
+        group="Idle",
+        description="How often activity is reported (seconds); a deployment with no request "
+        "for this long shows as idle.",
+        gt=0,
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not ENV_NAME_RE.match(k)]
+        if bad:
+            raise ValueError(f"not valid environment variable names: {', '.join(sorted(bad))}")
+        return value
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_indices(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if any(i < 0 for i in value):
+                raise ValueError("GPU indices must be 0 or greater")
+            if len(set(value)) != len(value):
+                raise ValueError("GPU indices must not repeat")
+        return value
+
+    @model_validator(mode="after")
+    def _memory_modes(self) -> DeploymentBase:
+        if self.disk_swap and self.cpu_offload:
+            raise ValueError("disk_swap requires cpu_offload to be off: choose one of the two")
+        return self
+
+    @property
+    def idle_time_limit_s(self) -> float:
+        """The idle limit in seconds (0 = never)."""
+        return self.idle_time_limit_hours * 3600.0
+
+    def secret_fields(self) -> list[str]:
+        """Names of the fields that hold secrets."""
+        return [
+            name
+            for name, info in type(self).model_fields.items()
+            if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("secret")
+        ]

@@ -1,0 +1,49 @@
+"""Resolve model references that name a file on the Hugging Face hub.
+
+Resolution goes through `huggingface_hub`, so the user's cache (and `HF_HUB_OFFLINE=1`)
+is honoured; the token is passed as an argument and never put on a command line.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+HF_FILE_RE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)/(?P<file>.+)$")
+
+
+class ModelNotFound(FileNotFoundError):
+    """The model reference is neither a local file nor a resolvable hub file."""
+
+
+def is_hub_file_reference(model: str) -> bool:
+    """True for 'owner/repo/path/file.ext' references that are not a local path."""
+    return not Path(model).expanduser().exists() and bool(HF_FILE_RE.match(model)) and not model.startswith(
+        ("/", ".", "~")
+    )
+
+
+def resolve_model_file(model: str, *, token: str | None = None, revision: str | None = None) -> Path:
+    """A local path for `model`: the path itself, or the hub file downloaded (or found in the cache)."""
+    local = Path(model).expanduser()
+    if local.exists():
+        return local.resolve()
+    match = HF_FILE_RE.match(model)
+    if not match or model.startswith(("/", ".", "~")):
+        raise ModelNotFound(f"model file not found: {model}")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        path = hf_hub_download(
+            repo_id=match.group("repo"), filename=match.group("file"), revision=revision, token=token
+        )
+    except LocalEntryNotFoundError as exc:
+        raise ModelNotFound(
+            f"{model}: not in the local Hugging Face cache and the hub cannot be reached ({type(exc).__name__})"
+        ) from None
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        # Messages from the hub client never contain the token; keep only the first line.
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelNotFound(f"{model}: {first}") from None
+    return Path(path)

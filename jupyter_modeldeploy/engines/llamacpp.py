@@ -1,0 +1,220 @@
+"""The `llamacpp` engine: llama.cpp's `llama-server`, or llama-cpp-python's server as fallback.
+
+`llamacpp_args` is the one place that knows llama-server's flags; a test checks every flag it
+emits against the built binary's own `--help`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from ..config import LlamaCppConfig
+from .base import EngineUnavailable, LaunchContext, LaunchPlan
+from .hf import resolve_model_file
+from .llamacpp_install import find_llama_server
+
+FALLBACK_NOTE = (
+    "fallback engine: llama-cpp-python's llama_cpp.server (no llama-server built); it serves one "
+    "request at a time and has no /metrics. Run 'jupyter modeldeploy install-engine llamacpp'."
+)
+
+
+# llama.cpp's --log-verbosity thresholds.
+LOG_VERBOSITY = {"error": 1, "warning": 2, "info": 3, "debug": 5}
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def llamacpp_args(config: LlamaCppConfig) -> list[str]:
+    """llama-server flags for every engine option (not model, host, port or key)."""
+    if config.cli_args:
+        return shlex.split(config.cli_args)
+    args: list[str] = []
+    if config.verbose or config.debug:
+        args.append("--verbose")
+    elif config.disable_logs:
+        args += ["--log-verbosity", str(LOG_VERBOSITY["error"])]
+    else:
+        args += ["--log-verbosity", str(LOG_VERBOSITY[config.log_level])]
+    if config.no_mmap:
+        # --no-mmap is gone from llama-server; loading without a memory map is --load-mode none.
+        args += ["--load-mode", "none"]
+    args.append("--cont-batching" if config.cont_batching else "--no-cont-batching")
+    if config.embedding:
+        args += ["--embeddings", "--pooling", config.pooling]
+    args += ["--n-gpu-layers", str(config.n_gpu_layers)]
+    args += [
+        "--temp", _num(config.temperature),
+        "--top-k", str(config.top_k),
+        "--top-p", _num(config.top_p),
+        "--min-p", _num(config.min_p),
+        "--xtc-probability", _num(config.xtc_probability),
+        "--xtc-threshold", _num(config.xtc_threshold),
+        "--typical", _num(config.typical_p),
+        "--repeat-penalty", _num(config.repeat_penalty),
+        "--repeat-last-n", str(config.repeat_last_n),
+        "--ctx-size", str(config.ctx_size),
+    ]
+    if config.rope_freq_base is not None:
+        args += ["--rope-freq-base", _num(config.rope_freq_base)]
+    if config.rope_scaling is not None:
+        args += ["--rope-scaling", config.rope_scaling]
+    if config.rope_freq_scale is not None:
+        args += ["--rope-freq-scale", _num(config.rope_freq_scale)]
+    args += ["--yarn-ext-factor", _num(config.yarn_ext_factor)]
+    if config.yarn_attn_factor is not None:
+        args += ["--yarn-attn-factor", _num(config.yarn_attn_factor)]
+    if config.yarn_beta_fast is not None:
+        args += ["--yarn-beta-fast", _num(config.yarn_beta_fast)]
+    if config.yarn_beta_slow is not None:
+        args += ["--yarn-beta-slow", _num(config.yarn_beta_slow)]
+    if config.threads is not None:
+        args += ["--threads", str(config.threads)]
+    if config.threads_batch is not None:
+        args += ["--threads-batch", str(config.threads_batch)]
+    args += ["--parallel", str(config.parallel)]
+    if config.tensor_split:
+        args += ["--tensor-split", config.tensor_split]
+    args += ["--split-mode", config.split_mode, "--main-gpu", str(config.main_gpu)]
+    if config.numa is not None:
+        args += ["--numa", config.numa]
+    return args
+
+
+def model_alias(config: LlamaCppConfig) -> str:
+    """The model name the endpoint answers to."""
+    if config.model_alias:
+        return config.model_alias
+    return Path(config.model).name.removesuffix(".gguf")
+
+
+def _gpu_env(config: LlamaCppConfig) -> dict[str, str]:
+    if isinstance(config.gpus, list):
+        return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, config.gpus))}
+    return {}
+
+
+def _fallback_python(ctx: LaunchContext) -> str | None:
+    if ctx.settings.llamacpp_python:
+        return ctx.settings.llamacpp_python
+    if importlib.util.find_spec("llama_cpp") is not None:
+        return sys.executable
+    return None
+
+
+class LlamaCppEngine:
+    """Plans `llama-server` launches (or the llama-cpp-python fallback)."""
+
+    kind = "llamacpp"
+
+    def server_binary(self, ctx: LaunchContext) -> Path | None:
+        """The llama-server to run: the setting, else the cached build; None forces the fallback."""
+        if ctx.settings.llamacpp_engine == "llama-cpp-python":
+            return None
+        if ctx.settings.llamacpp_server:
+            path = Path(ctx.settings.llamacpp_server).expanduser()
+            return path if path.is_file() else None
+        return find_llama_server()
+
+    def plan(self, config: LlamaCppConfig, ctx: LaunchContext) -> LaunchPlan:  # type: ignore[override]
+        token = config.hf_token.get_secret_value() if config.hf_token else None
+        model_path = resolve_model_file(config.model, token=token)
+        alias = model_alias(config)
+        env = _gpu_env(config)
+        if token:
+            env["HF_TOKEN"] = token
+        env.update(config.env)
+        secrets = [ctx.engine_key] + ([token] if token else [])
+        server = self.server_binary(ctx)
+        if server is not None:
+            key_file = ctx.work_dir / "engine.key"
+            argv = [
+                str(server),
+                "--model", str(model_path),
+                "--alias", alias,
+                "--host", "127.0.0.1",
+                "--port", str(ctx.port),
+                "--api-key-file", str(key_file),
+                "--metrics",
+                "--slots",
+                *llamacpp_args(config),
+            ]
+            return LaunchPlan(
+                argv=argv,
+                env=env,
+                health_path="/health",
+                metrics_path="/metrics",
+                models=[alias],
+                secrets=secrets,
+                files={"engine.key": ctx.engine_key + "\n"},
+                stream_usage=not config.embedding,  # llama-server sends usage in streams only when asked
+            )
+        if ctx.settings.llamacpp_engine == "llama-server":
+            raise EngineUnavailable(
+                "llama-server is not built: run 'jupyter modeldeploy install-engine llamacpp'"
+            )
+        python = _fallback_python(ctx)
+        if python is None:
+            raise EngineUnavailable(
+                "no llama.cpp engine is installed: run 'jupyter modeldeploy install-engine llamacpp'"
+            )
+        return self._fallback_plan(config, ctx, python, model_path, alias, env, secrets)
+
+    def _fallback_plan(
+        self,
+        config: LlamaCppConfig,
+        ctx: LaunchContext,
+        python: str,
+        model_path: Path,
+        alias: str,
+        env: dict[str, str],
+        secrets: list[str],
+    ) -> LaunchPlan:
+        argv = [
+            python, "-m", "llama_cpp.server",
+            "--model", str(model_path),
+            "--model_alias", alias,
+            "--host", "127.0.0.1",
+            "--port", str(ctx.port),
+            "--n_ctx", str(config.ctx_size),
+            "--n_gpu_layers", str(config.n_gpu_layers),
+            "--embedding", str(config.embedding),
+            "--use_mmap", str(not config.no_mmap),
+            "--verbose", str(config.verbose or config.debug),
+        ]
+        if config.threads is not None:
+            argv += ["--n_threads", str(config.threads)]
+        if config.threads_batch is not None:
+            argv += ["--n_threads_batch", str(config.threads_batch)]
+        # The key goes through the environment (pydantic-settings reads API_KEY), not argv.
+        fallback_env = {"API_KEY": ctx.engine_key, **env}
+        lib_dir = _llama_lib_dir()
+        if lib_dir is not None and "LLAMA_CPP_LIB_PATH" not in os.environ:
+            fallback_env["LLAMA_CPP_LIB_PATH"] = str(lib_dir)
+        return LaunchPlan(
+            argv=argv,
+            env=fallback_env,
+            health_path="/v1/models",
+            metrics_path=None,
+            models=[alias],
+            notes=[FALLBACK_NOTE],
+            secrets=secrets,
+        )
+
+
+def _llama_lib_dir() -> Path | None:
+    """The shared libraries of a cached build, if any (the fallback can load them)."""
+    server = find_llama_server()
+    if server is None:
+        return None
+    lib_dir = server.parent.parent / "lib"
+    return lib_dir if (lib_dir / "libllama.so").exists() else None
+
+
+ENGINE = LlamaCppEngine()

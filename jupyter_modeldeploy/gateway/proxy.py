@@ -1,0 +1,305 @@
+"""The gateway: `/modeldeploy/endpoints/<route>/...` to the deployment's engine on loopback.
+
+A plain tornado handler (no Jupyter login: callers present the deployment's API key). The
+request body is checked against the deployment's limits, then forwarded on a pooled
+keep-alive connection with the engine's private key; the response streams back chunk by
+chunk as it arrives (Server-Sent Events included). Usage and latency are recorded, and the
+supervisor is told when each request starts and ends so the idle clock is right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from tornado import httputil, iostream, web
+
+from ..supervisor import Deployment, Status, Supervisor
+from ..supervisor.keys import hash_key
+from ..supervisor.tokens import TokenRegistry
+from .auth import authorize, presented_key
+from .usage import Usage, UsageTap, wants_usage_injection
+
+HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+    "trailers", "transfer-encoding", "upgrade", "host", "content-length",
+}
+STRIPPED_REQUEST = HOP_BY_HOP | {"authorization", "x-api-key", "cookie", "x-xsrftoken"}
+STRIPPED_RESPONSE = HOP_BY_HOP - {"content-length"} | {"set-cookie", "server", "date"}
+DEFAULT_PAYLOAD_LIMIT = 16 << 20
+
+
+@dataclass
+class RequestRecord:
+    """What one proxied request did, for the metrics."""
+
+    deployment_id: str
+    model: str | None
+    status: int
+    latency_s: float
+    first_chunk_s: float | None = None
+    usage: Usage | None = None
+    streamed: bool = False
+
+
+@dataclass
+class GatewayConfig:
+    """Gateway settings (from the extension's traitlets)."""
+
+    upstream_timeout_s: float = 600.0
+    connect_timeout_s: float = 10.0
+    default_payload_limit: int = DEFAULT_PAYLOAD_LIMIT
+    wake: Callable[[Deployment], Awaitable[None]] | None = None  # wakes a sleeping engine
+    observers: list[Callable[[RequestRecord], None]] = field(default_factory=list)
+
+
+class Gateway:
+    """Shared state of every endpoint handler: the supervisor, tokens and an upstream pool."""
+
+    def __init__(self, supervisor: Supervisor, tokens: TokenRegistry, config: GatewayConfig | None = None):
+        self.supervisor = supervisor
+        self.tokens = tokens
+        self.config = config or GatewayConfig()
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(self.config.upstream_timeout_s, connect=self.config.connect_timeout_s),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=60),
+        )
+
+    def observe(self, record: RequestRecord) -> None:
+        """Hand a finished request to every observer."""
+        for observer in self.config.observers:
+            observer(record)
+
+    def key_belongs_elsewhere(self, key: str, dep: Deployment) -> bool:
+        """Whether a key is the fixed key of another deployment (so the answer is 403, not 401)."""
+        digest = hash_key(key)
+        return any(d.api_key_hash == digest for d in self.supervisor.deployments.values() if d.id != dep.id)
+
+    async def close(self) -> None:
+        """Close the upstream pool."""
+        await self.client.aclose()
+
+
+def error_body(message: str, kind: str, code: str | int | None = None, **extra: Any) -> dict[str, Any]:
+    """An OpenAI-style error object."""
+    return {"error": {"message": message, "type": kind, "code": code, **extra}}
+
+
+class EndpointHandler(web.RequestHandler):
+    """Proxies one request to a deployment's engine."""
+
+    SUPPORTED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")  # type: ignore[assignment]
+
+    def initialize(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._upstream: httpx.Response | None = None
+        self._client_gone = False
+
+    def check_xsrf_cookie(self) -> None:
+        """Endpoints are called by API clients with a key, not by browsers with cookies."""
+
+    def set_default_headers(self) -> None:
+        self.clear_header("Server")
+
+    def fail(self, status: int, message: str, kind: str = "invalid_request_error", **extra: Any) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(error_body(message, kind, status, **extra)))
+
+    def on_connection_close(self) -> None:
+        self._client_gone = True
+        if self._upstream is not None:
+            # Closing the upstream response drops the engine connection: the engine stops work.
+            asyncio.ensure_future(self._upstream.aclose())
+
+    async def get(self, route: str, path: str) -> None:
+        await self._proxy(route, path)
+
+    post = put = patch = delete = options = head = get  # type: ignore[assignment]
+
+    async def _proxy(self, route: str, path: str) -> None:
+        gateway = self.gateway
+        supervisor = gateway.supervisor
+        dep = supervisor.by_route(route)
+        if dep is None:
+            self.fail(404, f"no deployment at route {route!r}", "not_found_error")
+            return
+        key = presented_key(self.request.headers.get("Authorization"), self.request.headers.get("x-api-key"))
+        token = gateway.tokens.lookup(key) if key else None
+        decision = authorize(
+            key, deployment_id=dep.id, project=dep.config.project, public=dep.config.public,
+            api_key_hash=dep.api_key_hash, token=token, now=time.time(),
+        )
+        if not decision.allowed:
+            if decision.status == 401 and key and gateway.key_belongs_elsewhere(key, dep):
+                self.fail(403, "this key is not valid for this deployment", "permission_error")
+                return
+            kind = "authentication_error" if decision.status == 401 else "permission_error"
+            if decision.status == 401:
+                self.set_header("WWW-Authenticate", 'Bearer realm="modeldeploy"')
+            self.fail(decision.status, decision.message, kind)
+            return
+        if dep.status is Status.LOADING:
+            self.set_header("Retry-After", "5")
+            self.fail(503, f"deployment {dep.name!r} is still loading", "unavailable_error")
+            return
+        if not dep.status.live or dep.upstream is None:
+            self.fail(503, f"deployment {dep.name!r} is {dep.status.value}; relaunch it", "unavailable_error")
+            return
+        path = path or "/"
+        body = self.request.body or b""
+        model, path, body, injected, problem = self._route_model(dep, path, body)
+        if problem is not None:
+            status, message, extra = problem
+            self.fail(status, message, "invalid_request_error" if status != 404 else "not_found_error", **extra)
+            return
+        limit = getattr(dep.config, "max_concurrent_requests", None)
+        if limit is not None and dep.in_flight >= limit:
+            self.fail(429, f"too many requests in flight (max_concurrent_requests={limit})", "rate_limit_error")
+            return
+        if gateway.config.wake is not None:
+            await gateway.config.wake(dep)
+        supervisor.request_started(dep)
+        started = time.perf_counter()
+        status = 502
+        tap: UsageTap | None = None
+        first_chunk: float | None = None
+        try:
+            status, tap, first_chunk = await self._forward(dep, path, body, injected)
+        finally:
+            supervisor.request_finished(dep)
+            usage = tap.finish() if tap is not None else None
+            gateway.observe(
+                RequestRecord(
+                    deployment_id=dep.id, model=model, status=status, latency_s=time.perf_counter() - started,
+                    first_chunk_s=first_chunk, usage=usage, streamed=bool(tap and tap.is_sse),
+                )
+            )
+
+    def _route_model(
+        self, dep: Deployment, path: str, body: bytes
+    ) -> tuple[str | None, str, bytes, bool, tuple[int, str, dict[str, Any]] | None]:
+        """Pick the model (URL segment or body), apply body limits; returns (model, path, body, injected, error)."""
+        models = dep.models
+        model: str | None = None
+        segments = path.lstrip("/").split("/", 1)
+        if len(models) > 1 or (models and segments[0] in models and segments[0] not in ("v1", "health")):
+            if segments[0] in models:
+                model = segments[0]
+                path = "/" + (segments[1] if len(segments) > 1 else "")
+        payload_limit = self._payload_limit(dep, model)
+        if len(body) > payload_limit:
+            return model, path, body, False, (413, f"request body of {len(body)} bytes exceeds the limit of {payload_limit} bytes", {})
+        injected = False
+        content_type = self.request.headers.get("Content-Type", "")
+        if body and "json" in content_type:
+            try:
+                data = json.loads(body)
+            except ValueError:
+                return model, path, body, False, (400, "request body is not valid JSON", {})
+            if isinstance(data, dict):
+                changed = False
+                if model is not None and data.get("model") != model:
+                    data["model"] = model
+                    changed = True
+                elif model is None and isinstance(data.get("model"), str):
+                    if len(models) > 1 and data["model"] not in models:
+                        return model, path, body, False, (
+                            404,
+                            f"model {data['model']!r} does not exist; this deployment serves: {', '.join(models)}",
+                            {"models": models},
+                        )
+                    model = data["model"]
+                batch_limit = self._client_batch_limit(dep, model)
+                inputs = data.get("input", data.get("inputs"))
+                if batch_limit is not None and isinstance(inputs, list) and len(inputs) > batch_limit:
+                    return model, path, body, False, (
+                        422,
+                        f"{len(inputs)} inputs in one request exceed max_client_batch_size={batch_limit}",
+                        {},
+                    )
+                if dep.plan and dep.plan.stream_usage and wants_usage_injection(data):
+                    data["stream_options"] = {"include_usage": True}
+                    injected = changed = True
+                if changed:
+                    body = json.dumps(data).encode()
+        if model is None and len(models) == 1:
+            model = models[0]
+        return model, path, body, injected, None
+
+    def _entry(self, dep: Deployment, model: str | None) -> Any:
+        entries = getattr(dep.config, "models", None)
+        if not isinstance(entries, list):
+            return None
+        for entry in entries:
+            if getattr(entry, "name", None) == model:
+                return entry
+        return entries[0] if entries else None
+
+    def _payload_limit(self, dep: Deployment, model: str | None) -> int:
+        entry = self._entry(dep, model)
+        limit = getattr(entry, "payload_limit_bytes", None) or getattr(dep.config, "payload_limit_bytes", None)
+        return int(limit or self.gateway.config.default_payload_limit)
+
+    def _client_batch_limit(self, dep: Deployment, model: str | None) -> int | None:
+        entry = self._entry(dep, model)
+        return getattr(entry, "max_client_batch_size", None)
+
+    async def _forward(
+        self, dep: Deployment, path: str, body: bytes, injected: bool
+    ) -> tuple[int, UsageTap | None, float | None]:
+        gateway = self.gateway
+        headers = {k: v for k, v in self.request.headers.get_all() if k.lower() not in STRIPPED_REQUEST}
+        headers["Authorization"] = f"Bearer {dep.engine_key}"
+        query = f"?{self.request.query}" if self.request.query else ""
+        url = f"{dep.upstream}{path}{query}"
+        started = time.perf_counter()
+        request = gateway.client.build_request(
+            self.request.method or "GET", url, headers=headers, content=body if body else None
+        )
+        try:
+            upstream = await gateway.client.send(request, stream=True)
+        except httpx.TimeoutException:
+            self.fail(504, f"the engine did not answer within {gateway.config.upstream_timeout_s:g} s", "timeout_error")
+            return 504, None, None
+        except httpx.HTTPError as exc:
+            self.fail(502, f"the engine is not reachable: {type(exc).__name__}", "upstream_error")
+            return 502, None, None
+        self._upstream = upstream
+        first_chunk: float | None = None
+        tap = UsageTap(upstream.headers.get("content-type", ""), drop_usage_only_events=injected)
+        try:
+            self.set_status(upstream.status_code, upstream.reason_phrase or httputil.responses.get(upstream.status_code))
+            for name, value in upstream.headers.multi_items():
+                if name.lower() not in STRIPPED_RESPONSE:
+                    self.add_header(name, value)
+            if tap.is_sse or injected:
+                self.clear_header("Content-Length")
+            async for chunk in upstream.aiter_raw():
+                if self._client_gone:
+                    break
+                if first_chunk is None:
+                    first_chunk = time.perf_counter() - started
+                out = tap.feed(chunk)
+                if out:
+                    self.write(out)
+                    await self.flush()
+        except httpx.TimeoutException:
+            if not self._headers_written:
+                self.clear()
+                self.fail(504, "the engine stopped answering", "timeout_error")
+                return 504, tap, first_chunk
+            return upstream.status_code, tap, first_chunk
+        except (httpx.HTTPError, iostream.StreamClosedError):
+            return upstream.status_code, tap, first_chunk
+        finally:
+            await upstream.aclose()
+            self._upstream = None
+        if not self._client_gone:
+            self.finish()
+        return upstream.status_code, tap, first_chunk

@@ -1,0 +1,136 @@
+"""The Jupyter server extension: settings as traitlets, the supervisor, REST and gateway routes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Enum, Float, Int, Unicode, default
+
+from ..engines import EngineSettings
+from ..gateway.proxy import EndpointHandler, Gateway, GatewayConfig
+from ..supervisor import Supervisor
+from ..supervisor.tokens import TokenRegistry
+from .handlers import api_handlers
+
+
+class ModelDeployApp(ExtensionApp):
+    """Serve models from Jupyter: supervises engines and exposes them through the gateway."""
+
+    name = "jupyter_modeldeploy"
+    description = "Model deployments with authenticated OpenAI-compatible endpoints"
+
+    state_dir = Unicode(
+        help="Folder for the deployment store, engine logs and key files (default: <jupyter data dir>/modeldeploy)."
+    ).tag(config=True)
+    llamacpp_server = Unicode(
+        None, allow_none=True, help="Path of llama-server (default: the build from 'install-engine llamacpp')."
+    ).tag(config=True)
+    llamacpp_engine = Enum(
+        ["auto", "llama-server", "llama-cpp-python"],
+        default_value="auto",
+        help="Which llama.cpp server to run: llama-server when built (auto), or llama-cpp-python's fallback.",
+    ).tag(config=True)
+    llamacpp_python = Unicode(
+        None, allow_none=True, help="Python with llama-cpp-python for the fallback server (default: this one)."
+    ).tag(config=True)
+    vllm_python = Unicode(
+        None, allow_none=True,
+        help="Python of the vLLM environment for 'llm' deployments (default: the one from "
+        "'install-engine llm', else this one).",
+    ).tag(config=True)
+    embedding_python = Unicode(
+        None, allow_none=True, help="Python with sentence-transformers for 'embedding' deployments (default: this one)."
+    ).tag(config=True)
+    health_timeout_s = Float(900.0, help="Seconds an engine may take to become healthy before it counts as failed.").tag(
+        config=True
+    )
+    stop_grace_s = Float(10.0, help="Seconds between SIGTERM and SIGKILL when stopping an engine.").tag(config=True)
+    upstream_timeout_s = Float(
+        600.0, help="Seconds the gateway waits for an engine's answer before replying 504."
+    ).tag(config=True)
+    payload_limit_bytes = Int(16 << 20, help="Largest request body the gateway accepts (embedding models set their own).").tag(
+        config=True
+    )
+    metrics_interval_s = Float(2.0, help="Seconds between samples of host and deployment metrics.").tag(config=True)
+    metrics_window = Int(1800, help="Samples kept per time series (ring buffer length).").tag(config=True)
+
+    @default("state_dir")
+    def _default_state_dir(self) -> str:
+        return str(Path(jupyter_data_dir()) / "modeldeploy")
+
+    def engine_settings(self) -> EngineSettings:
+        vllm_python = self.vllm_python
+        if vllm_python is None:
+            try:
+                from ..engines.vllm_install import find_vllm_python
+
+                found = find_vllm_python()
+                vllm_python = str(found) if found else None
+            except ImportError:
+                vllm_python = None
+        return EngineSettings(
+            llamacpp_server=self.llamacpp_server,
+            llamacpp_engine=self.llamacpp_engine,
+            llamacpp_python=self.llamacpp_python,
+            vllm_python=vllm_python,
+            embedding_python=self.embedding_python,
+        )
+
+    def initialize_settings(self) -> None:
+        supervisor = Supervisor(
+            Path(self.state_dir),
+            self.engine_settings(),
+            health_timeout_s=self.health_timeout_s,
+            stop_grace_s=self.stop_grace_s,
+        )
+        supervisor.load()
+        tokens = TokenRegistry(supervisor.store)
+        gateway = Gateway(
+            supervisor,
+            tokens,
+            GatewayConfig(upstream_timeout_s=self.upstream_timeout_s, default_payload_limit=self.payload_limit_bytes),
+        )
+        self.supervisor = supervisor
+        self.gateway = gateway
+        self.metrics = None
+        try:
+            from ..metrics.hub import MetricsHub
+
+            self.metrics = MetricsHub(supervisor, interval_s=self.metrics_interval_s, window=self.metrics_window)
+            gateway.config.observers.append(self.metrics.observe_request)
+        except ImportError:  # metrics are optional at this layer
+            self.metrics = None
+        self.settings.update(
+            {
+                "modeldeploy_supervisor": supervisor,
+                "modeldeploy_tokens": tokens,
+                "modeldeploy_gateway": gateway,
+                "modeldeploy_metrics": self.metrics,
+            }
+        )
+        self.log.info("modeldeploy: state in %s", self.state_dir)
+
+    def initialize_handlers(self) -> None:
+        # ExtensionApp prepends the server's base URL to every pattern.
+        prefix = "/api/modeldeploy"
+        handlers: list[tuple[str, Any, dict[str, Any]] | tuple[str, Any]] = list(api_handlers(prefix))
+        if self.metrics is not None:
+            from ..metrics.handlers import metrics_handlers
+
+            handlers += metrics_handlers(prefix)
+        handlers.append((r"/modeldeploy/endpoints/(?P<route>[^/]+)(?P<path>/.*)?", EndpointHandler, {"gateway": self.gateway}))
+        self.handlers.extend(handlers)
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        await self.supervisor.start()
+        if self.metrics is not None:
+            self.metrics.start()
+
+    async def stop_extension(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
+        await self.supervisor.shutdown()
+        await self.gateway.close()

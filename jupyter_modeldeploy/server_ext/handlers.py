@@ -1,0 +1,329 @@
+"""REST API under `/api/modeldeploy/`: schemas, deployments, logs, tokens, status.
+
+Every handler is a Jupyter APIHandler: Jupyter's authentication and XSRF protection apply.
+Errors are JSON with a 4xx status naming the problem; see docs/rest-api.md and openapi.yaml.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from typing import Any
+
+from jupyter_server.base.handlers import APIHandler
+from tornado import iostream, web
+
+from .. import __version__
+from ..config import KINDS, ConfigError, all_schemas, config_schema, export_config, parse_config
+from ..engines import EngineUnavailable
+from ..engines.hf import ModelNotFound
+from ..supervisor import Deployment, DeploymentError, Supervisor
+from ..supervisor.tokens import TokenRegistry
+from .records import deployment_record, engine_status
+
+
+class BaseHandler(APIHandler):
+    """Shared helpers: the supervisor, JSON bodies, JSON errors."""
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return self.settings["modeldeploy_supervisor"]
+
+    @property
+    def tokens(self) -> TokenRegistry:
+        return self.settings["modeldeploy_tokens"]
+
+    def public_base(self) -> str:
+        """The server's URL as the client reached it (scheme, host, base URL)."""
+        return f"{self.request.protocol}://{self.request.host}{self.base_url}"
+
+    def record(self, dep: Deployment) -> dict[str, Any]:
+        return deployment_record(dep, self.public_base(), self.settings.get("modeldeploy_metrics"))
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Every error as JSON, including tornado's own (404, 405, XSRF 403)."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(exc, "log_message", None) or getattr(exc, "reason", None) or self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": str(message)}))
+
+    def fail(self, status: int, message: str, **extra: Any) -> None:
+        self.write_json({"error": message, **extra}, status)
+
+    def json_body(self) -> Any:
+        if not self.request.body:
+            return {}
+        try:
+            return json.loads(self.request.body)
+        except ValueError as exc:
+            raise DeploymentError(f"request body is not valid JSON: {exc}", 400) from None
+
+    def lookup(self, ref: str) -> Deployment:
+        return self.supervisor.get(ref)
+
+    async def run(self, action: Any) -> None:
+        """Run an action, turning known errors into 4xx JSON answers."""
+        try:
+            await action()
+        except ConfigError as exc:
+            self.fail(422, f"invalid configuration: {exc}", errors=exc.errors)
+        except DeploymentError as exc:
+            self.fail(exc.status, str(exc))
+        except (EngineUnavailable, ModelNotFound) as exc:
+            self.fail(422, str(exc))
+
+
+class StatusHandler(BaseHandler):
+    """GET: version, engines, GPU presence, deployment counts."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        counts: dict[str, int] = {}
+        for dep in self.supervisor.list():
+            counts[dep.status.value] = counts.get(dep.status.value, 0) + 1
+        loop = asyncio.get_running_loop()
+        engines = await loop.run_in_executor(None, engine_status, self.supervisor.settings)
+        self.write_json(
+            {
+                "version": __version__,
+                "kinds": list(KINDS),
+                "engines": engines,
+                "gpu": shutil.which("nvidia-smi") is not None,
+                "deployments": counts,
+            }
+        )
+
+
+class SchemasHandler(BaseHandler):
+    """GET every kind's JSON Schema, or one kind's."""
+
+    @web.authenticated
+    async def get(self, kind: str | None = None) -> None:
+        if kind is None:
+            self.write_json(all_schemas())
+        elif kind not in KINDS:
+            self.fail(404, f"unknown kind {kind!r}; allowed: {', '.join(KINDS)}")
+        else:
+            self.write_json(config_schema(kind))
+
+
+class ValidateHandler(BaseHandler):
+    """POST a configuration: 200 with the normalised config and notices, or 422."""
+
+    @web.authenticated
+    async def post(self) -> None:
+        async def action() -> None:
+            config = parse_config(self.json_body())
+            notices = config.notices() if hasattr(config, "notices") else []
+            self.write_json({"ok": True, "config": export_config(config), "notices": notices})
+
+        await self.run(action)
+
+
+class DeploymentsHandler(BaseHandler):
+    """GET the list; POST a configuration to launch it (`?dry_run=1` only plans it)."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        self.write_json({"deployments": [self.record(d) for d in self.supervisor.list()]})
+
+    @web.authenticated
+    async def post(self) -> None:
+        async def action() -> None:
+            config = parse_config(self.json_body())
+            if self.get_query_argument("dry_run", "0") in ("1", "true"):
+                loop = asyncio.get_running_loop()
+                plan = await loop.run_in_executor(None, self.supervisor.dry_run, config)
+                self.write_json(
+                    {"argv": plan.argv, "env": plan.env, "notes": plan.notes, "models": plan.models}
+                )
+                return
+            start = self.get_query_argument("launch", "1") not in ("0", "false")
+            dep = await self.supervisor.launch(config, start=start)
+            self.write_json(self.record(dep), 201)
+
+        await self.run(action)
+
+
+class ImportHandler(DeploymentsHandler):
+    """POST an exported configuration: the same as launching it."""
+
+    get = None  # type: ignore[assignment]
+
+
+class DeploymentHandler(BaseHandler):
+    """GET one record; DELETE stops and forgets it."""
+
+    @web.authenticated
+    async def get(self, ref: str) -> None:
+        async def action() -> None:
+            self.write_json(self.record(self.lookup(ref)))
+
+        await self.run(action)
+
+    @web.authenticated
+    async def delete(self, ref: str) -> None:
+        async def action() -> None:
+            await self.supervisor.delete(ref)
+            self.set_status(204)
+            self.finish()
+
+        await self.run(action)
+
+
+class ActionHandler(BaseHandler):
+    """POST stop / relaunch / clone."""
+
+    @web.authenticated
+    async def post(self, ref: str, action_name: str) -> None:
+        async def action() -> None:
+            if action_name == "stop":
+                dep = await self.supervisor.stop(ref)
+                self.write_json(self.record(dep))
+            elif action_name == "relaunch":
+                dep = await self.supervisor.relaunch(ref)
+                self.write_json(self.record(dep))
+            elif action_name == "clone":
+                body = self.json_body()
+                if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+                    raise DeploymentError("clone needs a JSON body with the new 'name'", 400)
+                overrides = body.get("overrides") or {}
+                if not isinstance(overrides, dict):
+                    raise DeploymentError("'overrides' must be an object of field values", 400)
+                dep = await self.supervisor.clone(ref, body["name"], overrides, start=body.get("launch", True) is not False)
+                self.write_json(self.record(dep), 201)
+            else:
+                raise DeploymentError(f"unknown action {action_name!r}", 404)
+
+        await self.run(action)
+
+
+class ExportHandler(BaseHandler):
+    """GET the configuration as JSON, secrets left out unless `?include_secrets=1`."""
+
+    @web.authenticated
+    async def get(self, ref: str) -> None:
+        async def action() -> None:
+            dep = self.lookup(ref)
+            with_secrets = self.get_query_argument("include_secrets", "0") in ("1", "true")
+            data = export_config(dep.config, include_secrets=with_secrets)
+            if self.get_query_argument("download", "0") in ("1", "true"):
+                self.set_header("Content-Disposition", f'attachment; filename="{dep.name}.json"')
+            self.write_json(data)
+
+        await self.run(action)
+
+
+class LogsHandler(BaseHandler):
+    """GET the console tail; `?follow=1` streams new lines as text until the engine ends."""
+
+    @web.authenticated
+    async def get(self, ref: str) -> None:
+        try:
+            dep = self.lookup(ref)
+        except DeploymentError as exc:
+            self.fail(exc.status, str(exc))
+            return
+        try:
+            tail = int(self.get_query_argument("tail", "200"))
+        except ValueError:
+            self.fail(400, "tail must be an integer")
+            return
+        if self.get_query_argument("follow", "0") not in ("1", "true"):
+            self.write_json({"id": dep.id, "status": dep.status.value, "lines": dep.log.tail(tail)})
+            return
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        queue = dep.log.follow()
+        try:
+            for line in dep.log.tail(tail):
+                self.write(line + "\n")
+            await self.flush()
+            while dep.status.live:
+                try:
+                    line = await asyncio.wait_for(queue.get(), timeout=15)
+                except asyncio.TimeoutError:
+                    continue
+                if line is None:
+                    break
+                self.write(line + "\n")
+                await self.flush()
+            while not queue.empty():
+                line = queue.get_nowait()
+                if line is not None:
+                    self.write(line + "\n")
+        except iostream.StreamClosedError:
+            return
+        finally:
+            dep.log.unfollow(queue)
+        self.finish()
+
+
+class TokensHandler(BaseHandler):
+    """GET the tokens (never their values); POST creates one and shows it once."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        self.write_json({"tokens": [t.to_json() for t in self.tokens.list()]})
+
+    @web.authenticated
+    async def post(self) -> None:
+        async def action() -> None:
+            body = self.json_body()
+            if not isinstance(body, dict):
+                raise DeploymentError("a token request is a JSON object", 400)
+            deployment_id = None
+            if body.get("deployment"):
+                deployment_id = self.lookup(str(body["deployment"])).id
+            project = body.get("project")
+            expires = body.get("expires_in_s")
+            if expires is not None and not isinstance(expires, (int, float)):
+                raise DeploymentError("expires_in_s must be a number of seconds", 400)
+            try:
+                token, info = self.tokens.create(
+                    deployment_id=deployment_id, project=project, name=body.get("name"), expires_in_s=expires
+                )
+            except ValueError as exc:
+                raise DeploymentError(str(exc), 400) from None
+            self.write_json({**info.to_json(), "token": token}, 201)
+
+        await self.run(action)
+
+
+class TokenHandler(BaseHandler):
+    """DELETE revokes a token at once."""
+
+    @web.authenticated
+    async def delete(self, token_id: str) -> None:
+        try:
+            info = self.tokens.revoke(token_id)
+        except KeyError:
+            self.fail(404, f"no token {token_id!r}")
+            return
+        self.write_json(info.to_json())
+
+
+def api_handlers(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
+    """The REST routes, each under `prefix` (the server's base URL + api/modeldeploy)."""
+    ref = r"(?P<ref>[^/]+)"
+    return [
+        (rf"{prefix}/status", StatusHandler),
+        (rf"{prefix}/schemas", SchemasHandler),
+        (rf"{prefix}/schemas/(?P<kind>[^/]+)", SchemasHandler),
+        (rf"{prefix}/validate", ValidateHandler),
+        (rf"{prefix}/import", ImportHandler),
+        (rf"{prefix}/deployments", DeploymentsHandler),
+        (rf"{prefix}/deployments/{ref}", DeploymentHandler),
+        (rf"{prefix}/deployments/{ref}/export", ExportHandler),
+        (rf"{prefix}/deployments/{ref}/logs", LogsHandler),
+        (rf"{prefix}/deployments/{ref}/(?P<action_name>stop|relaunch|clone)", ActionHandler),
+        (rf"{prefix}/tokens", TokensHandler),
+        (rf"{prefix}/tokens/(?P<token_id>[^/]+)", TokenHandler),
+    ]

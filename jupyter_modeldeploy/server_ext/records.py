@@ -1,0 +1,110 @@
+"""The JSON record of a deployment that the REST API returns, and the engines' availability."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from typing import Any
+
+from ..config import export_config
+from ..engines import EngineSettings
+from ..supervisor import Deployment
+
+API_KEY_PLACEHOLDER = "$MODELDEPLOY_API_KEY"
+
+
+def endpoint_url(public_base: str, route: str) -> str:
+    """The deployment's endpoint under the Jupyter server."""
+    return f"{public_base.rstrip('/')}/modeldeploy/endpoints/{route}"
+
+
+def test_command(dep: Deployment, api_base: str, *, key: str | None = None, prompt: str = "Hello!",
+                 model: str | None = None) -> str:
+    """A curl command that calls the deployment (the key as an environment variable unless given)."""
+    models = dep.models or [dep.name]
+    model = model or models[0]
+    is_embedding = dep.kind == "embedding" or bool(getattr(dep.config, "embedding", False))
+    if is_embedding:
+        path, body = "/embeddings", {"model": model, "input": [prompt]}
+    else:
+        path, body = "/chat/completions", {"model": model, "messages": [{"role": "user", "content": prompt}]}
+    parts = ["curl", "-s", shlex.quote(api_base + path)]
+    if not dep.config.public:
+        auth = f"Authorization: Bearer {key}" if key else f"Authorization: Bearer {API_KEY_PLACEHOLDER}"
+        parts += ["-H", f'"{auth}"' if not key else shlex.quote(auth)]
+    parts += ["-H", shlex.quote("Content-Type: application/json"), "-d", shlex.quote(json.dumps(body))]
+    return " ".join(parts)
+
+
+def deployment_record(dep: Deployment, public_base: str, metrics: Any = None) -> dict[str, Any]:
+    """Everything a client shows about a deployment; never a secret."""
+    url = endpoint_url(public_base, dep.route)
+    api_base = f"{url}/v1"
+    now = time.time()
+    live_serving = dep.status.value in ("active", "idle")
+    models = dep.models or ([dep.config.name] if dep.kind != "embedding" else [])
+    model_states = metrics.model_states(dep) if metrics is not None and hasattr(metrics, "model_states") else {}
+    notes = list(dep.plan.notes) if dep.plan else []
+    notices = dep.config.notices() if hasattr(dep.config, "notices") else []
+    return {
+        "id": dep.id,
+        "name": dep.name,
+        "kind": dep.kind,
+        "project": dep.config.project,
+        "model": getattr(dep.config, "model", None),
+        "models": [
+            {"name": m, "state": model_states.get(m, "on_device" if live_serving else None), "endpoint": f"{url}/{m}/v1"}
+            for m in models
+        ],
+        "status": dep.status.value,
+        "status_reason": dep.status_reason,
+        "status_history": dep.history,
+        "created_at": dep.created_at,
+        "started_at": dep.started_at,
+        "stopped_at": dep.stopped_at,
+        "last_activity_at": dep.last_activity_at,
+        "idle_for_s": round(now - dep.last_activity_at, 3) if live_serving and dep.in_flight == 0 else 0.0,
+        "requests_in_flight": dep.in_flight,
+        "exit_code": dep.exit_code,
+        "pid": dep.process.pid if dep.process is not None else None,
+        "route": dep.route,
+        "endpoint_url": url,
+        "api_base": api_base,
+        "test_command": test_command(dep, api_base),
+        "public": dep.config.public,
+        "has_api_key": dep.api_key_hash is not None,
+        "engine": {"program": _program(dep), "notes": notes},
+        "notices": notices,
+        "config": export_config(dep.config),
+    }
+
+
+def _program(dep: Deployment) -> str | None:
+    if not dep.plan:
+        return None
+    argv = dep.plan.argv
+    if len(argv) > 2 and argv[1] == "-m":
+        return argv[2]
+    return argv[0].rsplit("/", 1)[-1]
+
+
+def engine_status(settings: EngineSettings) -> dict[str, dict[str, Any]]:
+    """Which engine each kind would use here, and how to install what is missing."""
+    import importlib.util
+
+    from ..engines.llamacpp_install import find_llama_server
+
+    server = settings.llamacpp_server or (str(p) if (p := find_llama_server()) else None)
+    fallback = importlib.util.find_spec("llama_cpp") is not None or settings.llamacpp_python is not None
+    llamacpp: dict[str, Any] = {"available": bool(server) or fallback, "program": "llama-server" if server else None}
+    if not server:
+        llamacpp["notes"] = ["llama-server is not built: run 'jupyter modeldeploy install-engine llamacpp'"]
+        if fallback:
+            llamacpp["program"] = "llama_cpp.server"
+    vllm_python = settings.vllm_python
+    llm = {"available": bool(vllm_python) or importlib.util.find_spec("vllm") is not None,
+           "program": "vllm.entrypoints.openai.api_server", "python": vllm_python}
+    embedding = {"available": importlib.util.find_spec("sentence_transformers") is not None
+                 or settings.embedding_python is not None, "program": "embedding_server"}
+    return {"llamacpp": llamacpp, "llm": llm, "embedding": embedding}

@@ -1,0 +1,512 @@
+"""The supervisor: starts engines, watches their health, stops them when idle, remembers them.
+
+Each engine runs under `reaper.py` in its own process group on a free loopback port. Status
+moves loading -> active <-> idle -> stopped, or failed with the exit code and last log lines.
+Deployments are kept in SQLite, so a restarted server lists them and can relaunch them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..config import ConfigError, DeploymentBase, export_config, parse_config
+from ..engines import EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan, get_engine
+from ..engines.hf import ModelNotFound
+from . import reaper
+from .keys import hash_key
+from .logbuffer import MASK, LogBuffer
+from .state import Status, can_move, failure_reason, idle_limit_reached, serving_status
+from .store import Store, StoredDeployment
+
+log = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 200
+# Variables of the Jupyter server that an engine has no business seeing.
+SCRUBBED_ENV = ("JUPYTER_TOKEN", "JPY_API_TOKEN", "JUPYTERHUB_API_TOKEN", "JPY_SESSION_NAME")
+
+
+class DeploymentError(Exception):
+    """A request the supervisor refuses; `status` is the HTTP status that fits it."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Deployment:
+    """One deployment: its configuration, status and (while live) its engine process."""
+
+    id: str
+    config: DeploymentBase
+    route: str
+    work_dir: Path
+    log: LogBuffer
+    api_key_hash: str | None = None
+    status: Status = Status.STOPPED
+    status_reason: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    stopped_at: float | None = None
+    exit_code: int | None = None
+    last_activity_at: float = field(default_factory=time.time)
+    in_flight: int = 0
+    port: int | None = None
+    engine_key: str | None = None
+    plan: LaunchPlan | None = None
+    process: asyncio.subprocess.Process | None = None
+    task: asyncio.Task[None] | None = None
+    stop_reason: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind  # type: ignore[attr-defined]
+
+    @property
+    def upstream(self) -> str | None:
+        """Base URL of the engine on loopback, while it runs."""
+        return f"http://127.0.0.1:{self.port}" if self.port and self.status.live else None
+
+    @property
+    def models(self) -> list[str]:
+        """Model names the engine serves."""
+        return list(self.plan.models) if self.plan else []
+
+    def to_stored(self) -> StoredDeployment:
+        config = export_config(self.config, include_secrets=True)
+        config.pop("api_key", None)  # kept only as api_key_hash
+        return StoredDeployment(
+            id=self.id, name=self.name, kind=self.kind, config=config, route=self.route,
+            status=self.status.value, status_reason=self.status_reason, history=self.history,
+            created_at=self.created_at, started_at=self.started_at, stopped_at=self.stopped_at,
+            exit_code=self.exit_code, last_activity_at=self.last_activity_at, api_key_hash=self.api_key_hash,
+        )
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Supervisor:
+    """Runs and remembers deployments; every method runs on the server's event loop."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        settings: EngineSettings | None = None,
+        *,
+        health_timeout_s: float = 900.0,
+        stop_grace_s: float = 10.0,
+        tick_s: float = 1.0,
+        on_change: Callable[[Deployment], None] | None = None,
+    ):
+        self.state_dir = state_dir
+        self.settings = settings or EngineSettings()
+        self.health_timeout_s = health_timeout_s
+        self.stop_grace_s = stop_grace_s
+        self.tick_s = tick_s
+        self.on_change = on_change
+        state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(state_dir, 0o700)
+        self.store = Store(state_dir / "deployments.sqlite")
+        self.deployments: dict[str, Deployment] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._loaded = False
+        self._http = httpx.AsyncClient(timeout=5.0)
+
+    # Life of the supervisor ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load stored deployments (if not yet) and start the idle ticker."""
+        self.load()
+        if self._ticker is None:
+            self._ticker = asyncio.ensure_future(self._tick_forever())
+
+    def load(self) -> None:
+        """Read the stored deployments; those that were live are now stopped (their engines died)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        for row in self.store.load_all():
+            try:
+                config = parse_config(row.config)
+            except ConfigError as exc:
+                log.warning("skipping stored deployment %s: %s", row.id, exc)
+                continue
+            dep = self._new_deployment(row.id, config, row.route, api_key_hash=row.api_key_hash)
+            dep.status = Status(row.status)
+            dep.status_reason = row.status_reason
+            dep.history = row.history
+            dep.created_at = row.created_at
+            dep.started_at = row.started_at
+            dep.stopped_at = row.stopped_at
+            dep.exit_code = row.exit_code
+            dep.last_activity_at = row.last_activity_at or row.created_at
+            if dep.status.live:
+                # Its engine died with the previous server (reaper + parent-death signal).
+                dep.status = Status.STOPPED
+                self._record(dep, Status.STOPPED, "the Jupyter server restarted; relaunch to serve again")
+                dep.stopped_at = time.time()
+                self.store.save(dep.to_stored())
+            self.deployments[dep.id] = dep
+
+    async def shutdown(self) -> None:
+        """Stop every engine and close the store."""
+        if self._ticker:
+            self._ticker.cancel()
+        live = [d for d in self.deployments.values() if d.status.live]
+        await asyncio.gather(*(self._stop(d, "the Jupyter server shut down") for d in live), return_exceptions=True)
+        await self._http.aclose()
+        self.store.close()
+
+    # Queries ------------------------------------------------------------------------------
+
+    def list(self) -> list[Deployment]:
+        """Every deployment, oldest first."""
+        return sorted(self.deployments.values(), key=lambda d: d.created_at)
+
+    def get(self, ref: str) -> Deployment:
+        """A deployment by id, or by name (the live one first, else the newest)."""
+        if ref in self.deployments:
+            return self.deployments[ref]
+        named = [d for d in self.deployments.values() if d.name == ref]
+        if not named:
+            raise DeploymentError(f"no deployment with id or name {ref!r}", 404)
+        named.sort(key=lambda d: (d.status.live, d.created_at), reverse=True)
+        return named[0]
+
+    def by_route(self, route: str) -> Deployment | None:
+        """The deployment that owns an endpoint route."""
+        for dep in self.deployments.values():
+            if dep.route == route:
+                return dep
+        return None
+
+    # Commands -----------------------------------------------------------------------------
+
+    async def launch(self, config: DeploymentBase, *, start: bool = True) -> Deployment:
+        """Create a deployment from a validated config and start its engine."""
+        self._check_unique(config)
+        dep_id = secrets.token_hex(4)
+        while dep_id in self.deployments:
+            dep_id = secrets.token_hex(4)
+        route = config.route or f"r-{secrets.token_hex(6)}"
+        key_hash = hash_key(config.api_key.get_secret_value()) if config.api_key else None
+        dep = self._new_deployment(dep_id, config, route, api_key_hash=key_hash)
+        self.deployments[dep.id] = dep
+        self._record(dep, Status.STOPPED, "created" if not start else None, initial=True)
+        self.store.save(dep.to_stored())
+        if start:
+            self._start(dep)
+        return dep
+
+    async def relaunch(self, ref: str) -> Deployment:
+        """Start a stopped or failed deployment again with its stored configuration."""
+        dep = self.get(ref)
+        if dep.status.live:
+            raise DeploymentError(f"deployment {dep.name!r} is already {dep.status.value}", 409)
+        self._check_unique(dep.config, route=dep.route, ignore=dep.id)
+        self._start(dep)
+        return dep
+
+    async def stop(self, ref: str, reason: str = "stopped by the user") -> Deployment:
+        """Stop a deployment's engine (no-op when it is not running)."""
+        dep = self.get(ref)
+        await self._stop(dep, reason)
+        return dep
+
+    async def delete(self, ref: str) -> None:
+        """Stop a deployment and forget it."""
+        dep = self.get(ref)
+        await self._stop(dep, "deleted")
+        del self.deployments[dep.id]
+        self.store.delete(dep.id)
+
+    async def clone(
+        self, ref: str, name: str, overrides: dict[str, Any] | None = None, *, start: bool = True
+    ) -> Deployment:
+        """A new deployment from another's configuration (secrets kept), under a new name."""
+        source = self.get(ref)
+        data = export_config(source.config, include_secrets=True)
+        data.update(overrides or {})
+        data["name"] = name
+        if "route" not in (overrides or {}):
+            data["route"] = ""
+        config = parse_config(data)
+        dep = await self.launch(config, start=False)
+        if config.api_key is None and source.api_key_hash:
+            dep.api_key_hash = source.api_key_hash
+            self.store.save(dep.to_stored())
+        if start:
+            self._start(dep)
+        return dep
+
+    def dry_run(self, config: DeploymentBase) -> LaunchPlan:
+        """The launch plan for a config, with secrets masked; nothing is started."""
+        work_dir = self.state_dir / "deployments" / "dry-run"
+        ctx = LaunchContext(port=0, engine_key=MASK, work_dir=work_dir, settings=self.settings)
+        plan = get_engine(config.kind).plan(config, ctx)  # type: ignore[attr-defined]
+        hidden = [s for s in plan.secrets if s and s != MASK]
+
+        def mask(text: str) -> str:
+            for secret in hidden:
+                text = text.replace(secret, MASK)
+            return text
+
+        plan.argv = [mask(a) for a in plan.argv]
+        plan.env = {k: mask(v) for k, v in plan.env.items()}
+        plan.files = {k: mask(v) for k, v in plan.files.items()}
+        return plan
+
+    # Activity (called by the gateway) -----------------------------------------------------
+
+    def request_started(self, dep: Deployment) -> None:
+        """A request entered the gateway for this deployment."""
+        dep.in_flight += 1
+        dep.last_activity_at = time.time()
+        if dep.status is Status.IDLE:
+            self._set_status(dep, Status.ACTIVE, None)
+
+    def request_finished(self, dep: Deployment) -> None:
+        """A request left the gateway; the idle clock runs from here."""
+        dep.in_flight = max(0, dep.in_flight - 1)
+        dep.last_activity_at = time.time()
+
+    # Machinery ----------------------------------------------------------------------------
+
+    def _new_deployment(
+        self, dep_id: str, config: DeploymentBase, route: str, *, api_key_hash: str | None
+    ) -> Deployment:
+        work_dir = self.state_dir / "deployments" / dep_id
+        work_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(work_dir, 0o700)
+        return Deployment(
+            id=dep_id, config=config, route=route, work_dir=work_dir,
+            log=LogBuffer(work_dir / "console.log"), api_key_hash=api_key_hash,
+        )
+
+    def _check_unique(self, config: DeploymentBase, *, route: str | None = None, ignore: str | None = None) -> None:
+        route = route if route is not None else config.route
+        for other in self.deployments.values():
+            if other.id == ignore:
+                continue
+            if other.status.live and other.name == config.name:
+                raise DeploymentError(f"a live deployment is already named {config.name!r}", 409)
+            if route and other.route == route:
+                raise DeploymentError(f"route {route!r} is already used by deployment {other.name!r}", 409)
+
+    def _record(self, dep: Deployment, status: Status, reason: str | None, *, initial: bool = False) -> None:
+        entry = {"status": status.value, "at": time.time(), "reason": reason}
+        dep.history = (dep.history + [entry])[-HISTORY_LIMIT:]
+
+    def _set_status(self, dep: Deployment, status: Status, reason: str | None) -> None:
+        if dep.status is status and reason == dep.status_reason:
+            return
+        if dep.status is not status and not can_move(dep.status, status):
+            log.debug("ignored status move %s -> %s for %s", dep.status, status, dep.id)
+            return
+        dep.status = status
+        dep.status_reason = reason
+        self._record(dep, status, reason)
+        self.store.save(dep.to_stored())
+        if self.on_change:
+            self.on_change(dep)
+
+    def _start(self, dep: Deployment) -> None:
+        dep.stop_reason = None
+        dep.exit_code = None
+        dep.in_flight = 0
+        dep.started_at = time.time()
+        dep.stopped_at = None
+        dep.last_activity_at = time.time()
+        dep.plan = None
+        self._set_status(dep, Status.LOADING, None)
+        dep.task = asyncio.ensure_future(self._run(dep))
+
+    async def _run(self, dep: Deployment) -> None:
+        try:
+            await self._run_engine(dep)
+        except Exception as exc:  # a bug must show as a failed deployment, not vanish
+            log.exception("deployment %s crashed", dep.id)
+            self._finish(dep, Status.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+
+    async def _run_engine(self, dep: Deployment) -> None:
+        dep.port = free_port()
+        dep.engine_key = secrets.token_urlsafe(24)
+        ctx = LaunchContext(port=dep.port, engine_key=dep.engine_key, work_dir=dep.work_dir, settings=self.settings)
+        engine = get_engine(dep.kind)
+        loop = asyncio.get_running_loop()
+        try:
+            plan = await loop.run_in_executor(None, engine.plan, dep.config, ctx)
+        except (EngineUnavailable, ModelNotFound, FileNotFoundError, ValueError) as exc:
+            self._finish(dep, Status.FAILED, f"cannot launch: {exc}")
+            return
+        if dep.stop_reason:
+            self._finish(dep, Status.STOPPED, dep.stop_reason)
+            return
+        dep.plan = plan
+        dep.log.set_secrets(plan.secrets + [dep.engine_key])
+        for name, content in plan.files.items():
+            path = dep.work_dir / name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(content)
+        env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
+        env.update(plan.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        dep.log.append(f"[modeldeploy] starting {Path(plan.argv[0]).name} on 127.0.0.1:{dep.port}")
+        for note in plan.notes:
+            dep.log.append(f"[modeldeploy] note: {note}")
+        argv = [sys.executable, reaper.__file__, str(self.stop_grace_s), "--", *plan.argv]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                cwd=str(dep.work_dir),
+                start_new_session=True,
+                limit=1 << 20,
+            )
+        except OSError as exc:
+            self._finish(dep, Status.FAILED, f"cannot start the engine: {exc.strerror}")
+            return
+        dep.process = proc
+        pump = asyncio.ensure_future(self._pump(dep, proc))
+        phase = "loading"
+        healthy = await self._wait_healthy(dep, proc, plan)
+        if healthy:
+            phase = "serving"
+            dep.last_activity_at = time.time()
+            self._set_status(dep, Status.ACTIVE, None)
+        elif proc.returncode is None and not dep.stop_reason:
+            dep.log.append(f"[modeldeploy] not healthy within {self.health_timeout_s:g} s; stopping it")
+            dep.stop_reason = f"not healthy within {self.health_timeout_s:g} s"
+            await self._terminate(proc)
+            await pump
+            self._finish(dep, Status.FAILED, failure_reason(proc.returncode, dep.log.tail(8), during=phase))
+            return
+        code = await proc.wait()
+        await pump
+        dep.exit_code = code
+        if dep.stop_reason:
+            self._finish(dep, Status.STOPPED, dep.stop_reason)
+        else:
+            self._finish(dep, Status.FAILED, failure_reason(code, dep.log.tail(8), during=phase))
+
+    async def _pump(self, dep: Deployment, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while True:
+            try:
+                line = await proc.stdout.readline()
+            except ValueError:  # a line longer than the stream limit
+                line = (await proc.stdout.read(1 << 16)) or b""
+            if not line:
+                break
+            dep.log.append(line.decode("utf-8", errors="replace"))
+
+    async def _wait_healthy(self, dep: Deployment, proc: asyncio.subprocess.Process, plan: LaunchPlan) -> bool:
+        url = f"http://127.0.0.1:{dep.port}{plan.health_path}"
+        headers = {"Authorization": f"Bearer {dep.engine_key}"}
+        deadline = time.monotonic() + self.health_timeout_s
+        delay = 0.1
+        while time.monotonic() < deadline:
+            if proc.returncode is not None or dep.stop_reason:
+                return False
+            try:
+                response = await self._http.get(url, headers=headers, timeout=2.0)
+                if response.status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+            delay = min(delay * 1.5, 1.0)
+        return False
+
+    async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
+        """SIGTERM to the reaper (which stops the group), then SIGKILL to the group."""
+        if proc.returncode is not None:
+            return
+        try:
+            proc.terminate()
+        except ProcessLookupError:
+            return
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=self.stop_grace_s + 5)
+        except asyncio.TimeoutError:
+            try:
+                os.killpg(proc.pid, 9)
+            except ProcessLookupError:
+                pass
+            await proc.wait()
+
+    async def _stop(self, dep: Deployment, reason: str) -> None:
+        if not dep.status.live:
+            return
+        dep.stop_reason = reason
+        if dep.process is not None:
+            await self._terminate(dep.process)
+        if dep.task is not None:
+            await asyncio.gather(dep.task, return_exceptions=True)
+
+    def _finish(self, dep: Deployment, status: Status, reason: str) -> None:
+        dep.stopped_at = time.time()
+        dep.in_flight = 0
+        dep.process = None
+        dep.log.append(f"[modeldeploy] {status.value}: {reason.splitlines()[0]}")
+        self._set_status(dep, status, reason)
+        dep.log.close_followers()
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                await self._tick()
+            except Exception:  # the ticker must survive anything one deployment does
+                log.exception("supervisor tick failed")
+
+    async def _tick(self) -> None:
+        now = time.time()
+        for dep in list(self.deployments.values()):
+            if dep.status not in (Status.ACTIVE, Status.IDLE) or dep.stop_reason:
+                continue
+            cfg = dep.config
+            if idle_limit_reached(
+                in_flight=dep.in_flight, last_activity=dep.last_activity_at, now=now, limit_s=cfg.idle_time_limit_s
+            ):
+                idle_for = now - dep.last_activity_at
+                asyncio.ensure_future(
+                    self._stop(dep, f"idle for {idle_for:.0f} s (idle_time_limit_hours={cfg.idle_time_limit_hours:g})")
+                )
+                continue
+            status = serving_status(
+                in_flight=dep.in_flight,
+                last_activity=dep.last_activity_at,
+                now=now,
+                report_interval_s=cfg.last_action_report_interval_s,
+            )
+            self._set_status(dep, status, None)
