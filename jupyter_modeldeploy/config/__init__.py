@@ -46,11 +46,12 @@ def _typed(value: str) -> Any:
 
 
 def _describe(error: dict[str, Any]) -> dict[str, Any]:
-    path = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-after"))
+    # Drop union member tags ("literal['auto']", "list[int]", "function-after[...]") from the path.
+    parts = [str(p) for p in error["loc"] if isinstance(p, int) or "[" not in str(p)]
     # A discriminated union puts the kind first in the location: drop it from the path.
-    parts = path.split(".")
-    if parts and parts[0] in CONFIG_CLASSES and len(parts) > 1:
-        path = ".".join(parts[1:])
+    if parts and parts[0] in CONFIG_CLASSES:
+        parts = parts[1:]
+    path = ".".join(parts)
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
@@ -69,6 +70,20 @@ def _describe(error: dict[str, Any]) -> dict[str, Any]:
         values = re.findall(r"'([^']*)'", expected) or re.findall(r"[^\s,]+(?=,|$| or)", expected)
         result["allowed"] = [_typed(v) for v in values]
     return result
+
+
+def _merge(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One error per field: the alternatives of a union become one message joined by 'or'."""
+    merged: dict[str, dict[str, Any]] = {}
+    for error in errors:
+        seen = merged.get(error["field"])
+        if seen is None:
+            merged[error["field"]] = dict(error)
+            continue
+        seen["message"] = f"{seen['message']}, or {error['message'][0].lower()}{error['message'][1:]}"
+        if "allowed" in error:
+            seen["allowed"] = seen.get("allowed", []) + error["allowed"]
+    return list(merged.values())
 
 
 def parse_config(data: dict[str, Any] | str) -> DeploymentBase:
@@ -91,7 +106,7 @@ def parse_config(data: dict[str, Any] | str) -> DeploymentBase:
     try:
         return _adapter.validate_python(data)
     except ValidationError as exc:
-        raise ConfigError([_describe(e) for e in exc.errors()]) from None
+        raise ConfigError(_merge([_describe(e) for e in exc.errors()])) from None
 
 
 def export_config(config: DeploymentBase, *, include_secrets: bool = False) -> dict[str, Any]:

@@ -398,6 +398,7 @@ class Supervisor:
         healthy = await self._wait_healthy(dep, proc, plan)
         if healthy:
             phase = "serving"
+            dep.log.append(f"[modeldeploy] healthy after {time.time() - (dep.started_at or time.time()):.1f} s: serving")
             dep.last_activity_at = time.time()
             self._set_status(dep, Status.ACTIVE, None)
         elif proc.returncode is None and not dep.stop_reason:

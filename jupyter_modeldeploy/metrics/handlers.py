@@ -1,0 +1,65 @@
+"""REST routes of the metrics: chart series as JSON and Prometheus text, under Jupyter auth."""
+
+from __future__ import annotations
+
+from jupyter_server.base.handlers import APIHandler
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from tornado import web
+
+from ..server_ext.handlers import BaseHandler
+from ..supervisor import DeploymentError
+from .hub import MetricsHub
+
+
+def _since(handler: APIHandler) -> float | None:
+    raw = handler.get_query_argument("since", None)
+    if raw in (None, ""):
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise web.HTTPError(400, "since must be a Unix timestamp in seconds") from None
+
+
+class MetricsBase(BaseHandler):
+    @property
+    def hub(self) -> MetricsHub:
+        return self.settings["modeldeploy_metrics"]
+
+
+class DeploymentMetricsHandler(MetricsBase):
+    """GET a deployment's series since a timestamp."""
+
+    @web.authenticated
+    async def get(self, ref: str) -> None:
+        try:
+            dep = self.supervisor.get(ref)
+        except DeploymentError as exc:
+            self.fail(exc.status, str(exc))
+            return
+        self.write_json(self.hub.deployment_json(dep, _since(self)))
+
+
+class HostMetricsHandler(MetricsBase):
+    """GET the host's (and GPUs') series since a timestamp."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        self.write_json(self.hub.host_json(_since(self)))
+
+
+class PrometheusHandler(MetricsBase):
+    """GET Prometheus text exposition of every metric."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest(self.hub.registry))
+
+
+def metrics_handlers(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
+    return [
+        (rf"{prefix}/deployments/(?P<ref>[^/]+)/metrics", DeploymentMetricsHandler),
+        (rf"{prefix}/host/metrics", HostMetricsHandler),
+        (rf"{prefix}/metrics", PrometheusHandler),
+    ]

@@ -1,0 +1,266 @@
+"""The metrics hub: samples the host, deployments and engines on a timer into ring buffers.
+
+The gateway reports each finished request (`observe_request`); every `interval_s` the hub
+turns what it saw into a row of each deployment's series, reads the engine's own `/metrics`
+where it has one, and samples the host (psutil) and GPUs (NVML).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..gateway.proxy import RequestRecord
+from ..supervisor import Deployment, Supervisor
+from .gpu import GpuReader
+from .host import HostSampler, process_tree_usage
+from .prometheus import GaugeCollector, RequestMetrics
+from .requests import RequestStats
+from .series import SeriesTable
+
+log = logging.getLogger(__name__)
+
+# Engine metrics worth charting, by the engine's own names (counters become per-second rates).
+ENGINE_GAUGES = {
+    "llamacpp:requests_processing", "llamacpp:requests_deferred", "llamacpp:kv_cache_usage_ratio",
+    "llamacpp:predicted_tokens_seconds", "llamacpp:prompt_tokens_seconds",
+    "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc",
+}
+ENGINE_COUNTERS = {
+    "llamacpp:tokens_predicted_total", "llamacpp:prompt_tokens_total", "llamacpp:n_decode_total",
+    "vllm:generation_tokens_total", "vllm:prompt_tokens_total", "vllm:request_success_total",
+}
+
+
+def parse_engine_metrics(text: str) -> dict[str, float]:
+    """The charted engine metrics from Prometheus text (labels summed)."""
+    values: dict[str, float] = {}
+    wanted = ENGINE_GAUGES | ENGINE_COUNTERS
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in wanted:
+                values[sample.name] = values.get(sample.name, 0.0) + float(sample.value)
+    return values
+
+
+class DeploymentSeries:
+    """Everything the hub keeps for one deployment."""
+
+    def __init__(self, window: int):
+        self.stats = RequestStats()
+        self.table = SeriesTable(window)
+        self.engine_last: dict[str, float] = {}
+        self.engine_latest: dict[str, float] = {}
+        self.model_states: dict[str, Any] = {}
+
+
+class MetricsHub:
+    """Owns the series, the Prometheus registry and the sampling task."""
+
+    def __init__(self, supervisor: Supervisor, *, interval_s: float = 2.0, window: int = 1800):
+        self.supervisor = supervisor
+        self.interval_s = interval_s
+        self.window = window
+        self.host = SeriesTable(window)
+        self.gpus: dict[int, SeriesTable] = {}
+        self.gpu_names: dict[int, str] = {}
+        self.deployments: dict[str, DeploymentSeries] = {}
+        self.registry = CollectorRegistry()
+        self.requests = RequestMetrics(self.registry)
+        self.registry.register(GaugeCollector(self._gauges))
+        self._host_sampler = HostSampler()
+        self._gpu = GpuReader()
+        self._procs: dict[int, Any] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._last_tick = time.monotonic()
+        self._http = httpx.AsyncClient(timeout=2.0)
+
+    # Inputs -------------------------------------------------------------------------------
+
+    def series_for(self, dep_id: str) -> DeploymentSeries:
+        if dep_id not in self.deployments:
+            self.deployments[dep_id] = DeploymentSeries(self.window)
+        return self.deployments[dep_id]
+
+    def observe_request(self, record: RequestRecord) -> None:
+        """Called by the gateway when a request ends."""
+        dep = self.supervisor.deployments.get(record.deployment_id)
+        name = dep.name if dep else record.deployment_id
+        model = record.model or "-"
+        prompt = record.usage.prompt_tokens if record.usage else 0
+        completion = record.usage.completion_tokens if record.usage else 0
+        self.series_for(record.deployment_id).stats.record(
+            model, record.status, record.latency_s, record.first_chunk_s if record.streamed else None, prompt, completion
+        )
+        labels = (name, record.deployment_id, model)
+        self.requests.requests.labels(*labels, str(record.status)).inc()
+        self.requests.duration.labels(*labels).observe(record.latency_s)
+        if record.streamed and record.first_chunk_s is not None:
+            self.requests.first_chunk.labels(*labels).observe(record.first_chunk_s)
+        if prompt:
+            self.requests.prompt_tokens.labels(*labels).inc(prompt)
+        if completion:
+            self.requests.completion_tokens.labels(*labels).inc(completion)
+
+    # Sampling -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._gpu.close()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.tick()
+            except Exception:  # sampling must survive anything
+                log.exception("metrics tick failed")
+
+    async def tick(self) -> None:
+        """Take one sample of everything."""
+        now_mono = time.monotonic()
+        elapsed = now_mono - self._last_tick
+        self._last_tick = now_mono
+        now = time.time()
+        self.host.append(now, self._host_sampler.sample())
+        for gpu in self._gpu.read():
+            self.gpu_names[gpu.index] = gpu.name
+            self.gpus.setdefault(gpu.index, SeriesTable(self.window)).append(
+                now,
+                {
+                    "utilization_percent": gpu.utilization_percent,
+                    "memory_used_bytes": gpu.memory_used_bytes,
+                    "memory_total_bytes": gpu.memory_total_bytes,
+                    "temperature_celsius": gpu.temperature_celsius,
+                },
+            )
+        deployments = [d for d in self.supervisor.deployments.values() if d.status.live or d.id in self.deployments]
+        scrapes = await asyncio.gather(*(self._scrape(d) for d in deployments), return_exceptions=True)
+        for dep, scraped in zip(deployments, scrapes):
+            series = self.series_for(dep.id)
+            row: dict[str, float | None] = series.stats.take_interval(elapsed)
+            row["in_flight"] = float(dep.in_flight)
+            usage = process_tree_usage(dep.process.pid, self._procs) if dep.process is not None else None
+            row["process_cpu_percent"], row["process_rss_bytes"] = usage if usage else (None, None)
+            if isinstance(scraped, dict):
+                for name, value in scraped.items():
+                    if name in ENGINE_COUNTERS:
+                        previous = series.engine_last.get(name)
+                        row[f"engine:{name}:rate"] = (value - previous) / elapsed if previous is not None else None
+                        series.engine_last[name] = value
+                    else:
+                        row[f"engine:{name}"] = value
+                series.engine_latest = scraped
+            series.table.append(now, row)
+
+    async def _scrape(self, dep: Deployment) -> dict[str, float] | None:
+        if not dep.status.live or dep.plan is None or not dep.plan.metrics_path or dep.upstream is None:
+            return None
+        try:
+            response = await self._http.get(
+                dep.upstream + dep.plan.metrics_path, headers={"Authorization": f"Bearer {dep.engine_key}"}
+            )
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        values = parse_engine_metrics(response.text)
+        states = _model_states_from_text(response.text)
+        if states:
+            self.series_for(dep.id).model_states = states
+        return values
+
+    # Outputs ------------------------------------------------------------------------------
+
+    def model_states(self, dep: Deployment) -> dict[str, Any]:
+        """Per-model state reported by multi-model engines (name -> state)."""
+        series = self.deployments.get(dep.id)
+        return dict(series.model_states) if series else {}
+
+    def deployment_json(self, dep: Deployment, since: float | None) -> dict[str, Any]:
+        series = self.series_for(dep.id)
+        data = series.table.since(since)
+        data["totals"] = series.stats.totals.to_json()
+        data["models"] = {name: t.to_json() for name, t in series.stats.per_model.items()}
+        data["in_flight"] = dep.in_flight
+        data["engine"] = dict(series.engine_latest)
+        data["interval_s"] = self.interval_s
+        return data
+
+    def host_json(self, since: float | None) -> dict[str, Any]:
+        data = self.host.since(since)
+        data["gpus"] = [
+            {"index": index, "name": self.gpu_names.get(index, ""), **table.since(since)}
+            for index, table in sorted(self.gpus.items())
+        ]
+        data["gpu_available"] = self._gpu.available
+        data["interval_s"] = self.interval_s
+        return data
+
+    def _gauges(self) -> list[tuple[str, str, tuple[str, ...], list[tuple[tuple[str, ...], float]]]]:
+        host = {
+            "modeldeploy_host_cpu_util_percent": ("cpu_percent", "Host CPU utilisation."),
+            "modeldeploy_host_memory_used_bytes": ("memory_used_bytes", "Host memory in use."),
+            "modeldeploy_host_network_receive_bytes_per_second": ("net_rx_bytes_per_s", "Network receive rate."),
+            "modeldeploy_host_network_transmit_bytes_per_second": ("net_tx_bytes_per_s", "Network transmit rate."),
+            "modeldeploy_host_disk_read_bytes_per_second": ("disk_read_bytes_per_s", "Disk read rate."),
+            "modeldeploy_host_disk_write_bytes_per_second": ("disk_write_bytes_per_s", "Disk write rate."),
+        }
+        out: list[tuple[str, str, tuple[str, ...], list[tuple[tuple[str, ...], float]]]] = []
+        for name, (column, text) in host.items():
+            value = self.host.last(column)
+            out.append((name, text, (), [((), value)] if value is not None else []))
+        gpu_metrics = {
+            "modeldeploy_gpu_utilization_percent": ("utilization_percent", "GPU utilisation."),
+            "modeldeploy_gpu_memory_used_bytes": ("memory_used_bytes", "GPU memory in use."),
+            "modeldeploy_gpu_temperature_celsius": ("temperature_celsius", "GPU temperature."),
+        }
+        for name, (column, text) in gpu_metrics.items():
+            samples = []
+            for index, table in self.gpus.items():
+                value = table.last(column)
+                if value is not None:
+                    samples.append(((str(index), self.gpu_names.get(index, "")), value))
+            out.append((name, text, ("gpu", "name"), samples))
+        deps = list(self.supervisor.deployments.values())
+        out.append(("modeldeploy_deployment_up", "1 while the deployment's engine is serving.", ("deployment", "deployment_id", "status"),
+                    [((d.name, d.id, d.status.value), 1.0 if d.status.value in ("active", "idle") else 0.0) for d in deps]))
+        out.append(("modeldeploy_requests_in_flight", "Requests in flight through the gateway.", ("deployment", "deployment_id"),
+                    [((d.name, d.id), float(d.in_flight)) for d in deps]))
+        cpu_samples, rss_samples = [], []
+        for d in deps:
+            series = self.deployments.get(d.id)
+            if series is None or not d.status.live:
+                continue
+            cpu, rss = series.table.last("process_cpu_percent"), series.table.last("process_rss_bytes")
+            if cpu is not None:
+                cpu_samples.append(((d.name, d.id), cpu))
+            if rss is not None:
+                rss_samples.append(((d.name, d.id), rss))
+        out.append(("modeldeploy_deployment_cpu_util_percent", "CPU of the deployment's processes.", ("deployment", "deployment_id"), cpu_samples))
+        out.append(("modeldeploy_deployment_memory_rss_bytes", "Resident memory of the deployment's processes.", ("deployment", "deployment_id"), rss_samples))
+        return out
+
+
+def _model_states_from_text(text: str) -> dict[str, Any]:
+    """Model states from an engine's `modeldeploy_model_state{model=...,state=...} 1` lines, if any."""
+    states: dict[str, Any] = {}
+    if "model_state" not in text:
+        return states
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith("model_state") and sample.value == 1 and "model" in sample.labels:
+                states[sample.labels["model"]] = sample.labels.get("state")
+    return states

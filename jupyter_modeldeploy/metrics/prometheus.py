@@ -1,0 +1,57 @@
+"""Prometheus exposition: request counters and histograms, plus gauges read at scrape time.
+
+One unit per metric name; labels `deployment` (name), `deployment_id` and `model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+LABELS = ("deployment", "deployment_id", "model")
+
+
+class RequestMetrics:
+    """Counters and histograms updated by the gateway for each finished request."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.requests = Counter(
+            "modeldeploy_requests", "Requests answered through the gateway.", (*LABELS, "code"), registry=registry
+        )
+        self.duration = Histogram(
+            "modeldeploy_request_duration_seconds", "Time from request to the end of the response.", LABELS,
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.first_chunk = Histogram(
+            "modeldeploy_time_to_first_chunk_seconds", "Time to the first response chunk of streamed responses.",
+            LABELS, buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.prompt_tokens = Counter(
+            "modeldeploy_prompt_tokens", "Prompt tokens reported by the engine's usage.", LABELS, registry=registry
+        )
+        self.completion_tokens = Counter(
+            "modeldeploy_completion_tokens", "Completion tokens reported by the engine's usage.", LABELS,
+            registry=registry,
+        )
+
+
+class GaugeCollector(Collector):
+    """Gauges computed at scrape time from a snapshot function.
+
+    The snapshot returns (name, help, label names, [(label values, value), ...]) tuples.
+    """
+
+    def __init__(self, snapshot: Callable[[], list[tuple[str, str, tuple[str, ...], list[tuple[tuple[str, ...], float]]]]]):
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Any]:
+        for name, text, labels, samples in self.snapshot():
+            family = GaugeMetricFamily(name, text, labels=list(labels))
+            for values, value in samples:
+                family.add_metric(list(values), value)
+            yield family

@@ -1,0 +1,122 @@
+"""Run a real Jupyter server with the extension for tests: start, wait, stop, kill."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from jupyter_modeldeploy.client import ModelDeployClient
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class JupyterProcess:
+    """A `jupyter lab` (or `jupyter server`) process with its own config, data and state dirs."""
+
+    def __init__(self, home: Path, *, app: str = "server", extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None, port: int | None = None, token: str | None = None):
+        self.home = home
+        self.app = app
+        self.extra_args = extra_args or []
+        self.extra_env = env or {}
+        self.port = port or free_port()
+        self.token = token or secrets.token_hex(16)
+        self.state_dir = home / "state"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = home / f"jupyter-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "JPY_"))}
+        env.update(
+            {
+                "JUPYTER_CONFIG_DIR": str(self.home / "config"),
+                "JUPYTER_DATA_DIR": str(self.home / "data"),
+                "JUPYTER_RUNTIME_DIR": str(self.home / "runtime"),
+                "HF_HUB_OFFLINE": "1",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout: float = 120.0) -> JupyterProcess:
+        self.home.mkdir(parents=True, exist_ok=True)
+        argv = [
+            sys.executable, "-m", "jupyter", self.app, "--no-browser", "--allow-root",
+            f"--ServerApp.port={self.port}", "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={REPO_ROOT}",
+            "--ServerApp.jpserver_extensions={'jupyter_modeldeploy': True}",
+            f"--ModelDeployApp.state_dir={self.state_dir}", "--ModelDeployApp.stop_grace_s=5",
+            *self.extra_args,
+        ]
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env(), cwd=REPO_ROOT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                r = httpx.get(f"{self.url}api/modeldeploy/status", headers=self.headers, timeout=2)
+                if r.status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"jupyter did not answer within {timeout} s:\n{self.log_tail()}")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"}
+
+    def client(self) -> ModelDeployClient:
+        return ModelDeployClient(self.url, self.token)
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A raw REST call (for status-code assertions)."""
+        return httpx.request(method, f"{self.url}api/modeldeploy/{path}", headers=self.headers, timeout=60, **kwargs)
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

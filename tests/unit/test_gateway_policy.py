@@ -1,0 +1,93 @@
+"""Gateway decisions without sockets: key extraction, authorization, usage from responses."""
+
+from __future__ import annotations
+
+import json
+
+from jupyter_modeldeploy.gateway.auth import authorize, presented_key
+from jupyter_modeldeploy.gateway.usage import UsageTap, wants_usage_injection
+from jupyter_modeldeploy.supervisor.keys import hash_key, key_matches, new_token
+from jupyter_modeldeploy.supervisor.tokens import TokenInfo
+
+
+def token(deployment_id: str | None = "d1", project: str | None = None, expires: float | None = None,
+          revoked: float | None = None) -> TokenInfo:
+    return TokenInfo(id="t-1", name=None, prefix="md-abcd", deployment_id=deployment_id, project=project,
+                     created_at=0.0, expires_at=expires, revoked_at=revoked)
+
+
+def decide(key: str | None, tok: TokenInfo | None = None, *, public: bool = False, fixed: str | None = None):
+    return authorize(key, deployment_id="d1", project="p1", public=public,
+                     api_key_hash=hash_key(fixed) if fixed else None, token=tok, now=100.0)
+
+
+def test_presented_key_sources() -> None:
+    assert presented_key("Bearer abc", None) == "abc"
+    assert presented_key("bearer  abc ", None) == "abc"
+    assert presented_key("Basic xyz", "k2") == "k2"
+    assert presented_key(None, None) is None
+    assert presented_key("Bearer ", None) is None
+
+
+def test_authorization_rules() -> None:
+    assert decide(None).status == 401
+    assert decide("wrong", fixed="right").status == 401
+    assert decide("right", fixed="right").allowed
+    assert decide(None, public=True).allowed
+    assert decide("x", token()).allowed
+    assert decide("x", token(deployment_id=None, project="p1")).allowed
+    assert decide("x", token(deployment_id="d2")).status == 403
+    assert decide("x", token(deployment_id=None, project="other")).status == 403
+    assert decide("x", token(expires=50.0)).status == 401
+    assert decide("x", token(revoked=10.0)).status == 401
+
+
+def test_keys_are_hashed_and_compared() -> None:
+    t = new_token()
+    assert t.startswith("md-") and len(t) > 40
+    assert key_matches(t, hash_key(t))
+    assert not key_matches(t + "x", hash_key(t))
+    assert not key_matches(t, None)
+    assert hash_key(t) != t
+
+
+def test_usage_from_json_body_in_pieces() -> None:
+    body = json.dumps({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}).encode()
+    tap = UsageTap("application/json")
+    for i in range(0, len(body), 5):
+        assert tap.feed(body[i : i + 5]) == body[i : i + 5]
+    usage = tap.finish()
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (7, 3)
+
+
+def sse(*events: dict | str) -> bytes:
+    out = b""
+    for e in events:
+        out += b"data: " + (e.encode() if isinstance(e, str) else json.dumps(e).encode()) + b"\n\n"
+    return out
+
+
+def test_usage_from_stream_split_anywhere_and_passed_through() -> None:
+    stream = sse({"choices": [{"delta": {"content": "hi"}}]},
+                 {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 9}}, "[DONE]")
+    for cut in range(1, len(stream)):
+        tap = UsageTap("text/event-stream")
+        out = tap.feed(stream[:cut]) + tap.feed(stream[cut:])
+        assert out == stream
+        usage = tap.finish()
+        assert usage is not None and usage.completion_tokens == 9, cut
+
+
+def test_injected_usage_event_is_dropped_for_the_client() -> None:
+    content = {"choices": [{"delta": {"content": "hi"}}]}
+    stream = sse(content, {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 9}}, "[DONE]")
+    tap = UsageTap("text/event-stream; charset=utf-8", drop_usage_only_events=True)
+    out = tap.feed(stream)
+    assert out == sse(content, "[DONE]")
+    assert tap.finish().completion_tokens == 9  # type: ignore[union-attr]
+
+
+def test_usage_injection_only_for_streams_that_did_not_ask() -> None:
+    assert wants_usage_injection({"stream": True})
+    assert not wants_usage_injection({"stream": False})
+    assert not wants_usage_injection({"stream": True, "stream_options": {"include_usage": False}})
