@@ -338,7 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # field=value pairs may follow options (`clone a b --no-launch top_k=5`): argparse leaves
+    # them over, and they join the command's fields.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "fields") and all("=" in e and not e.startswith("-") for e in extra):
+            args.fields = [*args.fields, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "install-engine":
             return cmd_install_engine(args)

@@ -308,7 +308,7 @@ def test_restart_lists_deployments_and_sigkill_leaves_no_engine(smollm2_gguf: Pa
         listed = {d["name"]: d for d in client.list()}
         assert set(listed) == {"survivor", "kept"}
         assert listed["survivor"]["status"] == "stopped"
-        assert "restarted" in listed["survivor"]["status_reason"]
+        assert "Jupyter server" in listed["survivor"]["status_reason"]
         client.relaunch("survivor")
         relaunched = wait_status(client, "survivor", {"active", "idle"})
         reaper = psutil.Process(relaunched["pid"])
