@@ -25,7 +25,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import run_load, smollm2_gguf, temp_jupyter  # noqa: E402
+from bench.common import run_load, smollm2_gguf, temp_jupyter
 
 KEY = "sk-bench-gateway-key"
 

@@ -21,10 +21,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import free_port, run_load, smollm2_gguf, start_engine  # noqa: E402
-from jupyter_modeldeploy.config import parse_config  # noqa: E402
-from jupyter_modeldeploy.engines.base import EngineSettings, LaunchContext  # noqa: E402
-from jupyter_modeldeploy.engines.llamacpp import ENGINE  # noqa: E402
+from bench.common import free_port, run_load, smollm2_gguf, start_engine
+from jupyter_modeldeploy.config import parse_config
+from jupyter_modeldeploy.engines.base import EngineSettings, LaunchContext
+from jupyter_modeldeploy.engines.llamacpp import ENGINE
 
 
 async def measure(port: int, key: str, clients: int, requests: int, tokens: int) -> float:

@@ -221,7 +221,8 @@ def cmd_token(client: ModelDeployClient, args: argparse.Namespace) -> int:
             _print_json(tokens)
         for t in tokens if not args.json else []:
             scope = f"deployment {t['deployment_id']}" if t["deployment_id"] else f"project {t['project']}"
-            state = "revoked" if t["revoked_at"] else ("expired" if t["expires_at"] and t["expires_at"] < time.time() else "valid")
+            expired = t["expires_at"] is not None and t["expires_at"] < time.time()
+            state = "revoked" if t["revoked_at"] else ("expired" if expired else "valid")
             print(f"{t['id']}  {t['prefix']}...  {scope}  {state}  {t.get('name') or ''}")
     else:
         client.revoke_token(args.token_id)

@@ -6,6 +6,7 @@ Ctrl-C stops JupyterLab, which stops the deployment with it.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import secrets
 import shlex
@@ -58,7 +59,8 @@ def main() -> int:
         )
         record = client.wait(record["id"], timeout=300)
         key = client.create_token(deployment=record["id"], name="make run")["token"]
-        body = '{"model": "%s", "messages": [{"role": "user", "content": "Hello! Who are you?"}]}' % record["models"][0]["name"]
+        message = {"role": "user", "content": "Hello! Who are you?"}
+        body = json.dumps({"model": record["models"][0]["name"], "messages": [message]})
         curl = " ".join(
             ["curl", "-s", shlex.quote(record["api_base"] + "/chat/completions"), "-H",
              shlex.quote(f"Authorization: Bearer {key}"), "-H", shlex.quote("Content-Type: application/json"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, TypeAdapter, ValidationError
 
@@ -17,7 +17,7 @@ from .llamacpp import LlamaCppConfig
 from .llm import LlmConfig
 
 DeploymentConfig = Annotated[
-    Union[LlmConfig, LlamaCppConfig, EmbeddingConfig], Field(discriminator="kind")
+    LlmConfig | LlamaCppConfig | EmbeddingConfig, Field(discriminator="kind")
 ]
 
 CONFIG_CLASSES: dict[str, type[DeploymentBase]] = {

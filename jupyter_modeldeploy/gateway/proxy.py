@@ -65,6 +65,7 @@ class Gateway:
         self.supervisor = supervisor
         self.tokens = tokens
         self.config = config or GatewayConfig()
+        self.background: set[asyncio.Future[None]] = set()  # keeps fire-and-forget tasks alive
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(self.config.upstream_timeout_s, connect=self.config.connect_timeout_s),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=60),
@@ -115,7 +116,9 @@ class EndpointHandler(web.RequestHandler):
         self._client_gone = True
         if self._upstream is not None:
             # Closing the upstream response drops the engine connection: the engine stops work.
-            asyncio.ensure_future(self._upstream.aclose())
+            task = asyncio.ensure_future(self._upstream.aclose())
+            self.gateway.background.add(task)
+            task.add_done_callback(self.gateway.background.discard)
 
     async def get(self, route: str, path: str) -> None:
         await self._proxy(route, path)
@@ -188,13 +191,14 @@ class EndpointHandler(web.RequestHandler):
         models = dep.models
         model: str | None = None
         segments = path.lstrip("/").split("/", 1)
-        if len(models) > 1 or (models and segments[0] in models and segments[0] not in ("v1", "health")):
-            if segments[0] in models:
-                model = segments[0]
-                path = "/" + (segments[1] if len(segments) > 1 else "")
+        # A model segment ahead of the engine path: .../<route>/<model>/v1/...
+        if models and segments[0] in models and segments[0] not in ("v1", "health"):
+            model = segments[0]
+            path = "/" + (segments[1] if len(segments) > 1 else "")
         payload_limit = self._payload_limit(dep, model)
         if len(body) > payload_limit:
-            return model, path, body, False, (413, f"request body of {len(body)} bytes exceeds the limit of {payload_limit} bytes", {})
+            message = f"request body of {len(body)} bytes exceeds the limit of {payload_limit} bytes"
+            return model, path, body, False, (413, message, {})
         injected = False
         content_type = self.request.headers.get("Content-Type", "")
         if body and "json" in content_type:

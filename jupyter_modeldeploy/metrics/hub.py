@@ -235,10 +235,11 @@ class MetricsHub:
                     samples.append(((str(index), self.gpu_names.get(index, "")), value))
             out.append((name, text, ("gpu", "name"), samples))
         deps = list(self.supervisor.deployments.values())
-        out.append(("modeldeploy_deployment_up", "1 while the deployment's engine is serving.", ("deployment", "deployment_id", "status"),
-                    [((d.name, d.id, d.status.value), 1.0 if d.status.value in ("active", "idle") else 0.0) for d in deps]))
-        out.append(("modeldeploy_requests_in_flight", "Requests in flight through the gateway.", ("deployment", "deployment_id"),
-                    [((d.name, d.id), float(d.in_flight)) for d in deps]))
+        dep_labels = ("deployment", "deployment_id")
+        up = [((d.name, d.id, d.status.value), 1.0 if d.status.value in ("active", "idle") else 0.0) for d in deps]
+        out.append(("modeldeploy_deployment_up", "1 while the deployment's engine is serving.", (*dep_labels, "status"), up))
+        in_flight = [((d.name, d.id), float(d.in_flight)) for d in deps]
+        out.append(("modeldeploy_requests_in_flight", "Requests in flight through the gateway.", dep_labels, in_flight))
         cpu_samples, rss_samples = [], []
         for d in deps:
             series = self.deployments.get(d.id)
@@ -249,8 +250,9 @@ class MetricsHub:
                 cpu_samples.append(((d.name, d.id), cpu))
             if rss is not None:
                 rss_samples.append(((d.name, d.id), rss))
-        out.append(("modeldeploy_deployment_cpu_util_percent", "CPU of the deployment's processes.", ("deployment", "deployment_id"), cpu_samples))
-        out.append(("modeldeploy_deployment_memory_rss_bytes", "Resident memory of the deployment's processes.", ("deployment", "deployment_id"), rss_samples))
+        out.append(("modeldeploy_deployment_cpu_util_percent", "CPU of the deployment's processes.", dep_labels, cpu_samples))
+        out.append(("modeldeploy_deployment_memory_rss_bytes", "Resident memory of the deployment's processes.", dep_labels,
+                    rss_samples))
         return out
 
 

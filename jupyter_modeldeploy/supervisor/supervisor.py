@@ -132,6 +132,7 @@ class Supervisor:
         self.deployments: dict[str, Deployment] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._loaded = False
+        self._background: set[asyncio.Future[None]] = set()  # keeps fire-and-forget tasks alive
         self._http = httpx.AsyncClient(timeout=5.0)
 
     # Life of the supervisor ---------------------------------------------------------------
@@ -500,9 +501,11 @@ class Supervisor:
                 in_flight=dep.in_flight, last_activity=dep.last_activity_at, now=now, limit_s=cfg.idle_time_limit_s
             ):
                 idle_for = now - dep.last_activity_at
-                asyncio.ensure_future(
+                task = asyncio.ensure_future(
                     self._stop(dep, f"idle for {idle_for:.0f} s (idle_time_limit_hours={cfg.idle_time_limit_hours:g})")
                 )
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
                 continue
             status = serving_status(
                 in_flight=dep.in_flight,

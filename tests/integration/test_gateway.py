@@ -47,7 +47,7 @@ def chat_body(max_tokens: int = 4, **extra: object) -> dict:
 
 
 def test_fixed_route_and_key_checks(two_deployments: tuple[dict, dict]) -> None:
-    a, b = two_deployments
+    a, _b = two_deployments
     assert a["api_base"].endswith("/modeldeploy/endpoints/gw-a/v1")
     missing = post(a, "/chat/completions", None, chat_body())
     assert missing.status_code == 401 and missing.json()["error"]["type"] == "authentication_error"
@@ -185,9 +185,9 @@ def test_metrics_series_and_prometheus_count_requests_exactly(jupyter_server: Ju
         host = client.host_metrics()
         assert host["t"] and "cpu_percent" in host["series"] and isinstance(host["gpus"], list)
         text = jupyter_server.api("GET", "metrics").text
-        line = f'modeldeploy_requests_total{{code="200",deployment="gw-metrics",deployment_id="{record["id"]}",model="{MODEL}"}} 4.0'
-        assert line in text, text[:2000]
-        assert f'modeldeploy_completion_tokens_total{{deployment="gw-metrics",deployment_id="{record["id"]}",model="{MODEL}"}} {float(completion_tokens)}' in text
+        labels = f'deployment="gw-metrics",deployment_id="{record["id"]}",model="{MODEL}"'
+        assert f'modeldeploy_requests_total{{code="200",{labels}}} 4.0' in text, text[:2000]
+        assert f"modeldeploy_completion_tokens_total{{{labels}}} {float(completion_tokens)}" in text
         assert "modeldeploy_host_cpu_util_percent" in text
         since = metrics["t"][-1]
         assert client.metrics(record["id"], since=since)["t"] == []

@@ -316,7 +316,7 @@ def test_restart_lists_deployments_and_sigkill_leaves_no_engine(smollm2_gguf: Pa
         assert any("llama-server" in p.name() for p in family)
     finally:
         server.kill()
-    gone, alive = psutil.wait_procs(family, timeout=20)
+    _gone, alive = psutil.wait_procs(family, timeout=20)
     assert not alive, f"engine processes outlived a SIGKILLed server: {[p.pid for p in alive]}"
     assert stored["status"] == "stopped"
 
@@ -360,3 +360,24 @@ def test_cli_commands(jupyter_server: JupyterProcess, smollm2_gguf: Path, tmp_pa
         cli("delete", name)
     with pytest.raises(ModelDeployError):
         jupyter_server.client().get("cli-smol")
+
+
+def test_fallback_llama_cpp_python_server(smollm2_gguf: Path, tmp_path: Path) -> None:
+    """Without llama-server, llama-cpp-python's server runs the model and the status says what it lacks."""
+    server = JupyterProcess(tmp_path / "jupyter-fallback", extra_args=["--ModelDeployApp.llamacpp_engine=llama-cpp-python"])
+    server.start()
+    try:
+        client = server.client()
+        record = launch(client, smollm2_gguf, "fallback-smol")
+        record = wait_status(client, record["id"], {"active", "idle"}, timeout=180)
+        assert record["engine"]["program"] == "llama_cpp.server"
+        assert any("one request at a time" in note for note in record["engine"]["notes"])
+        oai = openai_client(record)
+        chat = oai.chat.completions.create(model="SmolLM2-135M-Instruct.Q4_1", max_tokens=5,
+                                           messages=[{"role": "user", "content": "Hello"}])
+        assert chat.choices[0].message.content is not None
+        assert chat.usage is not None and chat.usage.completion_tokens > 0
+        assert httpx.get(record["api_base"] + "/models").status_code == 401
+        client.delete(record["id"])
+    finally:
+        server.stop()

@@ -21,7 +21,10 @@ def known_flags(binary: Path) -> set[str]:
     assert out.returncode == 0, out.stderr
     flags: set[str] = set()
     for line in out.stdout.splitlines():
-        head = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]
+        if not line.startswith("-"):
+            continue
+        # "-m,    --model FNAME      description": aliases are joined by commas, then the description.
+        head = re.split(r"\s{2,}", re.sub(r",\s+", ", ", line.strip()), maxsplit=1)[0]
         flags.update(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", head))
     return flags
 
