@@ -11,9 +11,14 @@ from .common import DeploymentBase, option
 
 #: LoRA ranks vLLM 0.32 accepts for --max-lora-rank.
 VLLM_LORA_RANKS: tuple[int, ...] = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-#: Quantization methods vLLM 0.32 accepts for --quantization (checked against vLLM in a test).
+#: Quantization methods vLLM 0.32 accepts for --quantization, less the deprecated ones
+#: (fbgemm_fp8, fp_quant); checked against vLLM in a test.
 VLLM_QUANTIZATIONS: tuple[str, ...] = (
-    "awq", "fp8", "gptq", "gguf", "bitsandbytes", "compressed-tensors",
+    "awq", "auto_awq", "fp8", "modelopt", "modelopt_fp4", "modelopt_mxfp8", "modelopt_mixed",
+    "auto_gptq", "gptq", "gptq_marlin", "awq_marlin", "humming", "compressed-tensors", "experts_int8",
+    "quark", "moe_wna16", "torchao", "inc", "mxfp4", "gpt_oss_mxfp4", "deepseek_v4_fp8", "online",
+    "fp8_per_tensor", "fp8_per_block", "fp8_per_channel", "int8_per_channel_weight_only",
+    "nvfp4_per_token", "mxfp8",
 )
 LORA_MODULE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*=\S+$")
 
@@ -37,10 +42,14 @@ class LlmConfig(DeploymentBase):
     max_model_len: int | None = option(
         None, group="Model", description="Context length (empty: from the model).", ge=1
     )
-    tokenizer: str | None = option(None, group="Model", description="Tokenizer path or repo (empty: the model's).")
+    tokenizer: str | None = option(
+        None, group="Model", description="Tokenizer path or repo (empty: the model's)."
+    )
     tokenizer_revision: str | None = option(None, group="Model", description="Tokenizer revision.")
     tokenizer_mode: Literal["auto", "slow"] = option(
-        "auto", group="Model", description="'auto' uses the fast tokenizer when there is one; 'slow' forces the Python one."
+        "auto",
+        group="Model",
+        description="'auto' uses the fast tokenizer when there is one; 'slow' forces the Python one.",
     )
 
     # LoRA
@@ -82,7 +91,9 @@ class LlmConfig(DeploymentBase):
         False, group="General", description="Use NCCL all-reduce instead of vLLM's own."
     )
     disable_log_requests: bool = option(
-        True, group="General", description="Do not log each request (request logging is off unless this is false)."
+        True,
+        group="General",
+        description="Do not log each request (request logging is off unless this is false).",
     )
     load_format: Literal["auto", "pt", "safetensors", "npcache", "dummy"] = option(
         "auto", group="General", description="Format of the weights to load."
@@ -116,7 +127,10 @@ class LlmConfig(DeploymentBase):
     )
     max_num_seqs: int | None = option(None, group="General", description="Sequences per step.", ge=1)
     max_paddings: int | None = option(
-        None, group="General", description="Paddings in a batch. No effect since vLLM 0.32 (dropped there).", ge=0
+        None,
+        group="General",
+        description="Paddings in a batch. No effect since vLLM 0.32 (dropped there).",
+        ge=0,
     )
     quantization: str | None = option(
         None, group="General", description="Quantization method (e.g. awq, gptq, fp8; empty: from the model)."
@@ -161,7 +175,8 @@ class LlmConfig(DeploymentBase):
     @classmethod
     def _quantization(cls, value: str | None) -> str | None:
         if value and value not in VLLM_QUANTIZATIONS:
-            raise ValueError(f"vLLM knows the quantization methods {', '.join(VLLM_QUANTIZATIONS)}; got {value!r}")
+            known = ", ".join(VLLM_QUANTIZATIONS)
+            raise ValueError(f"vLLM knows the quantization methods {known}; got {value!r}")
         return value or None
 
     @field_validator("lora_dtype")
@@ -175,8 +190,14 @@ class LlmConfig(DeploymentBase):
     def _lora_consistency(self) -> LlmConfig:
         if self.lora_modules and not self.enable_lora:
             raise ValueError("lora_modules needs enable_lora turned on")
+        if any(m.split("=", 1)[0] == self.name for m in self.lora_modules):
+            raise ValueError(
+                f"a LoRA module may not be named like the deployment ({self.name!r}): both are model names"
+            )
         if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
-            raise ValueError(f"max_cpu_loras ({self.max_cpu_loras}) must be at least max_loras ({self.max_loras})")
+            raise ValueError(
+                f"max_cpu_loras ({self.max_cpu_loras}) must be at least max_loras ({self.max_loras})"
+            )
         return self
 
     @model_validator(mode="after")
@@ -197,10 +218,17 @@ class LlmConfig(DeploymentBase):
         if self.max_paddings is not None:
             notes.append("max_paddings has no effect: vLLM 0.32 dropped it.")
         if self.swap_space_gib is not None:
-            notes.append("swap_space_gib: --swap-space was dropped in vLLM 0.32; sent as --kv-offloading-size.")
+            notes.append(
+                "swap_space_gib: --swap-space was dropped in vLLM 0.32; sent as --kv-offloading-size."
+            )
         if self.max_context_len_to_capture is not None:
             notes.append(
                 "max_context_len_to_capture: dropped in vLLM 0.32; sent as --max-cudagraph-capture-size."
+            )
+        if self.disable_log_stats:
+            notes.append(
+                "disable_log_stats also turns off vLLM's own metrics (/metrics): "
+                "charts keep the gateway's counts."
             )
         if self.cuda_memory_min_threshold_kb:
             notes.append("cuda_memory_min_threshold_kb has no effect on vLLM: it has no such setting.")

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites: small real models built once and cached."""
