@@ -230,6 +230,15 @@ def cmd_token(client: ModelDeployClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adapter(client: ModelDeployClient, args: argparse.Namespace) -> int:
+    if args.adapter_cmd == "add":
+        record = client.add_adapter(args.ref, args.name, args.path)
+    else:
+        record = client.remove_adapter(args.ref, args.name)
+    print(f"{record['name']} serves: {', '.join(m['name'] for m in record['models'])}")
+    return 0
+
+
 def cmd_install_engine(args: argparse.Namespace) -> int:
     if args.kind == "llamacpp":
         from .engines.llamacpp_install import build_llama_server, plan_build
@@ -328,6 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
     t = tsub.add_parser("revoke")
     t.add_argument("token_id")
     p.set_defaults(func=cmd_token)
+
+    p = sub.add_parser("adapter", help="load or unload a LoRA adapter on a running llm deployment")
+    asub = p.add_subparsers(dest="adapter_cmd", required=True)
+    a = asub.add_parser("add")
+    a.add_argument("ref")
+    a.add_argument("name")
+    a.add_argument("path")
+    a = asub.add_parser("remove")
+    a.add_argument("ref")
+    a.add_argument("name")
+    p.set_defaults(func=cmd_adapter)
 
     p = sub.add_parser("install-engine", help="build or install an engine (cached per version)")
     p.add_argument("kind", choices=["llamacpp", "llm", "embedding"])

@@ -166,6 +166,12 @@ class ModelDeployClient:
         body = {"name": name, "overrides": overrides or {}, "launch": start}
         return self._request("POST", f"deployments/{ref}/clone", json=body)
 
+    def add_adapter(self, ref: str, name: str, path: str) -> dict[str, Any]:
+        return self._request("POST", f"deployments/{ref}/adapters", json={"name": name, "path": path})
+
+    def remove_adapter(self, ref: str, name: str) -> dict[str, Any]:
+        return self._request("DELETE", f"deployments/{ref}/adapters/{name}")
+
     def tokens(self) -> list[dict[str, Any]]:
         return self._request("GET", "tokens")["tokens"]
 

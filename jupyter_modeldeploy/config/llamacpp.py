@@ -33,6 +33,12 @@ class LlamaCppConfig(DeploymentBase):
         description="Model name the endpoint answers to (default: the file name without .gguf).",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$",
     )
+    additional_models: list[str] = option(
+        [],
+        group="Model",
+        description="More GGUF models served by this deployment (llama.cpp router mode); each answers to its "
+        "file name. With max_cuda_memory_gib set, the most recently used models that fit stay loaded.",
+    )
     cli_args: str | None = option(
         None,
         group="Model",
@@ -160,6 +166,16 @@ class LlamaCppConfig(DeploymentBase):
     numa: Literal["distribute", "isolate", "numactl"] | None = option(
         None, group="GPUs", description="NUMA optimisation (empty: off)."
     )
+
+    @field_validator("additional_models")
+    @classmethod
+    def _additional_models(cls, value: list[str]) -> list[str]:
+        stems = [m.rstrip("/").rsplit("/", 1)[-1].removesuffix(".gguf") for m in value]
+        if any(not m.strip() for m in value):
+            raise ValueError("additional model paths must not be empty")
+        if len(set(stems)) != len(stems):
+            raise ValueError("additional models must have different file names (they are the model names)")
+        return value
 
     @field_validator("tensor_split")
     @classmethod

@@ -53,6 +53,7 @@ class LaunchPlan:
     engine_requires_key: bool = True  # whether the engine checks ctx.engine_key itself
     files: dict[str, str] = field(default_factory=dict)  # name -> content written to work_dir (0600)
     stream_usage: bool = False  # ask for usage in streams (stream_options.include_usage)
+    model_status_path: str | None = None  # where a multi-model engine lists its models' states
 
 
 class Engine(Protocol):

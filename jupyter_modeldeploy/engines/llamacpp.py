@@ -94,6 +94,29 @@ def model_alias(config: LlamaCppConfig) -> str:
     return Path(config.model).name.removesuffix(".gguf")
 
 
+def model_stem(model: str) -> str:
+    """The name a router-mode model answers to: its file name without .gguf."""
+    return model.rstrip("/").rsplit("/", 1)[-1].removesuffix(".gguf")
+
+
+def models_that_fit(sizes: list[int], budget_bytes: float | None) -> int:
+    """How many models may be loaded at once so that any such set fits the budget (at least 1).
+
+    llama.cpp's router keeps the most recently used `--models-max` models; counting from the
+    largest files makes every choice of that many fit.
+    """
+    if budget_bytes is None:
+        return 0  # llama.cpp: 0 = unlimited
+    total = 0
+    count = 0
+    for size in sorted(sizes, reverse=True):
+        if total + size > budget_bytes:
+            break
+        total += size
+        count += 1
+    return max(count, 1)
+
+
 def _gpu_env(config: LlamaCppConfig) -> dict[str, str]:
     if isinstance(config.gpus, list):
         return {"CUDA_VISIBLE_DEVICES": ",".join(map(str, config.gpus))}
@@ -132,6 +155,8 @@ class LlamaCppEngine:
         env.update(config.env)
         secrets = [ctx.engine_key] + ([token] if token else [])
         server = self.server_binary(ctx)
+        if server is not None and config.additional_models:
+            return self._router_plan(config, ctx, server, model_path, alias, env, secrets, token)
         if server is not None:
             key_file = ctx.work_dir / "engine.key"
             argv = [
@@ -165,6 +190,52 @@ class LlamaCppEngine:
                 "no llama.cpp engine is installed: run 'jupyter modeldeploy install-engine llamacpp'"
             )
         return self._fallback_plan(config, ctx, python, model_path, alias, env, secrets)
+
+    def _router_plan(
+        self,
+        config: LlamaCppConfig,
+        ctx: LaunchContext,
+        server: Path,
+        model_path: Path,
+        alias: str,
+        env: dict[str, str],
+        secrets: list[str],
+        token: str | None,
+    ) -> LaunchPlan:
+        """Several GGUF models behind one llama-server in router mode (one child per loaded model)."""
+        paths = {alias: model_path}
+        for reference in config.additional_models:
+            paths[model_stem(reference)] = resolve_model_file(reference, token=token)
+        models_dir = ctx.work_dir / "models"
+        models_dir.mkdir(parents=True, exist_ok=True)
+        for old in models_dir.glob("*.gguf"):
+            old.unlink()
+        for name, path in paths.items():
+            (models_dir / f"{name}.gguf").symlink_to(path)
+        budget = config.max_cuda_memory_gib * (1 << 30) if config.max_cuda_memory_gib else None
+        models_max = models_that_fit([p.stat().st_size for p in paths.values()], budget)
+        argv = [
+            str(server),
+            "--models-dir", str(models_dir),
+            "--models-max", str(models_max),
+            "--host", "127.0.0.1",
+            "--port", str(ctx.port),
+            "--api-key-file", str(ctx.work_dir / "engine.key"),
+            *llamacpp_args(config),
+        ]
+        notes = [f"router mode: {len(paths)} models, at most {models_max or len(paths)} loaded at once"]
+        return LaunchPlan(
+            argv=argv,
+            env=env,
+            health_path="/health",
+            metrics_path=None,  # the router's /metrics is per model
+            models=list(paths),
+            notes=notes,
+            secrets=secrets,
+            files={"engine.key": ctx.engine_key + "\n"},
+            stream_usage=not config.embedding,
+            model_status_path="/v1/models",
+        )
 
     def _fallback_plan(
         self,

@@ -32,6 +32,14 @@ HOP_BY_HOP = {
 STRIPPED_REQUEST = HOP_BY_HOP | {"authorization", "x-api-key", "cookie", "x-xsrftoken"}
 STRIPPED_RESPONSE = HOP_BY_HOP - {"content-length"} | {"set-cookie", "server", "date"}
 DEFAULT_PAYLOAD_LIMIT = 16 << 20
+# Engine control endpoints that must not be reachable with an API key alone (vLLM's dev-mode
+# sleep and RPC routes, runtime LoRA loading, llama.cpp's router and props controls). The
+# REST API, under Jupyter's own auth, drives the ones the product uses.
+ADMIN_PATHS = {
+    "/sleep", "/wake_up", "/is_sleeping", "/collective_rpc", "/reset_prefix_cache", "/reset_mm_cache",
+    "/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/props", "/models/load", "/models/unload",
+    "/scale_elastic_ep", "/pause", "/resume", "/start_profile", "/stop_profile",
+}
 
 
 @dataclass
@@ -45,6 +53,17 @@ class RequestRecord:
     first_chunk_s: float | None = None
     usage: Usage | None = None
     streamed: bool = False
+
+
+@dataclass
+class Refusal:
+    """A request the gateway answers itself with an error."""
+
+    status: int
+    message: str
+    kind: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
 
 
 @dataclass
@@ -127,11 +146,45 @@ class EndpointHandler(web.RequestHandler):
 
     async def _proxy(self, route: str, path: str) -> None:
         gateway = self.gateway
-        supervisor = gateway.supervisor
-        dep = supervisor.by_route(route)
+        dep = gateway.supervisor.by_route(route)
         if dep is None:
             self.fail(404, f"no deployment at route {route!r}", "not_found_error")
             return
+        started = time.perf_counter()
+        admitted = self._authorize(dep)
+        if admitted is None and gateway.config.wake is not None:
+            # A sleeping engine, or one stopped for idleness, comes back for a caller with a valid key.
+            await gateway.config.wake(dep)
+        if admitted is None:
+            admitted = self._admit(dep, path or "/")
+        if isinstance(admitted, Refusal):
+            if admitted.status == 401:
+                self.set_header("WWW-Authenticate", 'Bearer realm="modeldeploy"')
+            if admitted.status == 503 and dep.status is Status.LOADING:
+                self.set_header("Retry-After", "5")
+            self.fail(admitted.status, admitted.message, admitted.kind, **admitted.extra)
+            gateway.observe(RequestRecord(dep.id, admitted.model, admitted.status, time.perf_counter() - started))
+            return
+        model, path, body, injected = admitted
+        gateway.supervisor.request_started(dep)
+        status = 502
+        tap: UsageTap | None = None
+        first_chunk: float | None = None
+        try:
+            status, tap, first_chunk = await self._forward(dep, path, body, injected)
+        finally:
+            gateway.supervisor.request_finished(dep)
+            usage = tap.finish() if tap is not None else None
+            gateway.observe(
+                RequestRecord(
+                    deployment_id=dep.id, model=model, status=status, latency_s=time.perf_counter() - started,
+                    first_chunk_s=first_chunk, usage=usage, streamed=bool(tap and tap.is_sse),
+                )
+            )
+
+    def _authorize(self, dep: Deployment) -> Refusal | None:
+        """Check the presented key; None when the caller may use this deployment."""
+        gateway = self.gateway
         key = presented_key(self.request.headers.get("Authorization"), self.request.headers.get("x-api-key"))
         token = gateway.tokens.lookup(key) if key else None
         decision = authorize(
@@ -140,49 +193,31 @@ class EndpointHandler(web.RequestHandler):
         )
         if not decision.allowed:
             if decision.status == 401 and key and gateway.key_belongs_elsewhere(key, dep):
-                self.fail(403, "this key is not valid for this deployment", "permission_error")
-                return
+                return Refusal(403, "this key is not valid for this deployment", "permission_error")
             kind = "authentication_error" if decision.status == 401 else "permission_error"
-            if decision.status == 401:
-                self.set_header("WWW-Authenticate", 'Bearer realm="modeldeploy"')
-            self.fail(decision.status, decision.message, kind)
-            return
+            return Refusal(decision.status, decision.message, kind)
+        return None
+
+    def _admit(self, dep: Deployment, path: str) -> Refusal | tuple[str | None, str, bytes, bool]:
+        """Check state, path and limits; returns the refusal or (model, path, body, injected)."""
         if dep.status is Status.LOADING:
-            self.set_header("Retry-After", "5")
-            self.fail(503, f"deployment {dep.name!r} is still loading", "unavailable_error")
-            return
+            return Refusal(503, f"deployment {dep.name!r} is still loading", "unavailable_error")
         if not dep.status.live or dep.upstream is None:
-            self.fail(503, f"deployment {dep.name!r} is {dep.status.value}; relaunch it", "unavailable_error")
-            return
-        path = path or "/"
+            return Refusal(503, f"deployment {dep.name!r} is {dep.status.value}; relaunch it", "unavailable_error")
+        engine_path = "/" + path.lstrip("/").split("/", 1)[-1] if path.lstrip("/").split("/", 1)[0] in dep.models else path
+        if engine_path.rstrip("/") in ADMIN_PATHS:
+            return Refusal(404, f"{engine_path} is not served through the gateway; use the REST API", "not_found_error")
         body = self.request.body or b""
         model, path, body, injected, problem = self._route_model(dep, path, body)
         if problem is not None:
             status, message, extra = problem
-            self.fail(status, message, "invalid_request_error" if status != 404 else "not_found_error", **extra)
-            return
+            kind = "invalid_request_error" if status != 404 else "not_found_error"
+            return Refusal(status, message, kind, extra, model)
         limit = getattr(dep.config, "max_concurrent_requests", None)
         if limit is not None and dep.in_flight >= limit:
-            self.fail(429, f"too many requests in flight (max_concurrent_requests={limit})", "rate_limit_error")
-            return
-        if gateway.config.wake is not None:
-            await gateway.config.wake(dep)
-        supervisor.request_started(dep)
-        started = time.perf_counter()
-        status = 502
-        tap: UsageTap | None = None
-        first_chunk: float | None = None
-        try:
-            status, tap, first_chunk = await self._forward(dep, path, body, injected)
-        finally:
-            supervisor.request_finished(dep)
-            usage = tap.finish() if tap is not None else None
-            gateway.observe(
-                RequestRecord(
-                    deployment_id=dep.id, model=model, status=status, latency_s=time.perf_counter() - started,
-                    first_chunk_s=first_chunk, usage=usage, streamed=bool(tap and tap.is_sse),
-                )
-            )
+            return Refusal(429, f"too many requests in flight (max_concurrent_requests={limit})", "rate_limit_error",
+                           model=model)
+        return model, path, body, injected
 
     def _route_model(
         self, dep: Deployment, path: str, body: bytes
@@ -279,9 +314,16 @@ class EndpointHandler(web.RequestHandler):
         tap = UsageTap(upstream.headers.get("content-type", ""), drop_usage_only_events=injected)
         try:
             self.set_status(upstream.status_code, upstream.reason_phrase or httputil.responses.get(upstream.status_code))
+            seen: set[str] = set()
             for name, value in upstream.headers.multi_items():
-                if name.lower() not in STRIPPED_RESPONSE:
+                lower = name.lower()
+                if lower in STRIPPED_RESPONSE:
+                    continue
+                if lower in seen:
                     self.add_header(name, value)
+                else:
+                    self.set_header(name, value)  # replaces tornado's defaults (Content-Type)
+                    seen.add(lower)
             if tap.is_sse or injected:
                 self.clear_header("Content-Length")
             async for chunk in upstream.aiter_raw():

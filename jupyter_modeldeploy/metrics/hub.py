@@ -49,6 +49,10 @@ def parse_engine_metrics(text: str) -> dict[str, float]:
     return values
 
 
+# llama.cpp router model status -> our model states.
+ROUTER_STATES = {"loaded": "on_device", "unloaded": "on_disk", "loading": "loading"}
+
+
 class DeploymentSeries:
     """Everything the hub keeps for one deployment."""
 
@@ -148,6 +152,8 @@ class MetricsHub:
             )
         deployments = [d for d in self.supervisor.deployments.values() if d.status.live or d.id in self.deployments]
         scrapes = await asyncio.gather(*(self._scrape(d) for d in deployments), return_exceptions=True)
+        await asyncio.gather(*(self._scrape_model_status(d) for d in deployments if d.status.live),
+                             return_exceptions=True)
         for dep, scraped in zip(deployments, scrapes):
             series = self.series_for(dep.id)
             row: dict[str, float | None] = series.stats.take_interval(elapsed)
@@ -182,10 +188,34 @@ class MetricsHub:
             self.series_for(dep.id).model_states = states
         return values
 
+    async def _scrape_model_status(self, dep: Deployment) -> None:
+        """Per-model states of a router-mode engine (`/v1/models` with a status per model)."""
+        if dep.plan is None or not dep.plan.model_status_path or dep.upstream is None:
+            return
+        try:
+            response = await self._http.get(
+                dep.upstream + dep.plan.model_status_path, headers={"Authorization": f"Bearer {dep.engine_key}"}
+            )
+            data = response.json().get("data", [])
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return
+        series = self.series_for(dep.id)
+        for item in data:
+            status = item.get("status") if isinstance(item, dict) else None
+            value = status.get("value") if isinstance(status, dict) else None
+            if not isinstance(value, str):
+                continue
+            state = ROUTER_STATES.get(value, value)
+            previous = series.model_states.get(item["id"], {})
+            swaps = previous.get("swaps", 0)
+            if state == "on_device" and previous.get("state") not in (None, "on_device"):
+                swaps += 1  # brought back after an unload
+            series.model_states[item["id"]] = {"state": state, "swaps": swaps}
+
     # Outputs ------------------------------------------------------------------------------
 
-    def model_states(self, dep: Deployment) -> dict[str, Any]:
-        """Per-model state reported by multi-model engines (name -> state)."""
+    def model_states(self, dep: Deployment) -> dict[str, dict[str, Any]]:
+        """Per-model state reported by multi-model engines (name -> {state, swaps, swap_seconds})."""
         series = self.deployments.get(dep.id)
         return dict(series.model_states) if series else {}
 
@@ -196,6 +226,7 @@ class MetricsHub:
         data["models"] = {name: t.to_json() for name, t in series.stats.per_model.items()}
         data["in_flight"] = dep.in_flight
         data["engine"] = dict(series.engine_latest)
+        data["model_states"] = dict(series.model_states)
         data["interval_s"] = self.interval_s
         return data
 
@@ -256,13 +287,22 @@ class MetricsHub:
         return out
 
 
-def _model_states_from_text(text: str) -> dict[str, Any]:
-    """Model states from an engine's `modeldeploy_model_state{model=...,state=...} 1` lines, if any."""
-    states: dict[str, Any] = {}
+def _model_states_from_text(text: str) -> dict[str, dict[str, Any]]:
+    """Per-model memory state and swaps from an engine's `*_model_state{model,state}` and
+    `*_model_swaps{model,direction}` / `*_model_swap_seconds{model,direction}` samples."""
+    states: dict[str, dict[str, Any]] = {}
     if "model_state" not in text:
         return states
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name.endswith("model_state") and sample.value == 1 and "model" in sample.labels:
-                states[sample.labels["model"]] = sample.labels.get("state")
-    return states
+            model = sample.labels.get("model")
+            if model is None:
+                continue
+            entry = states.setdefault(model, {})
+            if sample.name.endswith("model_state") and sample.value == 1:
+                entry["state"] = sample.labels.get("state")
+            elif sample.name.endswith("model_swaps") and sample.labels.get("direction") == "in":
+                entry["swaps"] = int(sample.value)
+            elif sample.name.endswith("model_swap_seconds") and sample.labels.get("direction") == "in":
+                entry["swap_seconds"] = float(sample.value)
+    return {model: entry for model, entry in states.items() if "state" in entry}

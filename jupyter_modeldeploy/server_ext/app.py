@@ -91,7 +91,11 @@ class ModelDeployApp(ExtensionApp):
         gateway = Gateway(
             supervisor,
             tokens,
-            GatewayConfig(upstream_timeout_s=self.upstream_timeout_s, default_payload_limit=self.payload_limit_bytes),
+            GatewayConfig(
+                upstream_timeout_s=self.upstream_timeout_s,
+                default_payload_limit=self.payload_limit_bytes,
+                wake=supervisor.ensure_awake,
+            ),
         )
         self.supervisor = supervisor
         self.gateway = gateway

@@ -266,6 +266,33 @@ class LogsHandler(BaseHandler):
         self.finish()
 
 
+class AdaptersHandler(BaseHandler):
+    """POST {"name", "path"} loads a LoRA adapter on a running deployment."""
+
+    @web.authenticated
+    async def post(self, ref: str) -> None:
+        async def action() -> None:
+            body = self.json_body()
+            if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not isinstance(body.get("path"), str):
+                raise DeploymentError("an adapter is a JSON object with 'name' and 'path'", 400)
+            dep = await self.supervisor.adapter(ref, "add", body["name"], body["path"])
+            self.write_json(self.record(dep), 201)
+
+        await self.run(action)
+
+
+class AdapterHandler(BaseHandler):
+    """DELETE unloads a LoRA adapter."""
+
+    @web.authenticated
+    async def delete(self, ref: str, name: str) -> None:
+        async def action() -> None:
+            dep = await self.supervisor.adapter(ref, "remove", name)
+            self.write_json(self.record(dep))
+
+        await self.run(action)
+
+
 class TokensHandler(BaseHandler):
     """GET the tokens (never their values); POST creates one and shows it once."""
 
@@ -324,6 +351,8 @@ def api_handlers(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (rf"{prefix}/deployments/{ref}/export", ExportHandler),
         (rf"{prefix}/deployments/{ref}/logs", LogsHandler),
         (rf"{prefix}/deployments/{ref}/(?P<action_name>stop|relaunch|clone)", ActionHandler),
+        (rf"{prefix}/deployments/{ref}/adapters", AdaptersHandler),
+        (rf"{prefix}/deployments/{ref}/adapters/(?P<name>[^/]+)", AdapterHandler),
         (rf"{prefix}/tokens", TokensHandler),
         (rf"{prefix}/tokens/(?P<token_id>[^/]+)", TokenHandler),
     ]

@@ -54,7 +54,13 @@ def deployment_record(dep: Deployment, public_base: str, metrics: Any = None) ->
         "project": dep.config.project,
         "model": getattr(dep.config, "model", None),
         "models": [
-            {"name": m, "state": model_states.get(m, "on_device" if live_serving else None), "endpoint": f"{url}/{m}/v1"}
+            {
+                "name": m,
+                "state": model_states.get(m, {}).get("state", "on_device" if live_serving else None),
+                "swaps": model_states.get(m, {}).get("swaps", 0),
+                "swap_seconds": model_states.get(m, {}).get("swap_seconds"),
+                "endpoint": f"{url}/{m}/v1",
+            }
             for m in models
         ],
         "status": dep.status.value,

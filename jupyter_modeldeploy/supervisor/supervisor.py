@@ -70,6 +70,14 @@ class Deployment:
     process: asyncio.subprocess.Process | None = None
     task: asyncio.Task[None] | None = None
     stop_reason: str | None = None
+    sleeping: bool = False  # engine put to sleep when idle (Universal Memory)
+    wake_on_request: bool = False  # stopped when idle; the next request relaunches it
+    wake_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def universal_memory(self) -> bool:
+        """Whether idle time should free memory (sleep, or stop and relaunch) rather than just stop."""
+        return bool(self.config.cpu_offload or self.config.disk_swap)
 
     @property
     def name(self) -> str:
@@ -335,6 +343,7 @@ class Supervisor:
 
     def _start(self, dep: Deployment) -> None:
         dep.stop_reason = None
+        dep.sleeping = False
         dep.exit_code = None
         dep.in_flight = 0
         dep.started_at = time.time()
@@ -483,6 +492,117 @@ class Supervisor:
         self._set_status(dep, status, reason)
         dep.log.close_followers()
 
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # Universal Memory: sleep when idle, wake on the next request ------------------------
+
+    async def _on_idle_limit(self, dep: Deployment, reason: str) -> None:
+        """At the idle limit: sleep (engines that can), stop-and-relaunch-on-demand, or stop."""
+        if not dep.universal_memory:
+            await self._stop(dep, reason)
+            return
+        calls = self._engine_hook(dep, "idle_calls")
+        if calls:
+            async with dep.wake_lock:
+                if dep.in_flight or dep.sleeping:
+                    return
+                try:
+                    await self._engine_calls(dep, calls)
+                except (httpx.HTTPError, RuntimeError) as exc:
+                    dep.log.append(f"[modeldeploy] could not put the engine to sleep ({exc}); stopping it")
+                    await self._stop(dep, reason)
+                    return
+                dep.sleeping = True
+                dep.log.append(f"[modeldeploy] {reason}: engine put to sleep; the next request wakes it")
+                self._set_status(dep, Status.IDLE, "sleeping: memory freed until the next request")
+            return
+        dep.wake_on_request = True
+        await self._stop(dep, f"{reason}; stopped to free memory (the engine has no sleep mode): the next request "
+                              "relaunches it")
+
+    async def ensure_awake(self, dep: Deployment) -> None:
+        """Before a request is forwarded: wake a sleeping engine, or relaunch one stopped for idleness.
+
+        The request is held until the engine serves again (or fails).
+        """
+        if not dep.sleeping and not (dep.wake_on_request and dep.status is Status.STOPPED):
+            return
+        async with dep.wake_lock:
+            if dep.sleeping:
+                started = time.monotonic()
+                await self._engine_calls(dep, self._engine_hook(dep, "wake_calls"))
+                dep.sleeping = False
+                dep.log.append(f"[modeldeploy] woken in {time.monotonic() - started:.1f} s")
+                self._set_status(dep, Status.ACTIVE, None)
+                return
+            if dep.wake_on_request and dep.status is Status.STOPPED:
+                dep.wake_on_request = False
+                dep.log.append("[modeldeploy] relaunching for an incoming request")
+                self._start(dep)
+                deadline = time.monotonic() + self.health_timeout_s
+                while dep.status is Status.LOADING and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+
+    def _engine_hook(self, dep: Deployment, name: str) -> list[Any]:
+        engine = get_engine(dep.kind)
+        hook = getattr(engine, name, None)
+        if hook is None:
+            return []
+        ctx = LaunchContext(port=dep.port or 0, engine_key=dep.engine_key or "", work_dir=dep.work_dir,
+                            settings=self.settings)
+        return list(hook(dep.config, ctx))
+
+    async def _engine_calls(self, dep: Deployment, calls: list[Any]) -> None:
+        """Make engine control requests (EngineCall: method, path, params, json) on loopback."""
+        if dep.upstream is None:
+            raise RuntimeError("the engine is not running")
+        for call in calls:
+            response = await self._http.request(
+                call.method, dep.upstream + call.path, params=call.params or None, json=call.json,
+                headers={"Authorization": f"Bearer {dep.engine_key}"}, timeout=self.health_timeout_s,
+            )
+            if response.status_code >= 400:
+                raise RuntimeError(f"{call.method} {call.path}: HTTP {response.status_code} {response.text[:200]}")
+
+    # LoRA adapters at runtime -----------------------------------------------------------
+
+    async def adapter(self, ref: str, action: str, name: str, path: str | None = None) -> Deployment:
+        """Load ('add') or unload ('remove') a LoRA adapter on a running deployment; kept in its config."""
+        dep = self.get(ref)
+        hook = getattr(get_engine(dep.kind), "adapter_calls", None)
+        if hook is None or not getattr(dep.config, "enable_lora", False):
+            raise DeploymentError(f"deployment {dep.name!r} does not serve LoRA adapters (enable_lora is off)", 400)
+        if not dep.status.live or dep.status is Status.LOADING:
+            raise DeploymentError(f"deployment {dep.name!r} is {dep.status.value}; adapters change on a serving engine", 409)
+        modules = list(dep.config.lora_modules)  # type: ignore[attr-defined]
+        names = [m.split("=", 1)[0] for m in modules]
+        if action == "add":
+            if not path:
+                raise DeploymentError("an adapter needs a path", 400)
+            if name in names or name in dep.models:
+                raise DeploymentError(f"an adapter or model named {name!r} is already served", 409)
+        elif name not in names:
+            raise DeploymentError(f"no adapter {name!r}; served adapters: {', '.join(names) or 'none'}", 404)
+        await self.ensure_awake(dep)
+        try:
+            await self._engine_calls(dep, hook(action, name, path))
+        except RuntimeError as exc:
+            raise DeploymentError(f"the engine refused: {exc}", 422) from None
+        if action == "add":
+            modules.append(f"{name}={path}")
+            if dep.plan:
+                dep.plan.models.append(name)
+        else:
+            modules = [m for m in modules if m.split("=", 1)[0] != name]
+            if dep.plan and name in dep.plan.models:
+                dep.plan.models.remove(name)
+        dep.config = parse_config({**export_config(dep.config, include_secrets=True), "lora_modules": modules})
+        self.store.save(dep.to_stored())
+        return dep
+
     async def _tick_forever(self) -> None:
         while True:
             await asyncio.sleep(self.tick_s)
@@ -497,15 +617,14 @@ class Supervisor:
             if dep.status not in (Status.ACTIVE, Status.IDLE) or dep.stop_reason:
                 continue
             cfg = dep.config
-            if idle_limit_reached(
+            if not dep.sleeping and idle_limit_reached(
                 in_flight=dep.in_flight, last_activity=dep.last_activity_at, now=now, limit_s=cfg.idle_time_limit_s
             ):
                 idle_for = now - dep.last_activity_at
-                task = asyncio.ensure_future(
-                    self._stop(dep, f"idle for {idle_for:.0f} s (idle_time_limit_hours={cfg.idle_time_limit_hours:g})")
-                )
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                reason = f"idle for {idle_for:.0f} s (idle_time_limit_hours={cfg.idle_time_limit_hours:g})"
+                self._spawn(self._on_idle_limit(dep, reason))
+                continue
+            if dep.sleeping:
                 continue
             status = serving_status(
                 in_flight=dep.in_flight,
@@ -513,4 +632,5 @@ class Supervisor:
                 now=now,
                 report_interval_s=cfg.last_action_report_interval_s,
             )
-            self._set_status(dep, status, None)
+            if status is not dep.status:
+                self._set_status(dep, status, None)

@@ -89,23 +89,25 @@ def test_payload_limit_413_and_server_keeps_serving(two_deployments: tuple[dict,
     assert post(a, "/chat/completions", KEY_A, chat_body()).status_code == 200
 
 
-def test_concurrency_limit_429_at_once(two_deployments: tuple[dict, dict]) -> None:
+def test_concurrency_limit_429_at_once(jupyter_server: JupyterProcess, two_deployments: tuple[dict, dict]) -> None:
     a, _ = two_deployments
     results: list[int] = []
     slow = threading.Thread(
         target=lambda: results.append(post(a, "/completions", KEY_A, {"model": MODEL, "prompt": "Tell a story",
-                                                                         "max_tokens": 60, "ignore_eos": True}).status_code)
+                                                                         "max_tokens": 80, "ignore_eos": True}).status_code)
     )
     slow.start()
+    client = jupyter_server.client()
     deadline = time.monotonic() + 30
-    status = None
-    while time.monotonic() < deadline and slow.is_alive():
-        status = post(a, "/completions", KEY_A, {"model": MODEL, "prompt": "x", "max_tokens": 1}).status_code
-        if status == 429:
-            break
-        time.sleep(0.05)
+    while client.get(a["id"])["requests_in_flight"] < 1:
+        assert time.monotonic() < deadline and slow.is_alive(), "the slow request never got in flight"
+        time.sleep(0.02)
+    refused = post(a, "/completions", KEY_A, {"model": MODEL, "prompt": "x", "max_tokens": 1})
+    answered_while_busy = slow.is_alive()
     slow.join()
-    assert status == 429
+    assert refused.status_code == 429, refused.text
+    assert "max_concurrent_requests=1" in refused.json()["error"]["message"]
+    assert answered_while_busy, "the 429 must come at once, not after waiting for the slot"
     assert results == [200]
 
 
