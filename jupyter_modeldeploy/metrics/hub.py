@@ -84,6 +84,7 @@ class MetricsHub:
         self._task: asyncio.Task[None] | None = None
         self._last_tick = time.monotonic()
         self._http = httpx.AsyncClient(timeout=2.0)
+        self._background: set[asyncio.Future[None]] = set()
 
     # Inputs -------------------------------------------------------------------------------
 
@@ -111,6 +112,12 @@ class MetricsHub:
             self.requests.prompt_tokens.labels(*labels).inc(prompt)
         if completion:
             self.requests.completion_tokens.labels(*labels).inc(completion)
+        if dep is not None and dep.plan is not None and dep.plan.model_status_path:
+            # Router engines swap models per request: read their states right after each one,
+            # so swaps between two samples are not missed.
+            task = asyncio.ensure_future(self._scrape_model_status(dep))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     # Sampling -----------------------------------------------------------------------------
 
