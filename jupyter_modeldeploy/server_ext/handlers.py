@@ -170,7 +170,9 @@ class DeploymentHandler(BaseHandler):
     @web.authenticated
     async def delete(self, ref: str) -> None:
         async def action() -> None:
+            dep_id = self.lookup(ref).id
             await self.supervisor.delete(ref)
+            self.tokens.forget_deployment(dep_id)
             self.set_status(204)
             self.finish()
 
