@@ -226,6 +226,11 @@ class MetricsHub:
         series = self.deployments.get(dep.id)
         return dict(series.model_states) if series else {}
 
+    def totals(self, dep: Deployment) -> dict[str, Any]:
+        """Exact request and token counters of a deployment since the server started."""
+        series = self.deployments.get(dep.id)
+        return series.stats.totals.to_json() if series else {}
+
     def deployment_json(self, dep: Deployment, since: float | None) -> dict[str, Any]:
         series = self.series_for(dep.id)
         data = series.table.since(since)

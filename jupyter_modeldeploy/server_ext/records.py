@@ -46,6 +46,7 @@ def deployment_record(dep: Deployment, public_base: str, metrics: Any = None) ->
     models = dep.models or ([dep.config.name] if dep.kind != "embedding" else [])
     model_states = metrics.model_states(dep) if metrics is not None and hasattr(metrics, "model_states") else {}
     notes = list(dep.plan.notes) if dep.plan else []
+    totals = metrics.totals(dep) if metrics is not None and hasattr(metrics, "totals") else {}
     notices = dep.config.notices() if hasattr(dep.config, "notices") else []
     return {
         "id": dep.id,
@@ -72,6 +73,7 @@ def deployment_record(dep: Deployment, public_base: str, metrics: Any = None) ->
         "last_activity_at": dep.last_activity_at,
         "idle_for_s": round(now - dep.last_activity_at, 3) if live_serving and dep.in_flight == 0 else 0.0,
         "requests_in_flight": dep.in_flight,
+        "requests_total": totals.get("requests", 0),
         "exit_code": dep.exit_code,
         "pid": dep.process.pid if dep.process is not None else None,
         "route": dep.route,

@@ -223,7 +223,8 @@ class Supervisor:
         key_hash = hash_key(config.api_key.get_secret_value()) if config.api_key else None
         dep = self._new_deployment(dep_id, config, route, api_key_hash=key_hash)
         self.deployments[dep.id] = dep
-        self._record(dep, Status.STOPPED, "created" if not start else None, initial=True)
+        if not start:
+            self._record(dep, Status.STOPPED, "created without launching")
         self.store.save(dep.to_stored())
         if start:
             self._start(dep)
@@ -324,7 +325,7 @@ class Supervisor:
             if route and other.route == route:
                 raise DeploymentError(f"route {route!r} is already used by deployment {other.name!r}", 409)
 
-    def _record(self, dep: Deployment, status: Status, reason: str | None, *, initial: bool = False) -> None:
+    def _record(self, dep: Deployment, status: Status, reason: str | None) -> None:
         entry = {"status": status.value, "at": time.time(), "reason": reason}
         dep.history = (dep.history + [entry])[-HISTORY_LIMIT:]
 

@@ -1,0 +1,325 @@
+"""The `%deploy` / `%%deploy` magic: launch, list, stop, inspect deployments from a notebook.
+
+    %load_ext jupyter_modeldeploy
+    smol = %deploy llamacpp model=/models/smol.gguf name=smol ctx_size=2048 --wait
+    smol.client().chat.completions.create(...)
+    %deploy --config smol.json          # an exported configuration (JSON or YAML)
+    %%deploy                            # a configuration in the cell body (JSON or YAML)
+    %deploy list | stop <n> | logs <n> | export <n> | dashboard <n> | form <kind> | get <n>
+
+Values in `field=value` are JSON when they parse as JSON, else strings; `--wait` blocks until
+the deployment serves. Errors are one readable line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+from .client import LIVE, ModelDeployClient, ModelDeployError
+
+COMMANDS = ("list", "stop", "logs", "export", "dashboard", "form", "get", "wait", "delete", "relaunch", "help")
+
+
+class DeployMagicError(Exception):
+    """A `%deploy` error; IPython shows it as one line (no traceback)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"%deploy: {self}"]
+
+
+def parse_value(text: str) -> Any:
+    """`field=value` values: JSON when they parse (numbers, true, [0,1], {...}), else the string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_assignments(tokens: list[str]) -> dict[str, Any]:
+    """`a=1 b=x c.d=2` -> `{"a": 1, "b": "x", "c": {"d": 2}}`; raises on a token without `=`."""
+    result: dict[str, Any] = {}
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        if not sep or not key:
+            raise DeployMagicError(f"expected field=value, got {token!r}")
+        target = result
+        parts = key.split(".")
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = parse_value(value)
+    return result
+
+
+def load_config_text(text: str, source: str = "configuration") -> dict[str, Any]:
+    """A configuration from JSON or YAML text."""
+    text = text.strip()
+    if not text:
+        raise DeployMagicError(f"the {source} is empty")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        try:
+            import yaml
+
+            data = yaml.safe_load(text)
+        except Exception as exc:
+            raise DeployMagicError(f"the {source} is neither JSON nor YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise DeployMagicError(f"the {source} must be an object of fields")
+    return data
+
+
+def _describe(exc: ModelDeployError) -> str:
+    if exc.errors:
+        return "invalid configuration: " + "; ".join(
+            f"{e.get('field')}: {e.get('message')}" + (f" (allowed: {', '.join(map(str, e['allowed']))})"
+                                                       if e.get("allowed") and isinstance(e["allowed"], list)
+                                                       else "")
+            for e in exc.errors
+        )
+    return str(exc)
+
+
+class DeploymentHandle:
+    """A deployment launched or found by `%deploy`: its record, an OpenAI client, actions."""
+
+    def __init__(self, client: ModelDeployClient, record: dict[str, Any], *, api_key: str | None = None):
+        self._client = client
+        self.record = record
+        self._api_key = api_key
+
+    @property
+    def id(self) -> str:
+        return self.record["id"]
+
+    @property
+    def name(self) -> str:
+        return self.record["name"]
+
+    @property
+    def status(self) -> str:
+        """The current status (asks the server)."""
+        return self.refresh()["status"]
+
+    @property
+    def api_base(self) -> str:
+        return self.record["api_base"]
+
+    def refresh(self) -> dict[str, Any]:
+        """Reload the record."""
+        self.record = self._client.get(self.id)
+        return self.record
+
+    def wait(self, timeout: float = 900.0) -> DeploymentHandle:
+        """Block until it serves (active or idle); raises if it fails."""
+        self.record = self._client.wait(self.id, timeout=timeout)
+        return self
+
+    @property
+    def api_key(self) -> str:
+        """A key for the endpoint: the one given, else a token created for this deployment (once)."""
+        if self._api_key is None:
+            self._api_key = self._client.create_token(deployment=self.id, name=f"notebook-{self.name}")["token"]
+        return self._api_key
+
+    def client(self, **kwargs: Any) -> Any:
+        """A ready `openai.OpenAI` client for the endpoint."""
+        import openai
+
+        key = "none" if self.record.get("public") and self._api_key is None else self.api_key
+        return openai.OpenAI(base_url=self.api_base, api_key=key, **kwargs)
+
+    def stop(self) -> dict[str, Any]:
+        self.record = self._client.stop(self.id)
+        return self.record
+
+    def relaunch(self) -> dict[str, Any]:
+        self.record = self._client.relaunch(self.id)
+        return self.record
+
+    def export(self) -> dict[str, Any]:
+        """The configuration, secrets left out."""
+        return self._client.export(self.id)
+
+    def logs(self, tail: int = 200) -> list[str]:
+        return self._client.logs(self.id, tail=tail)
+
+    def metrics(self) -> dict[str, Any]:
+        return self._client.metrics(self.id)
+
+    def dashboard(self, **kwargs: Any) -> Any:
+        """The live dashboard widget of this deployment."""
+        from .widgets.dashboard import Dashboard
+
+        return Dashboard(self.id, self._client, api_key=self._api_key, **kwargs)
+
+    def __repr__(self) -> str:
+        r = self.record
+        return f"<deployment {r['name']} ({r['kind']}, {r['id']}): {r['status']} at {r.get('api_base')}>"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        from .widgets.common import status_badge
+
+        r = self.record
+        return (
+            f"<b>{html.escape(r['name'])}</b> ({html.escape(r['kind'])}, {html.escape(r['id'])}) "
+            f"{status_badge(r['status'])} — API base <code>{html.escape(str(r.get('api_base')))}</code>"
+        )
+
+
+class DeployMagic:
+    """The state behind `%deploy`: one REST client, created on first use."""
+
+    def __init__(self, client: ModelDeployClient | None = None):
+        self._client = client
+        self._wait = False
+
+    @property
+    def client(self) -> ModelDeployClient:
+        if self._client is None:
+            try:
+                self._client = ModelDeployClient()
+            except ModelDeployError as exc:
+                raise DeployMagicError(str(exc)) from None
+        return self._client
+
+    def __call__(self, line: str, cell: str | None = None) -> Any:
+        try:
+            return self.run(line, cell)
+        except DeployMagicError:
+            raise
+        except ModelDeployError as exc:
+            raise DeployMagicError(_describe(exc)) from None
+        except (OSError, ValueError) as exc:
+            raise DeployMagicError(str(exc)) from None
+
+    def run(self, line: str, cell: str | None = None) -> Any:
+        try:
+            tokens = shlex.split(line)
+        except ValueError as exc:
+            raise DeployMagicError(f"cannot parse the line: {exc}") from None
+        self._wait = "--wait" in tokens
+        tokens = [t for t in tokens if t != "--wait"]
+        if cell is not None:
+            config = load_config_text(cell, "cell body")
+            config.update(parse_assignments(tokens))
+            return self.launch(config)
+        if not tokens or tokens[0] in ("help", "-h", "--help"):
+            print(__doc__)
+            return None
+        head, rest = tokens[0], tokens[1:]
+        if head == "--config":
+            if not rest:
+                raise DeployMagicError("--config needs a file")
+            path = Path(rest[0]).expanduser()
+            if not path.is_file():
+                raise DeployMagicError(f"no such file: {path}")
+            config = load_config_text(path.read_text(), str(path))
+            config.update(parse_assignments(rest[1:]))
+            return self.launch(config)
+        if head in COMMANDS:
+            return getattr(self, f"cmd_{head}")(rest)
+        kinds = self._kinds()
+        if head in kinds:
+            config = {"kind": head, **parse_assignments(rest)}
+            return self.launch(config)
+        raise DeployMagicError(
+            f"unknown command or kind {head!r}; kinds: {', '.join(kinds)}; commands: {', '.join(COMMANDS)}"
+        )
+
+    def _kinds(self) -> tuple[str, ...]:
+        from .config import KINDS
+
+        return KINDS
+
+    def _one(self, rest: list[str], what: str) -> str:
+        if not rest:
+            raise DeployMagicError(f"{what} needs a deployment name or id")
+        return rest[0]
+
+    def launch(self, config: dict[str, Any]) -> DeploymentHandle:
+        api_key = config.get("api_key") if isinstance(config.get("api_key"), str) else None
+        if "name" not in config:
+            raise DeployMagicError("a deployment needs name=<name>")
+        record = self.client.launch(config)
+        handle = DeploymentHandle(self.client, record, api_key=api_key)
+        return handle.wait() if self._wait else handle
+
+    def cmd_help(self, rest: list[str]) -> None:
+        print(__doc__)
+
+    def cmd_list(self, rest: list[str]) -> None:
+        from .widgets.common import format_duration
+
+        records = self.client.list()
+        if not records:
+            print("no deployments")
+            return
+        rows = [("NAME", "ID", "KIND", "STATUS", "IDLE", "API BASE")]
+        for r in records:
+            idle = format_duration(r.get("idle_for_s")) if r.get("status") in ("active", "idle") else "-"
+            rows.append((r["name"], r["id"], r["kind"], r["status"], idle, r.get("api_base", "")))
+        widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+    def cmd_get(self, rest: list[str]) -> DeploymentHandle:
+        return DeploymentHandle(self.client, self.client.get(self._one(rest, "get")))
+
+    def cmd_wait(self, rest: list[str]) -> DeploymentHandle:
+        return self.cmd_get(rest).wait()
+
+    def cmd_stop(self, rest: list[str]) -> None:
+        record = self.client.stop(self._one(rest, "stop"))
+        print(f"{record['name']}: {record['status']}")
+
+    def cmd_relaunch(self, rest: list[str]) -> DeploymentHandle:
+        return DeploymentHandle(self.client, self.client.relaunch(self._one(rest, "relaunch")))
+
+    def cmd_delete(self, rest: list[str]) -> None:
+        ref = self._one(rest, "delete")
+        self.client.delete(ref)
+        print(f"{ref}: deleted")
+
+    def cmd_logs(self, rest: list[str]) -> None:
+        ref = self._one(rest, "logs")
+        tail = int(rest[1]) if len(rest) > 1 and rest[1].isdigit() else 200
+        print("\n".join(self.client.logs(ref, tail=tail)))
+
+    def cmd_export(self, rest: list[str]) -> dict[str, Any]:
+        ref = self._one(rest, "export")
+        data = self.client.export(ref)
+        if len(rest) > 1:
+            Path(rest[1]).expanduser().write_text(json.dumps(data, indent=2) + "\n")
+            print(f"wrote {rest[1]}")
+        return data
+
+    def cmd_dashboard(self, rest: list[str]) -> Any:
+        from .widgets.dashboard import Dashboard
+
+        return Dashboard(self._one(rest, "dashboard"), self.client)
+
+    def cmd_form(self, rest: list[str]) -> Any:
+        from .widgets.launch_form import LaunchForm
+
+        kind = rest[0] if rest else "llamacpp"
+        if kind not in self._kinds():
+            raise DeployMagicError(f"unknown kind {kind!r}; kinds: {', '.join(self._kinds())}")
+        return LaunchForm(kind, self.client, values=parse_assignments(rest[1:]) or None)
+
+
+def live_handles(client: ModelDeployClient) -> list[DeploymentHandle]:
+    """Handles of every live deployment."""
+    return [DeploymentHandle(client, r) for r in client.list() if r["status"] in LIVE]
+
+
+def register(ipython: Any, client: ModelDeployClient | None = None) -> DeployMagic:
+    """Register `%deploy` and `%%deploy` with an IPython shell."""
+    magic = DeployMagic(client)
+    ipython.register_magic_function(magic, magic_kind="line_cell", magic_name="deploy")
+    return magic

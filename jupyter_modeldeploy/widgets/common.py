@@ -1,0 +1,160 @@
+"""Small pieces the widgets share: status badges, durations, download links, copy buttons."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as W
+
+STATUS_COLORS = {
+    "loading": "#f9a825",
+    "active": "#2e7d32",
+    "idle": "#1565c0",
+    "stopped": "#757575",
+    "failed": "#c62828",
+}
+
+
+def status_badge(status: str | None) -> str:
+    """A coloured dot and the status word, as HTML."""
+    status = status or "unknown"
+    color = STATUS_COLORS.get(status, "#9e9e9e")
+    return (
+        f"<span class='modeldeploy-status modeldeploy-status-{html.escape(status)}' "
+        f"style='white-space:nowrap'><span style='color:{color};font-size:120%'>&#9679;</span> "
+        f"{html.escape(status)}</span>"
+    )
+
+
+def format_duration(seconds: float | None) -> str:
+    """`12 s`, `3 min 4 s`, `2 h 5 min`; an em dash for None."""
+    if seconds is None:
+        return "—"
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+    return f"{int(seconds // 86400)} d {int(seconds % 86400 // 3600)} h"
+
+
+def download_link(data: Any, filename: str, label: str | None = None) -> str:
+    """An HTML anchor that downloads `data` as a JSON file (a data: URL, no JavaScript)."""
+    payload = base64.b64encode(json.dumps(data, indent=2).encode()).decode()
+    label = label or f"Download {filename}"
+    return (
+        f"<a class='modeldeploy-download' download='{html.escape(filename)}' "
+        f"href='data:application/json;base64,{payload}' "
+        "style='text-decoration:underline;color:var(--jp-content-link-color,#1976d2)'>"
+        f"&#11015; {html.escape(label)}</a>"
+    )
+
+
+def copy_button(text: str, label: str = "Copy") -> str:
+    """An HTML button that copies `text` to the clipboard (falls back to a prompt)."""
+    value = json.dumps(text).replace("'", "&#39;").replace("<", "\\u003c")
+    script = (
+        f"(function(b){{var t={value};"
+        "function done(){b.textContent='Copied';setTimeout(function(){b.textContent=b.dataset.label;},1500);}"
+        "if(navigator.clipboard&&window.isSecureContext){navigator.clipboard.writeText(t).then(done,"
+        "function(){window.prompt('Copy:',t);});}else{window.prompt('Copy:',t);}})(this)"
+    )
+    return (
+        f"<button class='jupyter-button widget-button modeldeploy-copy' data-label='{html.escape(label)}' "
+        f"onclick='{script}'>{html.escape(label)}</button>"
+    )
+
+
+def status_timeline(history: list[dict[str, Any]], *, now: float | None = None, width: int = 160,
+                    height: int = 12) -> str:
+    """An inline SVG bar: one coloured segment per status, from `status_history`."""
+    if not history:
+        return ""
+    now = now or time.time()
+    start = float(history[0].get("at") or now)
+    span = max(now - start, 1e-6)
+    rects = []
+    for i, entry in enumerate(history):
+        begin = float(entry.get("at") or start)
+        end = float(history[i + 1].get("at") or now) if i + 1 < len(history) else now
+        x = (begin - start) / span * width
+        w = max((end - begin) / span * width, 1.0)
+        status = str(entry.get("status"))
+        tip = f"{status} at {time.strftime('%H:%M:%S', time.localtime(begin))}"
+        if entry.get("reason"):
+            tip += f": {entry['reason']}"
+        rects.append(
+            f"<rect x='{x:.1f}' y='0' width='{w:.1f}' height='{height}' "
+            f"fill='{STATUS_COLORS.get(status, '#9e9e9e')}'><title>{html.escape(tip)}</title></rect>"
+        )
+    return (
+        f"<svg class='modeldeploy-timeline' width='{width}' height='{height}' "
+        f"style='vertical-align:middle;background:#eee'>{''.join(rects)}</svg>"
+    )
+
+
+def is_embedding(record: dict[str, Any]) -> bool:
+    """Whether a deployment serves embeddings (an embedding kind, or llama.cpp in embedding mode)."""
+    return record.get("kind") == "embedding" or bool((record.get("config") or {}).get("embedding"))
+
+
+def model_names(record: dict[str, Any]) -> list[str]:
+    """The names a deployment's models answer to."""
+    names = [m.get("name") for m in record.get("models") or [] if m.get("name")]
+    if names:
+        return names
+    config = record.get("config") or {}
+    return [config.get("model_alias") or record.get("name") or "model"]
+
+
+def error_html(text: str) -> str:
+    """A message in the error colour."""
+    return f"<span style='color:var(--jp-error-color1,#c62828)'>{html.escape(text)}</span>"
+
+
+class ClosingBox(W.VBox):
+    """A VBox that runs a hook (stop polling) when it is closed, from Python or the page."""
+
+    def __init__(self, hook: Callable[[], None] | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._modeldeploy_hook = hook
+
+    def close(self) -> None:
+        hook, self._modeldeploy_hook = self._modeldeploy_hook, None
+        if hook is not None:
+            hook()
+        super().close()
+
+
+class Panel:
+    """A UI piece made of widgets: displays as its `widget`; `close()` stops its work and closes it."""
+
+    widget: ClosingBox
+
+    def _make_box(self, css_class: str, **layout: Any) -> ClosingBox:
+        box = ClosingBox(self.shutdown, layout=W.Layout(width="100%", **layout))
+        box.add_class(css_class)
+        return box
+
+    def shutdown(self) -> None:
+        """Stop background work (polling); the widgets stay."""
+
+    def close(self) -> None:
+        """Stop background work and close the widgets."""
+        self.shutdown()
+        self.widget.close()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)

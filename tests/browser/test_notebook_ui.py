@@ -1,0 +1,252 @@
+"""The notebook UI for real: the quickstart notebook run top to bottom, the Voilà dashboard in Chromium.
+
+Needs the built llama-server (the session's `jupyter_server` fixture builds it when missing)
+and Debian's Chromium at /usr/bin/chromium. Screenshots go to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+
+
+def wait_until(condition: Any, timeout: float, message: str, poll: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s: {message}")
+        time.sleep(poll)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def smol(jupyter_server: Any, smollm2_gguf: Path) -> Iterator[dict[str, Any]]:
+    """A live llama.cpp deployment of SmolLM2 for the dashboard."""
+    client = jupyter_server.client()
+    record = client.launch({
+        "kind": "llamacpp", "name": "ui-smol", "model": str(smollm2_gguf), "threads": 2, "parallel": 2,
+        "ctx_size": 1024, "idle_time_limit_hours": 1,
+    })
+    try:
+        yield client.wait(record["id"], timeout=180)
+    finally:
+        try:
+            client.delete(record["id"])
+        except Exception:
+            pass
+
+
+def chat(record: dict[str, Any], key: str, prompt: str, max_tokens: int = 8) -> dict[str, Any]:
+    model = record["models"][0]["name"]
+    response = httpx.post(
+        record["api_base"] + "/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=180,
+        json={"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_quickstart_notebook_runs_top_to_bottom(jupyter_server: Any, monkeypatch: pytest.MonkeyPatch,
+                                                artifacts_dir: Path) -> None:
+    import nbclient
+    import nbformat
+
+    # The kernel is started here (not by the server): point it at the test server.
+    monkeypatch.setenv("JUPYTER_SERVER_URL", jupyter_server.url)
+    monkeypatch.setenv("JUPYTER_TOKEN", jupyter_server.token)
+    nb = nbformat.read(REPO / "notebooks" / "quickstart.ipynb", as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=400, kernel_name="python3",
+                                     resources={"metadata": {"path": str(REPO / "notebooks")}})
+    try:
+        client.execute()
+    finally:
+        nbformat.write(nb, artifacts_dir / "quickstart.executed.ipynb")
+    outputs = {
+        i: "".join(o.get("text", "") or json.dumps(o.get("data", {})) for o in cell.get("outputs", []))
+        for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+    }
+    sources = {i: nb.cells[i].source for i in outputs}
+    launch = next(i for i, s in sources.items() if "%deploy llamacpp" in s)
+    assert "active" in outputs[launch] or "idle" in outputs[launch]
+    answer = next(i for i, s in sources.items() if "chat.completions.create" in s)
+    assert outputs[answer].strip(), "the model answered nothing"
+    dashboard = next(i for i, s in sources.items() if "smol.dashboard()" in s)
+    assert "application/vnd.jupyter.widget-view+json" in outputs[dashboard]
+    export = next(i for i, s in sources.items() if "%deploy export" in s)
+    assert '"name": "quickstart-smol"' in outputs[export] and "api_key" not in outputs[export]
+    assert "quickstart-smol: stopped" in outputs[max(outputs)]
+    records = [r for r in jupyter_server.client().list() if r["name"] == "quickstart-smol"]
+    assert records and all(r["status"] == "stopped" for r in records)
+
+
+def chart_path(page: Any, chart: str) -> str:
+    """The `d` of the first line drawn in a chart panel ('' when none)."""
+    return page.evaluate(
+        """(cls) => { const p = document.querySelector(`.modeldeploy-chart-${cls} .curve path`);
+                      return p ? (p.getAttribute('d') || '') : ''; }""",
+        chart,
+    )
+
+
+def test_voila_dashboard_live(jupyter_server: Any, smol: dict[str, Any], browser: Any, artifacts_dir: Path) -> None:
+    client = jupyter_server.client()
+    page = browser.new_page(viewport={"width": 1400, "height": 1900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    url = (f"{jupyter_server.url}voila/render/notebooks/dashboard.ipynb"
+           f"?deployment={smol['id']}&token={jupyter_server.token}")
+    page.goto(url, timeout=180_000)
+    try:
+        page.wait_for_selector(".modeldeploy-dashboard .modeldeploy-dashboard-status", timeout=180_000)
+        page.wait_for_selector(".modeldeploy-dashboard .modeldeploy-status-active, "
+                               ".modeldeploy-dashboard .modeldeploy-status-idle", timeout=60_000)
+        dashboard = page.locator(".modeldeploy-dashboard")
+        assert smol["api_base"] in dashboard.locator(".modeldeploy-dashboard-info").inner_text()
+        # The endpoints table lists the deployment with its status timeline.
+        table = page.locator(".modeldeploy-endpoints")
+        assert "ui-smol" in table.inner_text()
+        assert table.locator("svg.modeldeploy-timeline").count() >= 1
+        page.screenshot(path=str(artifacts_dir / "voila-dashboard-initial.png"), full_page=True)
+        # GPU panels say so when there is none.
+        if not client.status().get("gpu"):
+            page.wait_for_selector(".modeldeploy-chart-gpu-utilization.modeldeploy-chart-note", timeout=30_000)
+            assert "no GPU" in page.locator(".modeldeploy-chart-gpu-utilization").inner_text()
+
+        # The test command: type a prompt, Send, read the answer.
+        prompt = page.locator(".modeldeploy-prompt input")
+        prompt.fill("Reply with one word: hello")
+        command = page.locator(".modeldeploy-test-command textarea")
+        wait_until(lambda: "Reply with one word" in command.input_value(), 30, "the test command did not follow")
+        assert "curl" in command.input_value() and "$MODELDEPLOY_API_KEY" in command.input_value()
+        page.locator(".modeldeploy-send button, button.modeldeploy-send").first.click()
+        page.wait_for_selector(".modeldeploy-answer-ok, .modeldeploy-answer-error", timeout=240_000)
+        answer = page.locator(".modeldeploy-answer")
+        assert answer.locator(".modeldeploy-answer-error").count() == 0, answer.inner_text()
+        assert answer.inner_text().strip()
+        # Send generated a key: masked until revealed.
+        key_box = page.locator(".modeldeploy-key input")
+        masked = key_box.input_value()
+        assert masked and "•" in masked
+        page.get_by_role("button", name="Reveal").click()
+        wait_until(lambda: "•" not in key_box.input_value(), 30, "the key was not revealed")
+        # The console follows the engine's log.
+        wait_until(lambda: "slot" in page.locator(".modeldeploy-log").inner_text(), 60, "no console lines")
+        page.screenshot(path=str(artifacts_dir / "voila-dashboard-answer.png"), full_page=True)
+        # Traffic: the charts draw it and keep moving.
+        key = client.create_token(deployment=smol["id"], name="browser-test")["token"]
+        for i in range(3):
+            chat(smol, key, f"Count to {i + 2}.")
+        first = wait_until(lambda: chart_path(page, "requests"), 60, "the requests chart drew no line")
+        wait_until(lambda: chart_path(page, "tokens-per-second"), 60, "the tokens/s chart drew no line")
+        wait_until(lambda: chart_path(page, "cpu"), 60, "the CPU chart drew no line")
+        wait_until(lambda: chart_path(page, "memory"), 60, "the memory chart drew no line")
+        wait_until(lambda: chart_path(page, "network"), 60, "the network chart drew no line")
+        chat(smol, key, "Say yes.")
+        wait_until(lambda: chart_path(page, "requests") not in ("", first), 60, "the requests chart did not move")
+        header = page.locator(".modeldeploy-chart-requests").inner_text()
+        assert re.search(r"\d", header), header
+
+        page.screenshot(path=str(artifacts_dir / "voila-dashboard-live.png"), full_page=True)
+        assert not [e for e in errors if "modeldeploy" in e], errors
+    finally:
+        page.close()
+
+
+def test_voila_launch_form_shows_server_errors_by_field(jupyter_server: Any, browser: Any,
+                                                        artifacts_dir: Path) -> None:
+    page = browser.new_page(viewport={"width": 1300, "height": 1400})
+    page.goto(f"{jupyter_server.url}voila/render/notebooks/dashboard.ipynb?token={jupyter_server.token}",
+              timeout=180_000)
+    try:
+        page.wait_for_selector(".modeldeploy-endpoints", timeout=180_000)
+        page.get_by_role("tab", name="Launch").click()
+        form = page.locator(".modeldeploy-launch-form")
+        form.wait_for(timeout=60_000)
+        form.locator(".modeldeploy-field-name input").fill("not a valid name")
+        form.locator(".modeldeploy-launch button, button.modeldeploy-launch").first.click()
+        error = form.locator(".modeldeploy-field-name .modeldeploy-field-error")
+        error.wait_for(state="visible", timeout=60_000)
+        assert "pattern" in error.inner_text()
+        assert form.locator(".modeldeploy-field-model .modeldeploy-field-error").inner_text().strip()
+        page.screenshot(path=str(artifacts_dir / "voila-launch-form-errors.png"), full_page=True)
+    finally:
+        page.close()
+
+
+def test_standalone_voila_dashboard_reaches_the_server_from_the_query_string(
+    jupyter_server: Any, smol: dict[str, Any], browser: Any, artifacts_dir: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+    from urllib.parse import quote
+
+    from tests.support.jupyter import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "JPY_", "MODELDEPLOY_"))}
+    env.update({"JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_DATA_DIR": str(tmp_path / "data"),
+                "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")})
+    log = (tmp_path / "voila.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voila", "notebooks/dashboard.ipynb", "--no-browser", f"--port={port}",
+         "--Voila.ip=127.0.0.1"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    try:
+        wait_until(lambda: _listening(port), 90, "voila did not start")
+        query = f"deployment={smol['name']}&server={quote(jupyter_server.url)}&token={jupyter_server.token}"
+        page.goto(f"http://127.0.0.1:{port}/?{query}", timeout=180_000)
+        page.wait_for_selector(".modeldeploy-dashboard .modeldeploy-status-active, "
+                               ".modeldeploy-dashboard .modeldeploy-status-idle", timeout=180_000)
+        assert smol["id"] in page.locator(".modeldeploy-dashboard").inner_text()
+        wait_until(lambda: chart_path(page, "cpu"), 60, "the CPU chart drew no line")
+        page.screenshot(path=str(artifacts_dir / "voila-standalone.png"), full_page=True)
+    finally:
+        page.close()
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _listening(port: int) -> bool:
+    """Whether something accepts connections on the port (a GET of '/' would run the notebook)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0

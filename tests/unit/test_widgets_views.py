@@ -1,0 +1,361 @@
+"""Dashboard, endpoints table, launch form, charts and poller over a fake REST client (no server)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pytest
+
+from jupyter_modeldeploy.client import ModelDeployError
+from jupyter_modeldeploy.config import all_schemas, export_config, parse_config
+from jupyter_modeldeploy.widgets.charts import SeriesWindow, TimeChart, format_number
+from jupyter_modeldeploy.widgets.common import download_link, format_duration, status_timeline
+from jupyter_modeldeploy.widgets.dashboard import Dashboard, curl_command, request_for, summarize_answer
+from jupyter_modeldeploy.widgets.endpoints import DashboardApp, EndpointsTable, query_params
+from jupyter_modeldeploy.widgets.launch_form import LaunchForm
+from jupyter_modeldeploy.widgets.poller import Poller
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+NOW = 1_800_000_000.0
+
+
+def record(name: str = "smol", status: str = "active", **extra: Any) -> dict[str, Any]:
+    config = export_config(parse_config({"kind": "llamacpp", "name": name, "model": "/m/smol.gguf"}))
+    base = "http://127.0.0.1:8888/modeldeploy/endpoints/r-1"
+    return {
+        "id": f"id-{name}", "name": name, "kind": "llamacpp", "model": "/m/smol.gguf", "status": status,
+        "status_reason": None, "idle_for_s": 42.0, "requests_in_flight": 0, "public": False,
+        "status_history": [{"status": "loading", "at": NOW - 60, "reason": None},
+                           {"status": status, "at": NOW - 50, "reason": None}],
+        "models": [{"name": "smol", "state": "on_device", "endpoint": f"{base}/smol/v1"}],
+        "endpoint_url": base, "api_base": f"{base}/v1", "config": config, "created_at": NOW - 60, **extra,
+    }
+
+
+class FakeClient:
+    """Answers like `ModelDeployClient`, from memory; counts calls."""
+
+    def __init__(self, records: list[dict[str, Any]] | None = None, *, gpus: bool = False,
+                 metrics: bool = True):
+        self.records = {r["id"]: r for r in (records or [record()])}
+        self.gpus = gpus
+        self.with_metrics = metrics
+        self.calls: list[tuple[str, Any]] = []
+        self.t = NOW
+        self.launched: list[dict[str, Any]] = []
+
+    def _find(self, ref: str) -> dict[str, Any]:
+        for r in self.records.values():
+            if ref in (r["id"], r["name"]):
+                return r
+        raise ModelDeployError(f"no deployment {ref!r}", 404)
+
+    def get(self, ref: str) -> dict[str, Any]:
+        self.calls.append(("get", ref))
+        return self._find(ref)
+
+    def list(self) -> list[dict[str, Any]]:
+        self.calls.append(("list", None))
+        return list(self.records.values())
+
+    def status(self) -> dict[str, Any]:
+        return {"gpu": self.gpus}
+
+    def schemas(self, kind: str | None = None) -> dict[str, Any]:
+        return all_schemas()
+
+    def metrics(self, ref: str, since: float | None = None) -> dict[str, Any]:
+        self.calls.append(("metrics", since))
+        if not self.with_metrics:
+            raise ModelDeployError("HTTP 404", 404)
+        self.t += 2
+        ts = [self.t - 1, self.t]
+        return {"t": ts, "series": {"requests_per_s": [1, 2], "latency_p50_ms": [10, 11], "tokens_per_s": [5, 6],
+                                    "process_cpu_percent": [50, 60]},  # some keys missing on purpose
+                "totals": {"requests": 7, "by_status": {"200": 7}, "prompt_tokens": 3, "completion_tokens": 4}}
+
+    def host_metrics(self, since: float | None = None) -> dict[str, Any]:
+        ts = [self.t - 1, self.t]
+        gpus = [{"index": 0, "name": "H100", "series": {"utilization_percent": [10, 20],
+                                                         "memory_used_bytes": [1e9, 2e9],
+                                                         "temperature_celsius": [40, 41]}}] if self.gpus else []
+        return {"t": ts, "series": {"cpu_percent": [10, 12], "memory_used_bytes": [4e9, 4.1e9],
+                                    "net_rx_bytes_per_s": [100, 200], "net_tx_bytes_per_s": [50, 60],
+                                    "disk_read_bytes_per_s": [0, 0], "disk_write_bytes_per_s": [1, 2]},
+                "gpus": gpus}
+
+    def logs(self, ref: str, tail: int = 200) -> list[str]:
+        return [f"line {i}" for i in range(3)]
+
+    def export(self, ref: str, include_secrets: bool = False) -> dict[str, Any]:
+        return dict(self._find(ref)["config"])
+
+    def create_token(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(("create_token", kwargs))
+        return {"id": "t-1", "token": "md-secretsecretsecret"}
+
+    def stop(self, ref: str) -> dict[str, Any]:
+        r = self._find(ref)
+        r["status"] = "stopped"
+        return r
+
+    def relaunch(self, ref: str) -> dict[str, Any]:
+        r = self._find(ref)
+        r["status"] = "loading"
+        return r
+
+    def clone(self, ref: str, name: str, overrides: Any = None, *, start: bool = True) -> dict[str, Any]:
+        new = record(name, "loading" if start else "stopped")
+        self.records[new["id"]] = new
+        return new
+
+    def launch(self, config: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        try:
+            parsed = parse_config(config)
+        except ValueError as exc:
+            raise ModelDeployError("invalid configuration", 422, exc.errors) from None
+        self.launched.append(config)
+        new = record(parsed.name, "loading")
+        self.records[new["id"]] = new
+        return new
+
+    def validate(self, config: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return {"ok": True, "config": export_config(parse_config(config)), "notices": []}
+        except ValueError as exc:
+            raise ModelDeployError("invalid configuration", 422, exc.errors) from None
+
+
+def test_series_window_is_bounded_and_skips_old_samples() -> None:
+    w = SeriesWindow(size=10)
+    for start in range(0, 100, 5):
+        w.extend([start + i for i in range(5)], {"a": [float(start + i) for i in range(5)]})
+    assert len(w) == 10 and len(w.column("a")) == 10
+    assert w.column("a")[-1] == 99.0
+    assert w.extend([50, 99], {"a": [1, 1]}) == 0  # not newer: ignored
+    w.extend([100], {"b": [3]})
+    assert np.isnan(w.column("a")[-1]) and w.column("b")[-1] == 3.0 and np.isnan(w.column("b")[0])
+    assert np.isnan(w.column("missing")).all()
+    assert w.times().dtype == np.dtype("datetime64[ms]")
+
+
+def test_chart_replaces_data_in_place_and_shows_notes() -> None:
+    chart = TimeChart("Requests", unit="req/s")
+    w = SeriesWindow(size=5)
+    w.extend([1, 2, 3], {"r": [1, 2, 3]})
+    chart.update([("r", w, "r"), ("absent", w, "nope")])
+    assert len(chart.figure.marks) == 1
+    zeros = SeriesWindow(size=5)
+    zeros.extend([1, 2], {"z": [0, 0]})
+    flat = TimeChart("Flat")
+    flat.update([("z", zeros, "z")])
+    assert flat.y_scale.max == 1.0  # an all-zero series keeps a usable axis
+    mark = chart.figure.marks[0]
+    w.extend([4, 5, 6, 7], {"r": [4, 5, 6, 7]})
+    chart.update([("r", w, "r")])
+    assert chart.figure.marks[0] is mark and list(mark.y) == [3, 4, 5, 6, 7]
+    assert "7 req/s" in chart.header.value
+    chart.show_note("no GPU")
+    assert chart.figure.layout.display == "none" and "no GPU" in chart.note.value
+
+
+def test_poller_ticks_and_stops() -> None:
+    ticks = []
+    errors = []
+
+    def tick() -> None:
+        ticks.append(time.monotonic())
+        if len(ticks) == 2:
+            raise RuntimeError("boom")
+
+    poller = Poller(tick, 0.02, on_error=errors.append).start()
+    deadline = time.monotonic() + 5
+    while len(ticks) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    poller.stop(wait=True)
+    count = len(ticks)
+    time.sleep(0.1)
+    assert count >= 4 and len(ticks) == count and not poller.running
+    assert [str(e) for e in errors] == ["boom"]
+
+
+def test_dashboard_shows_the_deployment_and_polls_metrics() -> None:
+    client = FakeClient()
+    dash = Dashboard("smol", client, autostart=False)
+    dash.refresh()
+    assert "active" in dash.status.value
+    assert "42 s" in dash.info.value and "/modeldeploy/endpoints/r-1/v1" in dash.info.value
+    assert "on_device" in dash.models_table.value
+    assert "$MODELDEPLOY_API_KEY" in dash.command.value and "/chat/completions" in dash.command.value
+    assert dash.charts["requests"].points == 2 and dash.charts["tokens"].points == 2
+    assert dash.charts["cpu"].points == 2 and len(dash.charts["cpu"].figure.marks) == 2
+    assert dash.charts["network"].points == 2
+    assert dash.charts["latency"].points == 2  # p99 missing: only p50 drawn
+    assert len(dash.charts["latency"].figure.marks) == 1
+    for key in ("gpu_util", "gpu_memory", "gpu_temp"):
+        assert "no GPU" in dash.charts[key].note.value
+    assert "line 2" in dash.log.value
+    # The next poll asks only for newer samples.
+    dash.refresh()
+    assert [c for c in client.calls if c[0] == "metrics"][-1][1] == dash.dep_window.t[-3]
+    assert "Requests" in dash.info.value and "7" in dash.info.value
+    dash.close()
+    assert not dash.poller.running
+
+
+def test_dashboard_draws_gpus_and_degrades_without_metrics() -> None:
+    dash = Dashboard("smol", FakeClient(gpus=True), autostart=False)
+    dash.refresh()
+    assert dash.charts["gpu_util"].points == 2 and dash.charts["gpu_util"].note.layout.display == "none"
+    no_metrics = Dashboard("smol", FakeClient(metrics=False), autostart=False)
+    no_metrics.refresh()
+    assert "deployment metrics unavailable" in no_metrics.metrics_note.value
+    assert no_metrics.charts["network"].points == 2  # host metrics still drawn
+    assert "no GPU" in no_metrics.charts["gpu_temp"].note.value  # from the server's status
+    assert "active" in no_metrics.status.value
+
+
+def test_dashboard_failed_status_shows_reason() -> None:
+    client = FakeClient([record(status="failed", status_reason="exit code 1: bad model file")])
+    dash = Dashboard("smol", client, autostart=False)
+    assert "failed" in dash.status.value and "bad model file" in dash.reason.value
+    assert dash.stop_button.disabled and not dash.relaunch_button.disabled
+
+
+def test_dashboard_key_is_masked_revealed_and_generated_once() -> None:
+    client = FakeClient()
+    dash = Dashboard("smol", client, autostart=False)
+    assert dash.key_text.value == ""
+    dash.generate.click()
+    assert dash.api_key == "md-secretsecretsecret"
+    assert "secret" not in dash.key_text.value and "•" in dash.key_text.value
+    assert "md-secretsecretsecret" not in dash.command.value
+    dash.reveal.value = True
+    assert dash.key_text.value == "md-secretsecretsecret"
+    assert "Bearer md-secretsecretsecret" in dash.command.value
+    assert "modeldeploy-copy" in dash.copy.value
+    assert [c for c in client.calls if c[0] == "create_token"] == [("create_token", {
+        "deployment": "id-smol", "name": client.calls[-1][1]["name"]})]
+
+
+def test_test_command_and_answers() -> None:
+    chat = record()
+    url, body = request_for(chat, "smol", "Hi there")
+    assert url.endswith("/v1/chat/completions") and body["messages"][0]["content"] == "Hi there"
+    command = curl_command(chat, "smol", "it's", key=None)
+    assert "$MODELDEPLOY_API_KEY" in command and "it'\"'\"'s" in command
+    emb = record(kind="embedding")
+    emb["kind"] = "embedding"
+    url, body = request_for(emb, "mini", "text")
+    assert url.endswith("/v1/embeddings") and body == {"model": "mini", "input": ["text"]}
+    assert "Authorization" not in curl_command({**chat, "public": True}, "smol", "x")
+    assert summarize_answer(chat, {"choices": [{"message": {"content": "Hello!"}}]}) == "Hello!"
+    assert "3 dimensions" in summarize_answer(emb, {"object": "list", "data": [{"embedding": [0.1, 0.2, 0.3]}]})
+
+
+def test_endpoints_table_rows_and_actions() -> None:
+    client = FakeClient([record("a"), record("b", "failed", status_reason="exit code 2")])
+    opened = []
+    table = EndpointsTable(client, on_select=opened.append, autostart=False)
+    assert len(table.grid.children) == 9 * 3
+    row = table.rows["id-a"]
+    assert "active" in row.status.value and row.requests.value == "7" and "<svg" in row.timeline.value
+    assert "exit code 2" in table.rows["id-b"].status.value and table.rows["id-b"].stop.disabled
+    grid_children = table.grid.children
+    table.refresh()
+    assert table.grid.children == grid_children  # updated in place, not rebuilt
+    row.open.click()
+    assert opened == ["id-a"]
+    row.export.click()
+    assert "data:application/json;base64," in table.message.value
+    row.clone.click()
+    assert table.clone_name.value == "a-copy"
+    table.clone_go.click()
+    table.refresh()
+    assert "id-a-copy" in table.rows and len(table.grid.children) == 9 * 4
+    row.stop.click()
+    assert client.records["id-a"]["status"] == "stopped"
+    assert table.find("a") == "id-a"
+    table.close()
+
+
+def test_dashboard_app_selects_from_query_and_closes_pollers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUERY_STRING", "deployment=smol&token=abc")
+    assert query_params() == {"deployment": "smol", "token": "abc"}
+    app = DashboardApp(FakeClient(), deployment=query_params()["deployment"])
+    assert app.dashboard is not None and app.dashboard.record["id"] == "id-smol"
+    first = app.dashboard
+    app.table.rows["id-smol"].open.click()
+    assert not first.poller.running and app.dashboard is not first
+    app.tabs.selected_index = 1
+    assert app.launch_box.children
+    app.close()
+    assert not app.table.poller.running and not app.dashboard.poller.running
+
+
+def test_launch_form_launches_and_shows_field_errors() -> None:
+    client = FakeClient()
+    launched = []
+    form = LaunchForm("llamacpp", client, on_launched=launched.append)
+    form.form.fields["name"].value = "bad name"
+    form.form.fields["top_p"].value = 3.0
+    assert form.launch() is None
+    assert "pattern" in form.form.fields["name"].error.value
+    assert "less than or equal" in form.form.fields["top_p"].error.value
+    assert "model" in form.form.fields["model"].error.value or form.form.fields["model"].error.value
+    form.form.fields["name"].value = "good"
+    form.form.fields["top_p"].value = 0.5
+    form.form.fields["model"].value = "/m/x.gguf"
+    rec = form.launch()
+    assert rec is not None and launched == [rec] and form.form.fields["name"].error.value == ""
+    assert client.launched[-1]["top_p"] == 0.5
+
+
+def test_launch_form_import_export_and_clone() -> None:
+    client = FakeClient([record("smol")])
+    form = LaunchForm("llm", client)
+    exported = {**client.records["id-smol"]["config"], "temperature": 0.3}
+    content = memoryview(json.dumps(exported).encode())
+    form.upload.value = ({"name": "smol.json", "type": "application/json", "size": len(content),
+                          "content": content, "last_modified": datetime.now(timezone.utc)},)
+    assert form.kind_pick.value == "llamacpp"
+    assert form.form.fields["temperature"].value == 0.3
+    data = form.export()
+    assert data == exported and "data:application/json;base64," in form.export_link.value
+    assert "api_key" not in data
+    form.form.fields["api_key"].value = "sk-x"
+    assert "api_key" not in form.export() and form.value["api_key"] == "sk-x"
+    form.clone_pick.value = "id-smol"
+    assert form.form.fields["name"].value == "smol-copy" and form.clone_pick.value == ""
+    form.import_config('{"kind": "llamacpp", "name": "x", "model": "m", "bogus": 1}')
+    assert "bogus" in form.form.message.value
+
+
+def test_helpers() -> None:
+    assert format_duration(5) == "5 s" and format_duration(125) == "2 min 5 s" and format_duration(None) == "—"
+    assert format_duration(7300) == "2 h 1 min"
+    assert format_number(63800.2) == "63,800" and format_number(0.98642) == "0.986"
+    assert "download='a.json'" in download_link({"a": 1}, "a.json")
+    svg = status_timeline([{"status": "loading", "at": 0}, {"status": "active", "at": 10}], now=20)
+    assert svg.count("<rect") == 2 and "#2e7d32" in svg
+
+
+def test_dashboard_stops_polling_when_closed() -> None:
+    client = FakeClient()
+    dash = Dashboard("smol", client, interval_s=0.05)
+    deadline = time.monotonic() + 5
+    while dash.poller.ticks < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert dash.poller.running
+    dash.widget.close()  # closing the widget (as the page does) stops the poller
+    time.sleep(0.2)
+    n = len(client.calls)
+    time.sleep(0.3)
+    assert not dash.poller.running and len(client.calls) == n
+    assert threading.active_count() < 50
