@@ -45,7 +45,8 @@ engine-vllm: install
 
 engines: engine-llamacpp engine-vllm
 
-$(LAB_STAMP): $(STAMP) $(wildcard labextension/src/*) labextension/package.json labextension/yarn.lock
+$(LAB_STAMP): $(STAMP) $(wildcard labextension/src/* labextension/style/* labextension/style/icons/*) \
+		labextension/package.json labextension/yarn.lock labextension/tsconfig.json
 	cd labextension && ../$(BIN)/jlpm install --immutable && ../$(BIN)/jlpm build:prod
 	$(BIN)/jupyter labextension develop --overwrite . >/dev/null
 

@@ -79,6 +79,10 @@ def llamacpp_args(config: LlamaCppConfig) -> list[str]:
     if config.threads_batch is not None:
         args += ["--threads-batch", str(config.threads_batch)]
     args += ["--parallel", str(config.parallel)]
+    # llama-server's HTTP threads each hold one keep-alive connection; fewer threads than the
+    # requests the gateway lets in (plus health and metrics polls) would leave requests waiting
+    # for an idle connection to time out.
+    args += ["--threads-http", str(config.max_concurrent_requests + 4)]
     if config.tensor_split:
         args += ["--tensor-split", config.tensor_split]
     args += ["--split-mode", config.split_mode, "--main-gpu", str(config.main_gpu)]

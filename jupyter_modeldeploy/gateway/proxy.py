@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from tornado import httputil, iostream, web
 
 from ..supervisor import Deployment, Status, Supervisor
 from ..supervisor.keys import hash_key
 from ..supervisor.tokens import TokenRegistry
 from .auth import authorize, presented_key
+from .upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
 from .usage import Usage, UsageTap, wants_usage_injection
 
 HOP_BY_HOP = {
@@ -85,10 +85,7 @@ class Gateway:
         self.tokens = tokens
         self.config = config or GatewayConfig()
         self.background: set[asyncio.Future[None]] = set()  # keeps fire-and-forget tasks alive
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.config.upstream_timeout_s, connect=self.config.connect_timeout_s),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=60),
-        )
+        self.pool = UpstreamPool(connect_timeout=self.config.connect_timeout_s)
 
     def observe(self, record: RequestRecord) -> None:
         """Hand a finished request to every observer."""
@@ -102,7 +99,7 @@ class Gateway:
 
     async def close(self) -> None:
         """Close the upstream pool."""
-        await self.client.aclose()
+        self.pool.close()
 
 
 def error_body(message: str, kind: str, code: str | int | None = None, **extra: Any) -> dict[str, Any]:
@@ -117,7 +114,7 @@ class EndpointHandler(web.RequestHandler):
 
     def initialize(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self._upstream: httpx.Response | None = None
+        self._upstream: UpstreamResponse | None = None
         self._client_gone = False
 
     def check_xsrf_cookie(self) -> None:
@@ -134,10 +131,8 @@ class EndpointHandler(web.RequestHandler):
     def on_connection_close(self) -> None:
         self._client_gone = True
         if self._upstream is not None:
-            # Closing the upstream response drops the engine connection: the engine stops work.
-            task = asyncio.ensure_future(self._upstream.aclose())
-            self.gateway.background.add(task)
-            task.add_done_callback(self.gateway.background.discard)
+            # Closing the upstream connection tells the engine the client left: it stops work.
+            self._upstream.close()
 
     async def get(self, route: str, path: str) -> None:
         await self._proxy(route, path)
@@ -293,29 +288,29 @@ class EndpointHandler(web.RequestHandler):
         self, dep: Deployment, path: str, body: bytes, injected: bool
     ) -> tuple[int, UsageTap | None, float | None]:
         gateway = self.gateway
-        headers = {k: v for k, v in self.request.headers.get_all() if k.lower() not in STRIPPED_REQUEST}
-        headers["Authorization"] = f"Bearer {dep.engine_key}"
-        query = f"?{self.request.query}" if self.request.query else ""
-        url = f"{dep.upstream}{path}{query}"
+        headers = [(k, v) for k, v in self.request.headers.get_all() if k.lower() not in STRIPPED_REQUEST]
+        headers.append(("Authorization", f"Bearer {dep.engine_key}"))
+        target = f"{path}?{self.request.query}" if self.request.query else path
         started = time.perf_counter()
-        request = gateway.client.build_request(
-            self.request.method or "GET", url, headers=headers, content=body if body else None
-        )
+        timeout = gateway.config.upstream_timeout_s
         try:
-            upstream = await gateway.client.send(request, stream=True)
-        except httpx.TimeoutException:
-            self.fail(504, f"the engine did not answer within {gateway.config.upstream_timeout_s:g} s", "timeout_error")
+            upstream = await gateway.pool.request(
+                "127.0.0.1", dep.port or 0, self.request.method or "GET", target, headers, body, timeout=timeout
+            )
+        except UpstreamTimeout as exc:
+            self.fail(504, f"the engine did not answer: {exc}", "timeout_error")
             return 504, None, None
-        except httpx.HTTPError as exc:
-            self.fail(502, f"the engine is not reachable: {type(exc).__name__}", "upstream_error")
+        except UpstreamError as exc:
+            self.fail(502, f"the engine is not reachable: {exc}", "upstream_error")
             return 502, None, None
         self._upstream = upstream
         first_chunk: float | None = None
-        tap = UsageTap(upstream.headers.get("content-type", ""), drop_usage_only_events=injected)
+        tap = UsageTap(upstream.headers.get("Content-Type", ""), drop_usage_only_events=injected)
+        streaming = tap.is_sse or "Content-Length" not in upstream.headers
         try:
-            self.set_status(upstream.status_code, upstream.reason_phrase or httputil.responses.get(upstream.status_code))
+            self.set_status(upstream.status, upstream.reason or httputil.responses.get(upstream.status))
             seen: set[str] = set()
-            for name, value in upstream.headers.multi_items():
+            for name, value in upstream.headers.get_all():
                 lower = name.lower()
                 if lower in STRIPPED_RESPONSE:
                     continue
@@ -326,26 +321,29 @@ class EndpointHandler(web.RequestHandler):
                     seen.add(lower)
             if tap.is_sse or injected:
                 self.clear_header("Content-Length")
-            async for chunk in upstream.aiter_raw():
+            async for chunk in upstream.iter_body():
                 if self._client_gone:
+                    upstream.close()
                     break
                 if first_chunk is None:
                     first_chunk = time.perf_counter() - started
                 out = tap.feed(chunk)
                 if out:
                     self.write(out)
-                    await self.flush()
-        except httpx.TimeoutException:
+                    if streaming:
+                        await self.flush()
+        except UpstreamTimeout:
+            upstream.close()
             if not self._headers_written:
                 self.clear()
                 self.fail(504, "the engine stopped answering", "timeout_error")
                 return 504, tap, first_chunk
-            return upstream.status_code, tap, first_chunk
-        except (httpx.HTTPError, iostream.StreamClosedError):
-            return upstream.status_code, tap, first_chunk
+            return upstream.status, tap, first_chunk
+        except (UpstreamError, iostream.StreamClosedError):
+            upstream.close()
+            return upstream.status, tap, first_chunk
         finally:
-            await upstream.aclose()
             self._upstream = None
         if not self._client_gone:
             self.finish()
-        return upstream.status_code, tap, first_chunk
+        return upstream.status, tap, first_chunk

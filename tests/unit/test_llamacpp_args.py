@@ -41,7 +41,7 @@ def test_every_option_maps_to_its_flag() -> None:
         "--repeat-penalty": "1.1", "--repeat-last-n": "32", "--ctx-size": "1024", "--rope-freq-base": "10000",
         "--rope-scaling": "yarn", "--rope-freq-scale": "0.5", "--yarn-ext-factor": "0.5",
         "--yarn-attn-factor": "1.5", "--yarn-beta-fast": "30", "--yarn-beta-slow": "2", "--threads": "3",
-        "--threads-batch": "5", "--parallel": "6", "--tensor-split": "3,2", "--split-mode": "row",
+        "--threads-batch": "5", "--parallel": "6", "--threads-http": "68", "--tensor-split": "3,2", "--split-mode": "row",
         "--main-gpu": "1", "--numa": "distribute",
     }
     assert flags == expected

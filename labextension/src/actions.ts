@@ -1,0 +1,249 @@
+import { ILabShell } from '@jupyterlab/application';
+import { Clipboard, Dialog, MainAreaWidget, Notification, showDialog, showErrorMessage } from '@jupyterlab/apputils';
+import { URLExt } from '@jupyterlab/coreutils';
+import { IFrame } from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
+
+import { DASHBOARD_NOTEBOOK, IDeployment, IToken, ModelDeployClient } from './api';
+import { DashboardWidget } from './dashboard';
+import { LaunchFormWidget } from './form';
+import { LogWidget } from './logs';
+import { DeploymentsModel } from './model';
+import { IPanelActions } from './panel';
+import { ITokenRequest, showSecretOnce, TokenRequestBody } from './tokens';
+
+const DEFAULT_KINDS = ['llamacpp', 'llm', 'embedding'];
+
+/** Everything the panel and the commands do, against the REST API and the shell. */
+export class Actions implements IPanelActions {
+  constructor(
+    private shell: ILabShell,
+    private model: DeploymentsModel,
+    private panelId: string
+  ) {
+    this.client = model.client;
+  }
+
+  readonly client: ModelDeployClient;
+
+  /** Kinds whose engine is available first, so the form opens on one that works here. */
+  private async kinds(): Promise<string[]> {
+    this.kindsPromise ??= this.client
+      .status()
+      .then(status => {
+        const kinds = status.kinds?.length ? status.kinds : DEFAULT_KINDS;
+        const available = (k: string) => status.engines?.[k]?.available !== false;
+        return [...kinds.filter(available), ...kinds.filter(k => !available(k))];
+      })
+      .catch(() => {
+        this.kindsPromise = null;
+        return DEFAULT_KINDS;
+      });
+    return this.kindsPromise;
+  }
+
+  async openForm(initial?: Record<string, unknown>, note?: string): Promise<void> {
+    const kinds = await this.kinds();
+    const content = new LaunchFormWidget({
+      client: this.client,
+      kinds,
+      initial,
+      note,
+      onLaunched: record => {
+        widget.dispose();
+        Notification.success(`Launching ${record.name}`, { autoClose: 3000 });
+        this.shell.activateById(this.panelId);
+        this.model.upsert(record);
+      }
+    });
+    const widget = new MainAreaWidget({ content });
+    widget.id = `jupyter-modeldeploy-launch-${++this.formCount}`;
+    widget.title.closable = true;
+    content.title.changed.connect(() => (widget.title.label = content.title.label));
+    widget.title.label = content.title.label;
+    this.shell.add(widget, 'main');
+    this.shell.activateById(widget.id);
+  }
+
+  launchNew(): void {
+    void this.openForm();
+  }
+
+  async stop(d: IDeployment): Promise<void> {
+    await this.run(`stop ${d.name}`, () => this.client.action(d.id, 'stop'));
+  }
+
+  async relaunch(d: IDeployment): Promise<void> {
+    await this.run(`relaunch ${d.name}`, () => this.client.action(d.id, 'relaunch'));
+  }
+
+  async remove(d: IDeployment): Promise<void> {
+    const answer = await showDialog({
+      title: 'Remove deployment',
+      body: `Remove ${d.name} from the list? Its configuration is forgotten (export it first to keep it).`,
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Remove' })]
+    });
+    if (answer.button.accept) {
+      await this.run(`remove ${d.name}`, () => this.client.remove(d.id));
+    }
+  }
+
+  async clone(d: IDeployment): Promise<void> {
+    try {
+      const config = await this.client.exportConfig(d.id);
+      const secrets = d.has_api_key ? ' Secrets (API key, HF token) are not copied: set them again if needed.' : '';
+      await this.openForm({ ...config, name: `${d.name}-copy`, route: '' }, `Clone of ${d.name}.${secrets}`);
+    } catch (err) {
+      void showErrorMessage(`Cannot clone ${d.name}`, err as Error);
+    }
+  }
+
+  async exportConfig(d: IDeployment): Promise<void> {
+    try {
+      const config = await this.client.exportConfig(d.id);
+      const blob = new Blob([JSON.stringify(config, null, 2) + '\n'], { type: 'application/json' });
+      const url = URL.createObjectURL(blob);
+      const link = document.createElement('a');
+      link.href = url;
+      link.download = `${d.name}.json`;
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10000);
+    } catch (err) {
+      void showErrorMessage(`Cannot export ${d.name}`, err as Error);
+    }
+  }
+
+  copyEndpoint(d: IDeployment): void {
+    Clipboard.copyToSystem(d.api_base);
+    Notification.info(`Copied ${d.api_base}`, { autoClose: 3000 });
+  }
+
+  copyTestCommand(d: IDeployment): void {
+    Clipboard.copyToSystem(d.test_command);
+    Notification.info('Copied the test command (the key is read from $MODELDEPLOY_API_KEY)', { autoClose: 3000 });
+  }
+
+  async copyApiKey(d: IDeployment): Promise<void> {
+    try {
+      const token = await this.client.createToken({ deployment: d.id, name: `${d.name} (panel)` });
+      void this.model.refreshTokens();
+      await showSecretOnce(`API key for ${d.name}`, token.token, `deployment ${d.name}`);
+    } catch (err) {
+      void showErrorMessage(`Cannot create a key for ${d.name}`, err as Error);
+    }
+  }
+
+  openLogs(d: IDeployment): void {
+    const id = `jupyter-modeldeploy-log-${d.id}`;
+    this.openOnce(id, () => {
+      const content = new LogWidget(this.client, d);
+      return new MainAreaWidget({ content });
+    });
+  }
+
+  async openDashboard(d: IDeployment): Promise<void> {
+    const id = `jupyter-modeldeploy-dashboard-${d.id}`;
+    if (this.activateExisting(id)) {
+      return;
+    }
+    const voila = await this.client.hasVoilaDashboard();
+    this.openOnce(id, () => {
+      let content: Widget;
+      if (voila) {
+        const frame = new IFrame({
+          sandbox: ['allow-scripts', 'allow-same-origin', 'allow-forms', 'allow-downloads', 'allow-popups']
+        });
+        frame.url =
+          URLExt.join(this.client.settings.baseUrl, 'voila/render', DASHBOARD_NOTEBOOK) +
+          `?deployment=${encodeURIComponent(d.id)}`;
+        frame.addClass('jp-ModelDeploy-voila');
+        frame.title.label = `Dashboard: ${d.name}`;
+        content = frame;
+      } else {
+        content = new DashboardWidget(this.client, d);
+      }
+      return new MainAreaWidget({ content });
+    });
+  }
+
+  async createToken(): Promise<void> {
+    const answer = await showDialog<ITokenRequest>({
+      title: 'Generate an API token',
+      body: new TokenRequestBody(this.model.deployments),
+      buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Generate' })]
+    });
+    if (!answer.button.accept || !answer.value) {
+      return;
+    }
+    const request = answer.value;
+    try {
+      const token = await this.client.createToken(request);
+      void this.model.refreshTokens();
+      const scope = request.deployment
+        ? `deployment ${this.model.deployments.find(d => d.id === request.deployment)?.name ?? request.deployment}`
+        : request.project
+          ? `project ${request.project}`
+          : 'all deployments';
+      await showSecretOnce('New API token', token.token, scope);
+    } catch (err) {
+      void showErrorMessage('Cannot generate a token', err as Error);
+    }
+  }
+
+  async revokeToken(t: IToken): Promise<void> {
+    const answer = await showDialog({
+      title: 'Revoke token',
+      body: `Revoke ${t.name || t.prefix || t.id}? Clients using it get 401 at once.`,
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Revoke' })]
+    });
+    if (answer.button.accept) {
+      try {
+        await this.client.revokeToken(t.id);
+      } catch (err) {
+        void showErrorMessage('Cannot revoke the token', err as Error);
+      }
+      await this.model.refreshTokens();
+    }
+  }
+
+  private async run(what: string, call: () => Promise<unknown>): Promise<void> {
+    try {
+      const result = await call();
+      if (result && typeof result === 'object' && 'status' in result) {
+        this.model.upsert(result as IDeployment);
+      }
+    } catch (err) {
+      void showErrorMessage(`Cannot ${what}`, err as Error);
+    }
+    await this.model.refresh();
+  }
+
+  private activateExisting(id: string): boolean {
+    const existing = this.opened.get(id);
+    if (existing && !existing.isDisposed) {
+      this.shell.activateById(existing.id);
+      return true;
+    }
+    return false;
+  }
+
+  private openOnce(id: string, create: () => MainAreaWidget): void {
+    if (this.activateExisting(id)) {
+      return;
+    }
+    const widget = create();
+    widget.id = id;
+    widget.title.closable = true;
+    widget.title.label = widget.content.title.label;
+    this.opened.set(id, widget);
+    widget.disposed.connect(() => this.opened.delete(id));
+    this.shell.add(widget, 'main');
+    this.shell.activateById(widget.id);
+  }
+
+  private kindsPromise: Promise<string[]> | null = null;
+  private formCount = 0;
+  private opened = new Map<string, Widget>();
+}

@@ -1,0 +1,199 @@
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+export type Status = 'loading' | 'active' | 'idle' | 'stopped' | 'failed';
+
+export interface IDeployment {
+  id: string;
+  name: string;
+  kind: string;
+  project: string;
+  model: string | null;
+  models: { name: string; state: string | null; endpoint: string }[];
+  status: Status;
+  status_reason: string | null;
+  created_at: number;
+  started_at: number | null;
+  stopped_at: number | null;
+  last_activity_at: number | null;
+  idle_for_s: number;
+  requests_in_flight: number;
+  exit_code: number | null;
+  route: string;
+  endpoint_url: string;
+  api_base: string;
+  test_command: string;
+  public?: boolean;
+  has_api_key: boolean;
+  notices: string[];
+  config: Record<string, unknown>;
+}
+
+export interface IToken {
+  id: string;
+  name: string | null;
+  prefix: string | null;
+  deployment_id: string | null;
+  project: string | null;
+  created_at: number;
+  expires_at: number | null;
+  revoked_at: number | null;
+}
+
+export interface IFieldError {
+  field: string;
+  message: string;
+  allowed?: unknown[];
+}
+
+/**
+ * An error answer of the REST API: its status, message and, for a configuration that
+ * does not validate, the wrong fields.
+ */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly errors: IFieldError[] = []
+  ) {
+    super(message);
+  }
+}
+
+export type JSONSchema = Record<string, any>;
+
+/**
+ * The REST client of the server extension. Every call goes through
+ * ServerConnection.makeRequest, which adds the token and the XSRF header.
+ */
+export class ModelDeployClient {
+  constructor(readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
+
+  url(...parts: string[]): string {
+    return URLExt.join(this.settings.baseUrl, 'api/modeldeploy', ...parts);
+  }
+
+  /** An absolute URL under the Jupyter server (Voilà, contents). */
+  serverUrl(...parts: string[]): string {
+    return URLExt.join(this.settings.baseUrl, ...parts);
+  }
+
+  async request<T>(path: string[], init: RequestInit = {}, query = ''): Promise<T> {
+    return this.fetchJSON<T>(this.url(...path) + query, init);
+  }
+
+  async fetchJSON<T>(url: string, init: RequestInit = {}): Promise<T> {
+    let response: Response;
+    try {
+      response = await ServerConnection.makeRequest(url, init, this.settings);
+    } catch (err) {
+      throw new ApiError(0, `the Jupyter server cannot be reached: ${String(err)}`);
+    }
+    const text = await response.text();
+    let data: any = null;
+    if (text) {
+      try {
+        data = JSON.parse(text);
+      } catch {
+        data = null;
+      }
+    }
+    if (!response.ok) {
+      const message = (data && data.error) || response.statusText || `HTTP ${response.status}`;
+      throw new ApiError(response.status, message, (data && data.errors) || []);
+    }
+    return data as T;
+  }
+
+  private json(method: string, body: unknown): RequestInit {
+    return {
+      method,
+      body: JSON.stringify(body),
+      headers: { 'Content-Type': 'application/json' }
+    };
+  }
+
+  async deployments(): Promise<IDeployment[]> {
+    const data = await this.request<{ deployments: IDeployment[] }>(['deployments']);
+    return data.deployments;
+  }
+
+  deployment(id: string): Promise<IDeployment> {
+    return this.request<IDeployment>(['deployments', id]);
+  }
+
+  schema(kind: string): Promise<JSONSchema> {
+    return this.request<JSONSchema>(['schemas', kind]);
+  }
+
+  status(): Promise<{ kinds: string[]; engines: Record<string, any>; voila?: boolean }> {
+    return this.request(['status']);
+  }
+
+  launch(config: Record<string, unknown>): Promise<IDeployment> {
+    return this.request<IDeployment>(['deployments'], this.json('POST', config));
+  }
+
+  action(id: string, action: 'stop' | 'relaunch'): Promise<IDeployment> {
+    return this.request<IDeployment>(['deployments', id, action], { method: 'POST' });
+  }
+
+  remove(id: string): Promise<void> {
+    return this.request<void>(['deployments', id], { method: 'DELETE' });
+  }
+
+  exportConfig(id: string): Promise<Record<string, unknown>> {
+    return this.request(['deployments', id, 'export']);
+  }
+
+  async logs(id: string, tail = 500): Promise<string[]> {
+    const data = await this.request<{ lines: string[] }>(['deployments', id, 'logs'], {}, `?tail=${tail}`);
+    return data.lines;
+  }
+
+  metrics(id: string): Promise<Record<string, unknown>> {
+    return this.request(['deployments', id, 'metrics']);
+  }
+
+  async tokens(): Promise<IToken[]> {
+    const data = await this.request<{ tokens: IToken[] }>(['tokens']);
+    return data.tokens;
+  }
+
+  createToken(body: { deployment?: string; project?: string; name?: string }): Promise<IToken & { token: string }> {
+    return this.request(['tokens'], this.json('POST', body));
+  }
+
+  revokeToken(id: string): Promise<IToken> {
+    return this.request(['tokens', id], { method: 'DELETE' });
+  }
+
+  /**
+   * Whether Voilà's server extension serves our dashboard notebook on this server.
+   * Directory listings only, so a missing notebook is not a 404 in the console.
+   */
+  async hasVoilaDashboard(): Promise<boolean> {
+    const status = await this.status().catch(() => null);
+    if (typeof status?.voila === 'boolean') {
+      return status.voila;
+    }
+    const parts = DASHBOARD_NOTEBOOK.split('/');
+    let dir = '';
+    for (const name of parts) {
+      const url = this.serverUrl('voila/api/contents', dir) + '?content=1';
+      let listing: { content?: { name: string }[] | null };
+      try {
+        listing = await this.fetchJSON(url);
+      } catch {
+        return false;
+      }
+      if (!listing.content?.some(item => item.name === name)) {
+        return false;
+      }
+      dir = dir ? `${dir}/${name}` : name;
+    }
+    return true;
+  }
+}
+
+export const DASHBOARD_NOTEBOOK = 'notebooks/dashboard.ipynb';

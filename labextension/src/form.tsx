@@ -1,0 +1,219 @@
+import { ReactWidget } from '@jupyterlab/apputils';
+import { FormComponent } from '@jupyterlab/ui-components';
+import type { ReadonlyJSONObject } from '@lumino/coreutils';
+import type { IChangeEvent } from '@rjsf/core';
+import { customizeValidator } from '@rjsf/validator-ajv8';
+import React from 'react';
+
+import { ApiError, IDeployment, JSONSchema, ModelDeployClient } from './api';
+import { makeGroupedTemplate } from './groups';
+import { cleanFormData, prepareSchema, toErrorSchema } from './schema';
+
+// `password` is an annotation for the form, not a format to check.
+const validator = customizeValidator<ReadonlyJSONObject>({ customFormats: { password: () => true } });
+
+export interface ILaunchFormOptions {
+  client: ModelDeployClient;
+  kinds: string[];
+  /** A configuration to start from (clone, import); its `kind` picks the schema. */
+  initial?: Record<string, unknown>;
+  /** A note shown above the form (what a clone leaves out). */
+  note?: string;
+  /** Called once a deployment is created. */
+  onLaunched: (record: IDeployment) => void;
+}
+
+interface IPrepared {
+  kind: string;
+  schema: JSONSchema;
+  uiSchema: Record<string, any>;
+  template: ReturnType<typeof makeGroupedTemplate>;
+}
+
+const schemaCache = new Map<string, Promise<IPrepared>>();
+
+function loadSchema(client: ModelDeployClient, kind: string): Promise<IPrepared> {
+  let prepared = schemaCache.get(kind);
+  if (!prepared) {
+    prepared = client.schema(kind).then(raw => {
+      const { schema, uiSchema, groups } = prepareSchema(raw);
+      return { kind, schema, uiSchema, template: makeGroupedTemplate(groups) };
+    });
+    prepared.catch(() => schemaCache.delete(kind));
+    schemaCache.set(kind, prepared);
+  }
+  return prepared;
+}
+
+function newName(kind: string): string {
+  return `${kind}-${Math.random().toString(16).slice(2, 6)}`;
+}
+
+function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => void }): JSX.Element {
+  const initialKind = String(props.initial?.kind ?? props.kinds[0] ?? 'llamacpp');
+  const [kind, setKind] = React.useState(initialKind);
+  const [prepared, setPrepared] = React.useState<IPrepared | null>(null);
+  const [formData, setFormData] = React.useState<Record<string, unknown>>(
+    props.initial ? { ...props.initial } : { name: newName(initialKind) }
+  );
+  const [extraErrors, setExtraErrors] = React.useState<Record<string, any> | undefined>();
+  const [message, setMessage] = React.useState<{ kind: 'error' | 'info'; text: string } | null>(
+    props.note ? { kind: 'info', text: props.note } : null
+  );
+  const [busy, setBusy] = React.useState(false);
+  const fileInput = React.useRef<HTMLInputElement>(null);
+  const uiSchema = React.useMemo(
+    () => prepared && { ...prepared.uiSchema, 'ui:ObjectFieldTemplate': prepared.template },
+    [prepared]
+  );
+
+  React.useEffect(() => {
+    let current = true;
+    setPrepared(null);
+    loadSchema(props.client, kind)
+      .then(p => current && setPrepared(p))
+      .catch(err => current && setMessage({ kind: 'error', text: `Cannot load the form for "${kind}": ${err.message}` }));
+    return () => {
+      current = false;
+    };
+  }, [kind]);
+
+  React.useEffect(() => {
+    props.onTitle(`Launch: ${String(formData.name ?? kind)}`);
+  }, [formData.name, kind]);
+
+  const changeKind = (next: string) => {
+    setExtraErrors(undefined);
+    setMessage(null);
+    const generated = typeof formData.name === 'string' && formData.name.startsWith(`${kind}-`);
+    setFormData({ name: !formData.name || generated ? newName(next) : formData.name });
+    setKind(next);
+  };
+
+  const importFile = async (file: File) => {
+    setExtraErrors(undefined);
+    let data: unknown;
+    try {
+      data = JSON.parse(await file.text());
+    } catch (err) {
+      setMessage({ kind: 'error', text: `${file.name} is not valid JSON: ${(err as Error).message}` });
+      return;
+    }
+    if (!data || typeof data !== 'object' || Array.isArray(data)) {
+      setMessage({ kind: 'error', text: `${file.name} does not hold a configuration object` });
+      return;
+    }
+    const config = data as Record<string, unknown>;
+    const importedKind = String(config.kind ?? kind);
+    if (!props.kinds.includes(importedKind)) {
+      setMessage({ kind: 'error', text: `${file.name}: unknown kind "${importedKind}" (allowed: ${props.kinds.join(', ')})` });
+      return;
+    }
+    setFormData({ ...config });
+    setKind(importedKind);
+    setMessage({ kind: 'info', text: `Imported ${file.name}: review the options, then launch.` });
+  };
+
+  const launch = async () => {
+    setBusy(true);
+    setMessage(null);
+    setExtraErrors(undefined);
+    try {
+      const record = await props.client.launch({ ...cleanFormData(formData), kind });
+      props.onLaunched(record);
+    } catch (err) {
+      const error = err as ApiError;
+      if (error.errors?.length && prepared) {
+        setExtraErrors(toErrorSchema(error.errors, prepared.schema));
+      }
+      setMessage({ kind: 'error', text: error.message });
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <div className="jp-ModelDeploy-launch">
+      <div className="jp-ModelDeploy-launchHeader">
+        <label>
+          Kind{' '}
+          <select
+            className="jp-mod-styled jp-ModelDeploy-kind"
+            value={kind}
+            onChange={event => changeKind(event.target.value)}
+          >
+            {props.kinds.map(k => (
+              <option key={k} value={k}>
+                {k}
+              </option>
+            ))}
+          </select>
+        </label>
+        <button
+          className="jp-mod-styled jp-ModelDeploy-import"
+          onClick={() => fileInput.current?.click()}
+          title="Fill the form from an exported configuration (JSON file)"
+        >
+          Import configuration…
+        </button>
+        <input
+          ref={fileInput}
+          type="file"
+          accept=".json,application/json"
+          className="jp-ModelDeploy-importFile"
+          style={{ display: 'none' }}
+          onChange={event => {
+            const file = event.target.files?.[0];
+            event.target.value = '';
+            if (file) {
+              void importFile(file);
+            }
+          }}
+        />
+        <button
+          className="jp-mod-styled jp-mod-accept jp-ModelDeploy-launchButton"
+          disabled={busy || prepared?.kind !== kind}
+          onClick={() => void launch()}
+        >
+          {busy ? 'Launching…' : 'Launch'}
+        </button>
+      </div>
+      {message && (
+        <div className={`jp-ModelDeploy-message jp-mod-${message.kind}`} role={message.kind === 'error' ? 'alert' : 'status'}>
+          {message.text}
+        </div>
+      )}
+      {/* Only with the schema of the current kind: a form of another kind would add its own defaults. */}
+      {prepared && prepared.kind === kind ? (
+        <FormComponent
+          key={kind}
+          schema={prepared.schema}
+          uiSchema={uiSchema!}
+          formData={formData as any}
+          onChange={(event: IChangeEvent<any>) => setFormData(event.formData)}
+          validator={validator}
+          extraErrors={extraErrors}
+          noHtml5Validate
+          showErrorList={false}
+          idPrefix={`jp-ModelDeploy-${kind}`}
+          showModifiedFromDefault={false}
+        />
+      ) : (
+        !message && <div className="jp-ModelDeploy-loadingForm">Loading the form…</div>
+      )}
+    </div>
+  );
+}
+
+/** The launch form in a main-area tab. */
+export class LaunchFormWidget extends ReactWidget {
+  constructor(private options: ILaunchFormOptions) {
+    super();
+    this.addClass('jp-ModelDeploy-launchWidget');
+    this.title.label = 'Launch deployment';
+  }
+
+  render(): JSX.Element {
+    return <LaunchForm {...this.options} onTitle={title => (this.title.label = title)} />;
+  }
+}

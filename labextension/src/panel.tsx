@@ -1,0 +1,273 @@
+import { ReactWidget, UseSignal } from '@jupyterlab/apputils';
+import {
+  addIcon,
+  copyIcon,
+  deleteIcon,
+  downloadIcon,
+  duplicateIcon,
+  LabIcon,
+  linkIcon,
+  lockIcon,
+  offlineBoltIcon,
+  refreshIcon,
+  runIcon,
+  stopIcon,
+  textEditorIcon
+} from '@jupyterlab/ui-components';
+import type { Message } from '@lumino/messaging';
+import React from 'react';
+
+import { IDeployment, IToken, Status } from './api';
+import { formatDuration, formatTime, shortModel } from './format';
+import { DeploymentsModel } from './model';
+
+/** What the panel asks the application to do; implemented in actions.ts. */
+export interface IPanelActions {
+  launchNew(): void;
+  stop(d: IDeployment): Promise<void>;
+  relaunch(d: IDeployment): Promise<void>;
+  remove(d: IDeployment): Promise<void>;
+  clone(d: IDeployment): Promise<void>;
+  exportConfig(d: IDeployment): Promise<void>;
+  copyEndpoint(d: IDeployment): void;
+  copyApiKey(d: IDeployment): Promise<void>;
+  copyTestCommand(d: IDeployment): void;
+  openLogs(d: IDeployment): void;
+  openDashboard(d: IDeployment): Promise<void>;
+  createToken(): Promise<void>;
+  revokeToken(t: IToken): Promise<void>;
+}
+
+const STATUS_LABEL: Record<Status, string> = {
+  loading: 'loading',
+  active: 'active',
+  idle: 'idle',
+  stopped: 'stopped',
+  failed: 'failed'
+};
+
+function StatusBadge(props: { status: Status }): JSX.Element {
+  return (
+    <span
+      className={`jp-ModelDeploy-status jp-mod-${props.status}`}
+      title={STATUS_LABEL[props.status] ?? props.status}
+      data-status={props.status}
+    >
+      <span className="jp-ModelDeploy-statusDot" aria-hidden="true" />
+      {STATUS_LABEL[props.status] ?? props.status}
+    </span>
+  );
+}
+
+function ActionButton(props: {
+  icon: LabIcon;
+  label: string;
+  action: string;
+  onClick: () => unknown;
+  disabled?: boolean;
+}): JSX.Element {
+  return (
+    <button
+      className="jp-ModelDeploy-action jp-Button jp-mod-minimal"
+      title={props.label}
+      aria-label={props.label}
+      data-action={props.action}
+      disabled={props.disabled}
+      onClick={event => {
+        event.stopPropagation();
+        void props.onClick();
+      }}
+    >
+      <props.icon.react tag="span" elementSize="normal" />
+    </button>
+  );
+}
+
+function DeploymentItem(props: { d: IDeployment; actions: IPanelActions }): JSX.Element {
+  const { d, actions } = props;
+  const live = d.status === 'loading' || d.status === 'active' || d.status === 'idle';
+  const serving = d.status === 'active' || d.status === 'idle';
+  const model = d.model ?? d.models.map(m => m.name).join(', ');
+  return (
+    <li className="jp-ModelDeploy-item" data-deployment={d.id} data-name={d.name}>
+      <div className="jp-ModelDeploy-itemHeader">
+        <span className="jp-ModelDeploy-name" title={d.id}>
+          {d.name}
+        </span>
+        <StatusBadge status={d.status} />
+      </div>
+      <div className="jp-ModelDeploy-details">
+        <span className="jp-ModelDeploy-kindLabel">{d.kind}</span>
+        <span className="jp-ModelDeploy-model" title={model}>
+          {shortModel(model)}
+        </span>
+        {serving && d.idle_for_s >= 1 && (
+          <span className="jp-ModelDeploy-idle" title="Time since the last request">
+            idle {formatDuration(d.idle_for_s)}
+          </span>
+        )}
+        {d.status === 'active' && d.requests_in_flight > 0 && (
+          <span className="jp-ModelDeploy-inflight">{d.requests_in_flight} in flight</span>
+        )}
+      </div>
+      {(d.status === 'failed' || d.status === 'stopped') && d.status_reason && (
+        <pre className={`jp-ModelDeploy-reason jp-mod-${d.status}`} title={`${d.status} ${formatTime(d.stopped_at)}`}>
+          {d.status_reason}
+        </pre>
+      )}
+      <div className="jp-ModelDeploy-actions">
+        {live ? (
+          <ActionButton icon={stopIcon} label="Stop" action="stop" onClick={() => actions.stop(d)} />
+        ) : (
+          <ActionButton icon={runIcon} label="Relaunch" action="relaunch" onClick={() => actions.relaunch(d)} />
+        )}
+        <ActionButton icon={duplicateIcon} label="Clone…" action="clone" onClick={() => actions.clone(d)} />
+        <ActionButton icon={downloadIcon} label="Export configuration" action="export" onClick={() => actions.exportConfig(d)} />
+        <ActionButton icon={linkIcon} label="Copy endpoint" action="copy-endpoint" onClick={() => actions.copyEndpoint(d)} />
+        <ActionButton
+          icon={lockIcon}
+          label="Copy a new API key"
+          action="copy-key"
+          disabled={!!d.public}
+          onClick={() => actions.copyApiKey(d)}
+        />
+        <ActionButton
+          icon={copyIcon}
+          label="Copy test command"
+          action="copy-test"
+          disabled={!serving}
+          onClick={() => actions.copyTestCommand(d)}
+        />
+        <ActionButton icon={textEditorIcon} label="Console log" action="logs" onClick={() => actions.openLogs(d)} />
+        <ActionButton icon={offlineBoltIcon} label="Dashboard" action="dashboard" onClick={() => actions.openDashboard(d)} />
+        {!live && <ActionButton icon={deleteIcon} label="Remove" action="remove" onClick={() => actions.remove(d)} />}
+      </div>
+    </li>
+  );
+}
+
+function TokensSection(props: { model: DeploymentsModel; actions: IPanelActions }): JSX.Element {
+  const [open, setOpen] = React.useState(false);
+  const names = new Map(props.model.deployments.map(d => [d.id, d.name]));
+  const tokens = props.model.tokens.filter(t => !t.revoked_at);
+  return (
+    <details
+      className="jp-ModelDeploy-tokens"
+      open={open}
+      onToggle={event => {
+        const isOpen = (event.target as HTMLDetailsElement).open;
+        setOpen(isOpen);
+        if (isOpen) {
+          void props.model.refreshTokens();
+        }
+      }}
+    >
+      <summary>API tokens</summary>
+      <div className="jp-ModelDeploy-tokensBody">
+        <button className="jp-mod-styled jp-ModelDeploy-newToken" onClick={() => void props.actions.createToken()}>
+          Generate token…
+        </button>
+        {tokens.length === 0 ? (
+          <div className="jp-ModelDeploy-empty">No tokens.</div>
+        ) : (
+          <ul className="jp-ModelDeploy-tokenList">
+            {tokens.map(t => (
+              <li key={t.id} className="jp-ModelDeploy-token" data-token={t.id}>
+                <span className="jp-ModelDeploy-tokenName">
+                  {t.name || t.prefix || t.id}
+                  {t.prefix && t.name ? <code> {t.prefix}…</code> : null}
+                </span>
+                <span className="jp-ModelDeploy-tokenScope">
+                  {t.deployment_id
+                    ? `deployment ${names.get(t.deployment_id) ?? t.deployment_id}`
+                    : t.project
+                      ? `project ${t.project}`
+                      : 'all deployments'}
+                </span>
+                <ActionButton icon={deleteIcon} label="Revoke" action="revoke" onClick={() => props.actions.revokeToken(t)} />
+              </li>
+            ))}
+          </ul>
+        )}
+      </div>
+    </details>
+  );
+}
+
+function PanelContent(props: { model: DeploymentsModel; actions: IPanelActions }): JSX.Element {
+  const { model, actions } = props;
+  return (
+    <div className="jp-ModelDeploy-panelContent">
+      <div className="jp-ModelDeploy-toolbar">
+        <h2 className="jp-ModelDeploy-title">Model Deployments</h2>
+        <ActionButton icon={addIcon} label="Launch new deployment" action="launch-new" onClick={() => actions.launchNew()} />
+        <ActionButton icon={refreshIcon} label="Refresh" action="refresh" onClick={() => model.refresh()} />
+      </div>
+      {model.error && (
+        <div className="jp-ModelDeploy-message jp-mod-error" role="alert">
+          {model.error}
+        </div>
+      )}
+      {!model.loaded ? (
+        <div className="jp-ModelDeploy-empty">Loading…</div>
+      ) : model.deployments.length === 0 ? (
+        <div className="jp-ModelDeploy-empty">
+          No deployments yet.{' '}
+          <button className="jp-mod-styled" onClick={() => actions.launchNew()}>
+            Launch one
+          </button>
+        </div>
+      ) : (
+        <ul className="jp-ModelDeploy-list">
+          {model.deployments.map(d => (
+            <DeploymentItem key={d.id} d={d} actions={actions} />
+          ))}
+        </ul>
+      )}
+      <TokensSection model={model} actions={actions} />
+    </div>
+  );
+}
+
+/** The left-sidebar panel. */
+export class DeploymentsPanel extends ReactWidget {
+  constructor(
+    readonly model: DeploymentsModel,
+    private actions: IPanelActions
+  ) {
+    super();
+    this.id = 'jupyter-modeldeploy-panel';
+    this.addClass('jp-ModelDeploy-panel');
+    this.title.caption = 'Model Deployments';
+  }
+
+  render(): JSX.Element {
+    return (
+      <UseSignal signal={this.model.changed}>
+        {() => <PanelContent model={this.model} actions={this.actions} />}
+      </UseSignal>
+    );
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this.model.setVisible(true);
+  }
+
+  protected onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    this.model.setVisible(false);
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    if (this.isVisible) {
+      this.model.setVisible(true);
+    }
+  }
+
+  dispose(): void {
+    this.model.dispose();
+    super.dispose();
+  }
+}

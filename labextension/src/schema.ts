@@ -1,0 +1,145 @@
+import type { FieldTemplateProps, UiSchema } from '@rjsf/utils';
+import React from 'react';
+
+import type { IFieldError, JSONSchema } from './api';
+
+/**
+ * Turns the server's JSON Schema (pydantic's) into one react-jsonschema-form renders
+ * well, and builds the uiSchema that hides constants and masks secrets.
+ */
+export function prepareSchema(raw: JSONSchema): { schema: JSONSchema; uiSchema: UiSchema; groups: string[] } {
+  const schema: JSONSchema = JSON.parse(JSON.stringify(raw));
+  delete schema['x-group-order'];
+  const uiSchema: UiSchema = {};
+  simplifyProperties(schema, uiSchema);
+  for (const def of Object.values<JSONSchema>(schema.$defs ?? {})) {
+    simplifyProperties(def, {});
+  }
+  // Items of arrays that refer to a definition get their uiSchema here: rjsf does
+  // not carry a uiSchema through $ref.
+  for (const [name, prop] of Object.entries<JSONSchema>(schema.properties ?? {})) {
+    const ref: string | undefined = prop.type === 'array' ? prop.items?.$ref : undefined;
+    if (ref && ref.startsWith('#/$defs/')) {
+      const def = schema.$defs?.[ref.slice('#/$defs/'.length)];
+      if (def) {
+        const itemUi: UiSchema = {};
+        simplifyProperties(def, itemUi);
+        uiSchema[name] = { ...(uiSchema[name] ?? {}), items: itemUi };
+      }
+    }
+  }
+  const groups = groupOrder(raw);
+  uiSchema['ui:order'] = fieldOrder(schema, groups);
+  return { schema, uiSchema, groups };
+}
+
+function simplifyProperties(schema: JSONSchema, uiSchema: UiSchema): void {
+  for (const [name, prop] of Object.entries<JSONSchema>(schema.properties ?? {})) {
+    const anyOf: JSONSchema[] | undefined = prop.anyOf;
+    if (anyOf && anyOf.length === 2 && anyOf.some(s => s.type === 'null')) {
+      // "X or null" (an optional field): show X; an empty input means "unset".
+      const inner = anyOf.find(s => s.type !== 'null') as JSONSchema;
+      delete prop.anyOf;
+      Object.assign(prop, inner, {
+        title: prop.title,
+        description: prop.description,
+        default: prop.default ?? undefined
+      });
+      if (prop.default === undefined) {
+        delete prop.default;
+      }
+    } else if (anyOf) {
+      for (const option of anyOf) {
+        option.title ??= optionTitle(option);
+      }
+      // A constant choice (gpus: "auto") needs only the selector, not an input too.
+      uiSchema[name] = {
+        anyOf: anyOf.map(option =>
+          option.const !== undefined ? { 'ui:widget': 'hidden', 'ui:FieldTemplate': HiddenFieldTemplate } : {}
+        )
+      };
+    }
+    if (prop.const !== undefined || prop.readOnly) {
+      uiSchema[name] = { 'ui:widget': 'hidden', 'ui:FieldTemplate': HiddenFieldTemplate };
+    } else if (prop.format === 'password' || prop.writeOnly) {
+      uiSchema[name] = { 'ui:widget': 'password', 'ui:options': { autocomplete: 'off' } };
+    }
+  }
+}
+
+/** Lab's field template shows a label even for hidden widgets: render only the input. */
+function HiddenFieldTemplate(props: FieldTemplateProps): JSX.Element {
+  return React.createElement('div', { style: { display: 'none' } }, props.children);
+}
+
+function optionTitle(option: JSONSchema): string {
+  if (option.const !== undefined) {
+    return String(option.const);
+  }
+  if (option.type === 'array') {
+    return 'list';
+  }
+  return String(option.type ?? 'value');
+}
+
+/** The groups in the server's order, then any group it did not list. */
+function groupOrder(raw: JSONSchema): string[] {
+  const order: string[] = [...(raw['x-group-order'] ?? [])];
+  for (const prop of Object.values<JSONSchema>(raw.properties ?? {})) {
+    const group = prop.group ?? 'General';
+    if (!order.includes(group)) {
+      order.push(group);
+    }
+  }
+  return order;
+}
+
+function fieldOrder(schema: JSONSchema, groups: string[]): string[] {
+  const entries = Object.entries<JSONSchema>(schema.properties ?? {});
+  const ordered: string[] = [];
+  for (const group of groups) {
+    for (const [name, prop] of entries) {
+      if ((prop.group ?? 'General') === group) {
+        ordered.push(name);
+      }
+    }
+  }
+  return ordered;
+}
+
+export function groupOf(schema: JSONSchema, field: string): string {
+  return schema.properties?.[field]?.group ?? 'General';
+}
+
+/**
+ * The server's field errors as rjsf `extraErrors`: "a.b" becomes {a: {b: {__errors}}};
+ * errors that name no field of the form land on the root.
+ */
+export function toErrorSchema(errors: IFieldError[], schema: JSONSchema): Record<string, any> {
+  const result: Record<string, any> = {};
+  for (const error of errors) {
+    const allowed = error.allowed?.length ? ` (allowed: ${error.allowed.map(a => JSON.stringify(a)).join(', ')})` : '';
+    const message = error.message + allowed;
+    const path = error.field && error.field !== '(root)' ? error.field.split('.') : [];
+    const known = path.length > 0 && schema.properties && path[0] in schema.properties;
+    let node = result;
+    for (const part of known ? path : []) {
+      node[part] ??= {};
+      node = node[part];
+    }
+    node.__errors ??= [];
+    node.__errors.push(known ? message : `${error.field}: ${message}`);
+  }
+  return result;
+}
+
+/** The form's data without unset optional values, so the server applies its defaults. */
+export function cleanFormData(data: Record<string, unknown>): Record<string, unknown> {
+  const result: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(data)) {
+    if (value !== undefined && value !== null) {
+      result[key] = value;
+    }
+  }
+  return result;
+}
