@@ -52,7 +52,8 @@ async def run_load(
         nonlocal units
         for _ in range(requests_per_client):
             started = time.perf_counter()
-            units += await one(client)
+            got = await one(client)  # not `units += await ...`: that reads units before the await
+            units += got
             latencies.append(time.perf_counter() - started)
 
     async with httpx.AsyncClient(timeout=300, limits=limits) as client:

