@@ -11,13 +11,13 @@ The tests run in file order and share one page: each step starts from where the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,30 +26,15 @@ import httpx
 import pytest
 
 import jupyter_modeldeploy
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, wait_until
 from tests.support.jupyter import JupyterProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
 LABEXTENSION = Path(jupyter_modeldeploy.__file__).parent / "labextension"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]
 PANEL = "#jupyter-modeldeploy-panel"
 FORM = ".jp-ModelDeploy-launch"
-
-
-def wait_until(condition: Any, timeout: float, message: str, poll: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s: {message}")
-        time.sleep(poll)
 
 
 @pytest.fixture(scope="module")
@@ -306,10 +291,9 @@ def test_log_and_dashboard_tabs(page: Any, artifacts_dir: Path) -> None:
     else:
         assert "deployment=" in (voila.get_attribute("src") or "")
         frame = page.frame_locator(".jp-ModelDeploy-voila iframe >> visible=true")
-        try:  # Voilà runs the notebook first; the screenshot is nicer once it has.
+        # Voilà runs the notebook first; the screenshot is nicer once it has.
+        with contextlib.suppress(Exception):
             frame.locator("text=smol").first.wait_for(timeout=60_000)
-        except Exception:
-            pass
     page.wait_for_timeout(2000)
     shot(page, artifacts_dir, "dashboard")
 

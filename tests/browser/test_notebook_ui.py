@@ -6,10 +6,10 @@ and Debian's Chromium at /usr/bin/chromium. Screenshots go to tests/artifacts/.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,27 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, wait_until
+
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]
-
-
-def wait_until(condition: Any, timeout: float, message: str, poll: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s: {message}")
-        time.sleep(poll)
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
@@ -61,10 +45,8 @@ def smol(jupyter_server: Any, smollm2_gguf: Path) -> Iterator[dict[str, Any]]:
     try:
         yield client.wait(record["id"], timeout=180)
     finally:
-        try:
+        with contextlib.suppress(Exception):
             client.delete(record["id"])
-        except Exception:
-            pass
 
 
 def chat(record: dict[str, Any], key: str, prompt: str, max_tokens: int = 8) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -80,12 +81,9 @@ class JupyterProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"jupyter exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                r = httpx.get(f"{self.url}api/modeldeploy/status", headers=self.headers, timeout=2)
-                if r.status_code == 200:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}api/modeldeploy/status", headers=self.headers, timeout=2).status_code == 200:
                     return self
-            except httpx.HTTPError:
-                pass
             time.sleep(0.3)
         raise RuntimeError(f"jupyter did not answer within {timeout} s:\n{self.log_tail()}")
 
