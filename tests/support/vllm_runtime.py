@@ -8,6 +8,7 @@ group and stops it (SIGTERM, grace period, SIGKILL).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -89,13 +90,11 @@ class VllmProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"vLLM exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        self.ready_after_s = time.monotonic() - self.started_s
-                        return self.ready_after_s
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+            with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError), \
+                    urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    self.ready_after_s = time.monotonic() - self.started_s
+                    return self.ready_after_s
             time.sleep(1.0)
         raise TimeoutError(f"vLLM not healthy after {timeout_s} s:\n{self.log_tail()}")
 
@@ -104,12 +103,11 @@ class VllmProcess:
         if self.proc is None or self.proc.poll() is not None:
             return 0.0
         began = time.monotonic()
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        except ProcessLookupError:
-            pass
+        with contextlib.suppress(ProcessLookupError):
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
         return time.monotonic() - began
