@@ -248,7 +248,7 @@ def cmd_install_engine(args: argparse.Namespace) -> int:
     if args.kind == "llm":
         from .engines.vllm_install import install_vllm
 
-        path = install_vllm(force=args.force) if "force" in install_vllm.__code__.co_varnames else install_vllm()
+        path = install_vllm(force=args.force)
         print(f"vLLM environment ready: {path}")
         return 0
     import importlib.util
