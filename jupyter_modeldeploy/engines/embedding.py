@@ -1,0 +1,69 @@
+"""The `embedding` engine: the project's own sentence-transformers server, several models per port.
+
+This module only builds the launch plan; it must stay light (no torch): the Jupyter
+server imports it. The server itself is `jupyter_modeldeploy.engines.embedding_server`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..config import DeploymentBase, EmbeddingConfig, export_config
+from .base import LaunchContext, LaunchPlan
+
+CONFIG_FILE = "embedding-config.json"
+KEY_FILE = "engine.key"
+
+
+class EmbeddingEngine:
+    """Turns an `EmbeddingConfig` into the embedding server's command line and files."""
+
+    kind = "embedding"
+
+    def plan(self, config: DeploymentBase, ctx: LaunchContext) -> LaunchPlan:
+        """The server's argv, its config and key files (written 0600 by the supervisor), its env."""
+        if not isinstance(config, EmbeddingConfig):
+            raise TypeError(f"the embedding engine needs an EmbeddingConfig, not {type(config).__name__}")
+        python = ctx.settings.embedding_python or sys.executable
+        argv = [
+            python,
+            "-m",
+            "jupyter_modeldeploy.engines.embedding_server",
+            "--config",
+            str(ctx.work_dir / CONFIG_FILE),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(ctx.port),
+            "--api-key-file",
+            str(ctx.work_dir / KEY_FILE),
+        ]
+        env: dict[str, str] = {}
+        if isinstance(config.gpus, list):
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, config.gpus))
+        env.update(config.env)
+        secrets = [ctx.engine_key]
+        if config.hf_token is not None:
+            token = config.hf_token.get_secret_value()
+            env["HF_TOKEN"] = token
+            secrets.append(token)
+        exported = json.dumps(export_config(config, include_secrets=False), indent=2, sort_keys=True)
+        notes = []
+        if config.max_cuda_memory_gib is not None:
+            mode = "moved to CPU RAM" if config.cpu_offload else "unloaded to disk"
+            notes.append(f"memory budget {config.max_cuda_memory_gib:g} GiB: idle models past it are {mode}")
+        return LaunchPlan(
+            argv=argv,
+            env=env,
+            health_path="/health",
+            metrics_path="/metrics",
+            models=[entry.name for entry in config.models],
+            notes=notes,
+            secrets=secrets,
+            engine_requires_key=True,
+            files={CONFIG_FILE: exported + "\n", KEY_FILE: ctx.engine_key + "\n"},
+        )
+
+
+ENGINE = EmbeddingEngine()

