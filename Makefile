@@ -9,6 +9,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
+# The venv first on PATH: the Lab extension's package scripts call `jlpm`, tests call `jupyter`.
+export PATH := $(abspath $(BIN)):$(PATH)
 # torch first and pinned, so sentence-transformers does not pull another build.
 TORCH_SPEC ?= torch==2.13.0
 LLAMA_CPP_PYTHON ?= llama-cpp-python[server]==0.3.36

@@ -7,8 +7,9 @@ SmolLM2. Three paths to the same engine route:
   direct   http://127.0.0.1:<engine port>/v1/models            (engine key)
   gateway  <jupyter>/modeldeploy/endpoints/<route>/v1/models    (deployment key)
   proxy    <jupyter>/proxy/<engine port>/v1/models               (jupyter-server-proxy)
-Prints p50/p99 latency with 1 client, throughput with 1 and 16 clients, and streaming
-time-to-first-chunk, each as a ratio to direct. Targets: p50 added <= 1 ms, gateway
+Prints p50/p99 latency with 1 client, request throughput with 1 and 16 clients on a trivial
+route (pure overhead), completion tokens/s with 16 clients (overhead next to real engine work)
+and streaming time-to-first-chunk, each as a ratio to direct. Targets: p50 added <= 1 ms, gateway
 throughput >= 95% of direct, first-chunk delay unchanged.
 """
 
@@ -51,6 +52,17 @@ async def latency_and_throughput(url: str, headers: dict[str, str], requests: in
             "rps_16": many.throughput, "p50_16_ms": many.pct(50) * 1000}
 
 
+async def inference_throughput(url: str, headers: dict[str, str], requests: int) -> float:
+    """Completion tokens/s with 16 clients: the gateway's cost next to real engine work."""
+    async def one(client: httpx.AsyncClient) -> float:
+        body = {"model": "m", "prompt": "Once upon a time", "max_tokens": 8, "ignore_eos": True}
+        response = await client.post(url, json=body, headers=headers)
+        response.raise_for_status()
+        return float(response.json()["usage"]["completion_tokens"])
+
+    return (await run_load(16, requests, one)).throughput
+
+
 async def first_chunk(url: str, headers: dict[str, str], runs: int) -> float:
     """Median seconds to the first streamed chunk of a chat completion."""
     times = []
@@ -73,6 +85,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--stream-runs", type=int, default=9)
+    parser.add_argument("--inference-requests", type=int, default=4, help="completions per client (16 clients)")
     args = parser.parse_args()
     server = temp_jupyter()  # jupyter-server-proxy is enabled by its own config file
     try:
@@ -94,10 +107,12 @@ def main() -> int:
             results[name] = asyncio.run(latency_and_throughput(url, headers, args.requests))
             stream_url = base + "/chat/completions" + (token_q if name == "proxy" else "")
             results[name]["first_chunk_ms"] = asyncio.run(first_chunk(stream_url, headers, args.stream_runs)) * 1000
+            completions_url = base + "/completions" + (token_q if name == "proxy" else "")
+            results[name]["tok_s_16"] = asyncio.run(inference_throughput(completions_url, headers, args.inference_requests))
             r = results[name]
             print(f"{name:8} p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  1 client {r['rps_1']:7.0f} req/s  "
                   f"16 clients {r['rps_16']:7.0f} req/s (p50 {r['p50_16_ms']:6.2f} ms)  "
-                  f"first chunk {r['first_chunk_ms']:7.1f} ms", flush=True)
+                  f"first chunk {r['first_chunk_ms']:7.1f} ms  completions 16 clients {r['tok_s_16']:6.1f} tok/s", flush=True)
         d, g, p = results["direct"], results["gateway"], results["proxy"]
         print()
         print(f"gateway p50 added: {g['p50_ms'] - d['p50_ms']:+.2f} ms (target <= 1 ms); "
@@ -105,6 +120,8 @@ def main() -> int:
         print(f"throughput vs direct, 1 client: gateway {g['rps_1'] / d['rps_1']:.2f}x, proxy {p['rps_1'] / d['rps_1']:.2f}x")
         print(f"throughput vs direct, 16 clients: gateway {g['rps_16'] / d['rps_16']:.2f}x (target >= 0.95), "
               f"proxy {p['rps_16'] / d['rps_16']:.2f}x")
+        print(f"completion tokens/s vs direct, 16 clients: gateway {g['tok_s_16'] / d['tok_s_16']:.2f}x, "
+              f"proxy {p['tok_s_16'] / d['tok_s_16']:.2f}x")
         print(f"first chunk vs direct: gateway {g['first_chunk_ms'] / d['first_chunk_ms']:.2f}x, "
               f"proxy {p['first_chunk_ms'] / d['first_chunk_ms']:.2f}x")
         client.delete(record["id"])
