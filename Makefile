@@ -50,7 +50,11 @@ engines: engine-llamacpp engine-vllm
 $(LAB_STAMP): $(STAMP) $(wildcard labextension/src/* labextension/style/* labextension/style/icons/*) \
 		labextension/package.json labextension/yarn.lock labextension/tsconfig.json
 	cd labextension && ../$(BIN)/jlpm install --immutable && ../$(BIN)/jlpm build:prod
-	$(BIN)/jupyter labextension develop --overwrite . >/dev/null
+	# Installed as a wheel would install it: a copy in the venv's share/ (Voilà serves no symlinks).
+	rm -rf $(VENV)/share/jupyter/labextensions/jupyter-modeldeploy
+	mkdir -p $(VENV)/share/jupyter/labextensions
+	cp -r jupyter_modeldeploy/labextension $(VENV)/share/jupyter/labextensions/jupyter-modeldeploy
+	cp install.json $(VENV)/share/jupyter/labextensions/jupyter-modeldeploy/
 
 labext: $(LAB_STAMP)
 
