@@ -31,6 +31,8 @@ def bundled_gguf() -> Path:
 
 
 def main() -> int:
+    # SIGTERM (e.g. from a supervisor or `timeout`) cleans up like Ctrl-C: Lab and the engine stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     token = os.environ.get("JUPYTER_TOKEN") or secrets.token_hex(16)
     url = f"http://127.0.0.1:{PORT}/"
     lab = subprocess.Popen(
