@@ -223,3 +223,24 @@ def test_no_secret_in_logs_exports_or_errors(jupyter_server: JupyterProcess, two
         for secret in secrets:
             assert secret not in text
     client.delete(bad["id"])
+
+
+def test_slow_engine_gets_504_not_a_hung_client(smollm2_gguf: Path, tmp_path: Path) -> None:
+    server = JupyterProcess(tmp_path / "jupyter-timeout", extra_args=["--ModelDeployApp.upstream_timeout_s=1"]).start()
+    try:
+        client = server.client()
+        record = client.launch({"kind": "llamacpp", "name": "slow", "model": str(smollm2_gguf), "api_key": KEY_A,
+                                "threads": 1, "parallel": 1})
+        record = wait_status(client, record["id"], {"active", "idle"})
+        slow = post(record, "/completions", KEY_A, {"model": MODEL, "prompt": "Write", "max_tokens": 400,
+                                                    "ignore_eos": True})
+        assert slow.status_code == 504, slow.text
+        assert slow.json()["error"]["type"] == "timeout_error"
+        # The engine is free again and quick requests still pass.
+        deadline = time.monotonic() + 60
+        while post(record, "/completions", KEY_A, {"model": MODEL, "prompt": "x", "max_tokens": 1}).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        client.delete(record["id"])
+    finally:
+        server.stop()
