@@ -16,13 +16,6 @@ class ModelNotFound(FileNotFoundError):
     """The model reference is neither a local file nor a resolvable hub file."""
 
 
-def is_hub_file_reference(model: str) -> bool:
-    """True for 'owner/repo/path/file.ext' references that are not a local path."""
-    return not Path(model).expanduser().exists() and bool(HF_FILE_RE.match(model)) and not model.startswith(
-        ("/", ".", "~")
-    )
-
-
 def resolve_model_file(model: str, *, token: str | None = None, revision: str | None = None) -> Path:
     """A local path for `model`: the path itself, or the hub file downloaded (or found in the cache)."""
     local = Path(model).expanduser()

@@ -9,7 +9,6 @@ supervisor is told when each request starts and ends so the idle clock is right.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -84,7 +83,6 @@ class Gateway:
         self.supervisor = supervisor
         self.tokens = tokens
         self.config = config or GatewayConfig()
-        self.background: set[asyncio.Future[None]] = set()  # keeps fire-and-forget tasks alive
         self.pool = UpstreamPool(connect_timeout=self.config.connect_timeout_s)
 
     def observe(self, record: RequestRecord) -> None:
