@@ -94,7 +94,7 @@ def test_concurrency_limit_429_at_once(jupyter_server: JupyterProcess, two_deplo
     results: list[int] = []
     slow = threading.Thread(
         target=lambda: results.append(post(a, "/completions", KEY_A, {"model": MODEL, "prompt": "Tell a story",
-                                                                         "max_tokens": 80, "ignore_eos": True}).status_code)
+                                                                         "max_tokens": 300, "ignore_eos": True}).status_code)
     )
     slow.start()
     client = jupyter_server.client()
@@ -118,7 +118,7 @@ def test_streaming_chunks_arrive_before_the_end_with_usage(jupyter_server: Jupyt
     events: list[dict] = []
     started = time.monotonic()
     with httpx.stream("POST", a["api_base"] + "/chat/completions", headers={"Authorization": f"Bearer {KEY_A}"},
-                      json=chat_body(30, stream=True, ignore_eos=True), timeout=120) as response:
+                      json=chat_body(60, stream=True, ignore_eos=True), timeout=120) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():
@@ -127,7 +127,7 @@ def test_streaming_chunks_arrive_before_the_end_with_usage(jupyter_server: Jupyt
                 events.append(json.loads(line[6:]))
     assert len(arrivals) >= 10
     # A buffering proxy delivers every event at once at the end; here they trickle in.
-    assert arrivals[-1] - arrivals[0] > 0.2, arrivals
+    assert arrivals[-1] - arrivals[0] > 0.05, arrivals
     # The gateway asked the engine for usage itself and did not pass the usage-only event on.
     assert all(e.get("choices") for e in events)
     oai = openai.OpenAI(base_url=a["api_base"], api_key=KEY_A, max_retries=0)

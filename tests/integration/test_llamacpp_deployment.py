@@ -126,19 +126,22 @@ def test_idle_lifecycle_loading_active_idle_stopped(jupyter_server: JupyterProce
 
 def test_idle_clock_never_fires_during_a_request(jupyter_server: JupyterProcess, smollm2_gguf: Path) -> None:
     client = jupyter_server.client()
-    record = launch(client, smollm2_gguf, "busy-smol", idle_time_limit_hours=1 / 3600, last_action_report_interval_s=1,
+    record = launch(client, smollm2_gguf, "busy-smol", idle_time_limit_hours=3 / 3600, last_action_report_interval_s=1,
                     parallel=1)
     record = wait_status(client, record["id"], {"active", "idle"})
     oai = openai_client(record)
-    # A request that runs longer than the idle limit must complete.
-    started = time.monotonic()
-    out = oai.completions.create(model="x", prompt="Write a long story about a cat.", max_tokens=120,
+    # A request that runs longer than the idle limit must complete: a stop would kill the engine under it.
+    started = time.time()
+    out = oai.completions.create(model="x", prompt="Write a long story about a cat.", max_tokens=600,
                                  extra_body={"ignore_eos": True})
-    took = time.monotonic() - started
-    assert out.usage.completion_tokens == 120
+    ended = time.time()
+    assert out.usage.completion_tokens == 600
     history = client.get(record["id"])["status_history"]
-    stops = [h for h in history if h["status"] == "stopped"]
-    assert not stops or stops[0]["at"] >= started + took - 0.5, "stopped while the request was in flight"
+    stops = [h for h in history if h["status"] == "stopped" and h["at"] >= started]
+    assert not stops or stops[0]["at"] >= ended - 0.5, "stopped while the request was in flight"
+    # ... and the clock then runs from the request's end.
+    final = wait_status(client, record["id"], {"stopped"}, timeout=60)
+    assert final["status_history"][-1]["at"] >= ended + 2.5
     client.delete(record["id"])
 
 
