@@ -10,6 +10,7 @@ supervisor is told when each request starts and ends so the idle clock is right.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from ..supervisor.tokens import TokenRegistry
 from .auth import authorize, presented_key
 from .upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
 from .usage import Usage, UsageTap, wants_usage_injection
+
+log = logging.getLogger(__name__)
 
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -120,6 +123,16 @@ class EndpointHandler(web.RequestHandler):
 
     def set_default_headers(self) -> None:
         self.clear_header("Server")
+
+    def compute_etag(self) -> None:
+        """No ETag: the engine's answer passes through as it is (tornado would hash every body)."""
+        return None
+
+    def _log(self) -> None:
+        """Skip Jupyter's per-request log and HTTP metrics: the gateway records its own (MetricsHub);
+        on the hot path they cost as much as the proxying itself. Server errors are still logged."""
+        if self.get_status() >= 500:
+            log.warning("%d %s %s", self.get_status(), self.request.method, self.request.path)
 
     def fail(self, status: int, message: str, kind: str = "invalid_request_error", **extra: Any) -> None:
         self.set_status(status)
