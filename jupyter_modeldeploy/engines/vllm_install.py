@@ -11,19 +11,17 @@ Run it as `python -m jupyter_modeldeploy.engines.vllm_install`.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..paths import cache_root
+from ..paths import cache_root, folder_lock
 
 VLLM_VERSION = "0.32.0"
 #: Packages pip brings beside the CPU build that do not work with its torch.
@@ -108,17 +106,6 @@ def vllm_flavour(python: str | Path) -> Flavour | None:
     return None
 
 
-@contextmanager
-def _install_lock(folder: Path) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".install.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _run(cmd: list[str], log: Callable[[str], None]) -> None:
     """Run an install step, its output shown only when it fails."""
     proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -148,7 +135,7 @@ def install_vllm(
 ) -> Path:
     """Create (or reuse) the vLLM environment; returns the path of its Python."""
     plan = plan_install(flavour)
-    with _install_lock(plan.venv_dir.parent):
+    with folder_lock(plan.venv_dir.parent, ".install.lock"):
         if plan.complete and not force:
             _add_missing_extras(plan, log)
             log(f"vLLM {plan.version} ({plan.flavour}) already installed: {plan.python}")

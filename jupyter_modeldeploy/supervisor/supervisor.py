@@ -13,6 +13,7 @@ import os
 import secrets
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -272,10 +273,14 @@ class Supervisor:
         return dep
 
     def dry_run(self, config: DeploymentBase) -> LaunchPlan:
-        """The launch plan for a config, with secrets masked; nothing is started."""
-        work_dir = self.state_dir / "deployments" / "dry-run"
-        ctx = LaunchContext(port=0, engine_key=MASK, work_dir=work_dir, settings=self.settings)
-        plan = get_engine(config.kind).plan(config, ctx)  # type: ignore[attr-defined]
+        """The launch plan for a config, with secrets masked; nothing is started or kept.
+
+        Planning may prepare files in the work folder (router mode links its models there):
+        a throw-away folder keeps a dry run from touching any deployment's state.
+        """
+        with tempfile.TemporaryDirectory(prefix="modeldeploy-dry-run-") as work_dir:
+            ctx = LaunchContext(port=0, engine_key=MASK, work_dir=Path(work_dir), settings=self.settings)
+            plan = get_engine(config.kind).plan(config, ctx)  # type: ignore[attr-defined]
         hidden = [s for s in plan.secrets if s and s != MASK]
 
         def mask(text: str) -> str:

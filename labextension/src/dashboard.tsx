@@ -1,10 +1,8 @@
-import { ReactWidget } from '@jupyterlab/apputils';
-import type { Message } from '@lumino/messaging';
-import { Poll } from '@lumino/polling';
 import React from 'react';
 
 import { ApiError, IDeployment, ModelDeployClient } from './api';
 import { formatDuration, formatTime } from './format';
+import { PollingWidget } from './polling';
 
 /**
  * The latest value of each number in a metrics answer, with dotted names. A series
@@ -44,22 +42,15 @@ function formatNumber(value: number): string {
 }
 
 /** A built-in live dashboard: status, endpoint and the latest metric values. */
-export class DashboardWidget extends ReactWidget {
+export class DashboardWidget extends PollingWidget {
   constructor(
     private client: ModelDeployClient,
     private deployment: IDeployment
   ) {
-    super();
+    super(`jupyter-modeldeploy:dashboard:${deployment.id}`);
     this.addClass('jp-ModelDeploy-dashboard');
     this.title.label = `Dashboard: ${deployment.name}`;
     this.title.closable = true;
-    this.poll = new Poll({
-      auto: false,
-      factory: () => this.fetch(),
-      frequency: { interval: 2000, backoff: true, max: 30000 },
-      name: `jupyter-modeldeploy:dashboard:${deployment.id}`,
-      standby: 'when-hidden'
-    });
   }
 
   render(): JSX.Element {
@@ -139,27 +130,7 @@ export class DashboardWidget extends ReactWidget {
     );
   }
 
-  protected onAfterShow(msg: Message): void {
-    super.onAfterShow(msg);
-    void this.poll.start();
-  }
-
-  protected onAfterAttach(msg: Message): void {
-    super.onAfterAttach(msg);
-    void this.poll.start();
-  }
-
-  protected onBeforeHide(msg: Message): void {
-    void this.poll.stop();
-    super.onBeforeHide(msg);
-  }
-
-  dispose(): void {
-    this.poll.dispose();
-    super.dispose();
-  }
-
-  private async fetch(): Promise<void> {
+  protected async fetch(): Promise<void> {
     try {
       this.deployment = await this.client.deployment(this.deployment.id);
       this.error = null;
@@ -189,5 +160,4 @@ export class DashboardWidget extends ReactWidget {
   private metricsUnsupported = false;
   private metricsNote: string | null = 'Loading…';
   private error: string | null = null;
-  private poll: Poll;
 }

@@ -1,27 +1,18 @@
-import { ReactWidget } from '@jupyterlab/apputils';
-import type { Message } from '@lumino/messaging';
-import { Poll } from '@lumino/polling';
 import React from 'react';
 
 import { IDeployment, ModelDeployClient } from './api';
+import { PollingWidget } from './polling';
 
 /** A deployment's console log in a main-area tab, refreshed every 2 s while visible. */
-export class LogWidget extends ReactWidget {
+export class LogWidget extends PollingWidget {
   constructor(
     private client: ModelDeployClient,
     readonly deployment: IDeployment
   ) {
-    super();
+    super(`jupyter-modeldeploy:log:${deployment.id}`);
     this.addClass('jp-ModelDeploy-log');
     this.title.label = `Log: ${deployment.name}`;
     this.title.closable = true;
-    this.poll = new Poll({
-      auto: false,
-      factory: () => this.fetch(),
-      frequency: { interval: 2000, backoff: true, max: 30000 },
-      name: `jupyter-modeldeploy:log:${deployment.id}`,
-      standby: 'when-hidden'
-    });
   }
 
   render(): JSX.Element {
@@ -36,27 +27,7 @@ export class LogWidget extends ReactWidget {
     );
   }
 
-  protected onAfterShow(msg: Message): void {
-    super.onAfterShow(msg);
-    void this.poll.start();
-  }
-
-  protected onAfterAttach(msg: Message): void {
-    super.onAfterAttach(msg);
-    void this.poll.start();
-  }
-
-  protected onBeforeHide(msg: Message): void {
-    void this.poll.stop();
-    super.onBeforeHide(msg);
-  }
-
-  dispose(): void {
-    this.poll.dispose();
-    super.dispose();
-  }
-
-  private async fetch(): Promise<void> {
+  protected async fetch(): Promise<void> {
     const pre = this.node.querySelector('.jp-ModelDeploy-logLines');
     const atBottom = !pre || pre.scrollHeight - pre.scrollTop - pre.clientHeight < 20;
     try {
@@ -84,5 +55,4 @@ export class LogWidget extends ReactWidget {
   private lines: string[] = [];
   private status = '';
   private error: string | null = null;
-  private poll: Poll;
 }

@@ -13,7 +13,6 @@ process, which needs none of those. Results live under
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.util
 import json
@@ -21,8 +20,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 #: Bump when the way the models are made changes: the cache key changes with it.
@@ -62,20 +59,11 @@ def _models_root() -> Path:
     return cache_root() / "test-models"
 
 
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".make.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _build(python: str, target: Path, args: list[str]) -> Path:
     """Run this file as a script in `python` to build into a temporary folder, then move it."""
-    with _locked(target.parent):
+    from jupyter_modeldeploy.paths import folder_lock  # not at the top: the script half runs without the project
+
+    with folder_lock(target.parent, ".make.lock"):
         if (target / DONE_MARKER).is_file():
             return target
         partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
