@@ -31,6 +31,7 @@ GROUP_ORDER: tuple[str, ...] = (
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 ROUTE_PATTERN = r"^$|^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 
 
 def option(default: Any = ..., *, group: str, description: str, **kwargs: Any) -> Any:
@@ -104,6 +105,12 @@ class DeploymentBase(StrictModel):
         group="General",
         description="Serve the endpoint without any key. Off by default; turn on only on purpose.",
     )
+    cors_allow_origins: list[str] = option(
+        ["*"],
+        group="General",
+        description="Browser origins that may call the endpoint (CORS), such as 'https://app.example.org'; "
+        "'*' allows any (keys, not cookies, authenticate); empty: none.",
+    )
     env: dict[str, str] = option(
         {},
         group="General",
@@ -163,6 +170,16 @@ class DeploymentBase(StrictModel):
         bad = [k for k in value if not ENV_NAME_RE.match(k)]
         if bad:
             raise ValueError(f"not valid environment variable names: {', '.join(sorted(bad))}")
+        return value
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        bad = [o for o in value if o != "*" and not ORIGIN_RE.match(o)]
+        if bad:
+            raise ValueError(
+                f"not origins (scheme://host[:port], or '*'): {', '.join(repr(o[:80]) for o in bad[:5])}"
+            )
         return value
 
     @field_validator("gpus")

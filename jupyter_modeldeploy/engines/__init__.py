@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Engine, EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan
+from .base import Engine, EngineAddress, EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan, ModelLimits
 
 _MODULES = {"llamacpp": "llamacpp", "llm": "llm", "embedding": "embedding"}
 
@@ -15,4 +15,7 @@ def get_engine(kind: str) -> Engine:
     return module.ENGINE
 
 
-__all__ = ["Engine", "EngineSettings", "EngineUnavailable", "LaunchContext", "LaunchPlan", "get_engine"]
+__all__ = [
+    "Engine", "EngineAddress", "EngineSettings", "EngineUnavailable", "LaunchContext", "LaunchPlan", "ModelLimits",
+    "get_engine",
+]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import DeploymentBase
+from .routes import RouteTable
 
 
 class EngineUnavailable(RuntimeError):
@@ -30,13 +31,54 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class EngineAddress:
+    """Where an engine listens: a Unix socket in the deployment's private folder, or a TCP port.
+
+    Local engines listen on a Unix socket inside the 0700 work folder, so no other user of the
+    host can reach them, whatever routes the engine leaves open without its key.
+    """
+
+    socket_path: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The URL prefix of requests to the engine (the host part is nominal for a socket)."""
+        return "http://engine" if self.socket_path else f"http://{self.host}:{self.port}"
+
+    def describe(self) -> str:
+        """A short form for logs."""
+        return f"unix:{self.socket_path}" if self.socket_path else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class LaunchContext:
     """What the supervisor decided for one launch."""
 
-    port: int  # the loopback port the engine must listen on
+    port: int  # a free loopback port, for engines that cannot listen on a Unix socket
     engine_key: str  # random key only the gateway knows; the engine should require it
     work_dir: Path  # a private folder for this deployment (key files, engine caches)
     settings: EngineSettings = EngineSettings()
+    socket_path: Path | None = None  # the Unix socket the engine should listen on (in a 0700 folder)
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """Per-model request limits the gateway enforces before the engine sees a request."""
+
+    payload_limit_bytes: int | None = None  # largest request body
+    max_client_batch_size: int | None = None  # most inputs in one request
+
+
+@dataclass(frozen=True)
+class EngineCall:
+    """One HTTP request to the engine (a control action such as sleep or wake), for the supervisor to make."""
+
+    method: str
+    path: str
+    params: dict[str, str] = field(default_factory=dict)
+    json: dict[str, object] | None = None
 
 
 @dataclass
@@ -54,6 +96,23 @@ class LaunchPlan:
     files: dict[str, str] = field(default_factory=dict)  # name -> content written to work_dir (0600)
     stream_usage: bool = False  # ask for usage in streams (stream_options.include_usage)
     model_status_path: str | None = None  # where a multi-model engine lists its models' states
+    routes: RouteTable = field(default_factory=RouteTable)  # the serving API: the gateway's allow-list
+    listen: EngineAddress | None = None  # where the engine listens (None: TCP on ctx.port)
+    limits: dict[str, ModelLimits] = field(default_factory=dict)  # per served model name
+    max_concurrent_requests: int | None = None  # the gateway answers 429 past this many in flight
+    sleep_calls: list[EngineCall] = field(default_factory=list)  # put the engine to sleep when idle (empty: none)
+    wake_calls: list[EngineCall] = field(default_factory=list)  # wake it before a request is forwarded
+
+    def limits_for(self, model: str | None) -> ModelLimits:
+        """The limits of a served model (the first model's when none is named)."""
+        if model in self.limits:
+            return self.limits[model]
+        return next(iter(self.limits.values()), ModelLimits())
+
+    def largest_payload_limit(self) -> int | None:
+        """The largest body any model takes (the check possible before the model is known)."""
+        values = [lim.payload_limit_bytes for lim in self.limits.values() if lim.payload_limit_bytes is not None]
+        return max(values) if values else None
 
 
 class Engine(Protocol):

@@ -10,7 +10,8 @@ import json
 import sys
 
 from ..config import DeploymentBase, EmbeddingConfig, export_config
-from .base import LaunchContext, LaunchPlan
+from . import routes
+from .base import EngineAddress, LaunchContext, LaunchPlan, ModelLimits
 
 CONFIG_FILE = "embedding-config.json"
 KEY_FILE = "engine.key"
@@ -32,10 +33,7 @@ class EmbeddingEngine:
             "jupyter_modeldeploy.engines.embedding_server",
             "--config",
             str(ctx.work_dir / CONFIG_FILE),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(ctx.port),
+            *(["--uds", str(ctx.socket_path)] if ctx.socket_path else ["--host", "127.0.0.1", "--port", str(ctx.port)]),
             "--api-key-file",
             str(ctx.work_dir / KEY_FILE),
         ]
@@ -63,6 +61,11 @@ class EmbeddingEngine:
             secrets=secrets,
             engine_requires_key=True,
             files={CONFIG_FILE: exported + "\n", KEY_FILE: ctx.engine_key + "\n"},
+            routes=routes.EMBEDDING_SERVER,
+            listen=EngineAddress(socket_path=str(ctx.socket_path)) if ctx.socket_path else EngineAddress(port=ctx.port),
+            limits={
+                entry.name: ModelLimits(entry.payload_limit_bytes, entry.max_client_batch_size) for entry in config.models
+            },
         )
 
 

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from ..config import LlamaCppConfig
-from .base import EngineUnavailable, LaunchContext, LaunchPlan
+from . import routes
+from .base import EngineAddress, EngineUnavailable, LaunchContext, LaunchPlan
 from .hf import resolve_model_file
 from .llamacpp_install import find_llama_server
 
@@ -167,8 +168,7 @@ class LlamaCppEngine:
                 str(server),
                 "--model", str(model_path),
                 "--alias", alias,
-                "--host", "127.0.0.1",
-                "--port", str(ctx.port),
+                *_listen_args(ctx),
                 "--api-key-file", str(key_file),
                 "--metrics",
                 "--slots",
@@ -182,7 +182,10 @@ class LlamaCppEngine:
                 models=[alias],
                 secrets=secrets,
                 files={"engine.key": ctx.engine_key + "\n"},
-                stream_usage=not config.embedding,  # llama-server sends usage in streams only when asked
+                # No usage request: llama-server's last stream event carries `timings` with the counts.
+                routes=routes.LLAMA_SERVER,
+                listen=_listen_address(ctx),
+                max_concurrent_requests=config.max_concurrent_requests,
             )
         if ctx.settings.llamacpp_engine == "llama-server":
             raise EngineUnavailable(
@@ -222,8 +225,7 @@ class LlamaCppEngine:
             str(server),
             "--models-dir", str(models_dir),
             "--models-max", str(models_max),
-            "--host", "127.0.0.1",
-            "--port", str(ctx.port),
+            *_listen_args(ctx),
             "--api-key-file", str(ctx.work_dir / "engine.key"),
             *llamacpp_args(config),
         ]
@@ -237,8 +239,10 @@ class LlamaCppEngine:
             notes=notes,
             secrets=secrets,
             files={"engine.key": ctx.engine_key + "\n"},
-            stream_usage=not config.embedding,
             model_status_path="/v1/models",
+            routes=routes.LLAMA_SERVER,
+            listen=_listen_address(ctx),
+            max_concurrent_requests=config.max_concurrent_requests,
         )
 
     def _fallback_plan(
@@ -280,7 +284,22 @@ class LlamaCppEngine:
             models=[alias],
             notes=[FALLBACK_NOTE],
             secrets=secrets,
+            # llama-cpp-python's server listens on TCP only; its key guards every serving route.
+            routes=routes.LLAMA_CPP_PYTHON,
+            listen=EngineAddress(port=ctx.port),
+            max_concurrent_requests=config.max_concurrent_requests,
         )
+
+
+def _listen_args(ctx: LaunchContext) -> list[str]:
+    """llama-server listens on a Unix socket when its host ends in `.sock` (the port is then ignored)."""
+    if ctx.socket_path is not None:
+        return ["--host", str(ctx.socket_path), "--port", str(ctx.port or 8080)]
+    return ["--host", "127.0.0.1", "--port", str(ctx.port)]
+
+
+def _listen_address(ctx: LaunchContext) -> EngineAddress:
+    return EngineAddress(socket_path=str(ctx.socket_path)) if ctx.socket_path else EngineAddress(port=ctx.port)
 
 
 def _llama_lib_dir() -> Path | None:

@@ -17,12 +17,13 @@ import math
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from ..config import DeploymentBase, LlmConfig
-from .base import EngineUnavailable, LaunchContext, LaunchPlan
+from . import routes
+from .base import EngineAddress, EngineCall, EngineUnavailable, LaunchContext, LaunchPlan
 from .vllm_install import find_vllm_python, nvidia_gpu_present, vllm_flavour
 
 VLLM_MODULE = "vllm.entrypoints.launchers.api_server.entry"
@@ -72,15 +73,6 @@ def sleep_level(config: LlmConfig) -> int | None:
         return 2
     return None
 
-
-@dataclass(frozen=True)
-class EngineCall:
-    """One HTTP request to the engine (on its loopback port), for the supervisor to make."""
-
-    method: str
-    path: str
-    params: dict[str, str] = field(default_factory=dict)
-    json: dict[str, object] | None = None
 
 
 def sleep_calls(config: LlmConfig, device: Device) -> list[EngineCall]:
@@ -371,7 +363,10 @@ class LlmEngine:
         python = resolve_python(ctx)
         device = detect_device(python, config, ctx)
         argv = [python, "-m", VLLM_MODULE, *vllm_args(config, device)]
-        argv += ["--host", "127.0.0.1", "--port", str(ctx.port)]
+        # On a Unix socket in the private work folder: vLLM leaves /health, /metrics and its
+        # dev-mode routes open without the key, so no other local user may reach its port.
+        listen = EngineAddress(socket_path=str(ctx.socket_path)) if ctx.socket_path else EngineAddress(port=ctx.port)
+        argv += ["--uds", str(ctx.socket_path)] if ctx.socket_path else ["--host", "127.0.0.1", "--port", str(ctx.port)]
         env = vllm_env(
             config, device, engine_key=ctx.engine_key, work_dir=ctx.work_dir, inherited=dict(os.environ)
         )
@@ -389,15 +384,13 @@ class LlmEngine:
             engine_requires_key=bool(ctx.engine_key),
             # vLLM reports token usage in a stream only when asked (stream_options.include_usage).
             stream_usage=True,
+            routes=routes.VLLM,
+            listen=listen,
+            max_concurrent_requests=config.max_concurrent_requests,
+            # Resolved here, once, in the launch's worker thread: never probed while a request waits.
+            sleep_calls=sleep_calls(config, device),
+            wake_calls=wake_calls(config, device),
         )
-
-    def idle_calls(self, config: LlmConfig, ctx: LaunchContext) -> list[EngineCall]:
-        """Requests that put this deployment to sleep when idle (empty: it stays loaded)."""
-        return sleep_calls(config, detect_device(resolve_python(ctx), config, ctx))
-
-    def wake_calls(self, config: LlmConfig, ctx: LaunchContext) -> list[EngineCall]:
-        """Requests that wake it again before a request is forwarded."""
-        return wake_calls(config, detect_device(resolve_python(ctx), config, ctx))
 
     def adapter_calls(self, action: str, name: str, path: str | None = None) -> list[EngineCall]:
         """Requests that load (action 'add') or unload ('remove') a LoRA adapter at runtime."""

@@ -1,10 +1,11 @@
-"""The gateway: `/modeldeploy/endpoints/<route>/...` to the deployment's engine on loopback.
+"""The gateway: `/modeldeploy/endpoints/<route>/...` to the deployment's engine.
 
-A plain tornado handler (no Jupyter login: callers present the deployment's API key). The
-request body is checked against the deployment's limits, then forwarded on a pooled
-keep-alive connection with the engine's private key; the response streams back chunk by
-chunk as it arrives (Server-Sent Events included). Usage and latency are recorded, and the
-supervisor is told when each request starts and ends so the idle clock is right.
+A plain tornado handler (no Jupyter login: callers present a deployment key). Everything
+that can be decided from the request line and headers is decided before the body is read
+(`prepare`): the path in its one normal form, the key, the deployment's state, the engine's
+allow-list of serving routes, the payload limit and the concurrency limit. The body is then
+read up to the limit, the model chosen, and the request forwarded on a pooled connection
+with the engine's private key; the answer streams back chunk by chunk as it arrives.
 """
 
 from __future__ import annotations
@@ -18,43 +19,25 @@ from typing import Any
 
 from tornado import httputil, iostream, web
 
+from ..engines.routes import ServedRoute
 from ..supervisor import Deployment, Status, Supervisor
 from ..supervisor.keys import hash_key
 from ..supervisor.tokens import TokenRegistry
 from .auth import authorize, presented_key
-from .upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
-from .usage import Usage, UsageTap, wants_usage_injection
+from .headers import cors_headers, origin_allowed, preflight_headers, request_headers, returned_header
+from .paths import PathError, check_query, normalise_path
+from .records import OTHER_MODEL, RequestRecord
+from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout
+from .usage import UsageTap, wants_usage_injection
 
 log = logging.getLogger(__name__)
 
-HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "trailers", "transfer-encoding", "upgrade", "host", "content-length",
-}
-STRIPPED_REQUEST = HOP_BY_HOP | {"authorization", "x-api-key", "cookie", "x-xsrftoken"}
-STRIPPED_RESPONSE = HOP_BY_HOP - {"content-length"} | {"set-cookie", "server", "date"}
 DEFAULT_PAYLOAD_LIMIT = 16 << 20
-# Engine control endpoints that must not be reachable with an API key alone (vLLM's dev-mode
-# sleep and RPC routes, runtime LoRA loading, llama.cpp's router and props controls). The
-# REST API, under Jupyter's own auth, drives the ones the product uses.
-ADMIN_PATHS = {
-    "/sleep", "/wake_up", "/is_sleeping", "/collective_rpc", "/reset_prefix_cache", "/reset_mm_cache",
-    "/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/props", "/models/load", "/models/unload",
-    "/scale_elastic_ep", "/pause", "/resume", "/start_profile", "/stop_profile",
-}
-
-
-@dataclass
-class RequestRecord:
-    """What one proxied request did, for the metrics."""
-
-    deployment_id: str
-    model: str | None
-    status: int
-    latency_s: float
-    first_chunk_s: float | None = None
-    usage: Usage | None = None
-    streamed: bool = False
+MAX_JSON_DEPTH = 64
+ENDPOINTS_MARKER = "/modeldeploy/endpoints/"
+#: The handler's URL pattern: no capture groups, so tornado never decodes any part of the path.
+ENDPOINT_PATTERN = r"/modeldeploy/endpoints/.+"
+SERVING_STATES = (Status.ACTIVE, Status.IDLE)
 
 
 @dataclass
@@ -65,7 +48,7 @@ class Refusal:
     message: str
     kind: str
     extra: dict[str, Any] = field(default_factory=dict)
-    model: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,13 +63,13 @@ class GatewayConfig:
 
 
 class Gateway:
-    """Shared state of every endpoint handler: the supervisor, tokens and an upstream pool."""
+    """Shared state of every endpoint handler: the supervisor, tokens and the upstream client."""
 
     def __init__(self, supervisor: Supervisor, tokens: TokenRegistry, config: GatewayConfig | None = None):
         self.supervisor = supervisor
         self.tokens = tokens
         self.config = config or GatewayConfig()
-        self.pool = UpstreamPool(connect_timeout=self.config.connect_timeout_s)
+        self.upstream = UpstreamClient(connect_timeout=self.config.connect_timeout_s)
 
     def observe(self, record: RequestRecord) -> None:
         """Hand a finished request to every observer."""
@@ -99,8 +82,8 @@ class Gateway:
         return any(d.api_key_hash == digest for d in self.supervisor.deployments.values() if d.id != dep.id)
 
     async def close(self) -> None:
-        """Close the upstream pool."""
-        self.pool.close()
+        """Close the upstream pools."""
+        await self.upstream.close()
 
 
 def error_body(message: str, kind: str, code: str | int | None = None, **extra: Any) -> dict[str, Any]:
@@ -108,6 +91,30 @@ def error_body(message: str, kind: str, code: str | int | None = None, **extra: 
     return {"error": {"message": message, "type": kind, "code": code, **extra}}
 
 
+def json_depth_ok(text: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a JSON text nests at most `limit` deep (checked before parsing it)."""
+    depth = 0
+    in_string = escaped = False
+    for byte in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return False
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return True
+
+
+@web.stream_request_body
 class EndpointHandler(web.RequestHandler):
     """Proxies one request to a deployment's engine."""
 
@@ -117,6 +124,18 @@ class EndpointHandler(web.RequestHandler):
         self.gateway = gateway
         self._upstream: UpstreamResponse | None = None
         self._client_gone = False
+        self._dep: Deployment | None = None
+        self._route: ServedRoute | None = None
+        self._engine_path = "/"
+        self._query = ""
+        self._model: str | None = None
+        self._body = bytearray()
+        self._body_limit = DEFAULT_PAYLOAD_LIMIT
+        self._started = time.perf_counter()
+        self._cors: dict[str, str] = {}
+        self._pending: Refusal | None = None
+
+    # tornado hooks ------------------------------------------------------------------------
 
     def check_xsrf_cookie(self) -> None:
         """Endpoints are called by API clients with a key, not by browsers with cookies."""
@@ -132,12 +151,13 @@ class EndpointHandler(web.RequestHandler):
         """Skip Jupyter's per-request log and HTTP metrics: the gateway records its own (MetricsHub);
         on the hot path they cost as much as the proxying itself. Server errors are still logged."""
         if self.get_status() >= 500:
-            log.warning("%d %s %s", self.get_status(), self.request.method, self.request.path)
+            log.warning("%d %s %s", self.get_status(), self.request.method, self._engine_path)
 
-    def fail(self, status: int, message: str, kind: str = "invalid_request_error", **extra: Any) -> None:
-        self.set_status(status)
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Any error tornado raises itself (a bad request line...) as an OpenAI-style JSON error."""
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(error_body(message, kind, status, **extra)))
+        self.finish(json.dumps(error_body(self._reason, "invalid_request_error" if status_code < 500 else "server_error",
+                                          status_code)))
 
     def on_connection_close(self) -> None:
         self._client_gone = True
@@ -145,48 +165,70 @@ class EndpointHandler(web.RequestHandler):
             # Closing the upstream connection tells the engine the client left: it stops work.
             self._upstream.close()
 
-    async def get(self, route: str, path: str) -> None:
-        await self._proxy(route, path)
+    # Before the body: everything the request line and headers decide ----------------------
 
-    post = put = patch = delete = options = head = get  # type: ignore[assignment]
+    async def prepare(self) -> None:
+        refusal = await self._admit()
+        if refusal is None:
+            return
+        if self._has_body():
+            self._refuse(refusal)  # before the body: tornado then closes the connection unread
+        else:
+            self._pending = refusal  # answered once the (empty) request is complete: keep-alive holds
 
-    async def _proxy(self, route: str, path: str) -> None:
-        gateway = self.gateway
-        dep = gateway.supervisor.by_route(route)
+    def _has_body(self) -> bool:
+        headers = self.request.headers
+        return "Transfer-Encoding" in headers or headers.get("Content-Length", "0") not in ("", "0")
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return
+        if len(self._body) + len(chunk) > self._body_limit:
+            self._refuse(Refusal(413, f"request body exceeds the limit of {self._body_limit} bytes", "invalid_request_error"))
+            return
+        self._body += chunk
+
+    async def _admit(self) -> Refusal | None:
+        raw = self.request.path
+        at = raw.find(ENDPOINTS_MARKER)
+        route, _, rest = raw[at + len(ENDPOINTS_MARKER):].partition("/") if at >= 0 else ("", "", "")
+        dep = self.gateway.supervisor.by_route(route) if route else None
         if dep is None:
-            self.fail(404, f"no deployment at route {route!r}", "not_found_error")
-            return
-        started = time.perf_counter()
-        admitted = self._authorize(dep)
-        if admitted is None and gateway.config.wake is not None:
-            # A sleeping engine, or one stopped for idleness, comes back for a caller with a valid key.
-            await gateway.config.wake(dep)
-        if admitted is None:
-            admitted = self._admit(dep, path or "/")
-        if isinstance(admitted, Refusal):
-            if admitted.status == 401:
-                self.set_header("WWW-Authenticate", 'Bearer realm="modeldeploy"')
-            if admitted.status == 503 and dep.status is Status.LOADING:
-                self.set_header("Retry-After", "5")
-            self.fail(admitted.status, admitted.message, admitted.kind, **admitted.extra)
-            gateway.observe(RequestRecord(dep.id, admitted.model, admitted.status, time.perf_counter() - started))
-            return
-        model, path, body, injected = admitted
-        gateway.supervisor.request_started(dep)
-        status = 502
-        tap: UsageTap | None = None
-        first_chunk: float | None = None
+            return Refusal(404, "no deployment at this route", "not_found_error")
+        self._dep = dep
         try:
-            status, tap, first_chunk = await self._forward(dep, path, body, injected)
-        finally:
-            gateway.supervisor.request_finished(dep)
-            usage = tap.finish() if tap is not None else None
-            gateway.observe(
-                RequestRecord(
-                    deployment_id=dep.id, model=model, status=status, latency_s=time.perf_counter() - started,
-                    first_chunk_s=first_chunk, usage=usage, streamed=bool(tap and tap.is_sse),
-                )
-            )
+            path = normalise_path("/" + rest)
+            self._query = check_query(self.request.query)
+        except PathError as exc:
+            return Refusal(400, str(exc), "invalid_request_error")
+        self._engine_path = path
+        origin = self.request.headers.get("Origin")
+        allowed_origins = dep.config.cors_allow_origins
+        self._cors = cors_headers(origin, allowed_origins)
+        method = self.request.method or "GET"
+        if method == "OPTIONS" and origin and "Access-Control-Request-Method" in self.request.headers:
+            return self._preflight(origin, allowed_origins)
+        if path == "/health" and method in ("GET", "HEAD"):
+            return self._health(dep)
+        refusal = self._authorize(dep)
+        if refusal is None and self.gateway.config.wake is not None:
+            # A sleeping engine, or one stopped for idleness, comes back for a caller with a valid key.
+            await self.gateway.config.wake(dep)
+        if refusal is not None:
+            return refusal
+        return self._admit_to_engine(dep, method, path)
+
+    def _preflight(self, origin: str, allowed: list[str]) -> Refusal:
+        if not origin_allowed(origin, allowed):
+            return Refusal(403, f"origin {origin[:200]!r} may not call this endpoint", "permission_error")
+        headers = preflight_headers(origin, allowed, self.request.headers.get("Access-Control-Request-Headers"))
+        return Refusal(204, "", "", headers=headers)
+
+    def _health(self, dep: Deployment) -> Refusal:
+        serving = dep.status in SERVING_STATES or (dep.wake_on_request and dep.status is Status.STOPPED)
+        state = "sleeping" if dep.sleeping else dep.status.value
+        return Refusal(200 if serving else 503, "", "", extra={"status": "ok" if serving else "unavailable",
+                                                               "state": state})
 
     def _authorize(self, dep: Deployment) -> Refusal | None:
         """Check the presented key; None when the caller may use this deployment."""
@@ -197,140 +239,199 @@ class EndpointHandler(web.RequestHandler):
             key, deployment_id=dep.id, project=dep.config.project, public=dep.config.public,
             api_key_hash=dep.api_key_hash, token=token, now=time.time(),
         )
-        if not decision.allowed:
-            if decision.status == 401 and key and gateway.key_belongs_elsewhere(key, dep):
-                return Refusal(403, "this key is not valid for this deployment", "permission_error")
-            kind = "authentication_error" if decision.status == 401 else "permission_error"
-            return Refusal(decision.status, decision.message, kind)
+        if decision.allowed:
+            return None
+        if decision.status == 401 and key and gateway.key_belongs_elsewhere(key, dep):
+            return Refusal(403, "this key is not valid for this deployment", "permission_error")
+        if decision.status == 401:
+            return Refusal(401, decision.message, "authentication_error",
+                           headers={"WWW-Authenticate": 'Bearer realm="modeldeploy"'})
+        return Refusal(decision.status, decision.message, "permission_error")
+
+    def _admit_to_engine(self, dep: Deployment, method: str, path: str) -> Refusal | None:
+        """State, allow-list, payload and concurrency checks; sets what `_forward` needs."""
+        if dep.status is Status.LOADING:
+            return Refusal(503, f"deployment {dep.name!r} is still loading", "unavailable_error",
+                           headers={"Retry-After": "5"})
+        if dep.status is Status.UNHEALTHY:
+            return Refusal(503, f"deployment {dep.name!r} is not answering its health checks", "unavailable_error",
+                           headers={"Retry-After": "5"})
+        if dep.status not in SERVING_STATES or dep.address is None or dep.plan is None:
+            return Refusal(503, f"deployment {dep.name!r} is {dep.status.value}; relaunch it", "unavailable_error")
+        plan = dep.plan
+        segments = path.split("/", 2)
+        route = plan.routes.find(path)
+        if segments[1] in dep.models and len(segments) > 2 and segments[1] not in ("v1", "health"):
+            # <endpoint>/<model>/...: that model's own route, or a shared route with the model chosen.
+            self._model = segments[1]
+            inner = "/" + segments[2]
+            route = plan.routes.find(inner)
+            if route is not None and not route.model_scoped:
+                path = inner
+        if route is None:
+            return Refusal(404, f"{path} is not part of this deployment's serving API", "not_found_error")
+        methods = route.methods | ({"OPTIONS"} if method == "OPTIONS" else set())
+        if method not in methods:
+            return Refusal(405, f"{path} does not take {method}", "invalid_request_error",
+                           headers={"Allow": ", ".join(sorted(route.methods))})
+        self._route = route
+        self._engine_path = path
+        limit = plan.limits_for(self._model).payload_limit_bytes if self._model else plan.largest_payload_limit()
+        self._body_limit = int(limit or self.gateway.config.default_payload_limit)
+        length = self.request.headers.get("Content-Length")
+        if length is not None:
+            if not length.isdigit():
+                return Refusal(400, "Content-Length must be a number of bytes", "invalid_request_error")
+            if int(length) > self._body_limit:
+                return Refusal(413, f"request body of {length} bytes exceeds the limit of {self._body_limit} bytes",
+                               "invalid_request_error")
+        limit_in_flight = plan.max_concurrent_requests
+        if limit_in_flight is not None and dep.in_flight >= limit_in_flight:
+            return Refusal(429, f"too many requests in flight (max_concurrent_requests={limit_in_flight})",
+                           "rate_limit_error")
         return None
 
-    def _admit(self, dep: Deployment, path: str) -> Refusal | tuple[str | None, str, bytes, bool]:
-        """Check state, path and limits; returns the refusal or (model, path, body, injected)."""
-        if dep.status is Status.LOADING:
-            return Refusal(503, f"deployment {dep.name!r} is still loading", "unavailable_error")
-        if not dep.status.live or dep.upstream is None:
-            return Refusal(503, f"deployment {dep.name!r} is {dep.status.value}; relaunch it", "unavailable_error")
-        engine_path = "/" + path.lstrip("/").split("/", 1)[-1] if path.lstrip("/").split("/", 1)[0] in dep.models else path
-        if engine_path.rstrip("/") in ADMIN_PATHS:
-            return Refusal(404, f"{engine_path} is not served through the gateway; use the REST API", "not_found_error")
-        body = self.request.body or b""
-        model, path, body, injected, problem = self._route_model(dep, path, body)
-        if problem is not None:
-            status, message, extra = problem
-            kind = "invalid_request_error" if status != 404 else "not_found_error"
-            return Refusal(status, message, kind, extra, model)
-        limit = getattr(dep.config, "max_concurrent_requests", None)
-        if limit is not None and dep.in_flight >= limit:
-            return Refusal(429, f"too many requests in flight (max_concurrent_requests={limit})", "rate_limit_error",
-                           model=model)
-        return model, path, body, injected
+    def _refuse(self, refusal: Refusal) -> None:
+        self.set_status(refusal.status)
+        for name, value in {**self._cors, **refusal.headers}.items():
+            self.set_header(name, value)
+        if refusal.status == 204:
+            self.finish()
+        elif not refusal.kind:  # the gateway's own answers (health)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(refusal.extra))
+        else:
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(error_body(refusal.message, refusal.kind, refusal.status, **refusal.extra)))
+        dep = self._dep
+        if dep is not None and refusal.kind:
+            self.gateway.observe(RequestRecord(dep.id, self._label(dep, self._model), refusal.status,
+                                               time.perf_counter() - self._started))
 
-    def _route_model(
-        self, dep: Deployment, path: str, body: bytes
-    ) -> tuple[str | None, str, bytes, bool, tuple[int, str, dict[str, Any]] | None]:
-        """Pick the model (URL segment or body), apply body limits; returns (model, path, body, injected, error)."""
-        models = dep.models
-        model: str | None = None
-        segments = path.lstrip("/").split("/", 1)
-        # A model segment ahead of the engine path: .../<route>/<model>/v1/...
-        if models and segments[0] in models and segments[0] not in ("v1", "health"):
-            model = segments[0]
-            path = "/" + (segments[1] if len(segments) > 1 else "")
-        payload_limit = self._payload_limit(dep, model)
-        if len(body) > payload_limit:
-            message = f"request body of {len(body)} bytes exceeds the limit of {payload_limit} bytes"
-            return model, path, body, False, (413, message, {})
-        injected = False
-        content_type = self.request.headers.get("Content-Type", "")
-        if body and "json" in content_type:
-            try:
-                data = json.loads(body)
-            except ValueError:
-                return model, path, body, False, (400, "request body is not valid JSON", {})
-            if isinstance(data, dict):
-                changed = False
-                if model is not None and data.get("model") != model:
-                    data["model"] = model
-                    changed = True
-                elif model is None and isinstance(data.get("model"), str):
-                    if len(models) > 1 and data["model"] not in models:
-                        return model, path, body, False, (
-                            404,
-                            f"model {data['model']!r} does not exist; this deployment serves: {', '.join(models)}",
-                            {"models": models},
-                        )
-                    model = data["model"]
-                batch_limit = self._client_batch_limit(dep, model)
-                inputs = data.get("input", data.get("inputs"))
-                if batch_limit is not None and isinstance(inputs, list) and len(inputs) > batch_limit:
-                    return model, path, body, False, (
-                        422,
-                        f"{len(inputs)} inputs in one request exceed max_client_batch_size={batch_limit}",
-                        {},
-                    )
-                if dep.plan and dep.plan.stream_usage and wants_usage_injection(data):
-                    data["stream_options"] = {"include_usage": True}
-                    injected = changed = True
-                if changed:
-                    body = json.dumps(data).encode()
-        if model is None and len(models) == 1:
-            model = models[0]
-        return model, path, body, injected, None
+    @staticmethod
+    def _label(dep: Deployment, model: str | None) -> str | None:
+        """A metrics label: a served model's name, or `other` (labels stay bounded)."""
+        if model is None:
+            return dep.models[0] if len(dep.models) == 1 else None
+        return model if model in dep.models else OTHER_MODEL
 
-    def _entry(self, dep: Deployment, model: str | None) -> Any:
-        entries = getattr(dep.config, "models", None)
-        if not isinstance(entries, list):
-            return None
-        for entry in entries:
-            if getattr(entry, "name", None) == model:
-                return entry
-        return entries[0] if entries else None
+    # After the body ----------------------------------------------------------------------
 
-    def _payload_limit(self, dep: Deployment, model: str | None) -> int:
-        entry = self._entry(dep, model)
-        limit = getattr(entry, "payload_limit_bytes", None) or getattr(dep.config, "payload_limit_bytes", None)
-        return int(limit or self.gateway.config.default_payload_limit)
-
-    def _client_batch_limit(self, dep: Deployment, model: str | None) -> int | None:
-        entry = self._entry(dep, model)
-        return getattr(entry, "max_client_batch_size", None)
-
-    async def _forward(
-        self, dep: Deployment, path: str, body: bytes, injected: bool
-    ) -> tuple[int, UsageTap | None, float | None]:
-        gateway = self.gateway
-        headers = [(k, v) for k, v in self.request.headers.get_all() if k.lower() not in STRIPPED_REQUEST]
-        headers.append(("Authorization", f"Bearer {dep.engine_key}"))
-        target = f"{path}?{self.request.query}" if self.request.query else path
-        started = time.perf_counter()
-        timeout = gateway.config.upstream_timeout_s
+    async def get(self, *args: str, **kwargs: str) -> None:
+        if self._pending is not None:
+            self._refuse(self._pending)
+        if self._finished or self._dep is None:
+            return
+        dep = self._dep
+        body, injected, refusal = self._prepare_body(dep, bytes(self._body))
+        if refusal is not None:
+            self._refuse(refusal)
+            return
+        self.gateway.supervisor.request_started(dep)
+        status = 502
+        tap: UsageTap | None = None
+        first_chunk: float | None = None
         try:
-            upstream = await gateway.pool.request(
-                "127.0.0.1", dep.port or 0, self.request.method or "GET", target, headers, body, timeout=timeout
+            status, tap, first_chunk = await self._forward(dep, body, injected)
+        finally:
+            self.gateway.supervisor.request_finished(dep)
+            usage = tap.finish() if tap is not None else None
+            self.gateway.observe(
+                RequestRecord(
+                    deployment_id=dep.id, model=self._label(dep, self._model), status=status,
+                    latency_s=time.perf_counter() - self._started, first_chunk_s=first_chunk, usage=usage,
+                    streamed=bool(tap and tap.is_sse),
+                )
+            )
+
+    post = put = patch = delete = options = head = get  # type: ignore[assignment]
+
+    def _prepare_body(self, dep: Deployment, body: bytes) -> tuple[bytes, bool, Refusal | None]:
+        """Pick the model from the body, apply per-model limits, ask for stream usage if needed."""
+        assert dep.plan is not None
+        content_type = self.request.headers.get("Content-Type", "")
+        if not body or "json" not in content_type:
+            return body, False, None
+        if not json_depth_ok(body):
+            return body, False, Refusal(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels",
+                                        "invalid_request_error")
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            return body, False, Refusal(400, "request body is not valid JSON", "invalid_request_error")
+        if not isinstance(data, dict):
+            return body, False, None
+        changed = False
+        models = dep.models
+        if self._model is not None and data.get("model") != self._model:
+            data["model"] = self._model
+            changed = True
+        elif self._model is None and isinstance(data.get("model"), str):
+            if len(models) > 1 and data["model"] not in models:
+                return body, False, Refusal(
+                    404, f"model {data['model'][:200]!r} does not exist; this deployment serves: {', '.join(models)}",
+                    "not_found_error", {"models": models},
+                )
+            self._model = data["model"]
+        limits = dep.plan.limits_for(self._model)
+        if limits.payload_limit_bytes is not None and len(body) > limits.payload_limit_bytes:
+            return body, False, Refusal(
+                413, f"request body of {len(body)} bytes exceeds the limit of {limits.payload_limit_bytes} bytes",
+                "invalid_request_error",
+            )
+        inputs = data.get("input", data.get("inputs"))
+        if limits.max_client_batch_size is not None and isinstance(inputs, list) and len(inputs) > limits.max_client_batch_size:
+            return body, False, Refusal(
+                422, f"{len(inputs)} inputs in one request exceed max_client_batch_size={limits.max_client_batch_size}",
+                "invalid_request_error",
+            )
+        injected = dep.plan.stream_usage and wants_usage_injection(self._engine_path, data)
+        if injected:
+            options = data.get("stream_options") if isinstance(data.get("stream_options"), dict) else {}
+            data["stream_options"] = {**options, "include_usage": True}
+            changed = True
+        return (json.dumps(data).encode() if changed else body), injected, None
+
+    async def _forward(self, dep: Deployment, body: bytes, injected: bool) -> tuple[int, UsageTap | None, float | None]:
+        gateway = self.gateway
+        assert dep.address is not None
+        headers = request_headers(self.request.headers.get_all())
+        headers.append(("Authorization", f"Bearer {dep.engine_key}"))
+        target = f"{self._engine_path}?{self._query}" if self._query else self._engine_path
+        started = time.perf_counter()
+        try:
+            upstream = await gateway.upstream.request(
+                dep.address, self.request.method or "GET", target, headers, body, timeout=gateway.config.upstream_timeout_s
             )
         except UpstreamTimeout as exc:
-            self.fail(504, f"the engine did not answer: {exc}", "timeout_error")
+            self._refuse(Refusal(504, f"the engine did not answer: {exc}", "timeout_error"))
             return 504, None, None
         except UpstreamError as exc:
-            self.fail(502, f"the engine is not reachable: {exc}", "upstream_error")
+            self._refuse(Refusal(502, f"the engine could not be reached: {exc}", "upstream_error"))
             return 502, None, None
         self._upstream = upstream
+        if self._client_gone:
+            upstream.close()
+            return upstream.status, None, None
         first_chunk: float | None = None
-        tap = UsageTap(upstream.headers.get("Content-Type", ""), drop_usage_only_events=injected)
+        tap = UsageTap(upstream.headers.get("Content-Type", ""), drop_injected_usage=injected)
         streaming = tap.is_sse or "Content-Length" not in upstream.headers
         try:
-            self.set_status(upstream.status, upstream.reason or httputil.responses.get(upstream.status))
+            self.set_status(upstream.status, upstream.reason or httputil.responses.get(upstream.status, "Unknown"))
             seen: set[str] = set()
-            for name, value in upstream.headers.get_all():
-                lower = name.lower()
-                if lower in STRIPPED_RESPONSE:
+            for raw_name, raw_value in upstream.raw_headers:
+                name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+                if not returned_header(name):
                     continue
+                lower = name.lower()
                 if lower in seen:
                     self.add_header(name, value)
                 else:
                     self.set_header(name, value)  # replaces tornado's defaults (Content-Type)
                     seen.add(lower)
-            if tap.is_sse or injected:
+            for name, value in self._cors.items():
+                self.set_header(name, value)
+            if tap.drop_injected_usage:
                 self.clear_header("Content-Length")
             async for chunk in upstream.iter_body():
                 if self._client_gone:
@@ -343,18 +444,28 @@ class EndpointHandler(web.RequestHandler):
                     self.write(out)
                     if streaming:
                         await self.flush()
-        except UpstreamTimeout:
+        except (UpstreamError, iostream.StreamClosedError) as exc:
             upstream.close()
-            if not self._headers_written:
+            if isinstance(exc, UpstreamTimeout) and not self._headers_written:
                 self.clear()
-                self.fail(504, "the engine stopped answering", "timeout_error")
+                self._refuse(Refusal(504, "the engine stopped answering", "timeout_error"))
                 return 504, tap, first_chunk
+            self._abort_client()
             return upstream.status, tap, first_chunk
-        except (UpstreamError, iostream.StreamClosedError):
+        except ValueError as exc:  # a header value tornado will not send
             upstream.close()
-            return upstream.status, tap, first_chunk
+            self.clear()
+            self._refuse(Refusal(502, f"the engine's answer could not be passed on: {exc}", "upstream_error"))
+            return 502, tap, first_chunk
         finally:
             self._upstream = None
         if not self._client_gone:
             self.finish()
         return upstream.status, tap, first_chunk
+
+    def _abort_client(self) -> None:
+        """End the client's connection without a clean end of body: a cut answer must look cut."""
+        self._client_gone = True
+        stream = getattr(self.request.connection, "stream", None)
+        if stream is not None:
+            stream.close()

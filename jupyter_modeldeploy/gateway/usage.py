@@ -1,16 +1,29 @@
-"""Read token usage out of a response as it streams by, without changing a byte of it."""
+"""Read token usage out of a response as it streams by, passing every byte on unchanged.
+
+Usage comes in several shapes, all read here: OpenAI's `usage` (`prompt_tokens`,
+`completion_tokens`), Anthropic's and the Responses API's (`input_tokens`, `output_tokens`,
+spread over `message_start` / `message_delta` or inside `response`), and llama.cpp's final
+`timings` (`cache_n + prompt_n`, `predicted_n`), which llama-server sends on every stream.
+
+The one change the gateway may make to a stream: where it asked an OpenAI-style engine for
+usage the client did not ask for (`stream_options.include_usage`), it removes the one extra
+event that request added (empty `choices`, `usage` set) and nothing else.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 MAX_JSON_BYTES = 4 << 20  # bodies larger than this are passed on but not parsed
+MAX_EVENT_BYTES = 1 << 20  # an SSE event larger than this is passed on but not parsed
+USAGE_INJECTION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
 @dataclass
 class Usage:
-    """Tokens reported by the engine's `usage` object."""
+    """Tokens reported by the engine."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -20,24 +33,59 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-class UsageTap:
-    """Fed every response chunk; finds `usage` in a JSON body or in SSE events.
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
-    For streams it also notes when the first content event arrived (first-token latency)
-    and can drop usage-only events the gateway itself asked for.
+
+def usage_of(data: Any) -> Usage | None:
+    """The usage an engine reported in one JSON object (a body or an SSE event), if any."""
+    if not isinstance(data, dict):
+        return None
+    usage = data.get("usage")
+    for holder in ("response", "message"):  # Responses API events, Anthropic's message_start
+        if not isinstance(usage, dict) and isinstance(data.get(holder), dict):
+            usage = data[holder].get("usage")
+    if isinstance(usage, dict):
+        prompt = _int(usage.get("prompt_tokens"))
+        if prompt is None:
+            prompt = _int(usage.get("input_tokens"))
+        completion = _int(usage.get("completion_tokens"))
+        if completion is None:
+            completion = _int(usage.get("output_tokens"))
+        if prompt is not None or completion is not None:
+            return Usage(prompt or 0, completion or 0)
+    timings = data.get("timings")
+    if isinstance(timings, dict) and _int(timings.get("predicted_n")) is not None:
+        prompt = (_int(timings.get("prompt_n")) or 0) + (_int(timings.get("cache_n")) or 0)
+        return Usage(prompt, _int(timings["predicted_n"]) or 0)
+    return None
+
+
+def merge(old: Usage | None, new: Usage) -> Usage:
+    """Later events complete earlier ones (Anthropic sends input tokens first, output last)."""
+    if old is None:
+        return new
+    return Usage(new.prompt_tokens or old.prompt_tokens, new.completion_tokens or old.completion_tokens)
+
+
+class UsageTap:
+    """Fed every response chunk; finds usage in a JSON body or in SSE events.
+
+    `feed()` returns the bytes to pass on: the chunk itself, except that with
+    `drop_injected_usage` the event the gateway's own usage request added is left out.
     """
 
-    def __init__(self, content_type: str, *, drop_usage_only_events: bool = False):
+    def __init__(self, content_type: str, *, drop_injected_usage: bool = False):
         self.is_sse = content_type.startswith("text/event-stream")
         self.is_json = "json" in content_type
-        self.drop_usage_only_events = drop_usage_only_events
+        self.drop_injected_usage = drop_injected_usage and self.is_sse
         self.usage: Usage | None = None
         self.events = 0
         self._buffer = bytearray()
         self._too_big = False
 
     def feed(self, chunk: bytes) -> bytes:
-        """Observe a chunk; returns the bytes to pass on (the same, unless an event is dropped)."""
+        """Observe a chunk; returns the bytes to pass on."""
         if self.is_sse:
             return self._feed_sse(chunk)
         if self.is_json and not self._too_big:
@@ -51,59 +99,69 @@ class UsageTap:
         """Call at the end of the body; returns the usage found, if any."""
         if self.is_json and not self._too_big and self._buffer:
             try:
-                body = json.loads(self._buffer)
-            except ValueError:
-                body = None
-            if isinstance(body, dict):
-                self._take_usage(body.get("usage"))
+                found = usage_of(json.loads(self._buffer))
+            except (ValueError, RecursionError):
+                found = None
+            if found is not None:
+                self.usage = found
+        if self.is_sse and self._buffer and not self._too_big:
+            self._inspect(bytes(self._buffer))  # a last event without its blank line
         return self.usage
 
     def _feed_sse(self, chunk: bytes) -> bytes:
         self._buffer += chunk
-        out = bytearray()
+        kept = bytearray() if self.drop_injected_usage else None
         while True:
-            end = self._buffer.find(b"\n\n")
+            end = _event_end(self._buffer)
             if end < 0:
                 break
-            event = bytes(self._buffer[: end + 2])
-            del self._buffer[: end + 2]
+            event = bytes(self._buffer[:end])
+            del self._buffer[:end]
             self.events += 1
-            if not self._inspect_event(event):
-                out += event
-        if not self.drop_usage_only_events:
-            # Pass everything through at once: the pending part is only kept to parse it later.
-            out = bytearray(chunk)
-        return bytes(out)
+            dropped = self._inspect(event)
+            if kept is not None and not dropped:
+                kept += event
+        if len(self._buffer) > MAX_EVENT_BYTES:
+            if kept is not None:
+                kept += self._buffer
+            self._buffer.clear()
+        if kept is None:
+            return chunk  # nothing is ever removed: pass the bytes on as they came
+        return bytes(kept)
 
-    def _inspect_event(self, event: bytes) -> bool:
-        """Parse one SSE event; True if it should be dropped."""
-        for line in event.split(b"\n"):
+    def _inspect(self, event: bytes) -> bool:
+        """Read usage from one SSE event; True when it is the injected usage event to drop."""
+        if b"usage" not in event and b"timings" not in event:
+            return False
+        for line in event.splitlines():
             if not line.startswith(b"data:"):
                 continue
             payload = line[5:].strip()
-            if not payload or payload == b"[DONE]" or b"usage" not in payload:
+            if not payload or payload == b"[DONE]":
                 continue
             try:
                 data = json.loads(payload)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
-            if isinstance(data, dict):
-                self._take_usage(data.get("usage"))
-                usage_only = not data.get("choices") and data.get("usage") is not None
-                return self.drop_usage_only_events and usage_only
+            found = usage_of(data)
+            if found is None:
+                continue
+            self.usage = merge(self.usage, found)
+            return self.drop_injected_usage and data.get("choices") == [] and isinstance(data.get("usage"), dict)
         return False
 
-    def _take_usage(self, usage: object) -> None:
-        if isinstance(usage, dict):
-            self.usage = Usage(
-                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                completion_tokens=int(usage.get("completion_tokens") or 0),
-            )
+
+def _event_end(buffer: bytearray) -> int:
+    """The end of the first complete SSE event (after its blank line), or -1."""
+    ends = [i + n for sep, n in ((b"\n\n", 2), (b"\r\n\r\n", 4)) if (i := buffer.find(sep)) >= 0]
+    return min(ends) if ends else -1
 
 
-def wants_usage_injection(body: dict[str, object]) -> bool:
-    """A streaming request that did not ask for usage itself."""
-    if body.get("stream") is not True:
+def wants_usage_injection(path: str, body: dict[str, object]) -> bool:
+    """An OpenAI-style streaming request that did not ask for usage itself."""
+    if path not in USAGE_INJECTION_PATHS or body.get("stream") is not True:
         return False
     options = body.get("stream_options")
-    return not (isinstance(options, dict) and "include_usage" in options)
+    if options is None:
+        return True
+    return isinstance(options, dict) and "include_usage" not in options

@@ -16,7 +16,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..gateway.proxy import RequestRecord
+from ..gateway.records import RequestRecord
 from ..supervisor import Deployment, Supervisor
 from .gpu import GpuReader
 from .host import HostSampler, process_tree_usage
@@ -83,7 +83,6 @@ class MetricsHub:
         self._procs: dict[int, Any] = {}
         self._task: asyncio.Task[None] | None = None
         self._last_tick = time.monotonic()
-        self._http = httpx.AsyncClient(timeout=2.0)
         self._background: set[asyncio.Future[None]] = set()
 
     # Inputs -------------------------------------------------------------------------------
@@ -179,12 +178,10 @@ class MetricsHub:
             series.table.append(now, row)
 
     async def _scrape(self, dep: Deployment) -> dict[str, float] | None:
-        if not dep.status.live or dep.plan is None or not dep.plan.metrics_path or dep.upstream is None:
+        if not dep.status.live or dep.plan is None or not dep.plan.metrics_path or dep.address is None:
             return None
         try:
-            response = await self._http.get(
-                dep.upstream + dep.plan.metrics_path, headers={"Authorization": f"Bearer {dep.engine_key}"}
-            )
+            response = await self.supervisor.engine_http.request(dep.address, dep.engine_key, "GET", dep.plan.metrics_path)
         except httpx.HTTPError:
             return None
         if response.status_code != 200:
@@ -197,11 +194,11 @@ class MetricsHub:
 
     async def _scrape_model_status(self, dep: Deployment) -> None:
         """Per-model states of a router-mode engine (`/v1/models` with a status per model)."""
-        if dep.plan is None or not dep.plan.model_status_path or dep.upstream is None:
+        if dep.plan is None or not dep.plan.model_status_path or dep.address is None:
             return
         try:
-            response = await self._http.get(
-                dep.upstream + dep.plan.model_status_path, headers={"Authorization": f"Bearer {dep.engine_key}"}
+            response = await self.supervisor.engine_http.request(
+                dep.address, dep.engine_key, "GET", dep.plan.model_status_path
             )
             data = response.json().get("data", [])
         except (httpx.HTTPError, ValueError, AttributeError):

@@ -10,7 +10,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Enum, Float, Int, Unicode, default
 
 from ..engines import EngineSettings
-from ..gateway.proxy import EndpointHandler, Gateway, GatewayConfig
+from ..gateway.proxy import ENDPOINT_PATTERN, EndpointHandler, Gateway, GatewayConfig
 from ..supervisor import Supervisor
 from ..supervisor.tokens import TokenRegistry
 from .handlers import api_handlers
@@ -125,7 +125,7 @@ class ModelDeployApp(ExtensionApp):
             from ..metrics.handlers import metrics_handlers
 
             handlers += metrics_handlers(prefix)
-        handlers.append((r"/modeldeploy/endpoints/(?P<route>[^/]+)(?P<path>/.*)?", EndpointHandler, {"gateway": self.gateway}))
+        handlers.append((ENDPOINT_PATTERN, EndpointHandler, {"gateway": self.gateway}))
         self.handlers.extend(handlers)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:

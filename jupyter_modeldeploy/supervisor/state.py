@@ -11,19 +11,21 @@ class Status(str, Enum):
     LOADING = "loading"
     ACTIVE = "active"
     IDLE = "idle"
+    UNHEALTHY = "unhealthy"  # running, but not answering its health checks: requests get 503
     STOPPED = "stopped"
     FAILED = "failed"
 
     @property
     def live(self) -> bool:
         """True while an engine process is (meant to be) running."""
-        return self in (Status.LOADING, Status.ACTIVE, Status.IDLE)
+        return self in (Status.LOADING, Status.ACTIVE, Status.IDLE, Status.UNHEALTHY)
 
 
 _ALLOWED: dict[Status, set[Status]] = {
     Status.LOADING: {Status.ACTIVE, Status.IDLE, Status.STOPPED, Status.FAILED},
-    Status.ACTIVE: {Status.IDLE, Status.STOPPED, Status.FAILED},
-    Status.IDLE: {Status.ACTIVE, Status.STOPPED, Status.FAILED},
+    Status.ACTIVE: {Status.IDLE, Status.UNHEALTHY, Status.STOPPED, Status.FAILED},
+    Status.IDLE: {Status.ACTIVE, Status.UNHEALTHY, Status.STOPPED, Status.FAILED},
+    Status.UNHEALTHY: {Status.ACTIVE, Status.IDLE, Status.STOPPED, Status.FAILED},
     Status.STOPPED: {Status.LOADING},
     Status.FAILED: {Status.LOADING},
 }

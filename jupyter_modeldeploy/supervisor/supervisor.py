@@ -23,9 +23,10 @@ from typing import Any
 import httpx
 
 from ..config import ConfigError, DeploymentBase, export_config, parse_config
-from ..engines import EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan, get_engine
+from ..engines import EngineAddress, EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan, get_engine
 from ..engines.hf import ModelNotFound
 from . import reaper
+from .engine_http import EngineHttp
 from .keys import hash_key
 from .logbuffer import MASK, LogBuffer
 from .state import Status, can_move, failure_reason, idle_limit_reached, serving_status
@@ -34,6 +35,8 @@ from .store import Store, StoredDeployment
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 200
+SOCKET_NAME = "engine.sock"  # llama-server takes a Unix socket for a host ending in '.sock'
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 # Variables of the Jupyter server that an engine has no business seeing.
 SCRUBBED_ENV = ("JUPYTER_TOKEN", "JPY_API_TOKEN", "JUPYTERHUB_API_TOKEN", "JPY_SESSION_NAME")
 
@@ -66,11 +69,14 @@ class Deployment:
     last_activity_at: float = field(default_factory=time.time)
     in_flight: int = 0
     port: int | None = None
+    listen: EngineAddress | None = None  # where the engine listens, from its launch plan
     engine_key: str | None = None
     plan: LaunchPlan | None = None
     process: asyncio.subprocess.Process | None = None
     task: asyncio.Task[None] | None = None
     stop_reason: str | None = None
+    fail_reason: str | None = None  # set when the supervisor ends an engine that broke (hung)
+    health_task: asyncio.Task[None] | None = None
     sleeping: bool = False  # engine put to sleep when idle (Universal Memory)
     wake_on_request: bool = False  # stopped when idle; the next request relaunches it
     wake_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -89,9 +95,9 @@ class Deployment:
         return self.config.kind  # type: ignore[attr-defined]
 
     @property
-    def upstream(self) -> str | None:
-        """Base URL of the engine on loopback, while it runs."""
-        return f"http://127.0.0.1:{self.port}" if self.port and self.status.live else None
+    def address(self) -> EngineAddress | None:
+        """Where the engine listens, while it runs."""
+        return self.listen if self.status.live else None
 
     @property
     def models(self) -> list[str]:
@@ -128,11 +134,21 @@ class Supervisor:
         stop_grace_s: float = 10.0,
         tick_s: float = 1.0,
         on_change: Callable[[Deployment], None] | None = None,
+        probe_interval_s: float = 1.0,
+        probe_timeout_s: float = 2.0,
+        probe_failures: int = 3,
+        unhealthy_limit_s: float = 60.0,
     ):
         self.state_dir = state_dir
         self.settings = settings or EngineSettings()
         self.health_timeout_s = health_timeout_s
         self.stop_grace_s = stop_grace_s
+        # While serving, health is probed every probe_interval_s; probe_failures misses in a row
+        # make the deployment unhealthy (503 at once), unhealthy_limit_s of it ends the engine.
+        self.probe_interval_s = probe_interval_s
+        self.probe_timeout_s = probe_timeout_s
+        self.probe_failures = probe_failures
+        self.unhealthy_limit_s = unhealthy_limit_s
         self.tick_s = tick_s
         self.on_change = on_change
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +158,7 @@ class Supervisor:
         self._ticker: asyncio.Task[None] | None = None
         self._loaded = False
         self._background: set[asyncio.Future[None]] = set()  # keeps fire-and-forget tasks alive
-        self._http = httpx.AsyncClient(timeout=5.0)
+        self.engine_http = EngineHttp(timeout=5.0)
 
     # Life of the supervisor ---------------------------------------------------------------
 
@@ -186,7 +202,7 @@ class Supervisor:
             self._ticker.cancel()
         live = [d for d in self.deployments.values() if d.status.live]
         await asyncio.gather(*(self._stop(d, "the Jupyter server shut down") for d in live), return_exceptions=True)
-        await self._http.aclose()
+        await self.engine_http.close()
         self.store.close()
 
     # Queries ------------------------------------------------------------------------------
@@ -349,6 +365,7 @@ class Supervisor:
 
     def _start(self, dep: Deployment) -> None:
         dep.stop_reason = None
+        dep.fail_reason = None
         dep.sleeping = False
         dep.exit_code = None
         dep.in_flight = 0
@@ -369,7 +386,9 @@ class Supervisor:
     async def _run_engine(self, dep: Deployment) -> None:
         dep.port = free_port()
         dep.engine_key = secrets.token_urlsafe(24)
-        ctx = LaunchContext(port=dep.port, engine_key=dep.engine_key, work_dir=dep.work_dir, settings=self.settings)
+        socket_path = self._socket_path(dep)
+        ctx = LaunchContext(port=dep.port, engine_key=dep.engine_key, work_dir=dep.work_dir, settings=self.settings,
+                            socket_path=socket_path)
         engine = get_engine(dep.kind)
         loop = asyncio.get_running_loop()
         try:
@@ -381,6 +400,7 @@ class Supervisor:
             self._finish(dep, Status.STOPPED, dep.stop_reason)
             return
         dep.plan = plan
+        dep.listen = plan.listen or EngineAddress(port=dep.port)
         dep.log.set_secrets(plan.secrets + [dep.engine_key])
         for name, content in plan.files.items():
             path = dep.work_dir / name
@@ -390,7 +410,7 @@ class Supervisor:
         env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
         env.update(plan.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        dep.log.append(f"[modeldeploy] starting {Path(plan.argv[0]).name} on 127.0.0.1:{dep.port}")
+        dep.log.append(f"[modeldeploy] starting {Path(plan.argv[0]).name} on {dep.listen.describe()}")
         for note in plan.notes:
             dep.log.append(f"[modeldeploy] note: {note}")
         argv = [sys.executable, reaper.__file__, str(self.stop_grace_s), "--", *plan.argv]
@@ -417,6 +437,7 @@ class Supervisor:
             dep.log.append(f"[modeldeploy] healthy after {time.time() - (dep.started_at or time.time()):.1f} s: serving")
             dep.last_activity_at = time.time()
             self._set_status(dep, Status.ACTIVE, None)
+            dep.health_task = asyncio.ensure_future(self._watch_health(dep, proc, plan))
         elif proc.returncode is None and not dep.stop_reason:
             dep.log.append(f"[modeldeploy] not healthy within {self.health_timeout_s:g} s; stopping it")
             dep.stop_reason = f"not healthy within {self.health_timeout_s:g} s"
@@ -426,8 +447,13 @@ class Supervisor:
             return
         code = await proc.wait()
         await pump
+        if dep.health_task is not None:
+            dep.health_task.cancel()
+            dep.health_task = None
         dep.exit_code = code
-        if dep.stop_reason:
+        if dep.fail_reason:
+            self._finish(dep, Status.FAILED, dep.fail_reason)
+        elif dep.stop_reason:
             self._finish(dep, Status.STOPPED, dep.stop_reason)
         else:
             self._finish(dep, Status.FAILED, failure_reason(code, dep.log.tail(8), during=phase))
@@ -443,20 +469,61 @@ class Supervisor:
                 break
             dep.log.append(line.decode("utf-8", errors="replace"))
 
+    def _socket_path(self, dep: Deployment) -> Path:
+        """The engine's Unix socket: in its 0700 work folder, or a private temp folder if that path is too long."""
+        path = dep.work_dir / SOCKET_NAME
+        if len(str(path)) > MAX_SOCKET_PATH:
+            path = Path(tempfile.mkdtemp(prefix="md-")) / SOCKET_NAME  # mkdtemp makes it 0700
+        if path.exists() or path.is_symlink():
+            path.unlink()
+        return path
+
+    async def _probe(self, dep: Deployment, plan: LaunchPlan, timeout: float) -> bool:
+        """One health request to the engine: True when it answered 200."""
+        if dep.listen is None:
+            return False
+        try:
+            response = await self.engine_http.request(dep.listen, dep.engine_key, "GET", plan.health_path, timeout=timeout)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def _watch_health(self, dep: Deployment, proc: asyncio.subprocess.Process, plan: LaunchPlan) -> None:
+        """While serving: probe health; mark the deployment unhealthy after missed probes, end a hung engine."""
+        misses = 0
+        unhealthy_since: float | None = None
+        while proc.returncode is None and not dep.stop_reason:
+            await asyncio.sleep(self.probe_interval_s)
+            if dep.stop_reason or proc.returncode is not None:
+                return
+            if await self._probe(dep, plan, self.probe_timeout_s):
+                misses = 0
+                if dep.status is Status.UNHEALTHY:
+                    dep.log.append("[modeldeploy] health checks answered again: serving")
+                    unhealthy_since = None
+                    self._set_status(dep, Status.ACTIVE, None)
+                continue
+            misses += 1
+            if misses == self.probe_failures and dep.status in (Status.ACTIVE, Status.IDLE):
+                unhealthy_since = time.monotonic()
+                reason = f"no answer to {misses} health checks in a row"
+                dep.log.append(f"[modeldeploy] unhealthy: {reason}; requests get 503 until it answers")
+                self._set_status(dep, Status.UNHEALTHY, reason)
+            if unhealthy_since is not None and time.monotonic() - unhealthy_since >= self.unhealthy_limit_s:
+                dep.fail_reason = (f"the engine stopped answering health checks for {self.unhealthy_limit_s:g} s "
+                                   "and was stopped")
+                dep.log.append(f"[modeldeploy] {dep.fail_reason}")
+                await self._terminate(proc)
+                return
+
     async def _wait_healthy(self, dep: Deployment, proc: asyncio.subprocess.Process, plan: LaunchPlan) -> bool:
-        url = f"http://127.0.0.1:{dep.port}{plan.health_path}"
-        headers = {"Authorization": f"Bearer {dep.engine_key}"}
         deadline = time.monotonic() + self.health_timeout_s
         delay = 0.1
         while time.monotonic() < deadline:
             if proc.returncode is not None or dep.stop_reason:
                 return False
-            try:
-                response = await self._http.get(url, headers=headers, timeout=2.0)
-                if response.status_code == 200:
-                    return True
-            except httpx.HTTPError:
-                pass
+            if await self._probe(dep, plan, 2.0):
+                return True
             try:
                 await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=delay)
             except asyncio.TimeoutError:
@@ -494,6 +561,10 @@ class Supervisor:
         dep.stopped_at = time.time()
         dep.in_flight = 0
         dep.process = None
+        if dep.listen is not None:
+            self._spawn(self.engine_http.forget(dep.listen))
+            if dep.listen.socket_path:
+                Path(dep.listen.socket_path).unlink(missing_ok=True)
         dep.log.append(f"[modeldeploy] {status.value}: {reason.splitlines()[0]}")
         self._set_status(dep, status, reason)
         dep.log.close_followers()
@@ -510,7 +581,7 @@ class Supervisor:
         if not dep.universal_memory:
             await self._stop(dep, reason)
             return
-        calls = self._engine_hook(dep, "idle_calls")
+        calls = dep.plan.sleep_calls if dep.plan else []
         if calls:
             async with dep.wake_lock:
                 if dep.in_flight or dep.sleeping:
@@ -539,7 +610,7 @@ class Supervisor:
         async with dep.wake_lock:
             if dep.sleeping:
                 started = time.monotonic()
-                await self._engine_calls(dep, self._engine_hook(dep, "wake_calls"))
+                await self._engine_calls(dep, dep.plan.wake_calls if dep.plan else [])
                 dep.sleeping = False
                 dep.log.append(f"[modeldeploy] woken in {time.monotonic() - started:.1f} s")
                 self._set_status(dep, Status.ACTIVE, None)
@@ -552,23 +623,14 @@ class Supervisor:
                 while dep.status is Status.LOADING and time.monotonic() < deadline:
                     await asyncio.sleep(0.1)
 
-    def _engine_hook(self, dep: Deployment, name: str) -> list[Any]:
-        engine = get_engine(dep.kind)
-        hook = getattr(engine, name, None)
-        if hook is None:
-            return []
-        ctx = LaunchContext(port=dep.port or 0, engine_key=dep.engine_key or "", work_dir=dep.work_dir,
-                            settings=self.settings)
-        return list(hook(dep.config, ctx))
-
     async def _engine_calls(self, dep: Deployment, calls: list[Any]) -> None:
-        """Make engine control requests (EngineCall: method, path, params, json) on loopback."""
-        if dep.upstream is None:
+        """Make engine control requests (EngineCall: method, path, params, json)."""
+        if dep.address is None:
             raise RuntimeError("the engine is not running")
         for call in calls:
-            response = await self._http.request(
-                call.method, dep.upstream + call.path, params=call.params or None, json=call.json,
-                headers={"Authorization": f"Bearer {dep.engine_key}"}, timeout=self.health_timeout_s,
+            response = await self.engine_http.request(
+                dep.address, dep.engine_key, call.method, call.path, params=call.params or None, json=call.json,
+                timeout=self.health_timeout_s,
             )
             if response.status_code >= 400:
                 raise RuntimeError(f"{call.method} {call.path}: HTTP {response.status_code} {response.text[:200]}")

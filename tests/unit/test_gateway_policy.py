@@ -81,13 +81,52 @@ def test_usage_from_stream_split_anywhere_and_passed_through() -> None:
 def test_injected_usage_event_is_dropped_for_the_client() -> None:
     content = {"choices": [{"delta": {"content": "hi"}}]}
     stream = sse(content, {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 9}}, "[DONE]")
-    tap = UsageTap("text/event-stream; charset=utf-8", drop_usage_only_events=True)
+    tap = UsageTap("text/event-stream; charset=utf-8", drop_injected_usage=True)
     out = tap.feed(stream)
     assert out == sse(content, "[DONE]")
     assert tap.finish().completion_tokens == 9  # type: ignore[union-attr]
 
 
-def test_usage_injection_only_for_streams_that_did_not_ask() -> None:
-    assert wants_usage_injection({"stream": True})
-    assert not wants_usage_injection({"stream": False})
-    assert not wants_usage_injection({"stream": True, "stream_options": {"include_usage": False}})
+def test_usage_injection_only_for_openai_streams_that_did_not_ask() -> None:
+    chat = "/v1/chat/completions"
+    assert wants_usage_injection(chat, {"stream": True})
+    assert wants_usage_injection(chat, {"stream": True, "stream_options": {"continuous_usage_stats": False}})
+    assert not wants_usage_injection(chat, {"stream": False})
+    assert not wants_usage_injection(chat, {"stream": True, "stream_options": {"include_usage": False}})
+    assert not wants_usage_injection("/v1/messages", {"stream": True})  # Anthropic streams carry usage
+    assert not wants_usage_injection(chat, {"stream": True, "stream_options": "yes"})
+
+
+def test_anthropic_and_llamacpp_stream_events_pass_unchanged_and_count() -> None:
+    anthropic = sse(
+        {"type": "message_start", "message": {"usage": {"input_tokens": 11, "output_tokens": 1}}},
+        {"type": "content_block_delta", "delta": {"text": "hi"}},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}},
+    )
+    tap = UsageTap("text/event-stream")
+    assert tap.feed(anthropic) == anthropic
+    usage = tap.finish()
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (11, 5)
+    llamacpp = sse({"choices": [{"delta": {}, "finish_reason": "stop"}],
+                    "timings": {"cache_n": 2, "prompt_n": 7, "predicted_n": 12}}, "[DONE]")
+    tap = UsageTap("text/event-stream")
+    assert tap.feed(llamacpp) == llamacpp
+    usage = tap.finish()
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (9, 12)
+
+
+def test_only_the_injected_event_is_dropped() -> None:
+    """Usage-only events the gateway did not cause (Anthropic's message_delta) always pass."""
+    delta = {"type": "message_delta", "usage": {"output_tokens": 5}}
+    stream = sse(delta, {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 5}})
+    tap = UsageTap("text/event-stream", drop_injected_usage=True)
+    assert tap.feed(stream) == sse(delta)
+    tap = UsageTap("text/event-stream", drop_injected_usage=False)
+    assert tap.feed(stream) == stream
+
+
+def test_crlf_separated_events_are_parsed() -> None:
+    stream = b'data: {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}}\r\n\r\n'
+    tap = UsageTap("text/event-stream", drop_injected_usage=True)
+    assert tap.feed(stream) == b""
+    assert tap.finish().completion_tokens == 3  # type: ignore[union-attr]

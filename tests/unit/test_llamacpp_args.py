@@ -88,7 +88,8 @@ def test_plan_keeps_secrets_off_the_command_line(tmp_path: Path) -> None:
     assert plan.env["EXTRA"] == "1"
     assert plan.files["engine.key"].strip() == "engine-key-xyz"
     assert {"hf_secret", "engine-key-xyz"} <= set(plan.secrets)
-    assert plan.stream_usage and plan.metrics_path == "/metrics"
+    # llama-server's last stream event carries `timings`: no usage request, the stream stays the engine's.
+    assert not plan.stream_usage and plan.metrics_path == "/metrics"
 
 
 def test_fallback_plan_says_what_it_lacks(tmp_path: Path) -> None:

@@ -513,6 +513,7 @@ def test_engine_sleep_calls_follow_the_device(tmp_path: Path) -> None:
     config = make(disk_swap=True)
     gpu = LaunchContext(1, "k", tmp_path, EngineSettings(vllm_python="/py", extra={"vllm_device": "cuda"}))
     cpu = LaunchContext(1, "k", tmp_path, EngineSettings(vllm_python="/py", extra={"vllm_device": "cpu"}))
-    assert [c.path for c in ENGINE.idle_calls(config, gpu)] == ["/sleep"]
-    assert ENGINE.wake_calls(config, gpu)[0].path == "/wake_up"
-    assert ENGINE.idle_calls(config, cpu) == [] and ENGINE.wake_calls(config, cpu) == []
+    on_gpu, on_cpu = ENGINE.plan(config, gpu), ENGINE.plan(config, cpu)  # resolved once, at launch
+    assert [c.path for c in on_gpu.sleep_calls] == ["/sleep"]
+    assert on_gpu.wake_calls[0].path == "/wake_up"
+    assert on_cpu.sleep_calls == [] and on_cpu.wake_calls == []

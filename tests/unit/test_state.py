@@ -33,7 +33,7 @@ def test_transitions(current: Status, new: Status, allowed: bool) -> None:
 
 
 def test_live_statuses() -> None:
-    assert {s for s in Status if s.live} == {Status.LOADING, Status.ACTIVE, Status.IDLE}
+    assert {s for s in Status if s.live} == {Status.LOADING, Status.ACTIVE, Status.IDLE, Status.UNHEALTHY}
 
 
 def test_serving_status_active_while_in_flight_or_recent() -> None:

@@ -30,9 +30,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--config", required=True, help="JSON file holding an exported embedding config")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
-    parser.add_argument("--port", type=int, required=True, help="port to listen on")
+    parser.add_argument("--port", type=int, default=None, help="port to listen on (or --uds)")
+    parser.add_argument("--uds", default=None, help="Unix socket to listen on instead of a TCP port (mode 0600)")
     parser.add_argument("--api-key-file", required=True, help="file holding the key every request must carry")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.port is None and args.uds is None:
+        parser.error("one of --port or --uds is required")
+    return args
 
 
 def _fail(message: str, status: int) -> int:
@@ -74,10 +78,12 @@ def _setup_logging(config: EmbeddingConfig) -> None:
 
 
 async def serve(
-    config: EmbeddingConfig, sources: list[ModelSource], key: str, host: str, port: int, device: str
+    config: EmbeddingConfig, sources: list[ModelSource], key: str, host: str, port: int | None, device: str,
+    uds: str | None = None,
 ) -> int:
     """Listen, load every model (health says 503 meanwhile), then serve until SIGTERM or SIGINT."""
     import tornado.httpserver
+    import tornado.netutil
 
     from .app import BODY_HARD_CAP_FACTOR, ServerState, make_app
     from .memory import MemoryManager
@@ -103,11 +109,15 @@ async def serve(
     server = tornado.httpserver.HTTPServer(
         make_app(state), max_body_size=max_payload * BODY_HARD_CAP_FACTOR, xheaders=False
     )
+    where = uds if uds else f"{host}:{port}"
     try:
-        server.listen(port, host)
+        if uds:
+            server.add_socket(tornado.netutil.bind_unix_socket(uds, mode=0o600))
+        else:
+            server.listen(port or 0, host)
     except OSError as exc:
-        return _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1)
-    log.info("listening on %s:%d (device %s)", host, port, device)
+        return _fail(f"cannot listen on {where}: {exc.strerror or exc}", 1)
+    log.info("listening on %s (device %s)", where, device)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -168,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
     device = pick_device()
-    return asyncio.run(serve(config, sources, key, args.host, args.port, device))
+    return asyncio.run(serve(config, sources, key, args.host, args.port, device, args.uds))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""The gateway in-process on a tornado server of its own, in front of any engine, for fast wire tests.
+
+A deployment is registered as serving, pointing at the given engine address, with the launch
+plan a real engine kind would declare (its route table, limits, usage policy), so the
+gateway's decisions are exactly those it makes for that kind.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tornado.httpserver import HTTPServer
+from tornado.web import Application
+
+from jupyter_modeldeploy.config import parse_config
+from jupyter_modeldeploy.engines import EngineAddress, LaunchPlan, ModelLimits
+from jupyter_modeldeploy.engines.routes import RouteTable
+from jupyter_modeldeploy.gateway.proxy import ENDPOINT_PATTERN, EndpointHandler, Gateway, GatewayConfig
+from jupyter_modeldeploy.gateway.records import RequestRecord
+from jupyter_modeldeploy.supervisor import Deployment, Status, Supervisor
+from jupyter_modeldeploy.supervisor.keys import hash_key
+from jupyter_modeldeploy.supervisor.tokens import TokenRegistry
+
+ENGINE_KEY = "engine-private-key-" + "x" * 16
+
+
+@dataclass
+class Harness:
+    """A running gateway: its port, supervisor, tokens and the records it produced."""
+
+    port: int
+    supervisor: Supervisor
+    tokens: TokenRegistry
+    gateway: Gateway
+    server: HTTPServer
+    records: list[RequestRecord] = field(default_factory=list)
+
+    def url(self, route: str, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.port}/modeldeploy/endpoints/{route}{path}"
+
+    def add(
+        self, routes: RouteTable, address: EngineAddress, *, models: list[str] | None = None, key: str | None = None,
+        limits: dict[str, ModelLimits] | None = None, max_concurrent: int | None = None, stream_usage: bool = False,
+        cors: list[str] | None = None,
+    ) -> tuple[Deployment, str]:
+        """A serving deployment in front of `address`; returns it and its fixed key."""
+        key = key or "key-" + secrets.token_hex(8)
+        name = "d-" + secrets.token_hex(3)
+        data = {"kind": "llamacpp", "name": name, "model": "m.gguf", "route": name}
+        if cors is not None:
+            data["cors_allow_origins"] = cors
+        config = parse_config(data)
+        dep = self.supervisor._new_deployment(secrets.token_hex(4), config, name, api_key_hash=hash_key(key))
+        dep.plan = LaunchPlan(
+            argv=["engine"], models=models or ["m"], routes=routes, listen=address, limits=limits or {},
+            max_concurrent_requests=max_concurrent, stream_usage=stream_usage,
+        )
+        dep.listen = address
+        dep.engine_key = ENGINE_KEY
+        dep.status = Status.ACTIVE
+        self.supervisor.deployments[dep.id] = dep
+        return dep, key
+
+    async def close(self) -> None:
+        self.server.stop()
+        await self.gateway.close()
+        await self.supervisor.engine_http.close()
+        self.supervisor.store.close()
+
+
+async def start_gateway(state_dir: Path, *, upstream_timeout_s: float = 10.0) -> Harness:
+    """A gateway on a free loopback port (no Jupyter: the same handler the extension mounts)."""
+    supervisor = Supervisor(state_dir)
+    tokens = TokenRegistry(supervisor.store)
+    records: list[RequestRecord] = []
+    gateway = Gateway(supervisor, tokens, GatewayConfig(upstream_timeout_s=upstream_timeout_s,
+                                                        observers=[records.append]))
+    app = Application([(ENDPOINT_PATTERN, EndpointHandler, {"gateway": gateway})])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.setblocking(False)
+    server = HTTPServer(app, max_body_size=256 << 20)
+    server.add_sockets([sock])
+    return Harness(sock.getsockname()[1], supervisor, tokens, gateway, server, records)
+
+
+class GatewayThread:
+    """The harness and a wire engine on an event loop of their own thread, so tests can use
+    plain blocking sockets (and hypothesis) against them."""
+
+    def __init__(self, state_dir: Path, *, upstream_timeout_s: float = 10.0):
+        import asyncio
+        import threading
+
+        from tests.support.wire_engine import WireEngine
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+        async def setup() -> tuple[Harness, WireEngine]:
+            harness = await start_gateway(state_dir, upstream_timeout_s=upstream_timeout_s)
+            engine = await WireEngine(state_dir / "engine.sock").start()
+            return harness, engine
+
+        self.harness, self.engine = self.run(setup())
+        self.address = EngineAddress(socket_path=str(self.engine.socket_path))
+
+    def run(self, coro):  # type: ignore[no-untyped-def]
+        """Run a coroutine on the gateway's loop and return its result."""
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(60)
+
+    def dep_in_flight(self, dep: Deployment) -> int:
+        """A deployment's requests in flight, as the gateway counts them."""
+        return dep.in_flight
+
+    def close(self) -> None:
+        async def teardown() -> None:
+            await self.harness.close()
+            await self.engine.stop()
+
+        self.run(teardown())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
