@@ -41,9 +41,12 @@ class LoadResult:
 
 
 async def run_load(
-    clients: int, requests_per_client: int, one: Callable[[httpx.AsyncClient], Awaitable[float]]
+    clients: int, requests_per_client: int, one: Callable[[httpx.AsyncClient], Awaitable[float]],
+    *, uds: str | None = None,
 ) -> LoadResult:
-    """`clients` concurrent loops each sending `requests_per_client` requests; `one` returns units."""
+    """`clients` concurrent loops each sending `requests_per_client` requests; `one` returns units.
+
+    `uds`: send over that Unix socket (an engine's own socket, for the direct baseline)."""
     latencies: list[float] = []
     units = 0.0
     limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
@@ -56,7 +59,8 @@ async def run_load(
             units += got
             latencies.append(time.perf_counter() - started)
 
-    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+    transport = httpx.AsyncHTTPTransport(uds=uds, limits=limits) if uds else None
+    async with httpx.AsyncClient(timeout=300, limits=limits, transport=transport) as client:
         await one(client)  # warm the connection
         started = time.perf_counter()
         await asyncio.gather(*(loop(client) for _ in range(clients)))
@@ -91,9 +95,16 @@ def start_engine(argv: list[str], env: dict[str, str], port: int, health: str, k
     raise RuntimeError("engine did not become healthy")
 
 
+def engine_socket(server: JupyterProcess, record: dict) -> tuple[str, str]:
+    """The Unix socket and private key of a deployment's engine (what only the server knows)."""
+    work = server.state_dir / "deployments" / record["id"]
+    return str(work / "engine.sock"), (work / "engine.key").read_text().strip()
+
+
 def temp_jupyter(extra_args: list[str] | None = None) -> JupyterProcess:
     home = Path(tempfile.mkdtemp(prefix="bench-jupyter-"))
     return JupyterProcess(home, extra_args=extra_args).start()
 
 
-__all__ = ["LoadResult", "free_port", "run_load", "secrets", "smollm2_gguf", "start_engine", "temp_jupyter"]
+__all__ = ["LoadResult", "engine_socket", "free_port", "run_load", "secrets", "smollm2_gguf", "start_engine",
+           "temp_jupyter"]

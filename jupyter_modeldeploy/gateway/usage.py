@@ -18,6 +18,7 @@ from typing import Any
 
 MAX_JSON_BYTES = 4 << 20  # bodies larger than this are passed on but not parsed
 MAX_EVENT_BYTES = 1 << 20  # an SSE event larger than this is passed on but not parsed
+ANTHROPIC_PROMPT_FIELDS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 USAGE_INJECTION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
@@ -47,8 +48,9 @@ def usage_of(data: Any) -> Usage | None:
             usage = data[holder].get("usage")
     if isinstance(usage, dict):
         prompt = _int(usage.get("prompt_tokens"))
-        if prompt is None:
-            prompt = _int(usage.get("input_tokens"))
+        if prompt is None and _int(usage.get("input_tokens")) is not None:
+            # Anthropic counts cached prompt tokens apart from input_tokens.
+            prompt = sum(_int(usage.get(k)) or 0 for k in ANTHROPIC_PROMPT_FIELDS)
         completion = _int(usage.get("completion_tokens"))
         if completion is None:
             completion = _int(usage.get("output_tokens"))

@@ -99,7 +99,8 @@ def test_usage_injection_only_for_openai_streams_that_did_not_ask() -> None:
 
 def test_anthropic_and_llamacpp_stream_events_pass_unchanged_and_count() -> None:
     anthropic = sse(
-        {"type": "message_start", "message": {"usage": {"input_tokens": 11, "output_tokens": 1}}},
+        {"type": "message_start", "message": {"usage": {"input_tokens": 1, "cache_read_input_tokens": 10,
+                                                         "output_tokens": 1}}},
         {"type": "content_block_delta", "delta": {"text": "hi"}},
         {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}},
     )
