@@ -270,8 +270,7 @@ class EndpointHandler(web.RequestHandler):
                 path = inner
         if route is None:
             return Refusal(404, f"{path} is not part of this deployment's serving API", "not_found_error")
-        methods = route.methods | ({"OPTIONS"} if method == "OPTIONS" else set())
-        if method not in methods:
+        if method not in route.methods:
             return Refusal(405, f"{path} does not take {method}", "invalid_request_error",
                            headers={"Allow": ", ".join(sorted(route.methods))})
         self._route = route

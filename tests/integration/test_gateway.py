@@ -136,7 +136,8 @@ def test_streaming_chunks_arrive_before_the_end_with_usage(jupyter_server: Jupyt
     assert usage and usage[-1].completion_tokens == 5
 
 
-def test_client_disconnect_frees_the_engine_slot(two_deployments: tuple[dict, dict]) -> None:
+def test_client_disconnect_frees_the_engine_slot(jupyter_server: JupyterProcess,
+                                                two_deployments: tuple[dict, dict]) -> None:
     a, _ = two_deployments
     headers = {"Authorization": f"Bearer {KEY_A}"}
     with httpx.stream("POST", a["api_base"] + "/completions", headers=headers, timeout=120,
@@ -144,11 +145,14 @@ def test_client_disconnect_frees_the_engine_slot(two_deployments: tuple[dict, di
         for line in r.iter_lines():
             if line.startswith("data: "):
                 break
-    slots_url = a["endpoint_url"] + "/slots"
+    # /slots is closed to deployment keys: ask the engine itself, on its socket, with its own key.
+    work = jupyter_server.state_dir / "deployments" / a["id"]
+    engine = httpx.Client(transport=httpx.HTTPTransport(uds=str(work / "engine.sock")), timeout=10,
+                          headers={"Authorization": f"Bearer {(work / 'engine.key').read_text().strip()}"})
     deadline = time.monotonic() + 20
     busy = True
     while time.monotonic() < deadline:
-        slots = httpx.get(slots_url, headers=headers, timeout=10).json()
+        slots = engine.get("http://engine/slots").json()
         busy = any(s.get("is_processing") for s in slots)
         if not busy:
             break
