@@ -235,7 +235,8 @@ class EndpointHandler(web.RequestHandler):
         # A model segment ahead of the engine path: .../<route>/<model>/v1/...
         if models and segments[0] in models and segments[0] not in ("v1", "health"):
             model = segments[0]
-            path = "/" + (segments[1] if len(segments) > 1 else "")
+            if not (dep.plan and dep.plan.model_routes):
+                path = "/" + (segments[1] if len(segments) > 1 else "")
         payload_limit = self._payload_limit(dep, model)
         if len(body) > payload_limit:
             message = f"request body of {len(body)} bytes exceeds the limit of {payload_limit} bytes"

@@ -59,6 +59,7 @@ def test_argv_and_files(tmp_path: Path) -> None:
     exported = json.loads(plan.files["embedding-config.json"])
     assert EmbeddingConfig.model_validate(exported).models[1].dtype == "bfloat16"
     assert plan.models == ["mini", "splade"]
+    assert plan.model_routes  # the server answers /<model>/...: the gateway keeps that segment
     assert (plan.health_path, plan.metrics_path, plan.engine_requires_key) == ("/health", "/metrics", True)
     assert "k-123" in plan.secrets
 
