@@ -2,7 +2,8 @@
 
 `inspect_entry` runs before torch is imported and refuses what cannot work (a missing
 model, `splade` on a model without a masked-LM head), so a bad config fails at launch.
-`ModelRuntime` holds one loaded model and is what the memory manager moves around.
+`ModelRuntime` holds one loaded model, built from its own entry (pooling, dtype: two entries
+of one folder are two models), and is what the memory manager moves around.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ _MLM_SUFFIXES = ("ForMaskedLM", "ForPreTraining")
 
 class LaunchError(Exception):
     """A configuration the server cannot serve; the message is one line, for stderr."""
+
+
+class InvalidInput(Exception):
+    """An input the model cannot take (a token id outside its vocabulary, an unknown prompt)."""
 
 
 class InputTooLong(Exception):
@@ -117,14 +122,15 @@ class ModelRuntime:
         self.dimensions = 0
         self.pooling = "splade" if source.sparse else (entry.pooling or "")
         self.normalizes = False
-        self.prompt = ""
+        self.prompt = ""  # the model's default prompt, put before texts that name none
+        self.prompts: dict[str, str] = {}  # the model's named prompts (`prompt_name`)
+        self.vocab_size = 0
         self._local = threading.local()
 
     @property
     def sparse(self) -> bool:
         """Whether this model gives SPLADE sparse vectors."""
         return self.source.sparse
-
     # --- loading -----------------------------------------------------------------------
 
     def _build(self) -> Any:
@@ -175,10 +181,13 @@ class ModelRuntime:
         self._local = threading.local()
         self.max_input_length = int(model.max_seq_length or self.tokenizer.model_max_length)
         self.normalizes = normalizes
+        self.prompts = {str(k): str(v) for k, v in (getattr(model, "prompts", None) or {}).items()}
         if getattr(model, "default_prompt_name", None):
-            self.prompt = model.prompts.get(model.default_prompt_name, "") or ""
+            self.prompt = self.prompts.get(model.default_prompt_name, "")
+        config = first.auto_model.config
+        self.vocab_size = int(config.vocab_size)
         if self.source.sparse:
-            self.dimensions = int(first.auto_model.config.vocab_size)
+            self.dimensions = self.vocab_size
         else:
             self.dimensions = int(model.get_embedding_dimension())
             pooling_mode = next(
@@ -255,28 +264,65 @@ class ModelRuntime:
             self._local.tokenizer = tokenizer
         return tokenizer
 
-    def tokenize(self, texts: list[str], truncate: bool) -> list[dict[str, list[int]]]:
-        """Tokenize each text (no padding); raise InputTooLong when one is too long and not truncated."""
-        tokenizer = self._thread_tokenizer()
-        if self.prompt:
-            texts = [self.prompt + t for t in texts]
-        encoded = tokenizer(
-            texts,
-            truncation=truncate,
-            max_length=self.max_input_length if truncate else None,
-            padding=False,
-            verbose=False,
-        )
-        keys = list(encoded.keys())
-        rows = [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
+    def prompt_for(self, name: str | None) -> str:
+        """The text put before each input: the named prompt, else the model's default one."""
+        if name is None:
+            return self.prompt
+        if name not in self.prompts:
+            known = ", ".join(sorted(self.prompts)) or "none"
+            raise InvalidInput(f"prompt_name {name!r} is not a prompt of model {self.entry.name} (its prompts: {known})")
+        return self.prompts[name]
+
+    def _check_lengths(self, rows: list[dict[str, list[int]]]) -> None:
+        for i, row in enumerate(rows):
+            if len(row["input_ids"]) > self.max_input_length:
+                raise InputTooLong(i, len(row["input_ids"]), self.max_input_length)
+
+    def _id_row(self, index: int, ids: list[int], truncate: bool, left: bool) -> dict[str, list[int]]:
+        """Features for token ids sent as they are (no special tokens added, no prompt)."""
+        bad = next((t for t in ids if t >= self.vocab_size), None)
+        if bad is not None:
+            raise InvalidInput(f"input {index}: token id {bad} is outside the vocabulary (size {self.vocab_size})")
+        if truncate and len(ids) > self.max_input_length:
+            ids = ids[-self.max_input_length :] if left else ids[: self.max_input_length]
+        row = {"input_ids": list(ids), "attention_mask": [1] * len(ids)}
+        if "token_type_ids" in self.tokenizer.model_input_names:
+            row["token_type_ids"] = [0] * len(ids)
+        return row
+
+    def tokenize(
+        self, items: list[str | list[int]], truncate: bool, prompt: str = "", left: bool = False
+    ) -> list[dict[str, list[int]]]:
+        """Tokenize each input (no padding); token-id inputs are taken as they are.
+
+        Raises InputTooLong when one is too long and not truncated, InvalidInput for a token id
+        outside the vocabulary.
+        """
+        rows: list[dict[str, list[int]] | None] = [None] * len(items)
+        texts = [(i, item) for i, item in enumerate(items) if isinstance(item, str)]
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                rows[i] = self._id_row(i, item, truncate, left)
+        if texts:
+            tokenizer = self._thread_tokenizer()
+            tokenizer.truncation_side = "left" if left else "right"
+            encoded = tokenizer(
+                [prompt + text for _, text in texts],
+                truncation=truncate,
+                max_length=self.max_input_length if truncate else None,
+                padding=False,
+                verbose=False,
+            )
+            keys = list(encoded.keys())
+            for n, (i, _) in enumerate(texts):
+                rows[i] = {k: encoded[k][n] for k in keys}
+        done = [row for row in rows if row is not None]
         if not truncate:
-            for i, row in enumerate(rows):
-                if len(row["input_ids"]) > self.max_input_length:
-                    raise InputTooLong(i, len(row["input_ids"]), self.max_input_length)
-        return rows
+            self._check_lengths(done)
+        return done
 
     def forward(self, rows: list[dict[str, list[int]]]) -> Any:
-        """Embed one batch of tokenized texts: a float32 CPU tensor, one row per text (not normalized)."""
+        """Embed one batch of tokenized inputs: a float32 CPU tensor, one row per input (not normalized)."""
         import torch
 
         features = self.tokenizer.pad(rows, padding=True, return_tensors="pt")

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -67,11 +68,17 @@ class ModelService:
         self.in_flight -= 1
         self.memory.request_finished(self.name)
 
-    async def embed(self, texts: list[str], truncate: bool) -> tuple[list[Any], int]:
-        """Rows (float32 tensors, not normalized) for the texts, and their total token count."""
+    async def embed(
+        self, items: list[str | list[int]], truncate: bool, prompt: str = "", left: bool = False
+    ) -> tuple[list[Any], int]:
+        """Rows (float32 tensors, not normalized) for the inputs, and their total token count."""
+        return await self._run(self.runtime.tokenize, items, truncate, prompt, left)
+
+    async def _run(self, tokenize: Callable[..., list[dict[str, list[int]]]], *args: Any) -> tuple[list[Any], int]:
+        """Tokenize on a tokenizer thread, queue each row for the consumer, wait for every result."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        rows = await loop.run_in_executor(self._tokenizers, self.runtime.tokenize, texts, truncate)
+        rows = await loop.run_in_executor(self._tokenizers, tokenize, *args)
         self.metrics.tokenization_duration.labels(self.name).observe(time.perf_counter() - started)
         futures: list[asyncio.Future[Any]] = []
         tokens = 0
