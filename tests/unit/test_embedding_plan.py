@@ -112,9 +112,9 @@ def _model_dir(tmp_path: Path, architectures: list[str], modules: list[dict] | N
     return folder
 
 
-def _entry(path: Path, pooling: str | None):
+def _entry(path: Path, pooling: str | None, task: str = "embed"):
     config = parse_config(
-        {"kind": "embedding", "name": "x", "models": [{"model": str(path), "pooling": pooling}]}
+        {"kind": "embedding", "name": "x", "models": [{"model": str(path), "pooling": pooling, "task": task}]}
     )
     return config.models[0]  # type: ignore[attr-defined]
 
@@ -140,3 +140,17 @@ def test_own_splade_config_is_sparse_when_pooling_unset(tmp_path: Path) -> None:
 def test_missing_local_folder_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(LaunchError, match="does not exist"):
         inspect_entry(_entry(tmp_path / "absent", None))
+
+
+def test_rerank_needs_a_one_score_cross_encoder(tmp_path: Path) -> None:
+    folder = _model_dir(tmp_path, ["BertModel"])
+    with pytest.raises(LaunchError, match=r"task 'rerank' needs a cross-encoder.*BertModel"):
+        inspect_entry(_entry(folder, None, "rerank"))
+    (folder / "config.json").write_text(
+        json.dumps({"architectures": ["BertForSequenceClassification"], "id2label": {"0": "a", "1": "b"}})
+    )
+    with pytest.raises(LaunchError, match="classifier with 2 labels"):
+        inspect_entry(_entry(folder, None, "rerank"))
+    (folder / "config.json").write_text(json.dumps({"architectures": ["BertForSequenceClassification"]}))
+    source = inspect_entry(_entry(folder, None, "rerank"))
+    assert source.rerank and not source.sparse

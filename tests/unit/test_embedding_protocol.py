@@ -22,6 +22,12 @@ from jupyter_modeldeploy.engines.embedding_server.protocol import (
     sparse_response,
     tei_error_body,
 )
+from jupyter_modeldeploy.engines.embedding_server.rerank_protocol import (
+    CohereRerankRequest,
+    RerankRequest,
+    cohere_rerank_response,
+    rerank_response,
+)
 
 
 def test_openai_request_accepts_a_string_or_a_list() -> None:
@@ -127,3 +133,31 @@ def test_response_shapes() -> None:
     assert [m["id"] for m in models["data"]] == ["a", "b"]
     assert error_body("no", "t", "c") == {"error": {"message": "no", "type": "t", "code": "c"}}
 
+
+def test_rerank_requests() -> None:
+    tei = parse_request(RerankRequest, {"query": "q", "texts": ["a", "b"]})
+    assert (tei.items(), tei.raw_scores, tei.return_text, tei.truncate) == (["a", "b"], False, False, None)
+    cohere = parse_request(
+        CohereRerankRequest, {"model": "r", "query": "q", "documents": ["a", {"text": "b", "id": 7}], "top_n": 1}
+    )
+    assert cohere.items() == ["a", "b"] and cohere.top_n == 1 and cohere.return_documents
+    for bad in ({"query": "q"}, {"query": "q", "documents": ["a"], "top_n": 0}, {"query": 1, "documents": []}):
+        with pytest.raises(ApiError):
+            parse_request(CohereRerankRequest, bad)
+
+
+def test_rerank_responses_are_sorted_best_first() -> None:
+    scores = [0.2, 0.9, 0.5]
+    assert rerank_response(scores, ["a", "b", "c"], False) == [
+        {"index": 1, "score": 0.9},
+        {"index": 2, "score": 0.5},
+        {"index": 0, "score": 0.2},
+    ]
+    assert rerank_response(scores, ["a", "b", "c"], True)[0] == {"index": 1, "score": 0.9, "text": "b"}
+    body = cohere_rerank_response("r", scores, ["a", "b", "c"], 2, True, 11)
+    assert body["model"] == "r" and body["usage"] == {"total_tokens": 11}
+    assert body["results"] == [
+        {"index": 1, "relevance_score": 0.9, "document": {"text": "b"}},
+        {"index": 2, "relevance_score": 0.5, "document": {"text": "c"}},
+    ]
+    assert "document" not in cohere_rerank_response("r", scores, ["a", "b", "c"], None, False, 0)["results"][0]

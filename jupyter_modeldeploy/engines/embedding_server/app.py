@@ -2,7 +2,7 @@
 
 Every route but `/health` needs the engine key (`Authorization: Bearer` or `x-api-key`).
 Each model answers at `/<name>/...` and by the request's `model` field; without either,
-the first model answers. TEI's routes (`/embed`, `/embed_sparse`, `/info`)
+the first model answers. TEI's routes (`/embed`, `/embed_sparse`, `/rerank`, `/info`)
 answer errors in TEI's shape, the OpenAI-style ones (`/v1/...`) in OpenAI's.
 """
 
@@ -40,6 +40,7 @@ from .protocol import (
     tei_error_body,
     tei_error_type,
 )
+from .rerank_protocol import CohereRerankRequest, RerankRequest, cohere_rerank_response, rerank_response
 from .service import ModelService, Overloaded
 
 log = logging.getLogger(__name__)
@@ -346,8 +347,18 @@ class PostHandler(BaseHandler):
 
 
 def _dense_only(service: ModelService) -> None:
+    if service.runtime.rerank:
+        raise invalid(f"model {service.name} is a reranker: use /rerank or /v1/rerank", "rerank_model")
     if service.runtime.sparse:
         raise invalid(f"model {service.name} is a SPLADE model: use /embed_sparse", "sparse_model")
+
+
+def _rerank_only(service: ModelService) -> None:
+    if not service.runtime.rerank:
+        raise invalid(
+            f"model {service.name} is not a reranker (task: rerank): use /embed or /v1/embeddings",
+            "not_a_reranker",
+        )
 
 
 class OpenAIEmbeddingsHandler(PostHandler):
@@ -407,6 +418,34 @@ class EmbedSparseHandler(PostHandler):
         return sparse_response([service.sparse_pairs(row) for row in rows])
 
 
+class RerankHandler(PostHandler):
+    """`POST /rerank` (text-embeddings-inference): `{index, score, text?}` per text, best first."""
+
+    endpoint = "/rerank"
+    error_style = "tei"
+    request_class = RerankRequest
+
+    async def handle(self, service: ModelService, request: Any, items: list[Any]) -> Any:
+        _rerank_only(service)
+        rows, _ = await service.score(request.query, items, bool(request.truncate), request.truncate_left)
+        return rerank_response(service.activate(rows, request.raw_scores), items, request.return_text)
+
+
+class CohereRerankHandler(PostHandler):
+    """`POST /v1/rerank` (Cohere / Jina style): `results` with `relevance_score`, best first."""
+
+    endpoint = "/v1/rerank"
+    request_class = CohereRerankRequest
+
+    async def handle(self, service: ModelService, request: Any, items: list[Any]) -> Any:
+        _rerank_only(service)
+        rows, tokens = await service.score(request.query, items, truncate=True)
+        scores = service.activate(rows, raw=False)
+        return cohere_rerank_response(
+            service.name, scores, items, request.top_n, request.return_documents, tokens
+        )
+
+
 def make_app(state: ServerState) -> tornado.web.Application:
     """The tornado application with every route, plain and under `/<model>/`."""
     kw = {"state": state}
@@ -419,12 +458,16 @@ def make_app(state: ServerState) -> tornado.web.Application:
         (r"/v1/embeddings", OpenAIEmbeddingsHandler, kw),
         (r"/embed", EmbedHandler, kw),
         (r"/embed_sparse", EmbedSparseHandler, kw),
+        (r"/rerank", RerankHandler, kw),
+        (r"/v1/rerank", CohereRerankHandler, kw),
         (model + r"/health", HealthHandler, kw),
         (model + r"/info", InfoHandler, kw),
         (model + r"/v1/models", ModelsHandler, kw),
         (model + r"/v1/embeddings", OpenAIEmbeddingsHandler, kw),
         (model + r"/embed", EmbedHandler, kw),
         (model + r"/embed_sparse", EmbedSparseHandler, kw),
+        (model + r"/rerank", RerankHandler, kw),
+        (model + r"/v1/rerank", CohereRerankHandler, kw),
     ]
     return tornado.web.Application(
         routes, default_handler_class=NotFoundHandler, default_handler_args=kw, compress_response=False

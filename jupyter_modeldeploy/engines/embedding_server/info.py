@@ -32,8 +32,12 @@ TEI_KEYS = (
 
 
 def model_type(service: ModelService) -> dict[str, Any]:
-    """TEI's `model_type`: `{"embedding": {"pooling"}}`."""
-    return {"embedding": {"pooling": service.runtime.pooling}}
+    """TEI's `model_type`: `{"embedding": {"pooling"}}` or `{"reranker": {"id2label", "label2id"}}`."""
+    runtime = service.runtime
+    if runtime.rerank:
+        labels = runtime.labels or {"0": "LABEL_0"}
+        return {"reranker": {"id2label": labels, "label2id": {v: int(k) for k, v in labels.items()}}}
+    return {"embedding": {"pooling": runtime.pooling}}
 
 
 def model_info(service: ModelService, memory: MemoryManager) -> dict[str, Any]:
@@ -55,6 +59,7 @@ def model_info(service: ModelService, memory: MemoryManager) -> dict[str, Any]:
         "sha": None,
         "docker_label": None,
         "served_name": service.name,
+        "task": entry.task,
         "revision": entry.revision,
         "dtype": entry.dtype,
         "pooling": runtime.pooling,

@@ -1,9 +1,10 @@
 """Model inspection and loading: where a model lives, its pooling, dtype, and its forward pass.
 
 `inspect_entry` runs before torch is imported and refuses what cannot work (a missing
-model, `splade` on a model without a masked-LM head), so a bad config fails at launch.
-`ModelRuntime` holds one loaded model, built from its own entry (pooling, dtype: two entries
-of one folder are two models), and is what the memory manager moves around.
+model, `splade` on a model without a masked-LM head, `rerank` on a model without a
+one-label classification head), so a bad config fails at launch. `ModelRuntime` holds one
+loaded model, built from its own entry (pooling, dtype, task: two entries of one folder
+are two models), and is what the memory manager moves around.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from ...config.embedding import EmbeddingModelEntry
 
 #: Architectures whose weights carry a masked-LM head (what SPLADE pooling reads).
 _MLM_SUFFIXES = ("ForMaskedLM", "ForPreTraining")
+#: Architectures with a classification head (what a cross-encoder scores with).
+_CLASSIFIER_SUFFIX = "ForSequenceClassification"
 
 
 class LaunchError(Exception):
@@ -48,6 +51,7 @@ class ModelSource:
     sparse: bool  # SPLADE: vocabulary-sized sparse vectors, served by /embed_sparse
     architectures: tuple[str, ...]
     own_splade: bool = False  # the folder is a SPLADE sentence-transformers model already
+    rerank: bool = False  # a cross-encoder: scores query-text pairs, served by /rerank
 
 
 def _read_json(path: Path) -> Any:
@@ -84,6 +88,9 @@ def inspect_entry(entry: EmbeddingModelEntry) -> ModelSource:
             f"model {entry.name}: {path} has no readable config.json (not a transformers model)"
         )
     architectures = tuple(str(a) for a in config.get("architectures") or ())
+    if entry.task == "rerank":
+        _check_reranker(entry, config, architectures)
+        return ModelSource(entry.name, path, False, architectures, rerank=True)
     modules = _read_json(Path(path) / "modules.json") or []
     own_splade = any("SpladePooling" in str(m.get("type", "")) for m in modules if isinstance(m, dict))
     if entry.pooling == "splade":
@@ -97,6 +104,22 @@ def inspect_entry(entry: EmbeddingModelEntry) -> ModelSource:
     else:
         sparse = entry.pooling is None and own_splade
     return ModelSource(entry.name, path, sparse, architectures, own_splade)
+
+
+def _check_reranker(entry: EmbeddingModelEntry, config: dict[str, Any], architectures: tuple[str, ...]) -> None:
+    """Refuse `task: rerank` on a model that is not a one-score cross-encoder."""
+    if not any(a.endswith(_CLASSIFIER_SUFFIX) for a in architectures):
+        found = ", ".join(architectures) or "no architecture"
+        raise LaunchError(
+            f"model {entry.name}: task 'rerank' needs a cross-encoder (an ...{_CLASSIFIER_SUFFIX} "
+            f"architecture); {entry.model} is {found}"
+        )
+    labels = len(config.get("id2label") or {}) or int(config.get("num_labels") or 1)
+    if labels != 1:
+        raise LaunchError(
+            f"model {entry.name}: task 'rerank' needs a cross-encoder with one score; "
+            f"{entry.model} is a classifier with {labels} labels"
+        )
 
 
 def pick_device() -> str:
@@ -125,20 +148,30 @@ class ModelRuntime:
         self.prompt = ""  # the model's default prompt, put before texts that name none
         self.prompts: dict[str, str] = {}  # the model's named prompts (`prompt_name`)
         self.vocab_size = 0
+        self.labels: dict[str, str] = {}  # a cross-encoder's id2label
+        self.activation: Any = None  # a cross-encoder's score activation (sigmoid, usually)
         self._local = threading.local()
 
     @property
     def sparse(self) -> bool:
         """Whether this model gives SPLADE sparse vectors."""
         return self.source.sparse
+
+    @property
+    def rerank(self) -> bool:
+        """Whether this model is a cross-encoder that scores query-text pairs."""
+        return self.source.rerank
+
     # --- loading -----------------------------------------------------------------------
 
     def _build(self) -> Any:
-        from sentence_transformers import SentenceTransformer, SparseEncoder
+        from sentence_transformers import CrossEncoder, SentenceTransformer, SparseEncoder
         from sentence_transformers.base.modules import Transformer
         from sentence_transformers.sparse_encoder.modules import SpladePooling
 
         path, pooling = self.source.path, self.entry.pooling
+        if self.source.rerank:
+            return CrossEncoder(path, device="cpu")
         if self.source.sparse:
             if self.source.own_splade:
                 return SparseEncoder(path, device="cpu")
@@ -186,7 +219,10 @@ class ModelRuntime:
             self.prompt = self.prompts.get(model.default_prompt_name, "")
         config = first.auto_model.config
         self.vocab_size = int(config.vocab_size)
-        if self.source.sparse:
+        if self.source.rerank:
+            self.labels = {str(k): str(v) for k, v in (config.id2label or {}).items()}
+            self.activation = model.activation_fn
+        elif self.source.sparse:
             self.dimensions = self.vocab_size
         else:
             self.dimensions = int(model.get_embedding_dimension())
@@ -321,14 +357,38 @@ class ModelRuntime:
             self._check_lengths(done)
         return done
 
+    def tokenize_pairs(
+        self, query: str, texts: list[str], truncate: bool, left: bool = False
+    ) -> list[dict[str, list[int]]]:
+        """Tokenize (query, text) pairs for a cross-encoder; InputTooLong as `tokenize`."""
+        tokenizer = self._thread_tokenizer()
+        tokenizer.truncation_side = "left" if left else "right"
+        encoded = tokenizer(
+            [query] * len(texts),
+            texts,
+            truncation="longest_first" if truncate else False,
+            max_length=self.max_input_length if truncate else None,
+            padding=False,
+            verbose=False,
+        )
+        keys = list(encoded.keys())
+        rows = [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
+        if not truncate:
+            self._check_lengths(rows)
+        return rows
+
     def forward(self, rows: list[dict[str, list[int]]]) -> Any:
-        """Embed one batch of tokenized inputs: a float32 CPU tensor, one row per input (not normalized)."""
+        """Run one batch of tokenized inputs: a float32 CPU tensor, one row per input.
+
+        An embedding model gives its vectors (not normalized); a cross-encoder its logits.
+        """
         import torch
 
         features = self.tokenizer.pad(rows, padding=True, return_tensors="pt")
         features = {k: v.to(self.device) for k, v in features.items()}
+        key = "scores" if self.rerank else "sentence_embedding"
         with torch.inference_mode():
-            output = self.module.forward(features)["sentence_embedding"]
+            output = self.module.forward(features)[key]
         if output.is_sparse:
             output = output.to_dense()
         return output.float().cpu()
