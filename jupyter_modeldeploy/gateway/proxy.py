@@ -103,6 +103,18 @@ class Gateway:
         self.pool.close()
 
 
+def input_count(inputs: Any) -> int | None:
+    """How many inputs a request's `input`/`inputs` holds; None when it is not a list.
+
+    One list of token ids (integers) is one input, as OpenAI and TEI read it.
+    """
+    if not isinstance(inputs, list):
+        return None
+    if inputs and all(isinstance(i, int) and not isinstance(i, bool) for i in inputs):
+        return 1
+    return len(inputs)
+
+
 def error_body(message: str, kind: str, code: str | int | None = None, **extra: Any) -> dict[str, Any]:
     """An OpenAI-style error object."""
     return {"error": {"message": message, "type": kind, "code": code, **extra}}
@@ -262,11 +274,11 @@ class EndpointHandler(web.RequestHandler):
                         )
                     model = data["model"]
                 batch_limit = self._client_batch_limit(dep, model)
-                inputs = data.get("input", data.get("inputs"))
-                if batch_limit is not None and isinstance(inputs, list) and len(inputs) > batch_limit:
+                count = input_count(data.get("input", data.get("inputs")))
+                if batch_limit is not None and count is not None and count > batch_limit:
                     return model, path, body, False, (
                         422,
-                        f"{len(inputs)} inputs in one request exceed max_client_batch_size={batch_limit}",
+                        f"{count} inputs in one request exceed max_client_batch_size={batch_limit}",
                         {},
                     )
                 if dep.plan and dep.plan.stream_usage and wants_usage_injection(data):

@@ -113,6 +113,24 @@ def test_model_info_by_url_segment(embedding_deployment: dict) -> None:
     assert info.json()["served_name"] == "minilm-cls" and info.json()["pooling"] == "cls"
 
 
+def test_token_ids_are_one_input_each_through_the_gateway(
+    embedding_deployment: dict, reference: np.ndarray, minilm_path: str
+) -> None:
+    from transformers import AutoTokenizer
+
+    ids = AutoTokenizer.from_pretrained(minilm_path)(TEXTS[0])["input_ids"]
+    assert len(ids) > 4  # more tokens than "minilm" takes inputs (max_client_batch_size=4)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    url = embedding_deployment["endpoint_url"]
+    for body in ({"inputs": ids}, {"inputs": [ids]}):
+        r = httpx.post(f"{url}/minilm/embed", json=body, headers=headers, timeout=120)
+        assert r.status_code == 200, r.text
+        assert cosine(np.array(r.json()), reference[:1]).min() >= 0.9999
+    r = httpx.post(f"{embedding_deployment['api_base']}/embeddings", json={"model": "minilm", "input": ids},
+                   headers=headers, timeout=120)
+    assert r.status_code == 200, r.text
+
+
 def test_limits_and_unknown_model(embedding_deployment: dict) -> None:
     headers = {"Authorization": f"Bearer {KEY}"}
     base = embedding_deployment["api_base"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from jupyter_modeldeploy.gateway.auth import authorize, presented_key
+from jupyter_modeldeploy.gateway.proxy import input_count
 from jupyter_modeldeploy.gateway.usage import UsageTap, wants_usage_injection
 from jupyter_modeldeploy.supervisor.keys import hash_key, key_matches, new_token
 from jupyter_modeldeploy.supervisor.tokens import TokenInfo
@@ -91,3 +92,13 @@ def test_usage_injection_only_for_streams_that_did_not_ask() -> None:
     assert wants_usage_injection({"stream": True})
     assert not wants_usage_injection({"stream": False})
     assert not wants_usage_injection({"stream": True, "stream_options": {"include_usage": False}})
+
+
+def test_input_count_reads_token_ids_as_one_input() -> None:
+    assert input_count(["a", "b", "c"]) == 3
+    assert input_count([101, 7592, 102]) == 1  # one input's token ids
+    assert input_count([[101, 102], [101, 7592, 102]]) == 2
+    assert input_count(["a", [1, 2]]) == 2
+    assert input_count([True, False]) == 2  # not token ids
+    assert input_count([]) == 0
+    assert input_count("text") is None and input_count(None) is None
