@@ -22,6 +22,12 @@ class EmbeddingModelEntry(StrictModel):
         "the last part of the model path.",
         pattern=NAME_PATTERN,
     )
+    task: Literal["embed", "rerank"] = option(
+        "embed",
+        group="Models",
+        description="embed: a sentence-transformers embedding model (/v1/embeddings, /embed); "
+        "rerank: a cross-encoder that scores query-document pairs (/rerank, /v1/rerank).",
+    )
     revision: str | None = option(None, group="Models", description="Model revision.")
     tokenization_workers: int | None = option(
         None, group="Models", description="Tokenizer threads (empty: CPU cores).", ge=1
@@ -32,7 +38,8 @@ class EmbeddingModelEntry(StrictModel):
     pooling: Literal["cls", "mean", "splade"] | None = option(
         None,
         group="Models",
-        description="Pooling: cls, mean or splade (masked-LM models only); empty: the model's own.",
+        description="Pooling: cls, mean or splade (masked-LM models only); empty: the model's own. "
+        "Embedding models only.",
     )
     max_concurrent_requests: int = option(
         512, group="Models", description="Requests in flight past which the answer is 429.", ge=1
@@ -49,6 +56,15 @@ class EmbeddingModelEntry(StrictModel):
     payload_limit_bytes: int = option(
         2_000_000, group="Models", description="Request body size limit; past it: 413.", ge=1
     )
+
+    @model_validator(mode="after")
+    def _pooling_embeds(self) -> EmbeddingModelEntry:
+        if self.task == "rerank" and self.pooling is not None:
+            raise ValueError(
+                "pooling applies to embedding models; a rerank model scores with its own "
+                "classification head (leave pooling empty)"
+            )
+        return self
 
     @property
     def name(self) -> str:

@@ -96,6 +96,10 @@ class LaunchPlan:
     files: dict[str, str] = field(default_factory=dict)  # name -> content written to work_dir (0600)
     stream_usage: bool = False  # ask for usage in streams (stream_options.include_usage)
     model_status_path: str | None = None  # where a multi-model engine lists its models' states
+    # The engine serves each model under `/<model>/...` itself: the gateway forwards a model's URL
+    # segment as it is instead of moving the model into the JSON body (which a GET or a non-JSON
+    # body cannot carry).
+    model_routes: bool = False
     routes: RouteTable = field(default_factory=RouteTable)  # the serving API: the gateway's allow-list
     listen: EngineAddress | None = None  # where the engine listens (None: TCP on ctx.port)
     limits: dict[str, ModelLimits] = field(default_factory=dict)  # per served model name

@@ -57,6 +57,7 @@ class EmbeddingEngine:
             health_path="/health",
             metrics_path="/metrics",
             models=[entry.name for entry in config.models],
+            model_routes=True,
             notes=notes,
             secrets=secrets,
             engine_requires_key=True,

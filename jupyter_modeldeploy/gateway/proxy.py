@@ -86,6 +86,18 @@ class Gateway:
         await self.upstream.close()
 
 
+def input_count(inputs: Any) -> int | None:
+    """How many inputs a request's `input`/`inputs` holds; None when it is not a list.
+
+    One list of token ids (integers) is one input, as OpenAI and TEI read it.
+    """
+    if not isinstance(inputs, list):
+        return None
+    if inputs and all(isinstance(i, int) and not isinstance(i, bool) for i in inputs):
+        return 1
+    return len(inputs)
+
+
 def error_body(message: str, kind: str, code: str | int | None = None, **extra: Any) -> dict[str, Any]:
     """An OpenAI-style error object."""
     return {"error": {"message": message, "type": kind, "code": code, **extra}}
@@ -266,7 +278,7 @@ class EndpointHandler(web.RequestHandler):
             self._model = segments[1]
             inner = "/" + segments[2]
             route = plan.routes.find(inner)
-            if route is not None and not route.model_scoped:
+            if route is not None and not (route.model_scoped or plan.model_routes):
                 path = inner
         if route is None:
             return Refusal(404, f"{path} is not part of this deployment's serving API", "not_found_error")
@@ -378,10 +390,10 @@ class EndpointHandler(web.RequestHandler):
                 413, f"request body of {len(body)} bytes exceeds the limit of {limits.payload_limit_bytes} bytes",
                 "invalid_request_error",
             )
-        inputs = data.get("input", data.get("inputs"))
-        if limits.max_client_batch_size is not None and isinstance(inputs, list) and len(inputs) > limits.max_client_batch_size:
+        count = input_count(data.get("input", data.get("inputs")))
+        if limits.max_client_batch_size is not None and count is not None and count > limits.max_client_batch_size:
             return body, False, Refusal(
-                422, f"{len(inputs)} inputs in one request exceed max_client_batch_size={limits.max_client_batch_size}",
+                422, f"{count} inputs in one request exceed max_client_batch_size={limits.max_client_batch_size}",
                 "invalid_request_error",
             )
         injected = dep.plan.stream_usage and wants_usage_injection(self._engine_path, data)

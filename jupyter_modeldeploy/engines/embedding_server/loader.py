@@ -1,8 +1,10 @@
 """Model inspection and loading: where a model lives, its pooling, dtype, and its forward pass.
 
 `inspect_entry` runs before torch is imported and refuses what cannot work (a missing
-model, `splade` on a model without a masked-LM head), so a bad config fails at launch.
-`ModelRuntime` holds one loaded model and is what the memory manager moves around.
+model, `splade` on a model without a masked-LM head, `rerank` on a model without a
+one-label classification head), so a bad config fails at launch. `ModelRuntime` holds one
+loaded model, built from its own entry (pooling, dtype, task: two entries of one folder
+are two models), and is what the memory manager moves around.
 """
 
 from __future__ import annotations
@@ -18,10 +20,16 @@ from ...config.embedding import EmbeddingModelEntry
 
 #: Architectures whose weights carry a masked-LM head (what SPLADE pooling reads).
 _MLM_SUFFIXES = ("ForMaskedLM", "ForPreTraining")
+#: Architectures with a classification head (what a cross-encoder scores with).
+_CLASSIFIER_SUFFIX = "ForSequenceClassification"
 
 
 class LaunchError(Exception):
     """A configuration the server cannot serve; the message is one line, for stderr."""
+
+
+class InvalidInput(Exception):
+    """An input the model cannot take (a token id outside its vocabulary, an unknown prompt)."""
 
 
 class InputTooLong(Exception):
@@ -43,6 +51,7 @@ class ModelSource:
     sparse: bool  # SPLADE: vocabulary-sized sparse vectors, served by /embed_sparse
     architectures: tuple[str, ...]
     own_splade: bool = False  # the folder is a SPLADE sentence-transformers model already
+    rerank: bool = False  # a cross-encoder: scores query-text pairs, served by /rerank
 
 
 def _read_json(path: Path) -> Any:
@@ -79,6 +88,9 @@ def inspect_entry(entry: EmbeddingModelEntry) -> ModelSource:
             f"model {entry.name}: {path} has no readable config.json (not a transformers model)"
         )
     architectures = tuple(str(a) for a in config.get("architectures") or ())
+    if entry.task == "rerank":
+        _check_reranker(entry, config, architectures)
+        return ModelSource(entry.name, path, False, architectures, rerank=True)
     modules = _read_json(Path(path) / "modules.json") or []
     own_splade = any("SpladePooling" in str(m.get("type", "")) for m in modules if isinstance(m, dict))
     if entry.pooling == "splade":
@@ -92,6 +104,22 @@ def inspect_entry(entry: EmbeddingModelEntry) -> ModelSource:
     else:
         sparse = entry.pooling is None and own_splade
     return ModelSource(entry.name, path, sparse, architectures, own_splade)
+
+
+def _check_reranker(entry: EmbeddingModelEntry, config: dict[str, Any], architectures: tuple[str, ...]) -> None:
+    """Refuse `task: rerank` on a model that is not a one-score cross-encoder."""
+    if not any(a.endswith(_CLASSIFIER_SUFFIX) for a in architectures):
+        found = ", ".join(architectures) or "no architecture"
+        raise LaunchError(
+            f"model {entry.name}: task 'rerank' needs a cross-encoder (an ...{_CLASSIFIER_SUFFIX} "
+            f"architecture); {entry.model} is {found}"
+        )
+    labels = len(config.get("id2label") or {}) or int(config.get("num_labels") or 1)
+    if labels != 1:
+        raise LaunchError(
+            f"model {entry.name}: task 'rerank' needs a cross-encoder with one score; "
+            f"{entry.model} is a classifier with {labels} labels"
+        )
 
 
 def pick_device() -> str:
@@ -117,7 +145,11 @@ class ModelRuntime:
         self.dimensions = 0
         self.pooling = "splade" if source.sparse else (entry.pooling or "")
         self.normalizes = False
-        self.prompt = ""
+        self.prompt = ""  # the model's default prompt, put before texts that name none
+        self.prompts: dict[str, str] = {}  # the model's named prompts (`prompt_name`)
+        self.vocab_size = 0
+        self.labels: dict[str, str] = {}  # a cross-encoder's id2label
+        self.activation: Any = None  # a cross-encoder's score activation (sigmoid, usually)
         self._local = threading.local()
 
     @property
@@ -125,14 +157,21 @@ class ModelRuntime:
         """Whether this model gives SPLADE sparse vectors."""
         return self.source.sparse
 
+    @property
+    def rerank(self) -> bool:
+        """Whether this model is a cross-encoder that scores query-text pairs."""
+        return self.source.rerank
+
     # --- loading -----------------------------------------------------------------------
 
     def _build(self) -> Any:
-        from sentence_transformers import SentenceTransformer, SparseEncoder
+        from sentence_transformers import CrossEncoder, SentenceTransformer, SparseEncoder
         from sentence_transformers.base.modules import Transformer
         from sentence_transformers.sparse_encoder.modules import SpladePooling
 
         path, pooling = self.source.path, self.entry.pooling
+        if self.source.rerank:
+            return CrossEncoder(path, device="cpu")
         if self.source.sparse:
             if self.source.own_splade:
                 return SparseEncoder(path, device="cpu")
@@ -175,10 +214,16 @@ class ModelRuntime:
         self._local = threading.local()
         self.max_input_length = int(model.max_seq_length or self.tokenizer.model_max_length)
         self.normalizes = normalizes
+        self.prompts = {str(k): str(v) for k, v in (getattr(model, "prompts", None) or {}).items()}
         if getattr(model, "default_prompt_name", None):
-            self.prompt = model.prompts.get(model.default_prompt_name, "") or ""
-        if self.source.sparse:
-            self.dimensions = int(first.auto_model.config.vocab_size)
+            self.prompt = self.prompts.get(model.default_prompt_name, "")
+        config = first.auto_model.config
+        self.vocab_size = int(config.vocab_size)
+        if self.source.rerank:
+            self.labels = {str(k): str(v) for k, v in (config.id2label or {}).items()}
+            self.activation = model.activation_fn
+        elif self.source.sparse:
+            self.dimensions = self.vocab_size
         else:
             self.dimensions = int(model.get_embedding_dimension())
             pooling_mode = next(
@@ -255,14 +300,73 @@ class ModelRuntime:
             self._local.tokenizer = tokenizer
         return tokenizer
 
-    def tokenize(self, texts: list[str], truncate: bool) -> list[dict[str, list[int]]]:
-        """Tokenize each text (no padding); raise InputTooLong when one is too long and not truncated."""
+    def prompt_for(self, name: str | None) -> str:
+        """The text put before each input: the named prompt, else the model's default one."""
+        if name is None:
+            return self.prompt
+        if name not in self.prompts:
+            known = ", ".join(sorted(self.prompts)) or "none"
+            raise InvalidInput(f"prompt_name {name!r} is not a prompt of model {self.entry.name} (its prompts: {known})")
+        return self.prompts[name]
+
+    def _check_lengths(self, rows: list[dict[str, list[int]]]) -> None:
+        for i, row in enumerate(rows):
+            if len(row["input_ids"]) > self.max_input_length:
+                raise InputTooLong(i, len(row["input_ids"]), self.max_input_length)
+
+    def _id_row(self, index: int, ids: list[int], truncate: bool, left: bool) -> dict[str, list[int]]:
+        """Features for token ids sent as they are (no special tokens added, no prompt)."""
+        bad = next((t for t in ids if t >= self.vocab_size), None)
+        if bad is not None:
+            raise InvalidInput(f"input {index}: token id {bad} is outside the vocabulary (size {self.vocab_size})")
+        if truncate and len(ids) > self.max_input_length:
+            ids = ids[-self.max_input_length :] if left else ids[: self.max_input_length]
+        row = {"input_ids": list(ids), "attention_mask": [1] * len(ids)}
+        if "token_type_ids" in self.tokenizer.model_input_names:
+            row["token_type_ids"] = [0] * len(ids)
+        return row
+
+    def tokenize(
+        self, items: list[str | list[int]], truncate: bool, prompt: str = "", left: bool = False
+    ) -> list[dict[str, list[int]]]:
+        """Tokenize each input (no padding); token-id inputs are taken as they are.
+
+        Raises InputTooLong when one is too long and not truncated, InvalidInput for a token id
+        outside the vocabulary.
+        """
+        rows: list[dict[str, list[int]] | None] = [None] * len(items)
+        texts = [(i, item) for i, item in enumerate(items) if isinstance(item, str)]
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                rows[i] = self._id_row(i, item, truncate, left)
+        if texts:
+            tokenizer = self._thread_tokenizer()
+            tokenizer.truncation_side = "left" if left else "right"
+            encoded = tokenizer(
+                [prompt + text for _, text in texts],
+                truncation=truncate,
+                max_length=self.max_input_length if truncate else None,
+                padding=False,
+                verbose=False,
+            )
+            keys = list(encoded.keys())
+            for n, (i, _) in enumerate(texts):
+                rows[i] = {k: encoded[k][n] for k in keys}
+        done = [row for row in rows if row is not None]
+        if not truncate:
+            self._check_lengths(done)
+        return done
+
+    def tokenize_pairs(
+        self, query: str, texts: list[str], truncate: bool, left: bool = False
+    ) -> list[dict[str, list[int]]]:
+        """Tokenize (query, text) pairs for a cross-encoder; InputTooLong as `tokenize`."""
         tokenizer = self._thread_tokenizer()
-        if self.prompt:
-            texts = [self.prompt + t for t in texts]
+        tokenizer.truncation_side = "left" if left else "right"
         encoded = tokenizer(
+            [query] * len(texts),
             texts,
-            truncation=truncate,
+            truncation="longest_first" if truncate else False,
             max_length=self.max_input_length if truncate else None,
             padding=False,
             verbose=False,
@@ -270,19 +374,21 @@ class ModelRuntime:
         keys = list(encoded.keys())
         rows = [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
         if not truncate:
-            for i, row in enumerate(rows):
-                if len(row["input_ids"]) > self.max_input_length:
-                    raise InputTooLong(i, len(row["input_ids"]), self.max_input_length)
+            self._check_lengths(rows)
         return rows
 
     def forward(self, rows: list[dict[str, list[int]]]) -> Any:
-        """Embed one batch of tokenized texts: a float32 CPU tensor, one row per text (not normalized)."""
+        """Run one batch of tokenized inputs: a float32 CPU tensor, one row per input.
+
+        An embedding model gives its vectors (not normalized); a cross-encoder its logits.
+        """
         import torch
 
         features = self.tokenizer.pad(rows, padding=True, return_tensors="pt")
         features = {k: v.to(self.device) for k, v in features.items()}
+        key = "scores" if self.rerank else "sentence_embedding"
         with torch.inference_mode():
-            output = self.module.forward(features)["sentence_embedding"]
+            output = self.module.forward(features)[key]
         if output.is_sparse:
             output = output.to_dense()
         return output.float().cpu()

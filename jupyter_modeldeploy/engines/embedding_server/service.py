@@ -1,5 +1,8 @@
 """One model's serving machinery: admission (429), tokenization threads, the queue's single consumer.
 
+Embedding models and cross-encoders share it: both tokenize into rows, queue them, and get one
+output row per input back (a vector, or a one-element logit).
+
 The consumer takes a batch, makes sure the model is on the device (the memory manager
 may have to bring it back), runs the forward pass on the model's own inference thread
 and hands each input its row.
@@ -11,6 +14,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -67,11 +71,21 @@ class ModelService:
         self.in_flight -= 1
         self.memory.request_finished(self.name)
 
-    async def embed(self, texts: list[str], truncate: bool) -> tuple[list[Any], int]:
-        """Rows (float32 tensors, not normalized) for the texts, and their total token count."""
+    async def embed(
+        self, items: list[str | list[int]], truncate: bool, prompt: str = "", left: bool = False
+    ) -> tuple[list[Any], int]:
+        """Rows (float32 tensors, not normalized) for the inputs, and their total token count."""
+        return await self._run(self.runtime.tokenize, items, truncate, prompt, left)
+
+    async def score(self, query: str, texts: list[str], truncate: bool, left: bool = False) -> tuple[list[Any], int]:
+        """A cross-encoder's logits (one-element rows) for (query, text) pairs, and their token count."""
+        return await self._run(self.runtime.tokenize_pairs, query, texts, truncate, left)
+
+    async def _run(self, tokenize: Callable[..., list[dict[str, list[int]]]], *args: Any) -> tuple[list[Any], int]:
+        """Tokenize on a tokenizer thread, queue each row for the consumer, wait for every result."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        rows = await loop.run_in_executor(self._tokenizers, self.runtime.tokenize, texts, truncate)
+        rows = await loop.run_in_executor(self._tokenizers, tokenize, *args)
         self.metrics.tokenization_duration.labels(self.name).observe(time.perf_counter() - started)
         futures: list[asyncio.Future[Any]] = []
         tokens = 0
@@ -90,6 +104,15 @@ class ModelService:
             raise
         self.metrics.input_tokens.labels(self.name).inc(tokens)
         return list(vectors), tokens
+
+    def activate(self, rows: list[Any], raw: bool) -> list[float]:
+        """A cross-encoder's scores from its logit rows: the model's activation unless `raw`."""
+        import torch
+
+        logits = torch.stack(rows)[:, 0]
+        if not raw and self.runtime.activation is not None:
+            logits = self.runtime.activation(logits)
+        return [float(x) for x in logits]
 
     @staticmethod
     def postprocess(rows: list[Any], normalize: bool, dimensions: int | None) -> Any:
