@@ -80,7 +80,7 @@ class BaseHandler(APIHandler):
 
 
 class StatusHandler(BaseHandler):
-    """GET: version, engines, GPU presence, deployment counts."""
+    """GET: version, engines, GPU presence, deployment counts, what the store could not read."""
 
     @web.authenticated
     async def get(self) -> None:
@@ -96,6 +96,7 @@ class StatusHandler(BaseHandler):
                 "engines": engines,
                 "gpu": shutil.which("nvidia-smi") is not None,
                 "deployments": counts,
+                "store": self.supervisor.store.report(),
             }
         )
 

@@ -161,7 +161,7 @@ class Supervisor:
             try:
                 config = parse_config(row.config)
             except ConfigError as exc:
-                log.warning("skipping stored deployment %s: %s", row.id, exc)
+                self.store.skip("deployments", row.id, f"its configuration no longer validates: {exc}")
                 continue
             dep = self._new_deployment(row.id, config, row.route, api_key_hash=row.api_key_hash)
             dep.status = Status(row.status)
