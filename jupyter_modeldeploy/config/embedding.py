@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import field_validator, model_validator
 
-from .common import NAME_PATTERN, DeploymentBase, StrictModel, option
+from .common import NAME_PATTERN, DeploymentBase, StrictModel, check_home, option
 
 
 class EmbeddingModelEntry(StrictModel):
@@ -49,6 +49,11 @@ class EmbeddingModelEntry(StrictModel):
     payload_limit_bytes: int = option(
         2_000_000, group="Models", description="Request body size limit; past it: 413.", ge=1
     )
+
+    @field_validator("model")
+    @classmethod
+    def _model_path(cls, value: str) -> str:
+        return check_home(value)
 
     @property
     def name(self) -> str:
