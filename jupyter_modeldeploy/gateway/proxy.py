@@ -22,8 +22,9 @@ from ..supervisor import Deployment, Status, Supervisor
 from ..supervisor.keys import hash_key
 from ..supervisor.tokens import TokenRegistry
 from .auth import authorize, presented_key
+from .records import RequestRecord  # re-exported: metrics and older callers import it from here
 from .upstream import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
-from .usage import Usage, UsageTap, wants_usage_injection
+from .usage import UsageTap, wants_usage_injection
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +43,6 @@ ADMIN_PATHS = {
     "/v1/load_lora_adapter", "/v1/unload_lora_adapter", "/props", "/models/load", "/models/unload",
     "/scale_elastic_ep", "/pause", "/resume", "/start_profile", "/stop_profile",
 }
-
-
-@dataclass
-class RequestRecord:
-    """What one proxied request did, for the metrics."""
-
-    deployment_id: str
-    model: str | None
-    status: int
-    latency_s: float
-    first_chunk_s: float | None = None
-    usage: Usage | None = None
-    streamed: bool = False
 
 
 @dataclass

@@ -16,7 +16,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..gateway.proxy import RequestRecord
+from ..gateway.records import RequestRecord
 from ..supervisor import Deployment, Supervisor
 from .gpu import GpuReader
 from .host import HostSampler, process_tree_usage

@@ -122,7 +122,7 @@ class ModelDeployApp(ExtensionApp):
         prefix = "/api/modeldeploy"
         handlers: list[tuple[str, Any, dict[str, Any]] | tuple[str, Any]] = list(api_handlers(prefix))
         if self.metrics is not None:
-            from ..metrics.handlers import metrics_handlers
+            from .metrics_handlers import metrics_handlers
 
             handlers += metrics_handlers(prefix)
         handlers.append((r"/modeldeploy/endpoints/(?P<route>[^/]+)(?P<path>/.*)?", EndpointHandler, {"gateway": self.gateway}))

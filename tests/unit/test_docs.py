@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 
 from jupyter_modeldeploy.config.reference import render
-from jupyter_modeldeploy.metrics.handlers import metrics_handlers
 from jupyter_modeldeploy.server_ext.handlers import api_handlers
+from jupyter_modeldeploy.server_ext.metrics_handlers import metrics_handlers
 
 ROOT = Path(__file__).resolve().parents[2]
 

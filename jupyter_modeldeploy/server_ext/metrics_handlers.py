@@ -1,4 +1,7 @@
-"""REST routes of the metrics: chart series as JSON and Prometheus text, under Jupyter auth."""
+"""REST routes of the metrics: chart series as JSON and Prometheus exposition, under Jupyter auth.
+
+The metrics themselves (`metrics/`) know no HTTP; these handlers only render them.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,9 @@ from jupyter_server.base.handlers import APIHandler
 from prometheus_client.exposition import choose_encoder
 from tornado import web
 
-from ..server_ext.handlers import BaseHandler
+from ..metrics.hub import MetricsHub
 from ..supervisor import DeploymentError
-from .hub import MetricsHub
+from .handlers import BaseHandler
 
 
 def _since(handler: APIHandler) -> float | None:
