@@ -26,6 +26,7 @@ from ..config import ConfigError, DeploymentBase, export_config, parse_config
 from ..engines import EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan, get_engine
 from ..engines.hf import ModelNotFound
 from . import reaper
+from .guardian import kill_group, process_exited
 from .keys import hash_key
 from .logbuffer import MASK, LogBuffer
 from .state import Status, can_move, failure_reason, idle_limit_reached, serving_status
@@ -410,6 +411,7 @@ class Supervisor:
             return
         dep.process = proc
         pump = asyncio.ensure_future(self._pump(dep, proc))
+        self._spawn(self._watch_guardian(dep, proc))
         phase = "loading"
         healthy = await self._wait_healthy(dep, proc, plan)
         if healthy:
@@ -431,6 +433,16 @@ class Supervisor:
             self._finish(dep, Status.STOPPED, dep.stop_reason)
         else:
             self._finish(dep, Status.FAILED, failure_reason(code, dep.log.tail(8), during=phase))
+
+    async def _watch_guardian(self, dep: Deployment, proc: asyncio.subprocess.Process) -> None:
+        """When the guardian exits, kill what is left of its group (all of it, if it was killed outright).
+
+        Until then `proc.wait()` cannot return: an orphaned engine keeps the console pipe open.
+        """
+        await process_exited(proc.pid)
+        left = kill_group(proc.pid)
+        if left:
+            dep.log.append(f"[modeldeploy] the guardian process ended and left {left} engine process(es) running: killed")
 
     async def _pump(self, dep: Deployment, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
