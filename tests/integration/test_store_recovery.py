@@ -26,7 +26,7 @@ def test_an_unreadable_store_is_moved_aside_and_the_server_starts_empty(tmp_path
         assert recovered["moved_to"].startswith("deployments.sqlite.unreadable-")
         assert (server.state_dir / recovered["moved_to"]).read_bytes() == b"garbage, not SQLite" * 50
         assert server.api("GET", "deployments").json() == {"deployments": []}
-        assert "moved aside" in server.log_tail(200)
+        assert "modeldeploy: the deployment store could not be read" in server.log_tail(200)
     finally:
         server.stop()
 
@@ -47,6 +47,8 @@ def test_bad_rows_are_skipped_and_the_rest_served(tmp_path: Path) -> None:
         [skipped] = server.api("GET", "status").json()["store"]["skipped"]
         assert skipped["table"] == "deployments" and "config" in skipped["reason"]
         assert len(server.api("GET", "tokens").json()["tokens"]) == 3
-        assert "skipping stored deployments row" in server.log_tail(200)
+        log = server.log_tail(200)
+        assert "skipping stored deployments row" in log
+        assert "modeldeploy: 1 stored row(s) could not be read" in log
     finally:
         server.stop()
