@@ -80,6 +80,7 @@ lint: install
 
 docs: install
 	$(BIN)/python scripts/gen_config_reference.py > docs/configuration.md
+	$(BIN)/python scripts/gen_openapi.py
 
 bench: install engine-llamacpp
 	$(BIN)/python bench/llamacpp.py

@@ -2,7 +2,7 @@
 
 Every handler is a Jupyter APIHandler: Jupyter's authentication and XSRF protection apply.
 Bodies are parsed by `jsonbody` (nesting limit, finite numbers) and validated by the models
-in `schemas`; every error is one JSON shape (`schemas.ErrorBody`) with a 4xx status naming
+in `schemas`; answers and every error are the shapes `schemas` declares (errors: `schemas.Error`) with a 4xx status naming
 the fields at fault. See docs/rest-api.md and openapi.yaml.
 """
 
@@ -25,7 +25,19 @@ from ..supervisor import Deployment, DeploymentError, Supervisor
 from ..supervisor.tokens import TokenRegistry
 from .jsonbody import BodyError, parse_json
 from .records import deployment_record, engine_status
-from .schemas import AdapterRequest, CloneRequest, TokenRequest, parse_body
+from .schemas import (
+    AdapterRequest,
+    CloneRequest,
+    DryRunPlan,
+    Error,
+    StatusResponse,
+    Token,
+    TokenCreated,
+    TokenList,
+    TokenRequest,
+    ValidateResponse,
+    parse_body,
+)
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -53,6 +65,10 @@ class BaseHandler(APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data, allow_nan=False))
 
+    def write_model(self, body: BaseModel, status: int = 200) -> None:
+        """Answer with a `schemas` response body."""
+        self.write_json(body.model_dump(mode="json"), status)
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Every error as JSON, including tornado's own (404, 405, XSRF 403)."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -60,10 +76,12 @@ class BaseHandler(APIHandler):
         if status_code == 405:
             message = f"{self.request.method} is not allowed on this route"
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": str(message)}))
+        self.finish(json.dumps(Error(error=str(message)).model_dump(mode="json", exclude_none=True)))
 
-    def fail(self, status: int, message: str, **extra: Any) -> None:
-        self.write_json({"error": message, **extra}, status)
+    def fail(self, status: int, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        """Answer with an error: a one-line message, and the fields at fault when there are any."""
+        self.write_json(Error.model_validate({"error": message, "errors": errors}).model_dump(mode="json", exclude_none=True),
+                        status)
 
     def json_body(self) -> Any:
         """The request body as JSON (`{}` when empty); BodyError (400) when it is refused."""
@@ -100,15 +118,17 @@ class StatusHandler(BaseHandler):
             counts[dep.status.value] = counts.get(dep.status.value, 0) + 1
         loop = asyncio.get_running_loop()
         engines = await loop.run_in_executor(None, engine_status, self.supervisor.settings)
-        self.write_json(
-            {
-                "version": __version__,
-                "kinds": list(KINDS),
-                "engines": engines,
-                "gpu": shutil.which("nvidia-smi") is not None,
-                "deployments": counts,
-                "store": self.supervisor.store.report(),
-            }
+        self.write_model(
+            StatusResponse.model_validate(
+                {
+                    "version": __version__,
+                    "kinds": list(KINDS),
+                    "engines": engines,
+                    "gpu": shutil.which("nvidia-smi") is not None,
+                    "deployments": counts,
+                    "store": self.supervisor.store.report(),
+                }
+            )
         )
 
 
@@ -133,7 +153,7 @@ class ValidateHandler(BaseHandler):
         async def action() -> None:
             config = parse_config(self.json_body())
             notices = config.notices() if hasattr(config, "notices") else []
-            self.write_json({"ok": True, "config": export_config(config), "notices": notices})
+            self.write_model(ValidateResponse(ok=True, config=export_config(config), notices=notices))
 
         await self.run(action)
 
@@ -149,9 +169,7 @@ class LaunchHandler(BaseHandler):
             if self.get_query_argument("dry_run", "0") in ("1", "true"):
                 loop = asyncio.get_running_loop()
                 plan = await loop.run_in_executor(None, self.supervisor.dry_run, config)
-                self.write_json(
-                    {"argv": plan.argv, "env": plan.env, "notes": plan.notes, "models": plan.models}
-                )
+                self.write_model(DryRunPlan(argv=plan.argv, env=plan.env, notes=plan.notes, models=plan.models))
                 return
             start = self.get_query_argument("launch", "1") not in ("0", "false")
             dep = await self.supervisor.launch(config, start=start)
@@ -316,7 +334,7 @@ class TokensHandler(BaseHandler):
 
     @web.authenticated
     async def get(self) -> None:
-        self.write_json({"tokens": [t.to_json() for t in self.tokens.list()]})
+        self.write_model(TokenList(tokens=[Token.model_validate(t.to_json()) for t in self.tokens.list()]))
 
     @web.authenticated
     async def post(self) -> None:
@@ -329,7 +347,7 @@ class TokensHandler(BaseHandler):
                 )
             except ValueError as exc:
                 raise DeploymentError(str(exc), 400) from None
-            self.write_json({**info.to_json(), "token": token}, 201)
+            self.write_model(TokenCreated.model_validate({**info.to_json(), "token": token}), 201)
 
         await self.run(action)
 
@@ -344,7 +362,7 @@ class TokenHandler(BaseHandler):
         except KeyError:
             self.fail(404, f"no token {token_id!r}")
             return
-        self.write_json(info.to_json())
+        self.write_model(Token.model_validate(info.to_json()))
 
 
 def api_handlers(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:

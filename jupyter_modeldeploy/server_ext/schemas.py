@@ -32,11 +32,14 @@ class FieldError(BaseModel):
     allowed: list[Any] | None = None
 
 
-class ErrorBody(BaseModel):
+class Error(BaseModel):
     """Every error answer of the API (4xx and 5xx)."""
 
     error: str = Field(description="one-line message")
     errors: list[FieldError] | None = Field(None, description="the fields at fault, when there are any")
+
+
+# Requests -------------------------------------------------------------------------------
 
 
 class CloneRequest(RequestBody):
@@ -69,6 +72,107 @@ class TokenRequest(RequestBody):
         if (self.deployment is None) == (self.project is None):
             raise ValueError("a token is scoped to exactly one of: deployment, project")
         return self
+
+
+# Responses ------------------------------------------------------------------------------
+
+
+class ResponseBody(BaseModel):
+    """Base of response bodies (what the server writes; extra keys would be a bug)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EngineAvailability(ResponseBody):
+    """Which program a kind would run here, and how to install what is missing."""
+
+    available: bool
+    program: str | None = None
+    python: str | None = Field(None, description="the interpreter that runs it, where that is a setting")
+    notes: list[str] = Field(default_factory=list)
+
+
+class RecoveredStore(ResponseBody):
+    """An unreadable store file that was renamed aside; the server started with an empty store."""
+
+    moved_to: str = Field(description="file name, in the state folder, the unreadable store now has")
+    reason: str
+    at: float
+
+
+class SkippedStoredRow(ResponseBody):
+    """A stored row that could not be read and is left out."""
+
+    table: str
+    id: str | None
+    reason: str
+
+
+class StoreReport(ResponseBody):
+    """What the deployment store could not read when the server started."""
+
+    recovered: RecoveredStore | None = None
+    skipped: list[SkippedStoredRow] = Field(default_factory=list)
+
+
+class StatusResponse(ResponseBody):
+    """GET /status."""
+
+    version: str
+    kinds: list[str]
+    engines: dict[str, EngineAvailability]
+    gpu: bool
+    deployments: dict[str, int] = Field(description="how many deployments are in each status")
+    store: StoreReport
+
+
+class Token(ResponseBody):
+    """A token's public description (never the token itself)."""
+
+    id: str
+    name: str | None
+    prefix: str = Field(description="the token's first characters, to recognise it")
+    deployment_id: str | None
+    project: str | None
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+
+
+class TokenCreated(Token):
+    """POST /tokens: the description, and the token itself (shown this once)."""
+
+    token: str
+
+
+class TokenList(ResponseBody):
+    """GET /tokens."""
+
+    tokens: list[Token]
+
+
+class ValidateResponse(ResponseBody):
+    """POST /validate."""
+
+    ok: bool
+    config: dict[str, Any] = Field(description="the normalised configuration, secrets left out")
+    notices: list[str]
+
+
+class DryRunPlan(ResponseBody):
+    """POST /deployments?dry_run=1: what would run, secrets masked; nothing is started."""
+
+    argv: list[str]
+    env: dict[str, str]
+    notes: list[str]
+    models: list[str]
+
+
+#: The bodies that docs/openapi.yaml takes from these models (scripts/gen_openapi.py).
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (CloneRequest, AdapterRequest, TokenRequest)
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    Error, StatusResponse, Token, TokenCreated, TokenList, ValidateResponse, DryRunPlan,
+)
 
 
 def parse_body(model: type[Model], data: Any) -> Model:
