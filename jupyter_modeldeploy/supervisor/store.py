@@ -104,8 +104,22 @@ class RowError(ValueError):
     """A stored row whose columns do not hold what they should."""
 
 
+def _column(row: sqlite3.Row, name: str) -> Any:
+    columns = row.keys()  # `name in row` would look among the values
+    if name not in columns:
+        raise RowError(f"the table has no {name} column")
+    return row[name]
+
+
+def _row_id(row: sqlite3.Row) -> Any:
+    try:
+        return _column(row, "id")
+    except RowError:
+        return None
+
+
 def _text(row: sqlite3.Row, name: str, *, optional: bool = False) -> str | None:
-    value = row[name]
+    value = _column(row, name)
     if value is None and optional:
         return None
     if not isinstance(value, str):
@@ -114,7 +128,7 @@ def _text(row: sqlite3.Row, name: str, *, optional: bool = False) -> str | None:
 
 
 def _number(row: sqlite3.Row, name: str, *, optional: bool = False) -> float | None:
-    value = row[name]
+    value = _column(row, name)
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -139,7 +153,7 @@ def decode_deployment(row: sqlite3.Row) -> StoredDeployment:
     status = _text(row, "status")
     if status not in {s.value for s in Status}:
         raise RowError(f"status {status!r} is not one of {', '.join(s.value for s in Status)}")
-    exit_code = row["exit_code"]
+    exit_code = _column(row, "exit_code")
     if exit_code is not None and (isinstance(exit_code, bool) or not isinstance(exit_code, int)):
         raise RowError("exit_code is not an integer")
     return StoredDeployment(
@@ -161,7 +175,7 @@ def decode_token(row: sqlite3.Row) -> dict[str, Any]:
         _text(row, name, optional=True)
     _number(row, "created_at")
     _number(row, "revoked_at", optional=True)
-    decoded = {name: row[name] for name in TOKEN_COLUMNS}
+    decoded = {name: _column(row, name) for name in TOKEN_COLUMNS}
     expires = _number(row, "expires_at", optional=True)
     # Earlier versions accepted an infinite lifetime: that is a token that never expires.
     decoded["expires_at"] = None if expires is not None and math.isinf(expires) else expires
@@ -248,7 +262,7 @@ class Store:
 
     def skip(self, table: str, row_id: Any, reason: str) -> None:
         """Record (once) and log a stored row that is left out."""
-        entry = SkippedRow(table, row_id if isinstance(row_id, str) else repr(row_id), reason)
+        entry = SkippedRow(table, row_id if isinstance(row_id, str) or row_id is None else repr(row_id), reason)
         if entry not in self.skipped:
             self.skipped.append(entry)
             log.warning("skipping stored %s row %s: %s", table, entry.id, reason)
@@ -278,7 +292,7 @@ class Store:
             try:
                 loaded.append(decode_deployment(row))
             except RowError as exc:
-                self.skip("deployments", row["id"], str(exc))
+                self.skip("deployments", _row_id(row), str(exc))
         return sorted(loaded, key=lambda d: d.created_at)
 
     # Tokens -----------------------------------------------------------------------------
@@ -299,7 +313,7 @@ class Store:
             try:
                 decoded.append(decode_token(row))
             except RowError as exc:
-                self.skip("tokens", row["id"], str(exc))
+                self.skip("tokens", _row_id(row), str(exc))
         return sorted(decoded, key=lambda t: t["created_at"])
 
     def revoke_token(self, token_id: str, at: float) -> bool:

@@ -133,3 +133,18 @@ def test_a_store_from_a_newer_version_is_kept_aside(tmp_path: Path) -> None:
     assert recovered is not None and "newer" in recovered["reason"]
     assert user_version(tmp_path / recovered["moved_to"]) == len(MIGRATIONS) + 5
     store.close()
+
+
+def test_a_table_from_elsewhere_is_reported_not_fatal(tmp_path: Path) -> None:
+    """A file with a `tokens` table of other columns: its rows are skipped, the rest works."""
+    path = tmp_path / "deployments.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE tokens (id TEXT, secret TEXT)")
+    db.execute("INSERT INTO tokens VALUES ('x', 'y')")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.tokens() == []
+    [skipped] = store.report()["skipped"]
+    assert skipped["id"] == "x" and "column" in skipped["reason"]
+    store.close()
