@@ -442,7 +442,7 @@ class Supervisor:
         await process_exited(proc.pid)
         left = kill_group(proc.pid)
         if left:
-            dep.log.append(f"[modeldeploy] the guardian process ended and left {left} engine process(es) running: killed")
+            dep.log.append(f"[modeldeploy] killed {left} process(es) still in the engine's group after its guardian ended")
 
     async def _pump(self, dep: Deployment, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
