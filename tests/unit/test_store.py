@@ -148,3 +148,17 @@ def test_a_table_from_elsewhere_is_reported_not_fatal(tmp_path: Path) -> None:
     [skipped] = store.report()["skipped"]
     assert skipped["id"] == "x" and "column" in skipped["reason"]
     store.close()
+
+
+def test_an_infinite_expiry_stored_by_an_older_version_reads_as_no_expiry(v1_state: Path) -> None:
+    """0.1.0 accepted `expires_in_s: Infinity` and stored inf, which no JSON answer can carry."""
+    path = v1_state / "deployments.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("UPDATE tokens SET expires_at = 9e999 WHERE name = 'ci'")
+    db.commit()
+    db.close()
+    store = Store(path)
+    [ci] = [t for t in store.tokens() if t["name"] == "ci"]
+    assert ci["expires_at"] is None
+    assert TokenRegistry(store).lookup("nothing") is None and store.report()["skipped"] == []
+    store.close()
