@@ -73,11 +73,14 @@ test: install engines labext chromium
 test-unit: install
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
+# Style, and the import boundaries of docs/architecture.md (import-linter contracts in pyproject.toml).
 lint: install
 	$(BIN)/ruff check jupyter_modeldeploy tests bench scripts
+	$(BIN)/lint-imports
 
 docs: install
 	$(BIN)/python scripts/gen_config_reference.py > docs/configuration.md
+	$(BIN)/python scripts/gen_openapi.py
 
 bench: install engine-llamacpp
 	$(BIN)/python bench/llamacpp.py

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -239,18 +240,28 @@ def cmd_adapter(client: ModelDeployClient, args: argparse.Namespace) -> int:
     return 0
 
 
+# The engines' own installer programs: the CLI runs them, it does not import the engines.
+INSTALLERS = {"llamacpp": "jupyter_modeldeploy.engines.llamacpp_install", "llm": "jupyter_modeldeploy.engines.vllm_install"}
+
+
+def installer_argv(kind: str, *, force: bool = False, backend: str | None = None) -> list[str]:
+    """The command line of an engine's installer (`python -m jupyter_modeldeploy.engines.<kind>_install`)."""
+    argv = [sys.executable, "-m", INSTALLERS[kind]]
+    if force:
+        argv.append("--force")
+    if backend and kind == "llamacpp":
+        argv += ["--backend", backend]
+    return argv
+
+
 def cmd_install_engine(args: argparse.Namespace) -> int:
-    if args.kind == "llamacpp":
-        from .engines.llamacpp_install import build_llama_server, plan_build
-
-        build_llama_server(plan_build(backend=args.backend), force=args.force)
-        return 0
-    if args.kind == "llm":
-        from .engines.vllm_install import install_vllm
-
-        path = install_vllm(force=args.force)
-        print(f"vLLM environment ready: {path}")
-        return 0
+    if args.kind in INSTALLERS:
+        code = subprocess.run(installer_argv(args.kind, force=args.force, backend=args.backend)).returncode
+        if code or args.kind != "llm":
+            return code
+        found = subprocess.run([sys.executable, "-m", INSTALLERS["llm"], "--print-python"], capture_output=True, text=True)
+        print(f"vLLM environment ready: {found.stdout.strip()}")
+        return found.returncode
     import importlib.util
 
     if importlib.util.find_spec("sentence_transformers") is None:

@@ -86,6 +86,11 @@ def _merge(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(merged.values())
 
 
+def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """A pydantic ValidationError as the API's error list: one `{field, message[, allowed]}` per field."""
+    return _merge([_describe(e) for e in exc.errors()])
+
+
 def parse_config(data: dict[str, Any] | str) -> DeploymentBase:
     """Validate a configuration (dict or JSON text) and return its kind's model.
 
@@ -106,7 +111,7 @@ def parse_config(data: dict[str, Any] | str) -> DeploymentBase:
     try:
         return _adapter.validate_python(data)
     except ValidationError as exc:
-        raise ConfigError(_merge([_describe(e) for e in exc.errors()])) from None
+        raise ConfigError(field_errors(exc)) from None
 
 
 def export_config(config: DeploymentBase, *, include_secrets: bool = False) -> dict[str, Any]:
@@ -156,5 +161,6 @@ __all__ = [
     "clone_config",
     "config_schema",
     "export_config",
+    "field_errors",
     "parse_config",
 ]

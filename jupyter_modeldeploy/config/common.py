@@ -6,12 +6,24 @@ engine command lines are all derived from these models.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 SCHEMA_VERSION = 1
+
+def check_home(path: str) -> str:
+    """Refuse a path that starts with `~user` when this server knows no such user.
+
+    Such a path can never be found; let the field say so rather than the engine fail later.
+    """
+    head = path.split("/", 1)[0]
+    if head.startswith("~") and os.path.expanduser(head) == head:
+        raise ValueError(f"{head!r}: no such user's home directory on this server")
+    return path
+
 
 #: Form groups, in the order a form shows them.
 GROUP_ORDER: tuple[str, ...] = (

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import field_validator, model_validator
 
-from .common import NAME_PATTERN, DeploymentBase, StrictModel, option
+from .common import NAME_PATTERN, DeploymentBase, StrictModel, check_home, option
 
 
 class EmbeddingModelEntry(StrictModel):
@@ -65,6 +65,11 @@ class EmbeddingModelEntry(StrictModel):
                 "classification head (leave pooling empty)"
             )
         return self
+
+    @field_validator("model")
+    @classmethod
+    def _model_path(cls, value: str) -> str:
+        return check_home(value)
 
     @property
     def name(self) -> str:

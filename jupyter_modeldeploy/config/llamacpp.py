@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from .common import DeploymentBase, option
+from .common import DeploymentBase, check_home, option
 
 TENSOR_SPLIT_RE = re.compile(r"^\d+(\.\d+)?(,\d+(\.\d+)?)*$")
 
@@ -167,9 +167,16 @@ class LlamaCppConfig(DeploymentBase):
         None, group="GPUs", description="NUMA optimisation (empty: off)."
     )
 
+    @field_validator("model")
+    @classmethod
+    def _model_path(cls, value: str) -> str:
+        return check_home(value)
+
     @field_validator("additional_models")
     @classmethod
     def _additional_models(cls, value: list[str]) -> list[str]:
+        for path in value:
+            check_home(path)
         stems = [m.rstrip("/").rsplit("/", 1)[-1].removesuffix(".gguf") for m in value]
         if any(not m.strip() for m in value):
             raise ValueError("additional model paths must not be empty")

@@ -26,7 +26,7 @@ from ..supervisor.tokens import TokenRegistry
 from .auth import authorize, presented_key
 from .headers import cors_headers, origin_allowed, preflight_headers, request_headers, returned_header
 from .paths import PathError, check_query, normalise_path
-from .records import OTHER_MODEL, RequestRecord
+from .records import OTHER_MODEL, RequestRecord  # RequestRecord re-exported for older callers
 from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout
 from .usage import UsageTap, wants_usage_injection
 

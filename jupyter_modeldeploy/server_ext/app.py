@@ -88,6 +88,7 @@ class ModelDeployApp(ExtensionApp):
         )
         supervisor.load()
         tokens = TokenRegistry(supervisor.store)
+        self._report_store(supervisor)
         gateway = Gateway(
             supervisor,
             tokens,
@@ -117,12 +118,23 @@ class ModelDeployApp(ExtensionApp):
         )
         self.log.info("modeldeploy: state in %s", self.state_dir)
 
+    def _report_store(self, supervisor: Supervisor) -> None:
+        """Say in the server's log what the deployment store could not read (also in GET /status)."""
+        report = supervisor.store.report()
+        if report["recovered"]:
+            self.log.error("modeldeploy: %s", report["recovered"]["reason"])
+        if report["skipped"]:
+            self.log.warning(
+                "modeldeploy: %d stored row(s) could not be read and are left out (listed in GET /api/modeldeploy/status)",
+                len(report["skipped"]),
+            )
+
     def initialize_handlers(self) -> None:
         # ExtensionApp prepends the server's base URL to every pattern.
         prefix = "/api/modeldeploy"
         handlers: list[tuple[str, Any, dict[str, Any]] | tuple[str, Any]] = list(api_handlers(prefix))
         if self.metrics is not None:
-            from ..metrics.handlers import metrics_handlers
+            from .metrics_handlers import metrics_handlers
 
             handlers += metrics_handlers(prefix)
         handlers.append((ENDPOINT_PATTERN, EndpointHandler, {"gateway": self.gateway}))

@@ -1,7 +1,9 @@
 """REST API under `/api/modeldeploy/`: schemas, deployments, logs, tokens, status.
 
 Every handler is a Jupyter APIHandler: Jupyter's authentication and XSRF protection apply.
-Errors are JSON with a 4xx status naming the problem; see docs/rest-api.md and openapi.yaml.
+Bodies are parsed by `jsonbody` (nesting limit, finite numbers) and validated by the models
+in `schemas`; answers and every error are the shapes `schemas` declares (errors: `schemas.Error`) with a 4xx status naming
+the fields at fault. See docs/rest-api.md and openapi.yaml.
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from typing import Any
+from typing import Any, TypeVar
 
 from jupyter_server.base.handlers import APIHandler
+from pydantic import BaseModel
 from tornado import iostream, web
 
 from .. import __version__
@@ -20,7 +23,23 @@ from ..engines import EngineUnavailable
 from ..engines.hf import ModelNotFound
 from ..supervisor import Deployment, DeploymentError, Supervisor
 from ..supervisor.tokens import TokenRegistry
+from .jsonbody import BodyError, parse_json
 from .records import deployment_record, engine_status
+from .schemas import (
+    AdapterRequest,
+    CloneRequest,
+    DryRunPlan,
+    Error,
+    StatusResponse,
+    Token,
+    TokenCreated,
+    TokenList,
+    TokenRequest,
+    ValidateResponse,
+    parse_body,
+)
+
+Body = TypeVar("Body", bound=BaseModel)
 
 
 class BaseHandler(APIHandler):
@@ -44,25 +63,33 @@ class BaseHandler(APIHandler):
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(data))
+        self.finish(json.dumps(data, allow_nan=False))
+
+    def write_model(self, body: BaseModel, status: int = 200) -> None:
+        """Answer with a `schemas` response body."""
+        self.write_json(body.model_dump(mode="json"), status)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Every error as JSON, including tornado's own (404, 405, XSRF 403)."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
         message = getattr(exc, "log_message", None) or getattr(exc, "reason", None) or self._reason
+        if status_code == 405:
+            message = f"{self.request.method} is not allowed on this route"
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": str(message)}))
+        self.finish(json.dumps(Error(error=str(message)).model_dump(mode="json", exclude_none=True)))
 
-    def fail(self, status: int, message: str, **extra: Any) -> None:
-        self.write_json({"error": message, **extra}, status)
+    def fail(self, status: int, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        """Answer with an error: a one-line message, and the fields at fault when there are any."""
+        self.write_json(Error.model_validate({"error": message, "errors": errors}).model_dump(mode="json", exclude_none=True),
+                        status)
 
     def json_body(self) -> Any:
-        if not self.request.body:
-            return {}
-        try:
-            return json.loads(self.request.body)
-        except ValueError as exc:
-            raise DeploymentError(f"request body is not valid JSON: {exc}", 400) from None
+        """The request body as JSON (`{}` when empty); BodyError (400) when it is refused."""
+        return parse_json(self.request.body)
+
+    def body(self, model: type[Body]) -> Body:
+        """The request body validated by a `schemas` model; BodyError (4xx) names each wrong field."""
+        return parse_body(model, self.json_body())
 
     def lookup(self, ref: str) -> Deployment:
         return self.supervisor.get(ref)
@@ -71,6 +98,8 @@ class BaseHandler(APIHandler):
         """Run an action, turning known errors into 4xx JSON answers."""
         try:
             await action()
+        except BodyError as exc:
+            self.fail(exc.status, str(exc), errors=exc.errors)
         except ConfigError as exc:
             self.fail(422, f"invalid configuration: {exc}", errors=exc.errors)
         except DeploymentError as exc:
@@ -80,7 +109,7 @@ class BaseHandler(APIHandler):
 
 
 class StatusHandler(BaseHandler):
-    """GET: version, engines, GPU presence, deployment counts."""
+    """GET: version, engines, GPU presence, deployment counts, what the store could not read."""
 
     @web.authenticated
     async def get(self) -> None:
@@ -89,14 +118,17 @@ class StatusHandler(BaseHandler):
             counts[dep.status.value] = counts.get(dep.status.value, 0) + 1
         loop = asyncio.get_running_loop()
         engines = await loop.run_in_executor(None, engine_status, self.supervisor.settings)
-        self.write_json(
-            {
-                "version": __version__,
-                "kinds": list(KINDS),
-                "engines": engines,
-                "gpu": shutil.which("nvidia-smi") is not None,
-                "deployments": counts,
-            }
+        self.write_model(
+            StatusResponse.model_validate(
+                {
+                    "version": __version__,
+                    "kinds": list(KINDS),
+                    "engines": engines,
+                    "gpu": shutil.which("nvidia-smi") is not None,
+                    "deployments": counts,
+                    "store": self.supervisor.store.report(),
+                }
+            )
         )
 
 
@@ -121,28 +153,23 @@ class ValidateHandler(BaseHandler):
         async def action() -> None:
             config = parse_config(self.json_body())
             notices = config.notices() if hasattr(config, "notices") else []
-            self.write_json({"ok": True, "config": export_config(config), "notices": notices})
+            self.write_model(ValidateResponse(ok=True, config=export_config(config), notices=notices))
 
         await self.run(action)
 
 
-class DeploymentsHandler(BaseHandler):
-    """GET the list; POST a configuration to launch it (`?dry_run=1` only plans it)."""
+class LaunchHandler(BaseHandler):
+    """Shared by the routes that launch a posted configuration."""
 
-    @web.authenticated
-    async def get(self) -> None:
-        self.write_json({"deployments": [self.record(d) for d in self.supervisor.list()]})
+    async def launch_posted(self) -> None:
+        """Launch the configuration in the body (`?dry_run=1` only plans it, `?launch=0` only stores it)."""
 
-    @web.authenticated
-    async def post(self) -> None:
         async def action() -> None:
             config = parse_config(self.json_body())
             if self.get_query_argument("dry_run", "0") in ("1", "true"):
                 loop = asyncio.get_running_loop()
                 plan = await loop.run_in_executor(None, self.supervisor.dry_run, config)
-                self.write_json(
-                    {"argv": plan.argv, "env": plan.env, "notes": plan.notes, "models": plan.models}
-                )
+                self.write_model(DryRunPlan(argv=plan.argv, env=plan.env, notes=plan.notes, models=plan.models))
                 return
             start = self.get_query_argument("launch", "1") not in ("0", "false")
             dep = await self.supervisor.launch(config, start=start)
@@ -151,10 +178,24 @@ class DeploymentsHandler(BaseHandler):
         await self.run(action)
 
 
-class ImportHandler(DeploymentsHandler):
-    """POST an exported configuration: the same as launching it."""
+class DeploymentsHandler(LaunchHandler):
+    """GET the list; POST a configuration to launch it (`?dry_run=1` only plans it)."""
 
-    get = None  # type: ignore[assignment]
+    @web.authenticated
+    async def get(self) -> None:
+        self.write_json({"deployments": [self.record(d) for d in self.supervisor.list()]})
+
+    @web.authenticated
+    async def post(self) -> None:
+        await self.launch_posted()
+
+
+class ImportHandler(LaunchHandler):
+    """POST an exported configuration: the same as launching it (POST only)."""
+
+    @web.authenticated
+    async def post(self) -> None:
+        await self.launch_posted()
 
 
 class DeploymentHandler(BaseHandler):
@@ -192,13 +233,8 @@ class ActionHandler(BaseHandler):
                 dep = await self.supervisor.relaunch(ref)
                 self.write_json(self.record(dep))
             elif action_name == "clone":
-                body = self.json_body()
-                if not isinstance(body, dict) or not isinstance(body.get("name"), str):
-                    raise DeploymentError("clone needs a JSON body with the new 'name'", 400)
-                overrides = body.get("overrides") or {}
-                if not isinstance(overrides, dict):
-                    raise DeploymentError("'overrides' must be an object of field values", 400)
-                dep = await self.supervisor.clone(ref, body["name"], overrides, start=body.get("launch", True) is not False)
+                body = self.body(CloneRequest)
+                dep = await self.supervisor.clone(ref, body.name, body.overrides, start=body.launch)
                 self.write_json(self.record(dep), 201)
             else:
                 raise DeploymentError(f"unknown action {action_name!r}", 404)
@@ -274,10 +310,8 @@ class AdaptersHandler(BaseHandler):
     @web.authenticated
     async def post(self, ref: str) -> None:
         async def action() -> None:
-            body = self.json_body()
-            if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not isinstance(body.get("path"), str):
-                raise DeploymentError("an adapter is a JSON object with 'name' and 'path'", 400)
-            dep = await self.supervisor.adapter(ref, "add", body["name"], body["path"])
+            body = self.body(AdapterRequest)
+            dep = await self.supervisor.adapter(ref, "add", body.name, body.path)
             self.write_json(self.record(dep), 201)
 
         await self.run(action)
@@ -300,28 +334,20 @@ class TokensHandler(BaseHandler):
 
     @web.authenticated
     async def get(self) -> None:
-        self.write_json({"tokens": [t.to_json() for t in self.tokens.list()]})
+        self.write_model(TokenList(tokens=[Token.model_validate(t.to_json()) for t in self.tokens.list()]))
 
     @web.authenticated
     async def post(self) -> None:
         async def action() -> None:
-            body = self.json_body()
-            if not isinstance(body, dict):
-                raise DeploymentError("a token request is a JSON object", 400)
-            deployment_id = None
-            if body.get("deployment"):
-                deployment_id = self.lookup(str(body["deployment"])).id
-            project = body.get("project")
-            expires = body.get("expires_in_s")
-            if expires is not None and not isinstance(expires, (int, float)):
-                raise DeploymentError("expires_in_s must be a number of seconds", 400)
+            body = self.body(TokenRequest)
+            deployment_id = self.lookup(body.deployment).id if body.deployment is not None else None
             try:
                 token, info = self.tokens.create(
-                    deployment_id=deployment_id, project=project, name=body.get("name"), expires_in_s=expires
+                    deployment_id=deployment_id, project=body.project, name=body.name, expires_in_s=body.expires_in_s
                 )
             except ValueError as exc:
                 raise DeploymentError(str(exc), 400) from None
-            self.write_json({**info.to_json(), "token": token}, 201)
+            self.write_model(TokenCreated.model_validate({**info.to_json(), "token": token}), 201)
 
         await self.run(action)
 
@@ -336,7 +362,7 @@ class TokenHandler(BaseHandler):
         except KeyError:
             self.fail(404, f"no token {token_id!r}")
             return
-        self.write_json(info.to_json())
+        self.write_model(Token.model_validate(info.to_json()))
 
 
 def api_handlers(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:

@@ -8,6 +8,10 @@ Jupyter server dies (the parent-death signal, or a changed parent), it stops the
 group: SIGTERM, a grace period, then SIGKILL. So engines and their own children (vLLM
 workers, llama.cpp router children) never outlive the server. It exits with the engine's
 exit code (128 + signal when the engine was killed by a signal).
+
+Should this guardian itself be killed outright (SIGKILL), the engine has its own
+parent-death signal (SIGKILL: no guardian is left to escalate), and the supervisor, which
+watches the guardian's exit, kills what is left of the group.
 """
 
 from __future__ import annotations
@@ -20,15 +24,23 @@ import sys
 import time
 
 PR_SET_PDEATHSIG = 1
+try:  # resolved before any fork: the engine's pre-exec hook should only make the call
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):
+    _prctl = None
 
 
 def set_parent_death_signal(sig: int = signal.SIGTERM) -> None:
     """Ask the kernel to send `sig` to this process when its parent dies (Linux only)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def engine_preexec(guardian: int) -> None:
+    """Run in the engine's child before exec: die with the guardian, even by SIGKILL."""
+    set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != guardian:
+        os._exit(137)  # the guardian died before the signal was armed
 
 
 def main(argv: list[str]) -> int:
@@ -47,7 +59,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     try:
-        engine = subprocess.Popen(engine_argv)
+        me = os.getpid()
+        engine = subprocess.Popen(engine_argv, preexec_fn=lambda: engine_preexec(me))
     except OSError as exc:
         print(f"cannot start the engine {engine_argv[0]!r}: {exc.strerror}", file=sys.stderr, flush=True)
         return 127

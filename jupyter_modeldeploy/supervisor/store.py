@@ -1,48 +1,71 @@
-"""SQLite store of deployments: configuration, status history and timestamps.
+"""SQLite store of deployments and tokens: named columns, numbered migrations, damage survived.
 
 The file lives in the extension's state directory with owner-only permissions, because the
 stored configuration keeps the secrets a relaunch needs.
+
+The schema's version is SQLite's `PRAGMA user_version`: migration N (1-based) takes a file
+from version N-1 to N, in one transaction. Files written before migrations existed are
+version 0 with version 1's tables already there, so migration 1 only creates what is missing.
+Rows are read and written by column name, so a migration that adds a column breaks nothing.
+
+A row that does not decode is skipped and reported (`report()`); a file SQLite cannot read,
+or one written by a newer version, is renamed aside with a timestamp and an empty store
+takes its place. Either way the extension starts.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import sqlite3
 import threading
-from dataclasses import dataclass, field
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS deployments (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    config TEXT NOT NULL,
-    route TEXT NOT NULL,
-    status TEXT NOT NULL,
-    status_reason TEXT,
-    history TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    stopped_at REAL,
-    exit_code INTEGER,
-    last_activity_at REAL,
-    api_key_hash TEXT
-);
-CREATE TABLE IF NOT EXISTS tokens (
-    id TEXT PRIMARY KEY,
-    name TEXT,
-    hash TEXT NOT NULL UNIQUE,
-    prefix TEXT NOT NULL,
-    deployment_id TEXT,
-    project TEXT,
-    created_at REAL NOT NULL,
-    expires_at REAL,
-    revoked_at REAL
-);
-"""
+from .state import Status
+
+log = logging.getLogger(__name__)
+
+# Index i holds the SQL that takes the file from version i to i + 1. Append only; never edit.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the tables of 0.1.0 (which wrote them without a version number).
+    """
+    CREATE TABLE IF NOT EXISTS deployments (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        config TEXT NOT NULL,
+        route TEXT NOT NULL,
+        status TEXT NOT NULL,
+        status_reason TEXT,
+        history TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        stopped_at REAL,
+        exit_code INTEGER,
+        last_activity_at REAL,
+        api_key_hash TEXT
+    );
+    CREATE TABLE IF NOT EXISTS tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        deployment_id TEXT,
+        project TEXT,
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        revoked_at REAL
+    );
+    """,
+)
+
+TOKEN_COLUMNS = ("id", "name", "hash", "prefix", "deployment_id", "project", "created_at", "expires_at", "revoked_at")
 
 
 @dataclass
@@ -65,36 +88,194 @@ class StoredDeployment:
     api_key_hash: str | None = None  # the fixed api_key is kept only as a hash
 
 
+@dataclass(frozen=True)
+class SkippedRow:
+    """A stored row that could not be read, and why."""
+
+    table: str
+    id: str | None
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"table": self.table, "id": self.id, "reason": self.reason}
+
+
+class RowError(ValueError):
+    """A stored row whose columns do not hold what they should."""
+
+
+def _column(row: sqlite3.Row, name: str) -> Any:
+    columns = row.keys()  # `name in row` would look among the values
+    if name not in columns:
+        raise RowError(f"the table has no {name} column")
+    return row[name]
+
+
+def _row_id(row: sqlite3.Row) -> Any:
+    try:
+        return _column(row, "id")
+    except RowError:
+        return None
+
+
+def _text(row: sqlite3.Row, name: str, *, optional: bool = False) -> str | None:
+    value = _column(row, name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise RowError(f"{name} is {type(value).__name__}, not text")
+    return value
+
+
+def _number(row: sqlite3.Row, name: str, *, optional: bool = False) -> float | None:
+    value = _column(row, name)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RowError(f"{name} is {type(value).__name__}, not a number")
+    if math.isnan(value):
+        raise RowError(f"{name} is not a number")
+    return float(value)
+
+
+def _json(row: sqlite3.Row, name: str, kind: type) -> Any:
+    try:
+        value = json.loads(_text(row, name) or "")
+    except ValueError as exc:
+        raise RowError(f"{name} is not valid JSON ({exc})") from None
+    if not isinstance(value, kind):
+        raise RowError(f"{name} is not a JSON {'object' if kind is dict else 'array'}")
+    return value
+
+
+def decode_deployment(row: sqlite3.Row) -> StoredDeployment:
+    """A deployments row as a StoredDeployment; RowError names the first bad column."""
+    status = _text(row, "status")
+    if status not in {s.value for s in Status}:
+        raise RowError(f"status {status!r} is not one of {', '.join(s.value for s in Status)}")
+    exit_code = _column(row, "exit_code")
+    if exit_code is not None and (isinstance(exit_code, bool) or not isinstance(exit_code, int)):
+        raise RowError("exit_code is not an integer")
+    return StoredDeployment(
+        id=_text(row, "id") or "", name=_text(row, "name") or "", kind=_text(row, "kind") or "",
+        config=_json(row, "config", dict), route=_text(row, "route") or "", status=status,
+        status_reason=_text(row, "status_reason", optional=True), history=_json(row, "history", list),
+        created_at=_number(row, "created_at") or 0.0, started_at=_number(row, "started_at", optional=True),
+        stopped_at=_number(row, "stopped_at", optional=True), exit_code=exit_code,
+        last_activity_at=_number(row, "last_activity_at", optional=True),
+        api_key_hash=_text(row, "api_key_hash", optional=True),
+    )
+
+
+def decode_token(row: sqlite3.Row) -> dict[str, Any]:
+    """A tokens row as a dict of its columns; RowError names the first bad column."""
+    for name in ("id", "hash", "prefix"):
+        _text(row, name)
+    for name in ("name", "deployment_id", "project"):
+        _text(row, name, optional=True)
+    _number(row, "created_at")
+    _number(row, "revoked_at", optional=True)
+    decoded = {name: _column(row, name) for name in TOKEN_COLUMNS}
+    expires = _number(row, "expires_at", optional=True)
+    # Earlier versions accepted an infinite lifetime: that is a token that never expires.
+    decoded["expires_at"] = None if expires is not None and math.isinf(expires) else expires
+    return decoded
+
+
 class Store:
     """Thread-safe access to the SQLite file."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, migrations: Sequence[str] = MIGRATIONS):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        new = not path.exists()
+        self.migrations = tuple(migrations)
+        self.skipped: list[SkippedRow] = []
+        self.recovered: dict[str, Any] | None = None  # set when an unreadable file was moved aside
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        if new:
-            os.chmod(path, 0o600)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = self._open()
+        except (sqlite3.DatabaseError, UnreadableStore) as exc:
+            self._move_aside(exc)
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        new = not self.path.exists()
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            if new:
+                os.chmod(self.path, 0o600)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise UnreadableStore(f"SQLite integrity check failed: {check}")
+            self._migrate(db)
+            for table in ("deployments", "tokens"):
+                db.execute(f"SELECT * FROM {table}").fetchall()  # a damaged page shows here
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > len(self.migrations):
+            raise UnreadableStore(
+                f"written by a newer version (schema {version}; this version knows up to {len(self.migrations)})"
+            )
+        for number, sql in enumerate(self.migrations[version:], start=version + 1):
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(sql):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            log.info("deployment store %s migrated to schema %d", self.path.name, number)
+
+    def _move_aside(self, exc: Exception) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = self.path.with_name(f"{self.path.name}.unreadable-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.unreadable-{stamp}-{n}")
+        self.path.rename(target)
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                side.rename(target.with_name(target.name + suffix))
+        reason = f"the deployment store could not be read ({exc}); moved aside to {target.name}, starting empty"
+        log.error("%s", reason)
+        self.recovered = {"moved_to": target.name, "reason": reason, "at": time.time()}
 
     def close(self) -> None:
         """Close the database."""
         with self._lock:
             self._db.close()
 
+    def report(self) -> dict[str, Any]:
+        """What the store could not read: rows skipped and a file moved aside (for /status)."""
+        return {"recovered": self.recovered, "skipped": [s.to_json() for s in self.skipped]}
+
+    def skip(self, table: str, row_id: Any, reason: str) -> None:
+        """Record (once) and log a stored row that is left out."""
+        entry = SkippedRow(table, row_id if isinstance(row_id, str) or row_id is None else repr(row_id), reason)
+        if entry not in self.skipped:
+            self.skipped.append(entry)
+            log.warning("skipping stored %s row %s: %s", table, entry.id, reason)
+
     def save(self, row: StoredDeployment) -> None:
         """Insert or replace a deployment."""
+        data = asdict(row)
+        data["config"] = json.dumps(row.config)
+        data["history"] = json.dumps(row.history)
+        columns = ", ".join(data)
+        values = ", ".join(f":{name}" for name in data)
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO deployments VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    row.id, row.name, row.kind, json.dumps(row.config), row.route, row.status,
-                    row.status_reason, json.dumps(row.history), row.created_at, row.started_at,
-                    row.stopped_at, row.exit_code, row.last_activity_at, row.api_key_hash,
-                ),
-            )
+            self._db.execute(f"INSERT OR REPLACE INTO deployments ({columns}) VALUES ({values})", data)
 
     def delete(self, deployment_id: str) -> None:
         """Forget a deployment (and its deployment-scoped tokens)."""
@@ -103,35 +284,37 @@ class Store:
             self._db.execute("DELETE FROM tokens WHERE deployment_id = ?", (deployment_id,))
 
     def load_all(self) -> list[StoredDeployment]:
-        """Every stored deployment, oldest first."""
+        """Every readable stored deployment, oldest first; the others are skipped and reported."""
         with self._lock:
-            rows = self._db.execute("SELECT * FROM deployments ORDER BY created_at").fetchall()
-        return [
-            StoredDeployment(
-                id=r[0], name=r[1], kind=r[2], config=json.loads(r[3]), route=r[4], status=r[5],
-                status_reason=r[6], history=json.loads(r[7]), created_at=r[8], started_at=r[9],
-                stopped_at=r[10], exit_code=r[11], last_activity_at=r[12], api_key_hash=r[13],
-            )
-            for r in rows
-        ]
+            rows = self._db.execute("SELECT * FROM deployments ORDER BY rowid").fetchall()
+        loaded = []
+        for row in rows:
+            try:
+                loaded.append(decode_deployment(row))
+            except RowError as exc:
+                self.skip("deployments", _row_id(row), str(exc))
+        return sorted(loaded, key=lambda d: d.created_at)
 
     # Tokens -----------------------------------------------------------------------------
 
     def add_token(self, row: dict[str, Any]) -> None:
         """Store a token's hash and scope."""
+        columns = ", ".join(TOKEN_COLUMNS)
+        values = ", ".join(f":{name}" for name in TOKEN_COLUMNS)
         with self._lock:
-            self._db.execute(
-                "INSERT INTO tokens VALUES (:id,:name,:hash,:prefix,:deployment_id,:project,"
-                ":created_at,:expires_at,:revoked_at)",
-                row,
-            )
+            self._db.execute(f"INSERT INTO tokens ({columns}) VALUES ({values})", {k: row.get(k) for k in TOKEN_COLUMNS})
 
     def tokens(self) -> list[dict[str, Any]]:
-        """Every token row."""
+        """Every readable token row, oldest first; the others are skipped and reported."""
         with self._lock:
-            cur = self._db.execute("SELECT * FROM tokens ORDER BY created_at")
-            names = [c[0] for c in cur.description]
-            return [dict(zip(names, r)) for r in cur.fetchall()]
+            rows = self._db.execute("SELECT * FROM tokens ORDER BY rowid").fetchall()
+        decoded = []
+        for row in rows:
+            try:
+                decoded.append(decode_token(row))
+            except RowError as exc:
+                self.skip("tokens", _row_id(row), str(exc))
+        return sorted(decoded, key=lambda t: t["created_at"])
 
     def revoke_token(self, token_id: str, at: float) -> bool:
         """Mark a token revoked; False when there is no such live token."""
@@ -140,3 +323,12 @@ class Store:
                 "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, token_id)
             )
             return cur.rowcount > 0
+
+
+class UnreadableStore(Exception):
+    """The file opens, but is not a store this version can use."""
+
+
+def _statements(sql: str) -> list[str]:
+    """The statements of a migration script (none of ours holds a ';' inside a literal)."""
+    return [s.strip() for s in sql.split(";") if s.strip()]

@@ -27,6 +27,7 @@ from ..engines import EngineAddress, EngineSettings, EngineUnavailable, LaunchCo
 from ..engines.hf import ModelNotFound
 from . import reaper
 from .engine_http import EngineHttp
+from .guardian import kill_group, process_exited
 from .keys import hash_key
 from .logbuffer import MASK, LogBuffer
 from .state import Status, can_move, failure_reason, idle_limit_reached, serving_status
@@ -177,7 +178,7 @@ class Supervisor:
             try:
                 config = parse_config(row.config)
             except ConfigError as exc:
-                log.warning("skipping stored deployment %s: %s", row.id, exc)
+                self.store.skip("deployments", row.id, f"its configuration no longer validates: {exc}")
                 continue
             dep = self._new_deployment(row.id, config, row.route, api_key_hash=row.api_key_hash)
             dep.status = Status(row.status)
@@ -430,6 +431,7 @@ class Supervisor:
             return
         dep.process = proc
         pump = asyncio.ensure_future(self._pump(dep, proc))
+        self._spawn(self._watch_guardian(dep, proc))
         phase = "loading"
         healthy = await self._wait_healthy(dep, proc, plan)
         if healthy:
@@ -457,6 +459,16 @@ class Supervisor:
             self._finish(dep, Status.STOPPED, dep.stop_reason)
         else:
             self._finish(dep, Status.FAILED, failure_reason(code, dep.log.tail(8), during=phase))
+
+    async def _watch_guardian(self, dep: Deployment, proc: asyncio.subprocess.Process) -> None:
+        """When the guardian exits, kill what is left of its group (all of it, if it was killed outright).
+
+        Until then `proc.wait()` cannot return: an orphaned engine keeps the console pipe open.
+        """
+        await process_exited(proc.pid)
+        left = kill_group(proc.pid)
+        if left:
+            dep.log.append(f"[modeldeploy] killed {left} process(es) still in the engine's group after its guardian ended")
 
     async def _pump(self, dep: Deployment, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None

@@ -192,7 +192,7 @@ def test_bad_input_gets_4xx_json_and_changes_nothing(jupyter_server: JupyterProc
         ("POST", "deployments", {"json": {"kind": "llamacpp", "name": chat_deployment["name"], "model": "m"}}, 409),
         ("GET", "deployments/does-not-exist", {}, 404),
         ("POST", "deployments/does-not-exist/stop", {}, 404),
-        ("POST", f"deployments/{chat_deployment['id']}/clone", {"json": {}}, 400),
+        ("POST", f"deployments/{chat_deployment['id']}/clone", {"json": {}}, 422),  # no name: a field error
         ("POST", f"deployments/{chat_deployment['id']}/relaunch", {}, 409),
         ("GET", "schemas/nope", {}, 404),
         ("DELETE", "tokens/t-missing", {}, 404),

@@ -95,8 +95,9 @@ class JupyterProcess:
         return ModelDeployClient(self.url, self.token)
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """A raw REST call (for status-code assertions)."""
-        return httpx.request(method, f"{self.url}api/modeldeploy/{path}", headers=self.headers, timeout=60, **kwargs)
+        """A raw REST call (for status-code assertions); `headers` add to the Jupyter token."""
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        return httpx.request(method, f"{self.url}api/modeldeploy/{path}", headers=headers, timeout=60, **kwargs)
 
     def log_tail(self, n: int = 40) -> str:
         try:

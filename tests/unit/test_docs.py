@@ -8,8 +8,9 @@ from pathlib import Path
 import yaml
 
 from jupyter_modeldeploy.config.reference import render
-from jupyter_modeldeploy.metrics.handlers import metrics_handlers
 from jupyter_modeldeploy.server_ext.handlers import api_handlers
+from jupyter_modeldeploy.server_ext.metrics_handlers import metrics_handlers
+from jupyter_modeldeploy.server_ext.openapi import update
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,6 +36,14 @@ def test_openapi_covers_every_rest_route() -> None:
         documented = set(spec["paths"][path]) - {"parameters"}
         assert methods <= documented, (path, methods, documented)
     assert "/modeldeploy/endpoints/{route}/{path}" in paths
+
+
+def test_openapi_body_schemas_are_generated_from_the_models() -> None:
+    current = (ROOT / "docs" / "openapi.yaml").read_text()
+    assert update(current) == current, "docs/openapi.yaml is stale: run 'make docs'"
+    schemas = yaml.safe_load(current)["components"]["schemas"]
+    assert schemas["TokenRequest"]["properties"]["expires_in_s"]["exclusiveMinimum"] is True
+    assert schemas["TokenRequest"]["additionalProperties"] is False
 
 
 def test_configuration_reference_is_current() -> None:

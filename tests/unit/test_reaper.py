@@ -78,3 +78,13 @@ def test_engine_dies_with_a_sigkilled_parent() -> None:
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()
     assert not psutil.wait_procs(sleepers, timeout=15)[1], "the engine outlived its server"
+
+
+def test_engine_dies_with_a_sigkilled_reaper() -> None:
+    # kill -9 of the guardian itself: it can stop nothing, so the engine's own parent-death
+    # signal must take it (before: orphaned to init, still running).
+    proc = spawn("sleep", "300")
+    [engine] = children_of(proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert not psutil.wait_procs([engine], timeout=2)[1], "the engine outlived its guardian"

@@ -6,11 +6,16 @@ rest (served name, pooling, dimensions, memory state) is this server's addition.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from ... import __version__
 from .memory import MemoryManager
 from .service import ModelService
+
+try:  # the installed package's version (importing the package itself would pull in the server extension)
+    __version__ = version("jupyter-modeldeploy")
+except PackageNotFoundError:  # pragma: no cover - a source tree that was never installed
+    __version__ = "0+unknown"
 
 #: The keys of TEI's `Info`, in its order.
 TEI_KEYS = (

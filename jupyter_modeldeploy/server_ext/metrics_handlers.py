@@ -1,14 +1,17 @@
-"""REST routes of the metrics: chart series as JSON and Prometheus text, under Jupyter auth."""
+"""REST routes of the metrics: chart series as JSON and Prometheus exposition, under Jupyter auth.
+
+The metrics themselves (`metrics/`) know no HTTP; these handlers only render them.
+"""
 
 from __future__ import annotations
 
 from jupyter_server.base.handlers import APIHandler
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 from tornado import web
 
-from ..server_ext.handlers import BaseHandler
+from ..metrics.hub import MetricsHub
 from ..supervisor import DeploymentError
-from .hub import MetricsHub
+from .handlers import BaseHandler
 
 
 def _since(handler: APIHandler) -> float | None:
@@ -49,12 +52,14 @@ class HostMetricsHandler(MetricsBase):
 
 
 class PrometheusHandler(MetricsBase):
-    """GET Prometheus text exposition of every metric."""
+    """GET every metric for Prometheus: text format 0.0.4, or OpenMetrics when the Accept header asks."""
 
     @web.authenticated
     async def get(self) -> None:
-        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(generate_latest(self.hub.registry))
+        encode, content_type = choose_encoder(self.request.headers.get("Accept", ""))
+        self.set_header("Vary", "Accept")
+        # APIHandler.finish would set application/json, which Prometheus 3 refuses to scrape.
+        self.finish(encode(self.hub.registry), set_content_type=content_type)
 
 
 def metrics_handlers(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:

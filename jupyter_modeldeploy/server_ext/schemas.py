@@ -1,0 +1,188 @@
+"""Bodies of the REST API, declared once as pydantic models.
+
+Request models are strict: a field of the wrong JSON type (a number for a name, `false` for
+a project) is a 422 that names the field, never a value stored as it came. Deployment
+configurations have their own models in `config/`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..config import field_errors
+from .jsonbody import BodyError
+
+Model = TypeVar("Model", bound=BaseModel)
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class RequestBody(BaseModel):
+    """Base of request bodies: exact JSON types, no unknown fields."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class FieldError(BaseModel):
+    """One problem with one field of a request."""
+
+    field: str = Field(description="dotted path, e.g. models.0.pooling; (root) for the body itself")
+    message: str
+    allowed: list[Any] | None = None
+
+
+class Error(BaseModel):
+    """Every error answer of the API (4xx and 5xx)."""
+
+    error: str = Field(description="one-line message")
+    errors: list[FieldError] | None = Field(None, description="the fields at fault, when there are any")
+
+
+# Requests -------------------------------------------------------------------------------
+
+
+class CloneRequest(RequestBody):
+    """POST /deployments/{ref}/clone."""
+
+    name: Text = Field(description="name of the new deployment")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="configuration fields to change")
+    launch: bool = Field(True, description="start it at once (false: stored stopped)")
+
+
+class AdapterRequest(RequestBody):
+    """POST /deployments/{ref}/adapters."""
+
+    name: Text = Field(description="model name the adapter is served under")
+    path: Annotated[str, Field(min_length=1, max_length=4096)] = Field(description="adapter folder or hub repo")
+
+
+class TokenRequest(RequestBody):
+    """POST /tokens: a token scoped to exactly one deployment or one project."""
+
+    deployment: Text | None = Field(None, description="deployment id or name")
+    project: Text | None = Field(None, description="project name")
+    name: Text | None = Field(None, description="a label for the token")
+    expires_in_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        None, description="lifetime in seconds (empty: no expiry)"
+    )
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> TokenRequest:
+        if (self.deployment is None) == (self.project is None):
+            raise ValueError("a token is scoped to exactly one of: deployment, project")
+        return self
+
+
+# Responses ------------------------------------------------------------------------------
+
+
+class ResponseBody(BaseModel):
+    """Base of response bodies (what the server writes; extra keys would be a bug)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class EngineAvailability(ResponseBody):
+    """Which program a kind would run here, and how to install what is missing."""
+
+    available: bool
+    program: str | None = None
+    python: str | None = Field(None, description="the interpreter that runs it, where that is a setting")
+    notes: list[str] = Field(default_factory=list)
+
+
+class RecoveredStore(ResponseBody):
+    """An unreadable store file that was renamed aside; the server started with an empty store."""
+
+    moved_to: str = Field(description="file name, in the state folder, the unreadable store now has")
+    reason: str
+    at: float
+
+
+class SkippedStoredRow(ResponseBody):
+    """A stored row that could not be read and is left out."""
+
+    table: str
+    id: str | None
+    reason: str
+
+
+class StoreReport(ResponseBody):
+    """What the deployment store could not read when the server started."""
+
+    recovered: RecoveredStore | None = None
+    skipped: list[SkippedStoredRow] = Field(default_factory=list)
+
+
+class StatusResponse(ResponseBody):
+    """GET /status."""
+
+    version: str
+    kinds: list[str]
+    engines: dict[str, EngineAvailability]
+    gpu: bool
+    deployments: dict[str, int] = Field(description="how many deployments are in each status")
+    store: StoreReport
+
+
+class Token(ResponseBody):
+    """A token's public description (never the token itself)."""
+
+    id: str
+    name: str | None
+    prefix: str = Field(description="the token's first characters, to recognise it")
+    deployment_id: str | None
+    project: str | None
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+
+
+class TokenCreated(Token):
+    """POST /tokens: the description, and the token itself (shown this once)."""
+
+    token: str
+
+
+class TokenList(ResponseBody):
+    """GET /tokens."""
+
+    tokens: list[Token]
+
+
+class ValidateResponse(ResponseBody):
+    """POST /validate."""
+
+    ok: bool
+    config: dict[str, Any] = Field(description="the normalised configuration, secrets left out")
+    notices: list[str]
+
+
+class DryRunPlan(ResponseBody):
+    """POST /deployments?dry_run=1: what would run, secrets masked; nothing is started."""
+
+    argv: list[str]
+    env: dict[str, str]
+    notes: list[str]
+    models: list[str]
+
+
+#: The bodies that docs/openapi.yaml takes from these models (scripts/gen_openapi.py).
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (CloneRequest, AdapterRequest, TokenRequest)
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    Error, StatusResponse, Token, TokenCreated, TokenList, ValidateResponse, DryRunPlan,
+)
+
+
+def parse_body(model: type[Model], data: Any) -> Model:
+    """Validate parsed JSON against a request model; BodyError (422) names every wrong field."""
+    if not isinstance(data, dict):
+        message = "the request body must be a JSON object"
+        raise BodyError(422, message, [{"field": "(root)", "message": message}])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise BodyError(422, f"invalid request: {summary}", errors) from None
