@@ -2,8 +2,9 @@
 
 Every handler is a Jupyter APIHandler: Jupyter's authentication and XSRF protection apply.
 Bodies are parsed by `jsonbody` (nesting limit, finite numbers) and validated by the models
-in `schemas`; answers and every error are the shapes `schemas` declares (errors: `schemas.Error`) with a 4xx status naming
-the fields at fault. See docs/rest-api.md and openapi.yaml.
+in `schemas`; answers have the shapes `schemas` declares, and every error is one shape
+(`schemas.Error`) with a 4xx status naming the fields at fault. See docs/rest-api.md and
+openapi.yaml.
 """
 
 from __future__ import annotations
