@@ -34,7 +34,7 @@ from bench.common import engine_socket, run_load, smollm2_gguf, temp_jupyter
 from tests.support.jupyter import JupyterProcess
 
 KEY = "sk-bench-gateway-key"
-FAST_ENGINE = Path(__file__).resolve().parents[1] / "tests" / "support" / "fast_engine.py"
+FAST_ENGINE = Path(__file__).resolve().parents[1] / "tests" / "support" / "fake_engine.py"
 
 
 async def latency_and_throughput(url: str, headers: dict[str, str], requests: int, uds: str | None) -> dict[str, float]:

@@ -237,8 +237,8 @@ class EndpointHandler(web.RequestHandler):
         return Refusal(204, "", "", headers=headers)
 
     def _health(self, dep: Deployment) -> Refusal:
-        serving = dep.status in SERVING_STATES or (dep.wake_on_request and dep.status is Status.STOPPED)
-        state = "sleeping" if dep.sleeping else dep.status.value
+        serving = dep.status.serving
+        state = dep.status.value
         return Refusal(200 if serving else 503, "", "", extra={"status": "ok" if serving else "unavailable",
                                                                "state": state})
 
@@ -268,6 +268,8 @@ class EndpointHandler(web.RequestHandler):
         if dep.status is Status.UNHEALTHY:
             return Refusal(503, f"deployment {dep.name!r} is not answering its health checks", "unavailable_error",
                            headers={"Retry-After": "5"})
+        if dep.status is Status.STOPPING:
+            return Refusal(503, f"deployment {dep.name!r} is stopping", "unavailable_error")
         if dep.status not in SERVING_STATES or dep.address is None or dep.plan is None:
             return Refusal(503, f"deployment {dep.name!r} is {dep.status.value}; relaunch it", "unavailable_error")
         plan = dep.plan

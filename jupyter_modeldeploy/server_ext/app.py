@@ -95,7 +95,7 @@ class ModelDeployApp(ExtensionApp):
             GatewayConfig(
                 upstream_timeout_s=self.upstream_timeout_s,
                 default_payload_limit=self.payload_limit_bytes,
-                wake=supervisor.ensure_awake,
+                wake=supervisor.ensure_ready,
             ),
         )
         self.supervisor = supervisor

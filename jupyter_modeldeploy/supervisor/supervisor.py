@@ -1,7 +1,8 @@
 """The supervisor: starts engines, watches their health, stops them when idle, remembers them.
 
-Each engine runs under `reaper.py` in its own process group on a free loopback port. Status
-moves loading -> active <-> idle -> stopped, or failed with the exit code and last log lines.
+Each engine runs where a `Placement` puts it (this host: under `reaper.py` in its own process
+group, on a Unix socket in its private folder). Every change of a deployment's status is an
+event of the state machine in `state.py`; waiting for a state awaits its change, never a poll.
 Deployments are kept in SQLite, so a restarted server lists them and can relaunch them.
 """
 
@@ -12,7 +13,6 @@ import logging
 import os
 import secrets
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,14 +23,13 @@ from typing import Any
 import httpx
 
 from ..config import ConfigError, DeploymentBase, export_config, parse_config
-from ..engines import EngineAddress, EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan, get_engine
+from ..engines import Engine, EngineAddress, EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan, get_engine
 from ..engines.hf import ModelNotFound
-from . import reaper
 from .engine_http import EngineHttp
-from .guardian import kill_group, process_exited
 from .keys import hash_key
 from .logbuffer import MASK, LogBuffer
-from .state import Status, can_move, failure_reason, idle_limit_reached, serving_status
+from .placement import EngineHandle, LocalPlacement, Placement
+from .state import Event, InvalidTransition, Status, failure_reason, idle_limit_reached, serving_status, transition
 from .store import Store, StoredDeployment
 
 log = logging.getLogger(__name__)
@@ -48,6 +47,15 @@ class DeploymentError(Exception):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+
+
+@dataclass(frozen=True)
+class Ending:
+    """A stop under way: the reason to record and the event that ends the run."""
+
+    reason: str
+    outcome: Event = Event.EXITED  # EXITED: stopped; PARKED: sleeping, relaunched on demand; CRASHED: failed
+    reason_from_log: bool = False  # failed: the reason is the engine's exit and last log lines
 
 
 @dataclass
@@ -73,14 +81,13 @@ class Deployment:
     listen: EngineAddress | None = None  # where the engine listens, from its launch plan
     engine_key: str | None = None
     plan: LaunchPlan | None = None
-    process: asyncio.subprocess.Process | None = None
+    process: EngineHandle | None = None
     task: asyncio.Task[None] | None = None
-    stop_reason: str | None = None
-    fail_reason: str | None = None  # set when the supervisor ends an engine that broke (hung)
+    ending: Ending | None = None  # while stopping: why, and the state the run ends in
     health_task: asyncio.Task[None] | None = None
-    sleeping: bool = False  # engine put to sleep when idle (Universal Memory)
-    wake_on_request: bool = False  # stopped when idle; the next request relaunches it
+    idle_task: asyncio.Future[None] | None = None  # the idle-limit action under way
     wake_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) at every status change
 
     @property
     def universal_memory(self) -> bool:
@@ -97,8 +104,8 @@ class Deployment:
 
     @property
     def address(self) -> EngineAddress | None:
-        """Where the engine listens, while it runs."""
-        return self.listen if self.status.live else None
+        """Where the engine listens, while its process runs."""
+        return self.listen if self.process is not None and self.status.live else None
 
     @property
     def models(self) -> list[str]:
@@ -139,6 +146,8 @@ class Supervisor:
         probe_timeout_s: float = 2.0,
         probe_failures: int = 3,
         unhealthy_limit_s: float = 60.0,
+        engines: dict[str, Engine] | None = None,
+        placement: Placement | None = None,
     ):
         self.state_dir = state_dir
         self.settings = settings or EngineSettings()
@@ -160,6 +169,8 @@ class Supervisor:
         self._loaded = False
         self._background: set[asyncio.Future[None]] = set()  # keeps fire-and-forget tasks alive
         self.engine_http = EngineHttp(timeout=5.0)
+        self.engines = dict(engines or {})  # kind -> engine, overriding the built-in ones (tests inject fakes)
+        self.placement: Placement = placement or LocalPlacement()
 
     # Life of the supervisor ---------------------------------------------------------------
 
@@ -297,7 +308,7 @@ class Supervisor:
         """
         with tempfile.TemporaryDirectory(prefix="modeldeploy-dry-run-") as work_dir:
             ctx = LaunchContext(port=0, engine_key=MASK, work_dir=Path(work_dir), settings=self.settings)
-            plan = get_engine(config.kind).plan(config, ctx)  # type: ignore[attr-defined]
+            plan = self.engine(config.kind).plan(config, ctx)  # type: ignore[attr-defined]
         hidden = [s for s in plan.secrets if s and s != MASK]
 
         def mask(text: str) -> str:
@@ -317,7 +328,7 @@ class Supervisor:
         dep.in_flight += 1
         dep.last_activity_at = time.time()
         if dep.status is Status.IDLE:
-            self._set_status(dep, Status.ACTIVE, None)
+            self._fire(dep, Event.BUSY)
 
     def request_finished(self, dep: Deployment) -> None:
         """A request left the gateway; the idle clock runs from here."""
@@ -351,30 +362,52 @@ class Supervisor:
         entry = {"status": status.value, "at": time.time(), "reason": reason}
         dep.history = (dep.history + [entry])[-HISTORY_LIMIT:]
 
-    def _set_status(self, dep: Deployment, status: Status, reason: str | None) -> None:
-        if dep.status is status and reason == dep.status_reason:
-            return
-        if dep.status is not status and not can_move(dep.status, status):
-            log.debug("ignored status move %s -> %s for %s", dep.status, status, dep.id)
-            return
+    def engine(self, kind: str) -> Engine:
+        """The engine of a deployment kind: an injected one, else the built-in one."""
+        return self.engines.get(kind) or get_engine(kind)
+
+    def _fire(self, dep: Deployment, event: Event, reason: str | None = None) -> bool:
+        """Apply an event to a deployment's state; False (and nothing changes) when its state does not take it."""
+        try:
+            status = transition(dep.status, event)
+        except InvalidTransition as exc:
+            log.debug("deployment %s: %s", dep.id, exc)
+            return False
+        if status is dep.status and reason == dep.status_reason:
+            return True
         dep.status = status
         dep.status_reason = reason
         self._record(dep, status, reason)
         self.store.save(dep.to_stored())
+        changed, dep.changed = dep.changed, asyncio.Event()
+        changed.set()  # wakes everything awaiting a change of this deployment
         if self.on_change:
             self.on_change(dep)
+        return True
+
+    async def wait_for(self, dep: Deployment, statuses: set[Status] | tuple[Status, ...], timeout: float) -> bool:
+        """Await until the deployment is in one of `statuses` (True), or `timeout` seconds pass (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while dep.status not in statuses:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(dep.changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                return False
+        return True
 
     def _start(self, dep: Deployment) -> None:
-        dep.stop_reason = None
-        dep.fail_reason = None
-        dep.sleeping = False
+        dep.ending = None
         dep.exit_code = None
         dep.in_flight = 0
         dep.started_at = time.time()
         dep.stopped_at = None
         dep.last_activity_at = time.time()
         dep.plan = None
-        self._set_status(dep, Status.LOADING, None)
+        self._fire(dep, Event.LAUNCH)
         dep.task = asyncio.ensure_future(self._run(dep))
 
     async def _run(self, dep: Deployment) -> None:
@@ -382,7 +415,7 @@ class Supervisor:
             await self._run_engine(dep)
         except Exception as exc:  # a bug must show as a failed deployment, not vanish
             log.exception("deployment %s crashed", dep.id)
-            self._finish(dep, Status.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            self._finish(dep, Event.CRASHED, f"internal error: {type(exc).__name__}: {exc}")
 
     async def _run_engine(self, dep: Deployment) -> None:
         dep.port = free_port()
@@ -390,15 +423,15 @@ class Supervisor:
         socket_path = self._socket_path(dep)
         ctx = LaunchContext(port=dep.port, engine_key=dep.engine_key, work_dir=dep.work_dir, settings=self.settings,
                             socket_path=socket_path)
-        engine = get_engine(dep.kind)
+        engine = self.engine(dep.kind)
         loop = asyncio.get_running_loop()
         try:
             plan = await loop.run_in_executor(None, engine.plan, dep.config, ctx)
         except (EngineUnavailable, ModelNotFound, FileNotFoundError, ValueError) as exc:
-            self._finish(dep, Status.FAILED, f"cannot launch: {exc}")
+            self._finish(dep, Event.CRASHED, f"cannot launch: {exc}")
             return
-        if dep.stop_reason:
-            self._finish(dep, Status.STOPPED, dep.stop_reason)
+        if dep.ending is not None:  # stopped while planning
+            self._finish(dep, dep.ending.outcome, dep.ending.reason)
             return
         dep.plan = plan
         dep.listen = plan.listen or EngineAddress(port=dep.port)
@@ -414,72 +447,44 @@ class Supervisor:
         dep.log.append(f"[modeldeploy] starting {Path(plan.argv[0]).name} on {dep.listen.describe()}")
         for note in plan.notes:
             dep.log.append(f"[modeldeploy] note: {note}")
-        argv = [sys.executable, reaper.__file__, str(self.stop_grace_s), "--", *plan.argv]
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=env,
-                cwd=str(dep.work_dir),
-                start_new_session=True,
-                limit=1 << 20,
-            )
+            handle = await self.placement.start(plan.argv, env, dep.work_dir, grace_s=self.stop_grace_s)
         except OSError as exc:
-            self._finish(dep, Status.FAILED, f"cannot start the engine: {exc.strerror}")
+            self._finish(dep, Event.CRASHED, f"cannot start the engine: {exc.strerror or exc}")
             return
-        dep.process = proc
-        pump = asyncio.ensure_future(self._pump(dep, proc))
-        self._spawn(self._watch_guardian(dep, proc))
+        dep.process = handle
+        pump = asyncio.ensure_future(self._pump(dep, handle))
         phase = "loading"
-        healthy = await self._wait_healthy(dep, proc, plan)
-        if healthy:
+        if await self._wait_healthy(dep, handle, plan):
             phase = "serving"
             dep.log.append(f"[modeldeploy] healthy after {time.time() - (dep.started_at or time.time()):.1f} s: serving")
             dep.last_activity_at = time.time()
-            self._set_status(dep, Status.ACTIVE, None)
-            dep.health_task = asyncio.ensure_future(self._watch_health(dep, proc, plan))
-        elif proc.returncode is None and not dep.stop_reason:
+            self._fire(dep, Event.READY)
+            dep.health_task = asyncio.ensure_future(self._watch_health(dep, handle, plan))
+        elif handle.returncode is None and dep.ending is None:
             dep.log.append(f"[modeldeploy] not healthy within {self.health_timeout_s:g} s; stopping it")
-            dep.stop_reason = f"not healthy within {self.health_timeout_s:g} s"
-            await self._terminate(proc)
-            await pump
-            self._finish(dep, Status.FAILED, failure_reason(proc.returncode, dep.log.tail(8), during=phase))
-            return
-        code = await proc.wait()
+            self._begin_stop(dep, Ending(f"not healthy within {self.health_timeout_s:g} s", Event.CRASHED,
+                                         reason_from_log=True))
+            await handle.terminate(self.stop_grace_s)
+        code = await handle.wait()
         await pump
         if dep.health_task is not None:
             dep.health_task.cancel()
             dep.health_task = None
+        for note in handle.notes:
+            dep.log.append(f"[modeldeploy] {note}")
         dep.exit_code = code
-        if dep.fail_reason:
-            self._finish(dep, Status.FAILED, dep.fail_reason)
-        elif dep.stop_reason:
-            self._finish(dep, Status.STOPPED, dep.stop_reason)
+        ending = dep.ending
+        if ending is None:
+            self._finish(dep, Event.CRASHED, failure_reason(code, dep.log.tail(8), during=phase))
+        elif ending.reason_from_log:
+            self._finish(dep, ending.outcome, failure_reason(code, dep.log.tail(8), during=phase))
         else:
-            self._finish(dep, Status.FAILED, failure_reason(code, dep.log.tail(8), during=phase))
+            self._finish(dep, ending.outcome, ending.reason)
 
-    async def _watch_guardian(self, dep: Deployment, proc: asyncio.subprocess.Process) -> None:
-        """When the guardian exits, kill what is left of its group (all of it, if it was killed outright).
-
-        Until then `proc.wait()` cannot return: an orphaned engine keeps the console pipe open.
-        """
-        await process_exited(proc.pid)
-        left = kill_group(proc.pid)
-        if left:
-            dep.log.append(f"[modeldeploy] killed {left} process(es) still in the engine's group after its guardian ended")
-
-    async def _pump(self, dep: Deployment, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        while True:
-            try:
-                line = await proc.stdout.readline()
-            except ValueError:  # a line longer than the stream limit
-                line = (await proc.stdout.read(1 << 16)) or b""
-            if not line:
-                break
-            dep.log.append(line.decode("utf-8", errors="replace"))
+    async def _pump(self, dep: Deployment, handle: EngineHandle) -> None:
+        async for line in handle.lines():
+            dep.log.append(line)
 
     def _socket_path(self, dep: Deployment) -> Path:
         """The engine's Unix socket: in its 0700 work folder, or a private temp folder if that path is too long."""
@@ -500,76 +505,75 @@ class Supervisor:
             return False
         return response.status_code == 200
 
-    async def _watch_health(self, dep: Deployment, proc: asyncio.subprocess.Process, plan: LaunchPlan) -> None:
-        """While serving: probe health; mark the deployment unhealthy after missed probes, end a hung engine."""
+    async def _watch_health(self, dep: Deployment, handle: EngineHandle, plan: LaunchPlan) -> None:
+        """While serving: probe health; unhealthy after missed probes, serving again on an answer, ended when hung."""
         misses = 0
         unhealthy_since: float | None = None
-        while proc.returncode is None and not dep.stop_reason:
+        while handle.returncode is None and dep.ending is None:
             await asyncio.sleep(self.probe_interval_s)
-            if dep.stop_reason or proc.returncode is not None:
+            if dep.ending is not None or handle.returncode is not None:
                 return
             if await self._probe(dep, plan, self.probe_timeout_s):
                 misses = 0
                 if dep.status is Status.UNHEALTHY:
                     dep.log.append("[modeldeploy] health checks answered again: serving")
                     unhealthy_since = None
-                    self._set_status(dep, Status.ACTIVE, None)
+                    self._fire(dep, Event.PROBE_OK)
                 continue
             misses += 1
-            if misses == self.probe_failures and dep.status in (Status.ACTIVE, Status.IDLE):
-                unhealthy_since = time.monotonic()
+            if misses == self.probe_failures:
                 reason = f"no answer to {misses} health checks in a row"
-                dep.log.append(f"[modeldeploy] unhealthy: {reason}; requests get 503 until it answers")
-                self._set_status(dep, Status.UNHEALTHY, reason)
+                if self._fire(dep, Event.PROBE_FAILED, reason):
+                    unhealthy_since = time.monotonic()
+                    dep.log.append(f"[modeldeploy] unhealthy: {reason}; requests get 503 until it answers")
             if unhealthy_since is not None and time.monotonic() - unhealthy_since >= self.unhealthy_limit_s:
-                dep.fail_reason = (f"the engine stopped answering health checks for {self.unhealthy_limit_s:g} s "
-                                   "and was stopped")
-                dep.log.append(f"[modeldeploy] {dep.fail_reason}")
-                await self._terminate(proc)
+                reason = f"the engine stopped answering health checks for {self.unhealthy_limit_s:g} s and was stopped"
+                dep.log.append(f"[modeldeploy] {reason}")
+                self._begin_stop(dep, Ending(reason, Event.CRASHED))
+                await handle.terminate(self.stop_grace_s)
                 return
 
-    async def _wait_healthy(self, dep: Deployment, proc: asyncio.subprocess.Process, plan: LaunchPlan) -> bool:
+    async def _wait_healthy(self, dep: Deployment, handle: EngineHandle, plan: LaunchPlan) -> bool:
         deadline = time.monotonic() + self.health_timeout_s
         delay = 0.1
-        while time.monotonic() < deadline:
-            if proc.returncode is not None or dep.stop_reason:
-                return False
-            if await self._probe(dep, plan, 2.0):
-                return True
-            try:
-                await asyncio.wait_for(asyncio.shield(proc.wait()), timeout=delay)
-            except asyncio.TimeoutError:
-                pass
-            delay = min(delay * 1.5, 1.0)
-        return False
-
-    async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
-        """SIGTERM to the reaper (which stops the group), then SIGKILL to the group."""
-        if proc.returncode is not None:
-            return
+        exited = asyncio.ensure_future(handle.wait())
         try:
-            proc.terminate()
-        except ProcessLookupError:
-            return
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=self.stop_grace_s + 5)
-        except asyncio.TimeoutError:
-            try:
-                os.killpg(proc.pid, 9)
-            except ProcessLookupError:
-                pass
-            await proc.wait()
+            while time.monotonic() < deadline:
+                if exited.done() or dep.ending is not None:
+                    return False
+                if await self._probe(dep, plan, 2.0):
+                    return True
+                await asyncio.wait([exited], timeout=delay)  # back off, but notice an exit at once
+                delay = min(delay * 1.5, 1.0)
+            return False
+        finally:
+            if not exited.done():
+                exited.cancel()
 
-    async def _stop(self, dep: Deployment, reason: str) -> None:
+    def _begin_stop(self, dep: Deployment, ending: Ending) -> None:
+        dep.ending = ending
+        self._fire(dep, Event.STOP, ending.reason if ending.outcome is not Event.CRASHED else None)
+
+    async def _stop(self, dep: Deployment, reason: str, outcome: Event = Event.EXITED) -> None:
+        """Stop the engine and await the end of its run (the state then is `outcome`'s)."""
         if not dep.status.live:
             return
-        dep.stop_reason = reason
+        if dep.status is Status.STOPPING:
+            if dep.task is not None:
+                await asyncio.gather(dep.task, return_exceptions=True)
+            return
+        if dep.process is None and dep.status is Status.SLEEPING:
+            # Parked (its engine was stopped to free memory): nothing runs, so it just stops.
+            self._fire(dep, Event.STOP, reason)
+            self._fire(dep, Event.EXITED, reason)
+            return
+        self._begin_stop(dep, Ending(reason, outcome))
         if dep.process is not None:
-            await self._terminate(dep.process)
+            await dep.process.terminate(self.stop_grace_s)
         if dep.task is not None:
             await asyncio.gather(dep.task, return_exceptions=True)
 
-    def _finish(self, dep: Deployment, status: Status, reason: str) -> None:
+    def _finish(self, dep: Deployment, event: Event, reason: str) -> None:
         dep.stopped_at = time.time()
         dep.in_flight = 0
         dep.process = None
@@ -577,8 +581,10 @@ class Supervisor:
             self._spawn(self.engine_http.forget(dep.listen))
             if dep.listen.socket_path:
                 Path(dep.listen.socket_path).unlink(missing_ok=True)
-        dep.log.append(f"[modeldeploy] {status.value}: {reason.splitlines()[0]}")
-        self._set_status(dep, status, reason)
+        if not self._fire(dep, event, reason) and event is not Event.CRASHED:
+            self._fire(dep, Event.CRASHED, reason)  # a state that cannot end that way still ends
+        dep.log.append(f"[modeldeploy] {dep.status.value}: {reason.splitlines()[0]}")
+        dep.ending = None
         dep.log.close_followers()
 
     def _spawn(self, coro: Any) -> None:
@@ -596,44 +602,48 @@ class Supervisor:
         calls = dep.plan.sleep_calls if dep.plan else []
         if calls:
             async with dep.wake_lock:
-                if dep.in_flight or dep.sleeping:
+                if dep.in_flight or dep.status not in (Status.ACTIVE, Status.IDLE):
                     return
+                self._fire(dep, Event.QUIET)  # the idle limit passed: it is idle, whatever the report interval
                 try:
                     await self._engine_calls(dep, calls)
                 except (httpx.HTTPError, RuntimeError) as exc:
                     dep.log.append(f"[modeldeploy] could not put the engine to sleep ({exc}); stopping it")
                     await self._stop(dep, reason)
                     return
-                dep.sleeping = True
                 dep.log.append(f"[modeldeploy] {reason}: engine put to sleep; the next request wakes it")
-                self._set_status(dep, Status.IDLE, "sleeping: memory freed until the next request")
+                self._fire(dep, Event.SLEPT, "memory freed until the next request")
             return
-        dep.wake_on_request = True
         await self._stop(dep, f"{reason}; stopped to free memory (the engine has no sleep mode): the next request "
-                              "relaunches it")
+                              "relaunches it", Event.PARKED)
 
-    async def ensure_awake(self, dep: Deployment) -> None:
-        """Before a request is forwarded: wake a sleeping engine, or relaunch one stopped for idleness.
+    async def ensure_ready(self, dep: Deployment) -> None:
+        """Before a request is forwarded: wake a sleeping engine, or relaunch one parked to free memory.
 
-        The request is held until the engine serves again (or fails).
+        The request is held until the engine serves again (or fails); concurrent requests share one wake-up.
         """
-        if not dep.sleeping and not (dep.wake_on_request and dep.status is Status.STOPPED):
+        if dep.status not in (Status.SLEEPING, Status.WAKING):
             return
         async with dep.wake_lock:
-            if dep.sleeping:
+            if dep.status is not Status.SLEEPING:
+                return  # another request woke it while this one waited
+            if dep.process is not None:
+                self._fire(dep, Event.WAKE)
                 started = time.monotonic()
-                await self._engine_calls(dep, dep.plan.wake_calls if dep.plan else [])
-                dep.sleeping = False
+                try:
+                    await self._engine_calls(dep, dep.plan.wake_calls if dep.plan else [])
+                except (httpx.HTTPError, RuntimeError) as exc:
+                    dep.log.append(f"[modeldeploy] could not wake the engine ({exc}); stopping it")
+                    await self._stop(dep, f"could not wake the engine: {exc}", Event.CRASHED)
+                    return
                 dep.log.append(f"[modeldeploy] woken in {time.monotonic() - started:.1f} s")
-                self._set_status(dep, Status.ACTIVE, None)
+                dep.last_activity_at = time.time()
+                self._fire(dep, Event.WOKE)
                 return
-            if dep.wake_on_request and dep.status is Status.STOPPED:
-                dep.wake_on_request = False
-                dep.log.append("[modeldeploy] relaunching for an incoming request")
-                self._start(dep)
-                deadline = time.monotonic() + self.health_timeout_s
-                while dep.status is Status.LOADING and time.monotonic() < deadline:
-                    await asyncio.sleep(0.1)
+            dep.log.append("[modeldeploy] relaunching for an incoming request")
+            self._start(dep)
+            await self.wait_for(dep, (Status.ACTIVE, Status.IDLE, Status.FAILED, Status.STOPPED), self.health_timeout_s)
+
 
     async def _engine_calls(self, dep: Deployment, calls: list[Any]) -> None:
         """Make engine control requests (EngineCall: method, path, params, json)."""
@@ -652,7 +662,7 @@ class Supervisor:
     async def adapter(self, ref: str, action: str, name: str, path: str | None = None) -> Deployment:
         """Load ('add') or unload ('remove') a LoRA adapter on a running deployment; kept in its config."""
         dep = self.get(ref)
-        hook = getattr(get_engine(dep.kind), "adapter_calls", None)
+        hook = getattr(self.engine(dep.kind), "adapter_calls", None)
         if hook is None or not getattr(dep.config, "enable_lora", False):
             raise DeploymentError(f"deployment {dep.name!r} does not serve LoRA adapters (enable_lora is off)", 400)
         if not dep.status.live or dep.status is Status.LOADING:
@@ -666,7 +676,7 @@ class Supervisor:
                 raise DeploymentError(f"an adapter or model named {name!r} is already served", 409)
         elif name not in names:
             raise DeploymentError(f"no adapter {name!r}; served adapters: {', '.join(names) or 'none'}", 404)
-        await self.ensure_awake(dep)
+        await self.ensure_ready(dep)
         try:
             await self._engine_calls(dep, hook(action, name, path))
         except RuntimeError as exc:
@@ -694,17 +704,15 @@ class Supervisor:
     async def _tick(self) -> None:
         now = time.time()
         for dep in list(self.deployments.values()):
-            if dep.status not in (Status.ACTIVE, Status.IDLE) or dep.stop_reason:
+            if dep.status not in (Status.ACTIVE, Status.IDLE) or (dep.idle_task and not dep.idle_task.done()):
                 continue
             cfg = dep.config
-            if not dep.sleeping and idle_limit_reached(
+            if idle_limit_reached(
                 in_flight=dep.in_flight, last_activity=dep.last_activity_at, now=now, limit_s=cfg.idle_time_limit_s
             ):
                 idle_for = now - dep.last_activity_at
                 reason = f"idle for {idle_for:.0f} s (idle_time_limit_hours={cfg.idle_time_limit_hours:g})"
-                self._spawn(self._on_idle_limit(dep, reason))
-                continue
-            if dep.sleeping:
+                dep.idle_task = asyncio.ensure_future(self._on_idle_limit(dep, reason))
                 continue
             status = serving_status(
                 in_flight=dep.in_flight,
@@ -713,4 +721,4 @@ class Supervisor:
                 report_interval_s=cfg.last_action_report_interval_s,
             )
             if status is not dep.status:
-                self._set_status(dep, status, None)
+                self._fire(dep, Event.BUSY if status is Status.ACTIVE else Event.QUIET)

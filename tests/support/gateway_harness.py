@@ -27,6 +27,24 @@ from jupyter_modeldeploy.supervisor.tokens import TokenRegistry
 ENGINE_KEY = "engine-private-key-" + "x" * 16
 
 
+class ExternalEngine:
+    """The handle of an engine the test runs itself (the supervisor did not start it)."""
+
+    pid = None
+    returncode = None
+    notes: list[str] = []
+
+    async def lines(self):  # type: ignore[no-untyped-def]
+        return
+        yield
+
+    async def wait(self) -> int:
+        return 0
+
+    async def terminate(self, grace_s: float) -> None:
+        return None
+
+
 @dataclass
 class Harness:
     """A running gateway: its port, supervisor, tokens and the records it produced."""
@@ -59,6 +77,7 @@ class Harness:
             max_concurrent_requests=max_concurrent, stream_usage=stream_usage,
         )
         dep.listen = address
+        dep.process = ExternalEngine()
         dep.engine_key = ENGINE_KEY
         dep.status = Status.ACTIVE
         self.supervisor.deployments[dep.id] = dep
