@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Engine, EngineAddress, EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan, ModelLimits
+from .base import ChartedMetrics, Engine, EngineAddress, EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan, ModelLimits
 
 _MODULES = {"llamacpp": "llamacpp", "llm": "llm", "embedding": "embedding"}
 
@@ -16,6 +16,6 @@ def get_engine(kind: str) -> Engine:
 
 
 __all__ = [
-    "Engine", "EngineAddress", "EngineSettings", "EngineUnavailable", "LaunchContext", "LaunchPlan", "ModelLimits",
-    "get_engine",
+    "ChartedMetrics", "Engine", "EngineAddress", "EngineSettings", "EngineUnavailable", "LaunchContext", "LaunchPlan",
+    "ModelLimits", "get_engine",
 ]

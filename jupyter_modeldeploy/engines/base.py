@@ -64,6 +64,30 @@ class LaunchContext:
 
 
 @dataclass(frozen=True)
+class ChartedMetrics:
+    """The engine's own Prometheus metrics worth charting, by its names (counters become per-second rates)."""
+
+    gauges: frozenset[str] = frozenset()
+    counters: frozenset[str] = frozenset()
+
+    @property
+    def names(self) -> frozenset[str]:
+        return self.gauges | self.counters
+
+
+LLAMACPP_METRICS = ChartedMetrics(
+    gauges=frozenset({"llamacpp:requests_processing", "llamacpp:requests_deferred", "llamacpp:kv_cache_usage_ratio",
+                      "llamacpp:predicted_tokens_seconds", "llamacpp:prompt_tokens_seconds"}),
+    counters=frozenset({"llamacpp:tokens_predicted_total", "llamacpp:prompt_tokens_total", "llamacpp:n_decode_total"}),
+)
+VLLM_METRICS = ChartedMetrics(
+    gauges=frozenset({"vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:gpu_cache_usage_perc",
+                      "vllm:kv_cache_usage_perc"}),
+    counters=frozenset({"vllm:generation_tokens_total", "vllm:prompt_tokens_total", "vllm:request_success_total"}),
+)
+
+
+@dataclass(frozen=True)
 class ModelLimits:
     """Per-model request limits the gateway enforces before the engine sees a request."""
 
@@ -104,6 +128,7 @@ class LaunchPlan:
     listen: EngineAddress | None = None  # where the engine listens (None: TCP on ctx.port)
     limits: dict[str, ModelLimits] = field(default_factory=dict)  # per served model name
     max_concurrent_requests: int | None = None  # the gateway answers 429 past this many in flight
+    charted_metrics: ChartedMetrics = field(default_factory=ChartedMetrics)  # from metrics_path, for the charts
     sleep_calls: list[EngineCall] = field(default_factory=list)  # put the engine to sleep when idle (empty: none)
     wake_calls: list[EngineCall] = field(default_factory=list)  # wake it before a request is forwarded
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..config import LlamaCppConfig
 from . import routes
-from .base import EngineAddress, EngineUnavailable, LaunchContext, LaunchPlan
+from .base import LLAMACPP_METRICS, EngineAddress, EngineUnavailable, LaunchContext, LaunchPlan
 from .hf import resolve_model_file
 from .llamacpp_install import find_llama_server
 
@@ -186,6 +186,7 @@ class LlamaCppEngine:
                 routes=routes.LLAMA_SERVER,
                 listen=_listen_address(ctx),
                 max_concurrent_requests=config.max_concurrent_requests,
+                charted_metrics=LLAMACPP_METRICS,
             )
         if ctx.settings.llamacpp_engine == "llama-server":
             raise EngineUnavailable(

@@ -23,7 +23,7 @@ from typing import Literal
 
 from ..config import DeploymentBase, LlmConfig
 from . import routes
-from .base import EngineAddress, EngineCall, EngineUnavailable, LaunchContext, LaunchPlan
+from .base import VLLM_METRICS, EngineAddress, EngineCall, EngineUnavailable, LaunchContext, LaunchPlan
 from .vllm_install import find_vllm_python, nvidia_gpu_present, vllm_flavour
 
 VLLM_MODULE = "vllm.entrypoints.launchers.api_server.entry"
@@ -386,6 +386,7 @@ class LlmEngine:
             stream_usage=True,
             routes=routes.VLLM,
             listen=listen,
+            charted_metrics=VLLM_METRICS,
             max_concurrent_requests=config.max_concurrent_requests,
             # Resolved here, once, in the launch's worker thread: never probed while a request waits.
             sleep_calls=sleep_calls(config, device),

@@ -26,22 +26,9 @@ from .series import SeriesTable
 
 log = logging.getLogger(__name__)
 
-# Engine metrics worth charting, by the engine's own names (counters become per-second rates).
-ENGINE_GAUGES = {
-    "llamacpp:requests_processing", "llamacpp:requests_deferred", "llamacpp:kv_cache_usage_ratio",
-    "llamacpp:predicted_tokens_seconds", "llamacpp:prompt_tokens_seconds",
-    "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:gpu_cache_usage_perc", "vllm:kv_cache_usage_perc",
-}
-ENGINE_COUNTERS = {
-    "llamacpp:tokens_predicted_total", "llamacpp:prompt_tokens_total", "llamacpp:n_decode_total",
-    "vllm:generation_tokens_total", "vllm:prompt_tokens_total", "vllm:request_success_total",
-}
-
-
-def parse_engine_metrics(text: str) -> dict[str, float]:
-    """The charted engine metrics from Prometheus text (labels summed)."""
+def parse_engine_metrics(text: str, wanted: frozenset[str]) -> dict[str, float]:
+    """The engine metrics named in `wanted` (the engine's launch plan declares them) from Prometheus text, labels summed."""
     values: dict[str, float] = {}
-    wanted = ENGINE_GAUGES | ENGINE_COUNTERS
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in wanted:
@@ -168,7 +155,7 @@ class MetricsHub:
             row["process_cpu_percent"], row["process_rss_bytes"] = usage if usage else (None, None)
             if isinstance(scraped, dict):
                 for name, value in scraped.items():
-                    if name in ENGINE_COUNTERS:
+                    if dep.plan is not None and name in dep.plan.charted_metrics.counters:
                         previous = series.engine_last.get(name)
                         row[f"engine:{name}:rate"] = (value - previous) / elapsed if previous is not None else None
                         series.engine_last[name] = value
@@ -186,7 +173,7 @@ class MetricsHub:
             return None
         if response.status_code != 200:
             return None
-        values = parse_engine_metrics(response.text)
+        values = parse_engine_metrics(response.text, dep.plan.charted_metrics.names)
         states = _model_states_from_text(response.text)
         if states:
             self.series_for(dep.id).model_states = states

@@ -111,11 +111,8 @@ async def serve(args: argparse.Namespace) -> None:
     key = Path(args.api_key_file).read_text().strip()
     runner = web.AppRunner(make_app(key, args), access_log=None)
     await runner.setup()
-    site: web.BaseSite
-    if args.host.endswith(".sock"):
-        site = web.UnixSite(runner, args.host)
-    else:
-        site = web.TCPSite(runner, args.host, args.port)
+    on_socket = args.host.endswith(".sock")
+    site: web.BaseSite = web.UnixSite(runner, args.host) if on_socket else web.TCPSite(runner, args.host, args.port)
     await site.start()
     if args.host.endswith(".sock"):
         os.chmod(args.host, 0o600)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from jupyter_modeldeploy.engines.base import LLAMACPP_METRICS, VLLM_METRICS
 from jupyter_modeldeploy.metrics.hub import parse_engine_metrics
 from jupyter_modeldeploy.metrics.requests import RequestStats, percentile
 from jupyter_modeldeploy.metrics.series import SeriesTable
@@ -48,5 +49,6 @@ def test_engine_metrics_parsing() -> None:
         'vllm:num_requests_running{model_name="a"} 2\nvllm:num_requests_running{model_name="b"} 1\n'
         "# TYPE other gauge\nother 5\n"
     )
-    values = parse_engine_metrics(text)
+    values = parse_engine_metrics(text, LLAMACPP_METRICS.names | VLLM_METRICS.names)
     assert values == {"llamacpp:tokens_predicted_total": 42.0, "vllm:num_requests_running": 3.0}
+    assert parse_engine_metrics(text, VLLM_METRICS.names) == {"vllm:num_requests_running": 3.0}
