@@ -18,7 +18,7 @@ import httpx
 import ipywidgets as W
 
 from ..client import ModelDeployClient, ModelDeployError
-from .charts import DEFAULT_WINDOW, SeriesWindow, TimeChart
+from .charts import CHARTS, DEFAULT_WINDOW, MetricsFeed, TimeChart, draw
 from .common import (
     Panel,
     copy_button,
@@ -32,9 +32,6 @@ from .common import (
 from .poller import Poller
 
 KEY_PLACEHOLDER = "$MODELDEPLOY_API_KEY"
-MiB = 1024.0**2
-GiB = 1024.0**3
-KiB = 1024.0
 
 
 def request_for(record: dict[str, Any], model: str, prompt: str) -> tuple[str, dict[str, Any]]:
@@ -90,10 +87,9 @@ class Dashboard(Panel):
         self.record: dict[str, Any] = {}
         self.api_key = api_key
         self._lock = threading.Lock()
-        self.dep_window = SeriesWindow(window)
-        self.host_window = SeriesWindow(window)
-        self.gpu_windows: dict[int, SeriesWindow] = {}
-        self.gpu_names: dict[int, str] = {}
+        self.feed = MetricsFeed(self.client, ref, window)
+        self.dep_window = self.feed.deployment
+        self.host_window = self.feed.host
         self.host_seen = False
         self.totals: dict[str, Any] = {}
         self._log_signature: tuple[Any, ...] = ()
@@ -173,19 +169,8 @@ class Dashboard(Panel):
         actions = W.HBox([self.stop_button, self.relaunch_button, self.export_button, self.export_link],
                          layout=W.Layout(align_items="center"))
 
-        # Charts
-        self.charts = {
-            "requests": TimeChart("Requests", unit="req/s"),
-            "latency": TimeChart("Latency", unit="ms", markers=True),
-            "tokens": TimeChart("Tokens per second", unit="tok/s"),
-            "cpu": TimeChart("CPU", unit="%"),
-            "memory": TimeChart("Memory", unit="GiB"),
-            "network": TimeChart("Network", unit="KiB/s", scale=KiB),
-            "disk": TimeChart("Disk", unit="KiB/s", scale=KiB),
-            "gpu_util": TimeChart("GPU utilization", unit="%", y_max=100.0),
-            "gpu_memory": TimeChart("GPU memory", unit="GiB", scale=GiB),
-            "gpu_temp": TimeChart("GPU temperature", unit="°C"),
-        }
+        # Charts: every chart of `CHARTS`, each with the snippet that shows it alone.
+        self.charts = {key: TimeChart.from_spec(spec) for key, spec in CHARTS.items()}
         self.chart_grid = W.GridBox(
             [c.widget for c in self.charts.values()],
             layout=W.Layout(grid_template_columns="repeat(auto-fill, minmax(300px, 1fr))", grid_gap="6px",
@@ -252,7 +237,7 @@ class Dashboard(Panel):
         record = self.client.get(self.ref)
         first = not self.record
         self.record = record
-        self.ref = record.get("id", self.ref)
+        self.ref = self.feed.ref = record.get("id", self.ref)
         status = record.get("status")
         self.title.value = (
             f"<h3 style='margin:4px 0'>{html.escape(str(record.get('name')))} "
@@ -324,53 +309,21 @@ class Dashboard(Panel):
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     def refresh_metrics(self) -> None:
-        data = self.client.metrics(self.ref, since=self.dep_window.last_t)
-        self.dep_window.extend(data.get("t") or [], data.get("series") or {})
-        self.totals = data.get("totals") or self.totals
-        w = self.dep_window
-        self.charts["requests"].update([("requests/s", w, "requests_per_s"), ("in flight", w, "in_flight")])
-        self.charts["latency"].update([("p50", w, "latency_p50_ms"), ("p99", w, "latency_p99_ms")])
-        self.charts["tokens"].update([("tokens/s", w, "tokens_per_s")])
-        self._draw_cpu_memory()
+        """Fetch the deployment's new samples and redraw its charts."""
+        self.feed.fetch_deployment()
+        self.totals = self.feed.totals
+        self._draw("deployment")
 
     def refresh_host(self) -> None:
-        data = self.client.host_metrics(since=self.host_window.last_t)
-        t = data.get("t") or []
-        self.host_window.extend(t, data.get("series") or {})
+        """Fetch the host's (and GPUs') new samples and redraw their charts."""
+        self.feed.fetch_host()
         self.host_seen = True
-        w = self.host_window
-        self.charts["network"].update([("rx", w, "net_rx_bytes_per_s"), ("tx", w, "net_tx_bytes_per_s")])
-        self.charts["disk"].update([("read", w, "disk_read_bytes_per_s"), ("write", w, "disk_write_bytes_per_s")])
-        self._draw_cpu_memory()
-        gpus = data.get("gpus")
-        if gpus is None:
-            gpus = []
-        for gpu in gpus:
-            index = int(gpu.get("index", 0))
-            self.gpu_names[index] = str(gpu.get("name") or f"GPU {index}")
-            window = self.gpu_windows.setdefault(index, SeriesWindow(self.host_window.size))
-            window.extend(t, gpu.get("series") or {})
-        if not self.gpu_windows:
-            for key in ("gpu_util", "gpu_memory", "gpu_temp"):
-                self.charts[key].show_note("no GPU")
-            return
-        for key, series in (("gpu_util", "utilization_percent"), ("gpu_memory", "memory_used_bytes"),
-                            ("gpu_temp", "temperature_celsius")):
-            self.charts[key].update(
-                [(f"{i}: {self.gpu_names.get(i, '')}", w, series) for i, w in sorted(self.gpu_windows.items())]
-            )
+        self._draw("host")
 
-    def _draw_cpu_memory(self) -> None:
-        dep, host = self.dep_window, self.host_window
-        self.charts["cpu"].update([("engine", dep, "process_cpu_percent"), ("host", host, "cpu_percent")])
-        memory = self.charts["memory"]
-        lines = []
-        if dep.has("process_rss_bytes"):
-            lines.append(("engine", dep, "process_rss_bytes"))
-        if host.has("memory_used_bytes"):
-            lines.append(("host used", host, "memory_used_bytes"))
-        memory.scale = GiB
-        memory.update(lines)
+    def _draw(self, source: str) -> None:
+        for key, spec in CHARTS.items():
+            if source in self.feed.sources(spec):
+                draw(self.charts[key], self.feed, spec)
 
     def refresh_log(self) -> None:
         lines = self.client.logs(self.ref, tail=self.log_lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from datetime import datetime, timezone
@@ -13,7 +14,7 @@ import pytest
 
 from jupyter_modeldeploy.client import ModelDeployError
 from jupyter_modeldeploy.config import all_schemas, export_config, parse_config
-from jupyter_modeldeploy.widgets.charts import SeriesWindow, TimeChart, format_number
+from jupyter_modeldeploy.widgets.charts import SeriesWindow, TimeChart, format_number, nice_ceiling, tick_format
 from jupyter_modeldeploy.widgets.common import download_link, format_duration, status_timeline
 from jupyter_modeldeploy.widgets.dashboard import Dashboard, curl_command, request_for, summarize_answer
 from jupyter_modeldeploy.widgets.endpoints import DashboardApp, EndpointsTable, query_params
@@ -145,24 +146,39 @@ def test_series_window_is_bounded_and_skips_old_samples() -> None:
     assert w.times().dtype == np.dtype("datetime64[ms]")
 
 
-def test_chart_replaces_data_in_place_and_shows_notes() -> None:
-    chart = TimeChart("Requests", unit="req/s")
+def test_chart_marks_are_made_once_and_get_only_finite_points() -> None:
+    chart = TimeChart("Requests", unit="req/s", labels=["r", "absent"])
+    marks = list(chart.figure.marks)
+    assert len(marks) == 2 and all(len(m.y) == 0 for m in marks)  # starts empty, on a valid domain
+    assert chart.y_scale.min == 0 and chart.y_scale.max == 1 and chart.x_scale.min < chart.x_scale.max
     w = SeriesWindow(size=5)
-    w.extend([1, 2, 3], {"r": [1, 2, 3]})
+    w.extend([NOW + 1, NOW + 2, NOW + 3], {"r": [1, None, 3]})
     chart.update([("r", w, "r"), ("absent", w, "nope")])
-    assert len(chart.figure.marks) == 1
+    assert list(chart.figure.marks) == marks  # the figure's marks are never replaced
+    assert list(marks[0].y) == [1, 3] and len(marks[0].x) == 2 and len(marks[1].y) == 0
+    assert chart.points == 2
+    w.extend([NOW + 4, NOW + 5, NOW + 6, NOW + 7], {"r": [4, 5, math.nan, 7.3]})
+    chart.update([("r", w, "r")])
+    assert list(chart.figure.marks) == marks and np.isfinite(marks[0].y).all() and list(marks[0].y) == [3, 4, 5, 7.3]
+    assert "7.3 req/s" in chart.header.value
+    # Rounded axes from zero; the time window ends at the last sample.
+    assert chart.y_scale.min == 0 and chart.y_scale.max == 10
+    assert chart.x_scale.max == datetime.fromtimestamp(NOW + 7, timezone.utc).replace(tzinfo=None)
+    assert (chart.x_scale.max - chart.x_scale.min).total_seconds() >= 60
     zeros = SeriesWindow(size=5)
     zeros.extend([1, 2], {"z": [0, 0]})
     flat = TimeChart("Flat")
     flat.update([("z", zeros, "z")])
     assert flat.y_scale.max == 1.0  # an all-zero series keeps a usable axis
-    mark = chart.figure.marks[0]
-    w.extend([4, 5, 6, 7], {"r": [4, 5, 6, 7]})
-    chart.update([("r", w, "r")])
-    assert chart.figure.marks[0] is mark and list(mark.y) == [3, 4, 5, 6, 7]
-    assert "7 req/s" in chart.header.value
     chart.show_note("no GPU")
     assert chart.figure.layout.display == "none" and "no GPU" in chart.note.value
+
+
+def test_axis_rounding_and_tick_formats() -> None:
+    assert [nice_ceiling(v) for v in (0, -3, math.nan, 0.7, 1, 1.2, 2.2, 3, 7.7, 12, 260)] == [
+        1, 1, 1, 1, 1, 2, 2.5, 5, 10, 20, 500]
+    assert tick_format(1) == ",.2~f" and tick_format(10) == ",.0f" and tick_format(0.01) == ",.4~f"
+    assert "undefined" not in tick_format(1e-12)
 
 
 def test_poller_ticks_and_stops() -> None:
@@ -193,11 +209,12 @@ def test_dashboard_shows_the_deployment_and_polls_metrics() -> None:
     assert "42 s" in dash.info.value and "/modeldeploy/endpoints/r-1/v1" in dash.info.value
     assert "on_device" in dash.models_table.value
     assert "$MODELDEPLOY_API_KEY" in dash.command.value and "/chat/completions" in dash.command.value
-    assert dash.charts["requests"].points == 2 and dash.charts["tokens"].points == 2
+    assert dash.charts["requests"].points == 2 and dash.charts["tokens_per_s"].points == 2
     assert dash.charts["cpu"].points == 2 and len(dash.charts["cpu"].figure.marks) == 2
     assert dash.charts["network"].points == 2
     assert dash.charts["latency"].points == 2  # p99 missing: only p50 drawn
-    assert len(dash.charts["latency"].figure.marks) == 1
+    p50, p99 = dash.charts["latency"].figure.marks
+    assert len(p50.y) == 2 and len(p99.y) == 0
     for key in ("gpu_util", "gpu_memory", "gpu_temp"):
         assert "no GPU" in dash.charts[key].note.value
     assert "line 2" in dash.log.value
