@@ -19,22 +19,71 @@ def endpoint_url(public_base: str, route: str) -> str:
     return f"{public_base.rstrip('/')}/modeldeploy/endpoints/{route}"
 
 
-def test_command(dep: Deployment, api_base: str, *, key: str | None = None, prompt: str = "Hello!",
-                 model: str | None = None) -> str:
-    """A curl command that calls the deployment (the key as an environment variable unless given)."""
-    models = dep.models or [dep.name]
-    model = model or models[0]
-    is_embedding = dep.kind == "embedding" or bool(getattr(dep.config, "embedding", False))
-    if is_embedding:
-        path, body = "/embeddings", {"model": model, "input": [prompt]}
+DEFAULT_PROMPT = "Hello!"
+
+
+def is_embedding(dep: Deployment) -> bool:
+    """Whether a deployment serves embeddings (the embedding kind, or llama.cpp in embedding mode)."""
+    return dep.kind == "embedding" or bool(getattr(dep.config, "embedding", False))
+
+
+def test_request(dep: Deployment, api_base: str, *, prompt: str = DEFAULT_PROMPT,
+                 model: str | None = None) -> dict[str, Any]:
+    """The request that tries a deployment: URL, JSON body, and whether it needs a key."""
+    model = model or (dep.models or [dep.name])[0]
+    if is_embedding(dep):
+        url, body = f"{api_base}/embeddings", {"model": model, "input": [prompt]}
     else:
-        path, body = "/chat/completions", {"model": model, "messages": [{"role": "user", "content": prompt}]}
-    parts = ["curl", "-s", shlex.quote(api_base + path)]
-    if not dep.config.public:
-        auth = f"Authorization: Bearer {key}" if key else f"Authorization: Bearer {API_KEY_PLACEHOLDER}"
-        parts += ["-H", f'"{auth}"' if not key else shlex.quote(auth)]
-    parts += ["-H", shlex.quote("Content-Type: application/json"), "-d", shlex.quote(json.dumps(body))]
+        url = f"{api_base}/chat/completions"
+        body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 128}
+    return {"url": url, "body": body, "needs_key": not dep.config.public}
+
+
+def test_command(request: dict[str, Any], key: str | None = None) -> str:
+    """The one curl command every view shows for a test request.
+
+    With `key` the command carries it and works as pasted; without, it reads the key from
+    `$MODELDEPLOY_API_KEY` (to export first). Public endpoints get no Authorization header.
+    """
+    parts = ["curl", "-s", shlex.quote(request["url"])]
+    if request.get("needs_key", True):
+        auth = shlex.quote(f"Authorization: Bearer {key}") if key else f'"Authorization: Bearer {API_KEY_PLACEHOLDER}"'
+        parts += ["-H", auth]
+    parts += ["-H", shlex.quote("Content-Type: application/json"), "-d", shlex.quote(json.dumps(request["body"]))]
     return " ".join(parts)
+
+
+def fixed_key(dep: Deployment) -> str | None:
+    """The deployment's own key while the server still holds it (set at launch; only its hash is stored)."""
+    secret = getattr(dep.config, "api_key", None)
+    return secret.get_secret_value() if secret is not None else None
+
+
+def test_command_answer(dep: Deployment, api_base: str, *, key: str | None = None, prompt: str | None = None,
+                        model: str | None = None) -> dict[str, Any]:
+    """What `POST .../test-command` answers: the command with the key in hand, and where it came from.
+
+    `key_source` is `given` (the caller's key), `fixed` (the deployment's own key, also in `key`), `public`
+    (none needed) or `missing`: then the command reads `$MODELDEPLOY_API_KEY` and `export`
+    says how to set it.
+    """
+    request = test_request(dep, api_base, prompt=prompt or DEFAULT_PROMPT, model=model)
+    if not request["needs_key"]:
+        source, key = "public", None
+    elif key:
+        source = "given"
+    elif (key := fixed_key(dep)) is not None:
+        source = "fixed"
+    else:
+        source = "missing"
+    answer: dict[str, Any] = {"command": test_command(request, key), "request": request, "key_source": source}
+    if source == "fixed":
+        answer["key"] = key  # the caller's own secret (Jupyter-authenticated), so views can mask it
+    if source == "missing":
+        answer["export"] = f"export {API_KEY_PLACEHOLDER[1:]}=<an API key for {dep.name}>"
+        answer["note"] = (f"No key in hand: generate one (it is shown once), or export {API_KEY_PLACEHOLDER[1:]} "
+                          "before pasting the command.")
+    return answer
 
 
 def deployment_record(dep: Deployment, public_base: str, metrics: Any = None) -> dict[str, Any]:
@@ -79,7 +128,8 @@ def deployment_record(dep: Deployment, public_base: str, metrics: Any = None) ->
         "route": dep.route,
         "endpoint_url": url,
         "api_base": api_base,
-        "test_command": test_command(dep, api_base),
+        "test_request": (request := test_request(dep, api_base)),
+        "test_command": test_command(request),
         "public": dep.config.public,
         "has_api_key": dep.api_key_hash is not None,
         "engine": {"program": _program(dep), "notes": notes},

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import json
-import shlex
 import threading
 import time
 from typing import Any
@@ -30,29 +29,6 @@ from .common import (
     status_badge,
 )
 from .poller import Poller
-
-KEY_PLACEHOLDER = "$MODELDEPLOY_API_KEY"
-
-
-def request_for(record: dict[str, Any], model: str, prompt: str) -> tuple[str, dict[str, Any]]:
-    """The URL and JSON body that try a deployment's model with a prompt."""
-    api_base = str(record.get("api_base", "")).rstrip("/")
-    if is_embedding(record):
-        return f"{api_base}/embeddings", {"model": model, "input": [prompt]}
-    return f"{api_base}/chat/completions", {
-        "model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 128,
-    }
-
-
-def curl_command(record: dict[str, Any], model: str, prompt: str, key: str | None = None) -> str:
-    """The `curl` test command; the key as `$MODELDEPLOY_API_KEY` unless given."""
-    url, body = request_for(record, model, prompt)
-    parts = ["curl", "-s", shlex.quote(url)]
-    if not record.get("public"):
-        auth = shlex.quote(f"Authorization: Bearer {key}") if key else f'"Authorization: Bearer {KEY_PLACEHOLDER}"'
-        parts += ["-H", auth]
-    parts += ["-H", shlex.quote("Content-Type: application/json"), "-d", shlex.quote(json.dumps(body))]
-    return " ".join(parts)
 
 
 def summarize_answer(record: dict[str, Any], data: Any) -> str:
@@ -133,7 +109,9 @@ class Dashboard(Panel):
 
         # Test command
         self.model_pick = W.Dropdown(options=[], layout=W.Layout(width="240px"))
-        self.prompt = W.Text(value="Say hello in five words.", placeholder="prompt", layout=W.Layout(width="360px"))
+        # The command comes from the server: ask again when typing stops, not per keystroke.
+        self.prompt = W.Text(value="Say hello in five words.", placeholder="prompt", continuous_update=False,
+                             layout=W.Layout(width="360px"))
         self.prompt.add_class("modeldeploy-prompt")
         self.send = W.Button(description="Send", icon="paper-plane", button_style="primary",
                              layout=W.Layout(width="100px"))
@@ -142,6 +120,14 @@ class Dashboard(Panel):
         self.command = W.Textarea(value="", disabled=True, rows=3, layout=W.Layout(width="100%"))
         self.command.add_class("modeldeploy-test-command")
         self.copy_command = W.HTML("")
+        self.command_note = W.HTML("")
+        self.command_note.add_class("modeldeploy-command-note")
+        self.command_key = W.Button(description="Generate a key for it", icon="key", layout=W.Layout(width="auto",
+                                    display="none"))
+        self.command_key.add_class("modeldeploy-command-key")
+        self.command_key.on_click(lambda _: self._generate_key())
+        self.test: dict[str, Any] = {}
+        self._test_signature: tuple[Any, ...] = ()
         self.answer = W.HTML("")
         self.answer.add_class("modeldeploy-answer")
         for widget in (self.model_pick, self.prompt):
@@ -150,6 +136,7 @@ class Dashboard(Panel):
             W.HBox([W.HTML("<b>Test</b>", layout=W.Layout(width="110px")), self.model_pick, self.prompt, self.send],
                    layout=W.Layout(align_items="center", flex_flow="row wrap")),
             W.HBox([self.command, self.copy_command], layout=W.Layout(align_items="flex-start")),
+            W.HBox([self.command_note, self.command_key], layout=W.Layout(align_items="center")),
             self.answer,
         ])
 
@@ -374,15 +361,45 @@ class Dashboard(Panel):
         self._show_key()
 
     def _update_command(self) -> None:
+        """Ask the server for the test command (with the key in hand) and show it, the key masked."""
         if not self.record:
             return
         model = self.model_pick.value or (model_names(self.record) or [""])[0]
-        key = self.api_key if (self.reveal.value and self.api_key) else None
-        command = curl_command(self.record, model, self.prompt.value, key)
-        if self.command.value != command:
-            self.command.value = command
-            self.copy_command.value = copy_button(curl_command(self.record, model, self.prompt.value, self.api_key),
-                                                  "Copy command")
+        signature = (self.ref, self.record.get("api_base"), self.api_key, self.prompt.value, model)
+        if signature != self._test_signature:
+            try:
+                self.test = self.client.test_command(self.ref, key=self.api_key, prompt=self.prompt.value, model=model)
+            except ModelDeployError as exc:
+                self.command_note.value = error_html(f"no test command: {exc}")
+                return
+            self._test_signature = signature
+            if self.test.get("key_source") == "fixed" and not self.api_key:
+                self.api_key = self.test.get("key")
+                self._show_key()
+                return
+        command = self.test.get("command", "")
+        source = self.test.get("key_source")
+        shown = command
+        if self.api_key and not self.reveal.value:
+            shown = command.replace(self.api_key, self._masked())
+        if self.command.value != shown:
+            self.command.value = shown
+        copy = copy_button(command, "Copy command")
+        if self.copy_command.value != copy:
+            self.copy_command.value = copy
+        if source == "missing":
+            note = ("<span style='color:var(--jp-warn-color1,#e65100)'>&#9888; No key in hand: this command reads "
+                    "<code>$MODELDEPLOY_API_KEY</code>. Generate a key to get a command that works as pasted, or run "
+                    f"<code>{html.escape(str(self.test.get('export', '')))}</code> first.</span>")
+        elif source == "fixed":
+            note = "<i>The command carries the deployment's own key.</i>"
+        elif source == "given":
+            note = "<i>The command carries your key: it works as pasted.</i>"
+        else:
+            note = ""
+        if self.command_note.value != note:
+            self.command_note.value = note
+        self.command_key.layout.display = "" if source == "missing" else "none"
 
     def send_request(self) -> str:
         """Run the test request now; returns the readable answer (raises on errors)."""
@@ -391,8 +408,9 @@ class Dashboard(Panel):
             self._generate_key()
             if not self.api_key:
                 raise ModelDeployError("no API key: generating one failed")
-        model = self.model_pick.value or model_names(record)[0]
-        url, body = request_for(record, model, self.prompt.value)
+        self._update_command()
+        request = self.test.get("request") or {}
+        url, body = request["url"], request["body"]
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         started = time.monotonic()
         response = httpx.post(url, json=body, headers=headers, timeout=300)

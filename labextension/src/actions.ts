@@ -120,9 +120,43 @@ export class Actions implements IPanelActions {
     Notification.info(`Copied ${d.api_base}`, { autoClose: 3000 });
   }
 
-  copyTestCommand(d: IDeployment): void {
-    Clipboard.copyToSystem(d.test_command);
-    Notification.info('Copied the test command (the key is read from $MODELDEPLOY_API_KEY)', { autoClose: 3000 });
+  /**
+   * Copy the server's test command. With a key in hand (the deployment's own) it is in the
+   * command; otherwise offer to create one here, so the pasted command works at once.
+   */
+  async copyTestCommand(d: IDeployment): Promise<void> {
+    try {
+      let test = await this.client.testCommand(d.id);
+      if (test.key_source === 'missing') {
+        const answer = await showDialog({
+          title: `Test command for ${d.name}`,
+          body: `This endpoint needs an API key and none is in hand. Generate one now and copy a command that carries it, or copy the command as is and first run: ${test.export}`,
+          buttons: [
+            Dialog.cancelButton(),
+            Dialog.okButton({ label: 'Copy as is', displayType: 'default', actions: ['as-is'] }),
+            Dialog.okButton({ label: 'Generate key and copy' })
+          ]
+        });
+        if (!answer.button.accept) {
+          return;
+        }
+        if (!answer.button.actions.includes('as-is')) {
+          const token = await this.client.createToken({ deployment: d.id, name: `${d.name} (test command)` });
+          void this.model.refreshTokens();
+          test = await this.client.testCommand(d.id, token.token);
+        }
+      }
+      Clipboard.copyToSystem(test.command);
+      const how =
+        test.key_source === 'missing'
+          ? `the key is read from $MODELDEPLOY_API_KEY: ${test.export}`
+          : test.key_source === 'public'
+            ? 'no key needed'
+            : 'it carries the key and works as pasted';
+      Notification.info(`Copied the test command (${how})`, { autoClose: 5000 });
+    } catch (err) {
+      void showErrorMessage(`Cannot copy the test command of ${d.name}`, err as Error);
+    }
   }
 
   async copyApiKey(d: IDeployment): Promise<void> {

@@ -29,6 +29,15 @@ export interface IDeployment {
   config: Record<string, unknown>;
 }
 
+/** The server's test command for a deployment (`POST .../test-command`). */
+export interface ITestCommand {
+  command: string;
+  request: { url: string; body: unknown; needs_key: boolean };
+  key_source: 'given' | 'fixed' | 'public' | 'missing';
+  export?: string;
+  note?: string;
+}
+
 export interface IToken {
   id: string;
   name: string | null;
@@ -153,6 +162,11 @@ export class ModelDeployClient {
 
   metrics(id: string): Promise<Record<string, unknown>> {
     return this.request(['deployments', id, 'metrics']);
+  }
+
+  /** The test command, carrying `key` (or the deployment's own key) when there is one. */
+  testCommand(id: string, key?: string): Promise<ITestCommand> {
+    return this.request(['deployments', id, 'test-command'], this.json('POST', key ? { key } : {}));
   }
 
   async tokens(): Promise<IToken[]> {

@@ -31,7 +31,7 @@ export interface IPanelActions {
   exportConfig(d: IDeployment): Promise<void>;
   copyEndpoint(d: IDeployment): void;
   copyApiKey(d: IDeployment): Promise<void>;
-  copyTestCommand(d: IDeployment): void;
+  copyTestCommand(d: IDeployment): Promise<void>;
   openLogs(d: IDeployment): void;
   openDashboard(d: IDeployment): Promise<void>;
   createToken(): Promise<void>;

@@ -272,8 +272,20 @@ def test_copy_endpoint_and_test_command(page: Any, lab: JupyterProcess) -> None:
     record = lab.api("GET", "deployments/smol").json()
     item(page, "smol").locator('[data-action="copy-endpoint"]').click()
     page.get_by_text(f"Copied {record['api_base']}").first.wait_for()
+    # No key in hand: the panel offers to create one, and the copied command works as pasted.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=lab.url.rstrip("/"))
     item(page, "smol").locator('[data-action="copy-test"]').click()
-    page.get_by_text("Copied the test command").first.wait_for()
+    dialog = page.locator(".jp-Dialog")
+    dialog.get_by_text("export MODELDEPLOY_API_KEY=").wait_for()
+    dialog.get_by_role("button", name="Generate key and copy").click()
+    page.get_by_text("Copied the test command (it carries the key").first.wait_for()
+    command = page.evaluate("() => navigator.clipboard.readText()")
+    assert "$MODELDEPLOY_API_KEY" not in command and "Authorization: Bearer " in command, command
+    # The very command the server gives every view, with this key.
+    key = re.search(r"Bearer ([^'\"]+)", command).group(1)
+    assert command == lab.api("POST", "deployments/smol/test-command", json={"key": key}).json()["command"]
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and '"choices"' in done.stdout, done.stdout + done.stderr
 
 
 def test_log_and_dashboard_tabs(page: Any, artifacts_dir: Path) -> None:

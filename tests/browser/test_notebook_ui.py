@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,87 @@ def chart_path(page: Any, chart: str) -> str:
                       return p ? (p.getAttribute('d') || '') : ''; }""",
         chart,
     )
+
+
+def chart_points(page: Any, chart: str) -> list[list[tuple[float, float]]]:
+    """The points of every line of a chart panel, read from the SVG paths bqplot drew."""
+    paths = page.evaluate(
+        """(cls) => Array.from(document.querySelectorAll(`.modeldeploy-chart-${cls} .curve path.line`))
+                         .map(p => p.getAttribute('d') || '')""",
+        chart,
+    )
+    lines = []
+    for d in paths:
+        numbers = [float(n) for n in re.findall(r"-?[\d.]+(?:e-?\d+)?|NaN", d)]
+        lines.append(list(zip(numbers[0::2], numbers[1::2])))
+    return lines
+
+
+def axis_labels(page: Any, chart: str) -> dict[str, list[str]]:
+    """The tick labels of a chart's axes: {'x': [...], 'y': [...]}, and whether the last x label fits."""
+    return page.evaluate(
+        """(cls) => {
+          const root = document.querySelector(`.modeldeploy-chart-${cls}`);
+          const texts = (sel) => Array.from(root.querySelectorAll(sel)).map(t => t.textContent);
+          const svg = root.querySelector('svg.svg-figure, svg');
+          const box = svg.getBoundingClientRect();
+          const xs = Array.from(root.querySelectorAll('.axis:not(.axisy) .tick text, g.axis[class*="x"] .tick text'));
+          const last = xs.length ? xs[xs.length - 1].getBoundingClientRect() : null;
+          return {x: texts('.axis .tick text').slice(0, 0).concat(xs.map(t => t.textContent)),
+                  y: texts('.axisy .tick text, g.axis[class*="y"] .tick text'),
+                  clipped: last ? [last.right > box.right + 0.5 ? 'clipped' : 'fits'] : ['none']};
+        }""",
+        chart,
+    )
+
+
+def test_fresh_dashboard_charts_draw_real_points_without_console_errors(
+    jupyter_server: Any, smol: dict[str, Any], browser: Any, artifacts_dir: Path
+) -> None:
+    """A dashboard opened before any traffic: requests and tokens/s draw real, finite points on
+    rounded axes from zero, and the browser console stays free of errors (bqplot's included)."""
+    client = jupyter_server.client()
+    page = browser.new_page(viewport={"width": 1400, "height": 1900})
+    console: list[str] = []
+
+    def on_console(msg: Any) -> None:
+        url = msg.location.get("url", "")
+        # This machine has no internet: CDN resources (Voilà's fonts, MathJax) cannot load.
+        if msg.type == "error" and (not url or url.startswith(jupyter_server.url)):
+            console.append(f"{msg.text} ({url})")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: console.append(f"page error: {exc}"))
+    url = (f"{jupyter_server.url}voila/render/notebooks/dashboard.ipynb"
+           f"?deployment={smol['id']}&token={jupyter_server.token}")
+    try:
+        page.goto(url, timeout=180_000)
+        page.wait_for_selector(".modeldeploy-dashboard .modeldeploy-chart-requests svg", timeout=180_000)
+        key = client.create_token(deployment=smol["id"], name="charts-test")["token"]
+        for i in range(4):
+            chat(smol, key, f"Count to {i + 3}.", max_tokens=16)
+        # Requests and tokens/s: lines with several real points, some above the zero line.
+        for chart in ("requests", "tokens-per-s"):
+            def drawn(chart: str = chart) -> bool:
+                lines = chart_points(page, chart)
+                return bool(lines) and len(lines[0]) >= 2 and len({y for _, y in lines[0]}) > 1
+            wait_until(drawn, 60, f"the {chart} chart drew no points that rise above zero")
+        time.sleep(6)  # a few more polls, where NaN and domain errors used to pile up
+        for chart in ("requests", "tokens-per-s", "latency", "cpu", "memory", "network", "disk"):
+            lines = chart_points(page, chart)
+            assert all(math.isfinite(v) for line in lines for point in line for v in point), (chart, lines)
+            labels = axis_labels(page, chart)
+            assert labels["y"] and all(label.strip() for label in labels["y"]), (chart, labels)
+            values = [float(label.replace(",", "")) for label in labels["y"]]
+            assert min(values) == 0 and all(v >= 0 for v in values), (chart, labels)
+            assert all(len(label.split(".")[-1]) <= 3 for label in labels["y"] if "." in label), (chart, labels)
+            assert labels["x"] and labels["clipped"] == ["fits"], (chart, labels)
+        header = page.locator(".modeldeploy-chart-tokens-per-s").inner_text()
+        assert "Completion tokens per second" in header and "tok/s" in header, header
+        page.screenshot(path=str(artifacts_dir / "voila-dashboard-charts.png"), full_page=True)
+        assert not console, console
+    finally:
+        page.close()
 
 
 def test_voila_dashboard_live(jupyter_server: Any, smol: dict[str, Any], browser: Any, artifacts_dir: Path) -> None:

@@ -14,9 +14,10 @@ import pytest
 
 from jupyter_modeldeploy.client import ModelDeployError
 from jupyter_modeldeploy.config import all_schemas, export_config, parse_config
+from jupyter_modeldeploy.server_ext import records as server_records
 from jupyter_modeldeploy.widgets.charts import SeriesWindow, TimeChart, format_number, nice_ceiling, tick_format
 from jupyter_modeldeploy.widgets.common import download_link, format_duration, status_timeline
-from jupyter_modeldeploy.widgets.dashboard import Dashboard, curl_command, request_for, summarize_answer
+from jupyter_modeldeploy.widgets.dashboard import Dashboard, summarize_answer
 from jupyter_modeldeploy.widgets.endpoints import DashboardApp, EndpointsTable, query_params
 from jupyter_modeldeploy.widgets.launch_form import LaunchForm
 from jupyter_modeldeploy.widgets.poller import Poller
@@ -125,6 +126,21 @@ class FakeClient:
         new = record(parsed.name, "loading")
         self.records[new["id"]] = new
         return new
+
+    def test_command(self, ref: str, *, key: str | None = None, prompt: str | None = None,
+                     model: str | None = None) -> dict[str, Any]:
+        """As the server answers, from the same builder (`records.test_command`)."""
+        self.calls.append(("test_command", key))
+        r = self._find(ref)
+        path = "/embeddings" if r["kind"] == "embedding" else "/chat/completions"
+        body = ({"model": model, "input": [prompt]} if r["kind"] == "embedding" else
+                {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 128})
+        request = {"url": r["api_base"] + path, "body": body, "needs_key": not r.get("public")}
+        source = "public" if r.get("public") else "given" if key else "missing"
+        answer = {"command": server_records.test_command(request, key), "request": request, "key_source": source}
+        if source == "missing":
+            answer["export"] = "export MODELDEPLOY_API_KEY=<an API key>"
+        return answer
 
     def validate(self, config: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -257,23 +273,65 @@ def test_dashboard_key_is_masked_revealed_and_generated_once() -> None:
     assert dash.key_text.value == "md-secretsecretsecret"
     assert "Bearer md-secretsecretsecret" in dash.command.value
     assert "modeldeploy-copy" in dash.copy.value
-    assert [c for c in client.calls if c[0] == "create_token"] == [("create_token", {
-        "deployment": "id-smol", "name": client.calls[-1][1]["name"]})]
+    created = [c for c in client.calls if c[0] == "create_token"]
+    assert created == [("create_token", {"deployment": "id-smol", "name": created[0][1]["name"]})]
 
 
-def test_test_command_and_answers() -> None:
+def _dep(kind: str = "llamacpp", **config: Any) -> Any:
+    """Enough of a `Deployment` for the record builders."""
+    from types import SimpleNamespace
+
+    base = {"kind": kind, "name": "smol"}
+    if kind == "llamacpp":
+        base["model"] = "/m/smol.gguf"
+    else:
+        base["models"] = [{"served_name": "mini", "model": "/m/mini"}]
+    parsed = parse_config({**base, **config})
+    models = ["mini"] if kind == "embedding" else []
+    return SimpleNamespace(kind=kind, name="smol", config=parsed, models=models)
+
+
+def test_one_test_command_builder_with_the_key_in_hand() -> None:
+    api = "http://127.0.0.1:8888/modeldeploy/endpoints/r-1/v1"
+    chat = server_records.test_request(_dep(), api, prompt="it's")
+    assert chat["url"] == f"{api}/chat/completions" and chat["body"]["messages"][0]["content"] == "it's"
+    # Without a key: reads $MODELDEPLOY_API_KEY, and the answer says what to export.
+    missing = server_records.test_command_answer(_dep(), api, prompt="it's")
+    assert missing["key_source"] == "missing" and "$MODELDEPLOY_API_KEY" in missing["command"]
+    assert "it'\"'\"'s" in missing["command"] and missing["export"].startswith("export MODELDEPLOY_API_KEY=")
+    # A key in hand: the command carries it (works as pasted), no placeholder.
+    given = server_records.test_command_answer(_dep(), api, key="md-abc")
+    assert given["key_source"] == "given" and "Bearer md-abc" in given["command"] and "$" not in given["command"]
+    fixed = server_records.test_command_answer(_dep(api_key="fixed-key-123"), api)
+    assert fixed["key_source"] == "fixed" and "Bearer fixed-key-123" in fixed["command"]
+    public = server_records.test_command_answer(_dep(public=True), api)
+    assert public["key_source"] == "public" and "Authorization" not in public["command"]
+    emb = server_records.test_request(_dep("embedding"), api, prompt="text")
+    assert emb["url"] == f"{api}/embeddings" and emb["body"] == {"model": "mini", "input": ["text"]}
+
+
+def test_answers_are_summarised() -> None:
     chat = record()
-    url, body = request_for(chat, "smol", "Hi there")
-    assert url.endswith("/v1/chat/completions") and body["messages"][0]["content"] == "Hi there"
-    command = curl_command(chat, "smol", "it's", key=None)
-    assert "$MODELDEPLOY_API_KEY" in command and "it'\"'\"'s" in command
     emb = record(kind="embedding")
     emb["kind"] = "embedding"
-    url, body = request_for(emb, "mini", "text")
-    assert url.endswith("/v1/embeddings") and body == {"model": "mini", "input": ["text"]}
-    assert "Authorization" not in curl_command({**chat, "public": True}, "smol", "x")
     assert summarize_answer(chat, {"choices": [{"message": {"content": "Hello!"}}]}) == "Hello!"
     assert "3 dimensions" in summarize_answer(emb, {"object": "list", "data": [{"embedding": [0.1, 0.2, 0.3]}]})
+
+
+def test_dashboard_command_comes_from_the_server_and_offers_a_key() -> None:
+    client = FakeClient()
+    dash = Dashboard("smol", client, autostart=False)
+    assert "$MODELDEPLOY_API_KEY" in dash.command.value
+    assert "No key in hand" in dash.command_note.value and "export MODELDEPLOY_API_KEY" in dash.command_note.value
+    assert dash.command_key.layout.display == ""
+    dash.command_key.click()  # generate a key in place
+    assert dash.api_key == "md-secretsecretsecret"
+    assert "$MODELDEPLOY_API_KEY" not in dash.command.value and "•" in dash.command.value
+    assert "Bearer md-secretsecretsecret" in dash.copy_command.value  # what Copy puts on the clipboard
+    assert dash.command_key.layout.display == "none" and "works as pasted" in dash.command_note.value
+    asked = len([c for c in client.calls if c[0] == "test_command"])
+    dash.refresh()
+    assert len([c for c in client.calls if c[0] == "test_command"]) == asked  # asked again only on changes
 
 
 def test_endpoints_table_rows_and_actions() -> None:
