@@ -128,7 +128,7 @@ class LaunchForm(Panel):
 
     def _report_error(self, exc: ModelDeployError) -> None:
         if exc.errors:
-            self.form.show_errors(exc.errors, "The server did not accept the configuration:")
+            self.form.show_errors(exc.errors, "This configuration cannot start:")
             self._say("Fix the fields marked above.", error=True)
         else:
             self.form.clear_errors()
@@ -147,10 +147,16 @@ class LaunchForm(Panel):
         return answer
 
     def launch(self) -> dict[str, Any] | None:
-        """Launch the form's configuration; returns the new record (None on errors)."""
+        """Check the form's configuration on the server, then launch it; returns the new record (None on errors).
+
+        A configuration that cannot start (a model path that does not exist, a file that is not
+        GGUF, a hub repo the offline server does not have) keeps the form open, the error at its field.
+        """
         self.launch_button.disabled = True
         try:
-            record = self.client.launch(self.value)
+            config = self.value
+            self.client.validate(config)
+            record = self.client.launch(config)
         except ModelDeployError as exc:
             self._report_error(exc)
             return None

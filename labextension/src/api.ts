@@ -139,6 +139,11 @@ export class ModelDeployClient {
     return this.request(['status']);
   }
 
+  /** The server's checks before a launch: the fields, and whether the model can be found and loaded here. */
+  validate(config: Record<string, unknown>): Promise<{ ok: boolean; notices: string[] }> {
+    return this.request(['validate'], this.json('POST', config));
+  }
+
   launch(config: Record<string, unknown>): Promise<IDeployment> {
     return this.request<IDeployment>(['deployments'], this.json('POST', config));
   }

@@ -143,10 +143,18 @@ class FakeClient:
         return answer
 
     def validate(self, config: dict[str, Any]) -> dict[str, Any]:
+        """As `/validate` answers: the fields, then the server's preflight (model files)."""
+        from jupyter_modeldeploy.server_ext.validate import preflight
+
+        self.calls.append(("validate", config.get("name")))
         try:
-            return {"ok": True, "config": export_config(parse_config(config)), "notices": []}
+            parsed = parse_config(config)
         except ValueError as exc:
             raise ModelDeployError("invalid configuration", 422, exc.errors) from None
+        errors = preflight(parsed, offline=True)
+        if errors:
+            raise ModelDeployError("invalid configuration", 422, errors)
+        return {"ok": True, "config": export_config(parsed), "notices": []}
 
 
 def test_series_window_is_bounded_and_skips_old_samples() -> None:
@@ -374,7 +382,9 @@ def test_dashboard_app_selects_from_query_and_closes_pollers(monkeypatch: pytest
     assert not app.table.poller.running and not app.dashboard.poller.running
 
 
-def test_launch_form_launches_and_shows_field_errors() -> None:
+def test_launch_form_launches_and_shows_field_errors(tmp_path: Any) -> None:
+    gguf = tmp_path / "x.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(60))
     client = FakeClient()
     launched = []
     form = LaunchForm("llamacpp", client, on_launched=launched.append)
@@ -386,10 +396,26 @@ def test_launch_form_launches_and_shows_field_errors() -> None:
     assert "model" in form.form.fields["model"].error.value or form.form.fields["model"].error.value
     form.form.fields["name"].value = "good"
     form.form.fields["top_p"].value = 0.5
-    form.form.fields["model"].value = "/m/x.gguf"
+    form.form.fields["model"].value = str(gguf)
     rec = form.launch()
     assert rec is not None and launched == [rec] and form.form.fields["name"].error.value == ""
     assert client.launched[-1]["top_p"] == 0.5
+
+
+def test_launch_form_stops_a_launch_that_cannot_start(tmp_path: Any) -> None:
+    client = FakeClient()
+    launched = []
+    form = LaunchForm("llamacpp", client, on_launched=launched.append)
+    form.form.fields["name"].value = "smol2"
+    form.form.fields["model"].value = str(tmp_path / "missing.gguf")
+    assert form.launch() is None and client.launched == [] and launched == []
+    assert "no file" in form.form.fields["model"].error.value and "cannot start" in form.form.message.value
+    not_gguf = tmp_path / "readme.gguf"
+    not_gguf.write_text("hello")
+    form.form.fields["model"].value = str(not_gguf)
+    assert form.launch() is None and client.launched == []
+    assert "not a GGUF file" in form.form.fields["model"].error.value
+    assert "Launched" not in form.result.value
 
 
 def test_launch_form_import_export_and_clone() -> None:
