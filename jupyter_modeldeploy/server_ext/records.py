@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from typing import Any
@@ -51,6 +52,33 @@ def test_command(request: dict[str, Any], key: str | None = None) -> str:
         parts += ["-H", auth]
     parts += ["-H", shlex.quote("Content-Type: application/json"), "-d", shlex.quote(json.dumps(request["body"]))]
     return " ".join(parts)
+
+
+TELLING = re.compile(r"error|failed|failure|exception|not found|no such|invalid|cannot|unable|denied|out of memory",
+                     re.IGNORECASE)
+
+
+PY_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*:")
+
+
+def reason_parts(reason: str | None) -> tuple[str | None, list[str]]:
+    """A status reason as one summary line and the raw engine lines behind it.
+
+    The summary is how the engine ended plus the most telling engine line (the last one that
+    names an error), so a user reads why in one line and opens the raw lines only if needed.
+    """
+    if not reason:
+        return None, []
+    head, *lines = reason.splitlines()
+    head = head.rstrip(":").strip()
+    telling = [line.strip() for line in lines if TELLING.search(line)]
+    # A Python traceback ends with its cause; other engines (llama.cpp) name the cause first.
+    exception = [t for t in telling if PY_EXCEPTION.match(t)]
+    cause = exception[-1] if exception else telling[0] if telling else None
+    summary = f"{head}: {cause}" if cause else head
+    if len(summary) > 240:
+        summary = summary[:239] + "…"
+    return summary, lines
 
 
 def fixed_key(dep: Deployment) -> str | None:
@@ -115,6 +143,8 @@ def deployment_record(dep: Deployment, public_base: str, metrics: Any = None) ->
         ],
         "status": dep.status.value,
         "status_reason": dep.status_reason,
+        "status_summary": (parts := reason_parts(dep.status_reason))[0],
+        "status_details": parts[1],
         "status_history": dep.history,
         "created_at": dep.created_at,
         "started_at": dep.started_at,

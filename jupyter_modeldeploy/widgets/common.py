@@ -114,6 +114,26 @@ def model_names(record: dict[str, Any]) -> list[str]:
     return [config.get("model_alias") or record.get("name") or "model"]
 
 
+def reason_html(record: dict[str, Any]) -> str:
+    """Why a deployment stopped or failed: the server's one-line summary, the raw engine lines behind a toggle."""
+    reason = record.get("status_reason")
+    if not reason:
+        return ""
+    summary = record.get("status_summary") or str(reason).splitlines()[0]
+    details = record.get("status_details") or []
+    color = "var(--jp-error-color1,#c62828)" if record.get("status") == "failed" else "var(--jp-ui-font-color2,#666)"
+    raw = ""
+    if details:
+        raw = (
+            "<details class='modeldeploy-reason-details'><summary style='cursor:pointer;"
+            f"color:var(--jp-ui-font-color2,#666)'>Engine output ({len(details)} lines)</summary>"
+            "<pre style='margin:2px 0;max-height:12em;overflow:auto;white-space:pre-wrap;font-size:11px'>"
+            f"{html.escape(chr(10).join(details))}</pre></details>"
+        )
+    return (f"<div class='modeldeploy-reason'><div class='modeldeploy-reason-summary' style='color:{color}'>"
+            f"{html.escape(str(summary))}</div>{raw}</div>")
+
+
 def error_html(text: str) -> str:
     """A message in the error colour."""
     return f"<span style='color:var(--jp-error-color1,#c62828)'>{html.escape(text)}</span>"

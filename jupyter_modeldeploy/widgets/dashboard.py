@@ -26,6 +26,7 @@ from .common import (
     format_duration,
     is_embedding,
     model_names,
+    reason_html,
     status_badge,
 )
 from .poller import Poller
@@ -232,11 +233,7 @@ class Dashboard(Panel):
             f"{html.escape(str(record.get('id')))}</small></h3>"
         )
         self.status.value = status_badge(status)
-        reason = record.get("status_reason")
-        self.reason.value = (
-            f"<div class='modeldeploy-reason' style='color:var(--jp-error-color1,#c62828);white-space:pre-wrap'>"
-            f"{html.escape(str(reason))}</div>" if reason and status in ("failed", "stopped") else ""
-        )
+        self.reason.value = reason_html(record) if status in ("failed", "stopped") else ""
         config = record.get("config") or {}
         limit_h = config.get("idle_time_limit_hours")
         idle = record.get("idle_for_s")

@@ -12,6 +12,10 @@ export interface IDeployment {
   models: { name: string; state: string | null; endpoint: string }[];
   status: Status;
   status_reason: string | null;
+  /** The reason in one line (how the engine ended, and its most telling line). */
+  status_summary?: string | null;
+  /** The raw engine lines behind the summary. */
+  status_details?: string[];
   created_at: number;
   started_at: number | null;
   stopped_at: number | null;

@@ -262,6 +262,24 @@ def test_dashboard_draws_gpus_and_degrades_without_metrics() -> None:
     assert "active" in no_metrics.status.value
 
 
+def test_failure_reason_is_one_line_first_raw_lines_behind_a_toggle() -> None:
+    reason = ("the engine exited with code 1 while loading:\nllama_model_loader: loaded meta data\n"
+              "gguf_init_from_file_impl: failed to read magic\nllama_model_load: error loading model: bad file\n"
+              "main: exiting due to model loading error")
+    summary, details = server_records.reason_parts(reason)
+    assert summary == "the engine exited with code 1 while loading: gguf_init_from_file_impl: failed to read magic"
+    python = "the engine exited with code 1 while loading:\nTraceback (most recent call last):\n  File x\nOSError: no such model"
+    assert server_records.reason_parts(python)[0] == "the engine exited with code 1 while loading: OSError: no such model"
+    assert details[0] == "llama_model_loader: loaded meta data" and len(details) == 4
+    assert server_records.reason_parts("stopped by the user") == ("stopped by the user", [])
+    assert server_records.reason_parts(None) == (None, [])
+    failed = record(status="failed", status_reason=reason, status_summary=summary, status_details=details)
+    dash = Dashboard("smol", FakeClient([failed]), autostart=False)
+    head, _, toggle = dash.reason.value.partition("<details")
+    assert summary in head and "loaded meta data" not in head
+    assert "Engine output (4 lines)" in toggle and "loaded meta data" in toggle
+
+
 def test_dashboard_failed_status_shows_reason() -> None:
     client = FakeClient([record(status="failed", status_reason="exit code 1: bad model file")])
     dash = Dashboard("smol", client, autostart=False)
