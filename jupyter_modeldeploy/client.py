@@ -143,6 +143,10 @@ class ModelDeployClient:
 
     # Write --------------------------------------------------------------------------------
 
+    def launch_defaults(self) -> dict[str, Any]:
+        """The kind and values a new launch form opens on."""
+        return self._request("GET", "launch-defaults")
+
     def test_command(self, ref: str, *, key: str | None = None, prompt: str | None = None,
                      model: str | None = None) -> dict[str, Any]:
         """The deployment's test command from the server (with `key`, or its own key when it has one)."""

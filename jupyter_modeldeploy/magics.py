@@ -318,7 +318,9 @@ class DeployMagic:
     def cmd_form(self, rest: list[str]) -> Any:
         from .widgets.launch_form import LaunchForm
 
-        kind = rest[0] if rest else "llamacpp"
+        if not rest:
+            return LaunchForm(None, self.client)  # opens on the server's launch defaults
+        kind = rest[0]
         if kind not in self._kinds():
             raise DeployMagicError(f"unknown kind {kind!r}; kinds: {', '.join(self._kinds())}")
         return LaunchForm(kind, self.client, values=parse_assignments(rest[1:]) or None)

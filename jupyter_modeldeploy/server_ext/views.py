@@ -1,4 +1,4 @@
-"""REST routes the views need beyond the deployments API: the test command with a key in hand.
+"""REST routes the views need beyond the deployments API: the test command, the launch form's defaults.
 
 Each view (notebook dashboard, Lab panel, CLI) asks the server for the command rather than
 building its own, so the command is the same everywhere (`records.test_command`).
@@ -6,13 +6,14 @@ building its own, so the command is the same everywhere (`records.test_command`)
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tornado import web
 
 from ..supervisor import DeploymentError
 from .handlers import BaseHandler
-from .records import endpoint_url, test_command_answer
+from .records import bundled_model, endpoint_url, engine_status, launch_defaults, test_command_answer
 
 
 class TestCommandHandler(BaseHandler):
@@ -39,8 +40,20 @@ class TestCommandHandler(BaseHandler):
         await self.run(action)
 
 
+class LaunchDefaultsHandler(BaseHandler):
+    """GET the kind and values a new launch form opens on (`records.launch_defaults`)."""
+
+    @web.authenticated
+    async def get(self) -> None:
+        loop = asyncio.get_running_loop()
+        engines = await loop.run_in_executor(None, engine_status, self.supervisor.settings)
+        bundled = await loop.run_in_executor(None, bundled_model)
+        self.write_json(launch_defaults(self.supervisor.list(), engines, bundled))
+
+
 def view_handlers(prefix: str) -> list[tuple[str, Any]]:
     """The views' routes, each under `prefix` (the server's base URL + api/modeldeploy)."""
     return [
         (rf"{prefix}/deployments/(?P<ref>[^/]+)/test-command", TestCommandHandler),
+        (rf"{prefix}/launch-defaults", LaunchDefaultsHandler),
     ]

@@ -44,6 +44,13 @@ export class Actions implements IPanelActions {
 
   async openForm(initial?: Record<string, unknown>, note?: string): Promise<void> {
     const kinds = await this.kinds();
+    if (!initial) {
+      // The server knows what can run here and what was launched last.
+      const defaults = await this.client.launchDefaults().catch(() => null);
+      if (defaults && kinds.includes(defaults.kind)) {
+        initial = { kind: defaults.kind, ...defaults.values };
+      }
+    }
     const content = new LaunchFormWidget({
       client: this.client,
       kinds,

@@ -148,6 +148,11 @@ export class ModelDeployClient {
     return this.request(['validate'], this.json('POST', config));
   }
 
+  /** The kind and values a new launch form opens on (what can run here, the last kind launched). */
+  launchDefaults(): Promise<{ kind: string; values: Record<string, unknown>; why: string }> {
+    return this.request(['launch-defaults']);
+  }
+
   launch(config: Record<string, unknown>): Promise<IDeployment> {
     return this.request<IDeployment>(['deployments'], this.json('POST', config));
   }

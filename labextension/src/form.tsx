@@ -54,7 +54,7 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
   const [kind, setKind] = React.useState(initialKind);
   const [prepared, setPrepared] = React.useState<IPrepared | null>(null);
   const [formData, setFormData] = React.useState<Record<string, unknown>>(
-    props.initial ? { ...props.initial } : { name: newName(initialKind) }
+    props.initial?.name ? { ...props.initial } : { ...props.initial, name: newName(initialKind) }
   );
   const [extraErrors, setExtraErrors] = React.useState<Record<string, any> | undefined>();
   const [message, setMessage] = React.useState<{ kind: 'error' | 'info'; text: string } | null>(

@@ -127,6 +127,9 @@ class FakeClient:
         self.records[new["id"]] = new
         return new
 
+    def launch_defaults(self) -> dict[str, Any]:
+        return {"kind": "llamacpp", "values": {"model": "/bundled/smol.gguf"}, "why": "test"}
+
     def test_command(self, ref: str, *, key: str | None = None, prompt: str | None = None,
                      model: str | None = None) -> dict[str, Any]:
         """As the server answers, from the same builder (`records.test_command`)."""
@@ -418,6 +421,30 @@ def test_launch_form_launches_and_shows_field_errors(tmp_path: Any) -> None:
     rec = form.launch()
     assert rec is not None and launched == [rec] and form.form.fields["name"].error.value == ""
     assert client.launched[-1]["top_p"] == 0.5
+
+
+def test_launch_defaults_pick_a_kind_that_can_run_here() -> None:
+    from types import SimpleNamespace
+
+    def dep(kind: str, at: float) -> Any:
+        return SimpleNamespace(kind=kind, name=f"{kind}-{at:g}", created_at=at)
+
+    only_llama = {"llamacpp": {"available": True}, "llm": {"available": False}, "embedding": {"available": True}}
+    fresh = server_records.launch_defaults([], only_llama, "/pkg/smol.gguf")
+    assert fresh["kind"] == "llamacpp" and fresh["values"] == {"model": "/pkg/smol.gguf"}
+    assert "vLLM is not installed" in fresh["why"]
+    last = server_records.launch_defaults([dep("llamacpp", 1), dep("embedding", 2)], only_llama, None)
+    assert last["kind"] == "embedding" and last["values"] == {}
+    # The last kind is not offered when its engine went missing.
+    assert server_records.launch_defaults([dep("llm", 3)], only_llama, "/pkg/smol.gguf")["kind"] == "llamacpp"
+    every = {k: {"available": True} for k in ("llamacpp", "llm", "embedding")}
+    assert server_records.launch_defaults([dep("llm", 3)], every, None)["kind"] == "llm"
+
+
+def test_launch_form_opens_on_the_server_defaults() -> None:
+    form = LaunchForm(None, FakeClient())
+    assert form.kind_pick.value == "llamacpp" and form.form.fields["model"].value == "/bundled/smol.gguf"
+    assert dict(form.kind_pick.options)["llama.cpp (GGUF models)"] == "llamacpp"
 
 
 def test_launch_form_stops_a_launch_that_cannot_start(tmp_path: Any) -> None:
