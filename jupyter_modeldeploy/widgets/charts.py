@@ -264,6 +264,7 @@ class TimeChart:
             layout=W.Layout(width="100%", height=height, min_width="240px"),
         )
         self.set_labels(labels)
+        self._latest: list[tuple[str, str, str]] = []
         self.header = W.HTML(self._header_html([]))
         self.note = W.HTML("", layout=W.Layout(display="none", height=height))
         self.widget = W.VBox([self.header, self.figure, self.note], layout=W.Layout(
@@ -272,6 +273,12 @@ class TimeChart:
         css = key or title.lower()
         self.widget.add_class("modeldeploy-chart-" + "".join(c if c.isalnum() else "-" for c in css))
         self.points = 0
+        self.snippet = ""
+
+    def set_snippet(self, code: str) -> None:
+        """Offer `code` (what shows this chart alone) behind a copy button in the header."""
+        self.snippet = code
+        self.header.value = self._header_html(self._latest)
 
     @classmethod
     def from_spec(cls, spec: ChartSpec, *, height: str = "180px", labels: Sequence[str] | None = None) -> TimeChart:
@@ -298,13 +305,20 @@ class TimeChart:
 
     def _header_html(self, latest: list[tuple[str, str, str]]) -> str:
         """Title, then a legend entry per line (colour, label, latest value with unit)."""
+        self._latest = latest
         unit = f" {self.unit}" if self.unit else ""
         entries = "".join(
             f"<span style='margin-left:10px;font-weight:normal;white-space:nowrap'>"
             f"<span style='color:{color}'>&#9632;</span> {html.escape(label)}: {html.escape(value + unit)}</span>"
             for color, label, value in latest
         )
-        return (f"<div style='font-size:90%;line-height:1.4'><b>{html.escape(self.title)}</b>"
+        embed = ""
+        if getattr(self, "snippet", ""):
+            from .common import copy_button
+
+            embed = copy_button(self.snippet, "Copy code", css="modeldeploy-chart-snippet",
+                                title=f"Copy the code that shows this chart alone:\n{self.snippet}")
+        return (f"<div style='font-size:90%;line-height:1.4'><b>{html.escape(self.title)}</b> {embed}"
                 f"<span style='float:right'>{entries}</span></div>")
 
     def show_note(self, text: str) -> None:

@@ -57,7 +57,7 @@ def download_link(data: Any, filename: str, label: str | None = None) -> str:
     )
 
 
-def copy_button(text: str, label: str = "Copy") -> str:
+def copy_button(text: str, label: str = "Copy", *, css: str = "", title: str = "") -> str:
     """An HTML button that copies `text` to the clipboard (falls back to a prompt)."""
     value = json.dumps(text).replace("'", "&#39;").replace("<", "\\u003c")
     script = (
@@ -67,7 +67,8 @@ def copy_button(text: str, label: str = "Copy") -> str:
         "function(){window.prompt('Copy:',t);});}else{window.prompt('Copy:',t);}})(this)"
     )
     return (
-        f"<button class='jupyter-button widget-button modeldeploy-copy' data-label='{html.escape(label)}' "
+        f"<button class='jupyter-button widget-button modeldeploy-copy {html.escape(css)}' "
+        f"data-label='{html.escape(label)}' data-copy='{html.escape(text)}' title='{html.escape(title)}' "
         f"onclick='{script}'>{html.escape(label)}</button>"
     )
 

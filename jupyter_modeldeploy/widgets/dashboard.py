@@ -17,7 +17,7 @@ import httpx
 import ipywidgets as W
 
 from ..client import ModelDeployClient, ModelDeployError
-from .charts import CHARTS, DEFAULT_WINDOW, MetricsFeed, TimeChart, draw
+from .charts import CHARTS, DEFAULT_WINDOW, MetricsFeed, TimeChart, draw, snippet
 from .common import (
     Panel,
     copy_button,
@@ -226,6 +226,9 @@ class Dashboard(Panel):
         first = not self.record
         self.record = record
         self.ref = self.feed.ref = record.get("id", self.ref)
+        if first:
+            for key, chart in self.charts.items():
+                chart.set_snippet(snippet(str(record.get("name") or self.ref), key))
         status = record.get("status")
         self.title.value = (
             f"<h3 style='margin:4px 0'>{html.escape(str(record.get('name')))} "

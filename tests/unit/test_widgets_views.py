@@ -505,3 +505,30 @@ def test_dashboard_stops_polling_when_closed() -> None:
     time.sleep(0.3)
     assert not dash.poller.running and len(client.calls) == n
     assert threading.active_count() < 50
+
+
+def test_one_chart_with_one_call_and_the_dashboard_offers_its_snippet() -> None:
+    from jupyter_modeldeploy.widgets import chart
+
+    client = FakeClient()
+    live = chart("smol", "tokens_per_s", client, autostart=False)
+    live.refresh()
+    assert live.chart.points == 2 and "Completion tokens per second" in live.chart.header.value
+    assert [c[0] for c in client.calls] == ["metrics"]  # only the deployment's series are fetched
+    cpu = chart("smol", "cpu", client, autostart=False)
+    cpu.refresh()
+    assert len(cpu.chart.figure.marks) == 2 and cpu.chart.points == 2  # engine and host lines
+    gpu = chart("smol", "gpu", FakeClient(gpus=True), autostart=False)
+    gpu.refresh()
+    assert gpu.spec.key == "gpu_util" and gpu.chart.points == 2
+    with pytest.raises(ValueError, match="unknown chart 'tokens_per_minute'; choose one of: requests, latency"):
+        chart("smol", "tokens_per_minute", client, autostart=False)
+    dash = Dashboard("smol", client, autostart=False)
+    header = dash.charts["tokens_per_s"].header.value
+    assert "Copy code" in header
+    assert "chart(&#x27;smol&#x27;, &#x27;tokens_per_s&#x27;)" in header  # the code, HTML-escaped
+    # The snippet is the one call, with the import it needs.
+    assert dash.charts["tokens_per_s"].snippet == (
+        "from jupyter_modeldeploy.widgets import chart\nchart('smol', 'tokens_per_s')")
+    live.close()
+    assert not live.poller.running
