@@ -11,19 +11,23 @@ from typing import Any
 
 import ipywidgets as W
 
-STATUS_COLORS = {
-    "loading": "#f9a825",
-    "active": "#2e7d32",
-    "idle": "#1565c0",
-    "stopped": "#757575",
-    "failed": "#c62828",
+#: Each status's colour as a JupyterLab theme variable: the Lab panel's stylesheet uses the
+#: same variables (a test checks it), so panel, widgets and Voilà agree in light and dark themes.
+STATUS_VARS = {
+    "loading": ("--jp-brand-color1", "#1976d2"),
+    "active": ("--jp-success-color1", "#388e3c"),
+    "idle": ("--jp-warn-color1", "#f57c00"),
+    "stopped": ("--jp-ui-font-color3", "#bdbdbd"),
+    "failed": ("--jp-error-color1", "#d32f2f"),
 }
+STATUS_COLORS = {status: f"var({name}, {fallback})" for status, (name, fallback) in STATUS_VARS.items()}
+UNKNOWN_COLOR = "var(--jp-ui-font-color2, #9e9e9e)"
 
 
 def status_badge(status: str | None) -> str:
     """A coloured dot and the status word, as HTML."""
     status = status or "unknown"
-    color = STATUS_COLORS.get(status, "#9e9e9e")
+    color = STATUS_COLORS.get(status, UNKNOWN_COLOR)
     return (
         f"<span class='modeldeploy-status modeldeploy-status-{html.escape(status)}' "
         f"style='white-space:nowrap'><span style='color:{color};font-size:120%'>&#9679;</span> "
@@ -93,11 +97,11 @@ def status_timeline(history: list[dict[str, Any]], *, now: float | None = None, 
             tip += f": {entry['reason']}"
         rects.append(
             f"<rect x='{x:.1f}' y='0' width='{w:.1f}' height='{height}' "
-            f"fill='{STATUS_COLORS.get(status, '#9e9e9e')}'><title>{html.escape(tip)}</title></rect>"
+            f"style='fill:{STATUS_COLORS.get(status, UNKNOWN_COLOR)}'><title>{html.escape(tip)}</title></rect>"
         )
     return (
         f"<svg class='modeldeploy-timeline' width='{width}' height='{height}' "
-        f"style='vertical-align:middle;background:#eee'>{''.join(rects)}</svg>"
+        f"style='vertical-align:middle;background:var(--jp-layout-color2,#eee)'>{''.join(rects)}</svg>"
     )
 
 

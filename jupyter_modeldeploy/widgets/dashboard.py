@@ -437,8 +437,8 @@ class Dashboard(Panel):
             try:
                 answer = self.send_request()
                 self.answer.value = (
-                    "<div class='modeldeploy-answer-ok' style='border-left:3px solid #2e7d32;padding:4px 8px;"
-                    f"white-space:pre-wrap'>{html.escape(answer)}</div>"
+                    "<div class='modeldeploy-answer-ok' style='border-left:3px solid var(--jp-success-color1,#388e3c);"
+                    f"padding:4px 8px;white-space:pre-wrap'>{html.escape(answer)}</div>"
                     f"<small style='color:var(--jp-ui-font-color2,#888)'>{html.escape(self.last_meta)}</small>"
                 )
             except Exception as exc:

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 import ipywidgets as W
 
 from ..client import ModelDeployClient, ModelDeployError
-from .common import STATUS_COLORS, Panel, download_link, format_duration, model_names, status_badge, status_timeline
+from .common import STATUS_COLORS, Panel, download_link, error_html, format_duration, model_names, status_badge, status_timeline
 from .poller import Poller
 
 COLUMNS = ("Name", "Kind", "Model", "Status", "Idle", "Requests", "Endpoint", "Status over time", "")
@@ -278,7 +278,7 @@ class DashboardApp(Panel):
         try:
             self.dashboard = Dashboard(ref, self.client, interval_s=self.interval_s)
         except ModelDeployError as exc:
-            self.dashboard_box.children = [W.HTML(f"<span style='color:#c62828'>{html.escape(str(exc))}</span>")]
+            self.dashboard_box.children = [W.HTML(error_html(str(exc)))]
             return
         self.dashboard_box.children = [self.dashboard.widget]
         self.tabs.selected_index = 0

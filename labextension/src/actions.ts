@@ -1,5 +1,13 @@
 import { ILabShell } from '@jupyterlab/application';
-import { Clipboard, Dialog, MainAreaWidget, Notification, showDialog, showErrorMessage } from '@jupyterlab/apputils';
+import {
+  Clipboard,
+  Dialog,
+  IThemeManager,
+  MainAreaWidget,
+  Notification,
+  showDialog,
+  showErrorMessage
+} from '@jupyterlab/apputils';
 import { URLExt } from '@jupyterlab/coreutils';
 import { IFrame } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
@@ -19,9 +27,16 @@ export class Actions implements IPanelActions {
   constructor(
     private shell: ILabShell,
     private model: DeploymentsModel,
-    private panelId: string
+    private panelId: string,
+    private themes: IThemeManager | null = null
   ) {
     this.client = model.client;
+  }
+
+  /** Voilà's theme for Lab's current one, so a dashboard tab looks like the rest of Lab. */
+  private voilaTheme(): 'light' | 'dark' {
+    const theme = this.themes?.theme;
+    return theme && this.themes && !this.themes.isLight(theme) ? 'dark' : 'light';
   }
 
   readonly client: ModelDeployClient;
@@ -196,9 +211,18 @@ export class Actions implements IPanelActions {
         const frame = new IFrame({
           sandbox: ['allow-scripts', 'allow-same-origin', 'allow-forms', 'allow-downloads', 'allow-popups']
         });
-        frame.url =
+        const url = () =>
           URLExt.join(this.client.settings.baseUrl, 'voila/render', DASHBOARD_NOTEBOOK) +
-          `?deployment=${encodeURIComponent(d.id)}`;
+          `?deployment=${encodeURIComponent(d.id)}&theme=${this.voilaTheme()}`;
+        frame.url = url();
+        // Follow Lab's light/dark theme: Voilà picks its theme when the page loads.
+        const follow = () => {
+          if (frame.url !== url()) {
+            frame.url = url();
+          }
+        };
+        this.themes?.themeChanged.connect(follow);
+        frame.disposed.connect(() => this.themes?.themeChanged.disconnect(follow));
         frame.addClass('jp-ModelDeploy-voila');
         frame.title.label = `Dashboard: ${d.name}`;
         content = frame;

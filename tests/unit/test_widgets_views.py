@@ -489,7 +489,7 @@ def test_helpers() -> None:
     assert format_number(63800.2) == "63,800" and format_number(0.98642) == "0.986"
     assert "download='a.json'" in download_link({"a": 1}, "a.json")
     svg = status_timeline([{"status": "loading", "at": 0}, {"status": "active", "at": 10}], now=20)
-    assert svg.count("<rect") == 2 and "#2e7d32" in svg
+    assert svg.count("<rect") == 2 and "fill:var(--jp-success-color1" in svg
 
 
 def test_dashboard_stops_polling_when_closed() -> None:
@@ -532,3 +532,19 @@ def test_one_chart_with_one_call_and_the_dashboard_offers_its_snippet() -> None:
         "from jupyter_modeldeploy.widgets import chart\nchart('smol', 'tokens_per_s')")
     live.close()
     assert not live.poller.running
+
+
+def test_status_colours_are_the_lab_panels() -> None:
+    """Widgets (notebook, Voilà) and the Lab panel colour each status with the same theme variable."""
+    import re
+    from pathlib import Path
+
+    from jupyter_modeldeploy.widgets.common import STATUS_VARS, status_badge
+
+    css = (Path(__file__).resolve().parents[2] / "labextension" / "style" / "base.css").read_text()
+    for status, (variable, _fallback) in STATUS_VARS.items():
+        rule = re.search(rf"\.jp-ModelDeploy-status\.jp-mod-{status} \.jp-ModelDeploy-statusDot \{{([^}}]*)\}}", css)
+        assert rule, f"no panel style for {status}"
+        colours = re.findall(r"var\((--jp-[\w-]+)\)", rule.group(1))
+        assert colours[-1] == variable, (status, colours)
+        assert f"var({variable}" in status_badge(status)
