@@ -13,6 +13,7 @@ from ..engines import EngineSettings
 from ..gateway.proxy import EndpointHandler, Gateway, GatewayConfig
 from ..supervisor import Supervisor
 from ..supervisor.tokens import TokenRegistry
+from .dashboard import dashboard_handlers
 from .handlers import api_handlers
 from .validate import validate_handlers
 from .views import view_handlers
@@ -123,7 +124,7 @@ class ModelDeployApp(ExtensionApp):
         # ExtensionApp prepends the server's base URL to every pattern.
         prefix = "/api/modeldeploy"
         # The views' routes first: /validate there also checks the model files (handlers.py's only the fields).
-        routes = [*validate_handlers(prefix), *view_handlers(prefix), *api_handlers(prefix)]
+        routes = [*validate_handlers(prefix), *view_handlers(prefix), *dashboard_handlers(prefix), *api_handlers(prefix)]
         handlers: list[tuple[str, Any, dict[str, Any]] | tuple[str, Any]] = list(routes)
         if self.metrics is not None:
             from ..metrics.handlers import metrics_handlers

@@ -8,11 +8,10 @@ import {
   showDialog,
   showErrorMessage
 } from '@jupyterlab/apputils';
-import { URLExt } from '@jupyterlab/coreutils';
 import { IFrame } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
-import { DASHBOARD_NOTEBOOK, IDeployment, IToken, ModelDeployClient } from './api';
+import { IDeployment, IToken, ModelDeployClient } from './api';
 import { DashboardWidget } from './dashboard';
 import { LaunchFormWidget } from './form';
 import { LogWidget } from './logs';
@@ -204,16 +203,16 @@ export class Actions implements IPanelActions {
     if (this.activateExisting(id)) {
       return;
     }
-    const voila = await this.client.hasVoilaDashboard();
+    // The server says where it serves the packaged dashboard (a wheel install and a checkout alike).
+    const info = await this.client.dashboard().catch(() => null);
+    const voilaUrl = info?.voila ? info.url : null;
     this.openOnce(id, () => {
       let content: Widget;
-      if (voila) {
+      if (voilaUrl) {
         const frame = new IFrame({
           sandbox: ['allow-scripts', 'allow-same-origin', 'allow-forms', 'allow-downloads', 'allow-popups']
         });
-        const url = () =>
-          URLExt.join(this.client.settings.baseUrl, 'voila/render', DASHBOARD_NOTEBOOK) +
-          `?deployment=${encodeURIComponent(d.id)}&theme=${this.voilaTheme()}`;
+        const url = () => `${voilaUrl}?deployment=${encodeURIComponent(d.id)}&theme=${this.voilaTheme()}`;
         frame.url = url();
         // Follow Lab's light/dark theme: Voilà picks its theme when the page loads.
         const follow = () => {

@@ -196,32 +196,9 @@ export class ModelDeployClient {
     return this.request(['tokens', id], { method: 'DELETE' });
   }
 
-  /**
-   * Whether Voilà's server extension serves our dashboard notebook on this server.
-   * Directory listings only, so a missing notebook is not a 404 in the console.
-   */
-  async hasVoilaDashboard(): Promise<boolean> {
-    const status = await this.status().catch(() => null);
-    if (typeof status?.voila === 'boolean') {
-      return status.voila;
-    }
-    const parts = DASHBOARD_NOTEBOOK.split('/');
-    let dir = '';
-    for (const name of parts) {
-      const url = this.serverUrl('voila/api/contents', dir) + '?content=1';
-      let listing: { content?: { name: string }[] | null };
-      try {
-        listing = await this.fetchJSON(url);
-      } catch {
-        return false;
-      }
-      if (!listing.content?.some(item => item.name === name)) {
-        return false;
-      }
-      dir = dir ? `${dir}/${name}` : name;
-    }
-    return true;
+  /** Where the server serves the packaged Voilà dashboard (`voila` false when it does not). */
+  dashboard(): Promise<{ voila: boolean; url: string | null; notebook: string | null }> {
+    return this.request(['dashboard']);
   }
 }
 
-export const DASHBOARD_NOTEBOOK = 'notebooks/dashboard.ipynb';
