@@ -46,10 +46,26 @@ def nice_ceiling(value: float) -> float:
     return 10.0 * base
 
 
+def tick_step(top: float) -> float:
+    """The distance between y ticks for an axis from 0 to a `nice_ceiling` top (4 or 5 intervals)."""
+    if not math.isfinite(top) or top <= 0:
+        return 0.2
+    base = 10.0 ** math.floor(math.log10(top))
+    mantissa = round(top / base, 6)
+    return {1.0: 0.2, 2.0: 0.5, 2.5: 0.5, 5.0: 1.0}.get(mantissa, mantissa / 4) * base
+
+
+def tick_values(top: float) -> np.ndarray:
+    """Round y tick values from 0 to `top`."""
+    step = tick_step(top)
+    count = round(top / step)
+    return np.round(np.arange(count + 1) * step, 10)
+
+
 def tick_format(top: float, ticks: int = 4) -> str:
     """A d3 number format for ticks from 0 to `top`: thousands separators, just enough decimals."""
-    step = top / max(ticks, 1)
-    decimals = 0 if step >= 1 else min(6, 1 - math.floor(math.log10(step)))
+    step = tick_step(top)
+    decimals = 0 if step >= 1 else min(6, -math.floor(math.log10(step) + 1e-9))
     return f",.{decimals}~f" if decimals else ",.0f"
 
 
@@ -252,10 +268,12 @@ class TimeChart:
         self.x_scale = bq.DateScale(min=np.datetime64(int((now - MIN_SPAN_S) * 1000), "ms"),
                                     max=np.datetime64(int(now * 1000), "ms"))
         top = y_max if y_max is not None else y_min + 1.0
-        self.y_scale = bq.LinearScale(min=y_min, max=top)
+        # No padding: the domain is exactly 0 to a round top, so the ticks are round numbers.
+        self.x_scale.allow_padding = False
+        self.y_scale = bq.LinearScale(min=y_min, max=top, allow_padding=False)
         self.x_axis = bq.Axis(scale=self.x_scale, num_ticks=4, tick_format="%H:%M:%S", grid_lines="none")
-        self.y_axis = bq.Axis(scale=self.y_scale, orientation="vertical", num_ticks=4, label=unit,
-                              grid_lines="dashed", tick_format=tick_format(top))
+        self.y_axis = bq.Axis(scale=self.y_scale, orientation="vertical", label=unit, grid_lines="dashed",
+                              tick_format=tick_format(top - y_min), tick_values=tick_values(top - y_min) + y_min)
         self.marks: dict[str, Any] = {}
         self.figure = bq.Figure(
             marks=[], axes=[self.x_axis, self.y_axis], animation_duration=0,
@@ -329,14 +347,15 @@ class TimeChart:
         )
         if self.note.layout.display == "none":
             self.note.layout.display = ""
-            self.figure.layout.display = "none"
+            # Out of the page, not hidden: a hidden bqplot figure lays itself out with negative sizes.
+            self.widget.children = [self.header, self.note]
             self.widget.add_class("modeldeploy-chart-note")
 
     def hide_note(self) -> None:
         """Show the plot again."""
         if self.note.layout.display != "none":
             self.note.layout.display = "none"
-            self.figure.layout.display = ""
+            self.widget.children = [self.header, self.figure, self.note]
             self.widget.remove_class("modeldeploy-chart-note")
 
     def _set_domains(self, t_first: float, t_last: float, peak: float) -> None:
@@ -354,6 +373,7 @@ class TimeChart:
             with self.y_scale.hold_sync(), self.y_axis.hold_sync():
                 self.y_scale.max = top
                 self.y_axis.tick_format = tick_format(top - self.y_min)
+                self.y_axis.tick_values = tick_values(top - self.y_min) + self.y_min
 
     def update(self, lines: Sequence[tuple[str, SeriesWindow, str]]) -> None:
         """Redraw: one `(label, window, series key)` per line; only finite points are sent."""

@@ -63,17 +63,18 @@ def download_link(data: Any, filename: str, label: str | None = None) -> str:
 
 def copy_button(text: str, label: str = "Copy", *, css: str = "", title: str = "") -> str:
     """An HTML button that copies `text` to the clipboard (falls back to a prompt)."""
-    value = json.dumps(text).replace("'", "&#39;").replace("<", "\\u003c")
+    value = json.dumps(text).replace("<", "\\u003c")
     script = (
         f"(function(b){{var t={value};"
         "function done(){b.textContent='Copied';setTimeout(function(){b.textContent=b.dataset.label;},1500);}"
         "if(navigator.clipboard&&window.isSecureContext){navigator.clipboard.writeText(t).then(done,"
         "function(){window.prompt('Copy:',t);});}else{window.prompt('Copy:',t);}})(this)"
     )
+    # Every attribute double-quoted and escaped: the script's own quotes cannot end it early.
     return (
-        f"<button class='jupyter-button widget-button modeldeploy-copy {html.escape(css)}' "
-        f"data-label='{html.escape(label)}' data-copy='{html.escape(text)}' title='{html.escape(title)}' "
-        f"onclick='{script}'>{html.escape(label)}</button>"
+        f'<button class="jupyter-button widget-button modeldeploy-copy {html.escape(css)}" '
+        f'data-label="{html.escape(label)}" data-copy="{html.escape(text)}" title="{html.escape(title)}" '
+        f'onclick="{html.escape(script)}">{html.escape(label)}</button>'
     )
 
 
