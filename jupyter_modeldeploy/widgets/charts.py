@@ -35,14 +35,19 @@ def format_number(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
+#: Round axis tops (times a power of ten) and the tick step each gets: 3 to 6 intervals.
+NICE_TOPS = {1.0: 0.2, 1.2: 0.3, 1.5: 0.5, 2.0: 0.5, 2.5: 0.5, 3.0: 1.0, 4.0: 1.0, 5.0: 1.0, 6.0: 2.0, 8.0: 2.0}
+
+
 def nice_ceiling(value: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 times a power of ten at or above `value` (1 for nothing, zero or negative)."""
+    """The smallest round top (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of ten) at or above `value`;
+    1 for nothing, zero or negative."""
     if not math.isfinite(value) or value <= 0:
         return 1.0
     base = 10.0 ** math.floor(math.log10(value))
-    for step in (1.0, 2.0, 2.5, 5.0, 10.0):
-        if step * base >= value * (1 - 1e-9):
-            return step * base
+    for top in (*NICE_TOPS, 10.0):
+        if top * base >= value * (1 - 1e-9):
+            return round(top * base, 12)
     return 10.0 * base
 
 
@@ -52,7 +57,7 @@ def tick_step(top: float) -> float:
         return 0.2
     base = 10.0 ** math.floor(math.log10(top))
     mantissa = round(top / base, 6)
-    return {1.0: 0.2, 2.0: 0.5, 2.5: 0.5, 5.0: 1.0}.get(mantissa, mantissa / 4) * base
+    return NICE_TOPS.get(mantissa, mantissa / 4) * base
 
 
 def tick_values(top: float) -> np.ndarray:
@@ -141,6 +146,7 @@ class Line:
     label: str
     source: str
     series: str
+    unit: str | None = None  # None: the chart's unit
 
 
 @dataclass(frozen=True)
@@ -166,7 +172,8 @@ def _host(label: str, series: str) -> Line:
 
 
 CHARTS: dict[str, ChartSpec] = {spec.key: spec for spec in (
-    ChartSpec("requests", "Requests", "req/s", (_dep("requests/s", "requests_per_s"), _dep("in flight", "in_flight")),
+    ChartSpec("requests", "Requests", "req/s", (_dep("requests/s", "requests_per_s"),
+                                                Line("in flight", "deployment", "in_flight", unit="")),
               description="Requests finished per second, and requests in flight, through the gateway."),
     ChartSpec("latency", "Latency", "ms", (_dep("p50", "latency_p50_ms"), _dep("p99", "latency_p99_ms")), markers=True,
               description="Request duration percentiles over each sampling interval (only where requests ended)."),
@@ -281,6 +288,7 @@ class TimeChart:
             fig_margin={"top": 8, "bottom": 28, "left": 55, "right": 32},
             layout=W.Layout(width="100%", height=height, min_width="240px"),
         )
+        self.line_units: dict[str, str] = {}
         self.set_labels(labels)
         self._latest: list[tuple[str, str, str]] = []
         self.header = W.HTML(self._header_html([]))
@@ -303,8 +311,10 @@ class TimeChart:
         """A chart drawn as `spec` declares (its marks made now, one per line)."""
         if labels is None:
             labels = [line.label for line in spec.lines if line.source != "gpu"]
-        return cls(spec.title, unit=spec.unit, scale=spec.scale, y_max=spec.y_max, markers=spec.markers,
-                   key=spec.key, height=height, labels=labels)
+        chart = cls(spec.title, unit=spec.unit, scale=spec.scale, y_max=spec.y_max, markers=spec.markers,
+                    key=spec.key, height=height, labels=labels)
+        chart.line_units = {line.label: line.unit for line in spec.lines if line.unit is not None}
+        return chart
 
     def set_labels(self, labels: Sequence[str]) -> None:
         """Make the marks for these lines (once: the figure's marks are set here, never per update)."""
@@ -324,18 +334,22 @@ class TimeChart:
     def _header_html(self, latest: list[tuple[str, str, str]]) -> str:
         """Title, then a legend entry per line (colour, label, latest value with unit)."""
         self._latest = latest
-        unit = f" {self.unit}" if self.unit else ""
+        def unit(label: str) -> str:
+            text = getattr(self, "line_units", {}).get(label, self.unit)
+            return f" {text}" if text else ""
+
         entries = "".join(
             f"<span style='margin-left:10px;font-weight:normal;white-space:nowrap'>"
-            f"<span style='color:{color}'>&#9632;</span> {html.escape(label)}: {html.escape(value + unit)}</span>"
+            f"<span style='color:{color}'>&#9632;</span> {html.escape(label)}: {html.escape(value + unit(label))}</span>"
             for color, label, value in latest
         )
         embed = ""
         if getattr(self, "snippet", ""):
             from .common import copy_button
 
-            embed = copy_button(self.snippet, "Copy code", css="modeldeploy-chart-snippet",
-                                title=f"Copy the code that shows this chart alone:\n{self.snippet}")
+            embed = copy_button(self.snippet, "</> code", css="modeldeploy-chart-snippet",
+                                title=f"Copy the code that shows this chart alone:\n{self.snippet}",
+                                style="height:18px;line-height:16px;padding:0 6px;font-size:11px;width:auto;min-width:0")
         return (f"<div style='font-size:90%;line-height:1.4'><b>{html.escape(self.title)}</b> {embed}"
                 f"<span style='float:right'>{entries}</span></div>")
 
@@ -363,7 +377,7 @@ class TimeChart:
         start = min(t_first, t_last - MIN_SPAN_S)
         x_min = np.datetime64(int(start * 1000), "ms")
         x_max = np.datetime64(int(t_last * 1000), "ms")
-        top = self.y_max if self.y_max is not None else nice_ceiling(max(peak, 0.0) * 1.05) + self.y_min
+        top = self.y_max if self.y_max is not None else nice_ceiling(max(peak, 0.0)) + self.y_min
         with self.x_scale.hold_sync():
             if self.x_scale.min != x_min.astype(object):
                 self.x_scale.min = x_min

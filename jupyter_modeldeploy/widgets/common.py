@@ -61,7 +61,7 @@ def download_link(data: Any, filename: str, label: str | None = None) -> str:
     )
 
 
-def copy_button(text: str, label: str = "Copy", *, css: str = "", title: str = "") -> str:
+def copy_button(text: str, label: str = "Copy", *, css: str = "", title: str = "", style: str = "") -> str:
     """An HTML button that copies `text` to the clipboard (falls back to a prompt)."""
     value = json.dumps(text).replace("<", "\\u003c")
     script = (
@@ -74,6 +74,7 @@ def copy_button(text: str, label: str = "Copy", *, css: str = "", title: str = "
     return (
         f'<button class="jupyter-button widget-button modeldeploy-copy {html.escape(css)}" '
         f'data-label="{html.escape(label)}" data-copy="{html.escape(text)}" title="{html.escape(title)}" '
+        f'style="{html.escape(style)}" '
         f'onclick="{html.escape(script)}">{html.escape(label)}</button>'
     )
 

@@ -123,8 +123,8 @@ class Dashboard(Panel):
         self.copy_command = W.HTML("")
         self.command_note = W.HTML("")
         self.command_note.add_class("modeldeploy-command-note")
-        self.command_key = W.Button(description="Generate a key for it", icon="key", layout=W.Layout(width="auto",
-                                    display="none"))
+        self.command_key = W.Button(description="Generate a key for it", icon="key", layout=W.Layout(width="200px",
+                                    display="none", flex="none"))
         self.command_key.add_class("modeldeploy-command-key")
         self.command_key.on_click(lambda _: self._generate_key())
         self.test: dict[str, Any] = {}

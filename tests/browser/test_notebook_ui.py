@@ -118,18 +118,18 @@ def chart_points(page: Any, chart: str) -> list[list[tuple[float, float]]]:
 
 
 def axis_labels(page: Any, chart: str) -> dict[str, list[str]]:
-    """The tick labels of a chart's axes: {'x': [...], 'y': [...]}, and whether the last x label fits."""
+    """A chart's tick labels ({'x': [...], 'y': [...]}) and whether its last time label fits in the figure."""
     return page.evaluate(
         """(cls) => {
           const root = document.querySelector(`.modeldeploy-chart-${cls}`);
-          const texts = (sel) => Array.from(root.querySelectorAll(sel)).map(t => t.textContent);
-          const svg = root.querySelector('svg.svg-figure, svg');
-          const box = svg.getBoundingClientRect();
-          const xs = Array.from(root.querySelectorAll('.axis:not(.axisy) .tick text, g.axis[class*="x"] .tick text'));
+          const axes = Array.from(root.querySelectorAll('g.axis'));
+          const labels = (anchor) => axes.filter(a => a.getAttribute('text-anchor') === anchor)
+              .flatMap(a => Array.from(a.querySelectorAll('.tick text')));
+          const xs = labels('middle'), ys = labels('end');
+          const box = root.querySelector('svg').getBoundingClientRect();
           const last = xs.length ? xs[xs.length - 1].getBoundingClientRect() : null;
-          return {x: texts('.axis .tick text').slice(0, 0).concat(xs.map(t => t.textContent)),
-                  y: texts('.axisy .tick text, g.axis[class*="y"] .tick text'),
-                  clipped: last ? [last.right > box.right + 0.5 ? 'clipped' : 'fits'] : ['none']};
+          return {x: xs.map(t => t.textContent), y: ys.map(t => t.textContent),
+                  clipped: [last ? (last.right > box.right + 0.5 ? 'clipped' : 'fits') : 'none']};
         }""",
         chart,
     )

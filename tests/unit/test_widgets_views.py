@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import threading
@@ -189,7 +190,7 @@ def test_chart_marks_are_made_once_and_get_only_finite_points() -> None:
     assert list(chart.figure.marks) == marks and np.isfinite(marks[0].y).all() and list(marks[0].y) == [3, 4, 5, 7.3]
     assert "7.3 req/s" in chart.header.value
     # Rounded axes from zero; the time window ends at the last sample.
-    assert chart.y_scale.min == 0 and chart.y_scale.max == 10
+    assert chart.y_scale.min == 0 and chart.y_scale.max == 8
     assert chart.x_scale.max == datetime.fromtimestamp(NOW + 7, timezone.utc).replace(tzinfo=None)
     assert (chart.x_scale.max - chart.x_scale.min).total_seconds() >= 60
     zeros = SeriesWindow(size=5)
@@ -202,12 +203,13 @@ def test_chart_marks_are_made_once_and_get_only_finite_points() -> None:
 
 
 def test_axis_rounding_and_tick_formats() -> None:
-    assert [nice_ceiling(v) for v in (0, -3, math.nan, 0.7, 1, 1.2, 2.2, 3, 7.7, 12, 260)] == [
-        1, 1, 1, 1, 1, 2, 2.5, 5, 10, 20, 500]
+    assert [nice_ceiling(v) for v in (0, -3, math.nan, 0.7, 1, 1.1, 2.2, 3, 7.7, 12, 100, 105, 260)] == [
+        1, 1, 1, 0.8, 1, 1.2, 2.5, 3, 8, 12, 100, 120, 300]
     assert tick_format(1) == ",.1~f" and tick_format(10) == ",.0f" and tick_format(0.01) == ",.3~f"
     assert tick_format(2.5) == ",.1~f" and "undefined" not in tick_format(1e-12)
     assert list(tick_values(1)) == [0, 0.2, 0.4, 0.6, 0.8, 1] and list(tick_values(2.5)) == [0, 0.5, 1, 1.5, 2, 2.5]
     assert list(tick_values(20)) == [0, 5, 10, 15, 20] and list(tick_values(500)) == [0, 100, 200, 300, 400, 500]
+    assert list(tick_values(1.2)) == [0, 0.3, 0.6, 0.9, 1.2] and list(tick_values(120)) == [0, 30, 60, 90, 120]
 
 
 def test_poller_ticks_and_stops() -> None:
@@ -527,7 +529,7 @@ def test_one_chart_with_one_call_and_the_dashboard_offers_its_snippet() -> None:
         chart("smol", "tokens_per_minute", client, autostart=False)
     dash = Dashboard("smol", client, autostart=False)
     header = dash.charts["tokens_per_s"].header.value
-    assert "Copy code" in header
+    assert "</> code" in html.unescape(header)
     assert "chart(&#x27;smol&#x27;, &#x27;tokens_per_s&#x27;)" in header  # the code, HTML-escaped
     # The snippet is the one call, with the import it needs.
     assert dash.charts["tokens_per_s"].snippet == (
