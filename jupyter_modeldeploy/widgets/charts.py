@@ -28,6 +28,8 @@ KiB = 1024.0
 GiB = 1024.0**3
 #: The shortest time span a chart shows (seconds), so the first samples are not stretched edge to edge.
 MIN_SPAN_S = 60.0
+#: Every this many updates a chart sends its y domain again even when unchanged.
+RESEND_EVERY = 10
 
 
 def format_number(value: float) -> str:
@@ -299,6 +301,7 @@ class TimeChart:
         css = key or title.lower()
         self.widget.add_class("modeldeploy-chart-" + "".join(c if c.isalnum() else "-" for c in css))
         self.points = 0
+        self._updates = 0
         self.snippet = ""
 
     def set_snippet(self, code: str) -> None:
@@ -383,21 +386,28 @@ class TimeChart:
                 self.x_scale.min = x_min
             if self.x_scale.max != x_max.astype(object):
                 self.x_scale.max = x_max
+        self._updates += 1
         if self.y_scale.max != top:
             with self.y_scale.hold_sync(), self.y_axis.hold_sync():
                 self.y_scale.max = top
                 self.y_axis.tick_format = tick_format(top - self.y_min)
                 self.y_axis.tick_values = tick_values(top - self.y_min) + self.y_min
+        elif self._updates % RESEND_EVERY == 0:
+            # Say the y domain again now and then: a page that missed an update heals by itself.
+            self.y_scale.send_state(["min", "max"])
+            self.y_axis.send_state(["tick_format", "tick_values"])
 
     def update(self, lines: Sequence[tuple[str, SeriesWindow, str]]) -> None:
-        """Redraw: one `(label, window, series key)` per line; only finite points are sent."""
+        """Redraw: one `(label, window, series key)` per line; only finite points are sent.
+
+        The domains change first, then the lines: a point is never drawn outside the axes, not even
+        for the moment between two messages.
+        """
         self.set_labels([label for label, _, _ in lines])
-        latest = []
-        drawn = 0
+        points: list[tuple[Any, np.ndarray, np.ndarray]] = []
         peak = -math.inf
         t_first, t_last = math.inf, -math.inf
         for label, window, key in lines:
-            mark = self.marks[label]
             if len(window):
                 seconds = window.seconds()
                 t_first, t_last = min(t_first, float(seconds[0])), max(t_last, float(seconds[-1]))
@@ -406,16 +416,20 @@ class TimeChart:
             values = window.column(key) / self.scale
             finite = np.isfinite(values)
             y = values[finite]
-            x = window.times()[finite]
+            if y.size:
+                peak = max(peak, float(y.max()))
+            points.append((label, window.times()[finite], y))
+        if math.isfinite(t_last):
+            self._set_domains(t_first, t_last, peak)
+        latest = []
+        drawn = 0
+        for label, x, y in points:
+            mark = self.marks[label]
             with mark.hold_sync():
                 mark.x = x
                 mark.y = y
-            if y.size:
-                peak = max(peak, float(y.max()))
-                drawn = max(drawn, int(y.size))
+            drawn = max(drawn, int(y.size))
             latest.append((mark.colors[0], label, format_number(float(y[-1])) if y.size else "—"))
-        if math.isfinite(t_last):
-            self._set_domains(t_first, t_last, peak)
         if latest:
             self.hide_note()
             header = self._header_html(latest)

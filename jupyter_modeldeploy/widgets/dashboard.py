@@ -110,9 +110,8 @@ class Dashboard(Panel):
 
         # Test command
         self.model_pick = W.Dropdown(options=[], layout=W.Layout(width="240px"))
-        # The command comes from the server: ask again when typing stops, not per keystroke.
-        self.prompt = W.Text(value="Say hello in five words.", placeholder="prompt", continuous_update=False,
-                             layout=W.Layout(width="360px"))
+        # The command follows the prompt as it is typed (each change asks the server, a loopback call).
+        self.prompt = W.Text(value="Say hello in five words.", placeholder="prompt", layout=W.Layout(width="360px"))
         self.prompt.add_class("modeldeploy-prompt")
         self.send = W.Button(description="Send", icon="paper-plane", button_style="primary",
                              layout=W.Layout(width="100px"))

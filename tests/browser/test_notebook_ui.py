@@ -117,6 +117,15 @@ def chart_points(page: Any, chart: str) -> list[list[tuple[float, float]]]:
     return lines
 
 
+def plot_height(page: Any, chart: str) -> float:
+    """The height of a chart's plot area (its lines' y coordinates run from 0 to it)."""
+    return float(page.evaluate(
+        """(cls) => parseFloat(document.querySelector(`.modeldeploy-chart-${cls} rect.plotarea_background`)
+                                .getAttribute('height'))""",
+        chart,
+    ))
+
+
 def axis_labels(page: Any, chart: str) -> dict[str, list[str]]:
     """A chart's tick labels ({'x': [...], 'y': [...]}) and whether its last time label fits in the figure."""
     return page.evaluate(
@@ -164,6 +173,7 @@ def test_fresh_dashboard_charts_draw_real_points_without_console_errors(
         key = client.create_token(deployment=smol["id"], name="charts-test")["token"]
         for i in range(4):
             chat(smol, key, f"Count to {i + 3}.", max_tokens=16)
+        chat(smol, key, "Tell a long story.", max_tokens=96)  # a long one: the charts keep moving meanwhile
         # Requests and tokens/s: lines with several real points, some above the zero line.
         for chart in ("requests", "tokens-per-s"):
             def drawn(chart: str = chart) -> bool:
@@ -174,6 +184,9 @@ def test_fresh_dashboard_charts_draw_real_points_without_console_errors(
         for chart in ("requests", "tokens-per-s", "latency", "cpu", "memory", "network", "disk"):
             lines = chart_points(page, chart)
             assert all(math.isfinite(v) for line in lines for point in line for v in point), (chart, lines)
+            # Every point inside the plot area: the axis grew with the data.
+            height = plot_height(page, chart)
+            assert all(-0.5 <= y <= height + 0.5 for line in lines for _, y in line), (chart, height, lines)
             labels = axis_labels(page, chart)
             assert labels["y"] and all(label.strip() for label in labels["y"]), (chart, labels)
             values = [float(label.replace(",", "")) for label in labels["y"]]
@@ -193,6 +206,8 @@ def test_voila_dashboard_live(jupyter_server: Any, smol: dict[str, Any], browser
     page = browser.new_page(viewport={"width": 1400, "height": 1900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(msg.text) if msg.type == "error" else None)
     url = (f"{jupyter_server.url}voila/render/notebooks/dashboard.ipynb"
            f"?deployment={smol['id']}&token={jupyter_server.token}")
     page.goto(url, timeout=180_000)
@@ -209,8 +224,8 @@ def test_voila_dashboard_live(jupyter_server: Any, smol: dict[str, Any], browser
         page.screenshot(path=str(artifacts_dir / "voila-dashboard-initial.png"), full_page=True)
         # GPU panels say so when there is none.
         if not client.status().get("gpu"):
-            page.wait_for_selector(".modeldeploy-chart-gpu-utilization.modeldeploy-chart-note", timeout=30_000)
-            assert "no GPU" in page.locator(".modeldeploy-chart-gpu-utilization").inner_text()
+            page.wait_for_selector(".modeldeploy-chart-gpu-util.modeldeploy-chart-note", timeout=30_000)
+            assert "no GPU" in page.locator(".modeldeploy-chart-gpu-util").inner_text()
 
         # The test command: type a prompt, Send, read the answer.
         prompt = page.locator(".modeldeploy-prompt input")
@@ -249,7 +264,7 @@ def test_voila_dashboard_live(jupyter_server: Any, smol: dict[str, Any], browser
         for i in range(3):
             chat(smol, key, f"Count to {i + 2}.")
         first = wait_until(lambda: chart_path(page, "requests"), 60, "the requests chart drew no line")
-        wait_until(lambda: chart_path(page, "tokens-per-second"), 60, "the tokens/s chart drew no line")
+        wait_until(lambda: chart_path(page, "tokens-per-s"), 60, "the tokens/s chart drew no line")
         wait_until(lambda: chart_path(page, "cpu"), 60, "the CPU chart drew no line")
         wait_until(lambda: chart_path(page, "memory"), 60, "the memory chart drew no line")
         wait_until(lambda: chart_path(page, "network"), 60, "the network chart drew no line")
@@ -260,6 +275,11 @@ def test_voila_dashboard_live(jupyter_server: Any, smol: dict[str, Any], browser
 
         page.screenshot(path=str(artifacts_dir / "voila-dashboard-live.png"), full_page=True)
         assert not [e for e in errors if "modeldeploy" in e], errors
+        # Every drawn point inside its plot area: each axis grew with its data.
+        for name in ("requests", "latency", "tokens-per-s", "cpu", "memory", "network", "disk"):
+            height = plot_height(page, name)
+            points = [y for line in chart_points(page, name) for _, y in line]
+            assert all(-0.5 <= y <= height + 0.5 for y in points), (name, height, points, console[-20:])
     finally:
         page.close()
 
