@@ -84,7 +84,8 @@ def reason_parts(reason: str | None) -> tuple[str | None, list[str]]:
 def fixed_key(dep: Deployment) -> str | None:
     """The deployment's own key while the server still holds it (set at launch; only its hash is stored)."""
     secret = getattr(dep.config, "api_key", None)
-    return secret.get_secret_value() if secret is not None else None
+    value = secret.get_secret_value() if secret is not None else ""
+    return value or None
 
 
 def test_command_answer(dep: Deployment, api_base: str, *, key: str | None = None, prompt: str | None = None,

@@ -335,6 +335,7 @@ def test_one_test_command_builder_with_the_key_in_hand() -> None:
     # A key in hand: the command carries it (works as pasted), no placeholder.
     given = server_records.test_command_answer(_dep(), api, key="md-abc")
     assert given["key_source"] == "given" and "Bearer md-abc" in given["command"] and "$" not in given["command"]
+    assert server_records.test_command_answer(_dep(api_key=""), api)["key_source"] == "missing"  # an empty form field
     fixed = server_records.test_command_answer(_dep(api_key="fixed-key-123"), api)
     assert fixed["key_source"] == "fixed" and "Bearer fixed-key-123" in fixed["command"]
     public = server_records.test_command_answer(_dep(public=True), api)
