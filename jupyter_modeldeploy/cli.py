@@ -139,7 +139,16 @@ def cmd_status(client: ModelDeployClient, args: argparse.Namespace) -> int:
     print(f"API base: {record['api_base']}")
     for note in record.get("engine", {}).get("notes", []) + record.get("notices", []):
         print(f"note: {note}")
-    print(f"test: {record['test_command']}")
+    key = None
+    if args.new_key and not record.get("public"):
+        token = client.create_token(deployment=record["id"], name=f"cli-{record['name']}")
+        key = token["token"]
+        print(f"new key {token['id']} (shown once): {key}")
+    test = client.test_command(record["id"], key=key)
+    print(f"test: {test['command']}")
+    if test.get("key_source") == "missing":
+        print(f"  no key in hand: run '{test['export']}' first, or 'jupyter modeldeploy status {args.ref} --new-key' "
+              "for a command that carries a new key")
     return 0
 
 
@@ -296,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="one deployment's status (or the server's, without a name)")
     p.add_argument("ref", nargs="?")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--new-key", action="store_true", help="create a key for the deployment and put it in the test command")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("logs", help="a deployment's console")

@@ -143,6 +143,16 @@ class ModelDeployClient:
 
     # Write --------------------------------------------------------------------------------
 
+    def launch_defaults(self) -> dict[str, Any]:
+        """The kind and values a new launch form opens on."""
+        return self._request("GET", "launch-defaults")
+
+    def test_command(self, ref: str, *, key: str | None = None, prompt: str | None = None,
+                     model: str | None = None) -> dict[str, Any]:
+        """The deployment's test command from the server (with `key`, or its own key when it has one)."""
+        body = {k: v for k, v in (("key", key), ("prompt", prompt), ("model", model)) if v}
+        return self._request("POST", f"deployments/{ref}/test-command", json=body)
+
     def validate(self, config: dict[str, Any]) -> dict[str, Any]:
         return self._request("POST", "validate", json=config)
 

@@ -150,6 +150,17 @@ class DeploymentHandle:
     def metrics(self) -> dict[str, Any]:
         return self._client.metrics(self.id)
 
+    @property
+    def test_command(self) -> str:
+        """The curl command that tries the endpoint, carrying this handle's key when it has one."""
+        return self._client.test_command(self.id, key=self._api_key)["command"]
+
+    def chart(self, metric: str = "requests", **kwargs: Any) -> Any:
+        """One live chart of this deployment (`requests`, `latency`, `tokens_per_s`, `cpu`, `memory`, ...)."""
+        from .widgets.charts import LiveChart
+
+        return LiveChart(self.id, metric, self._client, **kwargs)
+
     def dashboard(self, **kwargs: Any) -> Any:
         """The live dashboard widget of this deployment."""
         from .widgets.dashboard import Dashboard
@@ -307,7 +318,9 @@ class DeployMagic:
     def cmd_form(self, rest: list[str]) -> Any:
         from .widgets.launch_form import LaunchForm
 
-        kind = rest[0] if rest else "llamacpp"
+        if not rest:
+            return LaunchForm(None, self.client)  # opens on the server's launch defaults
+        kind = rest[0]
         if kind not in self._kinds():
             raise DeployMagicError(f"unknown kind {kind!r}; kinds: {', '.join(self._kinds())}")
         return LaunchForm(kind, self.client, values=parse_assignments(rest[1:]) or None)

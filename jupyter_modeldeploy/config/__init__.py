@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, TypeAdapter, ValidationError
 
-from .common import GROUP_ORDER, SCHEMA_VERSION, DeploymentBase
+from .common import GROUP_ORDER, NAME_PATTERN, ROUTE_PATTERN, SCHEMA_VERSION, DeploymentBase
 from .embedding import EmbeddingConfig, EmbeddingModelEntry
-from .llamacpp import LlamaCppConfig
+from .llamacpp import MODEL_ALIAS_PATTERN, LlamaCppConfig
 from .llm import LlmConfig
 
 DeploymentConfig = Annotated[
@@ -45,6 +45,16 @@ def _typed(value: str) -> Any:
         return value
 
 
+_NAME_WORDS = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63 characters"
+#: What each field pattern means, in words (a message never shows a regular expression).
+PATTERN_WORDS = {
+    NAME_PATTERN: f"use only {_NAME_WORDS} (no spaces)",
+    ROUTE_PATTERN: f"leave it empty, or use only {_NAME_WORDS} (no spaces)",
+    MODEL_ALIAS_PATTERN: "use only letters, digits, '.', '_', ':', '/' and '-', starting with a letter or digit, "
+                         "at most 128 characters (no spaces)",
+}
+
+
 def _describe(error: dict[str, Any]) -> dict[str, Any]:
     # Drop union member tags ("literal['auto']", "list[int]", "function-after[...]") from the path.
     parts = [str(p) for p in error["loc"] if isinstance(p, int) or "[" not in str(p)]
@@ -58,6 +68,8 @@ def _describe(error: dict[str, Any]) -> dict[str, Any]:
     ctx = error.get("ctx") or {}
     if error["type"] == "extra_forbidden":
         message = "unknown field"
+    elif error["type"] == "string_pattern_mismatch":
+        message = PATTERN_WORDS.get(str(ctx.get("pattern")), "has characters this field does not allow")
     elif error["type"] == "union_tag_invalid":
         path = path or "kind"
         message = f"unknown kind {ctx.get('tag')!r}; allowed: {', '.join(KINDS)}"

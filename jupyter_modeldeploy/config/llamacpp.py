@@ -13,6 +13,8 @@ from .common import DeploymentBase, check_home, option
 TENSOR_SPLIT_RE = re.compile(r"^\d+(\.\d+)?(,\d+(\.\d+)?)*$")
 
 
+MODEL_ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+
 class LlamaCppConfig(DeploymentBase):
     """A llama.cpp deployment of one GGUF model (chat/completions, or embeddings)."""
 
@@ -31,7 +33,7 @@ class LlamaCppConfig(DeploymentBase):
         None,
         group="Model",
         description="Model name the endpoint answers to (default: the file name without .gguf).",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$",
+        pattern=MODEL_ALIAS_PATTERN,
     )
     additional_models: list[str] = option(
         [],

@@ -13,7 +13,10 @@ from ..engines import EngineSettings
 from ..gateway.proxy import ENDPOINT_PATTERN, EndpointHandler, Gateway, GatewayConfig
 from ..supervisor import Supervisor
 from ..supervisor.tokens import TokenRegistry
+from .dashboard import dashboard_handlers
 from .handlers import api_handlers
+from .validate import validate_handlers
+from .views import view_handlers
 
 
 class ModelDeployApp(ExtensionApp):
@@ -132,7 +135,9 @@ class ModelDeployApp(ExtensionApp):
     def initialize_handlers(self) -> None:
         # ExtensionApp prepends the server's base URL to every pattern.
         prefix = "/api/modeldeploy"
-        handlers: list[tuple[str, Any, dict[str, Any]] | tuple[str, Any]] = list(api_handlers(prefix))
+        # The views' routes first: /validate there also checks the model files (handlers.py's only the fields).
+        routes = [*validate_handlers(prefix), *view_handlers(prefix), *dashboard_handlers(prefix), *api_handlers(prefix)]
+        handlers: list[tuple[str, Any, dict[str, Any]] | tuple[str, Any]] = list(routes)
         if self.metrics is not None:
             from .metrics_handlers import metrics_handlers
 

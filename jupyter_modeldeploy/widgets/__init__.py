@@ -1,4 +1,6 @@
-"""Notebook UI over the REST API: launch form, deployment dashboard, endpoints table.
+"""Notebook UI over the REST API: launch form, deployment dashboard, endpoints table, single live charts.
+
+`chart("name", "tokens_per_s")` shows one live chart of a deployment anywhere (notebook, Voilà).
 
 Everything here talks to the server extension through `ModelDeployClient`, so it works
 the same in a notebook and in Voilà.
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Dashboard", "DashboardApp", "EndpointsTable", "LaunchForm", "SchemaForm"]
+__all__ = ["Dashboard", "DashboardApp", "EndpointsTable", "LaunchForm", "LiveChart", "SchemaForm", "chart"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,6 +23,10 @@ def __getattr__(name: str) -> Any:
         from .launch_form import LaunchForm
 
         return LaunchForm
+    if name in ("chart", "LiveChart"):
+        from . import charts
+
+        return getattr(charts, name)
     if name == "Dashboard":
         from .dashboard import Dashboard
 

@@ -11,19 +11,23 @@ from typing import Any
 
 import ipywidgets as W
 
-STATUS_COLORS = {
-    "loading": "#f9a825",
-    "active": "#2e7d32",
-    "idle": "#1565c0",
-    "stopped": "#757575",
-    "failed": "#c62828",
+#: Each status's colour as a JupyterLab theme variable: the Lab panel's stylesheet uses the
+#: same variables (a test checks it), so panel, widgets and Voilà agree in light and dark themes.
+STATUS_VARS = {
+    "loading": ("--jp-brand-color1", "#1976d2"),
+    "active": ("--jp-success-color1", "#388e3c"),
+    "idle": ("--jp-warn-color1", "#f57c00"),
+    "stopped": ("--jp-ui-font-color3", "#bdbdbd"),
+    "failed": ("--jp-error-color1", "#d32f2f"),
 }
+STATUS_COLORS = {status: f"var({name}, {fallback})" for status, (name, fallback) in STATUS_VARS.items()}
+UNKNOWN_COLOR = "var(--jp-ui-font-color2, #9e9e9e)"
 
 
 def status_badge(status: str | None) -> str:
     """A coloured dot and the status word, as HTML."""
     status = status or "unknown"
-    color = STATUS_COLORS.get(status, "#9e9e9e")
+    color = STATUS_COLORS.get(status, UNKNOWN_COLOR)
     return (
         f"<span class='modeldeploy-status modeldeploy-status-{html.escape(status)}' "
         f"style='white-space:nowrap'><span style='color:{color};font-size:120%'>&#9679;</span> "
@@ -57,18 +61,21 @@ def download_link(data: Any, filename: str, label: str | None = None) -> str:
     )
 
 
-def copy_button(text: str, label: str = "Copy") -> str:
+def copy_button(text: str, label: str = "Copy", *, css: str = "", title: str = "", style: str = "") -> str:
     """An HTML button that copies `text` to the clipboard (falls back to a prompt)."""
-    value = json.dumps(text).replace("'", "&#39;").replace("<", "\\u003c")
+    value = json.dumps(text).replace("<", "\\u003c")
     script = (
         f"(function(b){{var t={value};"
         "function done(){b.textContent='Copied';setTimeout(function(){b.textContent=b.dataset.label;},1500);}"
         "if(navigator.clipboard&&window.isSecureContext){navigator.clipboard.writeText(t).then(done,"
         "function(){window.prompt('Copy:',t);});}else{window.prompt('Copy:',t);}})(this)"
     )
+    # Every attribute double-quoted and escaped: the script's own quotes cannot end it early.
     return (
-        f"<button class='jupyter-button widget-button modeldeploy-copy' data-label='{html.escape(label)}' "
-        f"onclick='{script}'>{html.escape(label)}</button>"
+        f'<button class="jupyter-button widget-button modeldeploy-copy {html.escape(css)}" '
+        f'data-label="{html.escape(label)}" data-copy="{html.escape(text)}" title="{html.escape(title)}" '
+        f'style="{html.escape(style)}" '
+        f'onclick="{html.escape(script)}">{html.escape(label)}</button>'
     )
 
 
@@ -92,11 +99,11 @@ def status_timeline(history: list[dict[str, Any]], *, now: float | None = None, 
             tip += f": {entry['reason']}"
         rects.append(
             f"<rect x='{x:.1f}' y='0' width='{w:.1f}' height='{height}' "
-            f"fill='{STATUS_COLORS.get(status, '#9e9e9e')}'><title>{html.escape(tip)}</title></rect>"
+            f"style='fill:{STATUS_COLORS.get(status, UNKNOWN_COLOR)}'><title>{html.escape(tip)}</title></rect>"
         )
     return (
         f"<svg class='modeldeploy-timeline' width='{width}' height='{height}' "
-        f"style='vertical-align:middle;background:#eee'>{''.join(rects)}</svg>"
+        f"style='vertical-align:middle;background:var(--jp-layout-color2,#eee)'>{''.join(rects)}</svg>"
     )
 
 
@@ -112,6 +119,26 @@ def model_names(record: dict[str, Any]) -> list[str]:
         return names
     config = record.get("config") or {}
     return [config.get("model_alias") or record.get("name") or "model"]
+
+
+def reason_html(record: dict[str, Any]) -> str:
+    """Why a deployment stopped or failed: the server's one-line summary, the raw engine lines behind a toggle."""
+    reason = record.get("status_reason")
+    if not reason:
+        return ""
+    summary = record.get("status_summary") or str(reason).splitlines()[0]
+    details = record.get("status_details") or []
+    color = "var(--jp-error-color1,#c62828)" if record.get("status") == "failed" else "var(--jp-ui-font-color2,#666)"
+    raw = ""
+    if details:
+        raw = (
+            "<details class='modeldeploy-reason-details'><summary style='cursor:pointer;"
+            f"color:var(--jp-ui-font-color2,#666)'>Engine output ({len(details)} lines)</summary>"
+            "<pre style='margin:2px 0;max-height:12em;overflow:auto;white-space:pre-wrap;font-size:11px'>"
+            f"{html.escape(chr(10).join(details))}</pre></details>"
+        )
+    return (f"<div class='modeldeploy-reason'><div class='modeldeploy-reason-summary' style='color:{color}'>"
+            f"{html.escape(str(summary))}</div>{raw}</div>")
 
 
 def error_html(text: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import json
-import shlex
 import threading
 import time
 from typing import Any
@@ -18,7 +17,7 @@ import httpx
 import ipywidgets as W
 
 from ..client import ModelDeployClient, ModelDeployError
-from .charts import DEFAULT_WINDOW, SeriesWindow, TimeChart
+from .charts import CHARTS, DEFAULT_WINDOW, MetricsFeed, TimeChart, draw, snippet
 from .common import (
     Panel,
     copy_button,
@@ -27,35 +26,10 @@ from .common import (
     format_duration,
     is_embedding,
     model_names,
+    reason_html,
     status_badge,
 )
 from .poller import Poller
-
-KEY_PLACEHOLDER = "$MODELDEPLOY_API_KEY"
-MiB = 1024.0**2
-GiB = 1024.0**3
-KiB = 1024.0
-
-
-def request_for(record: dict[str, Any], model: str, prompt: str) -> tuple[str, dict[str, Any]]:
-    """The URL and JSON body that try a deployment's model with a prompt."""
-    api_base = str(record.get("api_base", "")).rstrip("/")
-    if is_embedding(record):
-        return f"{api_base}/embeddings", {"model": model, "input": [prompt]}
-    return f"{api_base}/chat/completions", {
-        "model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 128,
-    }
-
-
-def curl_command(record: dict[str, Any], model: str, prompt: str, key: str | None = None) -> str:
-    """The `curl` test command; the key as `$MODELDEPLOY_API_KEY` unless given."""
-    url, body = request_for(record, model, prompt)
-    parts = ["curl", "-s", shlex.quote(url)]
-    if not record.get("public"):
-        auth = shlex.quote(f"Authorization: Bearer {key}") if key else f'"Authorization: Bearer {KEY_PLACEHOLDER}"'
-        parts += ["-H", auth]
-    parts += ["-H", shlex.quote("Content-Type: application/json"), "-d", shlex.quote(json.dumps(body))]
-    return " ".join(parts)
 
 
 def summarize_answer(record: dict[str, Any], data: Any) -> str:
@@ -90,10 +64,9 @@ class Dashboard(Panel):
         self.record: dict[str, Any] = {}
         self.api_key = api_key
         self._lock = threading.Lock()
-        self.dep_window = SeriesWindow(window)
-        self.host_window = SeriesWindow(window)
-        self.gpu_windows: dict[int, SeriesWindow] = {}
-        self.gpu_names: dict[int, str] = {}
+        self.feed = MetricsFeed(self.client, ref, window)
+        self.dep_window = self.feed.deployment
+        self.host_window = self.feed.host
         self.host_seen = False
         self.totals: dict[str, Any] = {}
         self._log_signature: tuple[Any, ...] = ()
@@ -137,6 +110,7 @@ class Dashboard(Panel):
 
         # Test command
         self.model_pick = W.Dropdown(options=[], layout=W.Layout(width="240px"))
+        # The command follows the prompt as it is typed (each change asks the server, a loopback call).
         self.prompt = W.Text(value="Say hello in five words.", placeholder="prompt", layout=W.Layout(width="360px"))
         self.prompt.add_class("modeldeploy-prompt")
         self.send = W.Button(description="Send", icon="paper-plane", button_style="primary",
@@ -146,6 +120,14 @@ class Dashboard(Panel):
         self.command = W.Textarea(value="", disabled=True, rows=3, layout=W.Layout(width="100%"))
         self.command.add_class("modeldeploy-test-command")
         self.copy_command = W.HTML("")
+        self.command_note = W.HTML("")
+        self.command_note.add_class("modeldeploy-command-note")
+        self.command_key = W.Button(description="Generate a key for it", icon="key", layout=W.Layout(width="200px",
+                                    display="none", flex="none"))
+        self.command_key.add_class("modeldeploy-command-key")
+        self.command_key.on_click(lambda _: self._generate_key())
+        self.test: dict[str, Any] = {}
+        self._test_signature: tuple[Any, ...] = ()
         self.answer = W.HTML("")
         self.answer.add_class("modeldeploy-answer")
         for widget in (self.model_pick, self.prompt):
@@ -154,6 +136,7 @@ class Dashboard(Panel):
             W.HBox([W.HTML("<b>Test</b>", layout=W.Layout(width="110px")), self.model_pick, self.prompt, self.send],
                    layout=W.Layout(align_items="center", flex_flow="row wrap")),
             W.HBox([self.command, self.copy_command], layout=W.Layout(align_items="flex-start")),
+            W.HBox([self.command_note, self.command_key], layout=W.Layout(align_items="center")),
             self.answer,
         ])
 
@@ -173,19 +156,8 @@ class Dashboard(Panel):
         actions = W.HBox([self.stop_button, self.relaunch_button, self.export_button, self.export_link],
                          layout=W.Layout(align_items="center"))
 
-        # Charts
-        self.charts = {
-            "requests": TimeChart("Requests", unit="req/s"),
-            "latency": TimeChart("Latency", unit="ms", markers=True),
-            "tokens": TimeChart("Tokens per second", unit="tok/s"),
-            "cpu": TimeChart("CPU", unit="%"),
-            "memory": TimeChart("Memory", unit="GiB"),
-            "network": TimeChart("Network", unit="KiB/s", scale=KiB),
-            "disk": TimeChart("Disk", unit="KiB/s", scale=KiB),
-            "gpu_util": TimeChart("GPU utilization", unit="%", y_max=100.0),
-            "gpu_memory": TimeChart("GPU memory", unit="GiB", scale=GiB),
-            "gpu_temp": TimeChart("GPU temperature", unit="°C"),
-        }
+        # Charts: every chart of `CHARTS`, each with the snippet that shows it alone.
+        self.charts = {key: TimeChart.from_spec(spec) for key, spec in CHARTS.items()}
         self.chart_grid = W.GridBox(
             [c.widget for c in self.charts.values()],
             layout=W.Layout(grid_template_columns="repeat(auto-fill, minmax(300px, 1fr))", grid_gap="6px",
@@ -252,7 +224,10 @@ class Dashboard(Panel):
         record = self.client.get(self.ref)
         first = not self.record
         self.record = record
-        self.ref = record.get("id", self.ref)
+        self.ref = self.feed.ref = record.get("id", self.ref)
+        if first:
+            for key, chart in self.charts.items():
+                chart.set_snippet(snippet(str(record.get("name") or self.ref), key))
         status = record.get("status")
         self.title.value = (
             f"<h3 style='margin:4px 0'>{html.escape(str(record.get('name')))} "
@@ -260,11 +235,7 @@ class Dashboard(Panel):
             f"{html.escape(str(record.get('id')))}</small></h3>"
         )
         self.status.value = status_badge(status)
-        reason = record.get("status_reason")
-        self.reason.value = (
-            f"<div class='modeldeploy-reason' style='color:var(--jp-error-color1,#c62828);white-space:pre-wrap'>"
-            f"{html.escape(str(reason))}</div>" if reason and status in ("failed", "stopped") else ""
-        )
+        self.reason.value = reason_html(record) if status in ("failed", "stopped") else ""
         config = record.get("config") or {}
         limit_h = config.get("idle_time_limit_hours")
         idle = record.get("idle_for_s")
@@ -324,53 +295,21 @@ class Dashboard(Panel):
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     def refresh_metrics(self) -> None:
-        data = self.client.metrics(self.ref, since=self.dep_window.last_t)
-        self.dep_window.extend(data.get("t") or [], data.get("series") or {})
-        self.totals = data.get("totals") or self.totals
-        w = self.dep_window
-        self.charts["requests"].update([("requests/s", w, "requests_per_s"), ("in flight", w, "in_flight")])
-        self.charts["latency"].update([("p50", w, "latency_p50_ms"), ("p99", w, "latency_p99_ms")])
-        self.charts["tokens"].update([("tokens/s", w, "tokens_per_s")])
-        self._draw_cpu_memory()
+        """Fetch the deployment's new samples and redraw its charts."""
+        self.feed.fetch_deployment()
+        self.totals = self.feed.totals
+        self._draw("deployment")
 
     def refresh_host(self) -> None:
-        data = self.client.host_metrics(since=self.host_window.last_t)
-        t = data.get("t") or []
-        self.host_window.extend(t, data.get("series") or {})
+        """Fetch the host's (and GPUs') new samples and redraw their charts."""
+        self.feed.fetch_host()
         self.host_seen = True
-        w = self.host_window
-        self.charts["network"].update([("rx", w, "net_rx_bytes_per_s"), ("tx", w, "net_tx_bytes_per_s")])
-        self.charts["disk"].update([("read", w, "disk_read_bytes_per_s"), ("write", w, "disk_write_bytes_per_s")])
-        self._draw_cpu_memory()
-        gpus = data.get("gpus")
-        if gpus is None:
-            gpus = []
-        for gpu in gpus:
-            index = int(gpu.get("index", 0))
-            self.gpu_names[index] = str(gpu.get("name") or f"GPU {index}")
-            window = self.gpu_windows.setdefault(index, SeriesWindow(self.host_window.size))
-            window.extend(t, gpu.get("series") or {})
-        if not self.gpu_windows:
-            for key in ("gpu_util", "gpu_memory", "gpu_temp"):
-                self.charts[key].show_note("no GPU")
-            return
-        for key, series in (("gpu_util", "utilization_percent"), ("gpu_memory", "memory_used_bytes"),
-                            ("gpu_temp", "temperature_celsius")):
-            self.charts[key].update(
-                [(f"{i}: {self.gpu_names.get(i, '')}", w, series) for i, w in sorted(self.gpu_windows.items())]
-            )
+        self._draw("host")
 
-    def _draw_cpu_memory(self) -> None:
-        dep, host = self.dep_window, self.host_window
-        self.charts["cpu"].update([("engine", dep, "process_cpu_percent"), ("host", host, "cpu_percent")])
-        memory = self.charts["memory"]
-        lines = []
-        if dep.has("process_rss_bytes"):
-            lines.append(("engine", dep, "process_rss_bytes"))
-        if host.has("memory_used_bytes"):
-            lines.append(("host used", host, "memory_used_bytes"))
-        memory.scale = GiB
-        memory.update(lines)
+    def _draw(self, source: str) -> None:
+        for key, spec in CHARTS.items():
+            if source in self.feed.sources(spec):
+                draw(self.charts[key], self.feed, spec)
 
     def refresh_log(self) -> None:
         lines = self.client.logs(self.ref, tail=self.log_lines)
@@ -421,15 +360,45 @@ class Dashboard(Panel):
         self._show_key()
 
     def _update_command(self) -> None:
+        """Ask the server for the test command (with the key in hand) and show it, the key masked."""
         if not self.record:
             return
         model = self.model_pick.value or (model_names(self.record) or [""])[0]
-        key = self.api_key if (self.reveal.value and self.api_key) else None
-        command = curl_command(self.record, model, self.prompt.value, key)
-        if self.command.value != command:
-            self.command.value = command
-            self.copy_command.value = copy_button(curl_command(self.record, model, self.prompt.value, self.api_key),
-                                                  "Copy command")
+        signature = (self.ref, self.record.get("api_base"), self.api_key, self.prompt.value, model)
+        if signature != self._test_signature:
+            try:
+                self.test = self.client.test_command(self.ref, key=self.api_key, prompt=self.prompt.value, model=model)
+            except ModelDeployError as exc:
+                self.command_note.value = error_html(f"no test command: {exc}")
+                return
+            self._test_signature = signature
+            if self.test.get("key_source") == "fixed" and not self.api_key:
+                self.api_key = self.test.get("key")
+                self._show_key()
+                return
+        command = self.test.get("command", "")
+        source = self.test.get("key_source")
+        shown = command
+        if self.api_key and not self.reveal.value:
+            shown = command.replace(self.api_key, self._masked())
+        if self.command.value != shown:
+            self.command.value = shown
+        copy = copy_button(command, "Copy command")
+        if self.copy_command.value != copy:
+            self.copy_command.value = copy
+        if source == "missing":
+            note = ("<span style='color:var(--jp-warn-color1,#e65100)'>&#9888; No key in hand: this command reads "
+                    "<code>$MODELDEPLOY_API_KEY</code>. Generate a key to get a command that works as pasted, or run "
+                    f"<code>{html.escape(str(self.test.get('export', '')))}</code> first.</span>")
+        elif source == "fixed":
+            note = "<i>The command carries the deployment's own key.</i>"
+        elif source == "given":
+            note = "<i>The command carries your key: it works as pasted.</i>"
+        else:
+            note = ""
+        if self.command_note.value != note:
+            self.command_note.value = note
+        self.command_key.layout.display = "" if source == "missing" else "none"
 
     def send_request(self) -> str:
         """Run the test request now; returns the readable answer (raises on errors)."""
@@ -438,8 +407,9 @@ class Dashboard(Panel):
             self._generate_key()
             if not self.api_key:
                 raise ModelDeployError("no API key: generating one failed")
-        model = self.model_pick.value or model_names(record)[0]
-        url, body = request_for(record, model, self.prompt.value)
+        self._update_command()
+        request = self.test.get("request") or {}
+        url, body = request["url"], request["body"]
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         started = time.monotonic()
         response = httpx.post(url, json=body, headers=headers, timeout=300)
@@ -466,8 +436,8 @@ class Dashboard(Panel):
             try:
                 answer = self.send_request()
                 self.answer.value = (
-                    "<div class='modeldeploy-answer-ok' style='border-left:3px solid #2e7d32;padding:4px 8px;"
-                    f"white-space:pre-wrap'>{html.escape(answer)}</div>"
+                    "<div class='modeldeploy-answer-ok' style='border-left:3px solid var(--jp-success-color1,#388e3c);"
+                    f"padding:4px 8px;white-space:pre-wrap'>{html.escape(answer)}</div>"
                     f"<small style='color:var(--jp-ui-font-color2,#888)'>{html.escape(self.last_meta)}</small>"
                 )
             except Exception as exc:

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 import ipywidgets as W
 
 from ..client import ModelDeployClient, ModelDeployError
-from .common import Panel, download_link, format_duration, model_names, status_badge, status_timeline
+from .common import STATUS_COLORS, Panel, download_link, error_html, format_duration, model_names, status_badge, status_timeline
 from .poller import Poller
 
 COLUMNS = ("Name", "Kind", "Model", "Status", "Idle", "Requests", "Endpoint", "Status over time", "")
@@ -70,8 +70,8 @@ class _Row:
                         f"{html.escape(_short(model))}</div>")
         status = record.get("status")
         put(self.status, status_badge(status) + (
-            f"<br><small title='{html.escape(str(record.get('status_reason')))}' style='color:#c62828'>"
-            f"{html.escape(_short(record.get('status_reason'), 50))}</small>"
+            f"<br><small title='{html.escape(str(record.get('status_reason')))}' style='color:{STATUS_COLORS['failed']}'>"
+            f"{html.escape(_short(record.get('status_summary') or record.get('status_reason'), 60))}</small>"
             if status == "failed" and record.get("status_reason") else ""))
         put(self.idle, html.escape(format_duration(record.get("idle_for_s")) if status in ("active", "idle") else "—"))
         put(self.requests, "—" if requests is None else str(requests))
@@ -278,7 +278,7 @@ class DashboardApp(Panel):
         try:
             self.dashboard = Dashboard(ref, self.client, interval_s=self.interval_s)
         except ModelDeployError as exc:
-            self.dashboard_box.children = [W.HTML(f"<span style='color:#c62828'>{html.escape(str(exc))}</span>")]
+            self.dashboard_box.children = [W.HTML(error_html(str(exc)))]
             return
         self.dashboard_box.children = [self.dashboard.widget]
         self.tabs.selected_index = 0

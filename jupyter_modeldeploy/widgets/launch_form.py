@@ -17,6 +17,13 @@ from ..client import ModelDeployClient, ModelDeployError
 from .common import Panel, download_link
 from .schema_form import SchemaForm
 
+#: How the kind selector names each kind.
+KIND_LABELS = {
+    "llamacpp": "llama.cpp (GGUF models)",
+    "llm": "vLLM (Hugging Face models)",
+    "embedding": "Embeddings (sentence-transformers)",
+}
+
 
 def _local_schemas() -> dict[str, dict[str, Any]]:
     from ..config import all_schemas
@@ -40,7 +47,7 @@ def _uploaded_files(value: Any) -> list[tuple[str, bytes]]:
 class LaunchForm(Panel):
     """A launch form for every kind, over the REST API."""
 
-    def __init__(self, kind: str = "llamacpp", client: ModelDeployClient | None = None, *,
+    def __init__(self, kind: str | None = None, client: ModelDeployClient | None = None, *,
                  schemas: dict[str, dict[str, Any]] | None = None, values: dict[str, Any] | None = None,
                  on_launched: Callable[[dict[str, Any]], None] | None = None):
         self.widget = self._make_box("modeldeploy-launch-form")
@@ -52,8 +59,20 @@ class LaunchForm(Panel):
         self.forms: dict[str, SchemaForm] = {}
         self.last_record: dict[str, Any] | None = None
 
-        self.kind_pick = W.ToggleButtons(options=list(schemas), value=kind if kind in schemas else next(iter(schemas)),
-                                         description="Kind")
+        defaults: dict[str, Any] = {}
+        if kind is None and client is not None:
+            # The server knows what can run here and what was launched last.
+            try:
+                defaults = client.launch_defaults()
+            except (ModelDeployError, AttributeError):
+                defaults = {}
+            kind = defaults.get("kind")
+            if values is None and defaults.get("values"):
+                values = {"kind": kind, **defaults["values"]}
+        kind = kind if kind in schemas else ("llamacpp" if "llamacpp" in schemas else next(iter(schemas)))
+        self.kind_pick = W.Dropdown(options=[(KIND_LABELS.get(k, k), k) for k in schemas], value=kind,
+                                    description="Kind", layout=W.Layout(width="360px"))
+        self.kind_pick.add_class("modeldeploy-kind")
         self.kind_pick.observe(lambda _: self._show_kind(), names="value")
         self.launch_button = W.Button(description="Launch", icon="rocket", button_style="primary")
         self.launch_button.add_class("modeldeploy-launch")
@@ -128,7 +147,7 @@ class LaunchForm(Panel):
 
     def _report_error(self, exc: ModelDeployError) -> None:
         if exc.errors:
-            self.form.show_errors(exc.errors, "The server did not accept the configuration:")
+            self.form.show_errors(exc.errors, "This configuration cannot start:")
             self._say("Fix the fields marked above.", error=True)
         else:
             self.form.clear_errors()
@@ -147,10 +166,16 @@ class LaunchForm(Panel):
         return answer
 
     def launch(self) -> dict[str, Any] | None:
-        """Launch the form's configuration; returns the new record (None on errors)."""
+        """Check the form's configuration on the server, then launch it; returns the new record (None on errors).
+
+        A configuration that cannot start (a model path that does not exist, a file that is not
+        GGUF, a hub repo the offline server does not have) keeps the form open, the error at its field.
+        """
         self.launch_button.disabled = True
         try:
-            record = self.client.launch(self.value)
+            config = self.value
+            self.client.validate(config)
+            record = self.client.launch(config)
         except ModelDeployError as exc:
             self._report_error(exc)
             return None

@@ -1,10 +1,17 @@
 import { ILabShell } from '@jupyterlab/application';
-import { Clipboard, Dialog, MainAreaWidget, Notification, showDialog, showErrorMessage } from '@jupyterlab/apputils';
-import { URLExt } from '@jupyterlab/coreutils';
+import {
+  Clipboard,
+  Dialog,
+  IThemeManager,
+  MainAreaWidget,
+  Notification,
+  showDialog,
+  showErrorMessage
+} from '@jupyterlab/apputils';
 import { IFrame } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
-import { DASHBOARD_NOTEBOOK, IDeployment, IToken, ModelDeployClient } from './api';
+import { IDeployment, IToken, ModelDeployClient } from './api';
 import { DashboardWidget } from './dashboard';
 import { LaunchFormWidget } from './form';
 import { LogWidget } from './logs';
@@ -19,9 +26,16 @@ export class Actions implements IPanelActions {
   constructor(
     private shell: ILabShell,
     private model: DeploymentsModel,
-    private panelId: string
+    private panelId: string,
+    private themes: IThemeManager | null = null
   ) {
     this.client = model.client;
+  }
+
+  /** Voilà's theme for Lab's current one, so a dashboard tab looks like the rest of Lab. */
+  private voilaTheme(): 'light' | 'dark' {
+    const theme = this.themes?.theme;
+    return theme && this.themes && !this.themes.isLight(theme) ? 'dark' : 'light';
   }
 
   readonly client: ModelDeployClient;
@@ -44,6 +58,13 @@ export class Actions implements IPanelActions {
 
   async openForm(initial?: Record<string, unknown>, note?: string): Promise<void> {
     const kinds = await this.kinds();
+    if (!initial) {
+      // The server knows what can run here and what was launched last.
+      const defaults = await this.client.launchDefaults().catch(() => null);
+      if (defaults && kinds.includes(defaults.kind)) {
+        initial = { kind: defaults.kind, ...defaults.values };
+      }
+    }
     const content = new LaunchFormWidget({
       client: this.client,
       kinds,
@@ -120,9 +141,43 @@ export class Actions implements IPanelActions {
     Notification.info(`Copied ${d.api_base}`, { autoClose: 3000 });
   }
 
-  copyTestCommand(d: IDeployment): void {
-    Clipboard.copyToSystem(d.test_command);
-    Notification.info('Copied the test command (the key is read from $MODELDEPLOY_API_KEY)', { autoClose: 3000 });
+  /**
+   * Copy the server's test command. With a key in hand (the deployment's own) it is in the
+   * command; otherwise offer to create one here, so the pasted command works at once.
+   */
+  async copyTestCommand(d: IDeployment): Promise<void> {
+    try {
+      let test = await this.client.testCommand(d.id);
+      if (test.key_source === 'missing') {
+        const answer = await showDialog({
+          title: `Test command for ${d.name}`,
+          body: `This endpoint needs an API key and none is in hand. Generate one now and copy a command that carries it, or copy the command as is and first run: ${test.export}`,
+          buttons: [
+            Dialog.cancelButton(),
+            Dialog.okButton({ label: 'Copy as is', displayType: 'default', actions: ['as-is'] }),
+            Dialog.okButton({ label: 'Generate key and copy' })
+          ]
+        });
+        if (!answer.button.accept) {
+          return;
+        }
+        if (!answer.button.actions.includes('as-is')) {
+          const token = await this.client.createToken({ deployment: d.id, name: `${d.name} (test command)` });
+          void this.model.refreshTokens();
+          test = await this.client.testCommand(d.id, token.token);
+        }
+      }
+      Clipboard.copyToSystem(test.command);
+      const how =
+        test.key_source === 'missing'
+          ? `the key is read from $MODELDEPLOY_API_KEY: ${test.export}`
+          : test.key_source === 'public'
+            ? 'no key needed'
+            : 'it carries the key and works as pasted';
+      Notification.info(`Copied the test command (${how})`, { autoClose: 5000 });
+    } catch (err) {
+      void showErrorMessage(`Cannot copy the test command of ${d.name}`, err as Error);
+    }
   }
 
   async copyApiKey(d: IDeployment): Promise<void> {
@@ -148,16 +203,25 @@ export class Actions implements IPanelActions {
     if (this.activateExisting(id)) {
       return;
     }
-    const voila = await this.client.hasVoilaDashboard();
+    // The server says where it serves the packaged dashboard (a wheel install and a checkout alike).
+    const info = await this.client.dashboard().catch(() => null);
+    const voilaUrl = info?.voila ? info.url : null;
     this.openOnce(id, () => {
       let content: Widget;
-      if (voila) {
+      if (voilaUrl) {
         const frame = new IFrame({
           sandbox: ['allow-scripts', 'allow-same-origin', 'allow-forms', 'allow-downloads', 'allow-popups']
         });
-        frame.url =
-          URLExt.join(this.client.settings.baseUrl, 'voila/render', DASHBOARD_NOTEBOOK) +
-          `?deployment=${encodeURIComponent(d.id)}`;
+        const url = () => `${voilaUrl}?deployment=${encodeURIComponent(d.id)}&theme=${this.voilaTheme()}`;
+        frame.url = url();
+        // Follow Lab's light/dark theme: Voilà picks its theme when the page loads.
+        const follow = () => {
+          if (frame.url !== url()) {
+            frame.url = url();
+          }
+        };
+        this.themes?.themeChanged.connect(follow);
+        frame.disposed.connect(() => this.themes?.themeChanged.disconnect(follow));
         frame.addClass('jp-ModelDeploy-voila');
         frame.title.label = `Dashboard: ${d.name}`;
         content = frame;

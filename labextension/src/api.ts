@@ -12,6 +12,10 @@ export interface IDeployment {
   models: { name: string; state: string | null; endpoint: string }[];
   status: Status;
   status_reason: string | null;
+  /** The reason in one line (how the engine ended, and its most telling line). */
+  status_summary?: string | null;
+  /** The raw engine lines behind the summary. */
+  status_details?: string[];
   created_at: number;
   started_at: number | null;
   stopped_at: number | null;
@@ -27,6 +31,15 @@ export interface IDeployment {
   has_api_key: boolean;
   notices: string[];
   config: Record<string, unknown>;
+}
+
+/** The server's test command for a deployment (`POST .../test-command`). */
+export interface ITestCommand {
+  command: string;
+  request: { url: string; body: unknown; needs_key: boolean };
+  key_source: 'given' | 'fixed' | 'public' | 'missing';
+  export?: string;
+  note?: string;
 }
 
 export interface IToken {
@@ -130,6 +143,16 @@ export class ModelDeployClient {
     return this.request(['status']);
   }
 
+  /** The server's checks before a launch: the fields, and whether the model can be found and loaded here. */
+  validate(config: Record<string, unknown>): Promise<{ ok: boolean; notices: string[] }> {
+    return this.request(['validate'], this.json('POST', config));
+  }
+
+  /** The kind and values a new launch form opens on (what can run here, the last kind launched). */
+  launchDefaults(): Promise<{ kind: string; values: Record<string, unknown>; why: string }> {
+    return this.request(['launch-defaults']);
+  }
+
   launch(config: Record<string, unknown>): Promise<IDeployment> {
     return this.request<IDeployment>(['deployments'], this.json('POST', config));
   }
@@ -155,6 +178,11 @@ export class ModelDeployClient {
     return this.request(['deployments', id, 'metrics']);
   }
 
+  /** The test command, carrying `key` (or the deployment's own key) when there is one. */
+  testCommand(id: string, key?: string): Promise<ITestCommand> {
+    return this.request(['deployments', id, 'test-command'], this.json('POST', key ? { key } : {}));
+  }
+
   async tokens(): Promise<IToken[]> {
     const data = await this.request<{ tokens: IToken[] }>(['tokens']);
     return data.tokens;
@@ -168,32 +196,9 @@ export class ModelDeployClient {
     return this.request(['tokens', id], { method: 'DELETE' });
   }
 
-  /**
-   * Whether Voilà's server extension serves our dashboard notebook on this server.
-   * Directory listings only, so a missing notebook is not a 404 in the console.
-   */
-  async hasVoilaDashboard(): Promise<boolean> {
-    const status = await this.status().catch(() => null);
-    if (typeof status?.voila === 'boolean') {
-      return status.voila;
-    }
-    const parts = DASHBOARD_NOTEBOOK.split('/');
-    let dir = '';
-    for (const name of parts) {
-      const url = this.serverUrl('voila/api/contents', dir) + '?content=1';
-      let listing: { content?: { name: string }[] | null };
-      try {
-        listing = await this.fetchJSON(url);
-      } catch {
-        return false;
-      }
-      if (!listing.content?.some(item => item.name === name)) {
-        return false;
-      }
-      dir = dir ? `${dir}/${name}` : name;
-    }
-    return true;
+  /** Where the server serves the packaged Voilà dashboard (`voila` false when it does not). */
+  dashboard(): Promise<{ voila: boolean; url: string | null; notebook: string | null }> {
+    return this.request(['dashboard']);
   }
 }
 
-export const DASHBOARD_NOTEBOOK = 'notebooks/dashboard.ipynb';

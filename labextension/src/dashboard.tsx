@@ -2,6 +2,7 @@ import React from 'react';
 
 import { ApiError, IDeployment, ModelDeployClient } from './api';
 import { formatDuration, formatTime } from './format';
+import { Reason } from './panel';
 import { PollingWidget } from './polling';
 
 /**
@@ -74,7 +75,7 @@ export class DashboardWidget extends PollingWidget {
               <tr>
                 <th>Reason</th>
                 <td>
-                  <pre className="jp-ModelDeploy-reason">{d.status_reason}</pre>
+                  <Reason d={d} />
                 </td>
               </tr>
             )}

@@ -54,7 +54,7 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
   const [kind, setKind] = React.useState(initialKind);
   const [prepared, setPrepared] = React.useState<IPrepared | null>(null);
   const [formData, setFormData] = React.useState<Record<string, unknown>>(
-    props.initial ? { ...props.initial } : { name: newName(initialKind) }
+    props.initial?.name ? { ...props.initial } : { ...props.initial, name: newName(initialKind) }
   );
   const [extraErrors, setExtraErrors] = React.useState<Record<string, any> | undefined>();
   const [message, setMessage] = React.useState<{ kind: 'error' | 'info'; text: string } | null>(
@@ -118,15 +118,21 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
     setBusy(true);
     setMessage(null);
     setExtraErrors(undefined);
+    const config = { ...cleanFormData(formData), kind };
     try {
-      const record = await props.client.launch({ ...cleanFormData(formData), kind });
+      // The server's checks first (model path, GGUF file, hub repo): a launch that cannot
+      // start keeps the form open with the error at its field, and no "Launching" toast.
+      await props.client.validate(config);
+      const record = await props.client.launch(config);
       props.onLaunched(record);
     } catch (err) {
       const error = err as ApiError;
       if (error.errors?.length && prepared) {
         setExtraErrors(toErrorSchema(error.errors, prepared.schema));
+        setMessage({ kind: 'error', text: 'This configuration cannot start: fix the fields marked below.' });
+      } else {
+        setMessage({ kind: 'error', text: error.message });
       }
-      setMessage({ kind: 'error', text: error.message });
     } finally {
       setBusy(false);
     }
@@ -175,7 +181,7 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
           disabled={busy || prepared?.kind !== kind}
           onClick={() => void launch()}
         >
-          {busy ? 'Launching…' : 'Launch'}
+          {busy ? 'Checking…' : 'Launch'}
         </button>
       </div>
       {message && (

@@ -1,5 +1,5 @@
 import { ILabShell, ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette } from '@jupyterlab/apputils';
+import { ICommandPalette, IThemeManager } from '@jupyterlab/apputils';
 
 import { Actions } from './actions';
 import { ModelDeployClient } from './api';
@@ -19,16 +19,17 @@ const panelPlugin: JupyterFrontEndPlugin<void> = {
   // error in the browser console of every Voilà dashboard.
   autoStart: false,
   requires: [ILabShell],
-  optional: [ICommandPalette, ILayoutRestorer],
+  optional: [ICommandPalette, ILayoutRestorer, IThemeManager],
   activate: (
     app: JupyterFrontEnd,
     shell: ILabShell,
     palette: ICommandPalette | null,
-    restorer: ILayoutRestorer | null
+    restorer: ILayoutRestorer | null,
+    themes: IThemeManager | null
   ) => {
     const model = new DeploymentsModel(new ModelDeployClient(app.serviceManager.serverSettings));
     const panelId = 'jupyter-modeldeploy-panel';
-    const actions = new Actions(shell, model, panelId);
+    const actions = new Actions(shell, model, panelId, themes);
     const panel = new DeploymentsPanel(model, actions);
     panel.title.icon = deploymentsIcon;
     shell.add(panel, 'left', { rank: 850 });

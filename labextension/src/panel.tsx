@@ -22,6 +22,23 @@ import { formatDuration, formatTime, shortModel } from './format';
 import { DeploymentsModel } from './model';
 
 /** What the panel asks the application to do; implemented in actions.ts. */
+/** Why it stopped or failed: the server's one-line summary, the raw engine lines behind a toggle. */
+export function Reason(props: { d: IDeployment }): JSX.Element {
+  const d = props.d;
+  const details = d.status_details ?? [];
+  return (
+    <div className={`jp-ModelDeploy-reason jp-mod-${d.status}`} title={`${d.status} ${formatTime(d.stopped_at)}`}>
+      <div className="jp-ModelDeploy-reasonSummary">{d.status_summary ?? d.status_reason}</div>
+      {details.length > 0 && (
+        <details className="jp-ModelDeploy-reasonDetails">
+          <summary>Engine output ({details.length} lines)</summary>
+          <pre>{details.join('\n')}</pre>
+        </details>
+      )}
+    </div>
+  );
+}
+
 export interface IPanelActions {
   launchNew(): void;
   stop(d: IDeployment): Promise<void>;
@@ -31,7 +48,7 @@ export interface IPanelActions {
   exportConfig(d: IDeployment): Promise<void>;
   copyEndpoint(d: IDeployment): void;
   copyApiKey(d: IDeployment): Promise<void>;
-  copyTestCommand(d: IDeployment): void;
+  copyTestCommand(d: IDeployment): Promise<void>;
   openLogs(d: IDeployment): void;
   openDashboard(d: IDeployment): Promise<void>;
   createToken(): Promise<void>;
@@ -111,9 +128,7 @@ function DeploymentItem(props: { d: IDeployment; actions: IPanelActions }): JSX.
         )}
       </div>
       {(d.status === 'failed' || d.status === 'stopped') && d.status_reason && (
-        <pre className={`jp-ModelDeploy-reason jp-mod-${d.status}`} title={`${d.status} ${formatTime(d.stopped_at)}`}>
-          {d.status_reason}
-        </pre>
+        <Reason d={d} />
       )}
       <div className="jp-ModelDeploy-actions">
         {live ? (

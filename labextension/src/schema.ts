@@ -13,6 +13,10 @@ export function prepareSchema(raw: JSONSchema): { schema: JSONSchema; uiSchema: 
   const uiSchema: UiSchema = {};
   simplifyProperties(schema, uiSchema);
   for (const def of Object.values<JSONSchema>(schema.$defs ?? {})) {
+    // pydantic titles a definition with its Python class name and describes it with the
+    // docstring: neither is for users (the field holding it has its own title and help).
+    delete def.title;
+    delete def.description;
     simplifyProperties(def, {});
   }
   // Items of arrays that refer to a definition get their uiSchema here: rjsf does

@@ -196,7 +196,8 @@ def test_form_groups_and_server_errors_at_the_field(page: Any, artifacts_dir: Pa
     field(page, "model").fill("models/whatever.gguf")
     launch_from_form(page)
     name_group = form(page).locator('.jp-ModelDeploy-group[data-group="Instance"]')
-    name_group.locator("text=/should match pattern/").first.wait_for()
+    name_group.locator("text=/use only letters, digits/").first.wait_for()
+    assert "pattern" not in name_group.inner_text() and "^[" not in name_group.inner_text()
     assert "jp-mod-invalid" in (name_group.get_attribute("class") or "")
     assert "invalid configuration" in form(page).locator(".jp-ModelDeploy-message").inner_text()
     shot(page, artifacts_dir, "field-error")
@@ -272,8 +273,20 @@ def test_copy_endpoint_and_test_command(page: Any, lab: JupyterProcess) -> None:
     record = lab.api("GET", "deployments/smol").json()
     item(page, "smol").locator('[data-action="copy-endpoint"]').click()
     page.get_by_text(f"Copied {record['api_base']}").first.wait_for()
+    # No key in hand: the panel offers to create one, and the copied command works as pasted.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=lab.url.rstrip("/"))
     item(page, "smol").locator('[data-action="copy-test"]').click()
-    page.get_by_text("Copied the test command").first.wait_for()
+    dialog = page.locator(".jp-Dialog")
+    dialog.get_by_text("export MODELDEPLOY_API_KEY=").wait_for()
+    dialog.get_by_role("button", name="Generate key and copy").click()
+    page.get_by_text("Copied the test command (it carries the key").first.wait_for()
+    command = page.evaluate("() => navigator.clipboard.readText()")
+    assert "$MODELDEPLOY_API_KEY" not in command and "Authorization: Bearer " in command, command
+    # The very command the server gives every view, with this key.
+    key = re.search(r"Bearer ([^'\"]+)", command).group(1)
+    assert command == lab.api("POST", "deployments/smol/test-command", json={"key": key}).json()["command"]
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and '"choices"' in done.stdout, done.stdout + done.stderr
 
 
 def test_log_and_dashboard_tabs(page: Any, artifacts_dir: Path) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,11 +103,111 @@ def chart_path(page: Any, chart: str) -> str:
     )
 
 
+def chart_points(page: Any, chart: str) -> list[list[tuple[float, float]]]:
+    """The points of every line of a chart panel, read from the SVG paths bqplot drew."""
+    paths = page.evaluate(
+        """(cls) => Array.from(document.querySelectorAll(`.modeldeploy-chart-${cls} .curve path.line`))
+                         .map(p => p.getAttribute('d') || '')""",
+        chart,
+    )
+    lines = []
+    for d in paths:
+        numbers = [float(n) for n in re.findall(r"-?[\d.]+(?:e-?\d+)?|NaN", d)]
+        lines.append(list(zip(numbers[0::2], numbers[1::2])))
+    return lines
+
+
+def plot_height(page: Any, chart: str) -> float:
+    """The height of a chart's plot area (its lines' y coordinates run from 0 to it)."""
+    return float(page.evaluate(
+        """(cls) => parseFloat(document.querySelector(`.modeldeploy-chart-${cls} rect.plotarea_background`)
+                                .getAttribute('height'))""",
+        chart,
+    ))
+
+
+def axis_labels(page: Any, chart: str) -> dict[str, list[str]]:
+    """A chart's tick labels ({'x': [...], 'y': [...]}) and whether its last time label fits in the figure."""
+    return page.evaluate(
+        """(cls) => {
+          const root = document.querySelector(`.modeldeploy-chart-${cls}`);
+          const axes = Array.from(root.querySelectorAll('g.axis'));
+          const labels = (anchor) => axes.filter(a => a.getAttribute('text-anchor') === anchor)
+              .flatMap(a => Array.from(a.querySelectorAll('.tick text')));
+          const xs = labels('middle'), ys = labels('end');
+          const box = root.querySelector('svg').getBoundingClientRect();
+          const last = xs.length ? xs[xs.length - 1].getBoundingClientRect() : null;
+          return {x: xs.map(t => t.textContent), y: ys.map(t => t.textContent),
+                  clipped: [last ? (last.right > box.right + 0.5 ? 'clipped' : 'fits') : 'none']};
+        }""",
+        chart,
+    )
+
+
+def test_fresh_dashboard_charts_draw_real_points_without_console_errors(
+    jupyter_server: Any, smol: dict[str, Any], browser: Any, artifacts_dir: Path
+) -> None:
+    """A dashboard opened before any traffic: requests and tokens/s draw real, finite points on
+    rounded axes from zero, and the browser console stays free of errors (bqplot's included)."""
+    client = jupyter_server.client()
+    page = browser.new_page(viewport={"width": 1400, "height": 1900})
+    console: list[str] = []
+
+    def on_console(msg: Any) -> None:
+        url = msg.location.get("url", "")
+        # This machine has no internet: CDN resources (Voilà's fonts, MathJax) cannot load. The
+        # test environment's jupyter-server-proxy Lab extension cannot load in Voilà (no file browser).
+        if msg.type == "error" and (not url or url.startswith(jupyter_server.url)) and \
+                "/labextensions/@jupyterhub/jupyter-server-proxy/" not in msg.text:
+            console.append(f"{msg.text} ({url})")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: console.append(f"page error: {exc}"))
+    # The packaged dashboard, where the server serves it.
+    served = jupyter_server.api("GET", "dashboard").json()
+    assert served["voila"], served
+    url = f"{jupyter_server.url}{served['url'].lstrip('/')}?deployment={smol['id']}&token={jupyter_server.token}"
+    try:
+        page.goto(url, timeout=180_000)
+        page.wait_for_selector(".modeldeploy-dashboard .modeldeploy-chart-requests svg", timeout=180_000)
+        key = client.create_token(deployment=smol["id"], name="charts-test")["token"]
+        for i in range(4):
+            chat(smol, key, f"Count to {i + 3}.", max_tokens=16)
+        chat(smol, key, "Tell a long story.", max_tokens=96)  # a long one: the charts keep moving meanwhile
+        # Requests and tokens/s: lines with several real points, some above the zero line.
+        for chart in ("requests", "tokens-per-s"):
+            def drawn(chart: str = chart) -> bool:
+                lines = chart_points(page, chart)
+                return bool(lines) and len(lines[0]) >= 2 and len({y for _, y in lines[0]}) > 1
+            wait_until(drawn, 60, f"the {chart} chart drew no points that rise above zero")
+        time.sleep(6)  # a few more polls, where NaN and domain errors used to pile up
+        for chart in ("requests", "tokens-per-s", "latency", "cpu", "memory", "network", "disk"):
+            lines = chart_points(page, chart)
+            assert all(math.isfinite(v) for line in lines for point in line for v in point), (chart, lines)
+            # Every point inside the plot area: the axis grew with the data.
+            height = plot_height(page, chart)
+            assert all(-0.5 <= y <= height + 0.5 for line in lines for _, y in line), (chart, height, lines)
+            labels = axis_labels(page, chart)
+            assert labels["y"] and all(label.strip() for label in labels["y"]), (chart, labels)
+            values = [float(label.replace(",", "")) for label in labels["y"]]
+            assert min(values) == 0 and all(v >= 0 for v in values), (chart, labels)
+            assert all(len(label.split(".")[-1]) <= 3 for label in labels["y"] if "." in label), (chart, labels)
+            assert labels["x"] and labels["clipped"] == ["fits"], (chart, labels)
+        header = page.locator(".modeldeploy-chart-tokens-per-s").inner_text()
+        assert "Completion tokens per second" in header and "tok/s" in header, header
+        page.screenshot(path=str(artifacts_dir / "voila-dashboard-charts.png"), full_page=True)
+        assert not console, console
+    finally:
+        page.close()
+
+
 def test_voila_dashboard_live(jupyter_server: Any, smol: dict[str, Any], browser: Any, artifacts_dir: Path) -> None:
     client = jupyter_server.client()
     page = browser.new_page(viewport={"width": 1400, "height": 1900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    console: list[str] = []
+    page.on("console", lambda msg: console.append(msg.text) if msg.type == "error" else None)
     url = (f"{jupyter_server.url}voila/render/notebooks/dashboard.ipynb"
            f"?deployment={smol['id']}&token={jupyter_server.token}")
     page.goto(url, timeout=180_000)
@@ -122,8 +224,8 @@ def test_voila_dashboard_live(jupyter_server: Any, smol: dict[str, Any], browser
         page.screenshot(path=str(artifacts_dir / "voila-dashboard-initial.png"), full_page=True)
         # GPU panels say so when there is none.
         if not client.status().get("gpu"):
-            page.wait_for_selector(".modeldeploy-chart-gpu-utilization.modeldeploy-chart-note", timeout=30_000)
-            assert "no GPU" in page.locator(".modeldeploy-chart-gpu-utilization").inner_text()
+            page.wait_for_selector(".modeldeploy-chart-gpu-util.modeldeploy-chart-note", timeout=30_000)
+            assert "no GPU" in page.locator(".modeldeploy-chart-gpu-util").inner_text()
 
         # The test command: type a prompt, Send, read the answer.
         prompt = page.locator(".modeldeploy-prompt input")
@@ -142,6 +244,18 @@ def test_voila_dashboard_live(jupyter_server: Any, smol: dict[str, Any], browser
         assert masked and "•" in masked
         page.get_by_role("button", name="Reveal").click()
         wait_until(lambda: "•" not in key_box.input_value(), 30, "the key was not revealed")
+        # Copy command: what lands on the clipboard carries that key and works as pasted.
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"],
+                                       origin=jupyter_server.url.rstrip("/"))
+        page.locator(".modeldeploy-dashboard button.modeldeploy-copy", has_text="Copy command").click()
+        wait_until(lambda: page.evaluate("() => navigator.clipboard.readText()").startswith("curl"), 10,
+                   "Copy command put nothing on the clipboard")
+        pasted = page.evaluate("() => navigator.clipboard.readText()")
+        assert key_box.input_value() in pasted and "$MODELDEPLOY_API_KEY" not in pasted, pasted
+        import subprocess
+
+        done = subprocess.run(["bash", "-c", pasted], capture_output=True, text=True, timeout=120)
+        assert '"choices"' in done.stdout, done.stdout + done.stderr
         # The console follows the engine's log.
         wait_until(lambda: "slot" in page.locator(".modeldeploy-log").inner_text(), 60, "no console lines")
         page.screenshot(path=str(artifacts_dir / "voila-dashboard-answer.png"), full_page=True)
@@ -150,7 +264,7 @@ def test_voila_dashboard_live(jupyter_server: Any, smol: dict[str, Any], browser
         for i in range(3):
             chat(smol, key, f"Count to {i + 2}.")
         first = wait_until(lambda: chart_path(page, "requests"), 60, "the requests chart drew no line")
-        wait_until(lambda: chart_path(page, "tokens-per-second"), 60, "the tokens/s chart drew no line")
+        wait_until(lambda: chart_path(page, "tokens-per-s"), 60, "the tokens/s chart drew no line")
         wait_until(lambda: chart_path(page, "cpu"), 60, "the CPU chart drew no line")
         wait_until(lambda: chart_path(page, "memory"), 60, "the memory chart drew no line")
         wait_until(lambda: chart_path(page, "network"), 60, "the network chart drew no line")
@@ -161,6 +275,11 @@ def test_voila_dashboard_live(jupyter_server: Any, smol: dict[str, Any], browser
 
         page.screenshot(path=str(artifacts_dir / "voila-dashboard-live.png"), full_page=True)
         assert not [e for e in errors if "modeldeploy" in e], errors
+        # Every drawn point inside its plot area: each axis grew with its data.
+        for name in ("requests", "latency", "tokens-per-s", "cpu", "memory", "network", "disk"):
+            height = plot_height(page, name)
+            points = [y for line in chart_points(page, name) for _, y in line]
+            assert all(-0.5 <= y <= height + 0.5 for y in points), (name, height, points, console[-20:])
     finally:
         page.close()
 
@@ -179,7 +298,7 @@ def test_voila_launch_form_shows_server_errors_by_field(jupyter_server: Any, bro
         form.locator(".modeldeploy-launch button, button.modeldeploy-launch").first.click()
         error = form.locator(".modeldeploy-field-name .modeldeploy-field-error")
         error.wait_for(state="visible", timeout=60_000)
-        assert "pattern" in error.inner_text()
+        assert "use only letters, digits" in error.inner_text() and "^" not in error.inner_text()
         assert form.locator(".modeldeploy-field-model .modeldeploy-field-error").inner_text().strip()
         page.screenshot(path=str(artifacts_dir / "voila-launch-form-errors.png"), full_page=True)
     finally:

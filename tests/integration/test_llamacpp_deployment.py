@@ -92,6 +92,76 @@ def test_test_command_works_when_key_filled_in(chat_deployment: dict) -> None:
     assert body["choices"][0]["message"]["content"]
 
 
+def test_test_command_works_as_pasted(jupyter_server: JupyterProcess, chat_deployment: dict) -> None:
+    """The server's command carries the key in hand (the deployment's own, or one given) and answers 200."""
+    import subprocess
+
+    client = jupyter_server.client()
+    own = client.test_command(chat_deployment["id"])
+    assert own["key_source"] == "fixed" and API_KEY in own["command"] and "$" not in own["command"]
+    token = client.create_token(deployment=chat_deployment["id"], name="pasted")["token"]
+    given = client.test_command(chat_deployment["id"], key=token, prompt="Say yes")
+    assert given["key_source"] == "given" and token in given["command"]
+    for command in (own["command"], given["command"]):
+        out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+        assert json.loads(out.stdout)["choices"][0]["message"]["content"], out.stdout + out.stderr
+
+
+def test_tokens_per_second_matches_the_engines_count(jupyter_server: JupyterProcess, chat_deployment: dict) -> None:
+    """Over a minute of steady load, the charted tokens/s (completion tokens per interval, per second)
+    adds up to the engine's own count of predicted tokens within 10%."""
+    import threading
+
+    client = jupyter_server.client()
+    oai = openai_client(chat_deployment)
+    model = chat_deployment["models"][0]["name"]
+    stop = threading.Event()
+    completion_tokens: list[int] = []
+
+    def load(stream: bool) -> None:
+        messages = [{"role": "user", "content": "Write a long story about a fox."}]
+        while not stop.is_set():
+            if stream:  # streamed answers count too (the gateway reads their usage on the way)
+                chunks = list(oai.chat.completions.create(model=model, messages=messages, max_tokens=48,
+                                                          temperature=0.8, stream=True))
+                completion_tokens.append(sum(1 for c in chunks if c.choices and c.choices[0].delta.content))
+                continue
+            answer = oai.chat.completions.create(model=model, messages=messages, max_tokens=48, temperature=0.8)
+            completion_tokens.append(answer.usage.completion_tokens)
+
+    def engine_count() -> float:
+        return float(client.metrics(chat_deployment["id"])["engine"].get("llamacpp:tokens_predicted_total", 0))
+
+    def idle_and_scraped() -> float:
+        deadline = time.monotonic() + 30
+        while client.metrics(chat_deployment["id"])["in_flight"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(5)  # two samples after the last request, so the engine's counter has been read
+        return time.time()
+
+    start = idle_and_scraped()
+    before = engine_count()
+    workers = [threading.Thread(target=load, args=(stream,), daemon=True) for stream in (False, True)]
+    for w in workers:
+        w.start()
+    time.sleep(60)
+    stop.set()
+    for w in workers:
+        w.join(120)
+    end = idle_and_scraped()
+    engine_tokens = engine_count() - before
+    data = client.metrics(chat_deployment["id"], since=start)
+    t, rate = data["t"], data["series"]["tokens_per_s"]
+    rows = [(t[i] - t[i - 1], rate[i]) for i in range(1, len(t)) if t[i] <= end]
+    charted = sum(dt * (r or 0.0) for dt, r in rows)
+    assert sum(completion_tokens) >= 150, completion_tokens  # enough requests that edges do not matter
+    assert engine_tokens > 0
+    assert abs(charted - engine_tokens) <= 0.10 * engine_tokens, (charted, engine_tokens, sum(completion_tokens))
+    # And it is a rate: per second over the interval, not per request.
+    seconds = sum(dt for dt, _ in rows)
+    assert abs(charted / seconds - engine_tokens / seconds) <= 0.10 * engine_tokens / seconds
+
+
 def test_embeddings_in_embedding_mode(jupyter_server: JupyterProcess, smollm2_gguf: Path) -> None:
     client = jupyter_server.client()
     record = launch(client, smollm2_gguf, "embed-smol", embedding=True, pooling="mean")

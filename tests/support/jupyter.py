@@ -31,8 +31,13 @@ class JupyterProcess:
     """A `jupyter lab` (or `jupyter server`) process with its own config, data and state dirs."""
 
     def __init__(self, home: Path, *, app: str = "server", extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None, port: int | None = None, token: str | None = None):
+                 env: dict[str, str] | None = None, port: int | None = None, token: str | None = None,
+                 python: str | None = None, root_dir: Path | None = None):
+        """`python`: another environment's interpreter (run from `home`, without this one's PYTHONPATH);
+        `root_dir`: the server's root (default: the repository)."""
         self.home = home
+        self.python = python
+        self.root_dir = root_dir or REPO_ROOT
         self.app = app
         self.extra_args = extra_args or []
         self.extra_env = env or {}
@@ -53,6 +58,8 @@ class JupyterProcess:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "JPY_"))}
+        if self.python is not None:
+            env.pop("PYTHONPATH", None)  # that environment's own package, not this checkout's
         env.update(
             {
                 "JUPYTER_CONFIG_DIR": str(self.home / "config"),
@@ -68,15 +75,17 @@ class JupyterProcess:
     def start(self, timeout: float = 120.0) -> JupyterProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         argv = [
-            sys.executable, "-m", "jupyter", self.app, "--no-browser", "--allow-root",
+            self.python or sys.executable, "-m", "jupyter", self.app, "--no-browser", "--allow-root",
             f"--ServerApp.port={self.port}", "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={REPO_ROOT}",
+            f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root_dir}",
             "--ServerApp.jpserver_extensions={'jupyter_modeldeploy': True}",
             f"--ModelDeployApp.state_dir={self.state_dir}", "--ModelDeployApp.stop_grace_s=5",
             *self.extra_args,
         ]
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env(), cwd=REPO_ROOT)
+        # Another environment starts outside the checkout: `python -m` would import the checkout's package.
+        cwd = self.home if self.python is not None else REPO_ROOT
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env(), cwd=cwd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -8,9 +8,12 @@ from pathlib import Path
 import yaml
 
 from jupyter_modeldeploy.config.reference import render
+from jupyter_modeldeploy.server_ext.dashboard import dashboard_handlers
 from jupyter_modeldeploy.server_ext.handlers import api_handlers
 from jupyter_modeldeploy.server_ext.metrics_handlers import metrics_handlers
 from jupyter_modeldeploy.server_ext.openapi import update
+from jupyter_modeldeploy.server_ext.validate import validate_handlers
+from jupyter_modeldeploy.server_ext.views import view_handlers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +28,9 @@ def test_openapi_covers_every_rest_route() -> None:
     spec = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
     paths = set(spec["paths"])
     prefix = "/api/modeldeploy"
-    for pattern, handler in api_handlers(prefix) + metrics_handlers(prefix):
+    routes = api_handlers(prefix) + metrics_handlers(prefix) + view_handlers(prefix) + validate_handlers(prefix)
+    routes += [h for h in dashboard_handlers(prefix) if h[0].startswith(prefix)]  # not the page itself
+    for pattern, handler in routes:
         path = to_openapi(pattern)
         if "ACTION" in path:
             for action in ("stop", "relaunch", "clone"):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import math
 import threading
 import time
 from datetime import datetime, timezone
@@ -13,9 +15,10 @@ import pytest
 
 from jupyter_modeldeploy.client import ModelDeployError
 from jupyter_modeldeploy.config import all_schemas, export_config, parse_config
-from jupyter_modeldeploy.widgets.charts import SeriesWindow, TimeChart, format_number
+from jupyter_modeldeploy.server_ext import records as server_records
+from jupyter_modeldeploy.widgets.charts import SeriesWindow, TimeChart, format_number, nice_ceiling, tick_format, tick_values
 from jupyter_modeldeploy.widgets.common import download_link, format_duration, status_timeline
-from jupyter_modeldeploy.widgets.dashboard import Dashboard, curl_command, request_for, summarize_answer
+from jupyter_modeldeploy.widgets.dashboard import Dashboard, summarize_answer
 from jupyter_modeldeploy.widgets.endpoints import DashboardApp, EndpointsTable, query_params
 from jupyter_modeldeploy.widgets.launch_form import LaunchForm
 from jupyter_modeldeploy.widgets.poller import Poller
@@ -125,11 +128,37 @@ class FakeClient:
         self.records[new["id"]] = new
         return new
 
+    def launch_defaults(self) -> dict[str, Any]:
+        return {"kind": "llamacpp", "values": {"model": "/bundled/smol.gguf"}, "why": "test"}
+
+    def test_command(self, ref: str, *, key: str | None = None, prompt: str | None = None,
+                     model: str | None = None) -> dict[str, Any]:
+        """As the server answers, from the same builder (`records.test_command`)."""
+        self.calls.append(("test_command", key))
+        r = self._find(ref)
+        path = "/embeddings" if r["kind"] == "embedding" else "/chat/completions"
+        body = ({"model": model, "input": [prompt]} if r["kind"] == "embedding" else
+                {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 128})
+        request = {"url": r["api_base"] + path, "body": body, "needs_key": not r.get("public")}
+        source = "public" if r.get("public") else "given" if key else "missing"
+        answer = {"command": server_records.test_command(request, key), "request": request, "key_source": source}
+        if source == "missing":
+            answer["export"] = "export MODELDEPLOY_API_KEY=<an API key>"
+        return answer
+
     def validate(self, config: dict[str, Any]) -> dict[str, Any]:
+        """As `/validate` answers: the fields, then the server's preflight (model files)."""
+        from jupyter_modeldeploy.server_ext.validate import preflight
+
+        self.calls.append(("validate", config.get("name")))
         try:
-            return {"ok": True, "config": export_config(parse_config(config)), "notices": []}
+            parsed = parse_config(config)
         except ValueError as exc:
             raise ModelDeployError("invalid configuration", 422, exc.errors) from None
+        errors = preflight(parsed, offline=True)
+        if errors:
+            raise ModelDeployError("invalid configuration", 422, errors)
+        return {"ok": True, "config": export_config(parsed), "notices": []}
 
 
 def test_series_window_is_bounded_and_skips_old_samples() -> None:
@@ -145,24 +174,42 @@ def test_series_window_is_bounded_and_skips_old_samples() -> None:
     assert w.times().dtype == np.dtype("datetime64[ms]")
 
 
-def test_chart_replaces_data_in_place_and_shows_notes() -> None:
-    chart = TimeChart("Requests", unit="req/s")
+def test_chart_marks_are_made_once_and_get_only_finite_points() -> None:
+    chart = TimeChart("Requests", unit="req/s", labels=["r", "absent"])
+    marks = list(chart.figure.marks)
+    assert len(marks) == 2 and all(len(m.y) == 0 for m in marks)  # starts empty, on a valid domain
+    assert chart.y_scale.min == 0 and chart.y_scale.max == 1 and chart.x_scale.min < chart.x_scale.max
     w = SeriesWindow(size=5)
-    w.extend([1, 2, 3], {"r": [1, 2, 3]})
+    w.extend([NOW + 1, NOW + 2, NOW + 3], {"r": [1, None, 3]})
     chart.update([("r", w, "r"), ("absent", w, "nope")])
-    assert len(chart.figure.marks) == 1
+    assert list(chart.figure.marks) == marks  # the figure's marks are never replaced
+    assert list(marks[0].y) == [1, 3] and len(marks[0].x) == 2 and len(marks[1].y) == 0
+    assert chart.points == 2
+    w.extend([NOW + 4, NOW + 5, NOW + 6, NOW + 7], {"r": [4, 5, math.nan, 7.3]})
+    chart.update([("r", w, "r")])
+    assert list(chart.figure.marks) == marks and np.isfinite(marks[0].y).all() and list(marks[0].y) == [3, 4, 5, 7.3]
+    assert "7.3 req/s" in chart.header.value
+    # Rounded axes from zero; the time window ends at the last sample.
+    assert chart.y_scale.min == 0 and chart.y_scale.max == 8
+    assert chart.x_scale.max == datetime.fromtimestamp(NOW + 7, timezone.utc).replace(tzinfo=None)
+    assert (chart.x_scale.max - chart.x_scale.min).total_seconds() >= 60
     zeros = SeriesWindow(size=5)
     zeros.extend([1, 2], {"z": [0, 0]})
     flat = TimeChart("Flat")
     flat.update([("z", zeros, "z")])
     assert flat.y_scale.max == 1.0  # an all-zero series keeps a usable axis
-    mark = chart.figure.marks[0]
-    w.extend([4, 5, 6, 7], {"r": [4, 5, 6, 7]})
-    chart.update([("r", w, "r")])
-    assert chart.figure.marks[0] is mark and list(mark.y) == [3, 4, 5, 6, 7]
-    assert "7 req/s" in chart.header.value
     chart.show_note("no GPU")
-    assert chart.figure.layout.display == "none" and "no GPU" in chart.note.value
+    assert chart.figure not in chart.widget.children and "no GPU" in chart.note.value
+
+
+def test_axis_rounding_and_tick_formats() -> None:
+    assert [nice_ceiling(v) for v in (0, -3, math.nan, 0.7, 1, 1.1, 2.2, 3, 7.7, 12, 100, 105, 260)] == [
+        1, 1, 1, 0.8, 1, 1.2, 2.5, 3, 8, 12, 100, 120, 300]
+    assert tick_format(1) == ",.1~f" and tick_format(10) == ",.0f" and tick_format(0.01) == ",.3~f"
+    assert tick_format(2.5) == ",.1~f" and "undefined" not in tick_format(1e-12)
+    assert list(tick_values(1)) == [0, 0.2, 0.4, 0.6, 0.8, 1] and list(tick_values(2.5)) == [0, 0.5, 1, 1.5, 2, 2.5]
+    assert list(tick_values(20)) == [0, 5, 10, 15, 20] and list(tick_values(500)) == [0, 100, 200, 300, 400, 500]
+    assert list(tick_values(1.2)) == [0, 0.3, 0.6, 0.9, 1.2] and list(tick_values(120)) == [0, 30, 60, 90, 120]
 
 
 def test_poller_ticks_and_stops() -> None:
@@ -193,11 +240,12 @@ def test_dashboard_shows_the_deployment_and_polls_metrics() -> None:
     assert "42 s" in dash.info.value and "/modeldeploy/endpoints/r-1/v1" in dash.info.value
     assert "on_device" in dash.models_table.value
     assert "$MODELDEPLOY_API_KEY" in dash.command.value and "/chat/completions" in dash.command.value
-    assert dash.charts["requests"].points == 2 and dash.charts["tokens"].points == 2
+    assert dash.charts["requests"].points == 2 and dash.charts["tokens_per_s"].points == 2
     assert dash.charts["cpu"].points == 2 and len(dash.charts["cpu"].figure.marks) == 2
     assert dash.charts["network"].points == 2
     assert dash.charts["latency"].points == 2  # p99 missing: only p50 drawn
-    assert len(dash.charts["latency"].figure.marks) == 1
+    p50, p99 = dash.charts["latency"].figure.marks
+    assert len(p50.y) == 2 and len(p99.y) == 0
     for key in ("gpu_util", "gpu_memory", "gpu_temp"):
         assert "no GPU" in dash.charts[key].note.value
     assert "line 2" in dash.log.value
@@ -221,6 +269,24 @@ def test_dashboard_draws_gpus_and_degrades_without_metrics() -> None:
     assert "active" in no_metrics.status.value
 
 
+def test_failure_reason_is_one_line_first_raw_lines_behind_a_toggle() -> None:
+    reason = ("the engine exited with code 1 while loading:\nllama_model_loader: loaded meta data\n"
+              "gguf_init_from_file_impl: failed to read magic\nllama_model_load: error loading model: bad file\n"
+              "main: exiting due to model loading error")
+    summary, details = server_records.reason_parts(reason)
+    assert summary == "the engine exited with code 1 while loading: gguf_init_from_file_impl: failed to read magic"
+    python = "the engine exited with code 1 while loading:\nTraceback (most recent call last):\n  File x\nOSError: no such model"
+    assert server_records.reason_parts(python)[0] == "the engine exited with code 1 while loading: OSError: no such model"
+    assert details[0] == "llama_model_loader: loaded meta data" and len(details) == 4
+    assert server_records.reason_parts("stopped by the user") == ("stopped by the user", [])
+    assert server_records.reason_parts(None) == (None, [])
+    failed = record(status="failed", status_reason=reason, status_summary=summary, status_details=details)
+    dash = Dashboard("smol", FakeClient([failed]), autostart=False)
+    head, _, toggle = dash.reason.value.partition("<details")
+    assert summary in head and "loaded meta data" not in head
+    assert "Engine output (4 lines)" in toggle and "loaded meta data" in toggle
+
+
 def test_dashboard_failed_status_shows_reason() -> None:
     client = FakeClient([record(status="failed", status_reason="exit code 1: bad model file")])
     dash = Dashboard("smol", client, autostart=False)
@@ -240,23 +306,66 @@ def test_dashboard_key_is_masked_revealed_and_generated_once() -> None:
     assert dash.key_text.value == "md-secretsecretsecret"
     assert "Bearer md-secretsecretsecret" in dash.command.value
     assert "modeldeploy-copy" in dash.copy.value
-    assert [c for c in client.calls if c[0] == "create_token"] == [("create_token", {
-        "deployment": "id-smol", "name": client.calls[-1][1]["name"]})]
+    created = [c for c in client.calls if c[0] == "create_token"]
+    assert created == [("create_token", {"deployment": "id-smol", "name": created[0][1]["name"]})]
 
 
-def test_test_command_and_answers() -> None:
+def _dep(kind: str = "llamacpp", **config: Any) -> Any:
+    """Enough of a `Deployment` for the record builders."""
+    from types import SimpleNamespace
+
+    base = {"kind": kind, "name": "smol"}
+    if kind == "llamacpp":
+        base["model"] = "/m/smol.gguf"
+    else:
+        base["models"] = [{"served_name": "mini", "model": "/m/mini"}]
+    parsed = parse_config({**base, **config})
+    models = ["mini"] if kind == "embedding" else []
+    return SimpleNamespace(kind=kind, name="smol", config=parsed, models=models)
+
+
+def test_one_test_command_builder_with_the_key_in_hand() -> None:
+    api = "http://127.0.0.1:8888/modeldeploy/endpoints/r-1/v1"
+    chat = server_records.test_request(_dep(), api, prompt="it's")
+    assert chat["url"] == f"{api}/chat/completions" and chat["body"]["messages"][0]["content"] == "it's"
+    # Without a key: reads $MODELDEPLOY_API_KEY, and the answer says what to export.
+    missing = server_records.test_command_answer(_dep(), api, prompt="it's")
+    assert missing["key_source"] == "missing" and "$MODELDEPLOY_API_KEY" in missing["command"]
+    assert "it'\"'\"'s" in missing["command"] and missing["export"].startswith("export MODELDEPLOY_API_KEY=")
+    # A key in hand: the command carries it (works as pasted), no placeholder.
+    given = server_records.test_command_answer(_dep(), api, key="md-abc")
+    assert given["key_source"] == "given" and "Bearer md-abc" in given["command"] and "$" not in given["command"]
+    assert server_records.test_command_answer(_dep(api_key=""), api)["key_source"] == "missing"  # an empty form field
+    fixed = server_records.test_command_answer(_dep(api_key="fixed-key-123"), api)
+    assert fixed["key_source"] == "fixed" and "Bearer fixed-key-123" in fixed["command"]
+    public = server_records.test_command_answer(_dep(public=True), api)
+    assert public["key_source"] == "public" and "Authorization" not in public["command"]
+    emb = server_records.test_request(_dep("embedding"), api, prompt="text")
+    assert emb["url"] == f"{api}/embeddings" and emb["body"] == {"model": "mini", "input": ["text"]}
+
+
+def test_answers_are_summarised() -> None:
     chat = record()
-    url, body = request_for(chat, "smol", "Hi there")
-    assert url.endswith("/v1/chat/completions") and body["messages"][0]["content"] == "Hi there"
-    command = curl_command(chat, "smol", "it's", key=None)
-    assert "$MODELDEPLOY_API_KEY" in command and "it'\"'\"'s" in command
     emb = record(kind="embedding")
     emb["kind"] = "embedding"
-    url, body = request_for(emb, "mini", "text")
-    assert url.endswith("/v1/embeddings") and body == {"model": "mini", "input": ["text"]}
-    assert "Authorization" not in curl_command({**chat, "public": True}, "smol", "x")
     assert summarize_answer(chat, {"choices": [{"message": {"content": "Hello!"}}]}) == "Hello!"
     assert "3 dimensions" in summarize_answer(emb, {"object": "list", "data": [{"embedding": [0.1, 0.2, 0.3]}]})
+
+
+def test_dashboard_command_comes_from_the_server_and_offers_a_key() -> None:
+    client = FakeClient()
+    dash = Dashboard("smol", client, autostart=False)
+    assert "$MODELDEPLOY_API_KEY" in dash.command.value
+    assert "No key in hand" in dash.command_note.value and "export MODELDEPLOY_API_KEY" in dash.command_note.value
+    assert dash.command_key.layout.display == ""
+    dash.command_key.click()  # generate a key in place
+    assert dash.api_key == "md-secretsecretsecret"
+    assert "$MODELDEPLOY_API_KEY" not in dash.command.value and "•" in dash.command.value
+    assert "Bearer md-secretsecretsecret" in dash.copy_command.value  # what Copy puts on the clipboard
+    assert dash.command_key.layout.display == "none" and "works as pasted" in dash.command_note.value
+    asked = len([c for c in client.calls if c[0] == "test_command"])
+    dash.refresh()
+    assert len([c for c in client.calls if c[0] == "test_command"]) == asked  # asked again only on changes
 
 
 def test_endpoints_table_rows_and_actions() -> None:
@@ -299,22 +408,64 @@ def test_dashboard_app_selects_from_query_and_closes_pollers(monkeypatch: pytest
     assert not app.table.poller.running and not app.dashboard.poller.running
 
 
-def test_launch_form_launches_and_shows_field_errors() -> None:
+def test_launch_form_launches_and_shows_field_errors(tmp_path: Any) -> None:
+    gguf = tmp_path / "x.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(60))
     client = FakeClient()
     launched = []
     form = LaunchForm("llamacpp", client, on_launched=launched.append)
     form.form.fields["name"].value = "bad name"
     form.form.fields["top_p"].value = 3.0
     assert form.launch() is None
-    assert "pattern" in form.form.fields["name"].error.value
+    assert "use only letters" in form.form.fields["name"].error.value and "^" not in form.form.fields["name"].error.value
     assert "less than or equal" in form.form.fields["top_p"].error.value
     assert "model" in form.form.fields["model"].error.value or form.form.fields["model"].error.value
     form.form.fields["name"].value = "good"
     form.form.fields["top_p"].value = 0.5
-    form.form.fields["model"].value = "/m/x.gguf"
+    form.form.fields["model"].value = str(gguf)
     rec = form.launch()
     assert rec is not None and launched == [rec] and form.form.fields["name"].error.value == ""
     assert client.launched[-1]["top_p"] == 0.5
+
+
+def test_launch_defaults_pick_a_kind_that_can_run_here() -> None:
+    from types import SimpleNamespace
+
+    def dep(kind: str, at: float) -> Any:
+        return SimpleNamespace(kind=kind, name=f"{kind}-{at:g}", created_at=at)
+
+    only_llama = {"llamacpp": {"available": True}, "llm": {"available": False}, "embedding": {"available": True}}
+    fresh = server_records.launch_defaults([], only_llama, "/pkg/smol.gguf")
+    assert fresh["kind"] == "llamacpp" and fresh["values"] == {"model": "/pkg/smol.gguf"}
+    assert "vLLM is not installed" in fresh["why"]
+    last = server_records.launch_defaults([dep("llamacpp", 1), dep("embedding", 2)], only_llama, None)
+    assert last["kind"] == "embedding" and last["values"] == {}
+    # The last kind is not offered when its engine went missing.
+    assert server_records.launch_defaults([dep("llm", 3)], only_llama, "/pkg/smol.gguf")["kind"] == "llamacpp"
+    every = {k: {"available": True} for k in ("llamacpp", "llm", "embedding")}
+    assert server_records.launch_defaults([dep("llm", 3)], every, None)["kind"] == "llm"
+
+
+def test_launch_form_opens_on_the_server_defaults() -> None:
+    form = LaunchForm(None, FakeClient())
+    assert form.kind_pick.value == "llamacpp" and form.form.fields["model"].value == "/bundled/smol.gguf"
+    assert dict(form.kind_pick.options)["llama.cpp (GGUF models)"] == "llamacpp"
+
+
+def test_launch_form_stops_a_launch_that_cannot_start(tmp_path: Any) -> None:
+    client = FakeClient()
+    launched = []
+    form = LaunchForm("llamacpp", client, on_launched=launched.append)
+    form.form.fields["name"].value = "smol2"
+    form.form.fields["model"].value = str(tmp_path / "missing.gguf")
+    assert form.launch() is None and client.launched == [] and launched == []
+    assert "no file" in form.form.fields["model"].error.value and "cannot start" in form.form.message.value
+    not_gguf = tmp_path / "readme.gguf"
+    not_gguf.write_text("hello")
+    form.form.fields["model"].value = str(not_gguf)
+    assert form.launch() is None and client.launched == []
+    assert "not a GGUF file" in form.form.fields["model"].error.value
+    assert "Launched" not in form.result.value
 
 
 def test_launch_form_import_export_and_clone() -> None:
@@ -343,7 +494,7 @@ def test_helpers() -> None:
     assert format_number(63800.2) == "63,800" and format_number(0.98642) == "0.986"
     assert "download='a.json'" in download_link({"a": 1}, "a.json")
     svg = status_timeline([{"status": "loading", "at": 0}, {"status": "active", "at": 10}], now=20)
-    assert svg.count("<rect") == 2 and "#2e7d32" in svg
+    assert svg.count("<rect") == 2 and "fill:var(--jp-success-color1" in svg
 
 
 def test_dashboard_stops_polling_when_closed() -> None:
@@ -359,3 +510,46 @@ def test_dashboard_stops_polling_when_closed() -> None:
     time.sleep(0.3)
     assert not dash.poller.running and len(client.calls) == n
     assert threading.active_count() < 50
+
+
+def test_one_chart_with_one_call_and_the_dashboard_offers_its_snippet() -> None:
+    from jupyter_modeldeploy.widgets import chart
+
+    client = FakeClient()
+    live = chart("smol", "tokens_per_s", client, autostart=False)
+    live.refresh()
+    assert live.chart.points == 2 and "Completion tokens per second" in live.chart.header.value
+    assert [c[0] for c in client.calls] == ["metrics"]  # only the deployment's series are fetched
+    cpu = chart("smol", "cpu", client, autostart=False)
+    cpu.refresh()
+    assert len(cpu.chart.figure.marks) == 2 and cpu.chart.points == 2  # engine and host lines
+    gpu = chart("smol", "gpu", FakeClient(gpus=True), autostart=False)
+    gpu.refresh()
+    assert gpu.spec.key == "gpu_util" and gpu.chart.points == 2
+    with pytest.raises(ValueError, match="unknown chart 'tokens_per_minute'; choose one of: requests, latency"):
+        chart("smol", "tokens_per_minute", client, autostart=False)
+    dash = Dashboard("smol", client, autostart=False)
+    header = dash.charts["tokens_per_s"].header.value
+    assert "</> code" in html.unescape(header)
+    assert "chart(&#x27;smol&#x27;, &#x27;tokens_per_s&#x27;)" in header  # the code, HTML-escaped
+    # The snippet is the one call, with the import it needs.
+    assert dash.charts["tokens_per_s"].snippet == (
+        "from jupyter_modeldeploy.widgets import chart\nchart('smol', 'tokens_per_s')")
+    live.close()
+    assert not live.poller.running
+
+
+def test_status_colours_are_the_lab_panels() -> None:
+    """Widgets (notebook, Voilà) and the Lab panel colour each status with the same theme variable."""
+    import re
+    from pathlib import Path
+
+    from jupyter_modeldeploy.widgets.common import STATUS_VARS, status_badge
+
+    css = (Path(__file__).resolve().parents[2] / "labextension" / "style" / "base.css").read_text()
+    for status, (variable, _fallback) in STATUS_VARS.items():
+        rule = re.search(rf"\.jp-ModelDeploy-status\.jp-mod-{status} \.jp-ModelDeploy-statusDot \{{([^}}]*)\}}", css)
+        assert rule, f"no panel style for {status}"
+        colours = re.findall(r"var\((--jp-[\w-]+)\)", rule.group(1))
+        assert colours[-1] == variable, (status, colours)
+        assert f"var({variable}" in status_badge(status)
