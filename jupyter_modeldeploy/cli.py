@@ -211,7 +211,8 @@ def cmd_import(client: ModelDeployClient, args: argparse.Namespace) -> int:
 
 
 def cmd_clone(client: ModelDeployClient, args: argparse.Namespace) -> int:
-    record = client.clone(args.ref, args.name, parse_assignments(args.fields), start=not args.no_launch)
+    record = client.clone(args.ref, args.name, parse_assignments(args.fields), start=not args.no_launch,
+                          include_secrets=not args.without_secrets)
     print(f"cloned into {record['name']} ({record['id']}): {record['status']}")
     return 0
 
@@ -341,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref")
     p.add_argument("name")
     p.add_argument("--no-launch", action="store_true")
+    p.add_argument("--without-secrets", action="store_true", help="leave the API key and Hugging Face token behind")
     p.add_argument("fields", nargs="*", metavar="field=value")
     p.set_defaults(func=cmd_clone)
 

@@ -15,8 +15,6 @@ from typing import Any
 
 import httpx
 
-LIVE = ("loading", "active", "idle")
-
 
 class ModelDeployError(Exception):
     """An error answer from the server (or no server at all); `errors` name config fields."""
@@ -172,8 +170,10 @@ class ModelDeployClient:
     def delete(self, ref: str) -> None:
         self._request("DELETE", f"deployments/{ref}")
 
-    def clone(self, ref: str, name: str, overrides: dict[str, Any] | None = None, *, start: bool = True) -> dict[str, Any]:
-        body = {"name": name, "overrides": overrides or {}, "launch": start}
+    def clone(self, ref: str, name: str, overrides: dict[str, Any] | None = None, *, start: bool = True,
+              include_secrets: bool = True) -> dict[str, Any]:
+        """The server's clone: a new deployment from another's configuration (secrets copied there when asked)."""
+        body = {"name": name, "overrides": overrides or {}, "launch": start, "include_secrets": include_secrets}
         return self._request("POST", f"deployments/{ref}/clone", json=body)
 
     def add_adapter(self, ref: str, name: str, path: str) -> dict[str, Any]:

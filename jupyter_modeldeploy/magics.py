@@ -18,7 +18,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from .client import LIVE, ModelDeployClient, ModelDeployError
+from .client import ModelDeployClient, ModelDeployError
 
 COMMANDS = ("list", "stop", "logs", "export", "dashboard", "form", "get", "wait", "delete", "relaunch", "help")
 
@@ -328,7 +328,7 @@ class DeployMagic:
 
 def live_handles(client: ModelDeployClient) -> list[DeploymentHandle]:
     """Handles of every live deployment."""
-    return [DeploymentHandle(client, r) for r in client.list() if r["status"] in LIVE]
+    return [DeploymentHandle(client, r) for r in client.list() if r.get("live")]
 
 
 def register(ipython: Any, client: ModelDeployClient | None = None) -> DeployMagic:

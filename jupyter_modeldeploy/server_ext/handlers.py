@@ -235,7 +235,8 @@ class ActionHandler(BaseHandler):
                 self.write_json(self.record(dep))
             elif action_name == "clone":
                 body = self.body(CloneRequest)
-                dep = await self.supervisor.clone(ref, body.name, body.overrides, start=body.launch)
+                dep = await self.supervisor.clone(ref, body.name, body.overrides, start=body.launch,
+                                                  include_secrets=body.include_secrets)
                 self.write_json(self.record(dep), 201)
             else:
                 raise DeploymentError(f"unknown action {action_name!r}", 404)

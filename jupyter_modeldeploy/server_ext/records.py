@@ -115,6 +115,13 @@ def test_command_answer(dep: Deployment, api_base: str, *, key: str | None = Non
     return answer
 
 
+def allowed_actions(dep: Deployment) -> list[str]:
+    """What a user may do with the deployment now (every view shows these, none re-derives them)."""
+    if not dep.status.live:
+        return ["relaunch", "delete", "clone", "export", "logs"]  # a running deployment is stopped first
+    return ([] if dep.status.value == "stopping" else ["stop"]) + ["clone", "export", "logs"]
+
+
 def deployment_record(dep: Deployment, public_base: str, metrics: Any = None) -> dict[str, Any]:
     """Everything a client shows about a deployment; never a secret."""
     url = endpoint_url(public_base, dep.route)
@@ -143,6 +150,9 @@ def deployment_record(dep: Deployment, public_base: str, metrics: Any = None) ->
             for m in models
         ],
         "status": dep.status.value,
+        "live": dep.status.live,
+        "serving": dep.status.serving,
+        "actions": allowed_actions(dep),
         "status_reason": dep.status_reason,
         "status_summary": (parts := reason_parts(dep.status_reason))[0],
         "status_details": parts[1],

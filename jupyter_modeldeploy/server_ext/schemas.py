@@ -48,6 +48,9 @@ class CloneRequest(RequestBody):
     name: Text = Field(description="name of the new deployment")
     overrides: dict[str, Any] = Field(default_factory=dict, description="configuration fields to change")
     launch: bool = Field(True, description="start it at once (false: stored stopped)")
+    include_secrets: bool = Field(
+        True, description="copy the source's API key and Hugging Face token (false: the clone has neither)"
+    )
 
 
 class AdapterRequest(RequestBody):

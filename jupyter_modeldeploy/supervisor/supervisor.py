@@ -282,18 +282,23 @@ class Supervisor:
         self.store.delete(dep.id)
 
     async def clone(
-        self, ref: str, name: str, overrides: dict[str, Any] | None = None, *, start: bool = True
+        self, ref: str, name: str, overrides: dict[str, Any] | None = None, *, start: bool = True,
+        include_secrets: bool = True,
     ) -> Deployment:
-        """A new deployment from another's configuration (secrets kept), under a new name."""
+        """A new deployment from another's configuration under a new name: the one clone operation.
+
+        `include_secrets`: the source's fixed API key and Hugging Face token come along (the
+        key as its hash: it is never stored in clear); without, the clone has neither.
+        """
         source = self.get(ref)
-        data = export_config(source.config, include_secrets=True)
+        data = export_config(source.config, include_secrets=include_secrets)
         data.update(overrides or {})
         data["name"] = name
         if "route" not in (overrides or {}):
             data["route"] = ""
         config = parse_config(data)
         dep = await self.launch(config, start=False)
-        if config.api_key is None and source.api_key_hash:
+        if include_secrets and config.api_key is None and source.api_key_hash:
             dep.api_key_hash = source.api_key_hash
             self.store.save(dep.to_stored())
         if start:

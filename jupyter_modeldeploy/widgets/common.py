@@ -17,6 +17,10 @@ STATUS_VARS = {
     "loading": ("--jp-brand-color1", "#1976d2"),
     "active": ("--jp-success-color1", "#388e3c"),
     "idle": ("--jp-warn-color1", "#f57c00"),
+    "unhealthy": ("--jp-error-color2", "#e57373"),
+    "sleeping": ("--jp-info-color1", "#0097a7"),
+    "waking": ("--jp-info-color2", "#4dd0e1"),
+    "stopping": ("--jp-ui-font-color2", "#757575"),
     "stopped": ("--jp-ui-font-color3", "#bdbdbd"),
     "failed": ("--jp-error-color1", "#d32f2f"),
 }

@@ -267,9 +267,9 @@ class Dashboard(Panel):
             current = self.model_pick.value
             self.model_pick.options = names
             self.model_pick.value = current if current in names else (names[0] if names else None)
-        live = status in ("loading", "active", "idle")
-        self.stop_button.disabled = not live
-        self.relaunch_button.disabled = live
+        actions = record.get("actions", [])
+        self.stop_button.disabled = "stop" not in actions
+        self.relaunch_button.disabled = "relaunch" not in actions
         models = record.get("models") or []
         signature = json.dumps(models, sort_keys=True)
         if signature != self._models_signature:

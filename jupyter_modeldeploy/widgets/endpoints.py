@@ -21,7 +21,6 @@ from .common import STATUS_COLORS, Panel, download_link, error_html, format_dura
 from .poller import Poller
 
 COLUMNS = ("Name", "Kind", "Model", "Status", "Idle", "Requests", "Endpoint", "Status over time", "")
-LIVE = ("loading", "active", "idle")
 GRID_COLUMNS = "auto auto minmax(120px, 1fr) auto auto auto minmax(200px, 2fr) auto auto"
 
 
@@ -78,7 +77,7 @@ class _Row:
         put(self.endpoint, "<div style='line-height:1.3'><code style='font-size:85%;word-break:break-all'>"
                            f"{html.escape(str(record.get('api_base', '')))}</code></div>")
         put(self.timeline, status_timeline(record.get("status_history") or []))
-        self.stop.disabled = status not in LIVE
+        self.stop.disabled = "stop" not in record.get("actions", [])
 
 
 class EndpointsTable(Panel):
@@ -127,7 +126,7 @@ class EndpointsTable(Panel):
         for key in ("requests_total", "requests"):
             if isinstance(record.get(key), int):
                 return record[key]
-        if record.get("status") not in LIVE and record["id"] in self.rows:
+        if not record.get("live") and record["id"] in self.rows:
             return None
         try:
             totals = self.client.metrics(record["id"], since=time.time()).get("totals") or {}
@@ -167,7 +166,7 @@ class EndpointsTable(Panel):
         if ref in self.records:
             return ref
         named = [r for r in self.records.values() if r.get("name") == ref]
-        named.sort(key=lambda r: (r.get("status") in LIVE, r.get("created_at") or 0))
+        named.sort(key=lambda r: (bool(r.get("live")), r.get("created_at") or 0))
         return named[-1]["id"] if named else None
 
     def select(self, ref: str) -> None:

@@ -56,7 +56,11 @@ export class Actions implements IPanelActions {
     return this.kindsPromise;
   }
 
-  async openForm(initial?: Record<string, unknown>, note?: string): Promise<void> {
+  async openForm(
+    initial?: Record<string, unknown>,
+    note?: string,
+    submit?: (config: Record<string, unknown>) => Promise<IDeployment>
+  ): Promise<void> {
     const kinds = await this.kinds();
     if (!initial) {
       // The server knows what can run here and what was launched last.
@@ -70,6 +74,7 @@ export class Actions implements IPanelActions {
       kinds,
       initial,
       note,
+      submit,
       onLaunched: record => {
         widget.dispose();
         Notification.success(`Launching ${record.name}`, { autoClose: 3000 });
@@ -112,8 +117,13 @@ export class Actions implements IPanelActions {
   async clone(d: IDeployment): Promise<void> {
     try {
       const config = await this.client.exportConfig(d.id);
-      const secrets = d.has_api_key ? ' Secrets (API key, HF token) are not copied: set them again if needed.' : '';
-      await this.openForm({ ...config, name: `${d.name}-copy`, route: '' }, `Clone of ${d.name}.${secrets}`);
+      const secrets = d.has_api_key
+        ? ' Its API key and Hugging Face token are copied on the server unless you enter new ones.'
+        : '';
+      // One clone operation, the server's, as from the CLI and %deploy: the secrets never reach this page.
+      await this.openForm({ ...config, name: `${d.name}-copy`, route: '' }, `Clone of ${d.name}.${secrets}`, c =>
+        this.client.clone(d.id, String(c.name), c, true)
+      );
     } catch (err) {
       void showErrorMessage(`Cannot clone ${d.name}`, err as Error);
     }

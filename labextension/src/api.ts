@@ -1,7 +1,19 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
-export type Status = 'loading' | 'active' | 'idle' | 'stopped' | 'failed';
+export type Status =
+  | 'stopped'
+  | 'loading'
+  | 'active'
+  | 'idle'
+  | 'unhealthy'
+  | 'sleeping'
+  | 'waking'
+  | 'stopping'
+  | 'failed';
+
+/** What the user may do with a deployment now, as the server says (never re-derived here). */
+export type Action = 'stop' | 'relaunch' | 'clone' | 'export' | 'delete' | 'logs';
 
 export interface IDeployment {
   id: string;
@@ -11,6 +23,11 @@ export interface IDeployment {
   model: string | null;
   models: { name: string; state: string | null; endpoint: string }[];
   status: Status;
+  /** Holds its name and route as a running deployment (not stopped or failed). */
+  live: boolean;
+  /** Answers requests now or after a wake-up. */
+  serving: boolean;
+  actions: Action[];
   status_reason: string | null;
   /** The reason in one line (how the engine ended, and its most telling line). */
   status_summary?: string | null;
@@ -155,6 +172,19 @@ export class ModelDeployClient {
 
   launch(config: Record<string, unknown>): Promise<IDeployment> {
     return this.request<IDeployment>(['deployments'], this.json('POST', config));
+  }
+
+  /** A new deployment from another's configuration, on the server (secrets copied there, never sent here). */
+  clone(
+    id: string,
+    name: string,
+    overrides: Record<string, unknown>,
+    includeSecrets: boolean
+  ): Promise<IDeployment> {
+    return this.request<IDeployment>(
+      ['deployments', id, 'clone'],
+      this.json('POST', { name, overrides, include_secrets: includeSecrets })
+    );
   }
 
   action(id: string, action: 'stop' | 'relaunch'): Promise<IDeployment> {

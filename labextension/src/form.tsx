@@ -21,6 +21,8 @@ export interface ILaunchFormOptions {
   note?: string;
   /** Called once a deployment is created. */
   onLaunched: (record: IDeployment) => void;
+  /** How the form's configuration is launched (default: a new deployment; a clone uses the server's clone). */
+  submit?: (config: Record<string, unknown>) => Promise<IDeployment>;
 }
 
 interface IPrepared {
@@ -123,7 +125,7 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
       // The server's checks first (model path, GGUF file, hub repo): a launch that cannot
       // start keeps the form open with the error at its field, and no "Launching" toast.
       await props.client.validate(config);
-      const record = await props.client.launch(config);
+      const record = await (props.submit ?? (c => props.client.launch(c)))(config);
       props.onLaunched(record);
     } catch (err) {
       const error = err as ApiError;

@@ -56,10 +56,14 @@ export interface IPanelActions {
 }
 
 const STATUS_LABEL: Record<Status, string> = {
+  stopped: 'stopped',
   loading: 'loading',
   active: 'active',
   idle: 'idle',
-  stopped: 'stopped',
+  unhealthy: 'not answering its health checks',
+  sleeping: 'asleep: memory freed, the next request wakes it',
+  waking: 'waking up',
+  stopping: 'stopping',
   failed: 'failed'
 };
 
@@ -102,8 +106,7 @@ function ActionButton(props: {
 
 function DeploymentItem(props: { d: IDeployment; actions: IPanelActions }): JSX.Element {
   const { d, actions } = props;
-  const live = d.status === 'loading' || d.status === 'active' || d.status === 'idle';
-  const serving = d.status === 'active' || d.status === 'idle';
+  const serving = d.serving;
   const model = d.model ?? d.models.map(m => m.name).join(', ');
   return (
     <li className="jp-ModelDeploy-item" data-deployment={d.id} data-name={d.name}>
@@ -131,9 +134,10 @@ function DeploymentItem(props: { d: IDeployment; actions: IPanelActions }): JSX.
         <Reason d={d} />
       )}
       <div className="jp-ModelDeploy-actions">
-        {live ? (
+        {d.actions.includes('stop') && (
           <ActionButton icon={stopIcon} label="Stop" action="stop" onClick={() => actions.stop(d)} />
-        ) : (
+        )}
+        {d.actions.includes('relaunch') && (
           <ActionButton icon={runIcon} label="Relaunch" action="relaunch" onClick={() => actions.relaunch(d)} />
         )}
         <ActionButton icon={duplicateIcon} label="Clone…" action="clone" onClick={() => actions.clone(d)} />
@@ -155,7 +159,7 @@ function DeploymentItem(props: { d: IDeployment; actions: IPanelActions }): JSX.
         />
         <ActionButton icon={textEditorIcon} label="Console log" action="logs" onClick={() => actions.openLogs(d)} />
         <ActionButton icon={offlineBoltIcon} label="Dashboard" action="dashboard" onClick={() => actions.openDashboard(d)} />
-        {!live && <ActionButton icon={deleteIcon} label="Remove" action="remove" onClick={() => actions.remove(d)} />}
+        {d.actions.includes('delete') && <ActionButton icon={deleteIcon} label="Remove" action="remove" onClick={() => actions.remove(d)} />}
       </div>
     </li>
   );

@@ -37,8 +37,17 @@ def record(name: str = "smol", status: str = "active", **extra: Any) -> dict[str
         "status_history": [{"status": "loading", "at": NOW - 60, "reason": None},
                            {"status": status, "at": NOW - 50, "reason": None}],
         "models": [{"name": "smol", "state": "on_device", "endpoint": f"{base}/smol/v1"}],
-        "endpoint_url": base, "api_base": f"{base}/v1", "config": config, "created_at": NOW - 60, **extra,
+        "endpoint_url": base, "api_base": f"{base}/v1", "config": config, "created_at": NOW - 60,
+        **server_facts(status), **extra,
     }
+
+
+def server_facts(status: str) -> dict[str, Any]:
+    """The facts the server derives for a status (as server_ext/records.py does)."""
+    live = status not in ("stopped", "failed")
+    actions = (["stop"] if status != "stopping" else []) if live else ["relaunch", "delete"]
+    return {"live": live, "serving": status in ("active", "idle", "sleeping", "waking"),
+            "actions": actions + ["clone", "export", "logs"]}
 
 
 class FakeClient:
@@ -105,15 +114,16 @@ class FakeClient:
 
     def stop(self, ref: str) -> dict[str, Any]:
         r = self._find(ref)
-        r["status"] = "stopped"
+        r.update(status="stopped", **server_facts("stopped"))
         return r
 
     def relaunch(self, ref: str) -> dict[str, Any]:
         r = self._find(ref)
-        r["status"] = "loading"
+        r.update(status="loading", **server_facts("loading"))
         return r
 
-    def clone(self, ref: str, name: str, overrides: Any = None, *, start: bool = True) -> dict[str, Any]:
+    def clone(self, ref: str, name: str, overrides: Any = None, *, start: bool = True,
+              include_secrets: bool = True) -> dict[str, Any]:
         new = record(name, "loading" if start else "stopped")
         self.records[new["id"]] = new
         return new
