@@ -215,6 +215,10 @@ class DeploymentBase(StrictModel):
         """The idle limit in seconds (0 = never)."""
         return self.idle_time_limit_hours * 3600.0
 
+    def notices(self) -> list[str]:
+        """What the engine does with options it renamed or dropped, for the user to read (none by default)."""
+        return []
+
     def secret_fields(self) -> list[str]:
         """Names of the fields that hold secrets."""
         return [

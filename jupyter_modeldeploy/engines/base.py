@@ -152,3 +152,7 @@ class Engine(Protocol):
     def plan(self, config: DeploymentBase, ctx: LaunchContext) -> LaunchPlan:
         """The command line, environment and endpoints for this config."""
         ...
+
+    def model_tasks(self, config: DeploymentBase) -> dict[str, str]:
+        """Each served model's name and what it does (`chat`, `embed` or `rerank`), from the config alone."""
+        ...

@@ -22,6 +22,11 @@ class EmbeddingEngine:
 
     kind = "embedding"
 
+    def model_tasks(self, config: DeploymentBase) -> dict[str, str]:
+        """Each model entry and its task (`embed`, or `rerank` for cross-encoders)."""
+        assert isinstance(config, EmbeddingConfig)
+        return {entry.name: entry.task for entry in config.models}
+
     def plan(self, config: DeploymentBase, ctx: LaunchContext) -> LaunchPlan:
         """The server's argv, its config and key files (written 0600 by the supervisor), its env."""
         if not isinstance(config, EmbeddingConfig):

@@ -150,6 +150,11 @@ class LlamaCppEngine:
             return path if path.is_file() else None
         return find_llama_server()
 
+    def model_tasks(self, config: LlamaCppConfig) -> dict[str, str]:  # type: ignore[override]
+        """The alias and every additional model: embeddings in embedding mode, else chat."""
+        task = "embed" if config.embedding else "chat"
+        return {name: task for name in [model_alias(config), *(model_stem(m) for m in config.additional_models)]}
+
     def plan(self, config: LlamaCppConfig, ctx: LaunchContext) -> LaunchPlan:  # type: ignore[override]
         token = config.hf_token.get_secret_value() if config.hf_token else None
         model_path = resolve_model_file(config.model, token=token)

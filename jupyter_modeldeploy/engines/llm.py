@@ -356,6 +356,11 @@ class LlmEngine:
 
     kind = "llm"
 
+    def model_tasks(self, config: DeploymentBase) -> dict[str, str]:
+        """The served model and its LoRA adapters, all chat."""
+        assert isinstance(config, LlmConfig)
+        return {name: "chat" for name in [served_model_name(config), *lora_names(config)]}
+
     def plan(self, config: DeploymentBase, ctx: LaunchContext) -> LaunchPlan:
         """The vLLM command line and environment for this config and launch."""
         if not isinstance(config, LlmConfig):

@@ -23,17 +23,17 @@ def endpoint_url(public_base: str, route: str) -> str:
 DEFAULT_PROMPT = "Hello!"
 
 
-def is_embedding(dep: Deployment) -> bool:
-    """Whether a deployment serves embeddings (the embedding kind, or llama.cpp in embedding mode)."""
-    return dep.kind == "embedding" or bool(getattr(dep.config, "embedding", False))
-
-
 def test_request(dep: Deployment, api_base: str, *, prompt: str = DEFAULT_PROMPT,
                  model: str | None = None) -> dict[str, Any]:
-    """The request that tries a deployment: URL, JSON body, and whether it needs a key."""
+    """The request that tries one of a deployment's models (the first by default), by what the engine says
+    the model does: URL, JSON body, and whether it needs a key."""
     model = model or (dep.models or [dep.name])[0]
-    if is_embedding(dep):
+    task = dep.model_tasks.get(model, "chat")
+    if task == "embed":
         url, body = f"{api_base}/embeddings", {"model": model, "input": [prompt]}
+    elif task == "rerank":
+        url = f"{api_base}/rerank"
+        body = {"model": model, "query": prompt, "documents": [prompt, "Something else entirely."]}
     else:
         url = f"{api_base}/chat/completions"
         body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 128}
@@ -83,7 +83,7 @@ def reason_parts(reason: str | None) -> tuple[str | None, list[str]]:
 
 def fixed_key(dep: Deployment) -> str | None:
     """The deployment's own key while the server still holds it (set at launch; only its hash is stored)."""
-    secret = getattr(dep.config, "api_key", None)
+    secret = dep.config.api_key
     value = secret.get_secret_value() if secret is not None else ""
     return value or None
 
@@ -128,17 +128,17 @@ def deployment_record(dep: Deployment, public_base: str, metrics: Any = None) ->
     api_base = f"{url}/v1"
     now = time.time()
     live_serving = dep.status.value in ("active", "idle")
-    models = dep.models or ([dep.config.name] if dep.kind != "embedding" else [])
+    models = dep.models
     model_states = metrics.model_states(dep) if metrics is not None and hasattr(metrics, "model_states") else {}
     notes = list(dep.plan.notes) if dep.plan else []
     totals = metrics.totals(dep) if metrics is not None and hasattr(metrics, "totals") else {}
-    notices = dep.config.notices() if hasattr(dep.config, "notices") else []
+    notices = dep.config.notices()
     return {
         "id": dep.id,
         "name": dep.name,
         "kind": dep.kind,
         "project": dep.config.project,
-        "model": getattr(dep.config, "model", None),
+        "model": export_config(dep.config).get("model"),
         "models": [
             {
                 "name": m,
@@ -146,6 +146,8 @@ def deployment_record(dep: Deployment, public_base: str, metrics: Any = None) ->
                 "swaps": model_states.get(m, {}).get("swaps", 0),
                 "swap_seconds": model_states.get(m, {}).get("swap_seconds"),
                 "endpoint": f"{url}/{m}/v1",
+                "task": dep.model_tasks.get(m, "chat"),
+                "test_command": test_command(test_request(dep, api_base, model=m)),
             }
             for m in models
         ],

@@ -102,7 +102,7 @@ def preflight(config: Any, *, offline: bool | None = None) -> list[dict[str, str
 
     if config.kind == "llamacpp":
         add("model", check_gguf_reference(config.model, offline=offline))
-        for i, extra in enumerate(getattr(config, "additional_models", None) or []):
+        for i, extra in enumerate(config.additional_models):
             add(f"additional_models.{i}", check_gguf_reference(extra, offline=offline))
     elif config.kind == "llm":
         add("model", check_model_folder(config.model, offline=offline))

@@ -107,10 +107,12 @@ class Deployment:
         """Where the engine listens, while its process runs."""
         return self.listen if self.process is not None and self.status.live else None
 
+    model_tasks: dict[str, str] = field(default_factory=dict)  # served name -> chat/embed/rerank (the engine's word)
+
     @property
     def models(self) -> list[str]:
-        """Model names the engine serves."""
-        return list(self.plan.models) if self.plan else []
+        """Model names the engine serves (while it runs: its plan's; else what the config declares)."""
+        return list(self.plan.models) if self.plan else list(self.model_tasks)
 
     def to_stored(self) -> StoredDeployment:
         config = export_config(self.config, include_secrets=True)
@@ -351,6 +353,7 @@ class Supervisor:
         return Deployment(
             id=dep_id, config=config, route=route, work_dir=work_dir,
             log=LogBuffer(work_dir / "console.log"), api_key_hash=api_key_hash,
+            model_tasks=self.engine(config.kind).model_tasks(config),  # type: ignore[attr-defined]
         )
 
     def _check_unique(self, config: DeploymentBase, *, route: str | None = None, ignore: str | None = None) -> None:
@@ -667,12 +670,13 @@ class Supervisor:
     async def adapter(self, ref: str, action: str, name: str, path: str | None = None) -> Deployment:
         """Load ('add') or unload ('remove') a LoRA adapter on a running deployment; kept in its config."""
         dep = self.get(ref)
-        hook = getattr(self.engine(dep.kind), "adapter_calls", None)
-        if hook is None or not getattr(dep.config, "enable_lora", False):
+        hook = getattr(self.engine(dep.kind), "adapter_calls", None)  # engines with runtime LoRA have it
+        exported = export_config(dep.config)
+        if hook is None or not exported.get("enable_lora"):
             raise DeploymentError(f"deployment {dep.name!r} does not serve LoRA adapters (enable_lora is off)", 400)
-        if not dep.status.live or dep.status is Status.LOADING:
+        if not dep.status.serving:
             raise DeploymentError(f"deployment {dep.name!r} is {dep.status.value}; adapters change on a serving engine", 409)
-        modules = list(dep.config.lora_modules)  # type: ignore[attr-defined]
+        modules = list(exported.get("lora_modules") or [])
         names = [m.split("=", 1)[0] for m in modules]
         if action == "add":
             if not path:
@@ -695,6 +699,7 @@ class Supervisor:
             if dep.plan and name in dep.plan.models:
                 dep.plan.models.remove(name)
         dep.config = parse_config({**export_config(dep.config, include_secrets=True), "lora_modules": modules})
+        dep.model_tasks = self.engine(dep.kind).model_tasks(dep.config)  # type: ignore[attr-defined]
         self.store.save(dep.to_stored())
         return dep
 

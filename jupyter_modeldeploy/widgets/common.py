@@ -112,8 +112,9 @@ def status_timeline(history: list[dict[str, Any]], *, now: float | None = None, 
 
 
 def is_embedding(record: dict[str, Any]) -> bool:
-    """Whether a deployment serves embeddings (an embedding kind, or llama.cpp in embedding mode)."""
-    return record.get("kind") == "embedding" or bool((record.get("config") or {}).get("embedding"))
+    """Whether a deployment's first model serves embeddings, as the server says (`models[].task`)."""
+    models = record.get("models") or []
+    return bool(models) and models[0].get("task") == "embed"
 
 
 def model_names(record: dict[str, Any]) -> list[str]:

@@ -330,8 +330,10 @@ def _dep(kind: str = "llamacpp", **config: Any) -> Any:
     else:
         base["models"] = [{"served_name": "mini", "model": "/m/mini"}]
     parsed = parse_config({**base, **config})
-    models = ["mini"] if kind == "embedding" else []
-    return SimpleNamespace(kind=kind, name="smol", config=parsed, models=models)
+    from jupyter_modeldeploy.engines import get_engine
+
+    tasks = get_engine(kind).model_tasks(parsed)  # what the engine says each model does
+    return SimpleNamespace(kind=kind, name="smol", config=parsed, models=list(tasks), model_tasks=tasks)
 
 
 def test_one_test_command_builder_with_the_key_in_hand() -> None:
@@ -352,6 +354,11 @@ def test_one_test_command_builder_with_the_key_in_hand() -> None:
     assert public["key_source"] == "public" and "Authorization" not in public["command"]
     emb = server_records.test_request(_dep("embedding"), api, prompt="text")
     assert emb["url"] == f"{api}/embeddings" and emb["body"] == {"model": "mini", "input": ["text"]}
+    in_embedding_mode = server_records.test_request(_dep(embedding=True), api)
+    assert in_embedding_mode["url"] == f"{api}/embeddings" and in_embedding_mode["body"]["model"] == "smol"
+    rerank = server_records.test_request(
+        _dep("embedding", models=[{"served_name": "ce", "model": "/m/ce", "task": "rerank"}]), api, prompt="q")
+    assert rerank["url"] == f"{api}/rerank" and rerank["body"]["query"] == "q" and rerank["body"]["model"] == "ce"
 
 
 def test_answers_are_summarised() -> None:
