@@ -11,6 +11,7 @@ from typing import Any
 from ..config import export_config
 from ..engines import EngineSettings
 from ..supervisor import Deployment
+from .schemas import DeploymentRecord
 
 API_KEY_PLACEHOLDER = "$MODELDEPLOY_API_KEY"
 
@@ -123,7 +124,11 @@ def allowed_actions(dep: Deployment) -> list[str]:
 
 
 def deployment_record(dep: Deployment, public_base: str, metrics: Any = None) -> dict[str, Any]:
-    """Everything a client shows about a deployment; never a secret."""
+    """Everything a client shows about a deployment; never a secret (shaped by `schemas.DeploymentRecord`)."""
+    return DeploymentRecord.model_validate(_record_fields(dep, public_base, metrics)).model_dump(mode="json")
+
+
+def _record_fields(dep: Deployment, public_base: str, metrics: Any) -> dict[str, Any]:
     url = endpoint_url(public_base, dep.route)
     api_base = f"{url}/v1"
     now = time.time()

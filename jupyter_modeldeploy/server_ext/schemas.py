@@ -7,7 +7,7 @@ configurations have their own models in `config/`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -171,10 +171,87 @@ class DryRunPlan(ResponseBody):
     models: list[str]
 
 
+StatusName = Literal["stopped", "loading", "active", "idle", "unhealthy", "sleeping", "waking", "stopping", "failed"]
+ActionName = Literal["stop", "relaunch", "clone", "export", "delete", "logs"]
+
+
+class TestRequest(ResponseBody):
+    """The request that tries a deployment's model."""
+
+    url: str
+    body: dict[str, Any]
+    needs_key: bool
+
+
+class ServedModel(ResponseBody):
+    """One model a deployment serves, and its state in the memory manager."""
+
+    name: str
+    state: Literal["on_device", "offloaded", "on_disk", "loading"] | None
+    swaps: int = 0
+    swap_seconds: float | None = None
+    endpoint: str = Field(description="this model's own API base (the model segment in the URL)")
+    task: Literal["chat", "embed", "rerank"] = Field(description="what the model does, as its engine says")
+    test_command: str = Field(description="a curl command for this model (the key read from $MODELDEPLOY_API_KEY)")
+
+
+class StatusChange(ResponseBody):
+    """One entry of a deployment's status history."""
+
+    status: StatusName
+    at: float
+    reason: str | None = None
+
+
+class EngineFacts(ResponseBody):
+    """The engine program a deployment runs, and the engine's notes on this launch."""
+
+    program: str | None
+    notes: list[str]
+
+
+class DeploymentRecord(ResponseBody):
+    """A deployment as every view shows it: derived once, here; never a secret."""
+
+    id: str
+    name: str
+    kind: str
+    project: str
+    model: str | None
+    models: list[ServedModel]
+    status: StatusName
+    live: bool = Field(description="holds its name and route as a running deployment (not stopped or failed)")
+    serving: bool = Field(description="answers requests now or after a wake-up")
+    actions: list[ActionName] = Field(description="what a user may do with it now")
+    status_reason: str | None
+    status_summary: str | None = Field(description="the reason in one line")
+    status_details: list[str] = Field(description="the raw engine lines behind the summary")
+    status_history: list[StatusChange]
+    created_at: float
+    started_at: float | None
+    stopped_at: float | None
+    last_activity_at: float | None
+    idle_for_s: float
+    requests_in_flight: int
+    requests_total: int
+    exit_code: int | None
+    pid: int | None
+    route: str
+    endpoint_url: str
+    api_base: str
+    test_request: TestRequest
+    test_command: str
+    public: bool
+    has_api_key: bool
+    engine: EngineFacts
+    notices: list[str]
+    config: dict[str, Any] = Field(description="the exported configuration, secrets left out")
+
+
 #: The bodies that docs/openapi.yaml takes from these models (scripts/gen_openapi.py).
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (CloneRequest, AdapterRequest, TokenRequest)
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
-    Error, StatusResponse, Token, TokenCreated, TokenList, ValidateResponse, DryRunPlan,
+    Error, StatusResponse, Token, TokenCreated, TokenList, ValidateResponse, DryRunPlan, DeploymentRecord,
 )
 
 

@@ -21,7 +21,7 @@ export interface IDeployment {
   kind: string;
   project: string;
   model: string | null;
-  models: { name: string; state: string | null; endpoint: string }[];
+  models: { name: string; state: string | null; endpoint: string; task: 'chat' | 'embed' | 'rerank'; test_command: string }[];
   status: Status;
   /** Holds its name and route as a running deployment (not stopped or failed). */
   live: boolean;
@@ -39,6 +39,7 @@ export interface IDeployment {
   last_activity_at: number | null;
   idle_for_s: number;
   requests_in_flight: number;
+  requests_total: number;
   exit_code: number | null;
   route: string;
   endpoint_url: string;
