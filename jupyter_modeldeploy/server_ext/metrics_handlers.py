@@ -12,6 +12,7 @@ from tornado import web
 from ..metrics.hub import MetricsHub
 from ..supervisor import DeploymentError
 from .handlers import BaseHandler
+from .schemas import DeploymentMetrics, HostMetrics
 
 
 def _since(handler: APIHandler) -> float | None:
@@ -40,7 +41,7 @@ class DeploymentMetricsHandler(MetricsBase):
         except DeploymentError as exc:
             self.fail(exc.status, str(exc))
             return
-        self.write_json(self.hub.deployment_json(dep, _since(self)))
+        self.write_json(DeploymentMetrics.model_validate(self.hub.deployment_json(dep, _since(self))).model_dump())
 
 
 class HostMetricsHandler(MetricsBase):
@@ -48,7 +49,7 @@ class HostMetricsHandler(MetricsBase):
 
     @web.authenticated
     async def get(self) -> None:
-        self.write_json(self.hub.host_json(_since(self)))
+        self.write_json(HostMetrics.model_validate(self.hub.host_json(_since(self))).model_dump())
 
 
 class PrometheusHandler(MetricsBase):

@@ -248,10 +248,52 @@ class DeploymentRecord(ResponseBody):
     config: dict[str, Any] = Field(description="the exported configuration, secrets left out")
 
 
+class RequestTotals(ResponseBody):
+    """Requests and tokens counted by the gateway since the server started."""
+
+    requests: int
+    by_status: dict[str, int] = Field(description="requests per HTTP status")
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class DeploymentMetrics(ResponseBody):
+    """GET /deployments/{ref}/metrics: chart series since a time, and totals."""
+
+    t: list[float] = Field(description="sample times (Unix seconds)")
+    series: dict[str, list[float | None]] = Field(description="one value per sample time, per series name")
+    totals: RequestTotals
+    models: dict[str, RequestTotals] = Field(description="totals per served model (`other`: unknown names)")
+    in_flight: int
+    engine: dict[str, float] = Field(description="the engine's own charted metrics, latest values")
+    model_states: dict[str, dict[str, Any]] = Field(description="per model: state, swaps, swap time")
+    interval_s: float
+
+
+class GpuSeries(ResponseBody):
+    """One GPU's series."""
+
+    index: int
+    name: str
+    t: list[float]
+    series: dict[str, list[float | None]]
+
+
+class HostMetrics(ResponseBody):
+    """GET /host/metrics: the host's series, and each GPU's (none without a GPU)."""
+
+    t: list[float]
+    series: dict[str, list[float | None]]
+    gpus: list[GpuSeries]
+    gpu_available: bool
+    interval_s: float
+
+
 #: The bodies that docs/openapi.yaml takes from these models (scripts/gen_openapi.py).
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (CloneRequest, AdapterRequest, TokenRequest)
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Error, StatusResponse, Token, TokenCreated, TokenList, ValidateResponse, DryRunPlan, DeploymentRecord,
+    DeploymentMetrics, HostMetrics,
 )
 
 
