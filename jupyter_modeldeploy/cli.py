@@ -10,27 +10,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import formats
 from .client import ModelDeployClient, ModelDeployError
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:
-    """`field=value` pairs; a value is JSON when it parses as JSON, else a string.
-
-    Dotted fields (`models.0.pooling=cls`) are not supported: use a JSON file for nested values.
-    """
-    result: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ModelDeployError(f"expected field=value, got {item!r}")
-        key, value = item.split("=", 1)
-        key = key.strip()
-        if not key:
-            raise ModelDeployError(f"empty field name in {item!r}")
-        try:
-            result[key] = json.loads(value)
-        except ValueError:
-            result[key] = value
-    return result
+    """`field=value` pairs (dotted fields nest: `models.0.pooling=cls` is not a list index, use a JSON file)."""
+    try:
+        return formats.parse_assignments(items)
+    except formats.AssignmentError as exc:
+        raise ModelDeployError(str(exc)) from None
 
 
 def _print_json(data: Any) -> None:
@@ -38,21 +27,14 @@ def _print_json(data: Any) -> None:
 
 
 def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    return f"{seconds // 3600}h"
+    return "-" if seconds is None else formats.format_duration(seconds)
 
 
 def _table(records: list[dict[str, Any]]) -> str:
     rows = [("ID", "NAME", "KIND", "STATUS", "IDLE", "MODEL", "ENDPOINT")]
     for r in records:
         model = r.get("model") or ",".join(m["name"] for m in r.get("models", []))
-        idle = _age(r.get("idle_for_s")) if r["status"] in ("active", "idle") else "-"
+        idle = _age(r.get("idle_for_s")) if r.get("serving") else "-"
         rows.append((r["id"], r["name"], r["kind"], r["status"], idle, str(model)[-40:], r["api_base"]))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)

@@ -18,6 +18,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from . import formats
 from .client import ModelDeployClient, ModelDeployError
 
 COMMANDS = ("list", "stop", "logs", "export", "dashboard", "form", "get", "wait", "delete", "relaunch", "help")
@@ -30,27 +31,12 @@ class DeployMagicError(Exception):
         return [f"%deploy: {self}"]
 
 
-def parse_value(text: str) -> Any:
-    """`field=value` values: JSON when they parse (numbers, true, [0,1], {...}), else the string."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
 def parse_assignments(tokens: list[str]) -> dict[str, Any]:
-    """`a=1 b=x c.d=2` -> `{"a": 1, "b": "x", "c": {"d": 2}}`; raises on a token without `=`."""
-    result: dict[str, Any] = {}
-    for token in tokens:
-        key, sep, value = token.partition("=")
-        if not sep or not key:
-            raise DeployMagicError(f"expected field=value, got {token!r}")
-        target = result
-        parts = key.split(".")
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-        target[parts[-1]] = parse_value(value)
-    return result
+    """`a=1 b=x c.d=2` -> `{"a": 1, "b": "x", "c": {"d": 2}}` (the CLI reads them the same way)."""
+    try:
+        return formats.parse_assignments(tokens)
+    except formats.AssignmentError as exc:
+        raise DeployMagicError(str(exc)) from None
 
 
 def load_config_text(text: str, source: str = "configuration") -> dict[str, Any]:
@@ -265,7 +251,7 @@ class DeployMagic:
         print(__doc__)
 
     def cmd_list(self, rest: list[str]) -> None:
-        from .widgets.common import format_duration
+        from .formats import format_duration
 
         records = self.client.list()
         if not records:
@@ -273,7 +259,7 @@ class DeployMagic:
             return
         rows = [("NAME", "ID", "KIND", "STATUS", "IDLE", "API BASE")]
         for r in records:
-            idle = format_duration(r.get("idle_for_s")) if r.get("status") in ("active", "idle") else "-"
+            idle = format_duration(r.get("idle_for_s")) if r.get("serving") else "-"
             rows.append((r["name"], r["id"], r["kind"], r["status"], idle, r.get("api_base", "")))
         widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
         for row in rows:

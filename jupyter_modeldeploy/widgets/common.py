@@ -11,6 +11,8 @@ from typing import Any
 
 import ipywidgets as W
 
+from ..formats import format_duration  # noqa: F401 - re-exported for the views
+
 #: Each status's colour as a JupyterLab theme variable: the Lab panel's stylesheet uses the
 #: same variables (a test checks it), so panel, widgets and Voilà agree in light and dark themes.
 STATUS_VARS = {
@@ -39,18 +41,6 @@ def status_badge(status: str | None) -> str:
     )
 
 
-def format_duration(seconds: float | None) -> str:
-    """`12 s`, `3 min 4 s`, `2 h 5 min`; an em dash for None."""
-    if seconds is None:
-        return "—"
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
-    if seconds < 86400:
-        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
-    return f"{int(seconds // 86400)} d {int(seconds % 86400 // 3600)} h"
 
 
 def download_link(data: Any, filename: str, label: str | None = None) -> str:

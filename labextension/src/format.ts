@@ -1,17 +1,19 @@
-/** "12 s", "4 min", "2 h 5 min". */
+/** "12 s", "3 min 4 s", "2 h 5 min", "1 d 3 h": as the widgets and the CLI write them (formats.py). */
 export function formatDuration(seconds: number): string {
   if (!isFinite(seconds) || seconds < 0) {
     return '';
   }
   if (seconds < 60) {
-    return `${Math.floor(seconds)} s`;
+    return `${Math.round(seconds)} s`;
   }
-  const minutes = Math.floor(seconds / 60);
-  if (minutes < 60) {
-    return `${minutes} min`;
+  const whole = Math.floor(seconds);
+  if (whole < 3600) {
+    return `${Math.floor(whole / 60)} min ${whole % 60} s`;
   }
-  const hours = Math.floor(minutes / 60);
-  return `${hours} h ${minutes % 60} min`;
+  if (whole < 86400) {
+    return `${Math.floor(whole / 3600)} h ${Math.floor((whole % 3600) / 60)} min`;
+  }
+  return `${Math.floor(whole / 86400)} d ${Math.floor((whole % 86400) / 3600)} h`;
 }
 
 /** The last part of a model path or repo id, which is what a list has room for. */

@@ -11,12 +11,12 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from jupyter_modeldeploy.client import ModelDeployError
 from jupyter_modeldeploy.config import export_config, parse_config
+from jupyter_modeldeploy.formats import parse_value
 from jupyter_modeldeploy.magics import (
     DeployMagicError,
     DeploymentHandle,
     load_config_text,
     parse_assignments,
-    parse_value,
     register,
 )
 

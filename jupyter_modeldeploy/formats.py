@@ -1,0 +1,57 @@
+"""How the command line, `%deploy` and the widgets read `field=value` and write durations: one way each.
+
+No imports of the package: every view may use it (the Lab panel's `format.ts` writes durations
+the same way).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class AssignmentError(ValueError):
+    """A `field=value` token that is not one; the message names it."""
+
+
+def parse_value(text: str) -> Any:
+    """A value: JSON when it parses (numbers, true, [0,1], {...}), else the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_assignments(tokens: list[str]) -> dict[str, Any]:
+    """`a=1 b=x c.d=2` -> `{"a": 1, "b": "x", "c": {"d": 2}}`; AssignmentError on a token without `field=`."""
+    result: dict[str, Any] = {}
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        key = key.strip()
+        if not sep:
+            raise AssignmentError(f"expected field=value, got {token!r}")
+        if not key or any(not part for part in key.split(".")):
+            raise AssignmentError(f"empty field name in {token!r}")
+        target = result
+        parts = key.split(".")
+        for part in parts[:-1]:
+            nested = target.setdefault(part, {})
+            if not isinstance(nested, dict):
+                raise AssignmentError(f"{part!r} is set to a value and also used as a group in {token!r}")
+            target = nested
+        target[parts[-1]] = parse_value(value)
+    return result
+
+
+def format_duration(seconds: float | None) -> str:
+    """`12 s`, `3 min 4 s`, `2 h 5 min`, `1 d 3 h`; an em dash for None."""
+    if seconds is None:
+        return "—"
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+    return f"{int(seconds // 86400)} d {int(seconds % 86400 // 3600)} h"

@@ -1,0 +1,44 @@
+"""One `field=value` reader and one duration format for the CLI, `%deploy`, the widgets and the Lab panel."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from jupyter_modeldeploy import cli, formats, magics
+from jupyter_modeldeploy.client import ModelDeployError
+
+
+def test_assignments_nest_and_read_json() -> None:
+    assert formats.parse_assignments(["a=1", "b=x", "c.d=2", "e=[0,1]", "f="]) == {
+        "a": 1, "b": "x", "c": {"d": 2}, "e": [0, 1], "f": ""}
+    for bad in (["novalue"], ["=1"], ["a..b=1"], ["a=1", "a.b=2"]):
+        with pytest.raises(formats.AssignmentError):
+            formats.parse_assignments(bad)
+
+
+def test_cli_and_magic_read_assignments_alike() -> None:
+    tokens = ["parallel=4", "gpus=[0,1]", "env.A=1", "name=x"]
+    assert cli.parse_assignments(tokens) == magics.parse_assignments(tokens) == formats.parse_assignments(tokens)
+    with pytest.raises(ModelDeployError):
+        cli.parse_assignments(["oops"])
+    with pytest.raises(magics.DeployMagicError):
+        magics.parse_assignments(["oops"])
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0, "0 s"), (12.4, "12 s"), (184, "3 min 4 s"), (7500, "2 h 5 min"), (97200, "1 d 3 h"), (None, "—"),
+])
+def test_durations(seconds: float | None, text: str) -> None:
+    assert formats.format_duration(seconds) == text
+
+
+def test_the_lab_panel_writes_durations_the_same_way() -> None:
+    """format.ts follows the same thresholds and units (checked on its source)."""
+    source = (Path(__file__).resolve().parents[2] / "labextension" / "src" / "format.ts").read_text()
+    body = source[source.index("export function formatDuration"):source.index("/** The last part")]
+    assert re.findall(r"< (\d+)\) \{", body) == ["0", "60", "3600", "86400"]
+    for unit in ("} s`", "} min ${", "} h ${", "} d ${"):
+        assert unit in body, unit
