@@ -12,6 +12,7 @@ from typing import Any
 
 from . import formats
 from .client import ModelDeployClient, ModelDeployError
+from .config import describe_errors
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:
@@ -63,11 +64,9 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _explain(exc: ModelDeployError) -> str:
-    lines = [f"error: {exc}"]
-    for err in exc.errors:
-        allowed = f" (allowed: {', '.join(map(str, err['allowed']))})" if err.get("allowed") else ""
-        lines.append(f"  {err['field']}: {err['message']}{allowed}")
-    return "\n".join(lines)
+    if not exc.errors:
+        return f"error: {exc}"
+    return f"error: {exc}\n  " + describe_errors(exc.errors, separator="\n  ")
 
 
 def cmd_launch(client: ModelDeployClient, args: argparse.Namespace) -> int:

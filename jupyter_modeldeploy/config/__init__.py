@@ -30,12 +30,22 @@ KINDS: tuple[str, ...] = tuple(CONFIG_CLASSES)
 _adapter: TypeAdapter[DeploymentBase] = TypeAdapter(DeploymentConfig)
 
 
+def describe_errors(errors: list[dict[str, Any]], separator: str = "; ") -> str:
+    """Field errors (`{field, message, allowed?}`) in words: the one way every layer writes them."""
+    parts = []
+    for error in errors:
+        allowed = error.get("allowed")
+        suffix = f" (allowed: {', '.join(map(str, allowed))})" if allowed else ""
+        parts.append(f"{error['field']}: {error['message']}{suffix}")
+    return separator.join(parts)
+
+
 class ConfigError(ValueError):
     """A configuration that does not validate; `errors` name each field path and problem."""
 
     def __init__(self, errors: list[dict[str, Any]]):
         self.errors = errors
-        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+        super().__init__(describe_errors(errors))
 
 
 def _typed(value: str) -> Any:
@@ -172,6 +182,7 @@ __all__ = [
     "all_schemas",
     "clone_config",
     "config_schema",
+    "describe_errors",
     "export_config",
     "field_errors",
     "parse_config",

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..config import field_errors
+from ..config import describe_errors, field_errors
 from .jsonbody import BodyError
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -306,5 +306,5 @@ def parse_body(model: type[Model], data: Any) -> Model:
         return model.model_validate(data)
     except ValidationError as exc:
         errors = field_errors(exc)
-        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        summary = describe_errors(errors)
         raise BodyError(422, f"invalid request: {summary}", errors) from None
