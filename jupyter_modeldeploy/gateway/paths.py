@@ -33,6 +33,14 @@ def _describe(char: str) -> str:
     return repr(char)
 
 
+def _escape_at(raw: str, i: int, where: str) -> str:
+    """The two hex digits of the percent-escape at `raw[i]`, or PathError for a malformed one."""
+    pair = raw[i + 1 : i + 3]
+    if len(pair) != 2 or not set(pair) <= HEX:
+        raise PathError(f"malformed percent-escape {raw[i:i + 3]!r} in the {where}")
+    return pair
+
+
 def normalise_path(raw: str) -> str:
     """The path in its one normal form (starting with '/'), or PathError naming the problem."""
     if not raw:
@@ -44,9 +52,7 @@ def normalise_path(raw: str) -> str:
     while i < len(raw):
         char = raw[i]
         if char == "%":
-            pair = raw[i + 1 : i + 3]
-            if len(pair) != 2 or not set(pair) <= HEX:
-                raise PathError(f"malformed percent-escape {raw[i:i + 3]!r} in the path")
+            pair = _escape_at(raw, i, "path")
             decoded = chr(int(pair, 16))
             if decoded not in UNRESERVED:
                 raise PathError(f"the escape %{pair.upper()} ({_describe(decoded)}) is not allowed in a path")
@@ -78,9 +84,7 @@ def check_query(raw: str) -> str:
     while i < len(raw):
         char = raw[i]
         if char == "%":
-            pair = raw[i + 1 : i + 3]
-            if len(pair) != 2 or not set(pair) <= HEX:
-                raise PathError(f"malformed percent-escape {raw[i:i + 3]!r} in the query")
+            _escape_at(raw, i, "query")
             i += 3
             continue
         if char not in QUERY_CHARS:
