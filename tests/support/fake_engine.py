@@ -148,6 +148,10 @@ class FakeEngine:
     sleep_mode: bool = False
     extra_args: list[str] = field(default_factory=list)
 
+    def model_tasks(self, config):  # type: ignore[no-untyped-def]
+        """One chat model, served under the deployment's name."""
+        return {config.name: "chat"}
+
     def plan(self, config, ctx):  # type: ignore[no-untyped-def]
         from jupyter_modeldeploy.engines import EngineAddress, LaunchPlan, routes
         from jupyter_modeldeploy.engines.base import EngineCall
