@@ -108,3 +108,53 @@ def test_status_notes_say_what_the_cpu_build_does(jupyter_server: JupyterProcess
     if Path("/proc/driver/nvidia/version").exists():
         pytest.skip("GPU host: the CPU notes do not apply")
     assert any("CPU build" in note for note in record["engine"]["notes"])
+
+
+def _engine(jupyter_server: JupyterProcess, record: dict) -> httpx.Client:
+    """vLLM itself, on its Unix socket, with its private key (what only the server has)."""
+    work = jupyter_server.state_dir / "deployments" / record["id"]
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(work / "engine.sock")), base_url="http://engine",
+                        headers={"Authorization": f"Bearer {(work / 'engine.key').read_text().strip()}"}, timeout=300)
+
+
+def _events(body: bytes) -> list[dict]:
+    import json
+
+    return [json.loads(line[6:]) for line in body.splitlines() if line.startswith(b"data: ") and line[6:] != b"[DONE]"]
+
+
+def test_a_stream_is_the_engines_own_and_usage_is_counted(jupyter_server: JupyterProcess, llm_deployment: dict) -> None:
+    """The gateway asks vLLM for usage the client did not ask for, and removes exactly that one event."""
+    body = {"model": "vllm-smol", "messages": [{"role": "user", "content": "Say a word"}], "max_tokens": 5,
+            "temperature": 0, "seed": 1, "stream": True}
+    with _engine(jupyter_server, llm_deployment) as engine:
+        direct = _events(engine.post("/v1/chat/completions", json=body).content)
+    rest = jupyter_server.client()
+    before = rest.metrics(llm_deployment["id"])["totals"]
+    via = httpx.post(llm_deployment["api_base"] + "/chat/completions", json=body,
+                     headers={"Authorization": f"Bearer {KEY}"}, timeout=300)
+    events = _events(via.content)
+    strip = {"id", "created"}
+    assert [{k: v for k, v in e.items() if k not in strip} for e in events] == \
+           [{k: v for k, v in e.items() if k not in strip} for e in direct]
+    assert all("usage" not in e or e["usage"] is None for e in events)  # the injected event is not passed on
+    deadline = time.monotonic() + 20
+    while (after := rest.metrics(llm_deployment["id"])["totals"])["requests"] == before["requests"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert after["completion_tokens"] - before["completion_tokens"] == 5
+
+
+def test_dev_mode_and_control_routes_are_closed(jupyter_server: JupyterProcess, llm_deployment: dict) -> None:
+    base = llm_deployment["api_base"].removesuffix("/v1")
+    auth = {"Authorization": f"Bearer {KEY}"}
+    for path in ("/sleep", "/wake_up", "/collective_rpc", "/v1/load_lora_adapter", "/reset_prefix_cache", "/metrics"):
+        assert httpx.post(base + path, headers=auth, json={}).status_code in (404, 405), path
+    work = jupyter_server.state_dir / "deployments" / llm_deployment["id"]
+    assert (work / "engine.sock").exists()
+    import psutil
+
+    reaper = psutil.Process(llm_deployment["pid"])
+    listening = [c for p in [reaper, *reaper.children(recursive=True)] for c in p.net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN]
+    assert listening == [], listening  # no TCP port: only the server reaches vLLM
