@@ -205,7 +205,8 @@ class Supervisor:
             if dep.status.live:
                 # Its engine died with the previous server (reaper + parent-death signal).
                 dep.status = Status.STOPPED
-                self._record(dep, Status.STOPPED, "the Jupyter server restarted; relaunch to serve again")
+                dep.status_reason = "the Jupyter server restarted; relaunch to serve again"
+                self._record(dep, Status.STOPPED, dep.status_reason)
                 dep.stopped_at = time.time()
                 self.store.save(dep.to_stored())
             self.deployments[dep.id] = dep

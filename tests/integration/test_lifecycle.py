@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -158,3 +159,32 @@ def _parent(pid: int) -> int:
             return int(f.read().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return -1
+
+
+async def test_an_engine_that_dies_asleep_fails(running: list[Supervisor], tmp_path: Path) -> None:
+    supervisor, dep = await launch(running, tmp_path, FakeEngine(sleep_mode=True), cpu_offload=True,
+                                   idle_time_limit_hours=0.0003)
+    assert await supervisor.wait_for(dep, {Status.SLEEPING}, 15)
+    await engine_get(supervisor, dep, "/fake/crash?code=9", "POST")
+    assert await supervisor.wait_for(dep, {Status.FAILED}, 10)
+    assert "exited with code 9" in (dep.status_reason or "")
+    await supervisor.ensure_ready(dep)  # a request for a failed deployment changes nothing
+    assert dep.status is Status.FAILED
+
+
+async def test_the_store_keeps_every_state_and_a_restart_lists_them_stopped(running: list[Supervisor],
+                                                                          tmp_path: Path) -> None:
+    supervisor, dep = await launch(running, tmp_path, FakeEngine(sleep_mode=True), cpu_offload=True,
+                                   idle_time_limit_hours=0.0003)
+    assert await supervisor.wait_for(dep, {Status.SLEEPING}, 15)
+    assert {row.id: row for row in supervisor.store.load_all()}[dep.id].status == "sleeping"
+    # The store as a server that died now would leave it, read by the next server.
+    after = tmp_path / "after"
+    (after / "state").mkdir(parents=True)
+    with sqlite3.connect(supervisor.store.path) as source, sqlite3.connect(after / "state" / "deployments.sqlite") as copy:
+        source.backup(copy)  # the file with its write-ahead log, as one consistent database
+    again = make_supervisor(after, FakeEngine())
+    again.load()
+    restored = again.deployments[dep.id]
+    assert restored.status is Status.STOPPED and "restarted" in (restored.status_reason or "")
+    again.store.close()
