@@ -7,7 +7,7 @@ import React from 'react';
 
 import { ApiError, IDeployment, JSONSchema, ModelDeployClient } from './api';
 import { makeGroupedTemplate } from './groups';
-import { cleanFormData, prepareSchema, toErrorSchema } from './schema';
+import { cleanFormData, prepareSchema, toErrorSchema, toFormValues } from './schema';
 
 // `password` is an annotation for the form, not a format to check.
 const validator = customizeValidator<ReadonlyJSONObject>({ customFormats: { password: () => true } });
@@ -71,7 +71,12 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
     let current = true;
     setPrepared(null);
     loadSchema(props.client, kind)
-      .then(p => current && setPrepared(p))
+      .then(p => {
+        if (current) {
+          setFormData(data => toFormValues(data, p.schema));
+          setPrepared(p);
+        }
+      })
       .catch(err => current && setMessage({ kind: 'error', text: `Cannot load the form for "${kind}": ${err.message}` }));
     return () => {
       current = false;
@@ -109,7 +114,7 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
       setMessage({ kind: 'error', text: `${file.name}: unknown kind "${importedKind}" (allowed: ${props.kinds.join(', ')})` });
       return;
     }
-    setFormData({ ...config });
+    setFormData(prepared && prepared.kind === importedKind ? toFormValues({ ...config }, prepared.schema) : { ...config });
     setKind(importedKind);
     setMessage({ kind: 'info', text: `Imported ${file.name}: review the options, then launch.` });
   };
@@ -118,7 +123,7 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
     setBusy(true);
     setMessage(null);
     setExtraErrors(undefined);
-    const config = { ...cleanFormData(formData), kind };
+    const config = { ...cleanFormData(formData, prepared?.schema), kind };
     try {
       // The server's checks first (model path, GGUF file, hub repo): a launch that cannot
       // start keeps the form open with the error at its field, and no "Launching" toast.

@@ -196,6 +196,11 @@ def test_form_groups_and_server_errors_at_the_field(page: Any, artifacts_dir: Pa
     assert field(page, "project").input_value() == "default"
     assert field(page, "ctx_size").input_value() == "4096"
     assert field(page, "api_key").get_attribute("type") == "password"
+    # GPUs: one text box holding "auto" (not a selector, a label and a box all saying it).
+    assert field(page, "gpus").input_value() == "auto"
+    assert form(page).locator('[id^="jp-ModelDeploy-llamacpp_gpus"]').count() == 1
+    # Headings are words: no Python class names.
+    assert "EmbeddingModelEntry" not in form(page).inner_text() and "Config" not in form(page).inner_text()
     field(page, "name").fill("not a valid name!")
     field(page, "model").fill("models/whatever.gguf")
     launch_from_form(page)

@@ -280,6 +280,9 @@ def test_failure_reason_is_one_line_first_raw_lines_behind_a_toggle() -> None:
     assert details[0] == "llama_model_loader: loaded meta data" and len(details) == 4
     assert server_records.reason_parts("stopped by the user") == ("stopped by the user", [])
     assert server_records.reason_parts(None) == (None, [])
+    llama = "the engine exited with code 1 while loading:\n0.00.011.456 E gguf_init_from_reader: failed to read header"
+    assert server_records.reason_parts(llama)[0] == (
+        "the engine exited with code 1 while loading: gguf_init_from_reader: failed to read header")
     failed = record(status="failed", status_reason=reason, status_summary=summary, status_details=details)
     dash = Dashboard("smol", FakeClient([failed]), autostart=False)
     head, _, toggle = dash.reason.value.partition("<details")
