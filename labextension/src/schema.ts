@@ -26,6 +26,8 @@ export function prepareSchema(raw: JSONSchema): { schema: JSONSchema; uiSchema: 
     if (ref && ref.startsWith('#/$defs/')) {
       const def = schema.$defs?.[ref.slice('#/$defs/'.length)];
       if (def) {
+        // Each item is headed by the list's own title in the singular ("Models" -> "Model").
+        def.title = String(prop.title ?? name).replace(/s$/, '');
         const itemUi: UiSchema = {};
         simplifyProperties(def, itemUi);
         uiSchema[name] = { ...(uiSchema[name] ?? {}), items: itemUi };

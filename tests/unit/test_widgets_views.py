@@ -462,7 +462,8 @@ def test_launch_form_stops_a_launch_that_cannot_start(tmp_path: Any) -> None:
     form.form.fields["name"].value = "smol2"
     form.form.fields["model"].value = str(tmp_path / "missing.gguf")
     assert form.launch() is None and client.launched == [] and launched == []
-    assert "no file" in form.form.fields["model"].error.value and "cannot start" in form.form.message.value
+    assert "no file" in form.form.fields["model"].error.value and "cannot start" in form.result.value
+    assert form.form.fields["kind"].container.layout.display == "none"  # the kind has its selector
     not_gguf = tmp_path / "readme.gguf"
     not_gguf.write_text("hello")
     form.form.fields["model"].value = str(not_gguf)
