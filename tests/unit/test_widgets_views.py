@@ -557,3 +557,17 @@ def test_status_colours_are_the_lab_panels() -> None:
         colours = re.findall(r"var\((--jp-[\w-]+)\)", rule.group(1))
         assert colours[-1] == variable, (status, colours)
         assert f"var({variable}" in status_badge(status)
+
+
+def test_cli_status_prints_the_servers_test_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from jupyter_modeldeploy.cli import build_parser, cmd_status
+
+    client = FakeClient()
+    cmd_status(client, build_parser().parse_args(["status", "smol"]))
+    out = capsys.readouterr().out
+    assert "test: curl -s" in out and "$MODELDEPLOY_API_KEY" in out
+    assert "export MODELDEPLOY_API_KEY=" in out and "--new-key" in out  # what to do without a key
+    cmd_status(client, build_parser().parse_args(["status", "smol", "--new-key"]))
+    out = capsys.readouterr().out
+    assert "new key t-1 (shown once): md-secretsecretsecret" in out
+    assert "Bearer md-secretsecretsecret" in out and "no key in hand" not in out
