@@ -186,8 +186,14 @@ def test_panel_and_commands(page: Any, artifacts_dir: Path) -> None:
     shot(page, artifacts_dir, "empty")
 
 
-def test_form_groups_and_server_errors_at_the_field(page: Any, artifacts_dir: Path) -> None:
-    open_form(page, "llamacpp")
+def test_form_groups_and_server_errors_at_the_field(page: Any, smollm2_gguf: Path, artifacts_dir: Path) -> None:
+    open_panel(page)
+    page.click(f'{PANEL} [data-action="launch-new"]')
+    form(page).locator(".jp-ModelDeploy-group").first.wait_for()
+    # Launch New opens on a kind that runs here, with the bundled model (nothing launched yet).
+    assert form(page).locator(".jp-ModelDeploy-kind").input_value() == "llamacpp"
+    assert field(page, "model").input_value() == str(smollm2_gguf)
+    form(page).locator('.jp-ModelDeploy-group[data-group="Model"]').wait_for()
     groups = form(page).locator(".jp-ModelDeploy-group > summary").all_inner_texts()
     # Groups as OPTIONS.md names them, in the server's x-group-order.
     assert groups == ["Instance", "Model", "Sampling defaults", "Context", "YaRN", "Performance", "GPUs",
@@ -501,9 +507,15 @@ def test_relaunch_and_dark_theme(page: Any, artifacts_dir: Path) -> None:
     )
     channels = [int(c) for c in re.findall(r"\d+", background)[:3]]
     assert sum(channels) < 3 * 100, background
+    # The Voilà dashboard tab follows: it reloads in Voilà's dark theme, and back.
+    voila = page.locator(".jp-ModelDeploy-voila iframe")
+    if voila.count():
+        wait_until(lambda: "theme=dark" in (voila.first.get_attribute("src") or ""), 20, "the dashboard turns dark")
     shot(page, artifacts_dir, "dark")
     page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
     page.wait_for_selector('body[data-jp-theme-light="true"]', state="attached", timeout=30_000)
+    if voila.count():
+        wait_until(lambda: "theme=light" in (voila.first.get_attribute("src") or ""), 20, "the dashboard turns light")
 
 
 def test_no_errors_in_the_browser_console(page: Any, console: list[str]) -> None:
