@@ -1,5 +1,5 @@
 import { ReactWidget } from '@jupyterlab/apputils';
-import { FormComponent } from '@jupyterlab/ui-components';
+import { caretDownEmptyIcon, FormComponent } from '@jupyterlab/ui-components';
 import type { ReadonlyJSONObject } from '@lumino/coreutils';
 import type { IChangeEvent } from '@rjsf/core';
 import { customizeValidator } from '@rjsf/validator-ajv8';
@@ -29,6 +29,13 @@ interface IPrepared {
   uiSchema: Record<string, any>;
   template: ReturnType<typeof makeGroupedTemplate>;
 }
+
+/** How the kind selector names each kind (the notebook form's `KIND_LABELS` say the same). */
+const KIND_LABELS: Record<string, string> = {
+  llamacpp: 'llama.cpp (GGUF models)',
+  llm: 'vLLM (Hugging Face models)',
+  embedding: 'Embeddings (sentence-transformers)'
+};
 
 const schemaCache = new Map<string, Promise<IPrepared>>();
 
@@ -146,19 +153,19 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
   return (
     <div className="jp-ModelDeploy-launch">
       <div className="jp-ModelDeploy-launchHeader">
-        <label>
-          Kind{' '}
-          <select
-            className="jp-mod-styled jp-ModelDeploy-kind"
-            value={kind}
-            onChange={event => changeKind(event.target.value)}
-          >
-            {props.kinds.map(k => (
-              <option key={k} value={k}>
-                {k}
-              </option>
-            ))}
-          </select>
+        <label className="jp-ModelDeploy-kindField">
+          Kind
+          {/* Lab's own select styling (with its caret), so it reads as a choice, not a text box. */}
+          <div className="jp-HTMLSelect jp-DefaultStyle jp-ModelDeploy-kindSelect">
+            <select className="jp-ModelDeploy-kind" value={kind} onChange={event => changeKind(event.target.value)}>
+              {props.kinds.map(k => (
+                <option key={k} value={k}>
+                  {KIND_LABELS[k] ?? k}
+                </option>
+              ))}
+            </select>
+            <caretDownEmptyIcon.react tag="span" stylesheet="select" right="4px" top="4px" />
+          </div>
         </label>
         <button
           className="jp-mod-styled jp-ModelDeploy-import"

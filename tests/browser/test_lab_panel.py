@@ -205,6 +205,9 @@ def test_form_groups_and_server_errors_at_the_field(page: Any, smollm2_gguf: Pat
     # GPUs: one text box holding "auto" (not a selector, a label and a box all saying it).
     assert field(page, "gpus").input_value() == "auto"
     assert form(page).locator('[id^="jp-ModelDeploy-llamacpp_gpus"]').count() == 1
+    # Each description once (list fields used to repeat theirs).
+    model_text = form(page).locator('.jp-ModelDeploy-group[data-group="Model"]').inner_text()
+    assert model_text.count("More GGUF models served by this deployment") == 1, model_text
     # Headings are words: no Python class names.
     assert "EmbeddingModelEntry" not in form(page).inner_text() and "Config" not in form(page).inner_text()
     field(page, "name").fill("not a valid name!")

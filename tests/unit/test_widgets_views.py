@@ -571,3 +571,16 @@ def test_cli_status_prints_the_servers_test_command(capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert "new key t-1 (shown once): md-secretsecretsecret" in out
     assert "Bearer md-secretsecretsecret" in out and "no key in hand" not in out
+
+
+def test_kind_labels_are_the_lab_forms() -> None:
+    """The notebook form and the Lab form name the kinds alike."""
+    import re
+    from pathlib import Path
+
+    from jupyter_modeldeploy.widgets.launch_form import KIND_LABELS
+
+    source = (Path(__file__).resolve().parents[2] / "labextension" / "src" / "form.tsx").read_text()
+    block = re.search(r"const KIND_LABELS[^{]*\{([^}]*)\}", source)
+    assert block, "no KIND_LABELS in form.tsx"
+    assert dict(re.findall(r"(\w+): '([^']*)'", block.group(1))) == KIND_LABELS
