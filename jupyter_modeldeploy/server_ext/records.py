@@ -59,6 +59,8 @@ TELLING = re.compile(r"error|failed|failure|exception|not found|no such|invalid|
                      re.IGNORECASE)
 
 
+#: A log line's time and level prefix (llama.cpp: `0.00.011.456 E `), left out of the summary.
+LOG_PREFIX = re.compile(r"^\d+(?:[.:]\d+)+\s+[A-Z]\s+")
 PY_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*:")
 
 
@@ -72,7 +74,7 @@ def reason_parts(reason: str | None) -> tuple[str | None, list[str]]:
         return None, []
     head, *lines = reason.splitlines()
     head = head.rstrip(":").strip()
-    telling = [line.strip() for line in lines if TELLING.search(line)]
+    telling = [LOG_PREFIX.sub("", line.strip()) for line in lines if TELLING.search(line)]
     # A Python traceback ends with its cause; other engines (llama.cpp) name the cause first.
     exception = [t for t in telling if PY_EXCEPTION.match(t)]
     cause = exception[-1] if exception else telling[0] if telling else None

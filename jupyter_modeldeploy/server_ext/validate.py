@@ -9,6 +9,7 @@ configuration; the handler turns its findings into the same 422 answer field err
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from pathlib import Path
@@ -120,18 +121,14 @@ class ValidateHandler(BaseHandler):
     async def post(self) -> None:
         async def action() -> None:
             config = parse_config(self.json_body())
-            errors = await self._in_thread(preflight, config)
+            # File reads and cache lookups: off the event loop.
+            errors = await asyncio.get_running_loop().run_in_executor(None, preflight, config)
             if errors:
                 raise ConfigError(errors)
             notices = config.notices() if hasattr(config, "notices") else []
             self.write_json({"ok": True, "config": export_config(config), "notices": notices})
 
         await self.run(action)
-
-    async def _in_thread(self, func: Any, *args: Any) -> Any:
-        import asyncio
-
-        return await asyncio.get_running_loop().run_in_executor(None, func, *args)
 
 
 def validate_handlers(prefix: str) -> list[tuple[str, Any]]:

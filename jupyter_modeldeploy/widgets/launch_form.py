@@ -147,8 +147,8 @@ class LaunchForm(Panel):
 
     def _report_error(self, exc: ModelDeployError) -> None:
         if exc.errors:
-            self.form.show_errors(exc.errors, "This configuration cannot start:")
-            self._say("Fix the fields marked above.", error=True)
+            self.form.show_errors(exc.errors)
+            self._say("This configuration cannot start: fix the fields marked above.", error=True)
         else:
             self.form.clear_errors()
             self._say(html.escape(str(exc)), error=True)

@@ -259,7 +259,11 @@ class FieldWidget:
 
 
 class ConstField(FieldWidget):
-    """A fixed value (kind, schema version): shown, not editable."""
+    """A fixed value (kind, schema version): part of the configuration, not shown (the kind has its selector)."""
+
+    def __init__(self, spec: FieldSpec):
+        super().__init__(spec)
+        self.container.layout.display = "none"
 
     def _read(self) -> Any:
         return self.spec.const

@@ -1,5 +1,5 @@
 import { ReactWidget } from '@jupyterlab/apputils';
-import { FormComponent } from '@jupyterlab/ui-components';
+import { caretDownEmptyIcon, FormComponent } from '@jupyterlab/ui-components';
 import type { ReadonlyJSONObject } from '@lumino/coreutils';
 import type { IChangeEvent } from '@rjsf/core';
 import { customizeValidator } from '@rjsf/validator-ajv8';
@@ -7,7 +7,7 @@ import React from 'react';
 
 import { ApiError, IDeployment, JSONSchema, ModelDeployClient } from './api';
 import { makeGroupedTemplate } from './groups';
-import { cleanFormData, prepareSchema, toErrorSchema } from './schema';
+import { cleanFormData, prepareSchema, toErrorSchema, toFormValues } from './schema';
 
 // `password` is an annotation for the form, not a format to check.
 const validator = customizeValidator<ReadonlyJSONObject>({ customFormats: { password: () => true } });
@@ -31,6 +31,13 @@ interface IPrepared {
   uiSchema: Record<string, any>;
   template: ReturnType<typeof makeGroupedTemplate>;
 }
+
+/** How the kind selector names each kind (the notebook form's `KIND_LABELS` say the same). */
+const KIND_LABELS: Record<string, string> = {
+  llamacpp: 'llama.cpp (GGUF models)',
+  llm: 'vLLM (Hugging Face models)',
+  embedding: 'Embeddings (sentence-transformers)'
+};
 
 const schemaCache = new Map<string, Promise<IPrepared>>();
 
@@ -73,7 +80,12 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
     let current = true;
     setPrepared(null);
     loadSchema(props.client, kind)
-      .then(p => current && setPrepared(p))
+      .then(p => {
+        if (current) {
+          setFormData(data => toFormValues(data, p.schema));
+          setPrepared(p);
+        }
+      })
       .catch(err => current && setMessage({ kind: 'error', text: `Cannot load the form for "${kind}": ${err.message}` }));
     return () => {
       current = false;
@@ -111,7 +123,7 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
       setMessage({ kind: 'error', text: `${file.name}: unknown kind "${importedKind}" (allowed: ${props.kinds.join(', ')})` });
       return;
     }
-    setFormData({ ...config });
+    setFormData(prepared && prepared.kind === importedKind ? toFormValues({ ...config }, prepared.schema) : { ...config });
     setKind(importedKind);
     setMessage({ kind: 'info', text: `Imported ${file.name}: review the options, then launch.` });
   };
@@ -120,7 +132,7 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
     setBusy(true);
     setMessage(null);
     setExtraErrors(undefined);
-    const config = { ...cleanFormData(formData), kind };
+    const config = { ...cleanFormData(formData, prepared?.schema), kind };
     try {
       // The server's checks first (model path, GGUF file, hub repo): a launch that cannot
       // start keeps the form open with the error at its field, and no "Launching" toast.
@@ -143,19 +155,19 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
   return (
     <div className="jp-ModelDeploy-launch">
       <div className="jp-ModelDeploy-launchHeader">
-        <label>
-          Kind{' '}
-          <select
-            className="jp-mod-styled jp-ModelDeploy-kind"
-            value={kind}
-            onChange={event => changeKind(event.target.value)}
-          >
-            {props.kinds.map(k => (
-              <option key={k} value={k}>
-                {k}
-              </option>
-            ))}
-          </select>
+        <label className="jp-ModelDeploy-kindField">
+          Kind
+          {/* Lab's own select styling (with its caret), so it reads as a choice, not a text box. */}
+          <div className="jp-HTMLSelect jp-DefaultStyle jp-ModelDeploy-kindSelect">
+            <select className="jp-ModelDeploy-kind" value={kind} onChange={event => changeKind(event.target.value)}>
+              {props.kinds.map(k => (
+                <option key={k} value={k}>
+                  {KIND_LABELS[k] ?? k}
+                </option>
+              ))}
+            </select>
+            <caretDownEmptyIcon.react tag="span" stylesheet="select" right="4px" top="4px" />
+          </div>
         </label>
         <button
           className="jp-mod-styled jp-ModelDeploy-import"

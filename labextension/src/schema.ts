@@ -26,6 +26,8 @@ export function prepareSchema(raw: JSONSchema): { schema: JSONSchema; uiSchema: 
     if (ref && ref.startsWith('#/$defs/')) {
       const def = schema.$defs?.[ref.slice('#/$defs/'.length)];
       if (def) {
+        // Each item is headed by the list's own title in the singular ("Models" -> "Model").
+        def.title = String(prop.title ?? name).replace(/s$/, '');
         const itemUi: UiSchema = {};
         simplifyProperties(def, itemUi);
         uiSchema[name] = { ...(uiSchema[name] ?? {}), items: itemUi };
@@ -52,6 +54,15 @@ function simplifyProperties(schema: JSONSchema, uiSchema: UiSchema): void {
       if (prop.default === undefined) {
         delete prop.default;
       }
+    } else if (anyOf && listOrKeyword(anyOf) !== undefined) {
+      // A keyword or a list of integers (gpus: "auto" or [0, 1]): one text box, "auto" shown once.
+      const keyword = listOrKeyword(anyOf) as string;
+      delete prop.anyOf;
+      Object.assign(prop, { type: 'string', default: prop.default ?? keyword, [LIST_OR_KEYWORD]: keyword });
+      if (Array.isArray(prop.default)) {
+        prop.default = prop.default.join(',');
+      }
+      uiSchema[name] = { 'ui:placeholder': `${keyword}, or a list such as 0,1` };
     } else if (anyOf) {
       for (const option of anyOf) {
         option.title ??= optionTitle(option);
@@ -69,6 +80,27 @@ function simplifyProperties(schema: JSONSchema, uiSchema: UiSchema): void {
       uiSchema[name] = { 'ui:widget': 'password', 'ui:options': { autocomplete: 'off' } };
     }
   }
+}
+
+/** Marks a field the form shows as text but the server takes as a keyword or a list of integers. */
+export const LIST_OR_KEYWORD = 'x-list-or-keyword';
+
+/** The keyword of an anyOf that is exactly one constant string and one array of integers. */
+function listOrKeyword(anyOf: JSONSchema[]): string | undefined {
+  const consts = anyOf.filter(o => typeof o.const === 'string');
+  const arrays = anyOf.filter(o => o.type === 'array' && o.items?.type === 'integer');
+  return consts.length === 1 && arrays.length === 1 && anyOf.length === 2 ? consts[0].const : undefined;
+}
+
+/** Form values for a configuration: keyword-or-list fields as text (`[0, 1]` becomes "0,1"). */
+export function toFormValues(data: Record<string, unknown>, schema: JSONSchema): Record<string, unknown> {
+  const result = { ...data };
+  for (const [name, prop] of Object.entries<JSONSchema>(schema.properties ?? {})) {
+    if (prop[LIST_OR_KEYWORD] !== undefined && Array.isArray(result[name])) {
+      result[name] = (result[name] as unknown[]).join(',');
+    }
+  }
+  return result;
 }
 
 /** Lab's field template shows a label even for hidden widgets: render only the input. */
@@ -137,13 +169,26 @@ export function toErrorSchema(errors: IFieldError[], schema: JSONSchema): Record
   return result;
 }
 
-/** The form's data without unset optional values, so the server applies its defaults. */
-export function cleanFormData(data: Record<string, unknown>): Record<string, unknown> {
+/**
+ * The form's data without unset optional values, so the server applies its defaults; a
+ * keyword-or-list field's text becomes the keyword or a list of integers ("0,1" is [0, 1]).
+ */
+export function cleanFormData(data: Record<string, unknown>, schema?: JSONSchema): Record<string, unknown> {
   const result: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(data)) {
-    if (value !== undefined && value !== null) {
-      result[key] = value;
+    if (value === undefined || value === null) {
+      continue;
     }
+    const keyword = schema?.properties?.[key]?.[LIST_OR_KEYWORD];
+    if (keyword !== undefined && typeof value === 'string') {
+      const text = value.trim();
+      const parts = text.replace(/^\[|\]$/g, '').split(',').map(p => p.trim()).filter(p => p);
+      const numbers = parts.map(Number);
+      // Anything else goes as typed: the server names the field and says why.
+      result[key] = text === keyword || !text ? keyword : numbers.every(Number.isInteger) ? numbers : value;
+      continue;
+    }
+    result[key] = value;
   }
   return result;
 }

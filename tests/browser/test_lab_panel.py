@@ -49,7 +49,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: Path) -> Ite
     settings = home / "config" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
-    server = JupyterProcess(home, app="lab", extra_args=["--LabApp.expose_app_in_browser=True"]).start()
+    # The data dir first: in a virtualenv Jupyter prefers the environment's share/, which holds
+    # whatever build was installed there last, not this checkout's.
+    server = JupyterProcess(home, app="lab", extra_args=["--LabApp.expose_app_in_browser=True"],
+                            env={"JUPYTER_PREFER_ENV_PATH": "0"}).start()
     yield server
     for record in server.api("GET", "deployments").json()["deployments"]:
         server.api("DELETE", f"deployments/{record['id']}")
@@ -78,7 +81,8 @@ def page(lab: JupyterProcess, console: list[str], artifacts_dir: Path) -> Iterat
             # Messages from inside a Voilà dashboard tab (an IFrame) belong to the notebook, and
             # this machine has no internet: CDN links (Voilà's fonts, MathJax) cannot load.
             url = msg.location.get("url", "")
-            if msg.type == "error" and "/voila/" not in url and (not url or url.startswith(lab.url)):
+            in_voila = "/voila/" in url or "/modeldeploy/dashboard" in url
+            if msg.type == "error" and not in_voila and (not url or url.startswith(lab.url)):
                 console.append(f"{msg.text} ({url})")
 
         pg.on("console", on_console)
@@ -182,8 +186,14 @@ def test_panel_and_commands(page: Any, artifacts_dir: Path) -> None:
     shot(page, artifacts_dir, "empty")
 
 
-def test_form_groups_and_server_errors_at_the_field(page: Any, artifacts_dir: Path) -> None:
-    open_form(page, "llamacpp")
+def test_form_groups_and_server_errors_at_the_field(page: Any, smollm2_gguf: Path, artifacts_dir: Path) -> None:
+    open_panel(page)
+    page.click(f'{PANEL} [data-action="launch-new"]')
+    form(page).locator(".jp-ModelDeploy-group").first.wait_for()
+    # Launch New opens on a kind that runs here, with the bundled model (nothing launched yet).
+    assert form(page).locator(".jp-ModelDeploy-kind").input_value() == "llamacpp"
+    assert field(page, "model").input_value() == str(smollm2_gguf)
+    form(page).locator('.jp-ModelDeploy-group[data-group="Model"]').wait_for()
     groups = form(page).locator(".jp-ModelDeploy-group > summary").all_inner_texts()
     # Groups as OPTIONS.md names them, in the server's x-group-order.
     assert groups == ["Instance", "Model", "Sampling defaults", "Context", "YaRN", "Performance", "GPUs",
@@ -192,6 +202,14 @@ def test_form_groups_and_server_errors_at_the_field(page: Any, artifacts_dir: Pa
     assert field(page, "project").input_value() == "default"
     assert field(page, "ctx_size").input_value() == "4096"
     assert field(page, "api_key").get_attribute("type") == "password"
+    # GPUs: one text box holding "auto" (not a selector, a label and a box all saying it).
+    assert field(page, "gpus").input_value() == "auto"
+    assert form(page).locator('[id^="jp-ModelDeploy-llamacpp_gpus"]').count() == 1
+    # Each description once (list fields used to repeat theirs).
+    model_text = form(page).locator('.jp-ModelDeploy-group[data-group="Model"]').inner_text()
+    assert model_text.count("More GGUF models served by this deployment") == 1, model_text
+    # Headings are words: no Python class names.
+    assert "EmbeddingModelEntry" not in form(page).inner_text() and "Config" not in form(page).inner_text()
     field(page, "name").fill("not a valid name!")
     field(page, "model").fill("models/whatever.gguf")
     launch_from_form(page)
@@ -199,8 +217,31 @@ def test_form_groups_and_server_errors_at_the_field(page: Any, artifacts_dir: Pa
     name_group.locator("text=/use only letters, digits/").first.wait_for()
     assert "pattern" not in name_group.inner_text() and "^[" not in name_group.inner_text()
     assert "jp-mod-invalid" in (name_group.get_attribute("class") or "")
-    assert "invalid configuration" in form(page).locator(".jp-ModelDeploy-message").inner_text()
+    assert "cannot start" in form(page).locator(".jp-ModelDeploy-message").inner_text()
     shot(page, artifacts_dir, "field-error")
+    close_current_tab(page)
+    wait_until(lambda: not form(page).count(), 10, "the form tab closes")
+
+
+def test_form_catches_a_model_that_cannot_load_before_launch(page: Any, lab: JupyterProcess, tmp_path: Path,
+                                                             artifacts_dir: Path) -> None:
+    """A missing model file and a file that is not GGUF: the form stays open, the error at the model field,
+    no "Launching" toast and no deployment."""
+    not_gguf = tmp_path / "notes.gguf"
+    not_gguf.write_text("not a model")
+    before = len(lab.api("GET", "deployments").json()["deployments"])
+    open_form(page, "llamacpp")
+    field(page, "name").fill("wont-start")
+    model_group = form(page).locator('.jp-ModelDeploy-group[data-group="Model"]')
+    for model, words in ((str(tmp_path / "missing.gguf"), "no file"), (str(not_gguf), "not a GGUF file")):
+        field(page, "model").fill(model)
+        launch_from_form(page)
+        model_group.get_by_text(words).first.wait_for()
+        assert "jp-mod-invalid" in (model_group.get_attribute("class") or "")
+        assert form(page).count() == 1  # the form stays open
+    assert page.get_by_text("Launching wont-start").count() == 0
+    assert len(lab.api("GET", "deployments").json()["deployments"]) == before
+    shot(page, artifacts_dir, "form-model-error")
     close_current_tab(page)
     wait_until(lambda: not form(page).count(), 10, "the form tab closes")
 
@@ -275,9 +316,11 @@ def test_copy_endpoint_and_test_command(page: Any, lab: JupyterProcess) -> None:
     page.get_by_text(f"Copied {record['api_base']}").first.wait_for()
     # No key in hand: the panel offers to create one, and the copied command works as pasted.
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=lab.url.rstrip("/"))
+    assert lab.api("POST", "deployments/smol/test-command", json={}).json()["key_source"] == "missing"
     item(page, "smol").locator('[data-action="copy-test"]').click()
     dialog = page.locator(".jp-Dialog")
-    dialog.get_by_text("export MODELDEPLOY_API_KEY=").wait_for()
+    dialog.wait_for()
+    assert "export MODELDEPLOY_API_KEY=" in dialog.inner_text(), dialog.inner_text()
     dialog.get_by_role("button", name="Generate key and copy").click()
     page.get_by_text("Copied the test command (it carries the key").first.wait_for()
     command = page.evaluate("() => navigator.clipboard.readText()")
@@ -404,24 +447,28 @@ def test_polls_only_while_visible(page: Any) -> None:
         page.remove_listener("request", on_request)
 
 
-def test_failed_launch_shows_its_reason(page: Any, artifacts_dir: Path) -> None:
+def test_failed_launch_shows_its_reason(page: Any, tmp_path: Path, artifacts_dir: Path) -> None:
+    """An engine that fails while loading (a truncated GGUF file passes the form's checks): the panel
+    shows a one-line summary first, the raw engine lines behind a toggle."""
+    broken = tmp_path / "truncated.gguf"
+    broken.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 40)
     open_form(page, "llamacpp")
     field(page, "name").fill("broken")
-    field(page, "model").fill("/nonexistent/missing-model.gguf")
+    field(page, "model").fill(str(broken))
     launch_from_form(page)
-    wait_until(lambda: item(page, "broken").count() or form(page).locator(".jp-ModelDeploy-message").count(), 30,
-               "the launch is either refused or listed")
-    if item(page, "broken").count():
-        wait_status(page, "broken", "failed", timeout=60)
-        reason = item(page, "broken").locator(".jp-ModelDeploy-reason").inner_text()
-    else:
-        reason = form(page).locator(".jp-ModelDeploy-message").inner_text()
-    assert "missing-model.gguf" in reason or "not found" in reason, reason
+    item(page, "broken").wait_for(timeout=30_000)
+    wait_status(page, "broken", "failed", timeout=90)
+    reason = item(page, "broken").locator(".jp-ModelDeploy-reason")
+    summary = reason.locator(".jp-ModelDeploy-reasonSummary").inner_text()
+    assert summary.startswith("the engine exited") and "\n" not in summary.strip(), summary
+    details = reason.locator(".jp-ModelDeploy-reasonDetails")
+    assert details.get_attribute("open") is None and not details.locator("pre").is_visible()
+    details.locator("summary").click()
+    assert details.locator("pre").is_visible() and details.locator("pre").inner_text().strip()
     shot(page, artifacts_dir, "failed")
-    if item(page, "broken").count():
-        item(page, "broken").locator('[data-action="remove"]').click()
-        page.locator(".jp-Dialog button.jp-mod-warn").click()
-        wait_until(lambda: item(page, "broken").count() == 0, 15, "the removed deployment leaves the list")
+    item(page, "broken").locator('[data-action="remove"]').click()
+    page.locator(".jp-Dialog button.jp-mod-warn").click()
+    wait_until(lambda: item(page, "broken").count() == 0, 15, "the removed deployment leaves the list")
 
 
 def test_generate_and_revoke_a_token(page: Any, lab: JupyterProcess, artifacts_dir: Path) -> None:
@@ -463,16 +510,22 @@ def test_relaunch_and_dark_theme(page: Any, artifacts_dir: Path) -> None:
     )
     channels = [int(c) for c in re.findall(r"\d+", background)[:3]]
     assert sum(channels) < 3 * 100, background
+    # The Voilà dashboard tab follows: it reloads in Voilà's dark theme, and back.
+    voila = page.locator(".jp-ModelDeploy-voila iframe")
+    if voila.count():
+        wait_until(lambda: "theme=dark" in (voila.first.get_attribute("src") or ""), 20, "the dashboard turns dark")
     shot(page, artifacts_dir, "dark")
     page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
     page.wait_for_selector('body[data-jp-theme-light="true"]', state="attached", timeout=30_000)
+    if voila.count():
+        wait_until(lambda: "theme=light" in (voila.first.get_attribute("src") or ""), 20, "the dashboard turns light")
 
 
 def test_no_errors_in_the_browser_console(page: Any, console: list[str]) -> None:
-    # The 422 answers the field-error test asked for are the only failed requests expected.
+    # The 422 answers the field-error tests asked for are the only failed requests expected.
     unexpected = [
         line for line in console
-        if not ("status of 422" in line and re.search(r"/api/modeldeploy/deployments(\?\d*)?\)$", line))
+        if not ("status of 422" in line and re.search(r"/api/modeldeploy/(deployments|validate)(\?\d*)?\)$", line))
     ]
     assert not unexpected, "\n".join(unexpected)
 

@@ -290,6 +290,9 @@ def test_failure_reason_is_one_line_first_raw_lines_behind_a_toggle() -> None:
     assert details[0] == "llama_model_loader: loaded meta data" and len(details) == 4
     assert server_records.reason_parts("stopped by the user") == ("stopped by the user", [])
     assert server_records.reason_parts(None) == (None, [])
+    llama = "the engine exited with code 1 while loading:\n0.00.011.456 E gguf_init_from_reader: failed to read header"
+    assert server_records.reason_parts(llama)[0] == (
+        "the engine exited with code 1 while loading: gguf_init_from_reader: failed to read header")
     failed = record(status="failed", status_reason=reason, status_summary=summary, status_details=details)
     dash = Dashboard("smol", FakeClient([failed]), autostart=False)
     head, _, toggle = dash.reason.value.partition("<details")
@@ -476,7 +479,8 @@ def test_launch_form_stops_a_launch_that_cannot_start(tmp_path: Any) -> None:
     form.form.fields["name"].value = "smol2"
     form.form.fields["model"].value = str(tmp_path / "missing.gguf")
     assert form.launch() is None and client.launched == [] and launched == []
-    assert "no file" in form.form.fields["model"].error.value and "cannot start" in form.form.message.value
+    assert "no file" in form.form.fields["model"].error.value and "cannot start" in form.result.value
+    assert form.form.fields["kind"].container.layout.display == "none"  # the kind has its selector
     not_gguf = tmp_path / "readme.gguf"
     not_gguf.write_text("hello")
     form.form.fields["model"].value = str(not_gguf)
@@ -570,3 +574,30 @@ def test_status_colours_are_the_lab_panels() -> None:
         colours = re.findall(r"var\((--jp-[\w-]+)\)", rule.group(1))
         assert colours[-1] == variable, (status, colours)
         assert f"var({variable}" in status_badge(status)
+
+
+def test_cli_status_prints_the_servers_test_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from jupyter_modeldeploy.cli import build_parser, cmd_status
+
+    client = FakeClient()
+    cmd_status(client, build_parser().parse_args(["status", "smol"]))
+    out = capsys.readouterr().out
+    assert "test: curl -s" in out and "$MODELDEPLOY_API_KEY" in out
+    assert "export MODELDEPLOY_API_KEY=" in out and "--new-key" in out  # what to do without a key
+    cmd_status(client, build_parser().parse_args(["status", "smol", "--new-key"]))
+    out = capsys.readouterr().out
+    assert "new key t-1 (shown once): md-secretsecretsecret" in out
+    assert "Bearer md-secretsecretsecret" in out and "no key in hand" not in out
+
+
+def test_kind_labels_are_the_lab_forms() -> None:
+    """The notebook form and the Lab form name the kinds alike."""
+    import re
+    from pathlib import Path
+
+    from jupyter_modeldeploy.widgets.launch_form import KIND_LABELS
+
+    source = (Path(__file__).resolve().parents[2] / "labextension" / "src" / "form.tsx").read_text()
+    block = re.search(r"const KIND_LABELS[^{]*\{([^}]*)\}", source)
+    assert block, "no KIND_LABELS in form.tsx"
+    assert dict(re.findall(r"(\w+): '([^']*)'", block.group(1))) == KIND_LABELS
