@@ -37,7 +37,6 @@ MAX_JSON_DEPTH = 64
 ENDPOINTS_MARKER = "/modeldeploy/endpoints/"
 #: The handler's URL pattern: no capture groups, so tornado never decodes any part of the path.
 ENDPOINT_PATTERN = r"/modeldeploy/endpoints/.+"
-SERVING_STATES = (Status.ACTIVE, Status.IDLE)
 
 
 @dataclass
@@ -270,7 +269,7 @@ class EndpointHandler(web.RequestHandler):
                            headers={"Retry-After": "5"})
         if dep.status is Status.STOPPING:
             return Refusal(503, f"deployment {dep.name!r} is stopping", "unavailable_error")
-        if dep.status not in SERVING_STATES or dep.address is None or dep.plan is None:
+        if not dep.status.answering or dep.address is None or dep.plan is None:
             return Refusal(503, f"deployment {dep.name!r} is {dep.status.value}; relaunch it", "unavailable_error")
         plan = dep.plan
         segments = path.split("/", 2)

@@ -263,7 +263,7 @@ class MetricsHub:
             out.append((name, text, ("gpu", "name"), samples))
         deps = list(self.supervisor.deployments.values())
         dep_labels = ("deployment", "deployment_id")
-        up = [((d.name, d.id, d.status.value), 1.0 if d.status.value in ("active", "idle") else 0.0) for d in deps]
+        up = [((d.name, d.id, d.status.value), 1.0 if d.status.answering else 0.0) for d in deps]
         out.append(("modeldeploy_deployment_up", "1 while the deployment's engine is serving.", (*dep_labels, "status"), up))
         in_flight = [((d.name, d.id), float(d.in_flight)) for d in deps]
         out.append(("modeldeploy_requests_in_flight", "Requests in flight through the gateway.", dep_labels, in_flight))

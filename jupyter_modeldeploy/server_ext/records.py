@@ -134,7 +134,7 @@ def _record_fields(dep: Deployment, public_base: str, metrics: Any) -> dict[str,
     url = endpoint_url(public_base, dep.route)
     api_base = f"{url}/v1"
     now = time.time()
-    live_serving = dep.status.value in ("active", "idle")
+    live_serving = dep.status.answering
     models = dep.models
     model_states = metrics.model_states(dep) if metrics is not None and hasattr(metrics, "model_states") else {}
     notes = list(dep.plan.notes) if dep.plan else []

@@ -36,6 +36,11 @@ class Status(str, Enum):
         return self not in (Status.STOPPED, Status.FAILED)
 
     @property
+    def answering(self) -> bool:
+        """True when the engine answers this moment, without waking (active or idle)."""
+        return self in (Status.ACTIVE, Status.IDLE)
+
+    @property
     def serving(self) -> bool:
         """True when a request is answered now or after a wake-up (the gateway forwards or wakes)."""
         return self in (Status.ACTIVE, Status.IDLE, Status.SLEEPING, Status.WAKING)

@@ -239,7 +239,7 @@ class Dashboard(Panel):
         config = record.get("config") or {}
         limit_h = config.get("idle_time_limit_hours")
         idle = record.get("idle_for_s")
-        idle_text = format_duration(idle) if status in ("active", "idle") else "—"
+        idle_text = format_duration(idle) if record.get("serving") else "—"
         if limit_h:
             idle_text += f" (stops after {format_duration(float(limit_h) * 3600)} idle)"
         rows = [

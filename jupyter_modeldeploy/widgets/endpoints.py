@@ -72,7 +72,7 @@ class _Row:
             f"<br><small title='{html.escape(str(record.get('status_reason')))}' style='color:{STATUS_COLORS['failed']}'>"
             f"{html.escape(_short(record.get('status_summary') or record.get('status_reason'), 60))}</small>"
             if status == "failed" and record.get("status_reason") else ""))
-        put(self.idle, html.escape(format_duration(record.get("idle_for_s")) if status in ("active", "idle") else "—"))
+        put(self.idle, html.escape(format_duration(record.get("idle_for_s")) if record.get("serving") else "—"))
         put(self.requests, "—" if requests is None else str(requests))
         put(self.endpoint, "<div style='line-height:1.3'><code style='font-size:85%;word-break:break-all'>"
                            f"{html.escape(str(record.get('api_base', '')))}</code></div>")

@@ -68,7 +68,7 @@ export class DashboardWidget extends PollingWidget {
                   <span className="jp-ModelDeploy-statusDot" aria-hidden="true" />
                   {d.status}
                 </span>
-                {d.status === 'idle' && ` for ${formatDuration(d.idle_for_s)}`}
+                {d.serving && d.idle_for_s >= 1 && ` for ${formatDuration(d.idle_for_s)}`}
               </td>
             </tr>
             {d.status_reason && (

@@ -126,11 +126,11 @@ function DeploymentItem(props: { d: IDeployment; actions: IPanelActions }): JSX.
             idle {formatDuration(d.idle_for_s)}
           </span>
         )}
-        {d.status === 'active' && d.requests_in_flight > 0 && (
+        {d.requests_in_flight > 0 && (
           <span className="jp-ModelDeploy-inflight">{d.requests_in_flight} in flight</span>
         )}
       </div>
-      {(d.status === 'failed' || d.status === 'stopped') && d.status_reason && (
+      {!d.live && d.status_reason && (
         <Reason d={d} />
       )}
       <div className="jp-ModelDeploy-actions">
