@@ -472,6 +472,9 @@ class EndpointHandler(web.RequestHandler):
         finally:
             self._upstream = None
         if not self._client_gone:
+            rest = tap.close()
+            if rest:
+                self.write(rest)
             self.finish()
         return upstream.status, tap, first_chunk
 

@@ -85,6 +85,7 @@ class UsageTap:
         self.events = 0
         self._buffer = bytearray()
         self._too_big = False
+        self._held: tuple[bytes, dict[str, Any]] | None = None  # an event that finished a choice, held one event
 
     def feed(self, chunk: bytes) -> bytes:
         """Observe a chunk; returns the bytes to pass on."""
@@ -120,21 +121,50 @@ class UsageTap:
             event = bytes(self._buffer[:end])
             del self._buffer[:end]
             self.events += 1
-            dropped = self._inspect(event)
-            if kept is not None and not dropped:
-                kept += event
+            data = self._inspect(event)
+            if kept is not None:
+                kept += self._pass_injected(event, data)
         if len(self._buffer) > MAX_EVENT_BYTES:
             if kept is not None:
-                kept += self._buffer
+                kept += self._release() + self._buffer
             self._buffer.clear()
         if kept is None:
             return chunk  # nothing is ever removed: pass the bytes on as they came
         return bytes(kept)
 
-    def _inspect(self, event: bytes) -> bool:
-        """Read usage from one SSE event; True when it is the injected usage event to drop."""
-        if b"usage" not in event and b"timings" not in event:
-            return False
+    def close(self) -> bytes:
+        """Call when the body ended: the bytes still held back (a last event the usage event did not follow)."""
+        return self._release() + bytes(self._buffer) if self.drop_injected_usage else b""
+
+    def _release(self) -> bytes:
+        held, self._held = self._held, None
+        return held[0] if held else b""
+
+    def _pass_injected(self, event: bytes, data: dict[str, Any] | None) -> bytes:
+        """The bytes to pass on for one event of a stream whose usage the gateway asked for.
+
+        The engine may move fields of the last content event (vLLM: `system_fingerprint`) onto
+        the usage event the client did not ask for. So the event that finishes a choice is held
+        until the next one: if that is the injected usage event, it is dropped and the fields it
+        took are put back where the client would have had them; else both pass unchanged.
+        """
+        if data is not None and data.get("choices") == [] and isinstance(data.get("usage"), dict):
+            held, self._held = self._held, None
+            if held is None:
+                return b""
+            merged = {**held[1], **{k: v for k, v in data.items() if k not in held[1] and k not in ("choices", "usage")}}
+            return b"data: " + json.dumps(merged, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+        out = self._release()
+        choices = data.get("choices") if data is not None else None
+        if isinstance(choices, list) and any(isinstance(c, dict) and c.get("finish_reason") for c in choices):
+            self._held = (event, data)
+            return out
+        return out + event
+
+    def _inspect(self, event: bytes) -> dict[str, Any] | None:
+        """Read usage from one SSE event; returns its JSON data when it may matter (usage, or a stream we edit)."""
+        if not self.drop_injected_usage and b"usage" not in event and b"timings" not in event:
+            return None
         for line in event.splitlines():
             if not line.startswith(b"data:"):
                 continue
@@ -145,12 +175,13 @@ class UsageTap:
                 data = json.loads(payload)
             except (ValueError, RecursionError):
                 continue
+            if not isinstance(data, dict):
+                return None
             found = usage_of(data)
-            if found is None:
-                continue
-            self.usage = merge(self.usage, found)
-            return self.drop_injected_usage and data.get("choices") == [] and isinstance(data.get("usage"), dict)
-        return False
+            if found is not None:
+                self.usage = merge(self.usage, found)
+            return data
+        return None
 
 
 def _event_end(buffer: bytearray) -> int:

@@ -110,11 +110,22 @@ def test_status_notes_say_what_the_cpu_build_does(jupyter_server: JupyterProcess
     assert any("CPU build" in note for note in record["engine"]["notes"])
 
 
+def _engine_key(record: dict) -> str:
+    """vLLM's private key, from its process environment (it never is on a command line or in a file)."""
+    import psutil
+
+    for proc in psutil.Process(record["pid"]).children(recursive=True):
+        key = proc.environ().get("VLLM_API_KEY")
+        if key:
+            return key
+    raise AssertionError("no vLLM process with a key")
+
+
 def _engine(jupyter_server: JupyterProcess, record: dict) -> httpx.Client:
     """vLLM itself, on its Unix socket, with its private key (what only the server has)."""
     work = jupyter_server.state_dir / "deployments" / record["id"]
     return httpx.Client(transport=httpx.HTTPTransport(uds=str(work / "engine.sock")), base_url="http://engine",
-                        headers={"Authorization": f"Bearer {(work / 'engine.key').read_text().strip()}"}, timeout=300)
+                        headers={"Authorization": f"Bearer {_engine_key(record)}"}, timeout=300)
 
 
 def _events(body: bytes) -> list[dict]:
@@ -152,9 +163,20 @@ def test_dev_mode_and_control_routes_are_closed(jupyter_server: JupyterProcess, 
         assert httpx.post(base + path, headers=auth, json={}).status_code in (404, 405), path
     work = jupyter_server.state_dir / "deployments" / llm_deployment["id"]
     assert (work / "engine.sock").exists()
+    import socket
+
     import psutil
 
     reaper = psutil.Process(llm_deployment["pid"])
-    listening = [c for p in [reaper, *reaper.children(recursive=True)] for c in p.net_connections(kind="inet")
-                 if c.status == psutil.CONN_LISTEN]
-    assert listening == [], listening  # no TCP port: only the server reaches vLLM
+    ports = {c.laddr.port for p in [reaper, *reaper.children(recursive=True)] for c in p.net_connections(kind="inet")
+             if c.status == psutil.CONN_LISTEN}
+    # vLLM's own inter-process sockets (torch.distributed, ZMQ) listen on loopback; its HTTP API must not.
+    for port in ports:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+            conn.settimeout(2)
+            conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            try:
+                answer = conn.recv(16)
+            except (TimeoutError, OSError):
+                answer = b""
+        assert not answer.startswith(b"HTTP/"), f"vLLM answers HTTP on TCP port {port}"

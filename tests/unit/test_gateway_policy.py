@@ -142,3 +142,26 @@ def test_input_count_reads_token_ids_as_one_input() -> None:
     assert input_count([True, False]) == 2  # not token ids
     assert input_count([]) == 0
     assert input_count("text") is None and input_count(None) is None
+
+
+def test_fields_moved_onto_the_injected_event_are_put_back() -> None:
+    """vLLM moves `system_fingerprint` from the last content event onto the usage event it was asked for."""
+    first = {"id": "c1", "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": None}]}
+    last = {"id": "c1", "choices": [{"index": 0, "delta": {"content": "b"}, "finish_reason": "length"}]}
+    usage = {"id": "c1", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+             "system_fingerprint": "fp-1"}
+    stream = sse(first, last, usage, "[DONE]")
+    for cut in range(1, len(stream), 7):
+        tap = UsageTap("text/event-stream", drop_injected_usage=True)
+        out = tap.feed(stream[:cut]) + tap.feed(stream[cut:]) + tap.close()
+        events = [json.loads(e[6:]) for e in out.split(b"\n\n") if e and e != b"data: [DONE]"]
+        assert events == [first, {**last, "system_fingerprint": "fp-1"}], cut
+        assert out.endswith(b"data: [DONE]\n\n")
+        assert tap.finish().completion_tokens == 2  # type: ignore[union-attr]
+
+
+def test_a_held_event_is_released_when_no_usage_event_follows() -> None:
+    last = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    tap = UsageTap("text/event-stream", drop_injected_usage=True)
+    held = tap.feed(sse(last))
+    assert held == b"" and tap.close() == sse(last)
