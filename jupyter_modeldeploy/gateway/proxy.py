@@ -10,6 +10,7 @@ with the engine's private key; the answer streams back chunk by chunk as it arri
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PAYLOAD_LIMIT = 16 << 20
 MAX_JSON_DEPTH = 64
+FLUSH_EVERY_S = 0.005  # streamed bytes reach the client within 5 ms, in batches (see StreamFlusher)
 ENDPOINTS_MARKER = "/modeldeploy/endpoints/"
 #: The handler's URL pattern: no capture groups, so tornado never decodes any part of the path.
 ENDPOINT_PATTERN = r"/modeldeploy/endpoints/.+"
@@ -123,6 +125,48 @@ def json_depth_ok(text: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
         elif byte in (0x5D, 0x7D):
             depth -= 1
     return True
+
+
+class StreamFlusher:
+    """Sends a streamed answer on in batches: at once for the first bytes, then at most every FLUSH_EVERY_S.
+
+    Each flush is a write to the client's socket on the Jupyter server's own event loop; a fast
+    engine emits thousands of small events a second, and one flush per event would take the loop
+    from every other Jupyter request. Bytes written in between wait at most FLUSH_EVERY_S (a
+    timer sends them when no more come), and each batch is awaited, so a slow client still
+    holds the engine back. Every chunk also yields to the loop once, so other requests take turns.
+    """
+
+    def __init__(self, handler: web.RequestHandler):
+        self._handler = handler
+        self._loop = asyncio.get_running_loop()
+        self._last = -1.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def wrote(self) -> None:
+        now = self._loop.time()
+        if now - self._last >= FLUSH_EVERY_S:
+            self.cancel()
+            self._last = now
+            await self._handler.flush()
+        elif self._timer is None:
+            self._timer = self._loop.call_at(self._last + FLUSH_EVERY_S, self._flush_later)
+        # Reads of data already buffered and completed flushes do not yield: without this, a
+        # stream faster than the gateway would hold the loop (and every Jupyter request) until
+        # the engine paused.
+        await asyncio.sleep(0)
+
+    def _flush_later(self) -> None:
+        self._timer = None
+        self._last = self._loop.time()
+        if not self._handler._finished:
+            sent = self._handler.flush()  # bytes that arrived after the last batch
+            sent.add_done_callback(lambda f: f.cancelled() or f.exception())  # a client gone: nothing to say
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 @web.stream_request_body
@@ -445,6 +489,7 @@ class EndpointHandler(web.RequestHandler):
                 self.set_header(name, value)
             if tap.drop_injected_usage:
                 self.clear_header("Content-Length")
+            flusher = StreamFlusher(self) if streaming else None
             async for chunk in upstream.iter_body():
                 if self._client_gone:
                     upstream.close()
@@ -454,8 +499,10 @@ class EndpointHandler(web.RequestHandler):
                 out = tap.feed(chunk)
                 if out:
                     self.write(out)
-                    if streaming:
-                        await self.flush()
+                    if flusher is not None:
+                        await flusher.wrote()
+            if flusher is not None:
+                flusher.cancel()
         except (UpstreamError, iostream.StreamClosedError) as exc:
             upstream.close()
             if isinstance(exc, UpstreamTimeout) and not self._headers_written:
