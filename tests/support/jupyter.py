@@ -60,6 +60,8 @@ class JupyterProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "JPY_"))}
         if self.python is not None:
             env.pop("PYTHONPATH", None)  # that environment's own package, not this checkout's
+            # `python -m jupyter lab` runs the `jupyter-lab` it finds on PATH first: that environment's.
+            env["PATH"] = os.pathsep.join([str(Path(self.python).parent), env.get("PATH", "")])
         env.update(
             {
                 "JUPYTER_CONFIG_DIR": str(self.home / "config"),
