@@ -114,8 +114,7 @@ class RawConnection:
                     break
                 size = int(size_line.split(b";")[0], 16)
                 if size == 0:
-                    while (line := self._read_until(b"\r\n")) not in (b"\r\n", None):
-                        pass
+                    self._skip_trailers()
                     break
                 data, ok = self._read_exactly(size + 2)
                 body += data[:size]
@@ -127,9 +126,15 @@ class RawConnection:
             response.body, response.complete = self._read_exactly(int(length))
         else:
             while self._fill():
-                pass
+                continue  # read to the end of the connection
             response.body, self._buffer = self._buffer, b""
         return response
+
+    def _skip_trailers(self) -> None:
+        """Read the trailer fields after the last chunk, up to the empty line."""
+        line = self._read_until(b"\r\n")
+        while line not in (b"\r\n", None):
+            line = self._read_until(b"\r\n")
 
     def final_response(self, method: str = "POST") -> RawResponse | None:
         """The next non-interim answer."""
