@@ -436,6 +436,7 @@ class EndpointHandler(web.RequestHandler):
                 return None, None
             tried.add(replica.id)
             replica.in_flight += 1
+            replica.requests += 1
             try:
                 upstream = await gateway.upstream.request(
                     replica.address, self.request.method or "GET", target,

@@ -35,11 +35,15 @@ def decide(
 ) -> int:
     """The replica count to run now, given `current` and the load.
 
-    Up by the need once it lasted `upscale_delay_s` (at once from zero: a request waits);
+    Up to `min` at once (a replica was lost); up by the need once it lasted `upscale_delay_s`
+    (at once from zero: a request waits);
     down one at a time once the need was lower for `downscale_delay_s`; to zero only when
     nothing came for `downscale_delay_s`.
     """
     target = wanted(in_flight, target_in_flight=policy.target_in_flight, counts=counts)
+    if current < counts.min:  # a replica was lost for good: back to the minimum at once
+        state.want_up_since = None
+        return max(target, counts.min)
     if current == 0 and in_flight > 0:
         state.want_up_since = state.want_down_since = None
         return max(target, 1)

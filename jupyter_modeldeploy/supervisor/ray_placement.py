@@ -20,6 +20,7 @@ from ..config.placement import PlacementSpec
 
 ACTOR_PREFIX = "md-"
 CALL_TIMEOUT_S = 5.0
+MAX_RESTARTS = 3  # a replica whose engine keeps failing ends; the run replaces it, up to its own limit
 
 
 class ClusterUnavailable(RuntimeError):
@@ -103,7 +104,7 @@ class RayCluster:
         res = placement.resources
         options: dict[str, Any] = {
             "name": name, "namespace": self.settings.namespace, "lifetime": "detached",
-            "max_restarts": -1, "max_task_retries": 0, "max_concurrency": 8,
+            "max_restarts": MAX_RESTARTS, "max_task_retries": 0, "max_concurrency": 8,
             "num_cpus": res.cpus, "num_gpus": res.gpus,
         }
         if res.custom:
@@ -155,8 +156,11 @@ class RayCluster:
             return await asyncio.wait_for(getattr(actor, method).remote(*args), timeout)
         except asyncio.TimeoutError:
             raise RayCallFailed(f"{method}: no answer within {timeout:g} s", restarting=True) from None
-        except ray.exceptions.ActorUnavailableError as exc:
-            raise RayCallFailed(f"{method}: the replica is restarting ({_first_line(exc)})", restarting=True) from None
+        except ray.exceptions.ActorUnavailableError:
+            raise RayCallFailed(f"{method}: the replica is restarting", restarting=True) from None
+        except ray.exceptions.ActorDiedError as exc:
+            raise RayCallFailed(f"the replica ended for good after {MAX_RESTARTS} restarts ({_died(exc)})",
+                                restarting=False) from None
         except ray.exceptions.RayActorError as exc:
             raise RayCallFailed(f"{method}: the replica died ({_first_line(exc)})", restarting=True) from None
         except ray.exceptions.RayTaskError as exc:
@@ -174,6 +178,17 @@ class RayCallFailed(RuntimeError):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _died(exc: BaseException) -> str:
+    """Why Ray says an actor died, without its long advice."""
+    text = str(exc)
+    for marker in ("The actor died because of an error raised in its creation task", "The actor is dead because",
+                   "The actor died unexpectedly", "owner has died", "node"):
+        at = text.find(marker)
+        if at >= 0:
+            return text[at:at + 200].splitlines()[0]
+    return _first_line(exc)
 
 
 def _task_message(exc: Any) -> str:

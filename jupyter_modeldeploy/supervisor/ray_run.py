@@ -83,6 +83,9 @@ class RayRun:
             return
         while dep.ending is None:
             await self._tick()
+            if not self.actors and self._out_of_tries():
+                await self._end(Event.CRASHED, "no replica could keep running: " + "; ".join(self.failures.values()))
+                return
             try:
                 await asyncio.wait_for(self._stopped(), self.sup.tick_s)
             except asyncio.TimeoutError:
@@ -118,6 +121,10 @@ class RayRun:
             await asyncio.sleep(0.5)
         await self._end()
         return False
+
+    def _out_of_tries(self) -> bool:
+        """Whether so many replicas ended for good that starting more would only repeat the failure."""
+        return len(self.failures) >= 2 * self.placement.replicas.max + 1
 
     def _pending_reasons(self) -> str:
         reasons = [f"{r.id}: {r.reason}" for r in self.dep.replicas if r.reason]
@@ -286,6 +293,8 @@ class RayRun:
         now = time.time()
         wanted = decide(current, dep.in_flight, now, self.scale, counts=self.placement.replicas,
                         policy=self.placement.autoscaling, idle_for_s=now - dep.last_activity_at)
+        if wanted > current and self._out_of_tries():
+            return
         if wanted > current:
             dep.log.append(f"[modeldeploy] scaling up to {wanted} replica(s) ({dep.in_flight} request(s) in flight)")
             for _ in range(wanted - current):

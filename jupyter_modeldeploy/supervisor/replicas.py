@@ -39,6 +39,7 @@ class Replica:
     started_at: float = field(default_factory=time.time)
     serving_since: float | None = None
     in_flight: int = 0
+    requests: int = 0  # sent to it by the gateway
     restarts: int = 0  # times Ray brought it back after a failure
     reason: str | None = None  # why it is down or starting, when known
     stats: dict[str, float] = field(default_factory=dict)  # cpu_percent, memory_bytes of its engine
@@ -53,7 +54,7 @@ class Replica:
         return {
             "id": self.id, "state": self.state.value, "node": self.node, "node_ip": self.node_ip,
             "address": self.address.describe() if self.address else None, "pid": self.pid,
-            "in_flight": self.in_flight, "started_at": self.started_at, "serving_since": self.serving_since,
+            "in_flight": self.in_flight, "requests": self.requests, "started_at": self.started_at, "serving_since": self.serving_since,
             "restarts": self.restarts, "reason": self.reason, **self.stats,
         }
 
