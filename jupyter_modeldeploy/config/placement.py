@@ -18,6 +18,9 @@ from .base import StrictModel
 RAY_ADDRESS_RE = re.compile(r"^(auto|local|(ray://)?[A-Za-z0-9.\-\[\]:]{1,255}(:[0-9]{1,5})?)$")
 RESOURCE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]{0,127}$")
 LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.\-/]{0,126}[A-Za-z0-9])?$")
+_VALUE = r"[A-Za-z0-9]([A-Za-z0-9_.\-/]{0,62}[A-Za-z0-9])?"
+#: A label selector's value: `a`, `!a`, `in(a,b)` or `!in(a,b)` (Ray's syntax).
+SELECTOR_RE = re.compile(rf"^!?({_VALUE}|in\({_VALUE}(,{_VALUE}){{0,31}}\))$")
 #: Resource names Ray defines itself: set them with their own fields.
 BUILT_IN_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
 
@@ -60,7 +63,8 @@ class ReplicaResources(StrictModel):
         {}, description="Custom Ray resources per replica, such as {'pool_a': 1}."
     )
     node_labels: dict[str, str] = Field(
-        {}, description="Node labels a replica's node must carry, such as {'zone': 'a'} (Ray label selectors)."
+        {}, description="Node labels a replica's node must carry (Ray label selectors): {'zone': 'a'}, "
+        "{'zone': 'in(a,b)'}, {'zone': '!c'}."
     )
 
     @field_validator("custom")
@@ -79,8 +83,9 @@ class ReplicaResources(StrictModel):
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         for key, label in value.items():
-            if not LABEL_RE.match(key) or not LABEL_RE.match(label):
-                raise ValueError(f"{key[:80]!r}: {label[:80]!r} is not a label (letters, digits, '_', '.', '-', '/')")
+            if not LABEL_RE.match(key) or not SELECTOR_RE.match(label):
+                raise ValueError(f"{key[:80]!r}: {label[:80]!r} is not a label selector (a label of letters, digits, "
+                                 "'_', '.', '-', '/'; or !label, in(a,b), !in(a,b))")
         return value
 
 

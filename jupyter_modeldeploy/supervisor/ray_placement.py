@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,7 @@ class RayCluster:
                         "placement.ray_address empty)"
                     )
                 return
+            _check_reachable(address)
             try:
                 import ray
             except ImportError:
@@ -165,6 +167,21 @@ class RayCluster:
             raise RayCallFailed(f"{method}: the replica died ({_first_line(exc)})", restarting=True) from None
         except ray.exceptions.RayTaskError as exc:
             raise RayCallFailed(_task_message(exc), restarting=False) from None
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A cluster address that nothing answers on fails at once (Ray itself would retry for minutes)."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterUnavailable(f"{address!r} is not a Ray address (host:port or ray://host:port)")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return
+    except OSError as exc:
+        raise ClusterUnavailable(f"no Ray cluster answers at {address!r}: {exc.strerror or exc}") from None
 
 
 class RayCallFailed(RuntimeError):

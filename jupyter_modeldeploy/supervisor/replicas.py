@@ -60,14 +60,19 @@ class Replica:
 
 
 def pick(replicas: list[Replica], exclude: set[str] | frozenset[str] = frozenset()) -> Replica | None:
-    """The serving replica with the fewest requests in flight (the longest serving on a tie); None if none."""
+    """The serving replica with the fewest requests in flight; on a tie the one sent fewest so far (so
+    one-at-a-time callers alternate), then the longest serving. None when none serves."""
     best: Replica | None = None
     for replica in replicas:
         if not replica.in_rotation or replica.id in exclude:
             continue
-        if best is None or (replica.in_flight, replica.serving_since or 0) < (best.in_flight, best.serving_since or 0):
+        if best is None or _load(replica) < _load(best):
             best = replica
     return best
+
+
+def _load(replica: Replica) -> tuple[int, int, float]:
+    return replica.in_flight, replica.requests, replica.serving_since or 0.0
 
 
 def set_down(replica: Replica, reason: str) -> bool:

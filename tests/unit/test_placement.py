@@ -70,8 +70,12 @@ def test_pick_takes_the_serving_replica_with_fewest_in_flight() -> None:
     assert pick([c]) is None
 
 
-def test_pick_breaks_ties_by_the_longest_serving() -> None:
+def test_pick_breaks_ties_by_fewest_sent_then_the_longest_serving() -> None:
     old, new = _replica("old", 1, since=10.0), _replica("new", 1, since=20.0)
+    assert pick([new, old]) is old
+    old.requests = 5
+    assert pick([new, old]) is new
+    new.requests = 5
     assert pick([new, old]) is old
 
 
