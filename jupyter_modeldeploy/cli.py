@@ -118,6 +118,9 @@ def cmd_status(client: ModelDeployClient, args: argparse.Namespace) -> int:
         print(f"reason: {record['status_reason']}")
     print(f"endpoint: {record['endpoint_url']}")
     print(f"API base: {record['api_base']}")
+    print(f"placement: {formats.replica_summary(record)}")
+    for line in formats.replica_lines(record):
+        print(f"  {line}")
     for note in record.get("engine", {}).get("notes", []) + record.get("notices", []):
         print(f"note: {note}")
     key = None

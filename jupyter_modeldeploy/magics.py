@@ -154,18 +154,25 @@ class DeploymentHandle:
         return Dashboard(self.id, self._client, api_key=self._api_key, **kwargs)
 
     def __repr__(self) -> str:
+        from .formats import replica_lines, replica_summary
+
         r = self.record
-        return f"<deployment {r['name']} ({r['kind']}, {r['id']}): {r['status']} at {r.get('api_base')}>"
+        replicas = "".join(f"\n  {line}" for line in replica_lines(r))
+        return (f"<deployment {r['name']} ({r['kind']}, {r['id']}): {r['status']} at {r.get('api_base')}, "
+                f"{replica_summary(r)}>{replicas}")
 
     def _repr_html_(self) -> str:
         import html
 
+        from .formats import replica_lines, replica_summary
         from .widgets.common import status_badge
 
         r = self.record
+        replicas = "".join(f"<li>{html.escape(line)}</li>" for line in replica_lines(r))
         return (
             f"<b>{html.escape(r['name'])}</b> ({html.escape(r['kind'])}, {html.escape(r['id'])}) "
-            f"{status_badge(r['status'])} — API base <code>{html.escape(str(r.get('api_base')))}</code>"
+            f"{status_badge(r['status'])} — API base <code>{html.escape(str(r.get('api_base')))}</code> "
+            f"— {html.escape(replica_summary(r))}" + (f"<ul>{replicas}</ul>" if replicas else "")
         )
 
 
@@ -251,16 +258,16 @@ class DeployMagic:
         print(__doc__)
 
     def cmd_list(self, rest: list[str]) -> None:
-        from .formats import format_duration
+        from .formats import format_duration, replica_summary
 
         records = self.client.list()
         if not records:
             print("no deployments")
             return
-        rows = [("NAME", "ID", "KIND", "STATUS", "IDLE", "API BASE")]
+        rows = [("NAME", "ID", "KIND", "STATUS", "PLACEMENT", "IDLE", "API BASE")]
         for r in records:
             idle = format_duration(r.get("idle_for_s")) if r.get("serving") else "-"
-            rows.append((r["name"], r["id"], r["kind"], r["status"], idle, r.get("api_base", "")))
+            rows.append((r["name"], r["id"], r["kind"], r["status"], replica_summary(r), idle, r.get("api_base", "")))
         widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
             print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

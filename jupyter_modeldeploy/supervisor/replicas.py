@@ -54,7 +54,8 @@ class Replica:
         return {
             "id": self.id, "state": self.state.value, "node": self.node, "node_ip": self.node_ip,
             "address": self.address.describe() if self.address else None, "pid": self.pid,
-            "in_flight": self.in_flight, "requests": self.requests, "started_at": self.started_at, "serving_since": self.serving_since,
+            "in_flight": self.in_flight, "requests": self.requests, "started_at": self.started_at,
+            "serving_since": self.serving_since,
             "restarts": self.restarts, "reason": self.reason, **self.stats,
         }
 
