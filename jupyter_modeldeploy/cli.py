@@ -201,7 +201,8 @@ def cmd_clone(client: ModelDeployClient, args: argparse.Namespace) -> int:
 def cmd_token(client: ModelDeployClient, args: argparse.Namespace) -> int:
     if args.token_cmd == "create":
         info = client.create_token(
-            deployment=args.deployment, project=args.project, name=args.name, expires_in_s=args.expires_in
+            deployment=args.deployment, project=args.project, name=args.name, expires_in_s=args.expires_in,
+            role=args.role, models=args.model or None,
         )
         if args.json:
             _print_json(info)
@@ -215,7 +216,8 @@ def cmd_token(client: ModelDeployClient, args: argparse.Namespace) -> int:
             scope = f"deployment {t['deployment_id']}" if t["deployment_id"] else f"project {t['project']}"
             expired = t["expires_at"] is not None and t["expires_at"] < time.time()
             state = "revoked" if t["revoked_at"] else ("expired" if expired else "valid")
-            print(f"{t['id']}  {t['prefix']}...  {scope}  {state}  {t.get('name') or ''}")
+            models = f" models={','.join(t['models'])}" if t.get("models") else ""
+            print(f"{t['id']}  {t['prefix']}...  {scope}  {t.get('role', 'inference')}{models}  {state}  {t.get('name') or ''}")
     else:
         client.revoke_token(args.token_id)
         print(f"revoked {args.token_id}")
@@ -335,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--project")
     t.add_argument("--name")
     t.add_argument("--expires-in", type=float, help="seconds")
+    t.add_argument("--role", choices=("inference", "read"), default="inference")
+    t.add_argument("--model", action="append", help="a model the key may call (repeat; default: every model)")
     t.add_argument("--json", action="store_true")
     t = tsub.add_parser("list")
     t.add_argument("--json", action="store_true")

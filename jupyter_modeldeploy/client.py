@@ -187,10 +187,16 @@ class ModelDeployClient:
 
     def create_token(
         self, *, deployment: str | None = None, project: str | None = None, name: str | None = None,
-        expires_in_s: float | None = None,
+        expires_in_s: float | None = None, role: str | None = None, models: list[str] | None = None,
     ) -> dict[str, Any]:
-        body = {"deployment": deployment, "project": project, "name": name, "expires_in_s": expires_in_s}
+        """A new key scoped to a deployment or a project (its value, `token`, is shown this once)."""
+        body = {"deployment": deployment, "project": project, "name": name, "expires_in_s": expires_in_s,
+                "role": role, "models": models}
         return self._request("POST", "tokens", json={k: v for k, v in body.items() if v is not None})
+
+    def update_token(self, token_id: str, **changes: Any) -> dict[str, Any]:
+        """Change a key's label, expiry (`expires_in_s`, `no_expiry`) or quotas; effective for its next request."""
+        return self._request("PATCH", f"tokens/{token_id}", json=changes)
 
     def revoke_token(self, token_id: str) -> dict[str, Any]:
         return self._request("DELETE", f"tokens/{token_id}")

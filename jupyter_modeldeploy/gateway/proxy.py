@@ -22,11 +22,11 @@ from tornado import httputil, iostream, web
 
 from ..supervisor import Deployment, Status, Supervisor
 from ..supervisor.keys import hash_key
-from ..supervisor.tokens import TokenRegistry
-from .auth import authorize, presented_key
+from ..supervisor.tokens import TokenInfo, TokenRegistry
+from .auth import AuthDecision, authorize, model_refusal, presented_key, role_refusal
 from .headers import cors_headers, origin_allowed, preflight_headers, request_headers, returned_header
 from .paths import PathError, check_query, normalise_path
-from .records import OTHER_MODEL, RequestRecord  # RequestRecord re-exported for older callers
+from .records import FIXED_KEY_ID, NO_KEY_ID, OTHER_MODEL, RequestRecord  # RequestRecord re-exported for older callers
 from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout
 from .usage import UsageTap, wants_usage_injection
 
@@ -163,6 +163,8 @@ class EndpointHandler(web.RequestHandler):
         self._started = time.perf_counter()
         self._cors: dict[str, str] = {}
         self._pending: Refusal | None = None
+        self._key: TokenInfo | None = None  # the generated key the caller presented, once it is accepted
+        self._key_id = NO_KEY_ID
 
     # tornado hooks ------------------------------------------------------------------------
 
@@ -245,7 +247,7 @@ class EndpointHandler(web.RequestHandler):
             await self.gateway.config.wake(dep)
         if refusal is not None:
             return refusal
-        return self._admit_to_engine(dep, method, path)
+        return self._admit_to_engine(dep, method, path) or self._denied(role_refusal(self._key, method))
 
     def _preflight(self, origin: str, allowed: list[str]) -> Refusal:
         if not origin_allowed(origin, allowed):
@@ -269,6 +271,11 @@ class EndpointHandler(web.RequestHandler):
             api_key_hash=dep.api_key_hash, token=token, now=time.time(),
         )
         if decision.allowed:
+            if token is not None and decision.token_id is not None:
+                self._key, self._key_id = token, token.id
+                gateway.tokens.touch(token, time.time())
+            elif key is not None and not dep.config.public:
+                self._key_id = FIXED_KEY_ID
             return None
         if decision.status == 401 and key and gateway.key_belongs_elsewhere(key, dep):
             return Refusal(403, "this key is not valid for this deployment", "permission_error")
@@ -276,6 +283,11 @@ class EndpointHandler(web.RequestHandler):
             return Refusal(401, decision.message, "authentication_error",
                            headers={"WWW-Authenticate": 'Bearer realm="modeldeploy"'})
         return Refusal(decision.status, decision.message, "permission_error")
+
+    @staticmethod
+    def _denied(decision: AuthDecision | None) -> Refusal | None:
+        """A scope's refusal (403) as the gateway answers it."""
+        return None if decision is None else Refusal(decision.status, decision.message, "permission_error")
 
     def _admit_to_engine(self, dep: Deployment, method: str, path: str) -> Refusal | None:
         """State, allow-list, payload and concurrency checks; sets what `_forward` needs."""
@@ -335,7 +347,7 @@ class EndpointHandler(web.RequestHandler):
         dep = self._dep
         if dep is not None and refusal.kind:
             self.gateway.observe(RequestRecord(dep.id, self._label(dep, self._model), refusal.status,
-                                               time.perf_counter() - self._started))
+                                               time.perf_counter() - self._started, key_id=self._key_id))
 
     @staticmethod
     def _label(dep: Deployment, model: str | None) -> str | None:
@@ -353,6 +365,9 @@ class EndpointHandler(web.RequestHandler):
             return
         dep = self._dep
         body, injected, refusal = self._prepare_body(dep, bytes(self._body))
+        if refusal is None and (self._model is not None or self.request.method not in ("GET", "HEAD")):
+            chosen = self._model if self._model is not None else self._label(dep, None)
+            refusal = self._denied(model_refusal(self._key, chosen))
         if refusal is not None:
             self._refuse(refusal)
             return
@@ -369,7 +384,7 @@ class EndpointHandler(web.RequestHandler):
                 RequestRecord(
                     deployment_id=dep.id, model=self._label(dep, self._model), status=status,
                     latency_s=time.perf_counter() - self._started, first_chunk_s=first_chunk, usage=usage,
-                    streamed=bool(tap and tap.is_sse),
+                    streamed=bool(tap and tap.is_sse), key_id=self._key_id,
                 )
             )
 

@@ -12,6 +12,9 @@ from .usage import Usage
 #: The model label of requests that named a model the deployment does not serve: metric
 #: labels and per-model totals take served names only, so they stay bounded.
 OTHER_MODEL = "other"
+#: The key id of requests made with a deployment's fixed API key, and of requests made without a key.
+FIXED_KEY_ID = "api-key"
+NO_KEY_ID = "none"
 
 
 @dataclass
@@ -25,3 +28,4 @@ class RequestRecord:
     first_chunk_s: float | None = None
     usage: Usage | None = None
     streamed: bool = False
+    key_id: str = NO_KEY_ID  # a generated key's id, FIXED_KEY_ID or NO_KEY_ID; never the key

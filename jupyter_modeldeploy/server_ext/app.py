@@ -17,6 +17,7 @@ from .dashboard import dashboard_handlers
 from .handlers import api_handlers
 from .validate import validate_handlers
 from .views import view_handlers
+from .writer import BatchWriter
 
 
 class ModelDeployApp(ExtensionApp):
@@ -103,6 +104,7 @@ class ModelDeployApp(ExtensionApp):
         )
         self.supervisor = supervisor
         self.gateway = gateway
+        self.writer = BatchWriter([tokens])
         self.metrics = None
         try:
             from ..metrics.hub import MetricsHub
@@ -142,16 +144,22 @@ class ModelDeployApp(ExtensionApp):
             from .metrics_handlers import metrics_handlers
 
             handlers += metrics_handlers(prefix)
+        if self.metrics is not None:
+            from .endpoint_metrics import ENDPOINT_METRICS_PATTERN, EndpointMetricsHandler
+
+            handlers.append((ENDPOINT_METRICS_PATTERN, EndpointMetricsHandler, {"gateway": self.gateway, "hub": self.metrics}))
         handlers.append((ENDPOINT_PATTERN, EndpointHandler, {"gateway": self.gateway}))
         self.handlers.extend(handlers)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         await self.supervisor.start()
+        self.writer.start()
         if self.metrics is not None:
             self.metrics.start()
 
     async def stop_extension(self) -> None:
         if self.metrics is not None:
             self.metrics.stop()
+        await self.writer.stop()  # before the store closes
         await self.supervisor.shutdown()
         await self.gateway.close()

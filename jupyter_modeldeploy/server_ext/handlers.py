@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from typing import Any, TypeVar
 
 from jupyter_server.base.handlers import APIHandler
@@ -36,6 +37,7 @@ from .schemas import (
     TokenCreated,
     TokenList,
     TokenRequest,
+    TokenUpdate,
     ValidateResponse,
     parse_body,
 )
@@ -345,7 +347,8 @@ class TokensHandler(BaseHandler):
             deployment_id = self.lookup(body.deployment).id if body.deployment is not None else None
             try:
                 token, info = self.tokens.create(
-                    deployment_id=deployment_id, project=body.project, name=body.name, expires_in_s=body.expires_in_s
+                    deployment_id=deployment_id, project=body.project, name=body.name, expires_in_s=body.expires_in_s,
+                    role=body.role, models=body.models,
                 )
             except ValueError as exc:
                 raise DeploymentError(str(exc), 400) from None
@@ -355,16 +358,37 @@ class TokensHandler(BaseHandler):
 
 
 class TokenHandler(BaseHandler):
-    """DELETE revokes a token at once."""
+    """GET one token; PATCH changes its label or expiry; DELETE revokes it at once."""
+
+    def _known(self, token_id: str) -> bool:
+        try:
+            self.tokens.get(token_id)
+        except KeyError:
+            self.fail(404, f"no token {token_id[:100]!r}")
+            return False
+        return True
+
+    @web.authenticated
+    async def get(self, token_id: str) -> None:
+        if self._known(token_id):
+            self.write_model(Token.model_validate(self.tokens.get(token_id).to_json()))
+
+    @web.authenticated
+    async def patch(self, token_id: str) -> None:
+        async def action() -> None:
+            body = self.body(TokenUpdate)
+            if not self._known(token_id):
+                return
+            expires_at = time.time() + body.expires_in_s if body.expires_in_s is not None else None
+            info = self.tokens.update(token_id, name=body.name, expires_at=expires_at, clear_expiry=body.no_expiry)
+            self.write_model(Token.model_validate(info.to_json()))
+
+        await self.run(action)
 
     @web.authenticated
     async def delete(self, token_id: str) -> None:
-        try:
-            info = self.tokens.revoke(token_id)
-        except KeyError:
-            self.fail(404, f"no token {token_id!r}")
-            return
-        self.write_model(Token.model_validate(info.to_json()))
+        if self._known(token_id):
+            self.write_model(Token.model_validate(self.tokens.revoke(token_id).to_json()))
 
 
 def api_handlers(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:

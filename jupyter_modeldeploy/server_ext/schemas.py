@@ -60,20 +60,40 @@ class AdapterRequest(RequestBody):
     path: Annotated[str, Field(min_length=1, max_length=4096)] = Field(description="adapter folder or hub repo")
 
 
+Lifetime = Annotated[float, Field(gt=0, le=100 * 365 * 86400, allow_inf_nan=False)]
+TokenRole = Literal["inference", "read"]
+
+
 class TokenRequest(RequestBody):
     """POST /tokens: a token scoped to exactly one deployment or one project."""
 
     deployment: Text | None = Field(None, description="deployment id or name")
     project: Text | None = Field(None, description="project name")
     name: Text | None = Field(None, description="a label for the token")
-    expires_in_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
-        None, description="lifetime in seconds (empty: no expiry)"
+    expires_in_s: Lifetime | None = Field(None, description="lifetime in seconds (empty: no expiry)")
+    role: TokenRole = Field("inference", description="inference: the serving API; read: health, models and metrics only")
+    models: Annotated[list[Text], Field(min_length=1, max_length=100)] | None = Field(
+        None, description="the only models the key may call (empty: every model of its scope)"
     )
 
     @model_validator(mode="after")
     def _one_scope(self) -> TokenRequest:
         if (self.deployment is None) == (self.project is None):
             raise ValueError("a token is scoped to exactly one of: deployment, project")
+        return self
+
+
+class TokenUpdate(RequestBody):
+    """PATCH /tokens/{id}: change a key's label or expiry; effective for its next request."""
+
+    name: Text | None = Field(None, description="a new label")
+    expires_in_s: Lifetime | None = Field(None, description="a new lifetime, from now, in seconds")
+    no_expiry: bool = Field(False, description="true: the key no longer expires")
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> TokenUpdate:
+        if self.no_expiry and self.expires_in_s is not None:
+            raise ValueError("give expires_in_s or no_expiry, not both")
         return self
 
 
@@ -140,6 +160,9 @@ class Token(ResponseBody):
     created_at: float
     expires_at: float | None
     revoked_at: float | None
+    role: TokenRole
+    models: list[str] | None = Field(description="the only models the key may call (null: every model of its scope)")
+    last_used_at: float | None = Field(description="when a request last presented the key (written within seconds)")
 
 
 class TokenCreated(Token):
@@ -290,7 +313,7 @@ class HostMetrics(ResponseBody):
 
 
 #: The bodies that docs/openapi.yaml takes from these models (scripts/gen_openapi.py).
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (CloneRequest, AdapterRequest, TokenRequest)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (CloneRequest, AdapterRequest, TokenRequest, TokenUpdate)
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Error, StatusResponse, Token, TokenCreated, TokenList, ValidateResponse, DryRunPlan, DeploymentRecord,
     DeploymentMetrics, HostMetrics,
