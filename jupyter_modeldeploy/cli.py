@@ -198,11 +198,19 @@ def cmd_clone(client: ModelDeployClient, args: argparse.Namespace) -> int:
     return 0
 
 
+QUOTA_FLAGS = ("requests_per_minute", "tokens_per_minute", "max_in_flight", "daily_tokens")
+
+
+def _quota_args(args: argparse.Namespace) -> dict[str, int] | None:
+    quotas = {name: getattr(args, name) for name in QUOTA_FLAGS if getattr(args, name) is not None}
+    return quotas or None
+
+
 def cmd_token(client: ModelDeployClient, args: argparse.Namespace) -> int:
     if args.token_cmd == "create":
         info = client.create_token(
             deployment=args.deployment, project=args.project, name=args.name, expires_in_s=args.expires_in,
-            role=args.role, models=args.model or None,
+            role=args.role, models=args.model or None, quotas=_quota_args(args),
         )
         if args.json:
             _print_json(info)
@@ -338,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name")
     t.add_argument("--expires-in", type=float, help="seconds")
     t.add_argument("--role", choices=("inference", "read"), default="inference")
+    for flag in QUOTA_FLAGS:
+        t.add_argument("--" + flag.replace("_", "-"), type=int, help="quota (default: no limit)")
     t.add_argument("--model", action="append", help="a model the key may call (repeat; default: every model)")
     t.add_argument("--json", action="store_true")
     t = tsub.add_parser("list")

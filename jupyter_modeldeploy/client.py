@@ -188,10 +188,14 @@ class ModelDeployClient:
     def create_token(
         self, *, deployment: str | None = None, project: str | None = None, name: str | None = None,
         expires_in_s: float | None = None, role: str | None = None, models: list[str] | None = None,
+        quotas: dict[str, int | None] | None = None,
     ) -> dict[str, Any]:
-        """A new key scoped to a deployment or a project (its value, `token`, is shown this once)."""
+        """A new key scoped to a deployment or a project (its value, `token`, is shown this once).
+
+        `quotas`: `requests_per_minute`, `tokens_per_minute`, `max_in_flight`, `daily_tokens`.
+        """
         body = {"deployment": deployment, "project": project, "name": name, "expires_in_s": expires_in_s,
-                "role": role, "models": models}
+                "role": role, "models": models, "quotas": quotas}
         return self._request("POST", "tokens", json={k: v for k, v in body.items() if v is not None})
 
     def update_token(self, token_id: str, **changes: Any) -> dict[str, Any]:

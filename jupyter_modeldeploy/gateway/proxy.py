@@ -26,6 +26,7 @@ from ..supervisor.tokens import TokenInfo, TokenRegistry
 from .auth import AuthDecision, authorize, model_refusal, presented_key, role_refusal
 from .headers import cors_headers, origin_allowed, preflight_headers, request_headers, returned_header
 from .paths import PathError, check_query, normalise_path
+from .quotas import QuotaBook
 from .records import FIXED_KEY_ID, NO_KEY_ID, OTHER_MODEL, RequestRecord  # RequestRecord re-exported for older callers
 from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout
 from .usage import UsageTap, wants_usage_injection
@@ -48,6 +49,7 @@ class Refusal:
     kind: str
     extra: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    code: str | None = None  # the error's `code` (default: the status)
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Gateway:
         self.supervisor = supervisor
         self.tokens = tokens
         self.config = config or GatewayConfig()
+        self.quotas = QuotaBook()
         self.upstream = UpstreamClient(connect_timeout=self.config.connect_timeout_s)
 
     def observe(self, record: RequestRecord) -> None:
@@ -165,6 +168,9 @@ class EndpointHandler(web.RequestHandler):
         self._pending: Refusal | None = None
         self._key: TokenInfo | None = None  # the generated key the caller presented, once it is accepted
         self._key_id = NO_KEY_ID
+        self._quota_held = False  # counted in its key's quotas, until `_observe` or a lost connection releases it
+        self._forwarding = False
+        self._observed = False
 
     # tornado hooks ------------------------------------------------------------------------
 
@@ -192,6 +198,8 @@ class EndpointHandler(web.RequestHandler):
 
     def on_connection_close(self) -> None:
         self._client_gone = True
+        if not self._forwarding:
+            self._release_quota(0)  # gone before its body was read: nothing else will release it
         if self._upstream is not None:
             # Closing the upstream connection tells the engine the client left: it stops work.
             self._upstream.close()
@@ -247,7 +255,8 @@ class EndpointHandler(web.RequestHandler):
             await self.gateway.config.wake(dep)
         if refusal is not None:
             return refusal
-        return self._admit_to_engine(dep, method, path) or self._denied(role_refusal(self._key, method))
+        return (self._admit_to_engine(dep, method, path) or self._denied(role_refusal(self._key, method))
+                or self._admit_quota())
 
     def _preflight(self, origin: str, allowed: list[str]) -> Refusal:
         if not origin_allowed(origin, allowed):
@@ -283,6 +292,31 @@ class EndpointHandler(web.RequestHandler):
             return Refusal(401, decision.message, "authentication_error",
                            headers={"WWW-Authenticate": 'Bearer realm="modeldeploy"'})
         return Refusal(decision.status, decision.message, "permission_error")
+
+    def _admit_quota(self) -> Refusal | None:
+        """The key's quotas (429 with Retry-After past one); an admitted request holds its place until released."""
+        key = self._key
+        if key is None or key.quotas is None:
+            return None
+        exceeded = self.gateway.quotas.admit(key.id, key.quotas, time.time())
+        if exceeded is None:
+            self._quota_held = True
+            return None
+        return Refusal(429, exceeded.message(), "rate_limit_error", extra={"param": exceeded.quota},
+                       headers={"Retry-After": str(exceeded.retry_after_s)}, code="rate_limit_exceeded")
+
+    def _release_quota(self, tokens: int) -> None:
+        if self._quota_held:
+            self._quota_held = False
+            self.gateway.quotas.release(self._key_id, tokens, time.time())
+
+    def _observe(self, record: RequestRecord) -> None:
+        """A finished request: its key's quota place released, then the record to every observer, once
+        (an error answered while forwarding is not counted again when the forwarding ends)."""
+        self._release_quota(record.usage.total if record.usage else 0)
+        if not self._observed:
+            self._observed = True
+            self.gateway.observe(record)
 
     @staticmethod
     def _denied(decision: AuthDecision | None) -> Refusal | None:
@@ -343,11 +377,12 @@ class EndpointHandler(web.RequestHandler):
             self.finish(json.dumps(refusal.extra))
         else:
             self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps(error_body(refusal.message, refusal.kind, refusal.status, **refusal.extra)))
+            self.finish(json.dumps(error_body(refusal.message, refusal.kind, refusal.code or refusal.status,
+                                              **refusal.extra)))
         dep = self._dep
         if dep is not None and refusal.kind:
-            self.gateway.observe(RequestRecord(dep.id, self._label(dep, self._model), refusal.status,
-                                               time.perf_counter() - self._started, key_id=self._key_id))
+            self._observe(RequestRecord(dep.id, self._label(dep, self._model), refusal.status,
+                                        time.perf_counter() - self._started, key_id=self._key_id))
 
     @staticmethod
     def _label(dep: Deployment, model: str | None) -> str | None:
@@ -372,6 +407,7 @@ class EndpointHandler(web.RequestHandler):
             self._refuse(refusal)
             return
         self.gateway.supervisor.request_started(dep)
+        self._forwarding = True
         status = 502
         tap: UsageTap | None = None
         first_chunk: float | None = None
@@ -380,7 +416,7 @@ class EndpointHandler(web.RequestHandler):
         finally:
             self.gateway.supervisor.request_finished(dep)
             usage = tap.finish() if tap is not None else None
-            self.gateway.observe(
+            self._observe(
                 RequestRecord(
                     deployment_id=dep.id, model=self._label(dep, self._model), status=status,
                     latency_s=time.perf_counter() - self._started, first_chunk_s=first_chunk, usage=usage,

@@ -24,7 +24,7 @@ from ..config import KINDS, ConfigError, all_schemas, config_schema, export_conf
 from ..engines import EngineUnavailable
 from ..engines.hf import ModelNotFound
 from ..supervisor import Deployment, DeploymentError, Supervisor
-from ..supervisor.tokens import TokenRegistry
+from ..supervisor.tokens import Quotas, TokenRegistry
 from .jsonbody import BodyError, parse_json
 from .records import deployment_record, engine_status
 from .schemas import (
@@ -32,6 +32,7 @@ from .schemas import (
     CloneRequest,
     DryRunPlan,
     Error,
+    KeyQuotas,
     StatusResponse,
     Token,
     TokenCreated,
@@ -348,13 +349,17 @@ class TokensHandler(BaseHandler):
             try:
                 token, info = self.tokens.create(
                     deployment_id=deployment_id, project=body.project, name=body.name, expires_in_s=body.expires_in_s,
-                    role=body.role, models=body.models,
+                    role=body.role, models=body.models, quotas=_quotas(body.quotas),
                 )
             except ValueError as exc:
                 raise DeploymentError(str(exc), 400) from None
             self.write_model(TokenCreated.model_validate({**info.to_json(), "token": token}), 201)
 
         await self.run(action)
+
+
+def _quotas(body: KeyQuotas | None) -> Quotas | None:
+    return Quotas.from_json(body.model_dump()) if body is not None else None
 
 
 class TokenHandler(BaseHandler):
@@ -380,7 +385,8 @@ class TokenHandler(BaseHandler):
             if not self._known(token_id):
                 return
             expires_at = time.time() + body.expires_in_s if body.expires_in_s is not None else None
-            info = self.tokens.update(token_id, name=body.name, expires_at=expires_at, clear_expiry=body.no_expiry)
+            info = self.tokens.update(token_id, name=body.name, expires_at=expires_at, clear_expiry=body.no_expiry,
+                                      quotas=_quotas(body.quotas), clear_quotas=body.quotas is not None)
             self.write_model(Token.model_validate(info.to_json()))
 
         await self.run(action)

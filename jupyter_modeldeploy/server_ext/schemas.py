@@ -62,6 +62,16 @@ class AdapterRequest(RequestBody):
 
 Lifetime = Annotated[float, Field(gt=0, le=100 * 365 * 86400, allow_inf_nan=False)]
 TokenRole = Literal["inference", "read"]
+Limit = Annotated[int, Field(ge=1, le=10**12)]
+
+
+class KeyQuotas(RequestBody):
+    """A key's quotas; each one left out (or null) is no limit. Past one: 429 with Retry-After."""
+
+    requests_per_minute: Limit | None = Field(None, description="requests in any 60 s")
+    tokens_per_minute: Limit | None = Field(None, description="prompt + completion tokens in any 60 s")
+    max_in_flight: Limit | None = Field(None, description="requests of this key in flight at once")
+    daily_tokens: Limit | None = Field(None, description="prompt + completion tokens per UTC day")
 
 
 class TokenRequest(RequestBody):
@@ -75,6 +85,7 @@ class TokenRequest(RequestBody):
     models: Annotated[list[Text], Field(min_length=1, max_length=100)] | None = Field(
         None, description="the only models the key may call (empty: every model of its scope)"
     )
+    quotas: KeyQuotas | None = Field(None, description="limits of this key (empty: none)")
 
     @model_validator(mode="after")
     def _one_scope(self) -> TokenRequest:
@@ -89,6 +100,7 @@ class TokenUpdate(RequestBody):
     name: Text | None = Field(None, description="a new label")
     expires_in_s: Lifetime | None = Field(None, description="a new lifetime, from now, in seconds")
     no_expiry: bool = Field(False, description="true: the key no longer expires")
+    quotas: KeyQuotas | None = Field(None, description="new quotas, replacing the old ones ({}: no limits)")
 
     @model_validator(mode="after")
     def _one_expiry(self) -> TokenUpdate:
@@ -149,6 +161,15 @@ class StatusResponse(ResponseBody):
     store: StoreReport
 
 
+class QuotaValues(ResponseBody):
+    """A key's quotas as stored (null: no limit)."""
+
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    max_in_flight: int | None
+    daily_tokens: int | None
+
+
 class Token(ResponseBody):
     """A token's public description (never the token itself)."""
 
@@ -163,6 +184,7 @@ class Token(ResponseBody):
     role: TokenRole
     models: list[str] | None = Field(description="the only models the key may call (null: every model of its scope)")
     last_used_at: float | None = Field(description="when a request last presented the key (written within seconds)")
+    quotas: QuotaValues | None = Field(description="the key's limits (null: none)")
 
 
 class TokenCreated(Token):

@@ -25,6 +25,30 @@ Role = Literal["inference", "read"]
 ROLES: tuple[Role, ...] = ("inference", "read")
 
 
+@dataclass(frozen=True)
+class Quotas:
+    """A key's limits (None: no limit); the gateway's `QuotaBook` enforces them."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    max_in_flight: int | None = None
+    daily_tokens: int | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Quotas | None:
+        if not data:
+            return None
+        values = {k: data.get(k) for k in cls.__dataclass_fields__}
+        for name, value in values.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"quota {name} must be a positive integer")
+        quotas = cls(**values)
+        return quotas if any(v is not None for v in values.values()) else None
+
+    def to_json(self) -> dict[str, int | None]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
 @dataclass(eq=False)
 class TokenInfo:
     """A token's public description (never the token itself)."""
@@ -40,6 +64,7 @@ class TokenInfo:
     role: Role = "inference"
     models: tuple[str, ...] | None = None  # None: every model of the scope
     last_used_at: float | None = None
+    quotas: Quotas | None = None
 
     def valid(self, now: float) -> bool:
         """Not revoked and not expired."""
@@ -55,6 +80,7 @@ class TokenInfo:
             "project": self.project, "created_at": self.created_at, "expires_at": self.expires_at,
             "revoked_at": self.revoked_at, "role": self.role,
             "models": list(self.models) if self.models is not None else None, "last_used_at": self.last_used_at,
+            "quotas": self.quotas.to_json() if self.quotas is not None else None,
         }
 
 
@@ -62,6 +88,10 @@ def _from_row(row: dict[str, Any]) -> TokenInfo:
     values = {k: row.get(k) for k in TokenInfo.__dataclass_fields__}
     values["role"] = values["role"] or "inference"
     values["models"] = tuple(values["models"]) if values["models"] is not None else None
+    try:
+        values["quotas"] = Quotas.from_json(values["quotas"])
+    except ValueError:
+        values["quotas"] = None  # a damaged quota column: the key keeps working, without limits
     return TokenInfo(**values)
 
 
@@ -92,6 +122,7 @@ class TokenRegistry:
         expires_in_s: float | None = None,
         role: Role = "inference",
         models: list[str] | None = None,
+        quotas: Quotas | None = None,
     ) -> tuple[str, TokenInfo]:
         """A new token for one deployment or one project; returns (token, info)."""
         if (deployment_id is None) == (project is None):
@@ -107,7 +138,7 @@ class TokenRegistry:
         info = TokenInfo(
             id="t-" + secrets.token_hex(4), name=name, prefix=token[:7], deployment_id=deployment_id,
             project=project, created_at=now, expires_at=now + expires_in_s if expires_in_s else None,
-            revoked_at=None, role=role, models=tuple(dict.fromkeys(models)) if models else None,
+            revoked_at=None, role=role, models=tuple(dict.fromkeys(models)) if models else None, quotas=quotas,
         )
         digest = hash_key(token)
         self.store.add_token({**info.to_json(), "hash": digest})
@@ -128,10 +159,12 @@ class TokenRegistry:
         return new
 
     def update(self, token_id: str, *, name: str | None = None, expires_at: float | None = None,
-               clear_expiry: bool = False) -> TokenInfo:
-        """Change a token's label or expiry (effective for its next request); KeyError when unknown."""
+               clear_expiry: bool = False, quotas: Quotas | None = None, clear_quotas: bool = False) -> TokenInfo:
+        """Change a token's label, expiry or quotas (effective for its next request); KeyError when unknown."""
         info = self._by_id[token_id]
         changes: dict[str, Any] = {}
+        if quotas is not None or clear_quotas:
+            changes["quotas"] = quotas
         if name is not None:
             changes["name"] = name
         if expires_at is not None or clear_expiry:
