@@ -65,6 +65,20 @@ def find_server(url: str | None = None, token: str | None = None) -> ServerInfo:
     return ServerInfo(url=chosen["url"].rstrip("/") + "/", token=token if token is not None else chosen.get("token", ""))
 
 
+USAGE_COLUMNS = ("minute", "key_id", "key_name", "deployment_id", "deployment", "model", "requests", "errors",
+                 "prompt_tokens", "completion_tokens")
+
+
+def _frame(rows: list[dict[str, Any]], time_columns: list[str], columns: tuple[str, ...]) -> Any:
+    """Rows of the API as a pandas DataFrame (its columns even when there are no rows)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=list(columns))
+    for name in time_columns:
+        frame[name] = pd.to_datetime(frame[name], unit="s", utc=True)
+    return frame
+
+
 class ModelDeployClient:
     """Synchronous client of `/api/modeldeploy/`."""
 
@@ -138,6 +152,17 @@ class ModelDeployClient:
     def host_metrics(self, since: float | None = None) -> dict[str, Any]:
         params = {"since": since} if since is not None else {}
         return self._request("GET", "host/metrics", params=params)
+
+    def usage(self, *, key: str | None = None, deployment: str | None = None, model: str | None = None,
+              since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
+        """Exact per-key usage rows, per key per model per minute (requests, errors, prompt and completion tokens)."""
+        params = {k: v for k, v in (("key", key), ("deployment", deployment), ("model", model), ("since", since),
+                                    ("until", until)) if v is not None}
+        return self._request("GET", "usage", params=params)["rows"]
+
+    def usage_frame(self, **filters: Any) -> Any:
+        """`usage(**filters)` as a pandas DataFrame, `minute` as UTC timestamps."""
+        return _frame(self.usage(**filters), ["minute"], USAGE_COLUMNS)
 
     # Write --------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@
     %deploy --config smol.json          # an exported configuration (JSON or YAML)
     %%deploy                            # a configuration in the cell body (JSON or YAML)
     %deploy list | stop <n> | logs <n> | export <n> | dashboard <n> | form <kind> | get <n>
+    %deploy usage [<n>] [key=<key id>] [model=<m>] [since=<unix s>]   # per-key usage, a DataFrame
 
 Values in `field=value` are JSON when they parse as JSON, else strings; `--wait` blocks until
 the deployment serves. Errors are one readable line, not a traceback.
@@ -21,7 +22,8 @@ from typing import Any
 from . import formats
 from .client import ModelDeployClient, ModelDeployError
 
-COMMANDS = ("list", "stop", "logs", "export", "dashboard", "form", "get", "wait", "delete", "relaunch", "help")
+COMMANDS = ("list", "stop", "logs", "export", "dashboard", "form", "get", "wait", "delete", "relaunch", "usage", "help")
+USAGE_FILTERS = ("key", "model", "since", "until")
 
 
 class DeployMagicError(Exception):
@@ -135,6 +137,10 @@ class DeploymentHandle:
 
     def metrics(self) -> dict[str, Any]:
         return self._client.metrics(self.id)
+
+    def usage(self, **filters: Any) -> Any:
+        """This deployment's exact per-key usage per minute, as a pandas DataFrame (`key`, `model`, `since`)."""
+        return self._client.usage_frame(deployment=self.id, **filters)
 
     @property
     def test_command(self) -> str:
@@ -295,6 +301,15 @@ class DeployMagic:
             Path(rest[1]).expanduser().write_text(json.dumps(data, indent=2) + "\n")
             print(f"wrote {rest[1]}")
         return data
+
+    def cmd_usage(self, rest: list[str]) -> Any:
+        """Per-key usage per minute as a DataFrame: of one deployment (a first word), filtered by key=, model=, since=."""
+        deployment = rest[0] if rest and "=" not in rest[0] else None
+        filters = parse_assignments(rest[1:] if deployment else rest)
+        unknown = sorted(set(filters) - set(USAGE_FILTERS))
+        if unknown:
+            raise DeployMagicError(f"usage takes {', '.join(USAGE_FILTERS)}; not {', '.join(unknown)}")
+        return self.client.usage_frame(deployment=deployment, **filters)
 
     def cmd_dashboard(self, rest: list[str]) -> Any:
         from .widgets.dashboard import Dashboard

@@ -60,6 +60,9 @@ class ModelDeployApp(ExtensionApp):
     )
     metrics_interval_s = Float(2.0, help="Seconds between samples of host and deployment metrics.").tag(config=True)
     metrics_window = Int(1800, help="Samples kept per time series (ring buffer length).").tag(config=True)
+    usage_retention_days = Float(
+        90.0, help="Days of per-key usage (per minute) kept in the activity file of the state folder."
+    ).tag(config=True)
 
     @default("state_dir")
     def _default_state_dir(self) -> str:
@@ -106,11 +109,13 @@ class ModelDeployApp(ExtensionApp):
         self.gateway = gateway
         self.writer = BatchWriter([tokens])
         self.metrics = None
+        self.key_usage = None
         try:
             from ..metrics.hub import MetricsHub
 
             self.metrics = MetricsHub(supervisor, interval_s=self.metrics_interval_s, window=self.metrics_window)
             gateway.config.observers.append(self.metrics.observe_request)
+            self.key_usage = self._key_usage(gateway, self.metrics)
         except ImportError:  # metrics are optional at this layer
             self.metrics = None
         self.settings.update(
@@ -119,9 +124,29 @@ class ModelDeployApp(ExtensionApp):
                 "modeldeploy_tokens": tokens,
                 "modeldeploy_gateway": gateway,
                 "modeldeploy_metrics": self.metrics,
+                "modeldeploy_key_usage": self.key_usage,
+                "modeldeploy_writer": self.writer,
             }
         )
         self.log.info("modeldeploy: state in %s", self.state_dir)
+
+    def _key_usage(self, gateway: Gateway, hub: Any) -> Any:
+        """Per-key usage: counted per request, kept in the activity file, in Prometheus; daily budgets
+        resume from what the keys used today."""
+        import time
+
+        from ..metrics.activity_store import ActivityStore
+        from ..metrics.keyusage import KeyUsage, KeyUsageCollector
+
+        usage = KeyUsage(ActivityStore(Path(self.state_dir) / "activity.sqlite"), retention_days=self.usage_retention_days)
+        gateway.config.observers.append(usage.observe)
+        self.writer.sources.append(usage)
+        now = time.time()
+        for key_id, tokens in usage.tokens_today().items():
+            gateway.quotas.seed_day(key_id, tokens, now)
+        deployments = self.supervisor.deployments
+        hub.registry.register(KeyUsageCollector(usage, lambda i: deployments[i].name if i in deployments else i))
+        return usage
 
     def _report_store(self, supervisor: Supervisor) -> None:
         """Say in the server's log what the deployment store could not read (also in GET /status)."""
@@ -144,6 +169,10 @@ class ModelDeployApp(ExtensionApp):
             from .metrics_handlers import metrics_handlers
 
             handlers += metrics_handlers(prefix)
+        if self.key_usage is not None:
+            from .usage_handlers import usage_handlers
+
+            handlers += usage_handlers(prefix)
         if self.metrics is not None:
             from .endpoint_metrics import ENDPOINT_METRICS_PATTERN, EndpointMetricsHandler
 
@@ -163,3 +192,5 @@ class ModelDeployApp(ExtensionApp):
         await self.writer.stop()  # before the store closes
         await self.supervisor.shutdown()
         await self.gateway.close()
+        if self.key_usage is not None:
+            self.key_usage.store.close()

@@ -315,6 +315,27 @@ class DeploymentMetrics(ResponseBody):
     interval_s: float
 
 
+class KeyUsageRow(ResponseBody):
+    """One key's use of one model of one deployment in one minute."""
+
+    minute: int = Field(description="start of the minute (Unix seconds)")
+    key_id: str = Field(description="a generated key's id, api-key (the deployment's fixed key) or none (no key)")
+    key_name: str | None = Field(description="the key's label, where it has one")
+    deployment_id: str
+    deployment: str | None = Field(description="the deployment's name (null once it was deleted)")
+    model: str = Field(description="a served model's name, other (a name it does not serve) or - (none chosen)")
+    requests: int
+    errors: int = Field(description="requests answered with a 4xx or 5xx status")
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class KeyUsageResponse(ResponseBody):
+    """GET /usage: exact per-key usage, per minute, oldest first."""
+
+    rows: list[KeyUsageRow]
+
+
 class GpuSeries(ResponseBody):
     """One GPU's series."""
 
@@ -338,7 +359,7 @@ class HostMetrics(ResponseBody):
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (CloneRequest, AdapterRequest, TokenRequest, TokenUpdate)
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Error, StatusResponse, Token, TokenCreated, TokenList, ValidateResponse, DryRunPlan, DeploymentRecord,
-    DeploymentMetrics, HostMetrics,
+    DeploymentMetrics, HostMetrics, KeyUsageResponse,
 )
 
 

@@ -28,6 +28,7 @@ class BatchWriter:
         self.sources = sources
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # a reader's flush waits for a batch already on its way
 
     def start(self) -> None:
         if self._task is None:
@@ -35,6 +36,10 @@ class BatchWriter:
 
     async def flush(self) -> None:
         """Write what every source gathered so far."""
+        async with self._lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         for source in self.sources:
             write = source.pending_write()

@@ -218,13 +218,9 @@ class Store:
             self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        new = not self.path.exists()
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db = connect_private(self.path)
         try:
-            if new:
-                os.chmod(self.path, 0o600)
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise UnreadableStore(f"SQLite integrity check failed: {check}")
@@ -364,6 +360,21 @@ def _token_params(row: dict[str, Any]) -> dict[str, Any]:
         if params[name] is not None:
             params[name] = json.dumps(params[name])
     return params
+
+
+def connect_private(path: Path) -> sqlite3.Connection:
+    """A connection to an SQLite file only its owner may read (created 0600), in WAL mode, autocommit,
+    usable from any thread (callers hold their own lock)."""
+    new = not path.exists()
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        if new:
+            os.chmod(path, 0o600)
+        db.execute("PRAGMA journal_mode=WAL")
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 class UnreadableStore(Exception):
