@@ -7,6 +7,7 @@ newest running server.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -65,6 +66,8 @@ def find_server(url: str | None = None, token: str | None = None) -> ServerInfo:
     return ServerInfo(url=chosen["url"].rstrip("/") + "/", token=token if token is not None else chosen.get("token", ""))
 
 
+LOG_COLUMNS = ("id", "at", "key_id", "key_name", "deployment_id", "deployment", "model", "method", "route", "status",
+               "latency_ms", "first_token_ms", "prompt_tokens", "completion_tokens", "streamed", "has_bodies")
 USAGE_COLUMNS = ("minute", "key_id", "key_name", "deployment_id", "deployment", "model", "requests", "errors",
                  "prompt_tokens", "completion_tokens")
 
@@ -163,6 +166,44 @@ class ModelDeployClient:
     def usage_frame(self, **filters: Any) -> Any:
         """`usage(**filters)` as a pandas DataFrame, `minute` as UTC timestamps."""
         return _frame(self.usage(**filters), ["minute"], USAGE_COLUMNS)
+
+    def requests(self, *, deployment: str | None = None, key: str | None = None, since: float | None = None,
+                 limit: int = 1000, bodies: bool = False) -> list[dict[str, Any]]:
+        """The request log, newest first (`bodies`: with the captured bodies, where there are any)."""
+        params = {k: v for k, v in (("deployment", deployment), ("key", key), ("since", since)) if v is not None}
+        return self._request("GET", "requests", params={**params, "limit": limit, "bodies": int(bodies)})["requests"]
+
+    def requests_frame(self, **filters: Any) -> Any:
+        """`requests(**filters)` as a pandas DataFrame, `at` as UTC timestamps."""
+        return _frame(self.requests(**filters), ["at"], LOG_COLUMNS + (("request_body", "response_body")
+                                                                     if filters.get("bodies") else ()))
+
+    def request_entry(self, entry_id: int) -> dict[str, Any]:
+        """One logged request with its captured bodies."""
+        return self._request("GET", f"requests/{int(entry_id)}")
+
+    def replay(self, entry_id: int, *, to: str | None = None, model: str | None = None,
+               timeout: float = 600.0) -> httpx.Response:
+        """Send a captured request again, to its deployment or another (`to`), with a key made for it
+        (one minute long); `model` replaces the body's model. Returns the endpoint's answer."""
+        entry = self.request_entry(entry_id)
+        if not entry["has_bodies"] or entry["request_body"] is None:
+            raise ModelDeployError(f"request {entry_id} was not captured: its deployment had capture_bodies off")
+        target = self.get(to or entry["deployment_id"])
+        body = entry["request_body"].encode()
+        if model is not None:
+            try:
+                data = json.loads(body)
+            except ValueError:
+                raise ModelDeployError(f"request {entry_id}'s body is not JSON: its model cannot be replaced") from None
+            body = json.dumps({**data, "model": model}).encode()
+        key = self.create_token(deployment=target["id"], name=f"replay of request {entry_id}", expires_in_s=60)
+        headers = {"Authorization": f"Bearer {key['token']}", "Content-Type": "application/json"}
+        try:
+            return httpx.request(entry["method"], target["endpoint_url"] + entry["route"], content=body, headers=headers,
+                                 timeout=timeout)
+        finally:
+            self.revoke_token(key["id"])
 
     # Write --------------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@
     %%deploy                            # a configuration in the cell body (JSON or YAML)
     %deploy list | stop <n> | logs <n> | export <n> | dashboard <n> | form <kind> | get <n>
     %deploy usage [<n>] [key=<key id>] [model=<m>] [since=<unix s>]   # per-key usage, a DataFrame
+    %deploy requests [<n>] [key=<key id>] [limit=<rows>] [bodies=true]  # the request log, a DataFrame
+    %deploy replay <request id> [to=<deployment>] [model=<m>]          # send a captured request again
 
 Values in `field=value` are JSON when they parse as JSON, else strings; `--wait` blocks until
 the deployment serves. Errors are one readable line, not a traceback.
@@ -22,7 +24,8 @@ from typing import Any
 from . import formats
 from .client import ModelDeployClient, ModelDeployError
 
-COMMANDS = ("list", "stop", "logs", "export", "dashboard", "form", "get", "wait", "delete", "relaunch", "usage", "help")
+COMMANDS = ("list", "stop", "logs", "export", "dashboard", "form", "get", "wait", "delete", "relaunch", "usage", "requests",
+            "replay", "help")
 USAGE_FILTERS = ("key", "model", "since", "until")
 
 
@@ -302,14 +305,35 @@ class DeployMagic:
             print(f"wrote {rest[1]}")
         return data
 
+    def _filters(self, command: str, rest: list[str], allowed: tuple[str, ...]) -> tuple[str | None, dict[str, Any]]:
+        """A first word without `=` (a deployment, a request id), then `field=value` filters of `allowed`."""
+        first = rest[0] if rest and "=" not in rest[0] else None
+        filters = parse_assignments(rest[1:] if first else rest)
+        unknown = sorted(set(filters) - set(allowed))
+        if unknown:
+            raise DeployMagicError(f"{command} takes {', '.join(allowed)}; not {', '.join(unknown)}")
+        return first, filters
+
     def cmd_usage(self, rest: list[str]) -> Any:
         """Per-key usage per minute as a DataFrame: of one deployment (a first word), filtered by key=, model=, since=."""
-        deployment = rest[0] if rest and "=" not in rest[0] else None
-        filters = parse_assignments(rest[1:] if deployment else rest)
-        unknown = sorted(set(filters) - set(USAGE_FILTERS))
-        if unknown:
-            raise DeployMagicError(f"usage takes {', '.join(USAGE_FILTERS)}; not {', '.join(unknown)}")
+        deployment, filters = self._filters("usage", rest, USAGE_FILTERS)
         return self.client.usage_frame(deployment=deployment, **filters)
+
+    def cmd_requests(self, rest: list[str]) -> Any:
+        """The request log as a DataFrame: of one deployment (a first word), filtered by key=, since=, limit=, bodies=."""
+        deployment, filters = self._filters("requests", rest, ("key", "since", "limit", "bodies"))
+        return self.client.requests_frame(deployment=deployment, **filters)
+
+    def cmd_replay(self, rest: list[str]) -> Any:
+        """Send a captured request again (to= another deployment, model= another model); returns the answer's JSON."""
+        entry, options = self._filters("replay", rest, ("to", "model"))
+        if entry is None or not entry.isdigit():
+            raise DeployMagicError("replay needs the id of a logged request (see %deploy requests)")
+        answer = self.client.replay(int(entry), **options)
+        try:
+            return answer.json()
+        except ValueError:
+            return answer.text
 
     def cmd_dashboard(self, rest: list[str]) -> Any:
         from .widgets.dashboard import Dashboard

@@ -27,7 +27,7 @@ from .auth import AuthDecision, authorize, model_refusal, presented_key, role_re
 from .headers import cors_headers, origin_allowed, preflight_headers, request_headers, returned_header
 from .paths import PathError, check_query, normalise_path
 from .quotas import QuotaBook
-from .records import FIXED_KEY_ID, NO_KEY_ID, OTHER_MODEL, RequestRecord  # RequestRecord re-exported for older callers
+from .records import CAPTURE_SLACK, FIXED_KEY_ID, NO_KEY_ID, OTHER_MODEL, Capture, RequestRecord
 from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout
 from .usage import UsageTap, wants_usage_injection
 
@@ -171,6 +171,7 @@ class EndpointHandler(web.RequestHandler):
         self._quota_held = False  # counted in its key's quotas, until `_observe` or a lost connection releases it
         self._forwarding = False
         self._observed = False
+        self._capture: Capture | None = None  # the bodies, where the deployment captures them
 
     # tornado hooks ------------------------------------------------------------------------
 
@@ -195,6 +196,12 @@ class EndpointHandler(web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(error_body(self._reason, "invalid_request_error" if status_code < 500 else "server_error",
                                           status_code)))
+
+    def write(self, chunk: str | bytes | dict[str, Any]) -> None:
+        """Every byte of the answer passes here: kept for the request log where the deployment captures bodies."""
+        if self._capture is not None and isinstance(chunk, (bytes, str)):
+            self._capture.keep(chunk.encode() if isinstance(chunk, str) else chunk)
+        super().write(chunk)
 
     def on_connection_close(self) -> None:
         self._client_gone = True
@@ -305,6 +312,12 @@ class EndpointHandler(web.RequestHandler):
         return Refusal(429, exceeded.message(), "rate_limit_error", extra={"param": exceeded.quota},
                        headers={"Retry-After": str(exceeded.retry_after_s)}, code="rate_limit_exceeded")
 
+    def _start_capture(self, dep: Deployment) -> None:
+        limit = dep.config.capture_max_bytes
+        key = presented_key(self.request.headers.get("Authorization"), self.request.headers.get("x-api-key"))
+        secrets = tuple(s for s in (key, dep.engine_key, self.request.headers.get("Authorization")) if s)
+        self._capture = Capture(limit, bytes(self._body[: limit + CAPTURE_SLACK]), secrets=secrets)
+
     def _release_quota(self, tokens: int) -> None:
         if self._quota_held:
             self._quota_held = False
@@ -314,6 +327,7 @@ class EndpointHandler(web.RequestHandler):
         """A finished request: its key's quota place released, then the record to every observer, once
         (an error answered while forwarding is not counted again when the forwarding ends)."""
         self._release_quota(record.usage.total if record.usage else 0)
+        record.method, record.path, record.capture = self.request.method or "", self._engine_path, self._capture
         if not self._observed:
             self._observed = True
             self.gateway.observe(record)
@@ -399,6 +413,8 @@ class EndpointHandler(web.RequestHandler):
         if self._finished or self._dep is None:
             return
         dep = self._dep
+        if dep.config.capture_bodies:
+            self._start_capture(dep)
         body, injected, refusal = self._prepare_body(dep, bytes(self._body))
         if refusal is None and (self._model is not None or self.request.method not in ("GET", "HEAD")):
             chosen = self._model if self._model is not None else self._label(dep, None)

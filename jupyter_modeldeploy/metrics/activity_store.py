@@ -35,9 +35,32 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (minute, key_id, deployment_id, model)
     );
     """,
+    # 2: the request log (bounded: the oldest rows are dropped past a row limit).
+    """
+    CREATE TABLE requests (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        key_id TEXT NOT NULL,
+        deployment_id TEXT NOT NULL,
+        model TEXT,
+        method TEXT NOT NULL,
+        route TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        latency_ms REAL NOT NULL,
+        first_token_ms REAL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        streamed INTEGER NOT NULL,
+        request_body BLOB,
+        response_body BLOB
+    );
+    CREATE INDEX requests_by_deployment ON requests (deployment_id, id);
+    """,
 )
 
 USAGE_COUNTS = ("requests", "errors", "prompt_tokens", "completion_tokens")
+LOG_COLUMNS = ("at", "key_id", "deployment_id", "model", "method", "route", "status", "latency_ms", "first_token_ms",
+               "prompt_tokens", "completion_tokens", "streamed", "request_body", "response_body")
 UsageKey = tuple[int, str, str, str]  # minute, key id, deployment id, model
 
 
@@ -115,6 +138,37 @@ class ActivityStore:
         """Forget the rows older than a minute (the retention limit)."""
         with self._lock:
             self._db.execute("DELETE FROM usage WHERE minute < ?", (before_minute,))
+
+
+    # The request log -------------------------------------------------------------------
+
+    def add_requests(self, rows: list[tuple[Any, ...]], *, keep: int) -> None:
+        """Append log rows (values in LOG_COLUMNS order), then drop all but the newest `keep`."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    f"INSERT INTO requests ({', '.join(LOG_COLUMNS)}) VALUES ({', '.join('?' * len(LOG_COLUMNS))})", rows
+                )
+                self._db.execute("DELETE FROM requests WHERE id <= (SELECT MAX(id) FROM requests) - ?", (keep,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def requests(self, *, deployment_id: str | None = None, key_id: str | None = None, since: float | None = None,
+                 entry_id: int | None = None, limit: int = 1000, bodies: bool = False) -> list[dict[str, Any]]:
+        """Log rows, newest first, filtered; bodies only when asked (`has_bodies` says whether there are any)."""
+        where, params = _where((("deployment_id = ?", deployment_id), ("key_id = ?", key_id), ("at >= ?", since),
+                                ("id = ?", entry_id)))
+        columns = ["id", *LOG_COLUMNS[:-2], "request_body IS NOT NULL AS has_bodies"]
+        if bodies:
+            columns += ["request_body", "response_body"]
+        sql = f"SELECT {', '.join(columns)} FROM requests{where} ORDER BY id DESC LIMIT ?"
+        with self._lock:
+            cursor = self._db.execute(sql, (*params, limit))
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
 def _where(conditions: Iterable[tuple[str, Any]]) -> tuple[str, list[Any]]:

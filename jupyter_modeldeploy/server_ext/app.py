@@ -60,6 +60,7 @@ class ModelDeployApp(ExtensionApp):
     )
     metrics_interval_s = Float(2.0, help="Seconds between samples of host and deployment metrics.").tag(config=True)
     metrics_window = Int(1800, help="Samples kept per time series (ring buffer length).").tag(config=True)
+    request_log_max_rows = Int(100_000, help="Requests the request log keeps (the oldest are dropped).").tag(config=True)
     usage_retention_days = Float(
         90.0, help="Days of per-key usage (per minute) kept in the activity file of the state folder."
     ).tag(config=True)
@@ -110,6 +111,7 @@ class ModelDeployApp(ExtensionApp):
         self.writer = BatchWriter([tokens])
         self.metrics = None
         self.key_usage = None
+        self.request_log = None
         try:
             from ..metrics.hub import MetricsHub
 
@@ -125,22 +127,26 @@ class ModelDeployApp(ExtensionApp):
                 "modeldeploy_gateway": gateway,
                 "modeldeploy_metrics": self.metrics,
                 "modeldeploy_key_usage": self.key_usage,
+                "modeldeploy_request_log": self.request_log,
                 "modeldeploy_writer": self.writer,
             }
         )
         self.log.info("modeldeploy: state in %s", self.state_dir)
 
     def _key_usage(self, gateway: Gateway, hub: Any) -> Any:
-        """Per-key usage: counted per request, kept in the activity file, in Prometheus; daily budgets
-        resume from what the keys used today."""
+        """Per-key usage (counted per request, kept in the activity file, in Prometheus; daily budgets
+        resume from what the keys used today) and the request log, in the same file."""
         import time
 
         from ..metrics.activity_store import ActivityStore
         from ..metrics.keyusage import KeyUsage, KeyUsageCollector
+        from ..metrics.requestlog import RequestLog
 
-        usage = KeyUsage(ActivityStore(Path(self.state_dir) / "activity.sqlite"), retention_days=self.usage_retention_days)
-        gateway.config.observers.append(usage.observe)
-        self.writer.sources.append(usage)
+        store = ActivityStore(Path(self.state_dir) / "activity.sqlite")
+        usage = KeyUsage(store, retention_days=self.usage_retention_days)
+        self.request_log = RequestLog(store, max_rows=self.request_log_max_rows)
+        gateway.config.observers += [usage.observe, self.request_log.observe]
+        self.writer.sources += [usage, self.request_log]
         now = time.time()
         for key_id, tokens in usage.tokens_today().items():
             gateway.quotas.seed_day(key_id, tokens, now)
@@ -170,9 +176,9 @@ class ModelDeployApp(ExtensionApp):
 
             handlers += metrics_handlers(prefix)
         if self.key_usage is not None:
-            from .usage_handlers import usage_handlers
+            from .activity_handlers import activity_handlers
 
-            handlers += usage_handlers(prefix)
+            handlers += activity_handlers(prefix)
         if self.metrics is not None:
             from .endpoint_metrics import ENDPOINT_METRICS_PATTERN, EndpointMetricsHandler
 

@@ -336,6 +336,35 @@ class KeyUsageResponse(ResponseBody):
     rows: list[KeyUsageRow]
 
 
+class RequestLogEntry(ResponseBody):
+    """One request as the request log keeps it."""
+
+    id: int
+    at: float = Field(description="when it ended (Unix seconds)")
+    key_id: str
+    key_name: str | None
+    deployment_id: str
+    deployment: str | None
+    model: str | None
+    method: str
+    route: str = Field(description="the engine path it went to, e.g. /v1/chat/completions")
+    status: int
+    latency_ms: float
+    first_token_ms: float | None = Field(description="time to the first streamed chunk (streams only)")
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    streamed: bool
+    has_bodies: bool = Field(description="whether its bodies were captured (the deployment's capture_bodies)")
+    request_body: str | None = None
+    response_body: str | None = None
+
+
+class RequestLogResponse(ResponseBody):
+    """GET /requests: the newest requests first."""
+
+    requests: list[RequestLogEntry]
+
+
 class GpuSeries(ResponseBody):
     """One GPU's series."""
 
@@ -359,7 +388,7 @@ class HostMetrics(ResponseBody):
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (CloneRequest, AdapterRequest, TokenRequest, TokenUpdate)
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Error, StatusResponse, Token, TokenCreated, TokenList, ValidateResponse, DryRunPlan, DeploymentRecord,
-    DeploymentMetrics, HostMetrics, KeyUsageResponse,
+    DeploymentMetrics, HostMetrics, KeyUsageResponse, RequestLogEntry, RequestLogResponse,
 )
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import yaml
 
 from jupyter_modeldeploy.config.reference import render
+from jupyter_modeldeploy.server_ext.activity_handlers import activity_handlers
 from jupyter_modeldeploy.server_ext.dashboard import dashboard_handlers
 from jupyter_modeldeploy.server_ext.handlers import api_handlers
 from jupyter_modeldeploy.server_ext.metrics_handlers import metrics_handlers
 from jupyter_modeldeploy.server_ext.openapi import update
-from jupyter_modeldeploy.server_ext.usage_handlers import usage_handlers
 from jupyter_modeldeploy.server_ext.validate import validate_handlers
 from jupyter_modeldeploy.server_ext.views import view_handlers
 
@@ -30,7 +30,7 @@ def test_openapi_covers_every_rest_route() -> None:
     paths = set(spec["paths"])
     prefix = "/api/modeldeploy"
     routes = api_handlers(prefix) + metrics_handlers(prefix) + view_handlers(prefix) + validate_handlers(prefix)
-    routes += usage_handlers(prefix)
+    routes += activity_handlers(prefix)
     routes += [h for h in dashboard_handlers(prefix) if h[0].startswith(prefix)]  # not the page itself
     for pattern, handler in routes:
         path = to_openapi(pattern)

@@ -37,3 +37,13 @@ def test_an_unreadable_activity_file_is_moved_aside(tmp_path: Path) -> None:
     assert store.usage() == []
     assert len(list(tmp_path.glob("activity.sqlite.unreadable-*"))) == 1
     store.close()
+
+
+def test_captured_bodies_lose_their_secrets() -> None:
+    from jupyter_modeldeploy.metrics.redact import redact
+
+    body = (b'{"messages": [{"content": "use md-' + b"A" * 43 + b' or sk-known-secret"}], "api_key": "x\\"y",'
+            b' "max_tokens": 5, "note": "Bearer abcdefghijkl", "prompt_tokens": 3}')
+    out = redact(body, ["sk-known-secret"])
+    assert b"md-AAAA" not in out and b"sk-known-secret" not in out and b'x\\"y' not in out and b"abcdefghijkl" not in out
+    assert b'"max_tokens": 5' in out and b'"prompt_tokens": 3' in out and out.count(b"********") == 4
