@@ -226,6 +226,19 @@ def cmd_token(client: ModelDeployClient, args: argparse.Namespace) -> int:
             state = "revoked" if t["revoked_at"] else ("expired" if expired else "valid")
             models = f" models={','.join(t['models'])}" if t.get("models") else ""
             print(f"{t['id']}  {t['prefix']}...  {scope}  {t.get('role', 'inference')}{models}  {state}  {t.get('name') or ''}")
+    elif args.token_cmd == "update":
+        changes: dict[str, object] = {k: v for k, v in (("name", args.name), ("expires_in_s", args.expires_in)) if v}
+        if args.no_expiry:
+            changes["no_expiry"] = True
+        if args.no_quotas:
+            changes["quotas"] = {}
+        elif _quota_args(args):
+            changes["quotas"] = _quota_args(args)
+        info = client.update_token(args.token_id, **changes)
+        if args.json:
+            _print_json(info)
+        else:
+            print(f"updated {info['id']}")
     else:
         client.revoke_token(args.token_id)
         print(f"revoked {args.token_id}")
@@ -351,6 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", action="append", help="a model the key may call (repeat; default: every model)")
     t.add_argument("--json", action="store_true")
     t = tsub.add_parser("list")
+    t.add_argument("--json", action="store_true")
+    t = tsub.add_parser("update", help="change a token's label, expiry or quotas (effective for its next request)")
+    t.add_argument("token_id")
+    t.add_argument("--name")
+    t.add_argument("--expires-in", type=float, help="seconds from now")
+    t.add_argument("--no-expiry", action="store_true")
+    t.add_argument("--no-quotas", action="store_true", help="remove every quota")
+    for flag in QUOTA_FLAGS:
+        t.add_argument("--" + flag.replace("_", "-"), type=int, help="new quotas replace the old ones")
     t.add_argument("--json", action="store_true")
     t = tsub.add_parser("revoke")
     t.add_argument("token_id")
