@@ -242,6 +242,14 @@ class ModelDeployClient:
         body = {"name": name, "overrides": overrides or {}, "launch": start, "include_secrets": include_secrets}
         return self._request("POST", f"deployments/{ref}/clone", json=body)
 
+    def register_ai(self, ref: str) -> dict[str, Any]:
+        """Make the deployment's chat models jupyter-ai models (jupyter-ai 3.x custom models), with a key of their own."""
+        return self._request("POST", f"deployments/{ref}/jupyter-ai")
+
+    def unregister_ai(self, ref: str) -> dict[str, Any]:
+        """Remove the deployment's jupyter-ai models and revoke their key."""
+        return self._request("DELETE", f"deployments/{ref}/jupyter-ai")
+
     def add_adapter(self, ref: str, name: str, path: str) -> dict[str, Any]:
         return self._request("POST", f"deployments/{ref}/adapters", json={"name": name, "path": path})
 

@@ -9,6 +9,7 @@
     %deploy usage [<n>] [key=<key id>] [model=<m>] [since=<unix s>]   # per-key usage, a DataFrame
     %deploy requests [<n>] [key=<key id>] [limit=<rows>] [bodies=true]  # the request log, a DataFrame
     %deploy replay <request id> [to=<deployment>] [model=<m>]          # send a captured request again
+    %deploy register-ai <n> | unregister-ai <n>                        # as jupyter-ai models, or not
 
 Values in `field=value` are JSON when they parse as JSON, else strings; `--wait` blocks until
 the deployment serves. Errors are one readable line, not a traceback.
@@ -25,7 +26,7 @@ from . import formats
 from .client import ModelDeployClient, ModelDeployError
 
 COMMANDS = ("list", "stop", "logs", "export", "dashboard", "form", "get", "wait", "delete", "relaunch", "usage", "requests",
-            "replay", "help")
+            "replay", "register-ai", "unregister-ai", "help")
 USAGE_FILTERS = ("key", "model", "since", "until")
 
 
@@ -229,7 +230,7 @@ class DeployMagic:
             config.update(parse_assignments(rest[1:]))
             return self.launch(config)
         if head in COMMANDS:
-            return getattr(self, f"cmd_{head}")(rest)
+            return getattr(self, f"cmd_{head.replace('-', '_')}")(rest)
         kinds = self._kinds()
         if head in kinds:
             config = {"kind": head, **parse_assignments(rest)}
@@ -334,6 +335,15 @@ class DeployMagic:
             return answer.json()
         except ValueError:
             return answer.text
+
+    def cmd_register_ai(self, rest: list[str]) -> None:
+        answer = self.client.register_ai(self._one(rest, "register-ai"))
+        names = ", ".join(m["name"] for m in answer["models"])
+        print(f"jupyter-ai models: {names} (in jupyter-ai's {answer['config']}; pick them in its model picker)")
+
+    def cmd_unregister_ai(self, rest: list[str]) -> None:
+        ref = self._one(rest, "unregister-ai")
+        print(f"{ref}: {self.client.unregister_ai(ref)['removed']} jupyter-ai model(s) removed")
 
     def cmd_dashboard(self, rest: list[str]) -> Any:
         from .widgets.dashboard import Dashboard

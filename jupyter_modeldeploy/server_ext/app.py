@@ -15,6 +15,7 @@ from ..supervisor import Supervisor
 from ..supervisor.tokens import TokenRegistry
 from .dashboard import dashboard_handlers
 from .handlers import api_handlers
+from .jupyter_ai_handlers import jupyter_ai_handlers
 from .validate import validate_handlers
 from .views import view_handlers
 from .writer import BatchWriter
@@ -169,7 +170,8 @@ class ModelDeployApp(ExtensionApp):
         # ExtensionApp prepends the server's base URL to every pattern.
         prefix = "/api/modeldeploy"
         # The views' routes first: /validate there also checks the model files (handlers.py's only the fields).
-        routes = [*validate_handlers(prefix), *view_handlers(prefix), *dashboard_handlers(prefix), *api_handlers(prefix)]
+        routes = [*validate_handlers(prefix), *view_handlers(prefix), *dashboard_handlers(prefix), *api_handlers(prefix),
+                  *jupyter_ai_handlers(prefix)]
         handlers: list[tuple[str, Any, dict[str, Any]] | tuple[str, Any]] = list(routes)
         if self.metrics is not None:
             from .metrics_handlers import metrics_handlers

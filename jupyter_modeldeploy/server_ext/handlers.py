@@ -215,9 +215,15 @@ class DeploymentHandler(BaseHandler):
     @web.authenticated
     async def delete(self, ref: str) -> None:
         async def action() -> None:
-            dep_id = self.lookup(ref).id
+            dep = self.lookup(ref)
+            from .jupyter_ai_handlers import forget
+
+            try:
+                forget(self.tokens, dep)  # its jupyter-ai models go with it
+            except (OSError, ValueError) as exc:
+                self.log.warning("modeldeploy: jupyter-ai models of %s left in place: %s", dep.name, exc)
             await self.supervisor.delete(ref)
-            self.tokens.forget_deployment(dep_id)
+            self.tokens.forget_deployment(dep.id)
             self.set_status(204)
             self.finish()
 

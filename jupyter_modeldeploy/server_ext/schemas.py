@@ -365,6 +365,23 @@ class RequestLogResponse(ResponseBody):
     requests: list[RequestLogEntry]
 
 
+class JupyterAIModel(ResponseBody):
+    """One jupyter-ai custom model written for a deployment (its key is in the file, not here)."""
+
+    id: str
+    name: str
+    description: str
+    model_id: str = Field(description="the LiteLLM id, openai/<model>")
+    params: dict[str, str] = Field(description="api_base (the key, made for jupyter-ai, is left out)")
+
+
+class JupyterAIRegistration(ResponseBody):
+    """POST /deployments/{ref}/jupyter-ai."""
+
+    config: str = Field(description="jupyter-ai's configuration file written (in the Jupyter data folder)")
+    models: list[JupyterAIModel]
+
+
 class GpuSeries(ResponseBody):
     """One GPU's series."""
 
@@ -388,7 +405,7 @@ class HostMetrics(ResponseBody):
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (CloneRequest, AdapterRequest, TokenRequest, TokenUpdate)
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Error, StatusResponse, Token, TokenCreated, TokenList, ValidateResponse, DryRunPlan, DeploymentRecord,
-    DeploymentMetrics, HostMetrics, KeyUsageResponse, RequestLogEntry, RequestLogResponse,
+    DeploymentMetrics, HostMetrics, KeyUsageResponse, RequestLogEntry, RequestLogResponse, JupyterAIRegistration,
 )
 
 
