@@ -32,6 +32,8 @@ from .common import (
 from .keyusage import WINDOW_S as KEY_WINDOW_S
 from .keyusage import KeyUsagePanel
 from .poller import Poller
+from .requestlog import ROWS as LOG_ROWS
+from .requestlog import RequestLogPanel
 
 
 def summarize_answer(record: dict[str, Any], data: Any) -> str:
@@ -169,6 +171,7 @@ class Dashboard(Panel):
         self.metrics_note = W.HTML("")
 
         self.key_usage = KeyUsagePanel()
+        self.request_log = RequestLogPanel()
 
         self.log = W.HTML("", layout=W.Layout(width="100%"))
         self.log.add_class("modeldeploy-log")
@@ -183,6 +186,7 @@ class Dashboard(Panel):
             section("Models"), self.models_table,
             section("Metrics"), self.metrics_note, self.chart_grid,
             section("Usage per key"), self.key_usage.widget,
+            section("Requests"), self.request_log.widget,
             section("Console"), self.log,
         ]
 
@@ -312,8 +316,9 @@ class Dashboard(Panel):
         self._draw("host")
 
     def refresh_keys(self) -> None:
-        """Per-key usage of the last hour: the table and the chart."""
+        """Per-key usage of the last hour (the table and the chart) and the newest requests."""
         self.key_usage.show(self.client.usage(deployment=self.ref, since=time.time() - KEY_WINDOW_S))
+        self.request_log.show(self.client.requests(deployment=self.ref, limit=LOG_ROWS))
 
     def _draw(self, source: str) -> None:
         for key, spec in CHARTS.items():
