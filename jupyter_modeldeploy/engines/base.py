@@ -61,6 +61,14 @@ class LaunchContext:
     work_dir: Path  # a private folder for this deployment (key files, engine caches)
     settings: EngineSettings = EngineSettings()
     socket_path: Path | None = None  # the Unix socket the engine should listen on (in a 0700 folder)
+    host: str = "127.0.0.1"  # the interface a TCP engine listens on (a cluster node's address on Ray)
+
+    @property
+    def address(self) -> EngineAddress:
+        """Where an engine that follows this context listens: the Unix socket if there is one, else TCP."""
+        if self.socket_path is not None:
+            return EngineAddress(socket_path=str(self.socket_path))
+        return EngineAddress(host=self.host, port=self.port)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Literal
 
 from ..config import DeploymentBase, LlmConfig
 from . import routes
-from .base import VLLM_METRICS, EngineAddress, EngineCall, EngineUnavailable, LaunchContext, LaunchPlan
+from .base import VLLM_METRICS, EngineCall, EngineUnavailable, LaunchContext, LaunchPlan
 from .vllm_install import find_vllm_python, nvidia_gpu_present, vllm_flavour
 
 VLLM_MODULE = "vllm.entrypoints.launchers.api_server.entry"
@@ -370,8 +370,8 @@ class LlmEngine:
         argv = [python, "-m", VLLM_MODULE, *vllm_args(config, device)]
         # On a Unix socket in the private work folder: vLLM leaves /health, /metrics and its
         # dev-mode routes open without the key, so no other local user may reach its port.
-        listen = EngineAddress(socket_path=str(ctx.socket_path)) if ctx.socket_path else EngineAddress(port=ctx.port)
-        argv += ["--uds", str(ctx.socket_path)] if ctx.socket_path else ["--host", "127.0.0.1", "--port", str(ctx.port)]
+        listen = ctx.address
+        argv += ["--uds", str(ctx.socket_path)] if ctx.socket_path else ["--host", ctx.host, "--port", str(ctx.port)]
         env = vllm_env(
             config, device, engine_key=ctx.engine_key, work_dir=ctx.work_dir, inherited=dict(os.environ)
         )

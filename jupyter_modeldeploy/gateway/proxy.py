@@ -22,13 +22,14 @@ from tornado import httputil, iostream, web
 
 from ..supervisor import Deployment, Status, Supervisor
 from ..supervisor.keys import hash_key
+from ..supervisor.replicas import Replica, pick
 from ..supervisor.tokens import TokenInfo, TokenRegistry
 from .auth import AuthDecision, authorize, model_refusal, presented_key, role_refusal
 from .headers import cors_headers, origin_allowed, preflight_headers, request_headers, returned_header
 from .paths import PathError, check_query, normalise_path
 from .quotas import QuotaBook
 from .records import CAPTURE_SLACK, FIXED_KEY_ID, NO_KEY_ID, OTHER_MODEL, Capture, RequestRecord
-from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout
+from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
 from .usage import UsageTap, wants_usage_injection
 
 log = logging.getLogger(__name__)
@@ -347,7 +348,7 @@ class EndpointHandler(web.RequestHandler):
                            headers={"Retry-After": "5"})
         if dep.status is Status.STOPPING:
             return Refusal(503, f"deployment {dep.name!r} is stopping", "unavailable_error")
-        if not dep.status.answering or dep.address is None or dep.plan is None:
+        if not dep.status.answering or dep.plan is None or pick(dep.replicas) is None:
             return Refusal(503, f"deployment {dep.name!r} is {dep.status.value}; relaunch it", "unavailable_error")
         plan = dep.plan
         segments = path.split("/", 2)
@@ -487,23 +488,58 @@ class EndpointHandler(web.RequestHandler):
             changed = True
         return (json.dumps(data).encode() if changed else body), injected, None
 
-    async def _forward(self, dep: Deployment, body: bytes, injected: bool) -> tuple[int, UsageTap | None, float | None]:
+    async def _send(self, dep: Deployment, body: bytes) -> tuple[UpstreamResponse | None, Replica | None]:
+        """Send the request to the serving replica with the fewest in flight; one that cannot be connected to
+        leaves the rotation and the next takes the request (it never reached the first). Refused: (None, None)."""
         gateway = self.gateway
-        assert dep.address is not None
         headers = request_headers(self.request.headers.get_all())
-        headers.append(("Authorization", f"Bearer {dep.engine_key}"))
         target = f"{self._engine_path}?{self._query}" if self._query else self._engine_path
+        tried: set[str] = set()
+        while True:
+            replica = pick(dep.replicas, tried)
+            if replica is None or replica.address is None:
+                self._refuse(Refusal(503, f"no replica of deployment {dep.name!r} is serving", "unavailable_error",
+                                     headers={"Retry-After": "5"}))
+                return None, None
+            tried.add(replica.id)
+            replica.in_flight += 1
+            replica.requests += 1
+            try:
+                upstream = await gateway.upstream.request(
+                    replica.address, self.request.method or "GET", target,
+                    [*headers, ("Authorization", f"Bearer {replica.engine_key}")], body,
+                    timeout=gateway.config.upstream_timeout_s,
+                )
+            except UpstreamUnreachable as exc:
+                replica.in_flight -= 1
+                gateway.supervisor.replica_unreachable(dep, replica, str(exc))
+                if len(dep.replicas) > 1:
+                    continue
+                self._refuse(Refusal(502, f"the engine could not be reached: {exc}", "upstream_error"))
+                return None, None
+            except UpstreamTimeout as exc:
+                replica.in_flight -= 1
+                self._refuse(Refusal(504, f"the engine did not answer: {exc}", "timeout_error"))
+                return None, None
+            except UpstreamError as exc:
+                replica.in_flight -= 1
+                self._refuse(Refusal(502, f"the engine could not be reached: {exc}", "upstream_error"))
+                return None, None
+            return upstream, replica
+
+    async def _forward(self, dep: Deployment, body: bytes, injected: bool) -> tuple[int, UsageTap | None, float | None]:
         started = time.perf_counter()
+        upstream, replica = await self._send(dep, body)
+        if upstream is None or replica is None:
+            return self.get_status(), None, None
         try:
-            upstream = await gateway.upstream.request(
-                dep.address, self.request.method or "GET", target, headers, body, timeout=gateway.config.upstream_timeout_s
-            )
-        except UpstreamTimeout as exc:
-            self._refuse(Refusal(504, f"the engine did not answer: {exc}", "timeout_error"))
-            return 504, None, None
-        except UpstreamError as exc:
-            self._refuse(Refusal(502, f"the engine could not be reached: {exc}", "upstream_error"))
-            return 502, None, None
+            return await self._relay(upstream, injected, started)
+        finally:
+            replica.in_flight -= 1
+
+    async def _relay(self, upstream: UpstreamResponse, injected: bool, started: float) -> tuple[int, UsageTap | None,
+                                                                                                 float | None]:
+        """Pass the engine's answer on, head then body chunk by chunk, reading usage on the way."""
         self._upstream = upstream
         if self._client_gone:
             upstream.close()

@@ -7,11 +7,12 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Enum, Float, Int, Unicode, default
+from traitlets import Bool, Dict, Enum, Float, Int, Unicode, default
 
 from ..engines import EngineSettings
 from ..gateway.proxy import ENDPOINT_PATTERN, EndpointHandler, Gateway, GatewayConfig
 from ..supervisor import Supervisor
+from ..supervisor.ray_placement import RaySettings
 from ..supervisor.tokens import TokenRegistry
 from .dashboard import dashboard_handlers
 from .handlers import api_handlers
@@ -61,6 +62,21 @@ class ModelDeployApp(ExtensionApp):
     )
     metrics_interval_s = Float(2.0, help="Seconds between samples of host and deployment metrics.").tag(config=True)
     metrics_window = Int(1800, help="Samples kept per time series (ring buffer length).").tag(config=True)
+    ray_address = Unicode(
+        "auto",
+        help="The Ray cluster of deployments with placement.target 'ray' (a deployment's placement.ray_address "
+        "overrides it): 'auto' (the cluster this host belongs to, or RAY_ADDRESS), 'host:6379', 'ray://host:10001'.",
+    ).tag(config=True)
+    ray_namespace = Unicode("modeldeploy", help="Ray namespace of the replica actors.").tag(config=True)
+    ray_reattach = Bool(
+        True,
+        help="Leave Ray deployments running when the Jupyter server stops, and re-attach them when it starts "
+        "again; False stops them with the server.",
+    ).tag(config=True)
+    ray_runtime_env = Dict(
+        {}, help="Ray runtime_env of the replica actors: how nodes get this package and its engines "
+        "(pip, py_modules, a container image); empty: the nodes' own install.",
+    ).tag(config=True)
     request_log_max_rows = Int(100_000, help="Requests the request log keeps (the oldest are dropped).").tag(config=True)
     usage_retention_days = Float(
         90.0, help="Days of per-key usage (per minute) kept in the activity file of the state folder."
@@ -94,6 +110,8 @@ class ModelDeployApp(ExtensionApp):
             self.engine_settings(),
             health_timeout_s=self.health_timeout_s,
             stop_grace_s=self.stop_grace_s,
+            ray=RaySettings(address=self.ray_address, namespace=self.ray_namespace, reattach=self.ray_reattach,
+                            runtime_env=dict(self.ray_runtime_env)),
         )
         supervisor.load()
         tokens = TokenRegistry(supervisor.store)

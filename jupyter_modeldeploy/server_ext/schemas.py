@@ -255,6 +255,25 @@ class EngineFacts(ResponseBody):
     notes: list[str]
 
 
+class ReplicaRecord(ResponseBody):
+    """One engine serving a deployment: on this host (`local`), or a Ray replica on the node Ray chose."""
+
+    id: str
+    state: Literal["starting", "serving", "down", "stopping"]
+    node: str | None = Field(description="the node's id (Ray) or this host's name")
+    node_ip: str | None
+    address: str | None = Field(description="where its engine listens")
+    pid: int | None
+    in_flight: int = Field(description="requests the gateway has on it now")
+    requests: int = Field(description="requests the gateway sent it")
+    started_at: float
+    serving_since: float | None
+    restarts: int = Field(description="times Ray restarted it after a failure")
+    reason: str | None = Field(description="why it is starting or down, when known")
+    cpu_percent: float | None = None
+    memory_bytes: float | None = None
+
+
 class DeploymentRecord(ResponseBody):
     """A deployment as every view shows it: derived once, here; never a secret."""
 
@@ -290,6 +309,8 @@ class DeploymentRecord(ResponseBody):
     has_api_key: bool
     engine: EngineFacts
     notices: list[str]
+    placement: Literal["local", "ray"] = Field(description="where it runs")
+    replicas: list[ReplicaRecord] = Field(description="the engines serving it, with their nodes")
     config: dict[str, Any] = Field(description="the exported configuration, secrets left out")
 
 
