@@ -201,10 +201,19 @@ def cmd_clone(client: ModelDeployClient, args: argparse.Namespace) -> int:
     return 0
 
 
+QUOTA_FLAGS = ("requests_per_minute", "tokens_per_minute", "max_in_flight", "daily_tokens")
+
+
+def _quota_args(args: argparse.Namespace) -> dict[str, int] | None:
+    quotas = {name: getattr(args, name) for name in QUOTA_FLAGS if getattr(args, name) is not None}
+    return quotas or None
+
+
 def cmd_token(client: ModelDeployClient, args: argparse.Namespace) -> int:
     if args.token_cmd == "create":
         info = client.create_token(
-            deployment=args.deployment, project=args.project, name=args.name, expires_in_s=args.expires_in
+            deployment=args.deployment, project=args.project, name=args.name, expires_in_s=args.expires_in,
+            role=args.role, models=args.model or None, quotas=_quota_args(args),
         )
         if args.json:
             _print_json(info)
@@ -218,7 +227,21 @@ def cmd_token(client: ModelDeployClient, args: argparse.Namespace) -> int:
             scope = f"deployment {t['deployment_id']}" if t["deployment_id"] else f"project {t['project']}"
             expired = t["expires_at"] is not None and t["expires_at"] < time.time()
             state = "revoked" if t["revoked_at"] else ("expired" if expired else "valid")
-            print(f"{t['id']}  {t['prefix']}...  {scope}  {state}  {t.get('name') or ''}")
+            models = f" models={','.join(t['models'])}" if t.get("models") else ""
+            print(f"{t['id']}  {t['prefix']}...  {scope}  {t.get('role', 'inference')}{models}  {state}  {t.get('name') or ''}")
+    elif args.token_cmd == "update":
+        changes: dict[str, object] = {k: v for k, v in (("name", args.name), ("expires_in_s", args.expires_in)) if v}
+        if args.no_expiry:
+            changes["no_expiry"] = True
+        if args.no_quotas:
+            changes["quotas"] = {}
+        elif _quota_args(args):
+            changes["quotas"] = _quota_args(args)
+        info = client.update_token(args.token_id, **changes)
+        if args.json:
+            _print_json(info)
+        else:
+            print(f"updated {info['id']}")
     else:
         client.revoke_token(args.token_id)
         print(f"revoked {args.token_id}")
@@ -365,8 +388,21 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--project")
     t.add_argument("--name")
     t.add_argument("--expires-in", type=float, help="seconds")
+    t.add_argument("--role", choices=("inference", "read"), default="inference")
+    for flag in QUOTA_FLAGS:
+        t.add_argument("--" + flag.replace("_", "-"), type=int, help="quota (default: no limit)")
+    t.add_argument("--model", action="append", help="a model the key may call (repeat; default: every model)")
     t.add_argument("--json", action="store_true")
     t = tsub.add_parser("list")
+    t.add_argument("--json", action="store_true")
+    t = tsub.add_parser("update", help="change a token's label, expiry or quotas (effective for its next request)")
+    t.add_argument("token_id")
+    t.add_argument("--name")
+    t.add_argument("--expires-in", type=float, help="seconds from now")
+    t.add_argument("--no-expiry", action="store_true")
+    t.add_argument("--no-quotas", action="store_true", help="remove every quota")
+    for flag in QUOTA_FLAGS:
+        t.add_argument("--" + flag.replace("_", "-"), type=int, help="new quotas replace the old ones")
     t.add_argument("--json", action="store_true")
     t = tsub.add_parser("revoke")
     t.add_argument("token_id")

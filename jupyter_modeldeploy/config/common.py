@@ -121,6 +121,15 @@ class DeploymentBase(StrictModel):
         description="Browser origins that may call the endpoint (CORS), such as 'https://app.example.org'; "
         "'*' allows any (keys, not cookies, authenticate); empty: none.",
     )
+    capture_bodies: bool = option(
+        False,
+        group="General",
+        description="Keep each request's and answer's body in the request log (secrets redacted, cut at "
+        "capture_max_bytes). Off by default.",
+    )
+    capture_max_bytes: int = option(
+        16384, group="General", description="Bytes of each body the request log keeps when capturing.", ge=256, le=1 << 20
+    )
     env: dict[str, str] = option(
         {},
         group="General",

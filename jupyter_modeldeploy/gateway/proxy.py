@@ -23,11 +23,12 @@ from tornado import httputil, iostream, web
 from ..supervisor import Deployment, Status, Supervisor
 from ..supervisor.keys import hash_key
 from ..supervisor.replicas import Replica, pick
-from ..supervisor.tokens import TokenRegistry
-from .auth import authorize, presented_key
+from ..supervisor.tokens import TokenInfo, TokenRegistry
+from .auth import AuthDecision, authorize, model_refusal, presented_key, role_refusal
 from .headers import cors_headers, origin_allowed, preflight_headers, request_headers, returned_header
 from .paths import PathError, check_query, normalise_path
-from .records import OTHER_MODEL, RequestRecord  # RequestRecord re-exported for older callers
+from .quotas import QuotaBook
+from .records import CAPTURE_SLACK, FIXED_KEY_ID, NO_KEY_ID, OTHER_MODEL, Capture, RequestRecord
 from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
 from .usage import UsageTap, wants_usage_injection
 
@@ -49,6 +50,7 @@ class Refusal:
     kind: str
     extra: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    code: str | None = None  # the error's `code` (default: the status)
 
 
 @dataclass
@@ -69,6 +71,7 @@ class Gateway:
         self.supervisor = supervisor
         self.tokens = tokens
         self.config = config or GatewayConfig()
+        self.quotas = QuotaBook()
         self.upstream = UpstreamClient(connect_timeout=self.config.connect_timeout_s)
 
     def observe(self, record: RequestRecord) -> None:
@@ -164,6 +167,12 @@ class EndpointHandler(web.RequestHandler):
         self._started = time.perf_counter()
         self._cors: dict[str, str] = {}
         self._pending: Refusal | None = None
+        self._key: TokenInfo | None = None  # the generated key the caller presented, once it is accepted
+        self._key_id = NO_KEY_ID
+        self._quota_held = False  # counted in its key's quotas, until `_observe` or a lost connection releases it
+        self._forwarding = False
+        self._observed = False
+        self._capture: Capture | None = None  # the bodies, where the deployment captures them
 
     # tornado hooks ------------------------------------------------------------------------
 
@@ -189,8 +198,16 @@ class EndpointHandler(web.RequestHandler):
         self.finish(json.dumps(error_body(self._reason, "invalid_request_error" if status_code < 500 else "server_error",
                                           status_code)))
 
+    def write(self, chunk: str | bytes | dict[str, Any]) -> None:
+        """Every byte of the answer passes here: kept for the request log where the deployment captures bodies."""
+        if self._capture is not None and isinstance(chunk, (bytes, str)):
+            self._capture.keep(chunk.encode() if isinstance(chunk, str) else chunk)
+        super().write(chunk)
+
     def on_connection_close(self) -> None:
         self._client_gone = True
+        if not self._forwarding:
+            self._release_quota(0)  # gone before its body was read: nothing else will release it
         if self._upstream is not None:
             # Closing the upstream connection tells the engine the client left: it stops work.
             self._upstream.close()
@@ -246,7 +263,8 @@ class EndpointHandler(web.RequestHandler):
             await self.gateway.config.wake(dep)
         if refusal is not None:
             return refusal
-        return self._admit_to_engine(dep, method, path)
+        return (self._admit_to_engine(dep, method, path) or self._denied(role_refusal(self._key, method))
+                or self._admit_quota())
 
     def _preflight(self, origin: str, allowed: list[str]) -> Refusal:
         if not origin_allowed(origin, allowed):
@@ -270,6 +288,11 @@ class EndpointHandler(web.RequestHandler):
             api_key_hash=dep.api_key_hash, token=token, now=time.time(),
         )
         if decision.allowed:
+            if token is not None and decision.token_id is not None:
+                self._key, self._key_id = token, token.id
+                gateway.tokens.touch(token, time.time())
+            elif key is not None and not dep.config.public:
+                self._key_id = FIXED_KEY_ID
             return None
         if decision.status == 401 and key and gateway.key_belongs_elsewhere(key, dep):
             return Refusal(403, "this key is not valid for this deployment", "permission_error")
@@ -277,6 +300,43 @@ class EndpointHandler(web.RequestHandler):
             return Refusal(401, decision.message, "authentication_error",
                            headers={"WWW-Authenticate": 'Bearer realm="modeldeploy"'})
         return Refusal(decision.status, decision.message, "permission_error")
+
+    def _admit_quota(self) -> Refusal | None:
+        """The key's quotas (429 with Retry-After past one); an admitted request holds its place until released."""
+        key = self._key
+        if key is None or key.quotas is None:
+            return None
+        exceeded = self.gateway.quotas.admit(key.id, key.quotas, time.time())
+        if exceeded is None:
+            self._quota_held = True
+            return None
+        return Refusal(429, exceeded.message(), "rate_limit_error", extra={"param": exceeded.quota},
+                       headers={"Retry-After": str(exceeded.retry_after_s)}, code="rate_limit_exceeded")
+
+    def _start_capture(self, dep: Deployment) -> None:
+        limit = dep.config.capture_max_bytes
+        key = presented_key(self.request.headers.get("Authorization"), self.request.headers.get("x-api-key"))
+        secrets = tuple(s for s in (key, dep.engine_key, self.request.headers.get("Authorization")) if s)
+        self._capture = Capture(limit, bytes(self._body[: limit + CAPTURE_SLACK]), secrets=secrets)
+
+    def _release_quota(self, tokens: int) -> None:
+        if self._quota_held:
+            self._quota_held = False
+            self.gateway.quotas.release(self._key_id, tokens, time.time())
+
+    def _observe(self, record: RequestRecord) -> None:
+        """A finished request: its key's quota place released, then the record to every observer, once
+        (an error answered while forwarding is not counted again when the forwarding ends)."""
+        self._release_quota(record.usage.total if record.usage else 0)
+        record.method, record.path, record.capture = self.request.method or "", self._engine_path, self._capture
+        if not self._observed:
+            self._observed = True
+            self.gateway.observe(record)
+
+    @staticmethod
+    def _denied(decision: AuthDecision | None) -> Refusal | None:
+        """A scope's refusal (403) as the gateway answers it."""
+        return None if decision is None else Refusal(decision.status, decision.message, "permission_error")
 
     def _admit_to_engine(self, dep: Deployment, method: str, path: str) -> Refusal | None:
         """State, allow-list, payload and concurrency checks; sets what `_forward` needs."""
@@ -332,11 +392,12 @@ class EndpointHandler(web.RequestHandler):
             self.finish(json.dumps(refusal.extra))
         else:
             self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps(error_body(refusal.message, refusal.kind, refusal.status, **refusal.extra)))
+            self.finish(json.dumps(error_body(refusal.message, refusal.kind, refusal.code or refusal.status,
+                                              **refusal.extra)))
         dep = self._dep
         if dep is not None and refusal.kind:
-            self.gateway.observe(RequestRecord(dep.id, self._label(dep, self._model), refusal.status,
-                                               time.perf_counter() - self._started))
+            self._observe(RequestRecord(dep.id, self._label(dep, self._model), refusal.status,
+                                        time.perf_counter() - self._started, key_id=self._key_id))
 
     @staticmethod
     def _label(dep: Deployment, model: str | None) -> str | None:
@@ -353,11 +414,17 @@ class EndpointHandler(web.RequestHandler):
         if self._finished or self._dep is None:
             return
         dep = self._dep
+        if dep.config.capture_bodies:
+            self._start_capture(dep)
         body, injected, refusal = self._prepare_body(dep, bytes(self._body))
+        if refusal is None and (self._model is not None or self.request.method not in ("GET", "HEAD")):
+            chosen = self._model if self._model is not None else self._label(dep, None)
+            refusal = self._denied(model_refusal(self._key, chosen))
         if refusal is not None:
             self._refuse(refusal)
             return
         self.gateway.supervisor.request_started(dep)
+        self._forwarding = True
         status = 502
         tap: UsageTap | None = None
         first_chunk: float | None = None
@@ -366,11 +433,11 @@ class EndpointHandler(web.RequestHandler):
         finally:
             self.gateway.supervisor.request_finished(dep)
             usage = tap.finish() if tap is not None else None
-            self.gateway.observe(
+            self._observe(
                 RequestRecord(
                     deployment_id=dep.id, model=self._label(dep, self._model), status=status,
                     latency_s=time.perf_counter() - self._started, first_chunk_s=first_chunk, usage=usage,
-                    streamed=bool(tap and tap.is_sse),
+                    streamed=bool(tap and tap.is_sse), key_id=self._key_id,
                 )
             )
 
