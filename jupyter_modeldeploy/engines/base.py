@@ -62,6 +62,7 @@ class LaunchContext:
     settings: EngineSettings = EngineSettings()
     socket_path: Path | None = None  # the Unix socket the engine should listen on (in a 0700 folder)
     host: str = "127.0.0.1"  # the interface a TCP engine listens on (a cluster node's address on Ray)
+    ray_address: str | None = None  # on a Ray cluster: its address, for engines that use Ray themselves (vLLM)
 
     @property
     def address(self) -> EngineAddress:

@@ -70,6 +70,15 @@ class EngineReplica:
         except Exception:  # outside Ray (unit tests of the body): this host
             return socket.gethostname(), "127.0.0.1"
 
+    @staticmethod
+    def _gcs_address() -> str | None:
+        try:
+            import ray
+
+            return str(ray.get_runtime_context().gcs_address)
+        except Exception:  # outside Ray
+            return None
+
     # Start -------------------------------------------------------------------------------
 
     def start(self) -> dict[str, Any]:
@@ -87,6 +96,7 @@ class EngineReplica:
         ctx = LaunchContext(
             port=_free_port(host), engine_key=spec["engine_key"], work_dir=self._work_dir,
             settings=EngineSettings(**spec.get("settings", {})), socket_path=None, host=host,
+            ray_address=self._gcs_address(),
         )
         try:
             plan = get_engine(config.kind).plan(config, ctx)  # type: ignore[attr-defined]
