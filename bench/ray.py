@@ -24,9 +24,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import free_port, run_load, smollm2_gguf  # noqa: E402
-from jupyter_modeldeploy import ray_local  # noqa: E402
-from tests.support.jupyter import JupyterProcess  # noqa: E402
+from bench.common import free_port, run_load, smollm2_gguf
+from jupyter_modeldeploy import ray_local
+from tests.support.jupyter import JupyterProcess
 
 KEY = "sk-bench-ray"
 
