@@ -212,7 +212,7 @@ def start(*, nodes: int = 2, cpus_per_node: float = 1, port: int = DEFAULT_PORT,
         _wait_port(port, 120)
         wait_for_nodes(address, 1)
         for i in range(nodes):  # one at a time: nodes starting together can miss Ray's start-up deadlines
-            cluster.nodes.append(add_node(cluster, i, cpus=cpus_per_node))
+            add_node(cluster, i, cpus=cpus_per_node)
             if record:
                 _save_state(cluster)
             wait_for_nodes(address, i + 2)
@@ -222,11 +222,15 @@ def start(*, nodes: int = 2, cpus_per_node: float = 1, port: int = DEFAULT_PORT,
     return cluster
 
 
-def add_node(cluster: LocalCluster, index: int, *, cpus: float = 1, resources: dict[str, float] | None = None) -> LocalNode:
-    """One more worker node, with `node_<index>` (and `resources`) and label `modeldeploy-node=<index>`."""
+def add_node(cluster: LocalCluster, index: int | str, *, cpus: float = 1, resources: dict[str, float] | None = None,
+             env: dict[str, str] | None = None) -> LocalNode:
+    """One more worker node, with `node_<index>` (and `resources`) and label `modeldeploy-node=<index>`.
+
+    `env`: the node's environment beside this one's (another cache folder: a node without engines)."""
     node = start_node(address=cluster.address, port=0, num_cpus=cpus,
                       resources={f"node_{index}": 1, **(resources or {})},
-                      labels={"modeldeploy-node": str(index)}, log_dir=Path(cluster.log_dir))
+                      labels={"modeldeploy-node": str(index)}, log_dir=Path(cluster.log_dir), env=env)
+    cluster.nodes.append(node)
     return node
 
 

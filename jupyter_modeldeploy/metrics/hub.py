@@ -26,6 +26,39 @@ from .series import SeriesTable
 
 log = logging.getLogger(__name__)
 
+def replica_label(replica_id: str) -> str:
+    """A replica's short name in series names (the end of its actor name)."""
+    return replica_id.rsplit("-", 1)[-1]
+
+
+def combine_replicas(per_replica: list[dict[str, float]]) -> dict[str, float]:
+    """The deployment's engine metrics from its replicas': counts and rates add up, ratios average."""
+    combined: dict[str, float] = {}
+    for name in {n for metrics in per_replica for n in metrics}:
+        values = [m[name] for m in per_replica if name in m]
+        ratio = "ratio" in name or "perc" in name
+        combined[name] = sum(values) / len(values) if ratio else sum(values)
+    return combined
+
+
+def replica_rows(dep: Deployment) -> dict[str, float | None]:
+    """Per-replica CPU, memory and requests in flight, and their sums as the deployment's process figures."""
+    row: dict[str, float | None] = {}
+    cpu: list[float] = []
+    rss: list[float] = []
+    for replica in dep.replicas:
+        label = replica_label(replica.id)
+        row[f"replica:{label}:cpu_percent"] = replica.stats.get("cpu_percent")
+        row[f"replica:{label}:rss_bytes"] = replica.stats.get("memory_bytes")
+        row[f"replica:{label}:in_flight"] = float(replica.in_flight)
+        cpu += [replica.stats["cpu_percent"]] if "cpu_percent" in replica.stats else []
+        rss += [replica.stats["memory_bytes"]] if "memory_bytes" in replica.stats else []
+    row["process_cpu_percent"] = sum(cpu) if cpu else None
+    row["process_rss_bytes"] = sum(rss) if rss else None
+    row["replicas_serving"] = float(sum(r.in_rotation for r in dep.replicas))
+    return row
+
+
 def parse_engine_metrics(text: str, wanted: frozenset[str]) -> dict[str, float]:
     """The engine metrics named in `wanted` (the engine's launch plan declares them) from Prometheus text, labels summed."""
     values: dict[str, float] = {}
@@ -151,13 +184,20 @@ class MetricsHub:
             series = self.series_for(dep.id)
             row: dict[str, float | None] = series.stats.take_interval(elapsed)
             row["in_flight"] = float(dep.in_flight)
-            usage = process_tree_usage(dep.process.pid, self._procs) if dep.process is not None else None
-            row["process_cpu_percent"], row["process_rss_bytes"] = usage if usage else (None, None)
+            if dep.on_ray:
+                row.update(replica_rows(dep))
+            else:
+                usage = process_tree_usage(dep.process.pid, self._procs) if dep.process is not None else None
+                row["process_cpu_percent"], row["process_rss_bytes"] = usage if usage else (None, None)
             if isinstance(scraped, dict):
                 for name, value in scraped.items():
-                    if dep.plan is not None and name in dep.plan.charted_metrics.counters:
+                    if name.startswith("replica:"):
+                        row[name] = value
+                    elif dep.plan is not None and name in dep.plan.charted_metrics.counters:
                         previous = series.engine_last.get(name)
-                        row[f"engine:{name}:rate"] = (value - previous) / elapsed if previous is not None else None
+                        rate = (value - previous) / elapsed if previous is not None else None
+                        # A replica gone takes its counts out of the sum: no negative rate for it.
+                        row[f"engine:{name}:rate"] = rate if rate is None or rate >= 0 else None
                         series.engine_last[name] = value
                     else:
                         row[f"engine:{name}"] = value
@@ -167,16 +207,37 @@ class MetricsHub:
     async def _scrape(self, dep: Deployment) -> dict[str, float] | None:
         if not dep.status.live or dep.plan is None or not dep.plan.metrics_path or dep.address is None:
             return None
-        try:
-            response = await self.supervisor.engine_http.request(dep.address, dep.engine_key, "GET", dep.plan.metrics_path)
-        except httpx.HTTPError:
+        if dep.on_ray:
+            return await self._scrape_replicas(dep)
+        text = await self._metrics_text(dep.address, dep.engine_key, dep.plan.metrics_path)
+        if text is None:
             return None
-        if response.status_code != 200:
-            return None
-        values = parse_engine_metrics(response.text, dep.plan.charted_metrics.names)
-        states = _model_states_from_text(response.text)
+        values = parse_engine_metrics(text, dep.plan.charted_metrics.names)
+        states = _model_states_from_text(text)
         if states:
             self.series_for(dep.id).model_states = states
+        return values
+
+    async def _metrics_text(self, address: Any, key: str | None, path: str) -> str | None:
+        try:
+            response = await self.supervisor.engine_http.request(address, key, "GET", path)
+        except httpx.HTTPError:
+            return None
+        return response.text if response.status_code == 200 else None
+
+    async def _scrape_replicas(self, dep: Deployment) -> dict[str, float] | None:
+        """Each serving replica's engine metrics (`replica:<id>:engine:<name>`) and the deployment's totals."""
+        assert dep.plan is not None and dep.plan.metrics_path is not None
+        serving = [r for r in dep.replicas if r.in_rotation]
+        texts = await asyncio.gather(*(self._metrics_text(r.address, r.engine_key, dep.plan.metrics_path)
+                                       for r in serving))
+        per_replica = {replica_label(r.id): parse_engine_metrics(t, dep.plan.charted_metrics.names)
+                       for r, t in zip(serving, texts) if t is not None}
+        if not per_replica:
+            return None
+        values: dict[str, float] = combine_replicas(list(per_replica.values()))
+        for label, metrics in per_replica.items():
+            values.update({f"replica:{label}:engine:{name}": value for name, value in metrics.items()})
         return values
 
     async def _scrape_model_status(self, dep: Deployment) -> None:

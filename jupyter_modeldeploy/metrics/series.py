@@ -27,6 +27,9 @@ class SeriesTable:
         self.t.append(at)
         for name, column in self.columns.items():
             column.append(values.get(name))
+        # A column nothing fills any more (a replica gone) leaves once its last value left the window.
+        for name in [n for n in self.columns if n not in values and not any(v is not None for v in self.columns[n])]:
+            del self.columns[name]
 
     def since(self, since: float | None = None) -> dict[str, Any]:
         """Rows with a timestamp after `since` (all rows when None), as JSON-ready lists."""

@@ -7,6 +7,7 @@ official `openai` client.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -38,8 +39,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ray_local.Loca
 
 
 def ray_server(home: Path, cluster: ray_local.LocalCluster, *extra: str) -> JupyterProcess:
+    # llama-server or nothing: a node without the build must fail, not fall back to llama-cpp-python.
     return JupyterProcess(home, extra_args=[f"--ModelDeployApp.ray_address={cluster.address}",
-                                            "--ModelDeployApp.health_timeout_s=240", *extra]).start(timeout=180)
+                                            "--ModelDeployApp.health_timeout_s=240",
+                                            "--ModelDeployApp.llamacpp_engine=llama-server", *extra]).start(timeout=180)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +108,15 @@ def test_two_replicas_pinned_to_two_nodes_both_serve_chat(server: JupyterProcess
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         per_replica = [r["requests"] for r in client.get(record["id"])["replicas"]]
         assert len(per_replica) == 2 and min(per_replica) >= 3, per_replica
+
+        def charted() -> dict[str, Any] | None:
+            series = client.metrics(record["id"])["series"]
+            named = {k for k, v in series.items() if k.startswith("replica:") and any(x is not None for x in v)}
+            return series if len({k for k in named if k.endswith(":rss_bytes")}) == 2 and any(
+                ":engine:" in k for k in named) else None
+
+        series = wait_until(charted, 30, "per-replica CPU, memory and engine series")
+        assert max(x for x in series["process_rss_bytes"] if x is not None) > 0
     finally:
         delete_and_check_clean(server, cluster, record["id"])
 
@@ -257,6 +269,24 @@ def test_a_restarted_jupyter_server_reattaches_its_ray_replicas(
             if jupyter is not None and jupyter.proc is not None and jupyter.proc.poll() is None:
                 delete_and_check_clean(jupyter, cluster, record["id"])
                 jupyter.stop()
+
+
+def test_a_node_without_the_engine_fails_naming_the_node_and_what_is_missing(
+    server: JupyterProcess, cluster: ray_local.LocalCluster, smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    bare = ray_local.add_node(cluster, "bare", env={"JUPYTER_MODELDEPLOY_CACHE": str(tmp_path / "empty-cache")})
+    try:
+        ray_local.wait_for_nodes(cluster.address, len(cluster.alive()))
+        client = server.client()
+        record = client.launch(llama_config(smollm2_gguf, "ray-bare",
+                                            resources={"cpus": 1, "node_labels": {"modeldeploy-node": "bare"}}))
+        failed = wait_until(lambda: (r := client.get(record["id"]))["status"] == "failed" and r, 180, "failed")
+        reason = failed["status_reason"]
+        assert "no replica could start" in reason and "cannot run the engine" in reason, reason
+        assert "llama-server" in reason and "install-engine llamacpp" in reason, reason
+        delete_and_check_clean(server, cluster, record["id"])
+    finally:
+        ray_local.kill_node(bare, signal.SIGTERM)
 
 
 def test_an_unreachable_cluster_fails_that_deployment_only(tmp_path: Path, smollm2_gguf: Path,
