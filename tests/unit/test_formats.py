@@ -42,3 +42,20 @@ def test_the_lab_panel_writes_durations_the_same_way() -> None:
     assert re.findall(r"< (\d+)\) \{", body) == ["0", "60", "3600", "86400"]
     for unit in ("} s`", "} min ${", "} h ${", "} d ${"):
         assert unit in body, unit
+
+
+def test_replica_summary_and_lines() -> None:
+    from jupyter_modeldeploy.formats import replica_lines, replica_summary
+
+    local = {"placement": "local", "replicas": [{"id": "local", "state": "serving"}]}
+    assert replica_summary(local) == "local" and replica_lines(local) == []
+    ray = {"placement": "ray", "replicas": [
+        {"id": "md-1-a", "state": "serving", "node_ip": "10.0.0.1", "node": "abcdef0123456789", "in_flight": 2,
+         "requests": 9, "restarts": 0, "reason": None},
+        {"id": "md-1-b", "state": "down", "node_ip": None, "node": None, "in_flight": 0, "requests": 1, "restarts": 1,
+         "reason": "node lost"},
+    ]}
+    assert replica_summary(ray) == "ray 1/2"
+    first, second = replica_lines(ray)
+    assert first == "replica md-1-a: serving on 10.0.0.1 node abcdef012345, 2 in flight, 9 sent"
+    assert second.endswith("1 restart(s) (node lost)") and "on ?" in second
