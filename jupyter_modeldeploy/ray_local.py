@@ -20,6 +20,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import psutil
+
 from .paths import cache_root as cache_dir
 
 STATE_FILE = "ray-local.json"
@@ -51,17 +53,7 @@ class LocalCluster:
 
     def alive(self) -> list[LocalNode]:
         """The nodes whose process still runs."""
-        return [n for n in self.nodes if _running(n.pid)]
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return [n for n in self.nodes if psutil.pid_exists(n.pid)]
 
 
 def ray_executable() -> str:
