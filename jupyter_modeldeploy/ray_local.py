@@ -53,7 +53,15 @@ class LocalCluster:
 
     def alive(self) -> list[LocalNode]:
         """The nodes whose process still runs."""
-        return [n for n in self.nodes if psutil.pid_exists(n.pid)]
+        return [n for n in self.nodes if _alive(n.pid)]
+
+
+def _alive(pid: int) -> bool:
+    """Whether a node's process runs (a killed child of this process is a zombie until reaped: not running)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def ray_executable() -> str:
