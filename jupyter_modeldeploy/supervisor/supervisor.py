@@ -652,8 +652,10 @@ class Supervisor:
     # Universal Memory: sleep when idle, wake on the next request ------------------------
 
     async def _on_idle_limit(self, dep: Deployment, reason: str) -> None:
-        """At the idle limit: sleep (engines that can), stop-and-relaunch-on-demand, or stop."""
-        if not dep.universal_memory:
+        """At the idle limit: sleep (engines that can), stop-and-relaunch-on-demand, or stop.
+
+        A Ray deployment stops (its way to free memory while idle is `replicas.min: 0`)."""
+        if not dep.universal_memory or dep.on_ray:
             await self._stop(dep, reason)
             return
         calls = dep.plan.sleep_calls if dep.plan else []
