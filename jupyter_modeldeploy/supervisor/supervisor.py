@@ -29,7 +29,7 @@ from .engine_http import EngineHttp
 from .keys import hash_key
 from .logbuffer import MASK, LogBuffer
 from .placement import EngineHandle, LocalPlacement, Placement
-from .ray_placement import RayCluster, RaySettings
+from .ray_placement import ClusterUnavailable, RayCluster, RaySettings
 from .replicas import Replica, set_serving
 from .state import Event, InvalidTransition, Status, failure_reason, idle_limit_reached, serving_status, transition
 from .store import Store, StoredDeployment
@@ -187,6 +187,7 @@ class Supervisor:
         self.engines = dict(engines or {})  # kind -> engine, overriding the built-in ones (tests inject fakes)
         self.placement: Placement = placement or LocalPlacement()
         self.ray = RayCluster(ray or RaySettings())  # connected when a deployment first targets Ray
+        self._release_on_start: set[str] = set()  # Ray deployments whose replicas are ended at start
 
     # Life of the supervisor ---------------------------------------------------------------
 
@@ -197,6 +198,9 @@ class Supervisor:
             if dep.reattach:
                 dep.reattach = False
                 self._start(dep, reattach=True)
+        if self._release_on_start:
+            self._spawn(self._release_left_replicas(self._release_on_start))
+            self._release_on_start = set()
         if self._ticker is None:
             self._ticker = asyncio.ensure_future(self._tick_forever())
 
@@ -226,13 +230,27 @@ class Supervisor:
                 dep.reattach = True
                 dep.log.append("[modeldeploy] the Jupyter server restarted: re-attaching the Ray replicas")
             elif dep.status.live:
-                # Its engine died with the previous server (reaper + parent-death signal).
+                # Its engine died with the previous server (reaper + parent-death signal); Ray
+                # replicas outlive it, and are ended at start since they are not to be re-attached.
+                self._release_on_start |= {dep.id} if dep.on_ray else set()
                 dep.status = Status.STOPPED
                 dep.status_reason = "the Jupyter server restarted; relaunch to serve again"
                 self._record(dep, Status.STOPPED, dep.status_reason)
                 dep.stopped_at = time.time()
                 self.store.save(dep.to_stored())
             self.deployments[dep.id] = dep
+
+    async def _release_left_replicas(self, deployment_ids: set[str]) -> None:
+        """End the Ray replicas a previous server left running, for deployments not to be re-attached."""
+        try:
+            await self.ray.connect(None)
+        except ClusterUnavailable as exc:
+            log.warning("cannot end the Ray replicas left by the previous server: %s", exc)
+            return
+        loop = asyncio.get_running_loop()
+        for dep_id in deployment_ids:
+            for actor in (await loop.run_in_executor(None, self.ray.named, dep_id)).values():
+                self.ray.kill(actor)
 
     async def shutdown(self) -> None:
         """Stop every engine and close the store."""
