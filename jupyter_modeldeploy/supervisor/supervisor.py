@@ -25,6 +25,7 @@ import httpx
 from ..config import ConfigError, DeploymentBase, export_config, parse_config
 from ..engines import Engine, EngineAddress, EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan, get_engine
 from ..engines.hf import ModelNotFound
+from . import restart
 from .engine_http import EngineHttp
 from .keys import hash_key
 from .logbuffer import MASK, LogBuffer
@@ -150,6 +151,7 @@ class Supervisor:
         unhealthy_limit_s: float = 60.0,
         engines: dict[str, Engine] | None = None,
         placement: Placement | None = None,
+        restart_limits: restart.RestartLimits | None = None,
     ):
         self.state_dir = state_dir
         self.settings = settings or EngineSettings()
@@ -173,12 +175,16 @@ class Supervisor:
         self.engine_http = EngineHttp(timeout=5.0)
         self.engines = dict(engines or {})  # kind -> engine, overriding the built-in ones (tests inject fakes)
         self.placement: Placement = placement or LocalPlacement()
+        self.crashes = restart.CrashBook(restart_limits or restart.RestartLimits())
+        self._resume: list[Deployment] = []  # brought back by the restart policy once the loop runs
+        self._closing = False
 
     # Life of the supervisor ---------------------------------------------------------------
 
     async def start(self) -> None:
         """Load stored deployments (if not yet) and start the idle ticker."""
         self.load()
+        self._resume_restored()
         if self._ticker is None:
             self._ticker = asyncio.ensure_future(self._tick_forever())
 
@@ -202,21 +208,44 @@ class Supervisor:
             dep.stopped_at = row.stopped_at
             dep.exit_code = row.exit_code
             dep.last_activity_at = row.last_activity_at or row.created_at
-            if dep.status.live:
-                # Its engine died with the previous server (reaper + parent-death signal).
-                dep.status = Status.STOPPED
-                dep.status_reason = "the Jupyter server restarted; relaunch to serve again"
-                self._record(dep, Status.STOPPED, dep.status_reason)
-                dep.stopped_at = time.time()
-                self.store.save(dep.to_stored())
+            if restart.applies_to(config):
+                self._restore(dep)
             self.deployments[dep.id] = dep
+
+    def _restore(self, dep: Deployment) -> None:
+        """A loaded deployment whose engine died with the previous server: stopped, or back by its restart policy."""
+        resume = restart.on_server_start(dep.config.restart, dep.status, dep.status_reason)
+        if resume is restart.Resume.PARK:
+            dep.status_reason = "the Jupyter server restarted; the next request relaunches it (restart: always)"
+            self._record(dep, Status.SLEEPING, dep.status_reason)
+            self.store.save(dep.to_stored())
+            return
+        if resume is restart.Resume.RELAUNCH:
+            self._resume.append(dep)
+        if dep.status.live:
+            # Its engine died with the previous server (reaper + parent-death signal).
+            dep.status = Status.STOPPED
+            dep.status_reason = "the Jupyter server restarted; " + (
+                "relaunching (restart: always)" if resume is restart.Resume.RELAUNCH else "relaunch to serve again")
+            self._record(dep, Status.STOPPED, dep.status_reason)
+            dep.stopped_at = time.time()
+            self.store.save(dep.to_stored())
+
+    def _resume_restored(self) -> None:
+        """Relaunch what the restart policy brings back (on the event loop, after load())."""
+        resume, self._resume = self._resume, []
+        for dep in resume:
+            if dep.status is Status.STOPPED and dep.id in self.deployments:
+                dep.log.append("[modeldeploy] the Jupyter server restarted: relaunching (restart: always)")
+                self._start(dep)
 
     async def shutdown(self) -> None:
         """Stop every engine and close the store."""
+        self._closing = True
         if self._ticker:
             self._ticker.cancel()
         live = [d for d in self.deployments.values() if d.status.live]
-        await asyncio.gather(*(self._stop(d, "the Jupyter server shut down") for d in live), return_exceptions=True)
+        await asyncio.gather(*(self._stop(d, restart.SERVER_SHUTDOWN) for d in live), return_exceptions=True)
         await self.engine_http.close()
         self.store.close()
 
@@ -268,6 +297,7 @@ class Supervisor:
         if dep.status.live:
             raise DeploymentError(f"deployment {dep.name!r} is already {dep.status.value}", 409)
         self._check_unique(dep.config, route=dep.route, ignore=dep.id)
+        self.crashes.forget(dep.id)
         self._start(dep)
         return dep
 
@@ -590,11 +620,35 @@ class Supervisor:
             self._spawn(self.engine_http.forget(dep.listen))
             if dep.listen.socket_path:
                 Path(dep.listen.socket_path).unlink(missing_ok=True)
+        delay = None
+        if event is Event.CRASHED and dep.exit_code is not None:  # the engine ran, and crashed
+            delay, reason = self._crash_policy(dep, reason)
         if not self._fire(dep, event, reason) and event is not Event.CRASHED:
             self._fire(dep, Event.CRASHED, reason)  # a state that cannot end that way still ends
         dep.log.append(f"[modeldeploy] {dep.status.value}: {reason.splitlines()[0]}")
         dep.ending = None
         dep.log.close_followers()
+        if delay is not None:
+            self._spawn(self._restart_later(dep, delay, dep.started_at))
+
+    def _crash_policy(self, dep: Deployment, reason: str) -> tuple[float | None, str]:
+        """After a crash: the restart delay (None: no restart) and the reason with what follows."""
+        policy = dep.config.restart
+        if self._closing or not restart.applies_to(dep.config) or not restart.restarts_crashes(policy):
+            return None, reason
+        decision = self.crashes.crashed(dep.id, policy, time.time())
+        head, _, tail = reason.partition("\n")
+        return decision.delay_s, f"{head}; {decision.note}" + (f"\n{tail}" if tail else "")
+
+    async def _restart_later(self, dep: Deployment, delay: float, started_at: float | None) -> None:
+        """Restart a crashed engine after its back-off, unless it was relaunched, deleted or the server is closing."""
+        await asyncio.sleep(delay)
+        if self._closing or dep.status is not Status.FAILED or dep.started_at != started_at:
+            return
+        if self.deployments.get(dep.id) is not dep:
+            return
+        dep.log.append(f"[modeldeploy] restarting the crashed engine (restart: {dep.config.restart})")
+        self._start(dep)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
