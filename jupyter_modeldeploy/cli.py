@@ -83,8 +83,10 @@ def cmd_launch(client: ModelDeployClient, args: argparse.Namespace) -> int:
                 print(f"env: {key}={value}")
             for note in plan.get("notes", []):
                 print("note:", note)
+            if plan.get("fit"):
+                print(formats.describe_fit(plan["fit"]))
         return 0
-    record = client.launch(config)
+    record = client.launch(config, force=args.force)
     if args.wait:
         record = client.wait(record["id"], timeout=args.timeout)
     if args.json:
@@ -274,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model")
     p.add_argument("--name")
     p.add_argument("--dry-run", action="store_true", help="validate and print the engine command; start nothing")
+    p.add_argument("--force", action="store_true", help="launch even when the fit check says it does not fit")
     p.add_argument("--wait", action="store_true", help="wait until the deployment serves")
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--json", action="store_true")

@@ -154,8 +154,10 @@ class ModelDeployClient:
     def validate(self, config: dict[str, Any]) -> dict[str, Any]:
         return self._request("POST", "validate", json=config)
 
-    def launch(self, config: dict[str, Any], *, dry_run: bool = False, start: bool = True) -> dict[str, Any]:
-        params = {"dry_run": int(dry_run), "launch": int(start)}
+    def launch(self, config: dict[str, Any], *, dry_run: bool = False, start: bool = True,
+               force: bool = False) -> dict[str, Any]:
+        """Launch (or with `dry_run` only plan) a configuration; `force` starts it even when it does not fit."""
+        params = {"dry_run": int(dry_run), "launch": int(start), "force": int(force)}
         return self._request("POST", "deployments", json=config, params=params)
 
     def import_config(self, config: dict[str, Any], *, start: bool = True) -> dict[str, Any]:

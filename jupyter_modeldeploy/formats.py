@@ -55,3 +55,19 @@ def format_duration(seconds: float | None) -> str:
     if seconds < 86400:
         return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
     return f"{int(seconds // 86400)} d {int(seconds % 86400 // 3600)} h"
+
+
+def format_bytes(size: float) -> str:
+    """`512 MiB`, `12.3 GiB`: memory sizes as every view shows them."""
+    mib = float(size) / (1024 * 1024)
+    return f"{mib / 1024:.1f} GiB" if mib >= 10 * 1024 else f"{mib:.0f} MiB"
+
+
+def describe_fit(fit: dict[str, Any]) -> str:
+    """The fit check of a validate or dry-run answer as text: the verdict, then each part of the estimate."""
+    verdict = {True: "fits", False: "DOES NOT FIT", None: "unknown"}[fit.get("fits")]
+    lines = [f"memory: {verdict}: {fit.get('message', '')}"]
+    for part in fit.get("estimate", {}).get("parts", []):
+        lines.append(f"  {part['where']:4} {format_bytes(part['bytes']):>9}  {part['what']}")
+    lines += [f"  note: {note}" for note in fit.get("estimate", {}).get("notes", [])]
+    return "\n".join(lines)

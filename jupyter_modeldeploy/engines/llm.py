@@ -231,6 +231,11 @@ def vllm_args(config: LlmConfig, device: Device = CUDA) -> list[str]:
     return args
 
 
+def cpu_kv_cache_gib(config: LlmConfig) -> int:
+    """The KV cache space vLLM on CPU is given (VLLM_CPU_KVCACHE_SPACE, GiB): the memory budget, else 1."""
+    return max(1, math.floor(config.max_cuda_memory_gib)) if config.max_cuda_memory_gib else 1
+
+
 def vllm_env(
     config: LlmConfig,
     device: Device = CUDA,
@@ -257,8 +262,7 @@ def vllm_env(
     if isinstance(config.gpus, list):
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in config.gpus)
     if device.kind == "cpu":
-        kv_gib = max(1, math.floor(config.max_cuda_memory_gib)) if config.max_cuda_memory_gib else 1
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_gib)
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(config))
         env["VLLM_CPU_OMP_THREADS_BIND"] = "auto"
         env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
     if work_dir is not None:

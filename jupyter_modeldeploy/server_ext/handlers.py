@@ -24,6 +24,7 @@ from ..engines import EngineUnavailable
 from ..engines.hf import ModelNotFound
 from ..supervisor import Deployment, DeploymentError, Supervisor
 from ..supervisor.tokens import TokenRegistry
+from .fitcheck import fit_for, refusal
 from .jsonbody import BodyError, parse_json
 from .records import deployment_record, engine_status
 from .schemas import (
@@ -31,6 +32,7 @@ from .schemas import (
     CloneRequest,
     DryRunPlan,
     Error,
+    FitReport,
     StatusResponse,
     Token,
     TokenCreated,
@@ -167,12 +169,18 @@ class LaunchHandler(BaseHandler):
 
         async def action() -> None:
             config = parse_config(self.json_body())
+            loop = asyncio.get_running_loop()
             if self.get_query_argument("dry_run", "0") in ("1", "true"):
-                loop = asyncio.get_running_loop()
                 plan = await loop.run_in_executor(None, self.supervisor.dry_run, config)
-                self.write_model(DryRunPlan(argv=plan.argv, env=plan.env, notes=plan.notes, models=plan.models))
+                fit = await loop.run_in_executor(None, fit_for, self.supervisor, config)
+                self.write_model(DryRunPlan(argv=plan.argv, env=plan.env, notes=plan.notes, models=plan.models,
+                                            fit=FitReport.model_validate(fit.to_json())))
                 return
             start = self.get_query_argument("launch", "1") not in ("0", "false")
+            if start and self.get_query_argument("force", "0") not in ("1", "true"):
+                fit = await loop.run_in_executor(None, fit_for, self.supervisor, config)
+                if fit.fits is False:
+                    raise DeploymentError(refusal(config.name, fit), 409)
             dep = await self.supervisor.launch(config, start=start)
             self.write_json(self.record(dep), 201)
 

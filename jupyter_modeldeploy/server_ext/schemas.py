@@ -154,12 +154,49 @@ class TokenList(ResponseBody):
     tokens: list[Token]
 
 
+class FitPart(ResponseBody):
+    """One component of a memory estimate."""
+
+    what: str
+    bytes: int
+    where: Literal["gpu", "host"]
+
+
+class FitEstimate(ResponseBody):
+    """The memory a deployment will need at its peak, from its model's files (`known`: they could be read)."""
+
+    known: bool
+    gpu_bytes: int
+    host_bytes: int
+    parts: list[FitPart]
+    notes: list[str]
+
+
+class FitFree(ResponseBody):
+    """Memory free now, and what deployments still loading will take of it."""
+
+    host_bytes: int
+    gpu_bytes: list[int] = Field(description="free bytes of each GPU the deployment may use")
+    reserved_host_bytes: int
+    reserved_gpu_bytes: int
+
+
+class FitReport(ResponseBody):
+    """The fit check: the estimate against free memory (`fits` null when there is no estimate)."""
+
+    fits: bool | None
+    message: str
+    estimate: FitEstimate
+    free: FitFree
+
+
 class ValidateResponse(ResponseBody):
     """POST /validate."""
 
     ok: bool
     config: dict[str, Any] = Field(description="the normalised configuration, secrets left out")
     notices: list[str]
+    fit: FitReport | None = Field(None, description="whether it fits in memory now (the views' /validate)")
 
 
 class DryRunPlan(ResponseBody):
@@ -169,6 +206,7 @@ class DryRunPlan(ResponseBody):
     env: dict[str, str]
     notes: list[str]
     models: list[str]
+    fit: FitReport | None = None
 
 
 StatusName = Literal["stopped", "loading", "active", "idle", "unhealthy", "sleeping", "waking", "stopping", "failed"]
