@@ -266,6 +266,32 @@ def test_every_kind_has_its_form(page: Any, lab: JupyterProcess, artifacts_dir: 
     close_current_tab(page)
 
 
+def test_form_shows_the_fit_live_and_refuses_what_cannot_fit(page: Any, lab: JupyterProcess, smollm2_gguf: Path,
+                                                             artifacts_dir: Path) -> None:
+    """The memory estimate under the form follows the options; a launch that cannot fit is refused with the numbers."""
+    before = len(lab.api("GET", "deployments").json()["deployments"])
+    open_form(page, "llamacpp")
+    field(page, "name").fill("too-big")
+    field(page, "model").fill(str(smollm2_gguf))
+    fit = form(page).locator(".jp-ModelDeploy-fit")
+    form(page).locator(".jp-ModelDeploy-fit.jp-mod-fits").wait_for()
+    assert fit.inner_text().count("fits: needs") == 1
+    form(page).locator('.jp-ModelDeploy-group[data-group="Context"] > summary').click()
+    field(page, "ctx_size").fill(str(1 << 24))
+    form(page).locator(".jp-ModelDeploy-fit.jp-mod-short").wait_for()
+    assert "does not fit: host RAM: needs" in fit.inner_text()
+    shot(page, artifacts_dir, "form-fit-short")
+    launch_from_form(page)
+    form(page).locator(".jp-ModelDeploy-message.jp-mod-error").get_by_text("does not fit").wait_for()
+    assert len(lab.api("GET", "deployments").json()["deployments"]) == before
+    assert form(page).locator(".jp-ModelDeploy-fitForce input").count() == 1  # forcing is one tick away
+    field(page, "ctx_size").fill("2048")
+    form(page).locator(".jp-ModelDeploy-fit.jp-mod-fits").wait_for()
+    shot(page, artifacts_dir, "form-fit-ok")
+    close_current_tab(page)
+    wait_until(lambda: not form(page).count(), 10, "the form tab closes")
+
+
 def test_launch_from_form_goes_loading_then_active(page: Any, lab: JupyterProcess, smollm2_gguf: Path,
                                                    artifacts_dir: Path) -> None:
     open_form(page, "llamacpp")

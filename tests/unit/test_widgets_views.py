@@ -61,6 +61,7 @@ class FakeClient:
         self.calls: list[tuple[str, Any]] = []
         self.t = NOW
         self.launched: list[dict[str, Any]] = []
+        self.free_host_bytes = 64 * 1024**3
 
     def _find(self, ref: str) -> dict[str, Any]:
         for r in self.records.values():
@@ -133,6 +134,9 @@ class FakeClient:
             parsed = parse_config(config)
         except ValueError as exc:
             raise ModelDeployError("invalid configuration", 422, exc.errors) from None
+        answer = self.validate(config)
+        if answer["fit"]["fits"] is False and not kwargs.get("force"):
+            raise ModelDeployError(f"deployment {parsed.name!r} {answer['fit']['message']}", 409)
         self.launched.append(config)
         new = record(parsed.name, "loading")
         self.records[new["id"]] = new
@@ -168,7 +172,10 @@ class FakeClient:
         errors = preflight(parsed, offline=True)
         if errors:
             raise ModelDeployError("invalid configuration", 422, errors)
-        return {"ok": True, "config": export_config(parsed), "notices": []}
+        from jupyter_modeldeploy.fit import Free, check, estimate
+
+        fit = check(estimate(parsed), Free(host_bytes=self.free_host_bytes)).to_json()
+        return {"ok": True, "config": export_config(parsed), "notices": [], "fit": fit}
 
 
 def test_series_window_is_bounded_and_skips_old_samples() -> None:
@@ -446,6 +453,23 @@ def test_launch_form_launches_and_shows_field_errors(tmp_path: Any) -> None:
     rec = form.launch()
     assert rec is not None and launched == [rec] and form.form.fields["name"].error.value == ""
     assert client.launched[-1]["top_p"] == 0.5
+
+
+def test_launch_form_shows_the_fit_live_and_forces_only_when_asked(tmp_path: Any, smollm2_gguf: Any) -> None:
+    client = FakeClient()
+    client.free_host_bytes = 1024**3
+    form = LaunchForm("llamacpp", client)
+    form.form.fields["name"].value = "fitting"
+    form.form.fields["model"].value = str(smollm2_gguf)
+    form.form.fields["ctx_size"].value = 2048
+    assert form.last_fit is not None and form.last_fit["fits"] is True and "fits: needs" in form.fit.value
+    assert form.force.layout.display == "none"
+    form.form.fields["ctx_size"].value = 1 << 20  # about 22 GiB of KV cache
+    assert form.last_fit["fits"] is False and "does not fit: host RAM: needs" in form.fit.value
+    assert form.force.layout.display == ""
+    assert form.launch() is None and client.launched == [] and "does not fit" in form.result.value
+    form.force.value = True
+    assert form.launch() is not None and len(client.launched) == 1
 
 
 def test_launch_defaults_pick_a_kind_that_can_run_here() -> None:
