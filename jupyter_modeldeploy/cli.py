@@ -13,6 +13,7 @@ from typing import Any
 from . import formats
 from .client import ModelDeployClient, ModelDeployError
 from .config import describe_errors
+from .progress_bar import ProgressPrinter
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:
@@ -88,7 +89,9 @@ def cmd_launch(client: ModelDeployClient, args: argparse.Namespace) -> int:
         return 0
     record = client.launch(config, force=args.force)
     if args.wait:
-        record = client.wait(record["id"], timeout=args.timeout)
+        printer = ProgressPrinter(sys.stderr)
+        record = client.wait(record["id"], timeout=args.timeout, on_record=printer)
+        printer.done(record)
     if args.json:
         _print_json(record)
     else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,11 +200,16 @@ class ModelDeployClient:
     # Helpers ------------------------------------------------------------------------------
 
     def wait(self, ref: str, statuses: tuple[str, ...] = ("active", "idle"), timeout: float = 900.0,
-             poll_s: float = 0.5) -> dict[str, Any]:
-        """Poll until the deployment reaches one of `statuses`; raises if it fails or times out."""
+             poll_s: float = 0.5, on_record: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll until the deployment reaches one of `statuses`; raises if it fails or times out.
+
+        `on_record` sees every record polled (its `progress` says where loading is).
+        """
         deadline = time.monotonic() + timeout
         while True:
             record = self.get(ref)
+            if on_record is not None:
+                on_record(record)
             if record["status"] in statuses:
                 return record
             if record["status"] == "failed" and "failed" not in statuses:

@@ -71,3 +71,24 @@ def describe_fit(fit: dict[str, Any]) -> str:
         lines.append(f"  {part['where']:4} {format_bytes(part['bytes']):>9}  {part['what']}")
     lines += [f"  note: {note}" for note in fit.get("estimate", {}).get("notes", [])]
     return "\n".join(lines)
+
+
+def describe_progress(progress: dict[str, Any] | None, width: int = 24) -> str:
+    """A loading record's progress as one line: phase, a bar (`width` > 0) and percentage when known, bytes and
+    rate, time."""
+    if not progress:
+        return ""
+    parts = [str(progress.get("phase", ""))]
+    percent = progress.get("percent")
+    if percent is not None:
+        filled = round(width * float(percent) / 100)
+        bar = f"[{'#' * filled}{'.' * (width - filled)}] " if width > 0 else ""
+        parts.append(f"{bar}{float(percent):3.0f}%")
+    if progress.get("bytes_done") is not None:
+        total = progress.get("bytes_total")
+        parts.append(format_bytes(progress["bytes_done"]) + (f" of {format_bytes(total)}" if total else ""))
+        if progress.get("rate_bytes_per_s"):
+            parts.append(f"at {format_bytes(progress['rate_bytes_per_s'])}/s")
+    parts.append(f"({format_duration(progress.get('phase_elapsed_s'))} in this phase, "
+                 f"{format_duration(progress.get('elapsed_s'))} in all)")
+    return "  ".join(parts)

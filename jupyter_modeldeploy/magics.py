@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
 from . import formats
 from .client import ModelDeployClient, ModelDeployError
+from .progress_bar import ProgressPrinter
 
 COMMANDS = ("list", "stop", "logs", "export", "dashboard", "form", "get", "wait", "delete", "relaunch", "help")
 
@@ -99,9 +101,12 @@ class DeploymentHandle:
         self.record = self._client.get(self.id)
         return self.record
 
-    def wait(self, timeout: float = 900.0) -> DeploymentHandle:
-        """Block until it serves (active or idle); raises if it fails."""
-        self.record = self._client.wait(self.id, timeout=timeout)
+    def wait(self, timeout: float = 900.0, *, show_progress: bool = True) -> DeploymentHandle:
+        """Block until it serves (active or idle), showing the loading phases; raises if it fails."""
+        printer = ProgressPrinter(sys.stdout, redraw=True) if show_progress else None
+        self.record = self._client.wait(self.id, timeout=timeout, on_record=printer)
+        if printer is not None:
+            printer.done(self.record)
         return self
 
     @property

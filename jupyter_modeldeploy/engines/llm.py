@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..config import DeploymentBase, LlmConfig
-from . import routes
+from . import progress, routes
 from .base import VLLM_METRICS, EngineAddress, EngineCall, EngineUnavailable, LaunchContext, LaunchPlan
 from .vllm_install import find_vllm_python, nvidia_gpu_present, vllm_flavour
 
@@ -387,6 +387,7 @@ class LlmEngine:
             env=env,
             health_path="/health",
             metrics_path="/metrics",
+            progress=progress.VLLM,
             models=[served_model_name(config), *lora_names(config)],
             notes=[*config.notices(), *device_notes(config, device)],
             secrets=secrets,

@@ -26,7 +26,7 @@ KV_BYTES = 2
 #: A Python process with torch and sentence-transformers imported, after its first inference.
 EMBEDDING_RUNTIME = 459 * MiB
 #: vLLM on CPU: the API server, engine core and worker processes, before weights and KV cache.
-VLLM_CPU_RUNTIME = 2600 * MiB
+VLLM_CPU_RUNTIME = 2056 * MiB
 #: A CUDA context and its kernels, per process that uses the GPU (not measured here: no GPU).
 CUDA_CONTEXT = 500 * MiB
 DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2}

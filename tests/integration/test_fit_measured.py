@@ -74,3 +74,22 @@ async def test_embedding_estimate_within_15_percent(supervisor: Supervisor) -> N
     texts = [f"word{i} " * 200 for i in range(32)]
     est, peak = await measured(supervisor, fields, "/v1/embeddings", {"input": texts, "model": "minilm"})
     assert abs(est - peak) <= TOLERANCE * peak, (est / MiB, peak / MiB)
+
+
+@pytest.mark.vllm
+async def test_vllm_cpu_estimate_within_15_percent(tmp_path: Path) -> None:
+    from tests.support.vllm_model import ensure_test_model
+    from tests.support.vllm_runtime import require_vllm_python
+
+    python = require_vllm_python()
+    model = ensure_test_model(python)
+    sup = Supervisor(tmp_path / "vllm-state", EngineSettings(vllm_python=python), health_timeout_s=900)
+    await sup.start()
+    try:
+        fields = {"kind": "llm", "name": "fit-vllm", "model": str(model), "enforce_eager": True, "max_model_len": 512,
+                  "dtype": "bfloat16", "max_num_seqs": 8, "max_cuda_memory_gib": 1}
+        chat = {"model": "fit-vllm", "messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 16}
+        est, peak = await measured(sup, fields, "/v1/chat/completions", chat)
+    finally:
+        await sup.shutdown()
+    assert abs(est - peak) <= TOLERANCE * peak, (est / MiB, peak / MiB)

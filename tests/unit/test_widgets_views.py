@@ -314,6 +314,21 @@ def test_dashboard_failed_status_shows_reason() -> None:
     assert dash.stop_button.disabled and not dash.relaunch_button.disabled
 
 
+def test_dashboard_shows_the_loading_phase_and_the_last_load_times() -> None:
+    progress = {"phase": "downloading", "percent": 40.0, "phase_elapsed_s": 3.0, "elapsed_s": 4.0,
+                "bytes_done": 40 * 1024**2, "bytes_total": 100 * 1024**2, "rate_bytes_per_s": None, "phases": []}
+    client = FakeClient([record(status="loading", progress=progress)])
+    dash = Dashboard("smol", client, autostart=False)
+    assert "<progress max='100' value='40'" in dash.status.value
+    assert "downloading   40%  40 MiB of 100 MiB" in dash.status.value
+    served = record(status_history=[{"status": "active", "at": NOW, "reason": None, "phases": [
+        {"phase": "starting engine", "started_at": NOW - 2, "elapsed_s": 0.5},
+        {"phase": "loading weights", "started_at": NOW - 1.5, "elapsed_s": 1.25}]}])
+    dash = Dashboard("smol", FakeClient([served]), autostart=False)
+    assert "<progress" not in dash.status.value
+    assert "starting engine 0.5 s, loading weights 1.2 s" in dash.info.value
+
+
 def test_dashboard_key_is_masked_revealed_and_generated_once() -> None:
     client = FakeClient()
     dash = Dashboard("smol", client, autostart=False)
