@@ -92,3 +92,13 @@ def describe_progress(progress: dict[str, Any] | None, width: int = 24) -> str:
     parts.append(f"({format_duration(progress.get('phase_elapsed_s'))} in this phase, "
                  f"{format_duration(progress.get('elapsed_s'))} in all)")
     return "  ".join(parts)
+
+
+def describe_step(step: dict[str, Any]) -> str:
+    """One benchmark step as a line: clients, TTFT, inter-token latency, tokens/s, requests/s, errors."""
+    def ms(value: Any) -> str:
+        return "—" if value is None else f"{float(value):.1f} ms"
+
+    return (f"{step['concurrency']:>3} clients  TTFT p50 {ms(step.get('ttft_ms_p50'))} p95 {ms(step.get('ttft_ms_p95'))}  "
+            f"ITL p50 {ms(step.get('itl_ms_p50'))}  {float(step.get('tokens_per_s') or 0):.1f} tok/s  "
+            f"{float(step.get('requests_per_s') or 0):.2f} req/s  errors {step.get('errors', 0)}/{step.get('requests', 0)}")
