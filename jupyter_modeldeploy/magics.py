@@ -6,6 +6,7 @@
     %deploy --config smol.json          # an exported configuration (JSON or YAML)
     %%deploy                            # a configuration in the cell body (JSON or YAML)
     %deploy list | stop <n> | logs <n> | export <n> | dashboard <n> | form <kind> | get <n>
+    %deploy bench <n> max_concurrency=8 max_tokens=64 prompt="..."   # a concurrency sweep, saved
 
 Values in `field=value` are JSON when they parse as JSON, else strings; `--wait` blocks until
 the deployment serves. Errors are one readable line, not a traceback.
@@ -23,7 +24,7 @@ from . import formats
 from .client import ModelDeployClient, ModelDeployError
 from .progress_bar import ProgressPrinter
 
-COMMANDS = ("list", "stop", "logs", "export", "dashboard", "form", "get", "wait", "delete", "relaunch", "help")
+COMMANDS = ("list", "stop", "logs", "export", "dashboard", "form", "get", "wait", "delete", "relaunch", "bench", "help")
 
 
 class DeployMagicError(Exception):
@@ -300,6 +301,22 @@ class DeployMagic:
             Path(rest[1]).expanduser().write_text(json.dumps(data, indent=2) + "\n")
             print(f"wrote {rest[1]}")
         return data
+
+    def cmd_bench(self, rest: list[str]) -> dict[str, Any]:
+        """A concurrency sweep through the gateway, printed step by step and saved; returns the result."""
+        from .benchmark.runner import BenchmarkError, Settings, benchmark
+
+        ref = self._one(rest, "bench")
+        options = parse_assignments(rest[1:])
+        key = options.pop("key", None)
+        try:
+            settings = Settings(**options)
+            result = benchmark(self.client, ref, settings, key=key,
+                               on_step=lambda step: print(formats.describe_step(step.to_json()), flush=True))
+        except (BenchmarkError, TypeError) as exc:
+            raise DeployMagicError(f"bench: {exc}") from None
+        print(f"saved: {result['file']}")
+        return result
 
     def cmd_dashboard(self, rest: list[str]) -> Any:
         from .widgets.dashboard import Dashboard

@@ -63,13 +63,14 @@ def status_badge(status: str | None) -> str:
 
 
 
-def download_link(data: Any, filename: str, label: str | None = None) -> str:
-    """An HTML anchor that downloads `data` as a JSON file (a data: URL, no JavaScript)."""
-    payload = base64.b64encode(json.dumps(data, indent=2).encode()).decode()
+def download_link(data: Any, filename: str, label: str | None = None, *, text: str | None = None,
+                  mime: str = "application/json") -> str:
+    """An HTML anchor that downloads `data` as a JSON file, or `text` as `mime` (a data: URL, no JavaScript)."""
+    payload = base64.b64encode((json.dumps(data, indent=2) if text is None else text).encode()).decode()
     label = label or f"Download {filename}"
     return (
         f"<a class='modeldeploy-download' download='{html.escape(filename)}' "
-        f"href='data:application/json;base64,{payload}' "
+        f"href='data:{mime};base64,{payload}' "
         "style='text-decoration:underline;color:var(--jp-content-link-color,#1976d2)'>"
         f"&#11015; {html.escape(label)}</a>"
     )

@@ -17,6 +17,7 @@ import httpx
 import ipywidgets as W
 
 from ..client import ModelDeployClient, ModelDeployError
+from .benchmark import BenchmarkPanel
 from .charts import CHARTS, DEFAULT_WINDOW, MetricsFeed, TimeChart, draw, snippet
 from .common import (
     Panel,
@@ -168,6 +169,8 @@ class Dashboard(Panel):
         self.chart_grid.add_class("modeldeploy-charts")
         self.metrics_note = W.HTML("")
 
+        # Runs only from its own button: a sweep loads the engine.
+        self.benchmark = BenchmarkPanel(self.ref, self.client)
         self.log = W.HTML("", layout=W.Layout(width="100%"))
         self.log.add_class("modeldeploy-log")
 
@@ -181,6 +184,7 @@ class Dashboard(Panel):
             section("Models"), self.models_table,
             section("Metrics"), self.metrics_note, self.chart_grid,
             section("Console"), self.log,
+            section("Benchmark"), self.benchmark.widget,
         ]
 
     # Polling ---------------------------------------------------------------------------

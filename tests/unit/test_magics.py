@@ -211,3 +211,31 @@ def test_the_cli_prints_a_line_per_phase_off_a_terminal() -> None:
     printer(record)  # the same phase again: no new line
     assert stream.getvalue() == ("downloading  [##########..............]  40%  40 MiB of 100 MiB  at 13 MiB/s  "
                                  "(3 s in this phase, 4 s in all)\n")
+
+
+def test_bench_runs_a_sweep_with_the_options_given(shell: tuple[InteractiveShell, FakeClient],
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from jupyter_modeldeploy.benchmark import runner
+    from jupyter_modeldeploy.benchmark.sweep import Sample, summarize
+
+    ip, client = shell
+    asked: list[tuple[str, runner.Settings, str | None]] = []
+
+    def fake_benchmark(c: Any, ref: str, settings: runner.Settings, *, key: str | None = None,
+                       on_step: Any = None) -> dict[str, Any]:
+        assert c is client
+        asked.append((ref, settings, key))
+        on_step(summarize(1, [Sample(0.0, 1.0, [0.25, 0.5], 2)]))
+        return {"id": "b-1", "steps": [], "file": "b-1.json"}
+
+    monkeypatch.setattr(runner, "benchmark", fake_benchmark)
+    result = ip.run_line_magic("deploy", "bench smol max_concurrency=4 max_tokens=16 prompt=Hi key=sk-k")
+    assert result["id"] == "b-1"
+    assert asked == [("smol", runner.Settings(prompt="Hi", max_tokens=16, max_concurrency=4), "sk-k")]
+    out = capsys.readouterr().out
+    assert "  1 clients  TTFT p50 250.0 ms" in out and "saved: b-1.json" in out
+    with pytest.raises(Exception, match="bench: max_concurrency must be between 1 and 256"):
+        ip.run_line_magic("deploy", "bench smol max_concurrency=0")
+    with pytest.raises(Exception, match=r"bench: .*unexpected keyword argument 'colour'"):
+        ip.run_line_magic("deploy", "bench smol colour=red")

@@ -28,6 +28,12 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 NOW = 1_800_000_000.0
 
 
+@pytest.fixture(autouse=True)
+def _bench_dir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dashboards read saved benchmark results: from an empty folder here, not the user's."""
+    monkeypatch.setenv("MODELDEPLOY_BENCH_DIR", str(tmp_path / "benchmarks"))
+
+
 def record(name: str = "smol", status: str = "active", **extra: Any) -> dict[str, Any]:
     config = export_config(parse_config({"kind": "llamacpp", "name": name, "model": "/m/smol.gguf"}))
     base = "http://127.0.0.1:8888/modeldeploy/endpoints/r-1"
