@@ -65,8 +65,8 @@ def format_bytes(size: float) -> str:
 
 def describe_fit(fit: dict[str, Any]) -> str:
     """The fit check of a validate or dry-run answer as text: the verdict, then each part of the estimate."""
-    verdict = {True: "fits", False: "DOES NOT FIT", None: "unknown"}[fit.get("fits")]
-    lines = [f"memory: {verdict}: {fit.get('message', '')}"]
+    unknown = "unknown: " if fit.get("fits") is None else ""
+    lines = [f"memory: {unknown}{fit.get('message', '')}"]
     for part in fit.get("estimate", {}).get("parts", []):
         lines.append(f"  {part['where']:4} {format_bytes(part['bytes']):>9}  {part['what']}")
     lines += [f"  note: {note}" for note in fit.get("estimate", {}).get("notes", [])]

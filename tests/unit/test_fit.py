@@ -112,7 +112,7 @@ def test_check_says_what_does_not_fit_with_the_numbers() -> None:
     ok = check(guess, Free(host_bytes=4096 * MiB, gpu_bytes=[4096 * MiB]))
     assert ok.fits is True and ok.message.startswith("fits: needs 300 MiB of host RAM (4096 MiB free)")
     text = describe_fit(report.to_json())
-    assert text.splitlines()[0].startswith("memory: DOES NOT FIT: does not fit")
+    assert text.splitlines()[0].startswith("memory: does not fit: host RAM: needs 300 MiB")
     assert "gpu   2048 MiB  weights on the GPU" in text
 
 
