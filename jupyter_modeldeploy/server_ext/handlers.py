@@ -94,6 +94,14 @@ class BaseHandler(APIHandler):
         """The request body validated by a `schemas` model; BodyError (4xx) names each wrong field."""
         return parse_body(model, self.json_body())
 
+    async def refuse_unless_it_fits(self, config: Any) -> None:
+        """409 with the numbers when `config` cannot fit in memory now, unless `?force=1`."""
+        if self.get_query_argument("force", "0") in ("1", "true"):
+            return
+        fit = await asyncio.get_running_loop().run_in_executor(None, fit_for, self.supervisor, config)
+        if fit.fits is False:
+            raise DeploymentError(refusal(config.name, fit), 409)
+
     def lookup(self, ref: str) -> Deployment:
         return self.supervisor.get(ref)
 
@@ -177,10 +185,8 @@ class LaunchHandler(BaseHandler):
                                             fit=FitReport.model_validate(fit.to_json())))
                 return
             start = self.get_query_argument("launch", "1") not in ("0", "false")
-            if start and self.get_query_argument("force", "0") not in ("1", "true"):
-                fit = await loop.run_in_executor(None, fit_for, self.supervisor, config)
-                if fit.fits is False:
-                    raise DeploymentError(refusal(config.name, fit), 409)
+            if start:
+                await self.refuse_unless_it_fits(config)
             dep = await self.supervisor.launch(config, start=start)
             self.write_json(self.record(dep), 201)
 
@@ -239,6 +245,7 @@ class ActionHandler(BaseHandler):
                 dep = await self.supervisor.stop(ref)
                 self.write_json(self.record(dep))
             elif action_name == "relaunch":
+                await self.refuse_unless_it_fits(self.supervisor.get(ref).config)
                 dep = await self.supervisor.relaunch(ref)
                 self.write_json(self.record(dep))
             elif action_name == "clone":

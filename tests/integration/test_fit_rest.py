@@ -46,7 +46,13 @@ def test_a_launch_that_cannot_fit_is_refused_with_the_numbers(server: JupyterPro
     assert "fit-huge" not in [d["name"] for d in server.api("GET", "deployments").json()["deployments"]]
 
 
-def test_force_launches_it_anyway(server: JupyterProcess, smollm2_gguf: Path) -> None:
+def test_force_launches_it_anyway_and_a_relaunch_is_checked_too(server: JupyterProcess, smollm2_gguf: Path) -> None:
+    stored = server.api("POST", "deployments", params={"launch": 0}, json=config(smollm2_gguf, "fit-stored", HUGE_CONTEXT))
+    assert stored.status_code == 201, stored.text  # stored, not started: nothing to check
+    refused = server.api("POST", "deployments/fit-stored/relaunch")
+    assert refused.status_code == 409 and "does not fit" in refused.json()["error"]
+    assert server.api("GET", "deployments/fit-stored").json()["status"] == "stopped"
+    assert server.api("DELETE", f"deployments/{stored.json()['id']}").status_code in (200, 204)
     response = server.api("POST", "deployments", params={"force": 1, "launch": 1},
                           json=config(smollm2_gguf, "fit-forced", HUGE_CONTEXT))
     assert response.status_code == 201, response.text
