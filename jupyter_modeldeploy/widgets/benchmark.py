@@ -48,9 +48,10 @@ class BenchmarkPanel:
         self.client = client
         self.folder = folder
         self.thread: threading.Thread | None = None
-        self.max_concurrency = W.BoundedIntText(value=8, min=1, max=256, description="Max clients")
-        self.max_tokens = W.BoundedIntText(value=64, min=1, max=4096, description="Output tokens")
-        self.requests_per_client = W.BoundedIntText(value=2, min=1, max=100, description="Per client")
+        wide = {"description_width": "initial"}
+        self.max_concurrency = W.BoundedIntText(value=8, min=1, max=256, description="Max clients", style=wide)
+        self.max_tokens = W.BoundedIntText(value=64, min=1, max=4096, description="Output tokens", style=wide)
+        self.requests_per_client = W.BoundedIntText(value=2, min=1, max=100, description="Per client", style=wide)
         self.prompt = W.Text(value=DEFAULT_PROMPT, description="Prompt", layout=W.Layout(width="60%"))
         self.run_button = W.Button(description="Run benchmark", icon="tachometer", button_style="warning")
         self.run_button.add_class("modeldeploy-bench-run")
@@ -111,6 +112,8 @@ class BenchmarkPanel:
                 marks.append(bq.Lines(x=x, y=y, scales={"x": self.x_scale, "y": self.y_scale}, marker="circle",
                                       colors=[colors[i % len(colors)]], labels=[label(result)], display_legend=True))
         self.figure.marks = marks
+        steps = sorted({int(x) for mark in marks for x in mark.x})
+        self.figure.axes[0].tick_values = steps  # ticks at the concurrency steps, not log-scale fractions
         self.figure.axes[1].label = METRICS[self.metric.value]
         chosen = self.chosen()
         self.exports.value = (download_link(None, "benchmarks.csv", "Export CSV", text=results.to_csv(chosen),

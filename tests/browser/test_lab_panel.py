@@ -404,6 +404,28 @@ def test_log_and_dashboard_tabs(page: Any, artifacts_dir: Path) -> None:
     shot(page, artifacts_dir, "dashboard")
 
 
+def test_the_dashboard_benchmark_runs_when_asked_and_plots(page: Any, artifacts_dir: Path) -> None:
+    """In the dashboard tab of the last test: the Benchmark section sweeps only from its button, then draws it."""
+    frame = page.frame_locator(".jp-ModelDeploy-voila iframe >> visible=true")
+    section = frame.locator(".modeldeploy-benchmark")
+    section.wait_for(timeout=60_000)
+    section.scroll_into_view_if_needed()
+    assert "saved" not in section.locator(".modeldeploy-bench-status").inner_text()  # nothing ran by itself
+    for label, value in (("Max clients", "2"), ("Output tokens", "8"), ("Per client", "1")):
+        box = section.get_by_label(label)
+        box.fill(value)
+        box.press("Tab")
+    section.locator(".modeldeploy-bench-run button, button.modeldeploy-bench-run").first.click()
+    section.locator(".modeldeploy-bench-status").get_by_text("saved b-").wait_for(timeout=180_000)
+    assert "2 clients" in section.locator(".modeldeploy-bench-status").inner_text()
+    # One line drawn for the new result (its label is in the plot's svg).
+    section.locator("svg text.curve_label").get_by_text("smol · 8 tok").first.wait_for(state="attached",
+                                                                                     timeout=20_000)
+    section.scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    shot(page, artifacts_dir, "dashboard-benchmark")
+
+
 def test_clone_opens_the_form_prefilled(page: Any, lab: JupyterProcess, smollm2_gguf: Path,
                                         artifacts_dir: Path) -> None:
     open_panel(page)

@@ -34,6 +34,7 @@ def test_nothing_runs_unasked_and_saved_results_overlay(tmp_path: Path, monkeypa
     assert panel.compare.value == ("b-1",)  # this deployment's newest, drawn
     assert len(panel.figure.marks) == 1 and list(panel.figure.marks[0].x) == [1, 2, 4]
     assert list(panel.figure.marks[0].y) == [4.0, 8.0, 16.0]  # tokens/s grows with the clients
+    assert list(panel.figure.axes[0].tick_values) == [1, 2, 4]
     panel.compare.value = ("b-1", "b-2")  # compared with another deployment: two lines on the same axes
     assert len(panel.figure.marks) == 2
     panel.metric.value = "ttft_ms_p50"
