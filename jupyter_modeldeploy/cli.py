@@ -124,6 +124,9 @@ def cmd_status(client: ModelDeployClient, args: argparse.Namespace) -> int:
         print(f"reason: {record['status_reason']}")
     print(f"endpoint: {record['endpoint_url']}")
     print(f"API base: {record['api_base']}")
+    print(f"placement: {formats.replica_summary(record)}")
+    for line in formats.replica_lines(record):
+        print(f"  {line}")
     for note in record.get("engine", {}).get("notes", []) + record.get("notices", []):
         print(f"note: {note}")
     key = None
@@ -204,10 +207,19 @@ def cmd_clone(client: ModelDeployClient, args: argparse.Namespace) -> int:
     return 0
 
 
+QUOTA_FLAGS = ("requests_per_minute", "tokens_per_minute", "max_in_flight", "daily_tokens")
+
+
+def _quota_args(args: argparse.Namespace) -> dict[str, int] | None:
+    quotas = {name: getattr(args, name) for name in QUOTA_FLAGS if getattr(args, name) is not None}
+    return quotas or None
+
+
 def cmd_token(client: ModelDeployClient, args: argparse.Namespace) -> int:
     if args.token_cmd == "create":
         info = client.create_token(
-            deployment=args.deployment, project=args.project, name=args.name, expires_in_s=args.expires_in
+            deployment=args.deployment, project=args.project, name=args.name, expires_in_s=args.expires_in,
+            role=args.role, models=args.model or None, quotas=_quota_args(args),
         )
         if args.json:
             _print_json(info)
@@ -221,7 +233,21 @@ def cmd_token(client: ModelDeployClient, args: argparse.Namespace) -> int:
             scope = f"deployment {t['deployment_id']}" if t["deployment_id"] else f"project {t['project']}"
             expired = t["expires_at"] is not None and t["expires_at"] < time.time()
             state = "revoked" if t["revoked_at"] else ("expired" if expired else "valid")
-            print(f"{t['id']}  {t['prefix']}...  {scope}  {state}  {t.get('name') or ''}")
+            models = f" models={','.join(t['models'])}" if t.get("models") else ""
+            print(f"{t['id']}  {t['prefix']}...  {scope}  {t.get('role', 'inference')}{models}  {state}  {t.get('name') or ''}")
+    elif args.token_cmd == "update":
+        changes: dict[str, object] = {k: v for k, v in (("name", args.name), ("expires_in_s", args.expires_in)) if v}
+        if args.no_expiry:
+            changes["no_expiry"] = True
+        if args.no_quotas:
+            changes["quotas"] = {}
+        elif _quota_args(args):
+            changes["quotas"] = _quota_args(args)
+        info = client.update_token(args.token_id, **changes)
+        if args.json:
+            _print_json(info)
+        else:
+            print(f"updated {info['id']}")
     else:
         client.revoke_token(args.token_id)
         print(f"revoked {args.token_id}")
@@ -299,6 +325,33 @@ def cmd_install_engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ray(args: argparse.Namespace) -> int:
+    """A local Ray cluster for trying `placement.target: ray`: start, stop, status."""
+    from . import ray_local
+
+    try:
+        if args.ray_cmd == "start":
+            cluster = ray_local.start(nodes=args.nodes, cpus_per_node=args.cpus_per_node, port=args.port)
+            print(f"Ray cluster at {cluster.address}: a head and {args.nodes} node(s) "
+                  f"(node_0 .. node_{args.nodes - 1}, {args.cpus_per_node:g} CPU(s) each)")
+            print(f"serve on it with: jupyter lab --ModelDeployApp.ray_address={cluster.address}")
+            return 0
+        if args.ray_cmd == "stop":
+            stopped = ray_local.stop()
+            print(f"stopped {stopped} node(s)" if stopped else "no local cluster runs")
+            return 0
+        cluster = ray_local.load_state()
+        if cluster is None or not cluster.alive():
+            print("no local cluster runs ('jupyter modeldeploy ray start' starts one)")
+            return 1
+        print(f"Ray cluster at {cluster.address}: {len(cluster.alive())} of {len(cluster.nodes)} node process(es) "
+              f"running, {ray_local.node_count(cluster.address)} node(s) alive in Ray")
+        return 0
+    except ray_local.LocalClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jupyter modeldeploy", description="Model deployments served from Jupyter.")
     parser.add_argument("--url", help="Jupyter server URL (default: JUPYTER_SERVER_URL or the running server)")
@@ -373,8 +426,21 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--project")
     t.add_argument("--name")
     t.add_argument("--expires-in", type=float, help="seconds")
+    t.add_argument("--role", choices=("inference", "read"), default="inference")
+    for flag in QUOTA_FLAGS:
+        t.add_argument("--" + flag.replace("_", "-"), type=int, help="quota (default: no limit)")
+    t.add_argument("--model", action="append", help="a model the key may call (repeat; default: every model)")
     t.add_argument("--json", action="store_true")
     t = tsub.add_parser("list")
+    t.add_argument("--json", action="store_true")
+    t = tsub.add_parser("update", help="change a token's label, expiry or quotas (effective for its next request)")
+    t.add_argument("token_id")
+    t.add_argument("--name")
+    t.add_argument("--expires-in", type=float, help="seconds from now")
+    t.add_argument("--no-expiry", action="store_true")
+    t.add_argument("--no-quotas", action="store_true", help="remove every quota")
+    for flag in QUOTA_FLAGS:
+        t.add_argument("--" + flag.replace("_", "-"), type=int, help="new quotas replace the old ones")
     t.add_argument("--json", action="store_true")
     t = tsub.add_parser("revoke")
     t.add_argument("token_id")
@@ -407,6 +473,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.add_argument("--backend", choices=["cpu", "cuda"], help="llamacpp: force a backend")
     p.set_defaults(func=None)
+
+    p = sub.add_parser("ray", help="a local Ray cluster to try placement.target 'ray' (start, stop, status)")
+    rsub = p.add_subparsers(dest="ray_cmd", required=True)
+    r = rsub.add_parser("start", help="start a head and worker nodes on this machine")
+    r.add_argument("--nodes", type=int, default=2, help="worker nodes (default 2)")
+    r.add_argument("--cpus-per-node", type=float, default=1.0, help="CPUs each worker node offers (default 1)")
+    r.add_argument("--port", type=int, default=6389, help="the head's port (default 6389)")
+    rsub.add_parser("stop", help="stop the local cluster")
+    rsub.add_parser("status", help="is the local cluster running")
+    p.set_defaults(func=None)
     return parser
 
 
@@ -423,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "install-engine":
             return cmd_install_engine(args)
+        if args.command == "ray":
+            return cmd_ray(args)
         client = ModelDeployClient(args.url, args.token)
         return int(args.func(client, args) or 0)
     except ModelDeployError as exc:

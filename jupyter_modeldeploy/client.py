@@ -7,6 +7,7 @@ newest running server.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -63,6 +64,22 @@ def find_server(url: str | None = None, token: str | None = None) -> ServerInfo:
             "no running Jupyter server found: start one (make run / jupyter lab) or pass --url and --token"
         )
     return ServerInfo(url=chosen["url"].rstrip("/") + "/", token=token if token is not None else chosen.get("token", ""))
+
+
+LOG_COLUMNS = ("id", "at", "key_id", "key_name", "deployment_id", "deployment", "model", "method", "route", "status",
+               "latency_ms", "first_token_ms", "prompt_tokens", "completion_tokens", "streamed", "has_bodies")
+USAGE_COLUMNS = ("minute", "key_id", "key_name", "deployment_id", "deployment", "model", "requests", "errors",
+                 "prompt_tokens", "completion_tokens")
+
+
+def _frame(rows: list[dict[str, Any]], time_columns: list[str], columns: tuple[str, ...]) -> Any:
+    """Rows of the API as a pandas DataFrame (its columns even when there are no rows)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=list(columns))
+    for name in time_columns:
+        frame[name] = pd.to_datetime(frame[name], unit="s", utc=True)
+    return frame
 
 
 class ModelDeployClient:
@@ -139,6 +156,55 @@ class ModelDeployClient:
         params = {"since": since} if since is not None else {}
         return self._request("GET", "host/metrics", params=params)
 
+    def usage(self, *, key: str | None = None, deployment: str | None = None, model: str | None = None,
+              since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
+        """Exact per-key usage rows, per key per model per minute (requests, errors, prompt and completion tokens)."""
+        params = {k: v for k, v in (("key", key), ("deployment", deployment), ("model", model), ("since", since),
+                                    ("until", until)) if v is not None}
+        return self._request("GET", "usage", params=params)["rows"]
+
+    def usage_frame(self, **filters: Any) -> Any:
+        """`usage(**filters)` as a pandas DataFrame, `minute` as UTC timestamps."""
+        return _frame(self.usage(**filters), ["minute"], USAGE_COLUMNS)
+
+    def requests(self, *, deployment: str | None = None, key: str | None = None, since: float | None = None,
+                 limit: int = 1000, bodies: bool = False) -> list[dict[str, Any]]:
+        """The request log, newest first (`bodies`: with the captured bodies, where there are any)."""
+        params = {k: v for k, v in (("deployment", deployment), ("key", key), ("since", since)) if v is not None}
+        return self._request("GET", "requests", params={**params, "limit": limit, "bodies": int(bodies)})["requests"]
+
+    def requests_frame(self, **filters: Any) -> Any:
+        """`requests(**filters)` as a pandas DataFrame, `at` as UTC timestamps."""
+        return _frame(self.requests(**filters), ["at"], LOG_COLUMNS + (("request_body", "response_body")
+                                                                     if filters.get("bodies") else ()))
+
+    def request_entry(self, entry_id: int) -> dict[str, Any]:
+        """One logged request with its captured bodies."""
+        return self._request("GET", f"requests/{int(entry_id)}")
+
+    def replay(self, entry_id: int, *, to: str | None = None, model: str | None = None,
+               timeout: float = 600.0) -> httpx.Response:
+        """Send a captured request again, to its deployment or another (`to`), with a key made for it
+        (one minute long); `model` replaces the body's model. Returns the endpoint's answer."""
+        entry = self.request_entry(entry_id)
+        if not entry["has_bodies"] or entry["request_body"] is None:
+            raise ModelDeployError(f"request {entry_id} was not captured: its deployment had capture_bodies off")
+        target = self.get(to or entry["deployment_id"])
+        body = entry["request_body"].encode()
+        if model is not None:
+            try:
+                data = json.loads(body)
+            except ValueError:
+                raise ModelDeployError(f"request {entry_id}'s body is not JSON: its model cannot be replaced") from None
+            body = json.dumps({**data, "model": model}).encode()
+        key = self.create_token(deployment=target["id"], name=f"replay of request {entry_id}", expires_in_s=60)
+        headers = {"Authorization": f"Bearer {key['token']}", "Content-Type": "application/json"}
+        try:
+            return httpx.request(entry["method"], target["endpoint_url"] + entry["route"], content=body, headers=headers,
+                                 timeout=timeout)
+        finally:
+            self.revoke_token(key["id"])
+
     # Write --------------------------------------------------------------------------------
 
     def launch_defaults(self) -> dict[str, Any]:
@@ -178,6 +244,14 @@ class ModelDeployClient:
         body = {"name": name, "overrides": overrides or {}, "launch": start, "include_secrets": include_secrets}
         return self._request("POST", f"deployments/{ref}/clone", json=body)
 
+    def register_ai(self, ref: str) -> dict[str, Any]:
+        """Make the deployment's chat models jupyter-ai models (jupyter-ai 3.x custom models), with a key of their own."""
+        return self._request("POST", f"deployments/{ref}/jupyter-ai")
+
+    def unregister_ai(self, ref: str) -> dict[str, Any]:
+        """Remove the deployment's jupyter-ai models and revoke their key."""
+        return self._request("DELETE", f"deployments/{ref}/jupyter-ai")
+
     def add_adapter(self, ref: str, name: str, path: str) -> dict[str, Any]:
         return self._request("POST", f"deployments/{ref}/adapters", json={"name": name, "path": path})
 
@@ -189,10 +263,20 @@ class ModelDeployClient:
 
     def create_token(
         self, *, deployment: str | None = None, project: str | None = None, name: str | None = None,
-        expires_in_s: float | None = None,
+        expires_in_s: float | None = None, role: str | None = None, models: list[str] | None = None,
+        quotas: dict[str, int | None] | None = None,
     ) -> dict[str, Any]:
-        body = {"deployment": deployment, "project": project, "name": name, "expires_in_s": expires_in_s}
+        """A new key scoped to a deployment or a project (its value, `token`, is shown this once).
+
+        `quotas`: `requests_per_minute`, `tokens_per_minute`, `max_in_flight`, `daily_tokens`.
+        """
+        body = {"deployment": deployment, "project": project, "name": name, "expires_in_s": expires_in_s,
+                "role": role, "models": models, "quotas": quotas}
         return self._request("POST", "tokens", json={k: v for k, v in body.items() if v is not None})
+
+    def update_token(self, token_id: str, **changes: Any) -> dict[str, Any]:
+        """Change a key's label, expiry (`expires_in_s`, `no_expiry`) or quotas; effective for its next request."""
+        return self._request("PATCH", f"tokens/{token_id}", json=changes)
 
     def revoke_token(self, token_id: str) -> dict[str, Any]:
         return self._request("DELETE", f"tokens/{token_id}")

@@ -102,3 +102,23 @@ def describe_step(step: dict[str, Any]) -> str:
     return (f"{step['concurrency']:>3} clients  TTFT p50 {ms(step.get('ttft_ms_p50'))} p95 {ms(step.get('ttft_ms_p95'))}  "
             f"ITL p50 {ms(step.get('itl_ms_p50'))}  {float(step.get('tokens_per_s') or 0):.1f} tok/s  "
             f"{float(step.get('requests_per_s') or 0):.2f} req/s  errors {step.get('errors', 0)}/{step.get('requests', 0)}")
+def replica_summary(record: dict[str, Any]) -> str:
+    """Where a deployment runs, in a word: `local`, or `ray 2/3` (replicas serving of all)."""
+    if record.get("placement") != "ray":
+        return "local"
+    replicas = record.get("replicas") or []
+    serving = sum(1 for r in replicas if r.get("state") == "serving")
+    return f"ray {serving}/{len(replicas)}"
+
+
+def replica_lines(record: dict[str, Any]) -> list[str]:
+    """One line per replica of a Ray deployment (none for a local one): state, node, load, restarts."""
+    if record.get("placement") != "ray":
+        return []
+    lines = []
+    for r in record.get("replicas") or []:
+        restarts = f", {r['restarts']} restart(s)" if r.get("restarts") else ""
+        reason = f" ({r['reason']})" if r.get("reason") and r.get("state") != "serving" else ""
+        lines.append(f"replica {r['id']}: {r['state']} on {r.get('node_ip') or '?'} node {(r.get('node') or '?')[:12]}, "
+                     f"{r.get('in_flight', 0)} in flight, {r.get('requests', 0)} sent{restarts}{reason}")
+    return lines

@@ -6,6 +6,10 @@
     %deploy --config smol.json          # an exported configuration (JSON or YAML)
     %%deploy                            # a configuration in the cell body (JSON or YAML)
     %deploy list | stop <n> | logs <n> | export <n> | dashboard <n> | form <kind> | get <n>
+    %deploy usage [<n>] [key=<key id>] [model=<m>] [since=<unix s>]   # per-key usage, a DataFrame
+    %deploy requests [<n>] [key=<key id>] [limit=<rows>] [bodies=true]  # the request log, a DataFrame
+    %deploy replay <request id> [to=<deployment>] [model=<m>]          # send a captured request again
+    %deploy register-ai <n> | unregister-ai <n>                        # as jupyter-ai models, or not
     %deploy bench <n> max_concurrency=8 max_tokens=64 prompt="..."   # a concurrency sweep, saved
 
 Values in `field=value` are JSON when they parse as JSON, else strings; `--wait` blocks until
@@ -24,7 +28,10 @@ from . import formats
 from .client import ModelDeployClient, ModelDeployError
 from .progress_bar import ProgressPrinter
 
-COMMANDS = ("list", "stop", "logs", "export", "dashboard", "form", "get", "wait", "delete", "relaunch", "bench", "help")
+COMMANDS = ("list", "stop", "logs", "export", "dashboard", "form", "get", "wait", "delete", "relaunch", "usage", "requests",
+            "replay", "register-ai", "unregister-ai", "bench",
+            "help")
+USAGE_FILTERS = ("key", "model", "since", "until")
 
 
 class DeployMagicError(Exception):
@@ -142,6 +149,10 @@ class DeploymentHandle:
     def metrics(self) -> dict[str, Any]:
         return self._client.metrics(self.id)
 
+    def usage(self, **filters: Any) -> Any:
+        """This deployment's exact per-key usage per minute, as a pandas DataFrame (`key`, `model`, `since`)."""
+        return self._client.usage_frame(deployment=self.id, **filters)
+
     @property
     def test_command(self) -> str:
         """The curl command that tries the endpoint, carrying this handle's key when it has one."""
@@ -160,18 +171,25 @@ class DeploymentHandle:
         return Dashboard(self.id, self._client, api_key=self._api_key, **kwargs)
 
     def __repr__(self) -> str:
+        from .formats import replica_lines, replica_summary
+
         r = self.record
-        return f"<deployment {r['name']} ({r['kind']}, {r['id']}): {r['status']} at {r.get('api_base')}>"
+        replicas = "".join(f"\n  {line}" for line in replica_lines(r))
+        return (f"<deployment {r['name']} ({r['kind']}, {r['id']}): {r['status']} at {r.get('api_base')}, "
+                f"{replica_summary(r)}>{replicas}")
 
     def _repr_html_(self) -> str:
         import html
 
+        from .formats import replica_lines, replica_summary
         from .widgets.common import status_badge
 
         r = self.record
+        replicas = "".join(f"<li>{html.escape(line)}</li>" for line in replica_lines(r))
         return (
             f"<b>{html.escape(r['name'])}</b> ({html.escape(r['kind'])}, {html.escape(r['id'])}) "
-            f"{status_badge(r['status'])} — API base <code>{html.escape(str(r.get('api_base')))}</code>"
+            f"{status_badge(r['status'])} — API base <code>{html.escape(str(r.get('api_base')))}</code> "
+            f"— {html.escape(replica_summary(r))}" + (f"<ul>{replicas}</ul>" if replicas else "")
         )
 
 
@@ -226,7 +244,7 @@ class DeployMagic:
             config.update(parse_assignments(rest[1:]))
             return self.launch(config)
         if head in COMMANDS:
-            return getattr(self, f"cmd_{head}")(rest)
+            return getattr(self, f"cmd_{head.replace('-', '_')}")(rest)
         kinds = self._kinds()
         if head in kinds:
             config = {"kind": head, **parse_assignments(rest)}
@@ -257,16 +275,16 @@ class DeployMagic:
         print(__doc__)
 
     def cmd_list(self, rest: list[str]) -> None:
-        from .formats import format_duration
+        from .formats import format_duration, replica_summary
 
         records = self.client.list()
         if not records:
             print("no deployments")
             return
-        rows = [("NAME", "ID", "KIND", "STATUS", "IDLE", "API BASE")]
+        rows = [("NAME", "ID", "KIND", "STATUS", "PLACEMENT", "IDLE", "API BASE")]
         for r in records:
             idle = format_duration(r.get("idle_for_s")) if r.get("serving") else "-"
-            rows.append((r["name"], r["id"], r["kind"], r["status"], idle, r.get("api_base", "")))
+            rows.append((r["name"], r["id"], r["kind"], r["status"], replica_summary(r), idle, r.get("api_base", "")))
         widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
             print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
@@ -317,6 +335,44 @@ class DeployMagic:
             raise DeployMagicError(f"bench: {exc}") from None
         print(f"saved: {result['file']}")
         return result
+    def _filters(self, command: str, rest: list[str], allowed: tuple[str, ...]) -> tuple[str | None, dict[str, Any]]:
+        """A first word without `=` (a deployment, a request id), then `field=value` filters of `allowed`."""
+        first = rest[0] if rest and "=" not in rest[0] else None
+        filters = parse_assignments(rest[1:] if first else rest)
+        unknown = sorted(set(filters) - set(allowed))
+        if unknown:
+            raise DeployMagicError(f"{command} takes {', '.join(allowed)}; not {', '.join(unknown)}")
+        return first, filters
+
+    def cmd_usage(self, rest: list[str]) -> Any:
+        """Per-key usage per minute as a DataFrame: of one deployment (a first word), filtered by key=, model=, since=."""
+        deployment, filters = self._filters("usage", rest, USAGE_FILTERS)
+        return self.client.usage_frame(deployment=deployment, **filters)
+
+    def cmd_requests(self, rest: list[str]) -> Any:
+        """The request log as a DataFrame: of one deployment (a first word), filtered by key=, since=, limit=, bodies=."""
+        deployment, filters = self._filters("requests", rest, ("key", "since", "limit", "bodies"))
+        return self.client.requests_frame(deployment=deployment, **filters)
+
+    def cmd_replay(self, rest: list[str]) -> Any:
+        """Send a captured request again (to= another deployment, model= another model); returns the answer's JSON."""
+        entry, options = self._filters("replay", rest, ("to", "model"))
+        if entry is None or not entry.isdigit():
+            raise DeployMagicError("replay needs the id of a logged request (see %deploy requests)")
+        answer = self.client.replay(int(entry), **options)
+        try:
+            return answer.json()
+        except ValueError:
+            return answer.text
+
+    def cmd_register_ai(self, rest: list[str]) -> None:
+        answer = self.client.register_ai(self._one(rest, "register-ai"))
+        names = ", ".join(m["name"] for m in answer["models"])
+        print(f"jupyter-ai models: {names} (in jupyter-ai's {answer['config']}; pick them in its model picker)")
+
+    def cmd_unregister_ai(self, rest: list[str]) -> None:
+        ref = self._one(rest, "unregister-ai")
+        print(f"{ref}: {self.client.unregister_ai(ref)['removed']} jupyter-ai model(s) removed")
 
     def cmd_dashboard(self, rest: list[str]) -> Any:
         from .widgets.dashboard import Dashboard

@@ -10,7 +10,10 @@ import os
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from .base import StrictModel
+from .placement import PlacementSpec
 
 SCHEMA_VERSION = 1
 
@@ -36,6 +39,7 @@ GROUP_ORDER: tuple[str, ...] = (
     "YaRN",
     "Performance",
     "GPUs",
+    "Placement",
     "General",
     "Idle",
 )
@@ -51,12 +55,6 @@ def option(default: Any = ..., *, group: str, description: str, **kwargs: Any) -
     extra = dict(kwargs.pop("json_schema_extra", None) or {})
     extra["group"] = group
     return Field(default, description=description, json_schema_extra=extra, **kwargs)
-
-
-class StrictModel(BaseModel):
-    """A pydantic model that rejects unknown fields, so a typo in an import is an error."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
 
 class DeploymentBase(StrictModel):
@@ -81,11 +79,11 @@ class DeploymentBase(StrictModel):
         description="Service project this deployment belongs to; tokens can be scoped to it.",
         pattern=NAME_PATTERN,
     )
-    target: str = option(
-        "local",
-        group="Instance",
-        description="Where it runs (the queue): 'local' runs on this host.",
-        json_schema_extra={"enum": ["local"]},
+    placement: PlacementSpec = option(
+        PlacementSpec(),
+        group="Placement",
+        description="Where it runs: 'local' (one engine on this host) or 'ray' (replicas on a Ray cluster, "
+        "with resources per replica and autoscaling).",
     )
     gpus: Literal["auto"] | list[int] = option(
         "auto",
@@ -122,6 +120,15 @@ class DeploymentBase(StrictModel):
         group="General",
         description="Browser origins that may call the endpoint (CORS), such as 'https://app.example.org'; "
         "'*' allows any (keys, not cookies, authenticate); empty: none.",
+    )
+    capture_bodies: bool = option(
+        False,
+        group="General",
+        description="Keep each request's and answer's body in the request log (secrets redacted, cut at "
+        "capture_max_bytes). Off by default.",
+    )
+    capture_max_bytes: int = option(
+        16384, group="General", description="Bytes of each body the request log keeps when capturing.", ge=256, le=1 << 20
     )
     env: dict[str, str] = option(
         {},
@@ -183,6 +190,20 @@ class DeploymentBase(StrictModel):
         "for this long shows as idle.",
         gt=0,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _placement_target(cls, data: Any) -> Any:
+        """Configurations from before `placement` had a top-level `target`: it moves into the section."""
+        if isinstance(data, dict) and "target" in data:
+            data = dict(data)
+            target = data.pop("target")
+            placement = data.get("placement")
+            if placement is None:
+                data["placement"] = {"target": target}
+            elif isinstance(placement, dict) and "target" not in placement:
+                data["placement"] = {**placement, "target": target}
+        return data
 
     @field_validator("env")
     @classmethod

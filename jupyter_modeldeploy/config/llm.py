@@ -203,6 +203,11 @@ class LlmConfig(DeploymentBase):
     @model_validator(mode="after")
     def _enough_gpus(self) -> LlmConfig:
         world = self.tensor_parallel_size * self.pipeline_parallel_size
+        if world > 1 and self.placement.on_ray and self.placement.resources.gpus > 0:
+            raise ValueError(
+                f"on Ray, vLLM's Ray executor reserves the {world} GPUs of tensor_parallel_size x "
+                "pipeline_parallel_size itself: set placement.resources.gpus to 0"
+            )
         if isinstance(self.gpus, list) and self.gpus and world > len(self.gpus):
             raise ValueError(
                 f"tensor_parallel_size x pipeline_parallel_size = {world} needs {world} GPUs; "

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from . import CONFIG_CLASSES, config_schema
 from .common import GROUP_ORDER
+from .placement import PlacementSpec
+
+#: Sections shared by every kind: documented once, under their dotted names.
+SHARED_SECTIONS: dict[str, type[BaseModel]] = {"placement": PlacementSpec}
 
 TITLES = {
     "llamacpp": "`llamacpp`: GGUF models on llama.cpp",
@@ -27,7 +33,7 @@ def _type(prop: dict[str, Any], defs: dict[str, Any]) -> str:
     if kind == "array":
         return f"list of {_type(prop.get('items', {}), defs)}"
     if kind == "object" and "additionalProperties" in prop:
-        return "map of string"
+        return f"map of {_type(prop['additionalProperties'], defs) if isinstance(prop['additionalProperties'], dict) else 'any'}"
     if prop.get("format") == "password":
         return "secret string"
     return str(kind)
@@ -51,6 +57,8 @@ def _default(prop: dict[str, Any]) -> str:
         return "empty"
     if value == "":
         return '`""`'
+    if "$ref" in prop:
+        return "its fields' defaults (below)"
     return f"`{value}`".replace("|", "\\|")
 
 
@@ -83,8 +91,44 @@ def render() -> str:
         defs = schema.get("$defs", {})
         lines += [f"## {TITLES[kind]}", ""]
         lines += _table(schema["properties"], defs)
+        shared = {ref.rsplit("/", 1)[-1] for ref in _refs(schema, SHARED_SECTIONS)}
         for def_name, definition in defs.items():
-            if "properties" in definition:
+            if "properties" in definition and def_name not in shared:
                 lines += [f"### {def_name} (each entry of `models`)", ""]
                 lines += _table(definition["properties"], defs)
+    for section, model in SHARED_SECTIONS.items():
+        lines += [f"## `{section}`: the same for every kind", "", (model.__doc__ or "").strip(), ""]
+        lines += _section(section, model.model_json_schema())
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _refs(schema: dict[str, Any], sections: dict[str, type[BaseModel]]) -> set[str]:
+    """The `$defs` names a shared section reaches (its own and its subsections')."""
+    found: set[str] = set()
+    pending = [schema["properties"][name] for name in sections if name in schema["properties"]]
+    defs = schema.get("$defs", {})
+    while pending:
+        node = pending.pop()
+        ref = node.get("$ref")
+        if ref and ref not in found:
+            found.add(ref)
+            pending.extend(defs[ref.rsplit("/", 1)[-1]].get("properties", {}).values())
+    return found
+
+
+def _section(prefix: str, schema: dict[str, Any]) -> list[str]:
+    """One table of a shared section, its subsections' fields under dotted names."""
+    defs = schema.get("$defs", {})
+    rows: list[str] = []
+
+    def walk(path: str, props: dict[str, Any]) -> None:
+        for name, prop in props.items():
+            ref = prop.get("$ref")
+            if ref:
+                walk(f"{path}.{name}", defs[ref.rsplit("/", 1)[-1]]["properties"])
+                continue
+            description = prop.get("description", "").replace("|", "\\|").replace("\n", " ")
+            rows.append(f"| `{path}.{name}` | {_type(prop, defs)} | {_default(prop)} | {_limits(prop)} | {description} |")
+
+    walk(prefix, schema["properties"])
+    return ["| field | type | default | limits | meaning |", "| --- | --- | --- | --- | --- |", *rows, ""]

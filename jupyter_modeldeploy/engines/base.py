@@ -65,6 +65,15 @@ class LaunchContext:
     socket_path: Path | None = None  # the Unix socket the engine should listen on (in a 0700 folder)
     # Download progress of the model files planning fetches: (bytes done, bytes total or None).
     on_download: Callable[[int, int | None], None] | None = None
+    host: str = "127.0.0.1"  # the interface a TCP engine listens on (a cluster node's address on Ray)
+    ray_address: str | None = None  # on a Ray cluster: its address, for engines that use Ray themselves (vLLM)
+
+    @property
+    def address(self) -> EngineAddress:
+        """Where an engine that follows this context listens: the Unix socket if there is one, else TCP."""
+        if self.socket_path is not None:
+            return EngineAddress(socket_path=str(self.socket_path))
+        return EngineAddress(host=self.host, port=self.port)
 
 
 @dataclass(frozen=True)

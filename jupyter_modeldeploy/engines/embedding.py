@@ -11,7 +11,7 @@ import sys
 
 from ..config import DeploymentBase, EmbeddingConfig, export_config
 from . import progress, routes
-from .base import EngineAddress, LaunchContext, LaunchPlan, ModelLimits
+from .base import LaunchContext, LaunchPlan, ModelLimits
 
 CONFIG_FILE = "embedding-config.json"
 KEY_FILE = "engine.key"
@@ -38,7 +38,7 @@ class EmbeddingEngine:
             "jupyter_modeldeploy.engines.embedding_server",
             "--config",
             str(ctx.work_dir / CONFIG_FILE),
-            *(["--uds", str(ctx.socket_path)] if ctx.socket_path else ["--host", "127.0.0.1", "--port", str(ctx.port)]),
+            *(["--uds", str(ctx.socket_path)] if ctx.socket_path else ["--host", ctx.host, "--port", str(ctx.port)]),
             "--api-key-file",
             str(ctx.work_dir / KEY_FILE),
         ]
@@ -69,7 +69,7 @@ class EmbeddingEngine:
             engine_requires_key=True,
             files={CONFIG_FILE: exported + "\n", KEY_FILE: ctx.engine_key + "\n"},
             routes=routes.EMBEDDING_SERVER,
-            listen=EngineAddress(socket_path=str(ctx.socket_path)) if ctx.socket_path else EngineAddress(port=ctx.port),
+            listen=ctx.address,
             limits={
                 entry.name: ModelLimits(entry.payload_limit_bytes, entry.max_client_batch_size) for entry in config.models
             },

@@ -189,7 +189,7 @@ class LlamaCppEngine:
                 files={"engine.key": ctx.engine_key + "\n"},
                 # No usage request: llama-server's last stream event carries `timings` with the counts.
                 routes=routes.LLAMA_SERVER,
-                listen=_listen_address(ctx),
+                listen=ctx.address,
                 max_concurrent_requests=config.max_concurrent_requests,
                 charted_metrics=LLAMACPP_METRICS,
                 progress=progress.LLAMA_SERVER,
@@ -249,7 +249,7 @@ class LlamaCppEngine:
             files={"engine.key": ctx.engine_key + "\n"},
             model_status_path="/v1/models",
             routes=routes.LLAMA_SERVER,
-            listen=_listen_address(ctx),
+            listen=ctx.address,
             max_concurrent_requests=config.max_concurrent_requests,
         )
 
@@ -267,7 +267,7 @@ class LlamaCppEngine:
             python, "-m", "llama_cpp.server",
             "--model", str(model_path),
             "--model_alias", alias,
-            "--host", "127.0.0.1",
+            "--host", ctx.host,
             "--port", str(ctx.port),
             "--n_ctx", str(config.ctx_size),
             "--n_gpu_layers", str(config.n_gpu_layers),
@@ -294,7 +294,7 @@ class LlamaCppEngine:
             secrets=secrets,
             # llama-cpp-python's server listens on TCP only; its key guards every serving route.
             routes=routes.LLAMA_CPP_PYTHON,
-            listen=EngineAddress(port=ctx.port),
+            listen=EngineAddress(host=ctx.host, port=ctx.port),
             max_concurrent_requests=config.max_concurrent_requests,
         )
 
@@ -303,11 +303,7 @@ def _listen_args(ctx: LaunchContext) -> list[str]:
     """llama-server listens on a Unix socket when its host ends in `.sock` (the port is then ignored)."""
     if ctx.socket_path is not None:
         return ["--host", str(ctx.socket_path), "--port", str(ctx.port or 8080)]
-    return ["--host", "127.0.0.1", "--port", str(ctx.port)]
-
-
-def _listen_address(ctx: LaunchContext) -> EngineAddress:
-    return EngineAddress(socket_path=str(ctx.socket_path)) if ctx.socket_path else EngineAddress(port=ctx.port)
+    return ["--host", ctx.host, "--port", str(ctx.port)]
 
 
 def _llama_lib_dir() -> Path | None:

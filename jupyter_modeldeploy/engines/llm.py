@@ -23,7 +23,7 @@ from typing import Literal
 
 from ..config import DeploymentBase, LlmConfig
 from . import progress, routes
-from .base import VLLM_METRICS, EngineAddress, EngineCall, EngineUnavailable, LaunchContext, LaunchPlan
+from .base import VLLM_METRICS, EngineCall, EngineUnavailable, LaunchContext, LaunchPlan
 from .vllm_install import find_vllm_python, nvidia_gpu_present, vllm_flavour
 
 VLLM_MODULE = "vllm.entrypoints.launchers.api_server.entry"
@@ -145,7 +145,7 @@ def _memory_budget_args(config: LlmConfig, device: Device) -> list[str]:
     ]
 
 
-def vllm_args(config: LlmConfig, device: Device = CUDA) -> list[str]:
+def vllm_args(config: LlmConfig, device: Device = CUDA, *, ray_executor: bool = False) -> list[str]:
     """vLLM server arguments for a config (everything but the interpreter, host and port).
 
     Pure: no vLLM needed. Flags vLLM renamed are mapped to today's names; dropped ones are
@@ -198,6 +198,10 @@ def vllm_args(config: LlmConfig, device: Device = CUDA) -> list[str]:
     ]
     args += ["--pipeline-parallel-size", str(config.pipeline_parallel_size)]
     args += ["--tensor-parallel-size", str(config.tensor_parallel_size)]
+    if ray_executor and config.tensor_parallel_size * config.pipeline_parallel_size > 1:
+        # On a Ray cluster vLLM's own Ray executor places the tensor x pipeline workers (a placement
+        # group of one GPU bundle each, across nodes when needed); the replica is its API server.
+        args += ["--distributed-executor-backend", "ray"]
     if config.max_parallel_loading_workers is not None:
         args += ["--max-parallel-loading-workers", str(config.max_parallel_loading_workers)]
     if config.block_size is not None:
@@ -371,14 +375,16 @@ class LlmEngine:
             raise TypeError(f"the llm engine needs an LlmConfig, got {type(config).__name__}")
         python = resolve_python(ctx)
         device = detect_device(python, config, ctx)
-        argv = [python, "-m", VLLM_MODULE, *vllm_args(config, device)]
+        argv = [python, "-m", VLLM_MODULE, *vllm_args(config, device, ray_executor=ctx.ray_address is not None)]
         # On a Unix socket in the private work folder: vLLM leaves /health, /metrics and its
         # dev-mode routes open without the key, so no other local user may reach its port.
-        listen = EngineAddress(socket_path=str(ctx.socket_path)) if ctx.socket_path else EngineAddress(port=ctx.port)
-        argv += ["--uds", str(ctx.socket_path)] if ctx.socket_path else ["--host", "127.0.0.1", "--port", str(ctx.port)]
+        listen = ctx.address
+        argv += ["--uds", str(ctx.socket_path)] if ctx.socket_path else ["--host", ctx.host, "--port", str(ctx.port)]
         env = vllm_env(
             config, device, engine_key=ctx.engine_key, work_dir=ctx.work_dir, inherited=dict(os.environ)
         )
+        if ctx.ray_address is not None:
+            env["RAY_ADDRESS"] = ctx.ray_address  # vLLM's Ray executor joins the replica's cluster
         secrets = [ctx.engine_key] if ctx.engine_key else []
         if config.hf_token is not None and config.hf_token.get_secret_value():
             secrets.append(config.hf_token.get_secret_value())

@@ -17,6 +17,9 @@ __all__ = ["Estimate", "FitReport", "Free", "Part", "check", "estimate", "fit_re
 
 def fit_report(config: Any, *, reserved_host_bytes: int = 0, reserved_gpu_bytes: int = 0) -> FitReport:
     """Estimate `config` and check it against memory free now (GPUs: those the config may use)."""
+    if config.placement.on_ray:
+        unchecked = Estimate(notes=["it runs on a Ray cluster: its nodes' memory is not checked here"], known=False)
+        return check(unchecked, Free(host_bytes=0))
     gpus = config.gpus if isinstance(config.gpus, list) else None
     free = free_now(reserved_host_bytes=reserved_host_bytes, reserved_gpu_bytes=reserved_gpu_bytes, gpus=gpus)
     on_gpu = bool(free.gpu_bytes)

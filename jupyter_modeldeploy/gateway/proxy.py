@@ -22,12 +22,14 @@ from tornado import httputil, iostream, web
 
 from ..supervisor import Deployment, Status, Supervisor
 from ..supervisor.keys import hash_key
-from ..supervisor.tokens import TokenRegistry
-from .auth import authorize, presented_key
+from ..supervisor.replicas import Replica, pick
+from ..supervisor.tokens import TokenInfo, TokenRegistry
+from .auth import AuthDecision, authorize, model_refusal, presented_key, role_refusal
 from .headers import cors_headers, origin_allowed, preflight_headers, request_headers, returned_header
 from .paths import PathError, check_query, normalise_path
-from .records import OTHER_MODEL, RequestRecord  # RequestRecord re-exported for older callers
-from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout
+from .quotas import QuotaBook
+from .records import CAPTURE_SLACK, FIXED_KEY_ID, NO_KEY_ID, OTHER_MODEL, Capture, RequestRecord
+from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
 from .usage import UsageTap, wants_usage_injection
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ class Refusal:
     kind: str
     extra: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    code: str | None = None  # the error's `code` (default: the status)
 
 
 @dataclass
@@ -68,6 +71,7 @@ class Gateway:
         self.supervisor = supervisor
         self.tokens = tokens
         self.config = config or GatewayConfig()
+        self.quotas = QuotaBook()
         self.upstream = UpstreamClient(connect_timeout=self.config.connect_timeout_s)
 
     def observe(self, record: RequestRecord) -> None:
@@ -163,6 +167,12 @@ class EndpointHandler(web.RequestHandler):
         self._started = time.perf_counter()
         self._cors: dict[str, str] = {}
         self._pending: Refusal | None = None
+        self._key: TokenInfo | None = None  # the generated key the caller presented, once it is accepted
+        self._key_id = NO_KEY_ID
+        self._quota_held = False  # counted in its key's quotas, until `_observe` or a lost connection releases it
+        self._forwarding = False
+        self._observed = False
+        self._capture: Capture | None = None  # the bodies, where the deployment captures them
 
     # tornado hooks ------------------------------------------------------------------------
 
@@ -188,8 +198,16 @@ class EndpointHandler(web.RequestHandler):
         self.finish(json.dumps(error_body(self._reason, "invalid_request_error" if status_code < 500 else "server_error",
                                           status_code)))
 
+    def write(self, chunk: str | bytes | dict[str, Any]) -> None:
+        """Every byte of the answer passes here: kept for the request log where the deployment captures bodies."""
+        if self._capture is not None and isinstance(chunk, (bytes, str)):
+            self._capture.keep(chunk.encode() if isinstance(chunk, str) else chunk)
+        super().write(chunk)
+
     def on_connection_close(self) -> None:
         self._client_gone = True
+        if not self._forwarding:
+            self._release_quota(0)  # gone before its body was read: nothing else will release it
         if self._upstream is not None:
             # Closing the upstream connection tells the engine the client left: it stops work.
             self._upstream.close()
@@ -245,7 +263,8 @@ class EndpointHandler(web.RequestHandler):
             await self.gateway.config.wake(dep)
         if refusal is not None:
             return refusal
-        return self._admit_to_engine(dep, method, path)
+        return (self._admit_to_engine(dep, method, path) or self._denied(role_refusal(self._key, method))
+                or self._admit_quota())
 
     def _preflight(self, origin: str, allowed: list[str]) -> Refusal:
         if not origin_allowed(origin, allowed):
@@ -269,6 +288,11 @@ class EndpointHandler(web.RequestHandler):
             api_key_hash=dep.api_key_hash, token=token, now=time.time(),
         )
         if decision.allowed:
+            if token is not None and decision.token_id is not None:
+                self._key, self._key_id = token, token.id
+                gateway.tokens.touch(token, time.time())
+            elif key is not None and not dep.config.public:
+                self._key_id = FIXED_KEY_ID
             return None
         if decision.status == 401 and key and gateway.key_belongs_elsewhere(key, dep):
             return Refusal(403, "this key is not valid for this deployment", "permission_error")
@@ -276,6 +300,43 @@ class EndpointHandler(web.RequestHandler):
             return Refusal(401, decision.message, "authentication_error",
                            headers={"WWW-Authenticate": 'Bearer realm="modeldeploy"'})
         return Refusal(decision.status, decision.message, "permission_error")
+
+    def _admit_quota(self) -> Refusal | None:
+        """The key's quotas (429 with Retry-After past one); an admitted request holds its place until released."""
+        key = self._key
+        if key is None or key.quotas is None:
+            return None
+        exceeded = self.gateway.quotas.admit(key.id, key.quotas, time.time())
+        if exceeded is None:
+            self._quota_held = True
+            return None
+        return Refusal(429, exceeded.message(), "rate_limit_error", extra={"param": exceeded.quota},
+                       headers={"Retry-After": str(exceeded.retry_after_s)}, code="rate_limit_exceeded")
+
+    def _start_capture(self, dep: Deployment) -> None:
+        limit = dep.config.capture_max_bytes
+        key = presented_key(self.request.headers.get("Authorization"), self.request.headers.get("x-api-key"))
+        secrets = tuple(s for s in (key, dep.engine_key, self.request.headers.get("Authorization")) if s)
+        self._capture = Capture(limit, bytes(self._body[: limit + CAPTURE_SLACK]), secrets=secrets)
+
+    def _release_quota(self, tokens: int) -> None:
+        if self._quota_held:
+            self._quota_held = False
+            self.gateway.quotas.release(self._key_id, tokens, time.time())
+
+    def _observe(self, record: RequestRecord) -> None:
+        """A finished request: its key's quota place released, then the record to every observer, once
+        (an error answered while forwarding is not counted again when the forwarding ends)."""
+        self._release_quota(record.usage.total if record.usage else 0)
+        record.method, record.path, record.capture = self.request.method or "", self._engine_path, self._capture
+        if not self._observed:
+            self._observed = True
+            self.gateway.observe(record)
+
+    @staticmethod
+    def _denied(decision: AuthDecision | None) -> Refusal | None:
+        """A scope's refusal (403) as the gateway answers it."""
+        return None if decision is None else Refusal(decision.status, decision.message, "permission_error")
 
     def _admit_to_engine(self, dep: Deployment, method: str, path: str) -> Refusal | None:
         """State, allow-list, payload and concurrency checks; sets what `_forward` needs."""
@@ -287,7 +348,7 @@ class EndpointHandler(web.RequestHandler):
                            headers={"Retry-After": "5"})
         if dep.status is Status.STOPPING:
             return Refusal(503, f"deployment {dep.name!r} is stopping", "unavailable_error")
-        if not dep.status.answering or dep.address is None or dep.plan is None:
+        if not dep.status.answering or dep.plan is None or pick(dep.replicas) is None:
             return Refusal(503, f"deployment {dep.name!r} is {dep.status.value}; relaunch it", "unavailable_error")
         plan = dep.plan
         segments = path.split("/", 2)
@@ -331,11 +392,12 @@ class EndpointHandler(web.RequestHandler):
             self.finish(json.dumps(refusal.extra))
         else:
             self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps(error_body(refusal.message, refusal.kind, refusal.status, **refusal.extra)))
+            self.finish(json.dumps(error_body(refusal.message, refusal.kind, refusal.code or refusal.status,
+                                              **refusal.extra)))
         dep = self._dep
         if dep is not None and refusal.kind:
-            self.gateway.observe(RequestRecord(dep.id, self._label(dep, self._model), refusal.status,
-                                               time.perf_counter() - self._started))
+            self._observe(RequestRecord(dep.id, self._label(dep, self._model), refusal.status,
+                                        time.perf_counter() - self._started, key_id=self._key_id))
 
     @staticmethod
     def _label(dep: Deployment, model: str | None) -> str | None:
@@ -352,11 +414,17 @@ class EndpointHandler(web.RequestHandler):
         if self._finished or self._dep is None:
             return
         dep = self._dep
+        if dep.config.capture_bodies:
+            self._start_capture(dep)
         body, injected, refusal = self._prepare_body(dep, bytes(self._body))
+        if refusal is None and (self._model is not None or self.request.method not in ("GET", "HEAD")):
+            chosen = self._model if self._model is not None else self._label(dep, None)
+            refusal = self._denied(model_refusal(self._key, chosen))
         if refusal is not None:
             self._refuse(refusal)
             return
         self.gateway.supervisor.request_started(dep)
+        self._forwarding = True
         status = 502
         tap: UsageTap | None = None
         first_chunk: float | None = None
@@ -365,11 +433,11 @@ class EndpointHandler(web.RequestHandler):
         finally:
             self.gateway.supervisor.request_finished(dep)
             usage = tap.finish() if tap is not None else None
-            self.gateway.observe(
+            self._observe(
                 RequestRecord(
                     deployment_id=dep.id, model=self._label(dep, self._model), status=status,
                     latency_s=time.perf_counter() - self._started, first_chunk_s=first_chunk, usage=usage,
-                    streamed=bool(tap and tap.is_sse),
+                    streamed=bool(tap and tap.is_sse), key_id=self._key_id,
                 )
             )
 
@@ -420,23 +488,58 @@ class EndpointHandler(web.RequestHandler):
             changed = True
         return (json.dumps(data).encode() if changed else body), injected, None
 
-    async def _forward(self, dep: Deployment, body: bytes, injected: bool) -> tuple[int, UsageTap | None, float | None]:
+    async def _send(self, dep: Deployment, body: bytes) -> tuple[UpstreamResponse | None, Replica | None]:
+        """Send the request to the serving replica with the fewest in flight; one that cannot be connected to
+        leaves the rotation and the next takes the request (it never reached the first). Refused: (None, None)."""
         gateway = self.gateway
-        assert dep.address is not None
         headers = request_headers(self.request.headers.get_all())
-        headers.append(("Authorization", f"Bearer {dep.engine_key}"))
         target = f"{self._engine_path}?{self._query}" if self._query else self._engine_path
+        tried: set[str] = set()
+        while True:
+            replica = pick(dep.replicas, tried)
+            if replica is None or replica.address is None:
+                self._refuse(Refusal(503, f"no replica of deployment {dep.name!r} is serving", "unavailable_error",
+                                     headers={"Retry-After": "5"}))
+                return None, None
+            tried.add(replica.id)
+            replica.in_flight += 1
+            replica.requests += 1
+            try:
+                upstream = await gateway.upstream.request(
+                    replica.address, self.request.method or "GET", target,
+                    [*headers, ("Authorization", f"Bearer {replica.engine_key}")], body,
+                    timeout=gateway.config.upstream_timeout_s,
+                )
+            except UpstreamUnreachable as exc:
+                replica.in_flight -= 1
+                gateway.supervisor.replica_unreachable(dep, replica, str(exc))
+                if len(dep.replicas) > 1:
+                    continue
+                self._refuse(Refusal(502, f"the engine could not be reached: {exc}", "upstream_error"))
+                return None, None
+            except UpstreamTimeout as exc:
+                replica.in_flight -= 1
+                self._refuse(Refusal(504, f"the engine did not answer: {exc}", "timeout_error"))
+                return None, None
+            except UpstreamError as exc:
+                replica.in_flight -= 1
+                self._refuse(Refusal(502, f"the engine could not be reached: {exc}", "upstream_error"))
+                return None, None
+            return upstream, replica
+
+    async def _forward(self, dep: Deployment, body: bytes, injected: bool) -> tuple[int, UsageTap | None, float | None]:
         started = time.perf_counter()
+        upstream, replica = await self._send(dep, body)
+        if upstream is None or replica is None:
+            return self.get_status(), None, None
         try:
-            upstream = await gateway.upstream.request(
-                dep.address, self.request.method or "GET", target, headers, body, timeout=gateway.config.upstream_timeout_s
-            )
-        except UpstreamTimeout as exc:
-            self._refuse(Refusal(504, f"the engine did not answer: {exc}", "timeout_error"))
-            return 504, None, None
-        except UpstreamError as exc:
-            self._refuse(Refusal(502, f"the engine could not be reached: {exc}", "upstream_error"))
-            return 502, None, None
+            return await self._relay(upstream, injected, started)
+        finally:
+            replica.in_flight -= 1
+
+    async def _relay(self, upstream: UpstreamResponse, injected: bool, started: float) -> tuple[int, UsageTap | None,
+                                                                                                 float | None]:
+        """Pass the engine's answer on, head then body chunk by chunk, reading usage on the way."""
         self._upstream = upstream
         if self._client_gone:
             upstream.close()

@@ -30,6 +30,10 @@ class UpstreamError(Exception):
     """The engine could not be reached, or broke the protocol."""
 
 
+class UpstreamUnreachable(UpstreamError):
+    """No connection to the engine could be made: the request never reached it (another replica may take it)."""
+
+
 class UpstreamTimeout(UpstreamError):
     """The engine did not answer in time."""
 
@@ -117,8 +121,10 @@ class UpstreamClient:
                     method, url, headers=send_headers, data=body if body or method in ("POST", "PUT", "PATCH") else None,
                     timeout=limits, allow_redirects=False, trace_request_ctx=state, compress=None,
                 )
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                raise UpstreamUnreachable(f"no connection to the engine ({type(exc).__name__})") from exc
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if attempt == 1 and state.get("reused") and not isinstance(exc, aiohttp.ClientConnectorError):
+                if attempt == 1 and state.get("reused"):
                     continue  # the engine had closed the idle connection: nothing was processed
                 raise UpstreamError("the engine is not reachable") from exc
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -55,3 +55,19 @@ class GaugeCollector(Collector):
             for values, value in samples:
                 family.add_metric(list(values), value)
             yield family
+
+
+class OneDeployment(Collector):
+    """Another registry's metrics, only the samples labelled with one deployment id (for its read keys)."""
+
+    def __init__(self, registry: CollectorRegistry, deployment_id: str):
+        self.registry = registry
+        self.deployment_id = deployment_id
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            samples = [s for s in family.samples if s.labels.get("deployment_id") == self.deployment_id]
+            if samples:
+                kept = Metric(family.name, family.documentation, family.type, family.unit)
+                kept.samples = samples
+                yield kept

@@ -7,16 +7,19 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Enum, Float, Int, Unicode, default
+from traitlets import Bool, Dict, Enum, Float, Int, Unicode, default
 
 from ..engines import EngineSettings
 from ..gateway.proxy import ENDPOINT_PATTERN, EndpointHandler, Gateway, GatewayConfig
 from ..supervisor import Supervisor
+from ..supervisor.ray_placement import RaySettings
 from ..supervisor.tokens import TokenRegistry
 from .dashboard import dashboard_handlers
 from .handlers import api_handlers
+from .jupyter_ai_handlers import jupyter_ai_handlers
 from .validate import validate_handlers
 from .views import view_handlers
+from .writer import BatchWriter
 
 
 class ModelDeployApp(ExtensionApp):
@@ -59,6 +62,25 @@ class ModelDeployApp(ExtensionApp):
     )
     metrics_interval_s = Float(2.0, help="Seconds between samples of host and deployment metrics.").tag(config=True)
     metrics_window = Int(1800, help="Samples kept per time series (ring buffer length).").tag(config=True)
+    ray_address = Unicode(
+        "auto",
+        help="The Ray cluster of deployments with placement.target 'ray' (a deployment's placement.ray_address "
+        "overrides it): 'auto' (the cluster this host belongs to, or RAY_ADDRESS), 'host:6379', 'ray://host:10001'.",
+    ).tag(config=True)
+    ray_namespace = Unicode("modeldeploy", help="Ray namespace of the replica actors.").tag(config=True)
+    ray_reattach = Bool(
+        True,
+        help="Leave Ray deployments running when the Jupyter server stops, and re-attach them when it starts "
+        "again; False stops them with the server.",
+    ).tag(config=True)
+    ray_runtime_env = Dict(
+        {}, help="Ray runtime_env of the replica actors: how nodes get this package and its engines "
+        "(pip, py_modules, a container image); empty: the nodes' own install.",
+    ).tag(config=True)
+    request_log_max_rows = Int(100_000, help="Requests the request log keeps (the oldest are dropped).").tag(config=True)
+    usage_retention_days = Float(
+        90.0, help="Days of per-key usage (per minute) kept in the activity file of the state folder."
+    ).tag(config=True)
 
     @default("state_dir")
     def _default_state_dir(self) -> str:
@@ -88,6 +110,8 @@ class ModelDeployApp(ExtensionApp):
             self.engine_settings(),
             health_timeout_s=self.health_timeout_s,
             stop_grace_s=self.stop_grace_s,
+            ray=RaySettings(address=self.ray_address, namespace=self.ray_namespace, reattach=self.ray_reattach,
+                            runtime_env=dict(self.ray_runtime_env)),
         )
         supervisor.load()
         tokens = TokenRegistry(supervisor.store)
@@ -103,12 +127,16 @@ class ModelDeployApp(ExtensionApp):
         )
         self.supervisor = supervisor
         self.gateway = gateway
+        self.writer = BatchWriter([tokens])
         self.metrics = None
+        self.key_usage = None
+        self.request_log = None
         try:
             from ..metrics.hub import MetricsHub
 
             self.metrics = MetricsHub(supervisor, interval_s=self.metrics_interval_s, window=self.metrics_window)
             gateway.config.observers.append(self.metrics.observe_request)
+            self.key_usage = self._key_usage(gateway, self.metrics)
         except ImportError:  # metrics are optional at this layer
             self.metrics = None
         self.settings.update(
@@ -117,9 +145,33 @@ class ModelDeployApp(ExtensionApp):
                 "modeldeploy_tokens": tokens,
                 "modeldeploy_gateway": gateway,
                 "modeldeploy_metrics": self.metrics,
+                "modeldeploy_key_usage": self.key_usage,
+                "modeldeploy_request_log": self.request_log,
+                "modeldeploy_writer": self.writer,
             }
         )
         self.log.info("modeldeploy: state in %s", self.state_dir)
+
+    def _key_usage(self, gateway: Gateway, hub: Any) -> Any:
+        """Per-key usage (counted per request, kept in the activity file, in Prometheus; daily budgets
+        resume from what the keys used today) and the request log, in the same file."""
+        import time
+
+        from ..metrics.activity_store import ActivityStore
+        from ..metrics.keyusage import KeyUsage, KeyUsageCollector
+        from ..metrics.requestlog import RequestLog
+
+        store = ActivityStore(Path(self.state_dir) / "activity.sqlite")
+        usage = KeyUsage(store, retention_days=self.usage_retention_days)
+        self.request_log = RequestLog(store, max_rows=self.request_log_max_rows)
+        gateway.config.observers += [usage.observe, self.request_log.observe]
+        self.writer.sources += [usage, self.request_log]
+        now = time.time()
+        for key_id, tokens in usage.tokens_today().items():
+            gateway.quotas.seed_day(key_id, tokens, now)
+        deployments = self.supervisor.deployments
+        hub.registry.register(KeyUsageCollector(usage, lambda i: deployments[i].name if i in deployments else i))
+        return usage
 
     def _report_store(self, supervisor: Supervisor) -> None:
         """Say in the server's log what the deployment store could not read (also in GET /status)."""
@@ -136,22 +188,35 @@ class ModelDeployApp(ExtensionApp):
         # ExtensionApp prepends the server's base URL to every pattern.
         prefix = "/api/modeldeploy"
         # The views' routes first: /validate there also checks the model files (handlers.py's only the fields).
-        routes = [*validate_handlers(prefix), *view_handlers(prefix), *dashboard_handlers(prefix), *api_handlers(prefix)]
+        routes = [*validate_handlers(prefix), *view_handlers(prefix), *dashboard_handlers(prefix), *api_handlers(prefix),
+                  *jupyter_ai_handlers(prefix)]
         handlers: list[tuple[str, Any, dict[str, Any]] | tuple[str, Any]] = list(routes)
         if self.metrics is not None:
             from .metrics_handlers import metrics_handlers
 
             handlers += metrics_handlers(prefix)
+        if self.key_usage is not None:
+            from .activity_handlers import activity_handlers
+
+            handlers += activity_handlers(prefix)
+        if self.metrics is not None:
+            from .endpoint_metrics import ENDPOINT_METRICS_PATTERN, EndpointMetricsHandler
+
+            handlers.append((ENDPOINT_METRICS_PATTERN, EndpointMetricsHandler, {"gateway": self.gateway, "hub": self.metrics}))
         handlers.append((ENDPOINT_PATTERN, EndpointHandler, {"gateway": self.gateway}))
         self.handlers.extend(handlers)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         await self.supervisor.start()
+        self.writer.start()
         if self.metrics is not None:
             self.metrics.start()
 
     async def stop_extension(self) -> None:
         if self.metrics is not None:
             self.metrics.stop()
+        await self.writer.stop()  # before the store closes
         await self.supervisor.shutdown()
         await self.gateway.close()
+        if self.key_usage is not None:
+            self.key_usage.store.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from typing import Any, TypeVar
 
 from jupyter_server.base.handlers import APIHandler
@@ -23,7 +24,7 @@ from ..config import KINDS, ConfigError, all_schemas, config_schema, export_conf
 from ..engines import EngineUnavailable
 from ..engines.hf import ModelNotFound
 from ..supervisor import Deployment, DeploymentError, Supervisor
-from ..supervisor.tokens import TokenRegistry
+from ..supervisor.tokens import Quotas, TokenRegistry
 from .fitcheck import fit_for, refusal
 from .jsonbody import BodyError, parse_json
 from .records import deployment_record, engine_status
@@ -33,11 +34,13 @@ from .schemas import (
     DryRunPlan,
     Error,
     FitReport,
+    KeyQuotas,
     StatusResponse,
     Token,
     TokenCreated,
     TokenList,
     TokenRequest,
+    TokenUpdate,
     ValidateResponse,
     parse_body,
 )
@@ -226,9 +229,15 @@ class DeploymentHandler(BaseHandler):
     @web.authenticated
     async def delete(self, ref: str) -> None:
         async def action() -> None:
-            dep_id = self.lookup(ref).id
+            dep = self.lookup(ref)
+            from .jupyter_ai_handlers import forget
+
+            try:
+                forget(self.tokens, dep)  # its jupyter-ai models go with it
+            except (OSError, ValueError) as exc:
+                self.log.warning("modeldeploy: jupyter-ai models of %s left in place: %s", dep.name, exc)
             await self.supervisor.delete(ref)
-            self.tokens.forget_deployment(dep_id)
+            self.tokens.forget_deployment(dep.id)
             self.set_status(204)
             self.finish()
 
@@ -360,7 +369,8 @@ class TokensHandler(BaseHandler):
             deployment_id = self.lookup(body.deployment).id if body.deployment is not None else None
             try:
                 token, info = self.tokens.create(
-                    deployment_id=deployment_id, project=body.project, name=body.name, expires_in_s=body.expires_in_s
+                    deployment_id=deployment_id, project=body.project, name=body.name, expires_in_s=body.expires_in_s,
+                    role=body.role, models=body.models, quotas=_quotas(body.quotas),
                 )
             except ValueError as exc:
                 raise DeploymentError(str(exc), 400) from None
@@ -369,17 +379,43 @@ class TokensHandler(BaseHandler):
         await self.run(action)
 
 
+def _quotas(body: KeyQuotas | None) -> Quotas | None:
+    return Quotas.from_json(body.model_dump()) if body is not None else None
+
+
 class TokenHandler(BaseHandler):
-    """DELETE revokes a token at once."""
+    """GET one token; PATCH changes its label or expiry; DELETE revokes it at once."""
+
+    def _known(self, token_id: str) -> bool:
+        try:
+            self.tokens.get(token_id)
+        except KeyError:
+            self.fail(404, f"no token {token_id[:100]!r}")
+            return False
+        return True
+
+    @web.authenticated
+    async def get(self, token_id: str) -> None:
+        if self._known(token_id):
+            self.write_model(Token.model_validate(self.tokens.get(token_id).to_json()))
+
+    @web.authenticated
+    async def patch(self, token_id: str) -> None:
+        async def action() -> None:
+            body = self.body(TokenUpdate)
+            if not self._known(token_id):
+                return
+            expires_at = time.time() + body.expires_in_s if body.expires_in_s is not None else None
+            info = self.tokens.update(token_id, name=body.name, expires_at=expires_at, clear_expiry=body.no_expiry,
+                                      quotas=_quotas(body.quotas), clear_quotas=body.quotas is not None)
+            self.write_model(Token.model_validate(info.to_json()))
+
+        await self.run(action)
 
     @web.authenticated
     async def delete(self, token_id: str) -> None:
-        try:
-            info = self.tokens.revoke(token_id)
-        except KeyError:
-            self.fail(404, f"no token {token_id!r}")
-            return
-        self.write_model(Token.model_validate(info.to_json()))
+        if self._known(token_id):
+            self.write_model(Token.model_validate(self.tokens.revoke(token_id).to_json()))
 
 
 def api_handlers(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:

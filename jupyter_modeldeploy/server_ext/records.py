@@ -185,6 +185,8 @@ def _record_fields(dep: Deployment, public_base: str, metrics: Any) -> dict[str,
         "has_api_key": dep.api_key_hash is not None,
         "engine": {"program": _program(dep), "notes": notes},
         "notices": notices,
+        "placement": dep.config.placement.target,
+        "replicas": [r.describe() for r in dep.replicas],
         "config": export_config(dep.config),
     }
 

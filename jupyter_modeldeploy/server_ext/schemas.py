@@ -60,20 +60,52 @@ class AdapterRequest(RequestBody):
     path: Annotated[str, Field(min_length=1, max_length=4096)] = Field(description="adapter folder or hub repo")
 
 
+Lifetime = Annotated[float, Field(gt=0, le=100 * 365 * 86400, allow_inf_nan=False)]
+TokenRole = Literal["inference", "read"]
+Limit = Annotated[int, Field(ge=1, le=10**12)]
+
+
+class KeyQuotas(RequestBody):
+    """A key's quotas; each one left out (or null) is no limit. Past one: 429 with Retry-After."""
+
+    requests_per_minute: Limit | None = Field(None, description="requests in any 60 s")
+    tokens_per_minute: Limit | None = Field(None, description="prompt + completion tokens in any 60 s")
+    max_in_flight: Limit | None = Field(None, description="requests of this key in flight at once")
+    daily_tokens: Limit | None = Field(None, description="prompt + completion tokens per UTC day")
+
+
 class TokenRequest(RequestBody):
     """POST /tokens: a token scoped to exactly one deployment or one project."""
 
     deployment: Text | None = Field(None, description="deployment id or name")
     project: Text | None = Field(None, description="project name")
     name: Text | None = Field(None, description="a label for the token")
-    expires_in_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
-        None, description="lifetime in seconds (empty: no expiry)"
+    expires_in_s: Lifetime | None = Field(None, description="lifetime in seconds (empty: no expiry)")
+    role: TokenRole = Field("inference", description="inference: the serving API; read: health, models and metrics only")
+    models: Annotated[list[Text], Field(min_length=1, max_length=100)] | None = Field(
+        None, description="the only models the key may call (empty: every model of its scope)"
     )
+    quotas: KeyQuotas | None = Field(None, description="limits of this key (empty: none)")
 
     @model_validator(mode="after")
     def _one_scope(self) -> TokenRequest:
         if (self.deployment is None) == (self.project is None):
             raise ValueError("a token is scoped to exactly one of: deployment, project")
+        return self
+
+
+class TokenUpdate(RequestBody):
+    """PATCH /tokens/{id}: change a key's label or expiry; effective for its next request."""
+
+    name: Text | None = Field(None, description="a new label")
+    expires_in_s: Lifetime | None = Field(None, description="a new lifetime, from now, in seconds")
+    no_expiry: bool = Field(False, description="true: the key no longer expires")
+    quotas: KeyQuotas | None = Field(None, description="new quotas, replacing the old ones ({}: no limits)")
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> TokenUpdate:
+        if self.no_expiry and self.expires_in_s is not None:
+            raise ValueError("give expires_in_s or no_expiry, not both")
         return self
 
 
@@ -129,6 +161,15 @@ class StatusResponse(ResponseBody):
     store: StoreReport
 
 
+class QuotaValues(ResponseBody):
+    """A key's quotas as stored (null: no limit)."""
+
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    max_in_flight: int | None
+    daily_tokens: int | None
+
+
 class Token(ResponseBody):
     """A token's public description (never the token itself)."""
 
@@ -140,6 +181,10 @@ class Token(ResponseBody):
     created_at: float
     expires_at: float | None
     revoked_at: float | None
+    role: TokenRole
+    models: list[str] | None = Field(description="the only models the key may call (null: every model of its scope)")
+    last_used_at: float | None = Field(description="when a request last presented the key (written within seconds)")
+    quotas: QuotaValues | None = Field(description="the key's limits (null: none)")
 
 
 class TokenCreated(Token):
@@ -272,6 +317,25 @@ class EngineFacts(ResponseBody):
     notes: list[str]
 
 
+class ReplicaRecord(ResponseBody):
+    """One engine serving a deployment: on this host (`local`), or a Ray replica on the node Ray chose."""
+
+    id: str
+    state: Literal["starting", "serving", "down", "stopping"]
+    node: str | None = Field(description="the node's id (Ray) or this host's name")
+    node_ip: str | None
+    address: str | None = Field(description="where its engine listens")
+    pid: int | None
+    in_flight: int = Field(description="requests the gateway has on it now")
+    requests: int = Field(description="requests the gateway sent it")
+    started_at: float
+    serving_since: float | None
+    restarts: int = Field(description="times Ray restarted it after a failure")
+    reason: str | None = Field(description="why it is starting or down, when known")
+    cpu_percent: float | None = None
+    memory_bytes: float | None = None
+
+
 class DeploymentRecord(ResponseBody):
     """A deployment as every view shows it: derived once, here; never a secret."""
 
@@ -308,6 +372,8 @@ class DeploymentRecord(ResponseBody):
     has_api_key: bool
     engine: EngineFacts
     notices: list[str]
+    placement: Literal["local", "ray"] = Field(description="where it runs")
+    replicas: list[ReplicaRecord] = Field(description="the engines serving it, with their nodes")
     config: dict[str, Any] = Field(description="the exported configuration, secrets left out")
 
 
@@ -333,6 +399,73 @@ class DeploymentMetrics(ResponseBody):
     interval_s: float
 
 
+class KeyUsageRow(ResponseBody):
+    """One key's use of one model of one deployment in one minute."""
+
+    minute: int = Field(description="start of the minute (Unix seconds)")
+    key_id: str = Field(description="a generated key's id, api-key (the deployment's fixed key) or none (no key)")
+    key_name: str | None = Field(description="the key's label, where it has one")
+    deployment_id: str
+    deployment: str | None = Field(description="the deployment's name (null once it was deleted)")
+    model: str = Field(description="a served model's name, other (a name it does not serve) or - (none chosen)")
+    requests: int
+    errors: int = Field(description="requests answered with a 4xx or 5xx status")
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class KeyUsageResponse(ResponseBody):
+    """GET /usage: exact per-key usage, per minute, oldest first."""
+
+    rows: list[KeyUsageRow]
+
+
+class RequestLogEntry(ResponseBody):
+    """One request as the request log keeps it."""
+
+    id: int
+    at: float = Field(description="when it ended (Unix seconds)")
+    key_id: str
+    key_name: str | None
+    deployment_id: str
+    deployment: str | None
+    model: str | None
+    method: str
+    route: str = Field(description="the engine path it went to, e.g. /v1/chat/completions")
+    status: int
+    latency_ms: float
+    first_token_ms: float | None = Field(description="time to the first streamed chunk (streams only)")
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    streamed: bool
+    has_bodies: bool = Field(description="whether its bodies were captured (the deployment's capture_bodies)")
+    request_body: str | None = None
+    response_body: str | None = None
+
+
+class RequestLogResponse(ResponseBody):
+    """GET /requests: the newest requests first."""
+
+    requests: list[RequestLogEntry]
+
+
+class JupyterAIModel(ResponseBody):
+    """One jupyter-ai custom model written for a deployment (its key is in the file, not here)."""
+
+    id: str
+    name: str
+    description: str
+    model_id: str = Field(description="the LiteLLM id, openai/<model>")
+    params: dict[str, str] = Field(description="api_base (the key, made for jupyter-ai, is left out)")
+
+
+class JupyterAIRegistration(ResponseBody):
+    """POST /deployments/{ref}/jupyter-ai."""
+
+    config: str = Field(description="jupyter-ai's configuration file written (in the Jupyter data folder)")
+    models: list[JupyterAIModel]
+
+
 class GpuSeries(ResponseBody):
     """One GPU's series."""
 
@@ -353,10 +486,10 @@ class HostMetrics(ResponseBody):
 
 
 #: The bodies that docs/openapi.yaml takes from these models (scripts/gen_openapi.py).
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (CloneRequest, AdapterRequest, TokenRequest)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (CloneRequest, AdapterRequest, TokenRequest, TokenUpdate)
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Error, StatusResponse, Token, TokenCreated, TokenList, ValidateResponse, DryRunPlan, DeploymentRecord,
-    DeploymentMetrics, HostMetrics,
+    DeploymentMetrics, HostMetrics, KeyUsageResponse, RequestLogEntry, RequestLogResponse, JupyterAIRegistration,
 )
 
 

@@ -53,8 +53,8 @@ class CrashDecision:
 
 
 def applies_to(config: Any) -> bool:
-    """Whether the local restart policy governs this deployment (it runs on this host)."""
-    return getattr(config, "target", "local") == "local"
+    """Whether the local restart policy governs this deployment: it runs on this host (Ray re-attaches its own)."""
+    return not config.placement.on_ray
 
 
 def on_server_start(policy: str, status: Status, reason: str | None) -> Resume:

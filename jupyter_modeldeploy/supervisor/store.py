@@ -63,9 +63,20 @@ MIGRATIONS: tuple[str, ...] = (
         revoked_at REAL
     );
     """,
+    # 2: scoped keys: a role, an optional list of models, the last time a key was used; quotas.
+    """
+    ALTER TABLE tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'inference';
+    ALTER TABLE tokens ADD COLUMN models TEXT;
+    ALTER TABLE tokens ADD COLUMN last_used_at REAL;
+    ALTER TABLE tokens ADD COLUMN quotas TEXT;
+    """,
 )
 
-TOKEN_COLUMNS = ("id", "name", "hash", "prefix", "deployment_id", "project", "created_at", "expires_at", "revoked_at")
+TOKEN_COLUMNS = (
+    "id", "name", "hash", "prefix", "deployment_id", "project", "created_at", "expires_at", "revoked_at",
+    "role", "models", "last_used_at", "quotas",
+)
+TOKEN_ROLES = ("inference", "read")
 
 
 @dataclass
@@ -175,7 +186,15 @@ def decode_token(row: sqlite3.Row) -> dict[str, Any]:
         _text(row, name, optional=True)
     _number(row, "created_at")
     _number(row, "revoked_at", optional=True)
+    _number(row, "last_used_at", optional=True)
     decoded = {name: _column(row, name) for name in TOKEN_COLUMNS}
+    if decoded["role"] not in TOKEN_ROLES:
+        raise RowError(f"role {decoded['role']!r} is not one of {', '.join(TOKEN_ROLES)}")
+    models = _json(row, "models", list) if decoded["models"] is not None else None
+    if models is not None and not all(isinstance(m, str) for m in models):
+        raise RowError("models is not a list of names")
+    decoded["models"] = models
+    decoded["quotas"] = _json(row, "quotas", dict) if decoded["quotas"] is not None else None
     expires = _number(row, "expires_at", optional=True)
     # Earlier versions accepted an infinite lifetime: that is a token that never expires.
     decoded["expires_at"] = None if expires is not None and math.isinf(expires) else expires
@@ -199,13 +218,9 @@ class Store:
             self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        new = not self.path.exists()
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db = connect_private(self.path)
         try:
-            if new:
-                os.chmod(self.path, 0o600)
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
             check = db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise UnreadableStore(f"SQLite integrity check failed: {check}")
@@ -298,11 +313,24 @@ class Store:
     # Tokens -----------------------------------------------------------------------------
 
     def add_token(self, row: dict[str, Any]) -> None:
-        """Store a token's hash and scope."""
+        """Store a token's hash and scope (`models` a list or None, `quotas` a dict or None)."""
         columns = ", ".join(TOKEN_COLUMNS)
         values = ", ".join(f":{name}" for name in TOKEN_COLUMNS)
         with self._lock:
-            self._db.execute(f"INSERT INTO tokens ({columns}) VALUES ({values})", {k: row.get(k) for k in TOKEN_COLUMNS})
+            self._db.execute(f"INSERT INTO tokens ({columns}) VALUES ({values})", _token_params(row))
+
+    def update_token(self, row: dict[str, Any]) -> None:
+        """Write a token's changeable columns (label, expiry, quotas) again."""
+        params = _token_params(row)
+        with self._lock:
+            self._db.execute("UPDATE tokens SET name = :name, expires_at = :expires_at, quotas = :quotas WHERE id = :id",
+                             params)
+
+    def touch_tokens(self, last_used: dict[str, float]) -> None:
+        """Record when keys were last used (written in batches, not per request)."""
+        with self._lock:
+            self._db.executemany("UPDATE tokens SET last_used_at = ? WHERE id = ?",
+                                 [(at, token_id) for token_id, at in last_used.items()])
 
     def tokens(self) -> list[dict[str, Any]]:
         """Every readable token row, oldest first; the others are skipped and reported."""
@@ -323,6 +351,30 @@ class Store:
                 "UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (at, token_id)
             )
             return cur.rowcount > 0
+
+
+def _token_params(row: dict[str, Any]) -> dict[str, Any]:
+    params = {k: row.get(k) for k in TOKEN_COLUMNS}
+    params["role"] = params["role"] or "inference"
+    for name in ("models", "quotas"):
+        if params[name] is not None:
+            params[name] = json.dumps(params[name])
+    return params
+
+
+def connect_private(path: Path) -> sqlite3.Connection:
+    """A connection to an SQLite file only its owner may read (created 0600), in WAL mode, autocommit,
+    usable from any thread (callers hold their own lock)."""
+    new = not path.exists()
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        if new:
+            os.chmod(path, 0o600)
+        db.execute("PRAGMA journal_mode=WAL")
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 class UnreadableStore(Exception):

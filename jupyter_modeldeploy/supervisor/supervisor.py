@@ -32,6 +32,8 @@ from .keys import hash_key
 from .logbuffer import MASK, LogBuffer
 from .placement import EngineHandle, LocalPlacement, Placement
 from .progress import LoadProgress
+from .ray_placement import RayCluster, RaySettings
+from .replicas import Replica, set_serving
 from .state import Event, InvalidTransition, Status, failure_reason, idle_limit_reached, serving_status, transition
 from .store import Store, StoredDeployment
 
@@ -91,6 +93,9 @@ class Deployment:
     idle_task: asyncio.Future[None] | None = None  # the idle-limit action under way
     wake_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) at every status change
+    replicas: list[Replica] = field(default_factory=list)  # the engines serving it (one, on this host, for local)
+    ray_run: Any = None  # RayRun while a Ray deployment runs
+    reattach: bool = False  # at the next start: take over the Ray replicas a previous server left running
     progress: LoadProgress | None = None  # the phases of the current (or last) launch
 
     @property
@@ -108,8 +113,15 @@ class Deployment:
 
     @property
     def address(self) -> EngineAddress | None:
-        """Where the engine listens, while its process runs."""
+        """Where the engine listens, while its process runs (a Ray deployment: a serving replica's)."""
+        if self.on_ray:
+            return next((r.address for r in self.replicas if r.in_rotation), None)
         return self.listen if self.process is not None and self.status.live else None
+
+    @property
+    def on_ray(self) -> bool:
+        """Whether its replicas run on a Ray cluster."""
+        return bool(self.config.placement.on_ray)
 
     model_tasks: dict[str, str] = field(default_factory=dict)  # served name -> chat/embed/rerank (the engine's word)
 
@@ -154,6 +166,7 @@ class Supervisor:
         unhealthy_limit_s: float = 60.0,
         engines: dict[str, Engine] | None = None,
         placement: Placement | None = None,
+        ray: RaySettings | None = None,
         restart_limits: restart.RestartLimits | None = None,
     ):
         self.state_dir = state_dir
@@ -178,6 +191,7 @@ class Supervisor:
         self.engine_http = EngineHttp(timeout=5.0)
         self.engines = dict(engines or {})  # kind -> engine, overriding the built-in ones (tests inject fakes)
         self.placement: Placement = placement or LocalPlacement()
+        self.ray = RayCluster(ray or RaySettings())  # connected when a deployment first targets Ray
         self.crashes = restart.CrashBook(restart_limits or restart.RestartLimits())
         self._resume: list[Deployment] = []  # brought back by the restart policy once the loop runs
         self._closing = False
@@ -188,6 +202,10 @@ class Supervisor:
         """Load stored deployments (if not yet) and start the idle ticker."""
         self.load()
         self._resume_restored()
+        for dep in self.deployments.values():
+            if dep.reattach:
+                dep.reattach = False
+                self._start(dep, reattach=True)
         if self._ticker is None:
             self._ticker = asyncio.ensure_future(self._tick_forever())
 
@@ -211,8 +229,20 @@ class Supervisor:
             dep.stopped_at = row.stopped_at
             dep.exit_code = row.exit_code
             dep.last_activity_at = row.last_activity_at or row.created_at
-            if restart.applies_to(config):
-                self._restore(dep)
+            if dep.status.live and dep.on_ray and self.ray.settings.reattach:
+                # Its replicas outlive the server (detached actors): the next start takes them over.
+                dep.status = Status.STOPPED
+                dep.reattach = True
+                dep.log.append("[modeldeploy] the Jupyter server restarted: re-attaching the Ray replicas")
+            elif restart.applies_to(config):
+                self._restore(dep)  # the restart policy: stopped, or back by itself
+            elif dep.status.live:
+                # Its engine died with the previous server (reaper + parent-death signal).
+                dep.status = Status.STOPPED
+                dep.status_reason = "the Jupyter server restarted; relaunch to serve again"
+                self._record(dep, Status.STOPPED, dep.status_reason)
+                dep.stopped_at = time.time()
+                self.store.save(dep.to_stored())
             self.deployments[dep.id] = dep
 
     def _restore(self, dep: Deployment) -> None:
@@ -248,7 +278,13 @@ class Supervisor:
         if self._ticker:
             self._ticker.cancel()
         live = [d for d in self.deployments.values() if d.status.live]
-        await asyncio.gather(*(self._stop(d, restart.SERVER_SHUTDOWN) for d in live), return_exceptions=True)
+        kept = [d for d in live if d.ray_run is not None and self.ray.settings.reattach]
+        for dep in kept:  # left running on the cluster; the stored state says live, so the next server re-attaches
+            dep.ray_run.detached = True
+            if dep.task is not None:
+                dep.task.cancel()
+        await asyncio.gather(*(self._stop(d, restart.SERVER_SHUTDOWN) for d in live if d not in kept),
+                             return_exceptions=True)
         await self.engine_http.close()
         self.store.close()
 
@@ -371,6 +407,11 @@ class Supervisor:
         if dep.status is Status.IDLE:
             self._fire(dep, Event.BUSY)
 
+    def replica_unreachable(self, dep: Deployment, replica: Replica, reason: str) -> None:
+        """The gateway could not connect to a replica (a Ray replica leaves the rotation at once)."""
+        if dep.ray_run is not None:
+            dep.ray_run.unreachable(replica, reason)
+
     def request_finished(self, dep: Deployment) -> None:
         """A request left the gateway; the idle clock runs from here."""
         dep.in_flight = max(0, dep.in_flight - 1)
@@ -441,7 +482,7 @@ class Supervisor:
                 return False
         return True
 
-    def _start(self, dep: Deployment) -> None:
+    def _start(self, dep: Deployment, *, reattach: bool = False) -> None:
         dep.ending = None
         dep.exit_code = None
         dep.in_flight = 0
@@ -450,15 +491,25 @@ class Supervisor:
         dep.last_activity_at = time.time()
         dep.plan = None
         dep.progress = LoadProgress(started_at=dep.started_at)
-        self._fire(dep, Event.LAUNCH)
-        dep.task = asyncio.ensure_future(self._run(dep))
+        dep.replicas = []
+        self._fire(dep, Event.LAUNCH, "re-attaching its Ray replicas" if reattach else None)
+        dep.task = asyncio.ensure_future(self._run(dep, reattach=reattach))
 
-    async def _run(self, dep: Deployment) -> None:
+    async def _run(self, dep: Deployment, *, reattach: bool = False) -> None:
         try:
-            await self._run_engine(dep)
+            if dep.on_ray:
+                from .ray_run import RayRun
+
+                dep.ray_run = RayRun(self, dep, self.ray)
+                await dep.ray_run.run(reattach=reattach)
+            else:
+                await self._run_engine(dep)
         except Exception as exc:  # a bug must show as a failed deployment, not vanish
             log.exception("deployment %s crashed", dep.id)
             self._finish(dep, Event.CRASHED, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            if not (dep.ray_run is not None and dep.ray_run.detached):
+                dep.ray_run = None
 
     async def _run_engine(self, dep: Deployment) -> None:
         dep.port = free_port()
@@ -511,6 +562,9 @@ class Supervisor:
             dep.log.append(f"[modeldeploy] healthy after {time.time() - (dep.started_at or time.time()):.1f} s: serving")
             dep.last_activity_at = time.time()
             phases = progress.finish(time.time()) if progress is not None else []
+            dep.replicas = [Replica(id="local", address=dep.listen, engine_key=dep.engine_key, node=socket.gethostname(),
+                                    node_ip="127.0.0.1", pid=handle.pid)]
+            set_serving(dep.replicas[0])
             self._fire(dep, Event.READY)
             if phases and dep.history and dep.history[-1]["status"] == Status.ACTIVE.value:
                 dep.history[-1]["phases"] = phases  # elapsed time per loading phase, kept in the status history
@@ -620,7 +674,7 @@ class Supervisor:
             if dep.task is not None:
                 await asyncio.gather(dep.task, return_exceptions=True)
             return
-        if dep.process is None and dep.status is Status.SLEEPING:
+        if dep.process is None and dep.status is Status.SLEEPING and dep.ray_run is None:
             # Parked (its engine was stopped to free memory): nothing runs, so it just stops.
             self._fire(dep, Event.STOP, reason)
             self._fire(dep, Event.EXITED, reason)
@@ -635,6 +689,7 @@ class Supervisor:
         dep.stopped_at = time.time()
         dep.in_flight = 0
         dep.process = None
+        dep.replicas = []
         if dep.listen is not None:
             self._spawn(self.engine_http.forget(dep.listen))
             if dep.listen.socket_path:
@@ -709,6 +764,15 @@ class Supervisor:
         async with dep.wake_lock:
             if dep.status is not Status.SLEEPING:
                 return  # another request woke it while this one waited
+            if dep.ray_run is not None:
+                self._fire(dep, Event.WAKE)
+                if await dep.ray_run.wake():
+                    dep.last_activity_at = time.time()
+                    self._fire(dep, Event.WOKE)
+                elif dep.ending is None:
+                    await self._stop(dep, "no replica could start for an incoming request: "
+                                          + dep.ray_run._pending_reasons(), Event.CRASHED)
+                return
             if dep.process is not None:
                 self._fire(dep, Event.WAKE)
                 started = time.monotonic()

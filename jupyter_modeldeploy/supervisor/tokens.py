@@ -1,21 +1,55 @@
-"""Generated API tokens: scoped to one deployment or one project, optionally expiring.
+"""Generated API keys (tokens): scoped to one deployment or one project, a role, optionally some models.
 
 A token is shown once, when it is created; only its hash is stored. Lookups go through an
-in-memory index by hash, so checking a request costs one hash and one dict lookup.
+in-memory index by hash, so checking a request costs one hash and one dict lookup, and a
+revocation is seen by the very next request. The time a key was last used is kept in memory
+at each request and written to the store in batches (`pending_write`), never once per request.
+
+Roles: `inference` may call the deployment's serving API; `read` only its read routes
+(health, the model list, the deployment's metrics through the gateway), no inference.
 """
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 from .keys import hash_key, new_token
 from .store import Store
 
+Role = Literal["inference", "read"]
+ROLES: tuple[Role, ...] = ("inference", "read")
+
 
 @dataclass(frozen=True)
+class Quotas:
+    """A key's limits (None: no limit); the gateway's `QuotaBook` enforces them."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    max_in_flight: int | None = None
+    daily_tokens: int | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Quotas | None:
+        if not data:
+            return None
+        values = {k: data.get(k) for k in cls.__dataclass_fields__}
+        for name, value in values.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"quota {name} must be a positive integer")
+        quotas = cls(**values)
+        return quotas if any(v is not None for v in values.values()) else None
+
+    def to_json(self) -> dict[str, int | None]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(eq=False)
 class TokenInfo:
     """A token's public description (never the token itself)."""
 
@@ -27,30 +61,57 @@ class TokenInfo:
     created_at: float
     expires_at: float | None
     revoked_at: float | None
+    role: Role = "inference"
+    models: tuple[str, ...] | None = None  # None: every model of the scope
+    last_used_at: float | None = None
+    quotas: Quotas | None = None
 
     def valid(self, now: float) -> bool:
         """Not revoked and not expired."""
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
+    def scope(self) -> str:
+        """The scope in words, for error messages: `deployment d-1`, `project p`."""
+        return f"deployment {self.deployment_id}" if self.deployment_id else f"project {self.project}"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "prefix": self.prefix, "deployment_id": self.deployment_id,
             "project": self.project, "created_at": self.created_at, "expires_at": self.expires_at,
-            "revoked_at": self.revoked_at,
+            "revoked_at": self.revoked_at, "role": self.role,
+            "models": list(self.models) if self.models is not None else None, "last_used_at": self.last_used_at,
+            "quotas": self.quotas.to_json() if self.quotas is not None else None,
         }
 
 
+def _from_row(row: dict[str, Any]) -> TokenInfo:
+    values = {k: row.get(k) for k in TokenInfo.__dataclass_fields__}
+    values["role"] = values["role"] or "inference"
+    values["models"] = tuple(values["models"]) if values["models"] is not None else None
+    try:
+        values["quotas"] = Quotas.from_json(values["quotas"])
+    except ValueError:
+        values["quotas"] = None  # a damaged quota column: the key keeps working, without limits
+    return TokenInfo(**values)
+
+
 class TokenRegistry:
-    """Creates, lists, revokes and looks up tokens."""
+    """Creates, lists, changes, revokes and looks up tokens."""
 
     def __init__(self, store: Store):
         self.store = store
         self._by_hash: dict[str, TokenInfo] = {}
         self._by_id: dict[str, TokenInfo] = {}
+        self._hash_of: dict[str, str] = {}
+        self._used: dict[str, float] = {}  # last-used times not yet written
         for row in store.tokens():
-            info = TokenInfo(**{k: row[k] for k in TokenInfo.__dataclass_fields__})
-            self._by_hash[row["hash"]] = info
-            self._by_id[info.id] = info
+            info = _from_row(row)
+            self._index(row["hash"], info)
+
+    def _index(self, digest: str, info: TokenInfo) -> None:
+        self._by_hash[digest] = info
+        self._by_id[info.id] = info
+        self._hash_of[info.id] = digest
 
     def create(
         self,
@@ -59,28 +120,61 @@ class TokenRegistry:
         project: str | None = None,
         name: str | None = None,
         expires_in_s: float | None = None,
+        role: Role = "inference",
+        models: list[str] | None = None,
+        quotas: Quotas | None = None,
     ) -> tuple[str, TokenInfo]:
         """A new token for one deployment or one project; returns (token, info)."""
         if (deployment_id is None) == (project is None):
             raise ValueError("a token is scoped to exactly one of: deployment, project")
         if expires_in_s is not None and expires_in_s <= 0:
             raise ValueError("expires_in_s must be positive")
+        if role not in ROLES:
+            raise ValueError(f"role must be one of: {', '.join(ROLES)}")
+        if models is not None and not models:
+            raise ValueError("models, when given, names at least one model")
         token = new_token()
         now = time.time()
         info = TokenInfo(
             id="t-" + secrets.token_hex(4), name=name, prefix=token[:7], deployment_id=deployment_id,
             project=project, created_at=now, expires_at=now + expires_in_s if expires_in_s else None,
-            revoked_at=None,
+            revoked_at=None, role=role, models=tuple(dict.fromkeys(models)) if models else None, quotas=quotas,
         )
         digest = hash_key(token)
         self.store.add_token({**info.to_json(), "hash": digest})
-        self._by_hash[digest] = info
-        self._by_id[info.id] = info
+        self._index(digest, info)
         return token, info
 
     def list(self) -> list[TokenInfo]:
         """Every token, oldest first."""
         return sorted(self._by_id.values(), key=lambda t: t.created_at)
+
+    def get(self, token_id: str) -> TokenInfo:
+        """One token by id; KeyError when unknown."""
+        return self._by_id[token_id]
+
+    def _replace(self, info: TokenInfo, **changes: Any) -> TokenInfo:
+        new = replace(info, **changes)
+        self._index(self._hash_of[info.id], new)
+        return new
+
+    def update(self, token_id: str, *, name: str | None = None, expires_at: float | None = None,
+               clear_expiry: bool = False, quotas: Quotas | None = None, clear_quotas: bool = False) -> TokenInfo:
+        """Change a token's label, expiry or quotas (effective for its next request); KeyError when unknown."""
+        info = self._by_id[token_id]
+        changes: dict[str, Any] = {}
+        if quotas is not None or clear_quotas:
+            changes["quotas"] = quotas
+        if name is not None:
+            changes["name"] = name
+        if expires_at is not None or clear_expiry:
+            changes["expires_at"] = expires_at
+        new = self._replace(info, **changes)
+        self.store.update_token(self._row(new))
+        return new
+
+    def _row(self, info: TokenInfo) -> dict[str, Any]:
+        return {**info.to_json(), "hash": self._hash_of[info.id]}
 
     def revoke(self, token_id: str) -> TokenInfo:
         """Revoke a token at once; KeyError when unknown."""
@@ -88,17 +182,25 @@ class TokenRegistry:
         if info.revoked_at is None:
             now = time.time()
             self.store.revoke_token(token_id, now)
-            revoked = TokenInfo(**{**info.__dict__, "revoked_at": now})
-            self._by_id[token_id] = revoked
-            for digest, other in self._by_hash.items():
-                if other.id == token_id:
-                    self._by_hash[digest] = revoked
-            return revoked
+            return self._replace(info, revoked_at=now)
         return info
 
     def lookup(self, token: str) -> TokenInfo | None:
         """The token's info, or None when it was never issued."""
         return self._by_hash.get(hash_key(token))
+
+    def touch(self, info: TokenInfo, now: float) -> None:
+        """Note that a key was just used (in memory; `pending_write` hands the write over)."""
+        info.last_used_at = now
+        self._used[info.id] = now
+
+    def pending_write(self) -> Callable[[], None] | None:
+        """Take the last-used times noted since the last call (on the event loop); returns the write
+        to run (in a worker thread), or None when there is nothing to write."""
+        if not self._used:
+            return None
+        used, self._used = self._used, {}
+        return functools.partial(self.store.touch_tokens, used)
 
     def forget_deployment(self, deployment_id: str) -> None:
         """Drop the tokens of a deleted deployment from the index."""
@@ -106,3 +208,4 @@ class TokenRegistry:
             if info.deployment_id == deployment_id:
                 del self._by_hash[digest]
                 self._by_id.pop(info.id, None)
+                self._hash_of.pop(info.id, None)

@@ -32,7 +32,11 @@ from .common import (
     reason_html,
     status_badge,
 )
+from .keyusage import WINDOW_S as KEY_WINDOW_S
+from .keyusage import KeyUsagePanel
 from .poller import Poller
+from .requestlog import ROWS as LOG_ROWS
+from .requestlog import RequestLogPanel
 
 
 def summarize_answer(record: dict[str, Any], data: Any) -> str:
@@ -169,8 +173,11 @@ class Dashboard(Panel):
         self.chart_grid.add_class("modeldeploy-charts")
         self.metrics_note = W.HTML("")
 
+        self.key_usage = KeyUsagePanel()
+        self.request_log = RequestLogPanel()
         # Runs only from its own button: a sweep loads the engine.
         self.benchmark = BenchmarkPanel(self.ref, self.client)
+
         self.log = W.HTML("", layout=W.Layout(width="100%"))
         self.log.add_class("modeldeploy-log")
 
@@ -183,6 +190,8 @@ class Dashboard(Panel):
             section("Test"), test_box,
             section("Models"), self.models_table,
             section("Metrics"), self.metrics_note, self.chart_grid,
+            section("Usage per key"), self.key_usage.widget,
+            section("Requests"), self.request_log.widget,
             section("Console"), self.log,
             section("Benchmark"), self.benchmark.widget,
         ]
@@ -193,7 +202,7 @@ class Dashboard(Panel):
         """One poll: record, deployment metrics, host metrics, console tail (each on its own)."""
         with self._lock:
             for name, step in (("record", self.refresh_record), ("metrics", self.refresh_metrics),
-                               ("host", self.refresh_host), ("log", self.refresh_log)):
+                               ("host", self.refresh_host), ("keys", self.refresh_keys), ("log", self.refresh_log)):
                 try:
                     step()
                     self.errors.pop(name, None)
@@ -314,6 +323,11 @@ class Dashboard(Panel):
         self.feed.fetch_host()
         self.host_seen = True
         self._draw("host")
+
+    def refresh_keys(self) -> None:
+        """Per-key usage of the last hour (the table and the chart) and the newest requests."""
+        self.key_usage.show(self.client.usage(deployment=self.ref, since=time.time() - KEY_WINDOW_S))
+        self.request_log.show(self.client.requests(deployment=self.ref, limit=LOG_ROWS))
 
     def _draw(self, source: str) -> None:
         for key, spec in CHARTS.items():

@@ -48,6 +48,10 @@ export interface IDeployment {
   public?: boolean;
   has_api_key: boolean;
   notices: string[];
+  /** Where it runs: this host, or a Ray cluster. */
+  placement: 'local' | 'ray';
+  /** The engines serving it, with their nodes. */
+  replicas: IReplica[];
   config: Record<string, unknown>;
   /** While loading: the phase and its numbers (null otherwise). */
   progress?: ILoadProgress | null;
@@ -63,6 +67,20 @@ export interface ILoadProgress {
   bytes_total: number | null;
   rate_bytes_per_s: number | null;
   phases: { phase: string; started_at: number; elapsed_s: number; bytes?: number | null }[];
+}
+
+/** One engine serving a deployment (on this host, or a Ray replica on the node Ray chose). */
+export interface IReplica {
+  id: string;
+  state: 'starting' | 'serving' | 'down' | 'stopping';
+  node: string | null;
+  node_ip: string | null;
+  address: string | null;
+  in_flight: number;
+  requests: number;
+  started_at: number;
+  restarts: number;
+  reason: string | null;
 }
 
 /** The server's test command for a deployment (`POST .../test-command`). */

@@ -105,6 +105,28 @@ function ActionButton(props: {
   );
 }
 
+/** A Ray deployment's replicas: state, node, requests in flight and sent, restarts. */
+function Replicas(props: { d: IDeployment }): JSX.Element {
+  const { replicas } = props.d;
+  const serving = replicas.filter(r => r.state === 'serving').length;
+  return (
+    <details className="jp-ModelDeploy-replicas" data-replicas={replicas.length}>
+      <summary>
+        Ray: {serving} of {replicas.length} replica{replicas.length === 1 ? '' : 's'} serving
+      </summary>
+      <ul>
+        {replicas.map(r => (
+          <li key={r.id} className="jp-ModelDeploy-replica" data-state={r.state} title={r.reason ?? r.address ?? ''}>
+            <span className="jp-ModelDeploy-replicaState">{r.state}</span>
+            <span className="jp-ModelDeploy-replicaNode">{r.node_ip ?? '?'} · {(r.node ?? '').slice(0, 8)}</span>
+            <span>{r.in_flight} in flight · {r.requests} sent{r.restarts ? ` · ${r.restarts} restart(s)` : ''}</span>
+          </li>
+        ))}
+      </ul>
+    </details>
+  );
+}
+
 function DeploymentItem(props: { d: IDeployment; actions: IPanelActions }): JSX.Element {
   const { d, actions } = props;
   const serving = d.serving;
@@ -135,6 +157,7 @@ function DeploymentItem(props: { d: IDeployment; actions: IPanelActions }): JSX.
       {!d.live && d.status_reason && (
         <Reason d={d} />
       )}
+      {d.placement === 'ray' && d.live && <Replicas d={d} />}
       <div className="jp-ModelDeploy-actions">
         {d.actions.includes('stop') && (
           <ActionButton icon={stopIcon} label="Stop" action="stop" onClick={() => actions.stop(d)} />

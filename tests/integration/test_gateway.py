@@ -248,3 +248,27 @@ def test_slow_engine_gets_504_not_a_hung_client(smollm2_gguf: Path, tmp_path: Pa
         client.delete(record["id"])
     finally:
         server.stop()
+
+
+def test_usage_per_key_equals_the_engines_usage_streamed_and_not(jupyter_server: JupyterProcess,
+                                                                  two_deployments: tuple[dict, dict]) -> None:
+    a, _ = two_deployments
+    client = jupyter_server.client()
+    key = client.create_token(deployment=a["id"], name="usage check")
+    sdk = openai.OpenAI(base_url=a["api_base"], api_key=key["token"], max_retries=0)
+    prompt = completion = 0
+    for max_tokens in (3, 6):
+        answer = sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Count"}],
+                                             max_tokens=max_tokens)
+        prompt += answer.usage.prompt_tokens
+        completion += answer.usage.completion_tokens
+        stream = sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Say hello"}],
+                                             max_tokens=max_tokens, stream=True, stream_options={"include_usage": True})
+        final = [chunk.usage for chunk in stream if chunk.usage is not None]
+        assert len(final) == 1
+        prompt += final[0].prompt_tokens
+        completion += final[0].completion_tokens
+    rows = client.usage(key=key["id"])
+    assert sum(r["requests"] for r in rows) == 4 and sum(r["errors"] for r in rows) == 0
+    assert (sum(r["prompt_tokens"] for r in rows), sum(r["completion_tokens"] for r in rows)) == (prompt, completion)
+    assert {r["model"] for r in rows} == {MODEL}

@@ -11,8 +11,6 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,13 +19,6 @@ from tests.support.gateway_harness import ENGINE_KEY, GatewayThread
 from tests.support.raw_http import RawConnection, RawResponse
 
 CHAT = "/v1/chat/completions"
-
-
-@pytest.fixture
-def gw(tmp_path: Path) -> Iterator[GatewayThread]:
-    thread = GatewayThread(tmp_path, upstream_timeout_s=1.5)
-    yield thread
-    thread.close()
 
 
 class Callers:

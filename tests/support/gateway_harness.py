@@ -22,6 +22,7 @@ from jupyter_modeldeploy.gateway.proxy import ENDPOINT_PATTERN, EndpointHandler,
 from jupyter_modeldeploy.gateway.records import RequestRecord
 from jupyter_modeldeploy.supervisor import Deployment, Status, Supervisor
 from jupyter_modeldeploy.supervisor.keys import hash_key
+from jupyter_modeldeploy.supervisor.replicas import Replica, set_serving
 from jupyter_modeldeploy.supervisor.tokens import TokenRegistry
 
 ENGINE_KEY = "engine-private-key-" + "x" * 16
@@ -80,6 +81,8 @@ class Harness:
         dep.process = ExternalEngine()
         dep.engine_key = ENGINE_KEY
         dep.status = Status.ACTIVE
+        dep.replicas = [Replica(id="local", address=address, engine_key=ENGINE_KEY)]
+        set_serving(dep.replicas[0])
         self.supervisor.deployments[dep.id] = dep
         return dep, key
 

@@ -27,6 +27,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def log_tail(path: Path, n: int = 40) -> str:
+    """The last lines of a log file ("" when there is none)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 60.0, *, group: bool = False) -> None:
+    """SIGTERM, then SIGKILL (to its process group with `group`) after `timeout`."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        proc.wait()
+
+
 class JupyterProcess:
     """A `jupyter lab` (or `jupyter server`) process with its own config, data and state dirs."""
 
@@ -111,20 +134,10 @@ class JupyterProcess:
         return httpx.request(method, f"{self.url}api/modeldeploy/{path}", headers=headers, timeout=60, **kwargs)
 
     def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, n)
 
     def stop(self, timeout: float = 60.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc, timeout)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -16,7 +16,8 @@ from jupyter_modeldeploy.config import (
 )
 
 COMMON = {
-    "Instance": ["name", "project", "target", "gpus", "route"],
+    "Instance": ["name", "project", "gpus", "route"],
+    "Placement": ["placement"],
     "General": ["hf_token", "api_key", "env", "debug", "log_level", "disable_logs", "cpu_offload", "disk_swap",
                 "max_cuda_memory_gib", "cuda_memory_min_threshold_kb"],
     "Idle": ["idle_time_limit_hours", "last_action_report_interval_s"],

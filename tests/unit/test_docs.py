@@ -8,8 +8,10 @@ from pathlib import Path
 import yaml
 
 from jupyter_modeldeploy.config.reference import render
+from jupyter_modeldeploy.server_ext.activity_handlers import activity_handlers
 from jupyter_modeldeploy.server_ext.dashboard import dashboard_handlers
 from jupyter_modeldeploy.server_ext.handlers import api_handlers
+from jupyter_modeldeploy.server_ext.jupyter_ai_handlers import jupyter_ai_handlers
 from jupyter_modeldeploy.server_ext.metrics_handlers import metrics_handlers
 from jupyter_modeldeploy.server_ext.openapi import update
 from jupyter_modeldeploy.server_ext.validate import validate_handlers
@@ -29,6 +31,7 @@ def test_openapi_covers_every_rest_route() -> None:
     paths = set(spec["paths"])
     prefix = "/api/modeldeploy"
     routes = api_handlers(prefix) + metrics_handlers(prefix) + view_handlers(prefix) + validate_handlers(prefix)
+    routes += activity_handlers(prefix) + jupyter_ai_handlers(prefix)
     routes += [h for h in dashboard_handlers(prefix) if h[0].startswith(prefix)]  # not the page itself
     for pattern, handler in routes:
         path = to_openapi(pattern)
@@ -37,7 +40,7 @@ def test_openapi_covers_every_rest_route() -> None:
                 assert path.replace("ACTION", action) in paths, path
             continue
         assert path in paths, f"{path} ({handler.__name__}) is missing from docs/openapi.yaml"
-        methods = {m for m in ("get", "post", "delete") if m in handler.__dict__ and handler.__dict__[m] is not None}
+        methods = {m for m in ("get", "post", "delete", "patch") if m in handler.__dict__ and handler.__dict__[m] is not None}
         documented = set(spec["paths"][path]) - {"parameters"}
         assert methods <= documented, (path, methods, documented)
     assert "/modeldeploy/endpoints/{route}/{path}" in paths

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from jupyter_modeldeploy.gateway.auth import authorize, presented_key
+from jupyter_modeldeploy.gateway.auth import authorize, model_refusal, presented_key, role_refusal
 from jupyter_modeldeploy.gateway.proxy import input_count
 from jupyter_modeldeploy.gateway.usage import UsageTap, wants_usage_injection
 from jupyter_modeldeploy.supervisor.keys import hash_key, key_matches, new_token
@@ -165,3 +165,21 @@ def test_a_held_event_is_released_when_no_usage_event_follows() -> None:
     tap = UsageTap("text/event-stream", drop_injected_usage=True)
     held = tap.feed(sse(last))
     assert held == b"" and tap.close() == sse(last)
+
+
+def test_roles_and_model_scopes() -> None:
+    read = token()
+    read.role = "read"
+    assert role_refusal(read, "GET") is None and role_refusal(read, "HEAD") is None
+    refused = role_refusal(read, "POST")
+    assert refused is not None and refused.status == 403 and "'read'" in refused.message
+    assert role_refusal(token(), "POST") is None and role_refusal(None, "POST") is None
+    scoped = token()
+    scoped.models = ("a", "b")
+    assert model_refusal(scoped, "a") is None
+    wrong = model_refusal(scoped, "c")
+    assert wrong is not None and wrong.status == 403 and "a, b" in wrong.message and "'c'" in wrong.message
+    unnamed = model_refusal(scoped, None)
+    assert unnamed is not None and "name one" in unnamed.message
+    assert model_refusal(token(), "anything") is None
+    assert "deployment d2" in decide("x", token(deployment_id="d2")).message

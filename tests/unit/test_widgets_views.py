@@ -112,6 +112,28 @@ class FakeClient:
     def logs(self, ref: str, tail: int = 200) -> list[str]:
         return [f"line {i}" for i in range(3)]
 
+    def requests(self, **filters: Any) -> list[dict[str, Any]]:
+        self.calls.append(("requests", filters))
+        row = {"at": 1_700_000_000.0, "deployment_id": "d-1", "model": "smol", "method": "POST",
+               "route": "/v1/chat/completions", "streamed": False}
+        return [
+            {**row, "id": 2, "key_id": "t-a", "key_name": "alice", "status": 200, "latency_ms": 12.34,
+             "first_token_ms": None, "prompt_tokens": 5, "completion_tokens": 9, "has_bodies": True},
+            {**row, "id": 1, "key_id": "none", "key_name": None, "status": 401, "latency_ms": 0.5,
+             "first_token_ms": None, "prompt_tokens": None, "completion_tokens": None, "has_bodies": False},
+        ]
+
+    def usage(self, **filters: Any) -> list[dict[str, Any]]:
+        self.calls.append(("usage", filters))
+        row = {"minute": 1_700_000_000, "deployment_id": "d-1", "deployment": "smol", "model": "smol", "errors": 0}
+        return [
+            {**row, "key_id": "t-a", "key_name": "alice", "requests": 2, "prompt_tokens": 5, "completion_tokens": 9},
+            {**row, "key_id": "t-a", "key_name": "alice", "requests": 1, "prompt_tokens": 1, "completion_tokens": 3,
+             "minute": 1_700_000_060},
+            {**row, "key_id": "api-key", "key_name": None, "requests": 1, "errors": 1, "prompt_tokens": 0,
+             "completion_tokens": 0, "model": "other"},
+        ]
+
     def export(self, ref: str, include_secrets: bool = False) -> dict[str, Any]:
         return dict(self._find(ref)["config"])
 
@@ -646,3 +668,28 @@ def test_kind_labels_are_the_lab_forms() -> None:
     block = re.search(r"const KIND_LABELS[^{]*\{([^}]*)\}", source)
     assert block, "no KIND_LABELS in form.tsx"
     assert dict(re.findall(r"(\w+): '([^']*)'", block.group(1))) == KIND_LABELS
+
+
+def test_dashboard_shows_usage_per_key_in_a_table_and_a_chart() -> None:
+    client = FakeClient()
+    dash = Dashboard("smol", client, autostart=False)
+    dash.refresh()
+    asked = [c[1] for c in client.calls if c[0] == "usage"][-1]
+    assert asked["deployment"] == dash.ref and asked["since"] > 0
+    table = dash.key_usage.table.value
+    assert "alice (t-a)" in table and "api-key" in table and table.index("alice") < table.index("api-key")
+    assert "<td style='padding:2px 12px 2px 0;text-align:right'>3</td>" in table  # alice's requests summed
+    assert list(dash.key_usage.bars.x) == ["alice (t-a)", "api-key"]
+    assert [list(y) for y in dash.key_usage.bars.y] == [[6, 0], [12, 0]]
+    dash.close()
+
+
+def test_dashboard_lists_the_newest_requests() -> None:
+    client = FakeClient()
+    dash = Dashboard("smol", client, autostart=False)
+    dash.refresh()
+    assert [c[1]["limit"] for c in client.calls if c[0] == "requests"][-1] == 20
+    table = dash.request_log.widget.value
+    assert table.index("alice") < table.index(">none<") and ">401<" in table and ">12.3<" in table
+    assert ">#2<" in table and "%deploy replay" in table  # the captured one, and how to replay it
+    dash.close()

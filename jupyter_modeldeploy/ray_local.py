@@ -1,0 +1,257 @@
+"""A Ray cluster on this machine for trying Ray placement: `jupyter modeldeploy ray start|stop|status`.
+
+Each node is a `ray start --block` process in its own process group, so this cluster can be
+stopped (or one node of it lost, as tests do) without touching any other Ray on the machine.
+Node `i` carries the custom resource `node_<i>` and the label `modeldeploy-node=<i>`, so a
+deployment can pin replicas to nodes. The cluster's address and node processes are kept in
+the user's cache directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .paths import cache_root as cache_dir
+
+STATE_FILE = "ray-local.json"
+DEFAULT_PORT = 6389
+
+
+class LocalClusterError(RuntimeError):
+    """The local cluster cannot be started or reached; the message says why."""
+
+
+@dataclass
+class LocalNode:
+    """One node: its `ray start --block` process (a process group) and what it offers."""
+
+    pid: int
+    resources: dict[str, float]
+    labels: dict[str, str]
+    num_cpus: float
+    head: bool = False
+
+
+@dataclass
+class LocalCluster:
+    """A local multi-node Ray cluster: the head's address and every node."""
+
+    address: str
+    nodes: list[LocalNode] = field(default_factory=list)
+    log_dir: str = ""
+
+    def alive(self) -> list[LocalNode]:
+        """The nodes whose process still runs."""
+        return [n for n in self.nodes if _running(n.pid)]
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def ray_executable() -> str:
+    """The `ray` command of this environment."""
+    here = Path(sys.executable).parent / "ray"
+    found = str(here) if here.exists() else shutil.which("ray")
+    if not found:
+        raise LocalClusterError("Ray is not installed: pip install 'jupyter-modeldeploy[ray]'")
+    return found
+
+
+def _state_path() -> Path:
+    return cache_dir() / STATE_FILE
+
+
+def load_state() -> LocalCluster | None:
+    """The cluster `start` recorded, if any."""
+    try:
+        data = json.loads(_state_path().read_text())
+    except (OSError, ValueError):
+        return None
+    return LocalCluster(address=data["address"], nodes=[LocalNode(**n) for n in data["nodes"]],
+                        log_dir=data.get("log_dir", ""))
+
+
+def _save_state(cluster: LocalCluster) -> None:
+    path = _state_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(cluster), indent=2) + "\n")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(1.0)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise LocalClusterError(f"the Ray head did not listen on port {port} within {timeout:g} s")
+
+
+def _import_shim() -> Path:
+    """A folder whose `rfc3987_syntax` refuses to import, for the nodes' PYTHONPATH.
+
+    Every Ray process imports jsonschema, which imports the optional rfc3987-syntax when it is
+    installed (Jupyter's event schemas pull it in); that module compiles a grammar at import, about
+    3 s of CPU per process. A node starts half a dozen such processes at once, and Ray 2.60's raylet
+    gives its agents a fixed 15 s to come up: on a small, busy machine they miss it. jsonschema treats
+    the module as optional (its IRI format check is skipped), and nothing else of a node uses it.
+    """
+    folder = cache_dir() / "ray-local-shim"
+    module = folder / "rfc3987_syntax.py"
+    if not module.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        module.write_text('raise ImportError("left out of local Ray nodes: see jupyter_modeldeploy.ray_local")\n')
+    return folder
+
+
+def start_node(
+    *, address: str | None, port: int, num_cpus: float, resources: dict[str, float], labels: dict[str, str],
+    log_dir: Path, env: dict[str, str] | None = None,
+) -> LocalNode:
+    """Start one node (the head when `address` is None) as `ray start --block` in its own process group."""
+    argv = [ray_executable(), "start", "--block", f"--num-cpus={num_cpus:g}", "--num-gpus=0",
+            f"--resources={json.dumps(resources)}", "--disable-usage-stats"]
+    # Agent ports fixed up front: left to the agents, the raylet waits for them to write their ports
+    # and gives up after a few seconds on a loaded machine, where the agents start slowly.
+    argv += [f"--dashboard-agent-grpc-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
+             f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
+    if labels:
+        argv.append("--labels=" + ",".join(f"{k}={v}" for k, v in labels.items()))
+    if address is None:
+        argv += ["--head", f"--port={port}", "--include-dashboard=false"]
+    else:
+        argv.append(f"--address={address}")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    name = "head" if address is None else "-".join(resources) or "node"
+    log = (log_dir / f"{name}-{int(time.time() * 1000)}.log").open("ab")
+    # A loaded machine starts a node's agents slowly: give them longer than Ray's default.
+    proc_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_raylet_start_wait_time_s": "180",
+                "RAY_agent_register_timeout_ms": "180000",
+                "RAY_enable_worker_prestart": "0", **(env or {})}
+    proc_env.pop("RAY_ADDRESS", None)
+    proc_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_import_shim()), proc_env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=proc_env,
+                            start_new_session=True)
+    return LocalNode(pid=proc.pid, resources=resources, labels=labels, num_cpus=num_cpus, head=address is None)
+
+
+def node_count(address: str, timeout: float = 30.0) -> int:
+    """How many nodes the cluster reports alive (`ray status`), 0 when it does not answer."""
+    try:
+        out = subprocess.run([ray_executable(), "status", f"--address={address}"], capture_output=True, text=True,
+                             timeout=timeout, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}).stdout
+    except subprocess.TimeoutExpired:
+        return 0
+    active, count = False, 0
+    for line in out.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("Active:"):
+            active = True
+            continue
+        if active:
+            if stripped.startswith("1 node_"):
+                count += 1
+            elif stripped and not stripped[0].isdigit():
+                break
+    return count
+
+
+def wait_for_nodes(address: str, count: int, timeout: float = 120.0) -> None:
+    """Wait until `count` nodes are alive."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        seen = node_count(address)
+        if seen >= count:
+            return
+        time.sleep(1.0)
+    raise LocalClusterError(f"{seen} of {count} Ray nodes came up within {timeout:g} s")
+
+
+def start(*, nodes: int = 2, cpus_per_node: float = 1, port: int = DEFAULT_PORT, log_dir: Path | None = None,
+          head_cpus: float = 0, record: bool = True) -> LocalCluster:
+    """A head (no CPUs by default: replicas go to the worker nodes) and `nodes` worker nodes.
+
+    `record`: kept in the cache directory for `status` and `stop` (tests keep their clusters to themselves).
+    """
+    existing = load_state() if record else None
+    if existing is not None and existing.alive():
+        raise LocalClusterError(f"a local cluster already runs at {existing.address}: "
+                                "'jupyter modeldeploy ray stop' first")
+    logs = log_dir or cache_dir() / "ray-local-logs"
+    address = f"127.0.0.1:{port}"
+    cluster = LocalCluster(address=address, log_dir=str(logs))
+    cluster.nodes.append(start_node(address=None, port=port, num_cpus=head_cpus, resources={"head": 1},
+                                    labels={"modeldeploy-node": "head"}, log_dir=logs))
+    if record:
+        _save_state(cluster)
+    try:
+        _wait_port(port, 120)
+        wait_for_nodes(address, 1)
+        for i in range(nodes):  # one at a time: nodes starting together can miss Ray's start-up deadlines
+            cluster.nodes.append(add_node(cluster, i, cpus=cpus_per_node))
+            if record:
+                _save_state(cluster)
+            wait_for_nodes(address, i + 2)
+    except LocalClusterError:
+        stop(cluster)
+        raise
+    return cluster
+
+
+def add_node(cluster: LocalCluster, index: int, *, cpus: float = 1, resources: dict[str, float] | None = None) -> LocalNode:
+    """One more worker node, with `node_<index>` (and `resources`) and label `modeldeploy-node=<index>`."""
+    node = start_node(address=cluster.address, port=0, num_cpus=cpus,
+                      resources={f"node_{index}": 1, **(resources or {})},
+                      labels={"modeldeploy-node": str(index)}, log_dir=Path(cluster.log_dir))
+    return node
+
+
+def kill_node(node: LocalNode, sig: int = signal.SIGKILL) -> None:
+    """End one node's processes at once (a lost node), or stop them with SIGTERM."""
+    try:
+        os.killpg(node.pid, sig)
+    except ProcessLookupError:
+        return
+
+
+def stop(cluster: LocalCluster | None = None, timeout: float = 30.0) -> int:
+    """Stop every node of the cluster (workers first); how many were running."""
+    cluster = cluster or load_state()
+    if cluster is None:
+        return 0
+    running = cluster.alive()
+    for node in sorted(running, key=lambda n: n.head):
+        kill_node(node, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and cluster.alive():
+        time.sleep(0.2)
+    for node in cluster.alive():
+        kill_node(node, signal.SIGKILL)
+    recorded = load_state()
+    if recorded is not None and recorded.address == cluster.address:
+        _state_path().unlink(missing_ok=True)
+    return len(running)

@@ -1,0 +1,279 @@
+"""Deployments on a real multi-node Ray cluster (three worker nodes on this machine) behind the same gateway.
+
+Each replica is the real engine (llama-server on SmolLM2, sentence-transformers on MiniLM)
+on the node Ray picked; requests go through a real Jupyter server's gateway with the
+official `openai` client.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import psutil
+import pytest
+
+from jupyter_modeldeploy import ray_local
+from jupyter_modeldeploy.client import ModelDeployClient
+from tests.support.embedding_models import minilm_path
+from tests.support.jupyter import JupyterProcess, free_port
+from tests.support.ray_cluster import left_on_cluster, node_of, start_cluster, wait_until
+
+pytestmark = pytest.mark.integration
+
+KEY = "sk-ray-test-key-0001"
+CHAT = [{"role": "user", "content": "Name three colours."}]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ray_local.LocalCluster]:
+    started = start_cluster(tmp_path_factory.mktemp("ray-logs"), nodes=3)
+    yield started
+    ray_local.stop(started)
+
+
+def ray_server(home: Path, cluster: ray_local.LocalCluster, *extra: str) -> JupyterProcess:
+    return JupyterProcess(home, extra_args=[f"--ModelDeployApp.ray_address={cluster.address}",
+                                            "--ModelDeployApp.health_timeout_s=240", *extra]).start(timeout=180)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, cluster: ray_local.LocalCluster,
+           llama_server_bin: Path) -> Iterator[JupyterProcess]:
+    jupyter = ray_server(tmp_path_factory.mktemp("jupyter-ray"), cluster)
+    yield jupyter
+    jupyter.stop()
+
+
+def llama_config(gguf: Path, name: str, **placement: Any) -> dict[str, Any]:
+    return {"kind": "llamacpp", "name": name, "model": str(gguf), "api_key": KEY, "threads": 1, "ctx_size": 1024,
+            "parallel": 2, "placement": {"target": "ray", **placement}}
+
+
+def wait_record(client: ModelDeployClient, ref: str, check: Any, timeout: float, what: str) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        record = client.get(ref)
+        assert record["status"] != "failed", record["status_reason"]
+        return record if check(record) else None
+
+    try:
+        return wait_until(ready, timeout, what)
+    except AssertionError:
+        print("\n".join(client.logs(ref, tail=60)))
+        raise
+
+
+def serving(n: int) -> Any:
+    return lambda r: r["status"] in ("active", "idle") and sum(x["state"] == "serving" for x in r["replicas"]) == n
+
+
+def oai(record: dict[str, Any]) -> openai.OpenAI:
+    return openai.OpenAI(base_url=record["api_base"], api_key=KEY, max_retries=0, timeout=120)
+
+
+def chat(record: dict[str, Any], max_tokens: int = 8) -> str:
+    answer = oai(record).chat.completions.create(model="any", messages=CHAT, max_tokens=max_tokens, temperature=0,
+                                                 seed=1)
+    return answer.choices[0].message.content or ""
+
+
+def delete_and_check_clean(jupyter: JupyterProcess, cluster: ray_local.LocalCluster, ref: str) -> None:
+    jupyter.client().delete(ref)
+    left = wait_until(lambda: (lambda x: x if not (x["named"] or x["alive"] or x["placement_groups"]) else None)(
+        left_on_cluster(cluster.address)) or None, 60, "no actor or placement group left")
+    assert left == {"named": [], "alive": [], "placement_groups": []}
+
+
+def test_two_replicas_pinned_to_two_nodes_both_serve_chat(server: JupyterProcess, cluster: ray_local.LocalCluster,
+                                                          smollm2_gguf: Path) -> None:
+    client = server.client()
+    record = client.launch(llama_config(smollm2_gguf, "ray-pinned", replicas={"min": 2, "max": 2},
+                                        resources={"cpus": 1, "node_labels": {"modeldeploy-node": "in(0,1)"}}))
+    try:
+        record = wait_record(client, record["id"], serving(2), 240, "two replicas serving")
+        assert record["placement"] == "ray"
+        labels = {node_of(cluster, r["pid"]).labels["modeldeploy-node"] for r in record["replicas"]}
+        assert labels == {"0", "1"}
+        answers = [chat(record) for _ in range(6)]
+        assert all(answers)
+        stream = oai(record).chat.completions.create(model="any", messages=CHAT, max_tokens=8, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        per_replica = [r["requests"] for r in client.get(record["id"])["replicas"]]
+        assert len(per_replica) == 2 and min(per_replica) >= 3, per_replica
+    finally:
+        delete_and_check_clean(server, cluster, record["id"])
+
+
+def test_load_scales_up_to_max_idle_scales_to_zero_and_a_request_brings_one_back(
+    server: JupyterProcess, cluster: ray_local.LocalCluster, smollm2_gguf: Path
+) -> None:
+    client = server.client()
+    record = client.launch(llama_config(
+        smollm2_gguf, "ray-autoscale", replicas={"min": 0, "max": 2, "initial": 1}, resources={"cpus": 1},
+        autoscaling={"target_in_flight": 1, "upscale_delay_s": 0, "downscale_delay_s": 3},
+    ))
+    stop = threading.Event()
+    statuses: list[int] = []
+
+    def load() -> None:
+        with httpx.Client(timeout=120) as http:
+            while not stop.is_set():
+                answer = http.post(f"{record['api_base']}/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                                   json={"messages": CHAT, "max_tokens": 48})
+                statuses.append(answer.status_code)
+
+    try:
+        record = wait_record(client, record["id"], serving(1), 240, "one replica serving")
+        workers = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        wait_record(client, record["id"], serving(2), 240, "scaled up to two replicas")
+        stop.set()
+        for worker in workers:
+            worker.join(120)
+        assert statuses and set(statuses) == {200}, sorted(set(statuses))
+        asleep = wait_record(client, record["id"], lambda r: r["status"] == "sleeping" and not r["replicas"], 120,
+                             "scaled to zero")
+        assert "scaled to zero" in (asleep["status_reason"] or "")
+        assert chat(record)  # held while a replica comes up
+        back = client.get(record["id"])
+        assert back["status"] == "active" and len(back["replicas"]) == 1
+    finally:
+        stop.set()
+        delete_and_check_clean(server, cluster, record["id"])
+
+
+def test_a_node_lost_mid_load_gives_no_5xx_after_it_went_and_the_replicas_recover(
+    server: JupyterProcess, cluster: ray_local.LocalCluster, smollm2_gguf: Path
+) -> None:
+    client = server.client()
+    record = client.launch(llama_config(smollm2_gguf, "ray-node-loss", replicas={"min": 2, "max": 2},
+                                        resources={"cpus": 1, "node_labels": {"modeldeploy-node": "in(0,1,2)"}}))
+    stop = threading.Event()
+    results: list[tuple[float, int]] = []
+
+    def load() -> None:
+        with httpx.Client(timeout=120) as http:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    code = http.post(f"{record['api_base']}/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                                     json={"messages": CHAT, "max_tokens": 6}).status_code
+                except httpx.HTTPError:
+                    code = 599  # a connection cut by the dying replica counts as a server error
+                results.append((started, code))
+
+    try:
+        record = wait_record(client, record["id"], serving(2), 240, "two replicas serving")
+        victim = record["replicas"][0]
+        node = node_of(cluster, victim["pid"])
+        workers = [threading.Thread(target=load, daemon=True) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        wait_until(lambda: len(results) >= 6, 60, "load running")
+        engine = psutil.Process(victim["pid"])
+        ray_local.kill_node(node)
+        engine.wait(60)  # the replica is gone once its engine is
+        gone_at = time.monotonic()
+        recovered = wait_record(
+            client, record["id"],
+            lambda r: serving(2)(r) and victim["id"] not in {x["id"] for x in r["replicas"] if x["restarts"] == 0},
+            240, "two replicas serving again, one restarted elsewhere")
+        time.sleep(2)
+        stop.set()
+        for worker in workers:
+            worker.join(120)
+        after = [code for started, code in results if started > gone_at]
+        assert after and all(code < 500 for code in after), sorted(set(after))
+        assert len(recovered["replicas"]) == 2
+        assert node.labels["modeldeploy-node"] not in {
+            node_of(cluster, r["pid"]).labels["modeldeploy-node"] for r in recovered["replicas"]}
+    finally:
+        stop.set()
+        delete_and_check_clean(server, cluster, record["id"])
+
+
+def test_embedding_deployment_on_ray(server: JupyterProcess, cluster: ray_local.LocalCluster) -> None:
+    client = server.client()
+    record = client.launch({
+        "kind": "embedding", "name": "ray-embed", "api_key": KEY, "threads": 1,
+        "models": [{"model": str(minilm_path()), "served_name": "minilm"}],
+        "placement": {"target": "ray", "resources": {"cpus": 1}},
+    })
+    try:
+        record = wait_record(client, record["id"], serving(1), 300, "embedding replica serving")
+        vectors = oai(record).embeddings.create(model="minilm", input=["a cat", "a dog"])
+        assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 384
+        assert vectors.usage.prompt_tokens > 0
+    finally:
+        delete_and_check_clean(server, cluster, record["id"])
+
+
+def test_the_same_exported_json_answers_the_same_locally_and_on_ray(
+    server: JupyterProcess, cluster: ray_local.LocalCluster, smollm2_gguf: Path
+) -> None:
+    client = server.client()
+    on_ray = client.launch(llama_config(smollm2_gguf, "ray-same", resources={"cpus": 1}))
+    local = None
+    try:
+        on_ray = wait_record(client, on_ray["id"], serving(1), 240, "ray replica serving")
+        exported = client.export(on_ray["id"], include_secrets=True)
+        assert exported["placement"]["target"] == "ray"
+        local = client.import_config({**exported, "name": "local-same", "placement": {"target": "local"}})
+        local = wait_record(client, local["id"], serving(1), 240, "local engine serving")
+        assert local["placement"] == "local" and local["replicas"][0]["id"] == "local"
+        assert chat(on_ray, 24) == chat(local, 24)
+    finally:
+        if local is not None:
+            client.delete(local["id"])
+        delete_and_check_clean(server, cluster, on_ray["id"])
+
+
+def test_a_restarted_jupyter_server_reattaches_its_ray_replicas(
+    tmp_path: Path, cluster: ray_local.LocalCluster, smollm2_gguf: Path, llama_server_bin: Path
+) -> None:
+    first = ray_server(tmp_path / "home", cluster)
+    client = first.client()
+    record = client.launch(llama_config(smollm2_gguf, "ray-reattach", resources={"cpus": 1}))
+    second = None
+    try:
+        record = wait_record(client, record["id"], serving(1), 240, "replica serving")
+        replica = record["replicas"][0]
+        first.stop()
+        assert psutil.pid_exists(replica["pid"])  # the replica outlives the server
+        second = JupyterProcess(tmp_path / "home", extra_args=first.extra_args).start(timeout=180)
+        again = wait_record(second.client(), record["id"], serving(1), 120, "re-attached")
+        assert [r["id"] for r in again["replicas"]] == [replica["id"]]
+        assert again["replicas"][0]["pid"] == replica["pid"]
+        assert left_on_cluster(cluster.address)["named"] == [replica["id"]]
+        assert chat(again)
+    finally:
+        for jupyter in (second, first):
+            if jupyter is not None and jupyter.proc is not None and jupyter.proc.poll() is None:
+                delete_and_check_clean(jupyter, cluster, record["id"])
+                jupyter.stop()
+
+
+def test_an_unreachable_cluster_fails_that_deployment_only(tmp_path: Path, smollm2_gguf: Path,
+                                                           llama_server_bin: Path) -> None:
+    jupyter = JupyterProcess(tmp_path / "home", extra_args=[f"--ModelDeployApp.ray_address=127.0.0.1:{free_port()}"])
+    jupyter.start()
+    try:
+        client = jupyter.client()
+        local = client.launch({"kind": "llamacpp", "name": "still-local", "model": str(smollm2_gguf), "threads": 1,
+                               "ctx_size": 512, "api_key": KEY})
+        record = client.launch(llama_config(smollm2_gguf, "no-cluster"))
+        failed = wait_until(lambda: (r := client.get(record["id"]))["status"] == "failed" and r, 60, "failed")
+        assert "no Ray cluster answers" in failed["status_reason"]
+        assert wait_until(lambda: client.get(local["id"])["status"] in ("active", "idle"), 120, "local serves")
+        assert client.get(local["id"])["status_reason"] is None
+        with pytest.raises(openai.APIStatusError) as refused:  # the failed deployment answers nothing
+            chat(failed)
+        assert refused.value.status_code == 503
+    finally:
+        jupyter.stop()

@@ -1,0 +1,103 @@
+"""The request log end to end: each request once, with its key, model, route, status, latency and
+tokens; captures off by default, on per deployment with secrets redacted and a size cap; a DataFrame;
+replay against the same deployment and another."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from jupyter_modeldeploy.magics import DeployMagic
+from tests.support.fake_server import fake_deployment, fake_jupyter
+from tests.support.jupyter import JupyterProcess
+
+pytestmark = pytest.mark.integration
+
+FIXED_KEY = "sk-log-fixed-key-0001"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[JupyterProcess, dict, dict]]:
+    jupyter = fake_jupyter(tmp_path_factory.mktemp("log"), "--ModelDeployApp.request_log_max_rows=50")
+    client = jupyter.client()
+    plain = client.wait(client.launch(fake_deployment("log-plain", api_key=FIXED_KEY))["id"], timeout=60)
+    captured = client.wait(client.launch(fake_deployment("log-capture", capture_bodies=True, capture_max_bytes=300))["id"],
+                           timeout=60)
+    yield jupyter, plain, captured
+    client.delete(plain["id"])
+    client.delete(captured["id"])
+    jupyter.stop()
+
+
+def chat(record: dict, key: str, content: str = "hi", **extra: object) -> httpx.Response:
+    body = {"model": record["models"][0]["name"], "messages": [{"role": "user", "content": content}], "max_tokens": 4,
+            **extra}
+    return httpx.post(record["api_base"] + "/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"},
+                      timeout=30)
+
+
+def test_each_request_once_and_no_bodies_by_default(server: tuple[JupyterProcess, dict, dict]) -> None:
+    jupyter, plain, _ = server
+    client = jupyter.client()
+    key = client.create_token(deployment=plain["id"], name="logged")
+    assert chat(plain, key["token"]).status_code == 200
+    assert chat(plain, key["token"], stream=True).status_code == 200
+    assert chat(plain, "md-not-a-key").status_code == 401
+    rows = client.requests(deployment=plain["name"], bodies=True)
+    assert [(r["key_id"], r["status"], r["streamed"]) for r in rows] == [
+        ("none", 401, False), (key["id"], 200, True), (key["id"], 200, False),
+    ]
+    answered = rows[2]
+    assert (answered["method"], answered["route"], answered["model"]) == ("POST", "/v1/chat/completions",
+                                                                          plain["models"][0]["name"])
+    assert (answered["prompt_tokens"], answered["completion_tokens"], answered["key_name"]) == (1, 4, "logged")
+    assert answered["latency_ms"] > 0 and rows[1]["first_token_ms"] is not None
+    assert all(not r["has_bodies"] and r["request_body"] is None for r in rows)
+    frame = client.requests_frame(deployment=plain["id"])
+    assert len(frame) == 3 and str(frame["at"].dtype).startswith("datetime64")
+    with pytest.raises(Exception, match="not captured"):
+        client.replay(answered["id"])
+
+
+def test_captures_redact_secrets_cap_size_and_replay(server: tuple[JupyterProcess, dict, dict]) -> None:
+    jupyter, plain, captured = server
+    client = jupyter.client()
+    key = client.create_token(deployment=captured["id"])
+    other = client.create_token(project="default")  # any key value pasted into a prompt
+    secret_prompt = f"my key is {other['token']}, api_key below"
+    answer = chat(captured, key["token"], secret_prompt, api_key="sk-pasted-secret-value", padding="p" * 1000)
+    assert answer.status_code == 200
+    entry = client.requests(deployment=captured["id"], limit=1)[0]
+    assert entry["has_bodies"] and entry["request_body"] is None  # bodies only when asked
+    full = client.request_entry(entry["id"])
+    assert full["request_body"] is not None and full["response_body"] is not None
+    for secret in (key["token"], other["token"], "sk-pasted-secret-value"):
+        assert secret not in full["request_body"]
+    assert "********" in full["request_body"] and len(full["request_body"].encode()) <= 300
+    assert '"object": "chat.completion"' in full["response_body"]
+
+    small = chat(captured, key["token"], "replay me").status_code
+    assert small == 200
+    logged = client.requests(deployment=captured["id"], limit=1)[0]
+    again = client.replay(logged["id"])
+    assert again.status_code == 200 and again.json()["usage"]["completion_tokens"] == 4
+    elsewhere = DeployMagic(client)(f"replay {logged['id']} to={plain['name']} model={plain['models'][0]['name']}")
+    assert elsewhere["usage"]["completion_tokens"] == 4
+    routed = client.requests(deployment=plain["id"], limit=1)[0]
+    assert routed["status"] == 200 and routed["key_name"] == f"replay of request {logged['id']}"
+    assert all(t["revoked_at"] is not None for t in client.tokens() if (t["name"] or "").startswith("replay of"))
+
+
+def test_the_log_is_bounded_and_its_queries_checked(server: tuple[JupyterProcess, dict, dict]) -> None:
+    jupyter, plain, _ = server
+    for _ in range(60):
+        chat(plain, FIXED_KEY)
+    rows = jupyter.client().requests(limit=1000)
+    assert len(rows) == 50 and rows[0]["key_id"] == "api-key"
+    for params in ({"limit": "0"}, {"limit": "many"}, {"since": "nan"}):
+        response = jupyter.api("GET", "requests", params=params)
+        assert response.status_code == 400 and list(params)[0] in response.json()["error"]
+    assert jupyter.api("GET", "requests/abc").status_code == 404
+    assert jupyter.api("GET", "requests/999999").status_code == 404
