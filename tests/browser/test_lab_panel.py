@@ -197,7 +197,7 @@ def test_form_groups_and_server_errors_at_the_field(page: Any, smollm2_gguf: Pat
     groups = form(page).locator(".jp-ModelDeploy-group > summary").all_inner_texts()
     # Groups as OPTIONS.md names them, in the server's x-group-order.
     assert groups == ["Instance", "Model", "Sampling defaults", "Context", "YaRN", "Performance", "GPUs",
-                      "General", "Idle"], groups
+                      "Placement", "General", "Idle"], groups
     # Prefilled with the schema defaults.
     assert field(page, "project").input_value() == "default"
     assert field(page, "ctx_size").input_value() == "4096"
