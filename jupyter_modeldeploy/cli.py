@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from . import formats
+from .benchmark.runner import DEFAULT_PROMPT
 from .client import ModelDeployClient, ModelDeployError
 from .config import describe_errors
+from .progress_bar import ProgressPrinter
 
 
 def parse_assignments(items: list[str]) -> dict[str, Any]:
@@ -83,10 +85,14 @@ def cmd_launch(client: ModelDeployClient, args: argparse.Namespace) -> int:
                 print(f"env: {key}={value}")
             for note in plan.get("notes", []):
                 print("note:", note)
+            if plan.get("fit"):
+                print(formats.describe_fit(plan["fit"]))
         return 0
-    record = client.launch(config)
+    record = client.launch(config, force=args.force)
     if args.wait:
-        record = client.wait(record["id"], timeout=args.timeout)
+        printer = ProgressPrinter(sys.stderr)
+        record = client.wait(record["id"], timeout=args.timeout, on_record=printer)
+        printer.done(record)
     if args.json:
         _print_json(record)
     else:
@@ -271,6 +277,37 @@ def installer_argv(kind: str, *, force: bool = False, backend: str | None = None
     return argv
 
 
+def cmd_bench(client: ModelDeployClient, args: argparse.Namespace) -> int:
+    """A concurrency sweep through the gateway; prints each step, saves the result, exports on request."""
+    from .benchmark import results, runner
+
+    if args.export:
+        saved = [r for r in results.load_all() if not args.name or r.get("deployment") == args.name]
+        print(results.to_csv(saved) if args.export == "csv" else results.to_json(saved), end="")
+        return 0
+    if not args.name:
+        raise ModelDeployError("say which deployment to benchmark (or --export csv|json for saved results)")
+    try:
+        settings = runner.Settings(prompt=args.prompt, max_tokens=args.max_tokens, max_concurrency=args.max_concurrency,
+                                   requests_per_client=args.requests_per_client)
+    except runner.BenchmarkError as exc:
+        raise ModelDeployError(str(exc)) from None
+
+    def show(step: Any) -> None:
+        if not args.json:
+            print(formats.describe_step(step.to_json()), flush=True)
+
+    try:
+        result = runner.benchmark(client, args.name, settings, key=args.key, on_step=show)
+    except runner.BenchmarkError as exc:
+        raise ModelDeployError(str(exc)) from None
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"saved: {result['file']}")
+    return 0
+
+
 def cmd_install_engine(args: argparse.Namespace) -> int:
     if args.kind in INSTALLERS:
         code = subprocess.run(installer_argv(args.kind, force=args.force, backend=args.backend)).returncode
@@ -327,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model")
     p.add_argument("--name")
     p.add_argument("--dry-run", action="store_true", help="validate and print the engine command; start nothing")
+    p.add_argument("--force", action="store_true", help="launch even when the fit check says it does not fit")
     p.add_argument("--wait", action="store_true", help="wait until the deployment serves")
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--json", action="store_true")
@@ -418,6 +456,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("ref")
     a.add_argument("name")
     p.set_defaults(func=cmd_adapter)
+
+    p = sub.add_parser("bench", help="a concurrency sweep (1, 2, 4, … N clients) through the gateway; saved")
+    p.add_argument("name", nargs="?", help="the deployment (omit with --export)")
+    p.add_argument("--max-concurrency", type=int, default=8)
+    p.add_argument("--max-tokens", type=int, default=64, help="output length of each request")
+    p.add_argument("--prompt", default=DEFAULT_PROMPT)
+    p.add_argument("--requests-per-client", type=int, default=2)
+    p.add_argument("--key", help="an API key for the endpoint (default: a token made for the sweep, then revoked)")
+    p.add_argument("--export", choices=["csv", "json"], help="print the saved results (of NAME, or all) instead")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("install-engine", help="build or install an engine (cached per version)")
     p.add_argument("kind", choices=["llamacpp", "llm", "embedding"])

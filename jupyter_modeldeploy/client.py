@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,8 +220,10 @@ class ModelDeployClient:
     def validate(self, config: dict[str, Any]) -> dict[str, Any]:
         return self._request("POST", "validate", json=config)
 
-    def launch(self, config: dict[str, Any], *, dry_run: bool = False, start: bool = True) -> dict[str, Any]:
-        params = {"dry_run": int(dry_run), "launch": int(start)}
+    def launch(self, config: dict[str, Any], *, dry_run: bool = False, start: bool = True,
+               force: bool = False) -> dict[str, Any]:
+        """Launch (or with `dry_run` only plan) a configuration; `force` starts it even when it does not fit."""
+        params = {"dry_run": int(dry_run), "launch": int(start), "force": int(force)}
         return self._request("POST", "deployments", json=config, params=params)
 
     def import_config(self, config: dict[str, Any], *, start: bool = True) -> dict[str, Any]:
@@ -282,11 +284,16 @@ class ModelDeployClient:
     # Helpers ------------------------------------------------------------------------------
 
     def wait(self, ref: str, statuses: tuple[str, ...] = ("active", "idle"), timeout: float = 900.0,
-             poll_s: float = 0.5) -> dict[str, Any]:
-        """Poll until the deployment reaches one of `statuses`; raises if it fails or times out."""
+             poll_s: float = 0.5, on_record: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll until the deployment reaches one of `statuses`; raises if it fails or times out.
+
+        `on_record` sees every record polled (its `progress` says where loading is).
+        """
         deadline = time.monotonic() + timeout
         while True:
             record = self.get(ref)
+            if on_record is not None:
+                on_record(record)
             if record["status"] in statuses:
                 return record
             if record["status"] == "failed" and "failed" not in statuses:

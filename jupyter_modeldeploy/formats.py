@@ -57,6 +57,51 @@ def format_duration(seconds: float | None) -> str:
     return f"{int(seconds // 86400)} d {int(seconds % 86400 // 3600)} h"
 
 
+def format_bytes(size: float) -> str:
+    """`512 MiB`, `12.3 GiB`: memory sizes as every view shows them."""
+    mib = float(size) / (1024 * 1024)
+    return f"{mib / 1024:.1f} GiB" if mib >= 10 * 1024 else f"{mib:.0f} MiB"
+
+
+def describe_fit(fit: dict[str, Any]) -> str:
+    """The fit check of a validate or dry-run answer as text: the verdict, then each part of the estimate."""
+    unknown = "unknown: " if fit.get("fits") is None else ""
+    lines = [f"memory: {unknown}{fit.get('message', '')}"]
+    for part in fit.get("estimate", {}).get("parts", []):
+        lines.append(f"  {part['where']:4} {format_bytes(part['bytes']):>9}  {part['what']}")
+    lines += [f"  note: {note}" for note in fit.get("estimate", {}).get("notes", [])]
+    return "\n".join(lines)
+
+
+def describe_progress(progress: dict[str, Any] | None, width: int = 24) -> str:
+    """A loading record's progress as one line: phase, a bar (`width` > 0) and percentage when known, bytes and
+    rate, time."""
+    if not progress:
+        return ""
+    parts = [str(progress.get("phase", ""))]
+    percent = progress.get("percent")
+    if percent is not None:
+        filled = round(width * float(percent) / 100)
+        bar = f"[{'#' * filled}{'.' * (width - filled)}] " if width > 0 else ""
+        parts.append(f"{bar}{float(percent):3.0f}%")
+    if progress.get("bytes_done") is not None:
+        total = progress.get("bytes_total")
+        parts.append(format_bytes(progress["bytes_done"]) + (f" of {format_bytes(total)}" if total else ""))
+        if progress.get("rate_bytes_per_s"):
+            parts.append(f"at {format_bytes(progress['rate_bytes_per_s'])}/s")
+    parts.append(f"({format_duration(progress.get('phase_elapsed_s'))} in this phase, "
+                 f"{format_duration(progress.get('elapsed_s'))} in all)")
+    return "  ".join(parts)
+
+
+def describe_step(step: dict[str, Any]) -> str:
+    """One benchmark step as a line: clients, TTFT, inter-token latency, tokens/s, requests/s, errors."""
+    def ms(value: Any) -> str:
+        return "—" if value is None else f"{float(value):.1f} ms"
+
+    return (f"{step['concurrency']:>3} clients  TTFT p50 {ms(step.get('ttft_ms_p50'))} p95 {ms(step.get('ttft_ms_p95'))}  "
+            f"ITL p50 {ms(step.get('itl_ms_p50'))}  {float(step.get('tokens_per_s') or 0):.1f} tok/s  "
+            f"{float(step.get('requests_per_s') or 0):.2f} req/s  errors {step.get('errors', 0)}/{step.get('requests', 0)}")
 def replica_summary(record: dict[str, Any]) -> str:
     """Where a deployment runs, in a word: `local`, or `ray 2/3` (replicas serving of all)."""
     if record.get("placement") != "ray":

@@ -10,6 +10,7 @@
     %deploy requests [<n>] [key=<key id>] [limit=<rows>] [bodies=true]  # the request log, a DataFrame
     %deploy replay <request id> [to=<deployment>] [model=<m>]          # send a captured request again
     %deploy register-ai <n> | unregister-ai <n>                        # as jupyter-ai models, or not
+    %deploy bench <n> max_concurrency=8 max_tokens=64 prompt="..."   # a concurrency sweep, saved
 
 Values in `field=value` are JSON when they parse as JSON, else strings; `--wait` blocks until
 the deployment serves. Errors are one readable line, not a traceback.
@@ -19,14 +20,17 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
 from . import formats
 from .client import ModelDeployClient, ModelDeployError
+from .progress_bar import ProgressPrinter
 
 COMMANDS = ("list", "stop", "logs", "export", "dashboard", "form", "get", "wait", "delete", "relaunch", "usage", "requests",
-            "replay", "register-ai", "unregister-ai", "help")
+            "replay", "register-ai", "unregister-ai", "bench",
+            "help")
 USAGE_FILTERS = ("key", "model", "since", "until")
 
 
@@ -105,9 +109,12 @@ class DeploymentHandle:
         self.record = self._client.get(self.id)
         return self.record
 
-    def wait(self, timeout: float = 900.0) -> DeploymentHandle:
-        """Block until it serves (active or idle); raises if it fails."""
-        self.record = self._client.wait(self.id, timeout=timeout)
+    def wait(self, timeout: float = 900.0, *, show_progress: bool = True) -> DeploymentHandle:
+        """Block until it serves (active or idle), showing the loading phases; raises if it fails."""
+        printer = ProgressPrinter(sys.stdout, redraw=True) if show_progress else None
+        self.record = self._client.wait(self.id, timeout=timeout, on_record=printer)
+        if printer is not None:
+            printer.done(self.record)
         return self
 
     @property
@@ -313,6 +320,21 @@ class DeployMagic:
             print(f"wrote {rest[1]}")
         return data
 
+    def cmd_bench(self, rest: list[str]) -> dict[str, Any]:
+        """A concurrency sweep through the gateway, printed step by step and saved; returns the result."""
+        from .benchmark.runner import BenchmarkError, Settings, benchmark
+
+        ref = self._one(rest, "bench")
+        options = parse_assignments(rest[1:])
+        key = options.pop("key", None)
+        try:
+            settings = Settings(**options)
+            result = benchmark(self.client, ref, settings, key=key,
+                               on_step=lambda step: print(formats.describe_step(step.to_json()), flush=True))
+        except (BenchmarkError, TypeError) as exc:
+            raise DeployMagicError(f"bench: {exc}") from None
+        print(f"saved: {result['file']}")
+        return result
     def _filters(self, command: str, rest: list[str], allowed: tuple[str, ...]) -> tuple[str | None, dict[str, Any]]:
         """A first word without `=` (a deployment, a request id), then `field=value` filters of `allowed`."""
         first = rest[0] if rest and "=" not in rest[0] else None

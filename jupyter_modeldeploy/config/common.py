@@ -167,6 +167,14 @@ class DeploymentBase(StrictModel):
         ge=0,
     )
 
+    restart: Literal["never", "on-failure", "always"] = option(
+        "always",
+        group="General",
+        description="Restart policy: 'always' brings a deployment that was serving back after the Jupyter "
+        "server restarts and restarts a crashed engine; 'on-failure' only restarts a crashed engine (with "
+        "back-off, giving up as failed after a crash loop); 'never' does neither.",
+    )
+
     # Idle
     idle_time_limit_hours: float = option(
         1.0,

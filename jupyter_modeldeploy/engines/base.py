@@ -6,11 +6,13 @@ Nothing outside `engines/` knows an engine's flags. The supervisor asks an engin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import DeploymentBase
+from .progress import ProgressPattern
 from .routes import RouteTable
 
 
@@ -61,6 +63,8 @@ class LaunchContext:
     work_dir: Path  # a private folder for this deployment (key files, engine caches)
     settings: EngineSettings = EngineSettings()
     socket_path: Path | None = None  # the Unix socket the engine should listen on (in a 0700 folder)
+    # Download progress of the model files planning fetches: (bytes done, bytes total or None).
+    on_download: Callable[[int, int | None], None] | None = None
     host: str = "127.0.0.1"  # the interface a TCP engine listens on (a cluster node's address on Ray)
     ray_address: str | None = None  # on a Ray cluster: its address, for engines that use Ray themselves (vLLM)
 
@@ -140,6 +144,7 @@ class LaunchPlan:
     charted_metrics: ChartedMetrics = field(default_factory=ChartedMetrics)  # from metrics_path, for the charts
     sleep_calls: list[EngineCall] = field(default_factory=list)  # put the engine to sleep when idle (empty: none)
     wake_calls: list[EngineCall] = field(default_factory=list)  # wake it before a request is forwarded
+    progress: list[ProgressPattern] = field(default_factory=list)  # console lines that mark its loading phases
 
     def limits_for(self, model: str | None) -> ModelLimits:
         """The limits of a served model (the first model's when none is named)."""

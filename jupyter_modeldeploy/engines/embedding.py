@@ -10,7 +10,7 @@ import json
 import sys
 
 from ..config import DeploymentBase, EmbeddingConfig, export_config
-from . import routes
+from . import progress, routes
 from .base import LaunchContext, LaunchPlan, ModelLimits
 
 CONFIG_FILE = "embedding-config.json"
@@ -61,6 +61,7 @@ class EmbeddingEngine:
             env=env,
             health_path="/health",
             metrics_path="/metrics",
+            progress=progress.EMBEDDING,
             models=[entry.name for entry in config.models],
             model_routes=True,
             notes=notes,

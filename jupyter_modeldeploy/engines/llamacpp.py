@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..config import LlamaCppConfig
-from . import routes
+from . import progress, routes
 from .base import LLAMACPP_METRICS, EngineAddress, EngineUnavailable, LaunchContext, LaunchPlan
 from .hf import resolve_model_file
 from .llamacpp_install import find_llama_server
@@ -157,7 +157,7 @@ class LlamaCppEngine:
 
     def plan(self, config: LlamaCppConfig, ctx: LaunchContext) -> LaunchPlan:  # type: ignore[override]
         token = config.hf_token.get_secret_value() if config.hf_token else None
-        model_path = resolve_model_file(config.model, token=token)
+        model_path = resolve_model_file(config.model, token=token, progress=ctx.on_download)
         alias = model_alias(config)
         env = _gpu_env(config)
         if token:
@@ -192,6 +192,7 @@ class LlamaCppEngine:
                 listen=ctx.address,
                 max_concurrent_requests=config.max_concurrent_requests,
                 charted_metrics=LLAMACPP_METRICS,
+                progress=progress.LLAMA_SERVER,
             )
         if ctx.settings.llamacpp_engine == "llama-server":
             raise EngineUnavailable(
@@ -218,7 +219,7 @@ class LlamaCppEngine:
         """Several GGUF models behind one llama-server in router mode (one child per loaded model)."""
         paths = {alias: model_path}
         for reference in config.additional_models:
-            paths[model_stem(reference)] = resolve_model_file(reference, token=token)
+            paths[model_stem(reference)] = resolve_model_file(reference, token=token, progress=ctx.on_download)
         models_dir = ctx.work_dir / "models"
         models_dir.mkdir(parents=True, exist_ok=True)
         for old in models_dir.glob("*.gguf"):
@@ -243,6 +244,7 @@ class LlamaCppEngine:
             metrics_path=None,  # the router's /metrics is per model
             models=list(paths),
             notes=notes,
+            progress=progress.LLAMA_SERVER,
             secrets=secrets,
             files={"engine.key": ctx.engine_key + "\n"},
             model_status_path="/v1/models",

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..config import DeploymentBase, LlmConfig
-from . import routes
+from . import progress, routes
 from .base import VLLM_METRICS, EngineCall, EngineUnavailable, LaunchContext, LaunchPlan
 from .vllm_install import find_vllm_python, nvidia_gpu_present, vllm_flavour
 
@@ -235,6 +235,11 @@ def vllm_args(config: LlmConfig, device: Device = CUDA, *, ray_executor: bool = 
     return args
 
 
+def cpu_kv_cache_gib(config: LlmConfig) -> int:
+    """The KV cache space vLLM on CPU is given (VLLM_CPU_KVCACHE_SPACE, GiB): the memory budget, else 1."""
+    return max(1, math.floor(config.max_cuda_memory_gib)) if config.max_cuda_memory_gib else 1
+
+
 def vllm_env(
     config: LlmConfig,
     device: Device = CUDA,
@@ -261,8 +266,7 @@ def vllm_env(
     if isinstance(config.gpus, list):
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in config.gpus)
     if device.kind == "cpu":
-        kv_gib = max(1, math.floor(config.max_cuda_memory_gib)) if config.max_cuda_memory_gib else 1
-        env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_gib)
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib(config))
         env["VLLM_CPU_OMP_THREADS_BIND"] = "auto"
         env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
     if work_dir is not None:
@@ -389,6 +393,7 @@ class LlmEngine:
             env=env,
             health_path="/health",
             metrics_path="/metrics",
+            progress=progress.VLLM,
             models=[served_model_name(config), *lora_names(config)],
             notes=[*config.notices(), *device_notes(config, device)],
             secrets=secrets,

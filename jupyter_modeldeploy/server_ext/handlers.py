@@ -25,6 +25,7 @@ from ..engines import EngineUnavailable
 from ..engines.hf import ModelNotFound
 from ..supervisor import Deployment, DeploymentError, Supervisor
 from ..supervisor.tokens import Quotas, TokenRegistry
+from .fitcheck import fit_for, refusal
 from .jsonbody import BodyError, parse_json
 from .records import deployment_record, engine_status
 from .schemas import (
@@ -32,6 +33,7 @@ from .schemas import (
     CloneRequest,
     DryRunPlan,
     Error,
+    FitReport,
     KeyQuotas,
     StatusResponse,
     Token,
@@ -94,6 +96,14 @@ class BaseHandler(APIHandler):
     def body(self, model: type[Body]) -> Body:
         """The request body validated by a `schemas` model; BodyError (4xx) names each wrong field."""
         return parse_body(model, self.json_body())
+
+    async def refuse_unless_it_fits(self, config: Any) -> None:
+        """409 with the numbers when `config` cannot fit in memory now, unless `?force=1`."""
+        if self.get_query_argument("force", "0") in ("1", "true"):
+            return
+        fit = await asyncio.get_running_loop().run_in_executor(None, fit_for, self.supervisor, config)
+        if fit.fits is False:
+            raise DeploymentError(refusal(config.name, fit), 409)
 
     def lookup(self, ref: str) -> Deployment:
         return self.supervisor.get(ref)
@@ -170,12 +180,16 @@ class LaunchHandler(BaseHandler):
 
         async def action() -> None:
             config = parse_config(self.json_body())
+            loop = asyncio.get_running_loop()
             if self.get_query_argument("dry_run", "0") in ("1", "true"):
-                loop = asyncio.get_running_loop()
                 plan = await loop.run_in_executor(None, self.supervisor.dry_run, config)
-                self.write_model(DryRunPlan(argv=plan.argv, env=plan.env, notes=plan.notes, models=plan.models))
+                fit = await loop.run_in_executor(None, fit_for, self.supervisor, config)
+                self.write_model(DryRunPlan(argv=plan.argv, env=plan.env, notes=plan.notes, models=plan.models,
+                                            fit=FitReport.model_validate(fit.to_json())))
                 return
             start = self.get_query_argument("launch", "1") not in ("0", "false")
+            if start:
+                await self.refuse_unless_it_fits(config)
             dep = await self.supervisor.launch(config, start=start)
             self.write_json(self.record(dep), 201)
 
@@ -240,6 +254,7 @@ class ActionHandler(BaseHandler):
                 dep = await self.supervisor.stop(ref)
                 self.write_json(self.record(dep))
             elif action_name == "relaunch":
+                await self.refuse_unless_it_fits(self.supervisor.get(ref).config)
                 dep = await self.supervisor.relaunch(ref)
                 self.write_json(self.record(dep))
             elif action_name == "clone":

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..config import export_config
 from ..engines import EngineSettings
-from ..supervisor import Deployment
+from ..supervisor import Deployment, Status
 from .schemas import DeploymentRecord
 
 API_KEY_PLACEHOLDER = "$MODELDEPLOY_API_KEY"
@@ -166,6 +166,7 @@ def _record_fields(dep: Deployment, public_base: str, metrics: Any) -> dict[str,
         "status_summary": (parts := reason_parts(dep.status_reason))[0],
         "status_details": parts[1],
         "status_history": dep.history,
+        "progress": dep.progress.to_json(time.time()) if dep.progress and dep.status is Status.LOADING else None,
         "created_at": dep.created_at,
         "started_at": dep.started_at,
         "stopped_at": dep.stopped_at,

@@ -199,12 +199,49 @@ class TokenList(ResponseBody):
     tokens: list[Token]
 
 
+class FitPart(ResponseBody):
+    """One component of a memory estimate."""
+
+    what: str
+    bytes: int
+    where: Literal["gpu", "host"]
+
+
+class FitEstimate(ResponseBody):
+    """The memory a deployment will need at its peak, from its model's files (`known`: they could be read)."""
+
+    known: bool
+    gpu_bytes: int
+    host_bytes: int
+    parts: list[FitPart]
+    notes: list[str]
+
+
+class FitFree(ResponseBody):
+    """Memory free now, and what deployments still loading will take of it."""
+
+    host_bytes: int
+    gpu_bytes: list[int] = Field(description="free bytes of each GPU the deployment may use")
+    reserved_host_bytes: int
+    reserved_gpu_bytes: int
+
+
+class FitReport(ResponseBody):
+    """The fit check: the estimate against free memory (`fits` null when there is no estimate)."""
+
+    fits: bool | None
+    message: str
+    estimate: FitEstimate
+    free: FitFree
+
+
 class ValidateResponse(ResponseBody):
     """POST /validate."""
 
     ok: bool
     config: dict[str, Any] = Field(description="the normalised configuration, secrets left out")
     notices: list[str]
+    fit: FitReport | None = Field(None, description="whether it fits in memory now (the views' /validate)")
 
 
 class DryRunPlan(ResponseBody):
@@ -214,6 +251,7 @@ class DryRunPlan(ResponseBody):
     env: dict[str, str]
     notes: list[str]
     models: list[str]
+    fit: FitReport | None = None
 
 
 StatusName = Literal["stopped", "loading", "active", "idle", "unhealthy", "sleeping", "waking", "stopping", "failed"]
@@ -240,12 +278,36 @@ class ServedModel(ResponseBody):
     test_command: str = Field(description="a curl command for this model (the key read from $MODELDEPLOY_API_KEY)")
 
 
+class PhaseTime(ResponseBody):
+    """One loading phase that ended, and how long it took."""
+
+    phase: str
+    started_at: float
+    elapsed_s: float
+    bytes: int | None = Field(None, description="downloading: the bytes fetched (or found in the cache)")
+
+
+class LoadProgress(ResponseBody):
+    """While loading: the phase (preparing, downloading, building engine, starting engine, loading weights,
+    warming up, ready), its percentage when known, download bytes and rate, the phases passed."""
+
+    phase: str
+    percent: float | None
+    phase_elapsed_s: float
+    elapsed_s: float
+    bytes_done: int | None
+    bytes_total: int | None
+    rate_bytes_per_s: float | None
+    phases: list[PhaseTime]
+
+
 class StatusChange(ResponseBody):
     """One entry of a deployment's status history."""
 
     status: StatusName
     at: float
     reason: str | None = None
+    phases: list[PhaseTime] | None = Field(None, description="on the change to active: each loading phase's time")
 
 
 class EngineFacts(ResponseBody):
@@ -291,6 +353,7 @@ class DeploymentRecord(ResponseBody):
     status_summary: str | None = Field(description="the reason in one line")
     status_details: list[str] = Field(description="the raw engine lines behind the summary")
     status_history: list[StatusChange]
+    progress: LoadProgress | None = Field(None, description="while loading: its phase and numbers")
     created_at: float
     started_at: float | None
     stopped_at: float | None

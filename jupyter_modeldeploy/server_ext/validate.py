@@ -19,6 +19,7 @@ from tornado import web
 
 from ..config import ConfigError, export_config, parse_config
 from ..engines.hf import HF_FILE_RE
+from .fitcheck import fit_for
 from .handlers import BaseHandler
 
 GGUF_MAGIC = b"GGUF"
@@ -122,11 +123,13 @@ class ValidateHandler(BaseHandler):
         async def action() -> None:
             config = parse_config(self.json_body())
             # File reads and cache lookups: off the event loop.
-            errors = await asyncio.get_running_loop().run_in_executor(None, preflight, config)
+            loop = asyncio.get_running_loop()
+            errors = await loop.run_in_executor(None, preflight, config)
             if errors:
                 raise ConfigError(errors)
             notices = config.notices() if hasattr(config, "notices") else []
-            self.write_json({"ok": True, "config": export_config(config), "notices": notices})
+            fit = await loop.run_in_executor(None, fit_for, self.supervisor, config)
+            self.write_json({"ok": True, "config": export_config(config), "notices": notices, "fit": fit.to_json()})
 
         await self.run(action)
 

@@ -25,10 +25,13 @@ import httpx
 from ..config import ConfigError, DeploymentBase, export_config, parse_config
 from ..engines import Engine, EngineAddress, EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan, get_engine
 from ..engines.hf import ModelNotFound
+from ..engines.progress import STARTING
+from . import restart
 from .engine_http import EngineHttp
 from .keys import hash_key
 from .logbuffer import MASK, LogBuffer
 from .placement import EngineHandle, LocalPlacement, Placement
+from .progress import LoadProgress
 from .ray_placement import ClusterUnavailable, RayCluster, RaySettings
 from .replicas import Replica, set_serving
 from .state import Event, InvalidTransition, Status, failure_reason, idle_limit_reached, serving_status, transition
@@ -93,6 +96,7 @@ class Deployment:
     replicas: list[Replica] = field(default_factory=list)  # the engines serving it (one, on this host, for local)
     ray_run: Any = None  # RayRun while a Ray deployment runs
     reattach: bool = False  # at the next start: take over the Ray replicas a previous server left running
+    progress: LoadProgress | None = None  # the phases of the current (or last) launch
 
     @property
     def universal_memory(self) -> bool:
@@ -163,6 +167,7 @@ class Supervisor:
         engines: dict[str, Engine] | None = None,
         placement: Placement | None = None,
         ray: RaySettings | None = None,
+        restart_limits: restart.RestartLimits | None = None,
     ):
         self.state_dir = state_dir
         self.settings = settings or EngineSettings()
@@ -188,12 +193,16 @@ class Supervisor:
         self.placement: Placement = placement or LocalPlacement()
         self.ray = RayCluster(ray or RaySettings())  # connected when a deployment first targets Ray
         self._release_on_start: set[str] = set()  # Ray deployments whose replicas are ended at start
+        self.crashes = restart.CrashBook(restart_limits or restart.RestartLimits())
+        self._resume: list[Deployment] = []  # brought back by the restart policy once the loop runs
+        self._closing = False
 
     # Life of the supervisor ---------------------------------------------------------------
 
     async def start(self) -> None:
         """Load stored deployments (if not yet) and start the idle ticker."""
         self.load()
+        self._resume_restored()
         for dep in self.deployments.values():
             if dep.reattach:
                 dep.reattach = False
@@ -229,6 +238,8 @@ class Supervisor:
                 dep.status = Status.STOPPED
                 dep.reattach = True
                 dep.log.append("[modeldeploy] the Jupyter server restarted: re-attaching the Ray replicas")
+            elif restart.applies_to(config):
+                self._restore(dep)  # the restart policy: stopped, or back by itself
             elif dep.status.live:
                 # Its engine died with the previous server (reaper + parent-death signal); Ray
                 # replicas outlive it, and are ended at start since they are not to be re-attached.
@@ -251,9 +262,36 @@ class Supervisor:
         for dep_id in deployment_ids:
             for actor in (await loop.run_in_executor(None, self.ray.named, dep_id)).values():
                 self.ray.kill(actor)
+    def _restore(self, dep: Deployment) -> None:
+        """A loaded deployment whose engine died with the previous server: stopped, or back by its restart policy."""
+        resume = restart.on_server_start(dep.config.restart, dep.status, dep.status_reason)
+        if resume is restart.Resume.PARK:
+            dep.status_reason = "the Jupyter server restarted; the next request relaunches it (restart: always)"
+            self._record(dep, Status.SLEEPING, dep.status_reason)
+            self.store.save(dep.to_stored())
+            return
+        if resume is restart.Resume.RELAUNCH:
+            self._resume.append(dep)
+        if dep.status.live:
+            # Its engine died with the previous server (reaper + parent-death signal).
+            dep.status = Status.STOPPED
+            dep.status_reason = "the Jupyter server restarted; " + (
+                "relaunching (restart: always)" if resume is restart.Resume.RELAUNCH else "relaunch to serve again")
+            self._record(dep, Status.STOPPED, dep.status_reason)
+            dep.stopped_at = time.time()
+            self.store.save(dep.to_stored())
+
+    def _resume_restored(self) -> None:
+        """Relaunch what the restart policy brings back (on the event loop, after load())."""
+        resume, self._resume = self._resume, []
+        for dep in resume:
+            if dep.status is Status.STOPPED and dep.id in self.deployments:
+                dep.log.append("[modeldeploy] the Jupyter server restarted: relaunching (restart: always)")
+                self._start(dep)
 
     async def shutdown(self) -> None:
         """Stop every engine and close the store."""
+        self._closing = True
         if self._ticker:
             self._ticker.cancel()
         live = [d for d in self.deployments.values() if d.status.live]
@@ -262,7 +300,7 @@ class Supervisor:
             dep.ray_run.detached = True
             if dep.task is not None:
                 dep.task.cancel()
-        await asyncio.gather(*(self._stop(d, "the Jupyter server shut down") for d in live if d not in kept),
+        await asyncio.gather(*(self._stop(d, restart.SERVER_SHUTDOWN) for d in live if d not in kept),
                              return_exceptions=True)
         await self.engine_http.close()
         self.store.close()
@@ -315,6 +353,7 @@ class Supervisor:
         if dep.status.live:
             raise DeploymentError(f"deployment {dep.name!r} is already {dep.status.value}", 409)
         self._check_unique(dep.config, route=dep.route, ignore=dep.id)
+        self.crashes.forget(dep.id)
         self._start(dep)
         return dep
 
@@ -468,6 +507,7 @@ class Supervisor:
         dep.stopped_at = None
         dep.last_activity_at = time.time()
         dep.plan = None
+        dep.progress = LoadProgress(started_at=dep.started_at)
         dep.replicas = []
         self._fire(dep, Event.LAUNCH, "re-attaching its Ray replicas" if reattach else None)
         dep.task = asyncio.ensure_future(self._run(dep, reattach=reattach))
@@ -492,10 +532,16 @@ class Supervisor:
         dep.port = free_port()
         dep.engine_key = secrets.token_urlsafe(24)
         socket_path = self._socket_path(dep)
-        ctx = LaunchContext(port=dep.port, engine_key=dep.engine_key, work_dir=dep.work_dir, settings=self.settings,
-                            socket_path=socket_path)
-        engine = self.engine(dep.kind)
         loop = asyncio.get_running_loop()
+        progress = dep.progress
+
+        def downloaded(done: int, total: int | None) -> None:  # from the planning thread
+            if progress is not None:
+                loop.call_soon_threadsafe(progress.downloaded, done, total, time.time())
+
+        ctx = LaunchContext(port=dep.port, engine_key=dep.engine_key, work_dir=dep.work_dir, settings=self.settings,
+                            socket_path=socket_path, on_download=downloaded)
+        engine = self.engine(dep.kind)
         try:
             plan = await loop.run_in_executor(None, engine.plan, dep.config, ctx)
         except (EngineUnavailable, ModelNotFound, FileNotFoundError, ValueError) as exc:
@@ -518,6 +564,8 @@ class Supervisor:
         dep.log.append(f"[modeldeploy] starting {Path(plan.argv[0]).name} on {dep.listen.describe()}")
         for note in plan.notes:
             dep.log.append(f"[modeldeploy] note: {note}")
+        if progress is not None:
+            progress.enter(STARTING, time.time())
         try:
             handle = await self.placement.start(plan.argv, env, dep.work_dir, grace_s=self.stop_grace_s)
         except OSError as exc:
@@ -530,10 +578,14 @@ class Supervisor:
             phase = "serving"
             dep.log.append(f"[modeldeploy] healthy after {time.time() - (dep.started_at or time.time()):.1f} s: serving")
             dep.last_activity_at = time.time()
+            phases = progress.finish(time.time()) if progress is not None else []
             dep.replicas = [Replica(id="local", address=dep.listen, engine_key=dep.engine_key, node=socket.gethostname(),
                                     node_ip="127.0.0.1", pid=handle.pid)]
             set_serving(dep.replicas[0])
             self._fire(dep, Event.READY)
+            if phases and dep.history and dep.history[-1]["status"] == Status.ACTIVE.value:
+                dep.history[-1]["phases"] = phases  # elapsed time per loading phase, kept in the status history
+                self.store.save(dep.to_stored())
             dep.health_task = asyncio.ensure_future(self._watch_health(dep, handle, plan))
         elif handle.returncode is None and dep.ending is None:
             dep.log.append(f"[modeldeploy] not healthy within {self.health_timeout_s:g} s; stopping it")
@@ -557,8 +609,11 @@ class Supervisor:
             self._finish(dep, ending.outcome, ending.reason)
 
     async def _pump(self, dep: Deployment, handle: EngineHandle) -> None:
+        patterns = dep.plan.progress if dep.plan else []
         async for line in handle.lines():
             dep.log.append(line)
+            if dep.progress is not None and dep.status is Status.LOADING and patterns:
+                dep.progress.line(patterns, line, time.time())
 
     def _socket_path(self, dep: Deployment) -> Path:
         """The engine's Unix socket: in its 0700 work folder, or a private temp folder if that path is too long."""
@@ -656,11 +711,35 @@ class Supervisor:
             self._spawn(self.engine_http.forget(dep.listen))
             if dep.listen.socket_path:
                 Path(dep.listen.socket_path).unlink(missing_ok=True)
+        delay = None
+        if event is Event.CRASHED and dep.exit_code is not None:  # the engine ran, and crashed
+            delay, reason = self._crash_policy(dep, reason)
         if not self._fire(dep, event, reason) and event is not Event.CRASHED:
             self._fire(dep, Event.CRASHED, reason)  # a state that cannot end that way still ends
         dep.log.append(f"[modeldeploy] {dep.status.value}: {reason.splitlines()[0]}")
         dep.ending = None
         dep.log.close_followers()
+        if delay is not None:
+            self._spawn(self._restart_later(dep, delay, dep.started_at))
+
+    def _crash_policy(self, dep: Deployment, reason: str) -> tuple[float | None, str]:
+        """After a crash: the restart delay (None: no restart) and the reason with what follows."""
+        policy = dep.config.restart
+        if self._closing or not restart.applies_to(dep.config) or not restart.restarts_crashes(policy):
+            return None, reason
+        decision = self.crashes.crashed(dep.id, policy, time.time())
+        head, _, tail = reason.partition("\n")
+        return decision.delay_s, f"{head}; {decision.note}" + (f"\n{tail}" if tail else "")
+
+    async def _restart_later(self, dep: Deployment, delay: float, started_at: float | None) -> None:
+        """Restart a crashed engine after its back-off, unless it was relaunched, deleted or the server is closing."""
+        await asyncio.sleep(delay)
+        if self._closing or dep.status is not Status.FAILED or dep.started_at != started_at:
+            return
+        if self.deployments.get(dep.id) is not dep:
+            return
+        dep.log.append(f"[modeldeploy] restarting the crashed engine (restart: {dep.config.restart})")
+        self._start(dep)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

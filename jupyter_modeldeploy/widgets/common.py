@@ -11,6 +11,7 @@ from typing import Any
 
 import ipywidgets as W
 
+from .. import formats
 from ..formats import format_duration  # noqa: F401 - re-exported for the views
 
 #: Each status's colour as a JupyterLab theme variable: the Lab panel's stylesheet uses the
@@ -30,6 +31,25 @@ STATUS_COLORS = {status: f"var({name}, {fallback})" for status, (name, fallback)
 UNKNOWN_COLOR = "var(--jp-ui-font-color2, #9e9e9e)"
 
 
+def progress_html(progress: dict[str, Any] | None) -> str:
+    """A loading record's phase as an HTML progress bar (without a value while the percentage is unknown) and text."""
+    if not progress:
+        return ""
+    percent = progress.get("percent")
+    value = f" value='{float(percent):.0f}'" if percent is not None else ""
+    return (f"<span class='modeldeploy-progress' data-phase='{html.escape(str(progress.get('phase')))}'>"
+            f"<progress max='100'{value} style='width:160px;vertical-align:middle'></progress> "
+            f"{html.escape(formats.describe_progress(progress, width=0))}</span>")
+
+
+def load_times(record: dict[str, Any]) -> str:
+    """The time each loading phase took in the last launch that reached serving (from the status history)."""
+    for entry in reversed(record.get("status_history") or []):
+        if entry.get("phases"):
+            return ", ".join(f"{p['phase']} {p['elapsed_s']:.1f} s" for p in entry["phases"])
+    return ""
+
+
 def status_badge(status: str | None) -> str:
     """A coloured dot and the status word, as HTML."""
     status = status or "unknown"
@@ -43,13 +63,14 @@ def status_badge(status: str | None) -> str:
 
 
 
-def download_link(data: Any, filename: str, label: str | None = None) -> str:
-    """An HTML anchor that downloads `data` as a JSON file (a data: URL, no JavaScript)."""
-    payload = base64.b64encode(json.dumps(data, indent=2).encode()).decode()
+def download_link(data: Any, filename: str, label: str | None = None, *, text: str | None = None,
+                  mime: str = "application/json") -> str:
+    """An HTML anchor that downloads `data` as a JSON file, or `text` as `mime` (a data: URL, no JavaScript)."""
+    payload = base64.b64encode((json.dumps(data, indent=2) if text is None else text).encode()).decode()
     label = label or f"Download {filename}"
     return (
         f"<a class='modeldeploy-download' download='{html.escape(filename)}' "
-        f"href='data:application/json;base64,{payload}' "
+        f"href='data:{mime};base64,{payload}' "
         "style='text-decoration:underline;color:var(--jp-content-link-color,#1976d2)'>"
         f"&#11015; {html.escape(label)}</a>"
     )

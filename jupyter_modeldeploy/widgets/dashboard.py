@@ -18,6 +18,7 @@ import ipywidgets as W
 
 from ..client import ModelDeployClient, ModelDeployError
 from ..formats import replica_lines, replica_summary
+from .benchmark import BenchmarkPanel
 from .charts import CHARTS, DEFAULT_WINDOW, MetricsFeed, TimeChart, draw, snippet
 from .common import (
     Panel,
@@ -26,7 +27,9 @@ from .common import (
     error_html,
     format_duration,
     is_embedding,
+    load_times,
     model_names,
+    progress_html,
     reason_html,
     status_badge,
 )
@@ -173,6 +176,8 @@ class Dashboard(Panel):
 
         self.key_usage = KeyUsagePanel()
         self.request_log = RequestLogPanel()
+        # Runs only from its own button: a sweep loads the engine.
+        self.benchmark = BenchmarkPanel(self.ref, self.client)
 
         self.log = W.HTML("", layout=W.Layout(width="100%"))
         self.log.add_class("modeldeploy-log")
@@ -189,6 +194,7 @@ class Dashboard(Panel):
             section("Usage per key"), self.key_usage.widget,
             section("Requests"), self.request_log.widget,
             section("Console"), self.log,
+            section("Benchmark"), self.benchmark.widget,
         ]
 
     # Polling ---------------------------------------------------------------------------
@@ -244,7 +250,8 @@ class Dashboard(Panel):
             f"<small style='color:var(--jp-ui-font-color2,#888)'>{html.escape(str(record.get('kind')))} · "
             f"{html.escape(str(record.get('id')))}</small></h3>"
         )
-        self.status.value = status_badge(status)
+        self.status.value = status_badge(status) + (
+            " " + progress_html(record.get("progress")) if status == "loading" else "")
         self.reason.value = reason_html(record) if status in ("failed", "stopped") else ""
         config = record.get("config") or {}
         limit_h = config.get("idle_time_limit_hours")
@@ -268,6 +275,8 @@ class Dashboard(Panel):
             rows.append(("Requests", html.escape(count)))
             rows.append(("Tokens", html.escape(
                 f"{self.totals.get('prompt_tokens', 0)} prompt, {self.totals.get('completion_tokens', 0)} completion")))
+        if load_times(record):
+            rows.append(("Last load", html.escape(load_times(record))))
         for note in record.get("notices") or []:
             rows.append(("Notice", html.escape(str(note))))
         self.info.value = "<table style='border-collapse:collapse'>" + "".join(

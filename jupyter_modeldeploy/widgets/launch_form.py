@@ -14,6 +14,7 @@ from typing import Any
 import ipywidgets as W
 
 from ..client import ModelDeployClient, ModelDeployError
+from ..formats import format_bytes
 from .common import Panel, download_link
 from .schema_form import SchemaForm
 
@@ -93,11 +94,18 @@ class LaunchForm(Panel):
         self.refresh_button.on_click(lambda _: self.refresh_deployments())
         self.result = W.HTML("")
         self.result.add_class("modeldeploy-launch-result")
+        self.fit = W.HTML("")  # the fit check, live: the server's memory estimate as options change
+        self.fit.add_class("modeldeploy-fit")
+        self.force = W.Checkbox(value=False, description="Launch even though it does not fit", indent=False,
+                                layout=W.Layout(display="none"))
+        self.last_fit: dict[str, Any] | None = None
         self.form_box = W.Box(layout=W.Layout(width="100%"))
         self.widget.children = [
             self.kind_pick,
             W.HBox([self.clone_pick, self.refresh_button, self.upload], layout=W.Layout(flex_flow="row wrap")),
             self.form_box,
+            self.fit,
+            self.force,
             W.HBox([self.launch_button, self.validate_button, self.export_button, self.export_link],
                    layout=W.Layout(flex_flow="row wrap", align_items="center")),
             self.result,
@@ -120,11 +128,39 @@ class LaunchForm(Panel):
         kind = self.kind_pick.value
         if kind not in self.forms:
             self.forms[kind] = SchemaForm(self.schemas[kind])
+            self.forms[kind].on_change(self.check_fit)
         return self.forms[kind]
 
     def _show_kind(self) -> None:
         self.form_box.children = [self.form.widget]
         self.export_link.value = ""
+        self.check_fit()
+
+    def check_fit(self) -> dict[str, Any] | None:
+        """Ask the server whether the form's configuration fits in memory now, and show it (hidden when unknown)."""
+        if self._client is None:
+            return None
+        try:
+            fit = self.client.validate(self.value).get("fit")
+        except ModelDeployError:
+            fit = None
+        self._show_fit(fit)
+        return fit
+
+    def _show_fit(self, fit: dict[str, Any] | None) -> None:
+        self.last_fit = fit
+        self.force.layout.display = "" if fit and fit.get("fits") is False else "none"
+        if not fit:
+            self.fit.value = ""
+            return
+        color = {True: "var(--jp-success-color1,#2e7d32)", False: "var(--jp-error-color1,#c62828)"}.get(
+            fit.get("fits"), "var(--jp-ui-font-color2,#666)")
+        parts = "".join(f"<li>{html.escape(p['where'])} {format_bytes(p['bytes'])}: {html.escape(p['what'])}</li>"
+                        for p in fit.get("estimate", {}).get("parts", []))
+        self.fit.value = (f"<div style='border-left:3px solid {color};padding:2px 8px'><b>Memory</b>: "
+                          f"{html.escape(fit.get('message', ''))}"
+                          + (f"<details><summary>estimate</summary><ul>{parts}</ul></details>" if parts else "")
+                          + "</div>")
 
     @property
     def value(self) -> dict[str, Any]:
@@ -160,6 +196,7 @@ class LaunchForm(Panel):
         except ModelDeployError as exc:
             self._report_error(exc)
             return None
+        self._show_fit(answer.get("fit"))
         self.form.clear_errors()
         notices = "".join(f"<li>{html.escape(n)}</li>" for n in answer.get("notices") or [])
         self._say("Configuration is valid." + (f"<ul>{notices}</ul>" if notices else ""))
@@ -175,7 +212,7 @@ class LaunchForm(Panel):
         try:
             config = self.value
             self.client.validate(config)
-            record = self.client.launch(config)
+            record = self.client.launch(config, force=self.force.value)
         except ModelDeployError as exc:
             self._report_error(exc)
             return None

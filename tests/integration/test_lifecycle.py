@@ -175,7 +175,7 @@ async def test_an_engine_that_dies_asleep_fails(running: list[Supervisor], tmp_p
 async def test_the_store_keeps_every_state_and_a_restart_lists_them_stopped(running: list[Supervisor],
                                                                           tmp_path: Path) -> None:
     supervisor, dep = await launch(running, tmp_path, FakeEngine(sleep_mode=True), cpu_offload=True,
-                                   idle_time_limit_hours=0.0003)
+                                   idle_time_limit_hours=0.0003, restart="never")  # always: test_restart_policy
     assert await supervisor.wait_for(dep, {Status.SLEEPING}, 15)
     assert {row.id: row for row in supervisor.store.load_all()}[dep.id].status == "sleeping"
     # The store as a server that died now would leave it, read by the next server.

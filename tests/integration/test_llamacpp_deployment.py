@@ -410,7 +410,13 @@ def test_cli_commands(jupyter_server: JupyterProcess, smollm2_gguf: Path, tmp_pa
     dry = cli("launch", "--kind", "llamacpp", "--model", str(smollm2_gguf), "--name", "cli-smol", "--dry-run",
               "api_key=sk-cli-secret-99", "temperature=0.3")
     assert "llama-server" in dry.stdout and "--temp 0.3" in dry.stdout and "sk-cli-secret-99" not in dry.stdout
-    cli("launch", "--kind", "llamacpp", "--model", str(smollm2_gguf), "--name", "cli-smol", "--wait", "threads=2")
+    assert "memory: fits: needs" in dry.stdout and "KV cache (4096 tokens, f16)" in dry.stdout
+    huge = cli("launch", "--kind", "llamacpp", "--model", str(smollm2_gguf), "--name", "cli-huge", "ctx_size=16777216",
+               check=False)
+    assert huge.returncode == 1 and "does not fit: host RAM: needs" in huge.stderr and "--force" in huge.stderr
+    waited = cli("launch", "--kind", "llamacpp", "--model", str(smollm2_gguf), "--name", "cli-smol", "--wait",
+                 "threads=2")
+    assert "loaded in" in waited.stderr and "loading weights" in waited.stderr  # the phases and their times
     listed = json.loads(cli("list", "--json").stdout)
     assert any(d["name"] == "cli-smol" and d["status"] in ("active", "idle") for d in listed)
     status = json.loads(cli("status", "cli-smol", "--json").stdout)

@@ -52,13 +52,24 @@ class FakeClient:
     def get(self, ref: str) -> dict[str, Any]:
         return self._find(ref)
 
-    def wait(self, ref: str, timeout: float = 900.0) -> dict[str, Any]:
+    def wait(self, ref: str, timeout: float = 900.0, on_record: Any = None) -> dict[str, Any]:
         rec = self._find(ref)
+        if on_record is not None:  # as the server shows a load: two phases, then serving
+            for phase, percent in (("starting engine", None), ("loading weights", 50.0)):
+                on_record({**rec, "status": "loading", "progress": {
+                    "phase": phase, "percent": percent, "phase_elapsed_s": 1.0, "elapsed_s": 2.0, "bytes_done": None,
+                    "bytes_total": None, "rate_bytes_per_s": None, "phases": []}})
         rec["status"] = "active"
+        rec["status_history"] = [{"status": "active", "at": 0.0, "reason": None, "phases": [
+            {"phase": "starting engine", "started_at": 0.0, "elapsed_s": 0.5},
+            {"phase": "loading weights", "started_at": 0.5, "elapsed_s": 1.25}]}]
         return rec
 
     def list(self) -> list[dict[str, Any]]:
         return list(self.records.values())
+
+    def validate(self, config: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "config": config, "notices": [], "fit": None}
 
     def stop(self, ref: str) -> dict[str, Any]:
         rec = self._find(ref)
@@ -174,3 +185,57 @@ def test_errors_are_one_line(shell: tuple[InteractiveShell, FakeClient], capsys:
         output = capsys.readouterr()
         shown = (output.out + output.err).strip()
         assert "Traceback" not in shown and expected in shown, shown
+
+
+def test_wait_shows_the_loading_phases_and_their_times(shell: tuple[InteractiveShell, FakeClient],
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    ip, _client = shell
+    ip.run_line_magic("deploy", "llamacpp --wait model=/m/smol.gguf name=shown")
+    out = capsys.readouterr().out
+    assert "\rstarting engine  (1 s in this phase, 2 s in all)" in out
+    assert "loading weights  [############............]  50%" in out
+    assert out.endswith("loaded in 1.8 s: starting engine 0.5 s, loading weights 1.2 s\n")
+
+
+def test_the_cli_prints_a_line_per_phase_off_a_terminal() -> None:
+    import io
+
+    from jupyter_modeldeploy.progress_bar import ProgressPrinter
+
+    stream = io.StringIO()
+    printer = ProgressPrinter(stream)
+    record = {"progress": {"phase": "downloading", "percent": 40.0, "phase_elapsed_s": 3.0, "elapsed_s": 4.0,
+                           "bytes_done": 40 * 1024**2, "bytes_total": 100 * 1024**2, "rate_bytes_per_s": 13 * 1024**2,
+                           "phases": []}}
+    printer(record)
+    printer(record)  # the same phase again: no new line
+    assert stream.getvalue() == ("downloading  [##########..............]  40%  40 MiB of 100 MiB  at 13 MiB/s  "
+                                 "(3 s in this phase, 4 s in all)\n")
+
+
+def test_bench_runs_a_sweep_with_the_options_given(shell: tuple[InteractiveShell, FakeClient],
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from jupyter_modeldeploy.benchmark import runner
+    from jupyter_modeldeploy.benchmark.sweep import Sample, summarize
+
+    ip, client = shell
+    asked: list[tuple[str, runner.Settings, str | None]] = []
+
+    def fake_benchmark(c: Any, ref: str, settings: runner.Settings, *, key: str | None = None,
+                       on_step: Any = None) -> dict[str, Any]:
+        assert c is client
+        asked.append((ref, settings, key))
+        on_step(summarize(1, [Sample(0.0, 1.0, [0.25, 0.5], 2)]))
+        return {"id": "b-1", "steps": [], "file": "b-1.json"}
+
+    monkeypatch.setattr(runner, "benchmark", fake_benchmark)
+    result = ip.run_line_magic("deploy", "bench smol max_concurrency=4 max_tokens=16 prompt=Hi key=sk-k")
+    assert result["id"] == "b-1"
+    assert asked == [("smol", runner.Settings(prompt="Hi", max_tokens=16, max_concurrency=4), "sk-k")]
+    out = capsys.readouterr().out
+    assert "  1 clients  TTFT p50 250.0 ms" in out and "saved: b-1.json" in out
+    with pytest.raises(Exception, match="bench: max_concurrency must be between 1 and 256"):
+        ip.run_line_magic("deploy", "bench smol max_concurrency=0")
+    with pytest.raises(Exception, match=r"bench: .*unexpected keyword argument 'colour'"):
+        ip.run_line_magic("deploy", "bench smol colour=red")

@@ -28,6 +28,12 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 NOW = 1_800_000_000.0
 
 
+@pytest.fixture(autouse=True)
+def _bench_dir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dashboards read saved benchmark results: from an empty folder here, not the user's."""
+    monkeypatch.setenv("MODELDEPLOY_BENCH_DIR", str(tmp_path / "benchmarks"))
+
+
 def record(name: str = "smol", status: str = "active", **extra: Any) -> dict[str, Any]:
     config = export_config(parse_config({"kind": "llamacpp", "name": name, "model": "/m/smol.gguf"}))
     base = "http://127.0.0.1:8888/modeldeploy/endpoints/r-1"
@@ -61,6 +67,7 @@ class FakeClient:
         self.calls: list[tuple[str, Any]] = []
         self.t = NOW
         self.launched: list[dict[str, Any]] = []
+        self.free_host_bytes = 64 * 1024**3
 
     def _find(self, ref: str) -> dict[str, Any]:
         for r in self.records.values():
@@ -155,6 +162,9 @@ class FakeClient:
             parsed = parse_config(config)
         except ValueError as exc:
             raise ModelDeployError("invalid configuration", 422, exc.errors) from None
+        answer = self.validate(config)
+        if answer["fit"]["fits"] is False and not kwargs.get("force"):
+            raise ModelDeployError(f"deployment {parsed.name!r} {answer['fit']['message']}", 409)
         self.launched.append(config)
         new = record(parsed.name, "loading")
         self.records[new["id"]] = new
@@ -190,7 +200,10 @@ class FakeClient:
         errors = preflight(parsed, offline=True)
         if errors:
             raise ModelDeployError("invalid configuration", 422, errors)
-        return {"ok": True, "config": export_config(parsed), "notices": []}
+        from jupyter_modeldeploy.fit import Free, check, estimate
+
+        fit = check(estimate(parsed), Free(host_bytes=self.free_host_bytes)).to_json()
+        return {"ok": True, "config": export_config(parsed), "notices": [], "fit": fit}
 
 
 def test_series_window_is_bounded_and_skips_old_samples() -> None:
@@ -327,6 +340,21 @@ def test_dashboard_failed_status_shows_reason() -> None:
     dash = Dashboard("smol", client, autostart=False)
     assert "failed" in dash.status.value and "bad model file" in dash.reason.value
     assert dash.stop_button.disabled and not dash.relaunch_button.disabled
+
+
+def test_dashboard_shows_the_loading_phase_and_the_last_load_times() -> None:
+    progress = {"phase": "downloading", "percent": 40.0, "phase_elapsed_s": 3.0, "elapsed_s": 4.0,
+                "bytes_done": 40 * 1024**2, "bytes_total": 100 * 1024**2, "rate_bytes_per_s": None, "phases": []}
+    client = FakeClient([record(status="loading", progress=progress)])
+    dash = Dashboard("smol", client, autostart=False)
+    assert "<progress max='100' value='40'" in dash.status.value
+    assert "downloading   40%  40 MiB of 100 MiB" in dash.status.value
+    served = record(status_history=[{"status": "active", "at": NOW, "reason": None, "phases": [
+        {"phase": "starting engine", "started_at": NOW - 2, "elapsed_s": 0.5},
+        {"phase": "loading weights", "started_at": NOW - 1.5, "elapsed_s": 1.25}]}])
+    dash = Dashboard("smol", FakeClient([served]), autostart=False)
+    assert "<progress" not in dash.status.value
+    assert "starting engine 0.5 s, loading weights 1.2 s" in dash.info.value
 
 
 def test_dashboard_key_is_masked_revealed_and_generated_once() -> None:
@@ -468,6 +496,23 @@ def test_launch_form_launches_and_shows_field_errors(tmp_path: Any) -> None:
     rec = form.launch()
     assert rec is not None and launched == [rec] and form.form.fields["name"].error.value == ""
     assert client.launched[-1]["top_p"] == 0.5
+
+
+def test_launch_form_shows_the_fit_live_and_forces_only_when_asked(tmp_path: Any, smollm2_gguf: Any) -> None:
+    client = FakeClient()
+    client.free_host_bytes = 1024**3
+    form = LaunchForm("llamacpp", client)
+    form.form.fields["name"].value = "fitting"
+    form.form.fields["model"].value = str(smollm2_gguf)
+    form.form.fields["ctx_size"].value = 2048
+    assert form.last_fit is not None and form.last_fit["fits"] is True and "fits: needs" in form.fit.value
+    assert form.force.layout.display == "none"
+    form.form.fields["ctx_size"].value = 1 << 20  # about 22 GiB of KV cache
+    assert form.last_fit["fits"] is False and "does not fit: host RAM: needs" in form.fit.value
+    assert form.force.layout.display == ""
+    assert form.launch() is None and client.launched == [] and "does not fit" in form.result.value
+    form.force.value = True
+    assert form.launch() is not None and len(client.launched) == 1
 
 
 def test_launch_defaults_pick_a_kind_that_can_run_here() -> None:
