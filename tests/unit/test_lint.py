@@ -46,3 +46,12 @@ def test_a_broken_boundary_fails_the_check(tmp_path: Path) -> None:
     )
     out = lint_imports(config)
     assert out.returncode != 0 and "BROKEN" in out.stdout, out.stdout + out.stderr
+
+
+def test_test_module_names_are_unique() -> None:
+    """pytest imports every test module under its base name: two of one name stop collection."""
+    from collections import Counter
+    from pathlib import Path
+
+    names = Counter(p.name for p in (Path(__file__).resolve().parents[1]).rglob("test_*.py"))
+    assert not [n for n, count in names.items() if count > 1]
