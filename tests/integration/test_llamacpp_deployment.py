@@ -370,7 +370,9 @@ def test_restart_lists_deployments_and_sigkill_leaves_no_engine(smollm2_gguf: Pa
     home = tmp_path / "jupyter-restart"
     server = JupyterProcess(home).start()
     client = server.client()
-    running = wait_status(client, launch(client, smollm2_gguf, "survivor")["id"], {"active", "idle"})
+    # restart: never keeps it stopped across the restart (the default, always, relaunches it by itself:
+    # tests/integration/test_restart_policy.py).
+    running = wait_status(client, launch(client, smollm2_gguf, "survivor", restart="never")["id"], {"active", "idle"})
     stored = client.launch({"kind": "llamacpp", "name": "kept", "model": str(smollm2_gguf)}, start=False)
     server.stop()
     assert not psutil.pid_exists(running["pid"]) or psutil.Process(running["pid"]).status() == psutil.STATUS_ZOMBIE
