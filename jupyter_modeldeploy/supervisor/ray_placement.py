@@ -133,12 +133,6 @@ class RayCluster:
                     continue
         return found
 
-    def all_named(self) -> list[str]:
-        """Every replica actor of this namespace (deployments this server may no longer know)."""
-        import ray
-
-        return [n for n in ray.util.list_named_actors(all_namespaces=False) if str(n).startswith(ACTOR_PREFIX)]
-
     @staticmethod
     def kill(actor: Any) -> None:
         """End an actor for good (no restart)."""

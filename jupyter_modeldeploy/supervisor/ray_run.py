@@ -51,7 +51,6 @@ class RayRun:
         self.scale = ScaleState()
         self.detached = False  # the Jupyter server shuts down and leaves the replicas running (re-attached later)
         self._ticks = 0
-        self._changed = asyncio.Event()  # a replica entered or left the rotation
         self._removing: set[str] = set()
 
     @property
@@ -250,7 +249,6 @@ class RayRun:
             if not replica.in_rotation:
                 set_serving(replica)
                 self.dep.log.append(f"[modeldeploy] replica {replica.id} serving on {replica.address.describe()}")
-                self._changed.set()
             return
         self.misses[replica.id] = self.misses.get(replica.id, 0) + 1
         if replica.state is ReplicaState.SERVING and self.misses[replica.id] >= self.sup.probe_failures:

@@ -243,7 +243,8 @@ class Supervisor:
             elif dep.status.live:
                 # Its engine died with the previous server (reaper + parent-death signal); Ray
                 # replicas outlive it, and are ended at start since they are not to be re-attached.
-                self._release_on_start |= {dep.id} if dep.on_ray else set()
+                if dep.on_ray:
+                    self._release_on_start.add(dep.id)
                 dep.status = Status.STOPPED
                 dep.status_reason = "the Jupyter server restarted; relaunch to serve again"
                 self._record(dep, Status.STOPPED, dep.status_reason)
