@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tornado import httputil, iostream, web
+from tornado.httpserver import HTTPServer
 
 from ..supervisor import Deployment, Status, Supervisor
 from ..supervisor.keys import hash_key
@@ -29,8 +30,10 @@ from .headers import cors_headers, origin_allowed, preflight_headers, request_he
 from .paths import PathError, check_query, normalise_path
 from .quotas import QuotaBook
 from .records import CAPTURE_SLACK, FIXED_KEY_ID, NO_KEY_ID, OTHER_MODEL, Capture, RequestRecord
+from .relay_pool import StreamRelay, address_document
+from .response_head import json_answer
 from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
-from .usage import UsageTap, wants_usage_injection
+from .usage import Usage, UsageTap, wants_usage_injection
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,16 @@ class Refusal:
 
 
 @dataclass
+class Relayed:
+    """How a forwarded request ended, for its record."""
+
+    status: int
+    usage: Usage | None = None
+    streamed: bool = False
+    first_chunk_s: float | None = None
+
+
+@dataclass
 class GatewayConfig:
     """Gateway settings (from the extension's traitlets)."""
 
@@ -62,6 +75,9 @@ class GatewayConfig:
     default_payload_limit: int = DEFAULT_PAYLOAD_LIMIT
     wake: Callable[[Deployment], Awaitable[None]] | None = None  # wakes a sleeping engine
     observers: list[Callable[[RequestRecord], None]] = field(default_factory=list)
+    stream_relay: bool = False  # streamed answers pass through the relay worker process (relay_worker)
+    # The tornado server that serves a connection again once the relay worker answered on it.
+    http_server: Callable[[], HTTPServer] | None = None
 
 
 class Gateway:
@@ -73,6 +89,7 @@ class Gateway:
         self.config = config or GatewayConfig()
         self.quotas = QuotaBook()
         self.upstream = UpstreamClient(connect_timeout=self.config.connect_timeout_s)
+        self.relay = StreamRelay() if self.config.stream_relay and StreamRelay.supported() else None
 
     def observe(self, record: RequestRecord) -> None:
         """Hand a finished request to every observer."""
@@ -85,8 +102,10 @@ class Gateway:
         return any(d.api_key_hash == digest for d in self.supervisor.deployments.values() if d.id != dep.id)
 
     async def close(self) -> None:
-        """Close the upstream pools."""
+        """Close the upstream pools and the relay worker."""
         await self.upstream.close()
+        if self.relay is not None:
+            await self.relay.close()
 
 
 def input_count(inputs: Any) -> int | None:
@@ -173,6 +192,7 @@ class EndpointHandler(web.RequestHandler):
         self._forwarding = False
         self._observed = False
         self._capture: Capture | None = None  # the bodies, where the deployment captures them
+        self._stream_asked = False  # the body asks for a streamed answer (`"stream": true`)
 
     # tornado hooks ------------------------------------------------------------------------
 
@@ -423,21 +443,24 @@ class EndpointHandler(web.RequestHandler):
         if refusal is not None:
             self._refuse(refusal)
             return
+        relay = self.gateway.relay if self._stream_asked and self._capture is None else None
+        if relay is not None and not (self._detachable() and relay.available()):
+            relay = None
         self.gateway.supervisor.request_started(dep)
         self._forwarding = True
-        status = 502
-        tap: UsageTap | None = None
-        first_chunk: float | None = None
+        relayed = Relayed(502)
         try:
-            status, tap, first_chunk = await self._forward(dep, body, injected)
+            if relay is not None:
+                relayed = await self._forward_elsewhere(relay, dep, body, injected)
+            else:
+                relayed = await self._forward(dep, body, injected)
         finally:
             self.gateway.supervisor.request_finished(dep)
-            usage = tap.finish() if tap is not None else None
             self._observe(
                 RequestRecord(
-                    deployment_id=dep.id, model=self._label(dep, self._model), status=status,
-                    latency_s=time.perf_counter() - self._started, first_chunk_s=first_chunk, usage=usage,
-                    streamed=bool(tap and tap.is_sse), key_id=self._key_id,
+                    deployment_id=dep.id, model=self._label(dep, self._model), status=relayed.status,
+                    latency_s=time.perf_counter() - self._started, first_chunk_s=relayed.first_chunk_s,
+                    usage=relayed.usage, streamed=relayed.streamed, key_id=self._key_id,
                 )
             )
 
@@ -457,6 +480,7 @@ class EndpointHandler(web.RequestHandler):
             return body, False, Refusal(400, "request body is not valid JSON", "invalid_request_error")
         if not isinstance(data, dict):
             return body, False, None
+        self._stream_asked = data.get("stream") is True
         changed = False
         models = dep.models
         if self._model is not None and data.get("model") != self._model:
@@ -527,15 +551,99 @@ class EndpointHandler(web.RequestHandler):
                 return None, None
             return upstream, replica
 
-    async def _forward(self, dep: Deployment, body: bytes, injected: bool) -> tuple[int, UsageTap | None, float | None]:
+    async def _forward(self, dep: Deployment, body: bytes, injected: bool) -> Relayed:
         started = time.perf_counter()
         upstream, replica = await self._send(dep, body)
         if upstream is None or replica is None:
-            return self.get_status(), None, None
+            return Relayed(self.get_status())
         try:
-            return await self._relay(upstream, injected, started)
+            status, tap, first_chunk = await self._relay(upstream, injected, started)
         finally:
             replica.in_flight -= 1
+        return Relayed(status, tap.finish() if tap else None, bool(tap and tap.is_sse), first_chunk)
+
+    # Streams through the relay worker ------------------------------------------------------
+
+    def _detachable(self) -> bool:
+        """Whether this connection can be handed to the relay worker and taken back: plain HTTP/1.1
+        (no TLS), nothing of a next request read yet, nothing of ours still being written."""
+        connection = self.request.connection
+        stream = getattr(connection, "stream", None)
+        return (
+            self.request.version == "HTTP/1.1" and type(stream) is iostream.IOStream and not self._client_gone
+            and not stream.writing() and not getattr(stream, "_read_buffer_size", 1)
+            and self.gateway.config.http_server is not None
+        )
+
+    def _keep_alive(self) -> bool:
+        tokens = {t.strip().lower() for t in self.request.headers.get("Connection", "").split(",")}
+        return "close" not in tokens
+
+    async def _forward_elsewhere(self, relay: StreamRelay, dep: Deployment, body: bytes, injected: bool) -> Relayed:
+        """The request goes to the engine, and its answer to the client, from the relay worker; this
+        server takes the connection back for the client's next request."""
+        gateway = self.gateway
+        address = self.request.connection.context.address  # type: ignore[attr-defined]
+        keep_alive = self._keep_alive()
+        headers = request_headers(self.request.headers.get_all())
+        target = f"{self._engine_path}?{self._query}" if self._query else self._engine_path
+        stream = self.detach()  # tornado no longer reads or writes this connection
+        tried: set[str] = set()
+        while True:
+            replica = pick(dep.replicas, tried)
+            if replica is None or replica.address is None:
+                return await self._answer_detached(stream, address, keep_alive, Refusal(
+                    503, f"no replica of deployment {dep.name!r} is serving", "unavailable_error",
+                    headers={"Retry-After": "5"}))
+            tried.add(replica.id)
+            replica.in_flight += 1
+            replica.requests += 1
+            job = {
+                "method": self.request.method or "POST", "target": target, "address": address_document(replica.address),
+                "headers": [*headers, ("Authorization", f"Bearer {replica.engine_key}")], "injected": injected,
+                "cors": self._cors, "timeout_s": gateway.config.upstream_timeout_s, "keep_alive": keep_alive,
+            }
+            try:
+                outcome = await relay.relay(stream.socket.fileno(), job, body)
+            finally:
+                replica.in_flight -= 1
+            kind = outcome.get("outcome")
+            if kind == "unreachable":
+                gateway.supervisor.replica_unreachable(dep, replica, str(outcome.get("message")))
+                if len(dep.replicas) > 1:
+                    continue
+                return await self._answer_detached(stream, address, keep_alive, Refusal(
+                    502, f"the engine could not be reached: {outcome.get('message')}", "upstream_error"))
+            if kind == "timeout":
+                return await self._answer_detached(stream, address, keep_alive, Refusal(
+                    504, f"the engine did not answer: {outcome.get('message')}", "timeout_error"))
+            if kind == "error":
+                return await self._answer_detached(stream, address, keep_alive, Refusal(
+                    502, f"the engine could not be reached: {outcome.get('message')}", "upstream_error"))
+            self._take_back(stream, address, bool(outcome.get("reusable")))
+            usage = outcome.get("usage")
+            return Relayed(int(outcome.get("status") or 502), Usage(*usage) if usage else None,
+                           bool(outcome.get("streamed")), outcome.get("first_chunk_s"))
+
+    async def _answer_detached(self, stream: iostream.IOStream, address: Any, keep_alive: bool,
+                               refusal: Refusal) -> Relayed:
+        """The gateway's own error, written on a connection that is out of tornado's hands."""
+        document = error_body(refusal.message, refusal.kind, refusal.code or refusal.status, **refusal.extra)
+        try:
+            await stream.write(json_answer(refusal.status, document, {**self._cors, **refusal.headers},
+                                           keep_alive=keep_alive))
+        except iostream.StreamClosedError:
+            return Relayed(refusal.status)
+        self._take_back(stream, address, keep_alive)
+        return Relayed(refusal.status)
+
+    def _take_back(self, stream: iostream.IOStream, address: Any, reusable: bool) -> None:
+        """Serve the connection's next request (an answer that ended cleanly, keep-alive), or close it."""
+        server = self.gateway.config.http_server
+        if reusable and server is not None and not stream.closed():
+            server().handle_stream(stream, address)
+        else:
+            stream.close()
 
     async def _relay(self, upstream: UpstreamResponse, injected: bool, started: float) -> tuple[int, UsageTap | None,
                                                                                                  float | None]:

@@ -57,6 +57,12 @@ class ModelDeployApp(ExtensionApp):
     upstream_timeout_s = Float(
         600.0, help="Seconds the gateway waits for an engine's answer before replying 504."
     ).tag(config=True)
+    stream_relay = Bool(
+        True,
+        help="Pass streamed answers (requests with \"stream\": true) from engines to clients in a worker process "
+        "of their own, so fast streams do not slow the Jupyter server's own requests; False streams them on "
+        "the server's event loop.",
+    ).tag(config=True)
     payload_limit_bytes = Int(16 << 20, help="Largest request body the gateway accepts (embedding models set their own).").tag(
         config=True
     )
@@ -123,6 +129,8 @@ class ModelDeployApp(ExtensionApp):
                 upstream_timeout_s=self.upstream_timeout_s,
                 default_payload_limit=self.payload_limit_bytes,
                 wake=supervisor.ensure_ready,
+                stream_relay=self.stream_relay,
+                http_server=lambda: self.serverapp.http_server,
             ),
         )
         self.supervisor = supervisor
@@ -207,6 +215,8 @@ class ModelDeployApp(ExtensionApp):
         self.handlers.extend(handlers)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        if self.gateway.relay is not None:
+            await self.gateway.relay.start()  # before any stream arrives (until then streams stay on this loop)
         await self.supervisor.start()
         self.writer.start()
         if self.metrics is not None:

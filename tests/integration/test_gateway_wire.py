@@ -29,12 +29,16 @@ class Callers:
         self.dep, self.key_a = gw.harness.add(table, gw.address, **kwargs)  # type: ignore[arg-type]
         self.key_b, _ = gw.harness.tokens.create(deployment_id=self.dep.id)
         self.base = f"/modeldeploy/endpoints/{self.dep.route}"
+        # Through the relay worker, every request asks for a stream: the worker then sends it and
+        # writes its answer (the wire engine answers alike either way).
+        self.extra = {"stream": True} if gw.stream_relay else {}
 
     def headers(self, key: str, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}", "Content-Type": "application/json", **extra}
 
     def ask(self, conn: RawConnection, key: str, nonce: str, path: str = CHAT, **extra: str) -> RawResponse | None:
-        conn.request("POST", self.base + path, self.headers(key, **extra), json.dumps({"nonce": nonce}).encode())
+        conn.request("POST", self.base + path, self.headers(key, **extra),
+                     json.dumps({"nonce": nonce, **self.extra}).encode())
         return conn.final_response()
 
 

@@ -93,13 +93,17 @@ class Harness:
         self.supervisor.store.close()
 
 
-async def start_gateway(state_dir: Path, *, upstream_timeout_s: float = 10.0) -> Harness:
-    """A gateway on a free loopback port (no Jupyter: the same handler the extension mounts)."""
+async def start_gateway(state_dir: Path, *, upstream_timeout_s: float = 10.0, stream_relay: bool = False) -> Harness:
+    """A gateway on a free loopback port (no Jupyter: the same handler the extension mounts).
+
+    `stream_relay`: streamed answers go through the relay worker process, as in the extension."""
     supervisor = Supervisor(state_dir)
     tokens = TokenRegistry(supervisor.store)
     records: list[RequestRecord] = []
+    servers: list[HTTPServer] = []
     gateway = Gateway(supervisor, tokens, GatewayConfig(upstream_timeout_s=upstream_timeout_s,
-                                                        observers=[records.append]))
+                                                        observers=[records.append], stream_relay=stream_relay,
+                                                        http_server=lambda: servers[0]))
     app = Application([(ENDPOINT_PATTERN, EndpointHandler, {"gateway": gateway})])
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -108,6 +112,9 @@ async def start_gateway(state_dir: Path, *, upstream_timeout_s: float = 10.0) ->
     sock.setblocking(False)
     server = HTTPServer(app, max_body_size=256 << 20)
     server.add_sockets([sock])
+    servers.append(server)
+    if gateway.relay is not None:
+        assert await gateway.relay.start(), "the stream relay worker did not start"
     return Harness(sock.getsockname()[1], supervisor, tokens, gateway, server, records)
 
 
@@ -115,7 +122,7 @@ class GatewayThread:
     """The harness and a wire engine on an event loop of their own thread, so tests can use
     plain blocking sockets (and hypothesis) against them."""
 
-    def __init__(self, state_dir: Path, *, upstream_timeout_s: float = 10.0):
+    def __init__(self, state_dir: Path, *, upstream_timeout_s: float = 10.0, stream_relay: bool = False):
         import asyncio
         import threading
 
@@ -126,10 +133,11 @@ class GatewayThread:
         self._thread.start()
 
         async def setup() -> tuple[Harness, WireEngine]:
-            harness = await start_gateway(state_dir, upstream_timeout_s=upstream_timeout_s)
+            harness = await start_gateway(state_dir, upstream_timeout_s=upstream_timeout_s, stream_relay=stream_relay)
             engine = await WireEngine(state_dir / "engine.sock").start()
             return harness, engine
 
+        self.stream_relay = stream_relay
         self.harness, self.engine = self.run(setup())
         self.address = EngineAddress(socket_path=str(self.engine.socket_path))
 

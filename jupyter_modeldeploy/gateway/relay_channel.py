@@ -1,0 +1,122 @@
+"""Frames between the Jupyter server and its stream relay worker, over one Unix socket pair.
+
+A frame is a JSON header and an optional body, prefixed by their two lengths (4 bytes each,
+big-endian). A frame may carry one file descriptor (a client's socket, passed with
+SCM_RIGHTS): the kernel delivers it no later than the frame's first byte and in the order sent,
+so a reader keeps received descriptors in a queue and takes one for each frame that says it
+has one (`"fd": true`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import struct
+from collections import deque
+from typing import Any
+
+PREFIX = struct.Struct(">II")
+MAX_HEADER_BYTES = 1 << 20
+MAX_BODY_BYTES = 256 << 20
+RECV_BYTES = 256 * 1024
+
+
+class ChannelError(Exception):
+    """The other side broke the framing (or went away)."""
+
+
+def encode(header: dict[str, Any], body: bytes = b"") -> bytes:
+    """One frame's bytes."""
+    data = json.dumps(header, separators=(",", ":")).encode()
+    return PREFIX.pack(len(data), len(body)) + data + body
+
+
+async def _ready(loop: asyncio.AbstractEventLoop, sock: socket.socket, *, write: bool) -> None:
+    """Wait until the socket can be written (or read)."""
+    ready = loop.create_future()
+    add, remove = (loop.add_writer, loop.remove_writer) if write else (loop.add_reader, loop.remove_reader)
+    add(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        remove(sock.fileno())
+
+
+class FrameWriter:
+    """Sends frames on a non-blocking socket, one at a time (frames never interleave)."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self._lock = asyncio.Lock()
+
+    async def send(self, header: dict[str, Any], body: bytes = b"", fd: int | None = None) -> None:
+        data = encode({**header, "fd": fd is not None}, body)
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            if fd is not None:
+                while True:
+                    try:
+                        sent = socket.send_fds(self._sock, [data], [fd])
+                        break
+                    except BlockingIOError:
+                        await _ready(loop, self._sock, write=True)
+                data = data[sent:]
+            if data:
+                await loop.sock_sendall(self._sock, data)
+
+
+class FrameReader:
+    """Reads frames (and the descriptors they carry) from a non-blocking socket."""
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self._buffer = bytearray()
+        self._fds: deque[int] = deque()
+        self._eof = False
+
+    async def _fill(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                data, fds, _flags, _address = socket.recv_fds(self._sock, RECV_BYTES, 8, socket.MSG_CMSG_CLOEXEC)
+            except BlockingIOError:
+                await _ready(loop, self._sock, write=False)
+                continue
+            except OSError as exc:
+                raise ChannelError(f"the channel failed ({exc})") from None
+            self._fds.extend(fds)
+            if not data:
+                self._eof = True
+            self._buffer += data
+            return
+
+    async def read(self) -> tuple[dict[str, Any], bytes, int | None]:
+        """The next frame: header, body and its descriptor (the caller owns it); ChannelError at the end."""
+        while len(self._buffer) < PREFIX.size:
+            if self._eof:
+                raise ChannelError("the other side closed the channel")
+            await self._fill()
+        header_len, body_len = PREFIX.unpack_from(self._buffer)
+        if header_len > MAX_HEADER_BYTES or body_len > MAX_BODY_BYTES:
+            raise ChannelError("a frame larger than the channel allows")
+        end = PREFIX.size + header_len + body_len
+        while len(self._buffer) < end:
+            if self._eof:
+                raise ChannelError("the other side closed the channel mid-frame")
+            await self._fill()
+        header = json.loads(bytes(self._buffer[PREFIX.size:PREFIX.size + header_len]))
+        body = bytes(self._buffer[PREFIX.size + header_len:end])
+        del self._buffer[:end]
+        fd = None
+        if header.get("fd"):
+            if not self._fds:
+                raise ChannelError("a frame announced a descriptor that did not arrive")
+            fd = self._fds.popleft()
+        return header, body, fd
+
+    def close(self) -> None:
+        """Close descriptors received but not handed out."""
+        while self._fds:
+            os.close(self._fds.popleft())

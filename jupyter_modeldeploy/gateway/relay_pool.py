@@ -1,0 +1,149 @@
+"""The Jupyter server's side of the stream relay worker (`relay_worker`): start it, hand it requests.
+
+`StreamRelay.relay()` passes a client's socket (a duplicate of its descriptor) and the request to
+send; the worker writes the whole answer and returns the outcome. The server keeps its own copy
+of the socket untouched meanwhile, and serves the connection's next request itself afterwards.
+A worker that died is started again on the next use (at most every RESTART_AFTER_S); while it is
+away, streams run on the server's own loop as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+import sys
+import time
+from typing import Any
+
+from ..engines.base import EngineAddress
+from .relay_channel import ChannelError, FrameReader, FrameWriter
+
+log = logging.getLogger(__name__)
+
+RESTART_AFTER_S = 5.0
+LOST = {"outcome": "lost", "message": "the stream relay worker exited"}
+
+
+def address_document(address: EngineAddress) -> dict[str, Any]:
+    return {"socket_path": address.socket_path, "host": address.host, "port": address.port}
+
+
+class StreamRelay:
+    """One relay worker process and the requests it is relaying."""
+
+    def __init__(self) -> None:
+        self._process: asyncio.subprocess.Process | None = None
+        self._writer: FrameWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._failed_at = -RESTART_AFTER_S
+        self._starting: asyncio.Task[bool] | None = None
+        self.handed_over = 0  # requests handed to the worker so far
+
+    @staticmethod
+    def supported() -> bool:
+        """Whether this platform can pass sockets between processes."""
+        return hasattr(socket, "send_fds") and hasattr(socket, "AF_UNIX")
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None and self._writer is not None
+
+    def available(self) -> bool:
+        """Whether the worker runs now; if not, it is started in the background (unless it failed moments ago)."""
+        if self.running:
+            return True
+        if self._starting is None and time.monotonic() - self._failed_at >= RESTART_AFTER_S:
+            self._starting = asyncio.create_task(self.start())
+        return False
+
+    async def start(self) -> bool:
+        """Start the worker (if it is not running); whether it runs."""
+        if self.running:
+            return True
+        if self._starting is not None and self._starting is not asyncio.current_task():
+            return await asyncio.shield(self._starting)
+        try:
+            return await self._start()
+        finally:
+            self._starting = None
+
+    async def _start(self) -> bool:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "jupyter_modeldeploy.gateway.relay_worker", str(theirs.fileno()),
+                pass_fds=[theirs.fileno()], stdin=asyncio.subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            log.warning("the stream relay worker could not start (%s); streams stay on the server's loop", exc)
+            ours.close()
+            self._failed_at = time.monotonic()
+            return False
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._writer = FrameWriter(ours)
+        self._reader_task = asyncio.create_task(self._read(ours))
+        return True
+
+    async def _read(self, sock: socket.socket) -> None:
+        reader = FrameReader(sock)
+        try:
+            while True:
+                header, _, fd = await reader.read()
+                if fd is not None:
+                    socket.socket(fileno=fd).close()  # the worker passes none back; never leak one
+                waiter = self._pending.pop(int(header.get("id", 0)), None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(header)
+        except (ChannelError, ValueError) as exc:
+            log.warning("the stream relay worker went away (%s)", exc)
+        finally:
+            reader.close()
+            sock.close()
+            self._writer = None
+            self._failed_at = time.monotonic()
+            pending, self._pending = self._pending, {}
+            for waiter in pending.values():
+                if not waiter.done():
+                    waiter.set_result(dict(LOST))
+            if self._process is not None and self._process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self._process.kill()
+
+    async def relay(self, fd: int, job: dict[str, Any], body: bytes) -> dict[str, Any]:
+        """Hand the client socket `fd` (not closed here) and one request over; the worker's outcome."""
+        writer = self._writer
+        if writer is None:
+            return dict(LOST)
+        job_id = next(self._ids)
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[job_id] = waiter
+        self.handed_over += 1
+        try:
+            await writer.send({**job, "id": job_id}, body, fd=fd)
+        except OSError:
+            self._pending.pop(job_id, None)
+            return dict(LOST)
+        return await waiter
+
+    async def close(self) -> None:
+        """Stop the worker (it ends when its channel closes)."""
+        process, self._process = self._process, None
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader_task
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 5)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()

@@ -1,0 +1,263 @@
+"""The stream relay worker: a process of its own that passes streamed answers from engines to clients.
+
+The Jupyter server admits a request (key, limits, body, model) on its own event loop, then hands
+the client's socket to this process with the request to send (`relay_pool.StreamRelay`). Here
+the request goes to the engine (the same pooled aiohttp client as in the server), and the answer
+is written to the client's socket as it arrives, usage read on the way (`UsageTap`). The outcome
+(status, usage, time to first chunk) goes back to the server, which counts it and, when the
+answer ended cleanly on a keep-alive connection, serves the client's next request itself.
+
+So a fast stream costs the Jupyter server one hand-over, not one loop turn per event: a
+JupyterLab user sharing the server with busy endpoints keeps a responsive server.
+
+    python -m jupyter_modeldeploy.gateway.relay_worker <channel fd>
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+from ..engines.base import EngineAddress
+from .headers import returned_header
+from .relay_channel import ChannelError, FrameReader, FrameWriter
+from .response_head import LAST_CHUNK, NO_BODY_STATUSES, HeaderRefused, chunk, render_head
+from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
+from .usage import UsageTap
+
+log = logging.getLogger("jupyter_modeldeploy.relay_worker")
+
+HIGH_WATER = 256 * 1024  # bytes queued for a client before the relay waits for it (a slow client holds the engine back)
+PEEK_EVERY_S = 0.25  # how often a silent client's socket is checked for a hang-up
+
+
+class ClientSide(asyncio.Protocol):
+    """The client's socket, write-only: nothing the client sends next is read here (the server reads it)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.gone = False
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._lost = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.pause_reading()
+        transport.set_write_buffer_limits(high=HIGH_WATER)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone = True
+        self._writable.set()
+        self._lost.set()
+
+    def write(self, data: bytes) -> None:
+        if not self.gone and self.transport is not None:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        await self._writable.wait()
+
+    async def flushed(self) -> bool:
+        """Wait until every byte written reached the kernel; False when the client went away."""
+        if self.gone or self.transport is None:
+            return False
+        self.transport.set_write_buffer_limits(high=0, low=0)  # pauses us now if anything is queued
+        await self._writable.wait()
+        return not self.gone
+
+    @staticmethod
+    def hung_up(sock: socket.socket) -> bool:
+        """Whether the client closed its side (a peek: bytes of a next request are left where they are)."""
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+
+class RelayWorker:
+    """Runs the jobs the server sends: one task per streamed request."""
+
+    def __init__(self, channel: socket.socket):
+        self.reader = FrameReader(channel)
+        self.writer = FrameWriter(channel)
+        self.upstream = UpstreamClient()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                header, body, fd = await self.reader.read()
+                if fd is None:
+                    continue
+                task = asyncio.create_task(self.run(header, body, fd))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except ChannelError:
+            pass  # the server went away: so do we
+        finally:
+            self.reader.close()
+            await self.upstream.close()
+
+    async def run(self, job: dict[str, Any], body: bytes, fd: int) -> None:
+        outcome: dict[str, Any]
+        try:
+            outcome = await relay(self.upstream, job, body, fd)
+        except Exception as exc:  # whatever happened, the server must hear of this request
+            log.exception("relay failed")
+            outcome = {"outcome": "cut", "status": 502, "message": f"the relay failed ({type(exc).__name__})"}
+        with contextlib.suppress(ChannelError, OSError):
+            await self.writer.send({"id": job["id"], **outcome})
+
+
+def address_of(data: dict[str, Any]) -> EngineAddress:
+    return EngineAddress(socket_path=data.get("socket_path"), host=data.get("host", "127.0.0.1"), port=data.get("port"))
+
+
+def answer_head(upstream: UpstreamResponse, job: dict[str, Any], tap: UsageTap) -> tuple[bytes, bool, bool]:
+    """The head for the client, whether the body goes chunked, and whether the connection stays open."""
+    headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in upstream.raw_headers]
+    headers = [(n, v) for n, v in headers if returned_header(n)]
+    if tap.drop_injected_usage:
+        headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
+    headers += list(job.get("cors", {}).items())
+    keep_alive = bool(job.get("keep_alive"))
+    chunked = False
+    if upstream.status not in NO_BODY_STATUSES and job["method"] != "HEAD":
+        has_length = any(n.lower() == "content-length" for n, _ in headers)
+        chunked = not has_length
+        if chunked:
+            headers.append(("Transfer-Encoding", "chunked"))
+    if not keep_alive:
+        headers.append(("Connection", "close"))
+    return render_head(upstream.status, upstream.reason, headers), chunked, keep_alive
+
+
+class Watch:
+    """Notices a client that hangs up while the engine is silent (a long prompt), and ends the request."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.gone = False
+        self.upstream: UpstreamResponse | None = None
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while not self.gone:
+            await asyncio.sleep(PEEK_EVERY_S)
+            if ClientSide.hung_up(self.sock):
+                self.gone = True
+                if self.upstream is not None:
+                    self.upstream.close()  # the engine sees the client leave, and stops
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+async def relay(client: UpstreamClient, job: dict[str, Any], body: bytes, fd: int) -> dict[str, Any]:
+    """Send one request to its engine and write the answer to the client's socket `fd` (closed here)."""
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+    watch = Watch(sock)
+    try:
+        return await _relay(client, job, body, sock, watch)
+    finally:
+        watch.stop()
+        if sock.fileno() != -1 and watch.upstream is None:
+            sock.close()
+
+
+async def _relay(client: UpstreamClient, job: dict[str, Any], body: bytes, sock: socket.socket,
+                 watch: Watch) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+    try:
+        upstream = await client.request(
+            address_of(job["address"]), job["method"], job["target"], [tuple(h) for h in job["headers"]], body,
+            timeout=float(job["timeout_s"]),
+        )
+    except UpstreamUnreachable as exc:
+        return {"outcome": "unreachable", "message": str(exc)}
+    except UpstreamTimeout as exc:
+        return {"outcome": "timeout", "message": str(exc)}
+    except UpstreamError as exc:
+        return {"outcome": "error", "message": str(exc)}
+    if watch.gone:
+        upstream.close()
+        return {"outcome": "gone", "status": upstream.status}
+    tap = UsageTap(upstream.headers.get("Content-Type", ""), drop_injected_usage=bool(job.get("injected")))
+    try:
+        head, chunked, keep_alive = answer_head(upstream, job, tap)
+    except HeaderRefused as exc:
+        upstream.close()
+        return {"outcome": "error", "message": f"the engine's answer could not be passed on: {exc}"}
+    watch.upstream = upstream
+    _, side = await loop.connect_accepted_socket(ClientSide, sock)
+    assert isinstance(side, ClientSide)
+    first_chunk: float | None = None
+    outcome = "done"
+    side.write(head)
+    try:
+        async for data in upstream.iter_body():
+            if first_chunk is None:
+                first_chunk = time.perf_counter() - started
+            out = tap.feed(data)
+            if out:
+                side.write(chunk(out) if chunked else out)
+                await side.drain()
+            if side.gone or watch.gone:
+                upstream.close()  # the engine sees the client leave, and stops
+                outcome = "gone"
+                break
+        else:
+            rest = tap.close()
+            if rest:
+                side.write(chunk(rest) if chunked else rest)
+            if chunked:
+                side.write(LAST_CHUNK)
+    except UpstreamError:
+        outcome = "gone" if watch.gone or side.gone else "cut"  # a cut answer must look cut: the server closes it
+    if outcome == "done" and not await side.flushed():
+        outcome = "gone"
+    usage = tap.finish()
+    assert side.transport is not None
+    if outcome == "done":
+        side.transport.close()  # our copy only: the server's keeps the connection open
+    else:
+        side.transport.abort()
+    return {
+        "outcome": outcome, "status": upstream.status, "first_chunk_s": first_chunk, "streamed": tap.is_sse,
+        "usage": [usage.prompt_tokens, usage.completion_tokens] if usage is not None else None,
+        "reusable": outcome == "done" and keep_alive,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the worker on the channel descriptor the server passed."""
+    args = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.WARNING, format="[relay worker] %(levelname)s %(message)s")
+    channel = socket.socket(fileno=int(args[0]))
+    channel.setblocking(False)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(RelayWorker(channel).serve())
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())
