@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from jupyter_modeldeploy.client import ModelDeployError
 from jupyter_modeldeploy.paths import cache_root
 from tests.support.fake_server import fake_deployment, fake_jupyter
 
@@ -67,6 +68,18 @@ def test_a_deployment_becomes_a_jupyter_ai_2_model_and_answers_its_chat(tmp_path
         record = client.wait(client.launch(fake_deployment("for-ai"))["id"], timeout=60)
         model, api_base = record["models"][0]["name"], record["api_base"]
         gid = f"openai-chat-custom:{model}"
+        with pytest.raises(ModelDeployError, match="version must be 2 or 3") as bad:
+            client.register_ai("for-ai", version=9)
+        assert bad.value.status == 400
+        # The user's own OPENAI_API_KEY is never overwritten: 409 naming it, the file as it was, no key left live.
+        config_file.write_text(json.dumps({**theirs, "api_keys": {"OPENAI_API_KEY": "sk-openai-mine"}}))
+        with pytest.raises(ModelDeployError, match=r"api_keys\.OPENAI_API_KEY is already set") as conflict:
+            client.register_ai("for-ai", version=2)
+        assert conflict.value.status == 409 and "sk-openai-mine" not in str(conflict.value)
+        assert json.loads(config_file.read_text())["api_keys"] == {"OPENAI_API_KEY": "sk-openai-mine"}
+        assert not [t for t in client.tokens() if t["name"] == "jupyter-ai" and t["revoked_at"] is None]
+        config_file.write_text(json.dumps(theirs))
+
         registered = client.register_ai("for-ai")  # the server's setting: 2
         assert registered["version"] == 2 and registered["selected"] == [gid]
         assert [(m["model_id"], m["params"]) for m in registered["models"]] == [(gid, {"openai_api_base": api_base})]
