@@ -50,13 +50,15 @@ def key_owner(tokens: TokenRegistry) -> jupyter_ai_v2.KeyOwner:
 
 
 def forget(tokens: TokenRegistry, dep: Deployment) -> int:
-    """Remove a deployment's jupyter-ai entries (2.x and 3.x) and revoke the key made for them."""
+    """Remove a deployment's jupyter-ai entries (2.x and 3.x) and revoke the key made for them (also when the
+    file cannot be changed: what is left there no longer opens anything)."""
     path = jupyter_ai.config_path()
-    removed = jupyter_ai.unregister(path, dep.id) + jupyter_ai_v2.unregister(path, dep.id, key_owner(tokens))
-    for token in tokens.list():
-        if token.deployment_id == dep.id and token.name == KEY_LABEL and token.revoked_at is None:
-            tokens.revoke(token.id)
-    return removed
+    try:
+        return jupyter_ai.unregister(path, dep.id) + jupyter_ai_v2.unregister(path, dep.id, key_owner(tokens))
+    finally:  # after: the 2.x removal tells its key from the user's by looking it up
+        for token in tokens.list():
+            if token.deployment_id == dep.id and token.name == KEY_LABEL and token.revoked_at is None:
+                tokens.revoke(token.id)
 
 
 def _write(version: str, tokens: TokenRegistry, dep: Deployment, record: dict[str, Any], key: str) -> dict[str, Any]:
