@@ -35,8 +35,11 @@ manager = ConfigManager(log=logging.getLogger("jupyter-ai"), lm_providers=get_lm
 described = manager.get_config()  # what its settings panel shows: key names, not keys
 provider = manager.lm_provider
 answer = provider(**manager.lm_provider_params).invoke("Say hello")
+embeddings = get_em_providers()["openai-custom"]  # what an embedding model's registration writes for
 print(json.dumps({"model_provider_id": described.model_provider_id, "fields": described.fields,
-                  "api_keys": described.api_keys, "provider": provider.id, "content": answer.content}))
+                  "api_keys": described.api_keys, "provider": provider.id, "content": answer.content,
+                  "key_names": [provider.auth_strategy.name, embeddings.auth_strategy.name],
+                  "embeddings_fields": [f.key for f in embeddings.fields]}))
 """
 
 
@@ -91,6 +94,8 @@ def test_a_deployment_becomes_a_jupyter_ai_2_model_and_answers_its_chat(tmp_path
         assert answer["fields"][gid] == {"openai_api_base": api_base}
         assert sorted(answer["api_keys"]) == ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"]
         assert str(answer["content"]).startswith("x")  # the fake engine's answer
+        assert answer["key_names"] == ["OPENAI_API_KEY", "OPENAI_API_KEY"] and answer["embeddings_fields"] == [
+            "openai_api_base"]
         logged = client.requests(deployment="for-ai", limit=1)[0]
         assert (logged["status"], logged["key_name"], logged["route"], logged["model"]) == (
             200, "jupyter-ai", "/v1/chat/completions", model)
@@ -110,6 +115,9 @@ def test_a_deployment_becomes_a_jupyter_ai_2_model_and_answers_its_chat(tmp_path
 
         again = client.register_ai("for-ai", version=2)
         assert again["selected"] == [gid]
+        client.register_ai("for-ai", version=2)  # again: replaces its own registration, one live key
+        live = [t for t in client.tokens() if t["name"] == "jupyter-ai" and t["revoked_at"] is None]
+        assert len(live) == 1 and json.loads(config_file.read_text())["fields"][gid] == {"openai_api_base": api_base}
         key_id = next(t["id"] for t in client.tokens() if t["name"] == "jupyter-ai" and t["revoked_at"] is None)
         client.delete("for-ai")
         gone = json.loads(config_file.read_text())
