@@ -89,7 +89,7 @@ def register(path: Path, *, deployment_id: str, chat: list[str], embeddings: lis
     written = {"fields": [chat_id(m) for m in chat], "embeddings_fields": [embeddings_id(m) for m in embeddings]}
     theirs = data.get("api_keys", {}).get(KEY_NAME)
     if theirs:
-        owner = whose_key(theirs)
+        owner = whose_key(theirs) if isinstance(theirs, str) else None
         if owner is None:
             raise Conflict(f"jupyter-ai's api_keys.{KEY_NAME} is already set (a key of your own; jupyter-ai 2.x "
                            "has one key for all its OpenAI providers): remove it in jupyter-ai's settings first, "

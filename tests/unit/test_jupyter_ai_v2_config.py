@@ -71,6 +71,7 @@ def test_a_file_created_here_has_what_jupyter_ai_requires(tmp_path: Path) -> Non
 @pytest.mark.parametrize(("data", "whose", "named"), [
     ({"api_keys": {"OPENAI_API_KEY": "sk-users-own"}}, None, "api_keys.OPENAI_API_KEY is already set"),
     ({"api_keys": {"OPENAI_API_KEY": "md-other"}}, "d2", "registered for deployment d2"),
+    ({"api_keys": {"OPENAI_API_KEY": 12345}}, "d2", "api_keys.OPENAI_API_KEY is already set"),
     ({"fields": {"openai-chat-custom:a": {"openai_api_base": "http://elsewhere/v1"}}}, None,
      "fields['openai-chat-custom:a']"),
     ({"embeddings_fields": {"openai-custom:e": {}}}, None, "embeddings_fields['openai-custom:e']"),
