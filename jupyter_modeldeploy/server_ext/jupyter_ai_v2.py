@@ -12,7 +12,8 @@ So a registration writes, for each chat model, `fields["openai-chat-custom:<mode
 {"openai_api_base": <deployment's .../v1>}` (embedding models likewise in `embeddings_fields`),
 puts the key made for jupyter-ai in `api_keys.OPENAI_API_KEY`, and selects the first model only
 where nothing is selected. It refuses (Conflict) rather than overwrite what is not its own: an
-`OPENAI_API_KEY` that is the user's (or another deployment's), or settings of the same global id.
+`OPENAI_API_KEY` that is the user's (or another deployment's), settings of the same global id, or a
+selected model of another provider that reads `OPENAI_API_KEY` (it would be sent this deployment's key).
 
 jupyter-ai rewrites the file with its own model (unknown keys dropped), so what was written for each
 deployment is kept next to it in `.modeldeploy-v2.json` (no secrets): removal takes away exactly
@@ -38,6 +39,9 @@ DEFAULTS: dict[str, Any] = {"model_provider_id": None, "embeddings_provider_id":
                             "api_keys": {}, "completions_fields": {}, "embeddings_fields": {}}
 # Which file section holds a selection's settings.
 SECTIONS = {"model_provider_id": "fields", "embeddings_provider_id": "embeddings_fields"}
+SELECTIONS = (*SECTIONS, "completions_model_provider_id")
+# jupyter-ai 2.x's providers (chat, completion, embeddings) that send api_keys.OPENAI_API_KEY.
+KEY_READERS = {"openai", "openai-chat", CHAT_PROVIDER, EMBEDDINGS_PROVIDER}
 
 # whose_key(secret): the deployment id of a live key made for jupyter-ai, "" for one of those no longer
 # valid (replaceable), None for any other key (the user's own).
@@ -97,6 +101,11 @@ def register(path: Path, *, deployment_id: str, chat: list[str], embeddings: lis
         if owner:
             raise Conflict(f"jupyter-ai's api_keys.{KEY_NAME} holds the key registered for deployment {owner} "
                            "(jupyter-ai 2.x has one key for all its OpenAI providers): unregister that one first")
+    for selection in SELECTIONS:  # a model chosen elsewhere would send this deployment's key to its server
+        chosen = data.get(selection)
+        if isinstance(chosen, str) and chosen.split(":", 1)[0] in KEY_READERS:
+            raise Conflict(f"jupyter-ai's {selection} is {chosen[:200]!r}, which would be sent the key in "
+                           f"api_keys.{KEY_NAME}: choose another model in jupyter-ai first")
     for section, ids in written.items():
         for gid in ids:
             if gid in data.get(section, {}):
@@ -133,7 +142,7 @@ def unregister(path: Path, deployment_id: str, whose_key: KeyOwner) -> int:
             data[section] = settings
             ours.update(mine)
             removed += len(mine)
-    for selection in (*SECTIONS, "completions_model_provider_id"):
+    for selection in SELECTIONS:
         if data.get(selection) in ours:  # the model goes away: nothing selected rather than a dead one
             data[selection] = None
             changed = True

@@ -75,6 +75,8 @@ def test_a_file_created_here_has_what_jupyter_ai_requires(tmp_path: Path) -> Non
     ({"fields": {"openai-chat-custom:a": {"openai_api_base": "http://elsewhere/v1"}}}, None,
      "fields['openai-chat-custom:a']"),
     ({"embeddings_fields": {"openai-custom:e": {}}}, None, "embeddings_fields['openai-custom:e']"),
+    ({"model_provider_id": "openai-chat:gpt-4o"}, None, "model_provider_id is 'openai-chat:gpt-4o'"),
+    ({"completions_model_provider_id": "openai-chat-custom:their-vllm"}, None, "completions_model_provider_id is"),
 ])
 def test_what_is_not_ours_is_refused_and_left_unchanged(tmp_path: Path, data: dict[str, object], whose: str | None,
                                                        named: str) -> None:
