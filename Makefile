@@ -21,12 +21,16 @@ CHP_VERSION ?= 5.3.0
 # jupyter-ai for its registration test, in an environment of its own (it brings Lab extensions and
 # a Jupyter stack of its own); tests/integration/test_jupyter_ai.py names the same version.
 JUPYTER_AI_VERSION ?= 3.2.0
+# jupyter-ai 2.x likewise, for its registration test (tests/integration/test_jupyter_ai_v2.py names the same
+# version), with only the package its OpenAI-compatible provider needs.
+JUPYTER_AI_2_VERSION ?= 2.31.7
+LANGCHAIN_OPENAI_SPEC ?= langchain-openai==0.3.35
 PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.installed
 LAB_STAMP := jupyter_modeldeploy/labextension/package.json
 
-.PHONY: install engines engine-llamacpp engine-vllm labext chromium hub-proxy jupyter-ai run test test-unit test-fast lint bench docs clean
+.PHONY: install engines engine-llamacpp engine-vllm labext chromium hub-proxy jupyter-ai jupyter-ai-2 run test test-unit test-fast lint bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -85,10 +89,16 @@ jupyter-ai: install
 		$(PYTHON) -m venv "$$dir" && "$$dir/bin/python" -m pip install -q "jupyter-ai[jupyternaut]==$(JUPYTER_AI_VERSION)"; \
 	fi
 
+jupyter-ai-2: install
+	@dir="$$($(BIN)/python -c 'from jupyter_modeldeploy.paths import cache_root; print(cache_root())')/jupyter-ai-$(JUPYTER_AI_2_VERSION)"; \
+	if [ ! -x "$$dir/bin/python" ] || ! "$$dir/bin/python" -c "import importlib.metadata as m; m.version('jupyter-ai'), m.version('langchain-openai')" 2>/dev/null; then \
+		$(PYTHON) -m venv "$$dir" && "$$dir/bin/python" -m pip install -q "jupyter-ai==$(JUPYTER_AI_2_VERSION)" "$(LANGCHAIN_OPENAI_SPEC)"; \
+	fi
+
 run: install engine-llamacpp labext
 	$(BIN)/python scripts/quickstart.py
 
-test: install engines labext chromium hub-proxy jupyter-ai
+test: install engines labext chromium hub-proxy jupyter-ai jupyter-ai-2
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install

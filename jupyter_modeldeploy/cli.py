@@ -175,6 +175,19 @@ def cmd_delete(client: ModelDeployClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_register_ai(client: ModelDeployClient, args: argparse.Namespace) -> int:
+    answer = client.register_ai(args.ref, args.version)
+    selected = f"; selected: {', '.join(answer['selected'])}" if answer.get("selected") else ""
+    print(f"jupyter-ai {answer['version']}.x models: {', '.join(m['model_id'] for m in answer['models'])} "
+          f"(in jupyter-ai's {answer['config']}{selected})")
+    return 0
+
+
+def cmd_unregister_ai(client: ModelDeployClient, args: argparse.Namespace) -> int:
+    print(f"{args.ref}: {client.unregister_ai(args.ref)['removed']} jupyter-ai model(s) removed")
+    return 0
+
+
 def cmd_export(client: ModelDeployClient, args: argparse.Namespace) -> int:
     data = client.export(args.ref, include_secrets=args.include_secrets)
     text = json.dumps(data, indent=2) + "\n"
@@ -391,6 +404,15 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("ref")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("register-ai", help="make a deployment's models jupyter-ai models, with a key of their own")
+    p.add_argument("ref")
+    p.add_argument("--version", type=int, choices=(2, 3), default=None,
+                   help="jupyter-ai's major version (default: the server's choice, the installed one)")
+    p.set_defaults(func=cmd_register_ai)
+    p = sub.add_parser("unregister-ai", help="remove a deployment's jupyter-ai models and revoke their key")
+    p.add_argument("ref")
+    p.set_defaults(func=cmd_unregister_ai)
 
     p = sub.add_parser("relaunch", help="start a stopped deployment again")
     p.add_argument("ref")

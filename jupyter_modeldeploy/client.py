@@ -244,9 +244,11 @@ class ModelDeployClient:
         body = {"name": name, "overrides": overrides or {}, "launch": start, "include_secrets": include_secrets}
         return self._request("POST", f"deployments/{ref}/clone", json=body)
 
-    def register_ai(self, ref: str) -> dict[str, Any]:
-        """Make the deployment's chat models jupyter-ai models (jupyter-ai 3.x custom models), with a key of their own."""
-        return self._request("POST", f"deployments/{ref}/jupyter-ai")
+    def register_ai(self, ref: str, version: int | None = None) -> dict[str, Any]:
+        """Make the deployment's models jupyter-ai models, with a key of their own: 3.x custom models, or 2.x's
+        OpenAI-compatible providers' settings (`version`; by default the server's choice)."""
+        params = {"version": str(version)} if version is not None else {}
+        return self._request("POST", f"deployments/{ref}/jupyter-ai", params=params)
 
     def unregister_ai(self, ref: str) -> dict[str, Any]:
         """Remove the deployment's jupyter-ai models and revoke their key."""

@@ -9,7 +9,7 @@
     %deploy usage [<n>] [key=<key id>] [model=<m>] [since=<unix s>]   # per-key usage, a DataFrame
     %deploy requests [<n>] [key=<key id>] [limit=<rows>] [bodies=true]  # the request log, a DataFrame
     %deploy replay <request id> [to=<deployment>] [model=<m>]          # send a captured request again
-    %deploy register-ai <n> | unregister-ai <n>                        # as jupyter-ai models, or not
+    %deploy register-ai <n> [2|3] | unregister-ai <n>                  # as jupyter-ai (2.x/3.x) models, or not
     %deploy bench <n> max_concurrency=8 max_tokens=64 prompt="..."   # a concurrency sweep, saved
 
 Values in `field=value` are JSON when they parse as JSON, else strings; `--wait` blocks until
@@ -366,9 +366,15 @@ class DeployMagic:
             return answer.text
 
     def cmd_register_ai(self, rest: list[str]) -> None:
-        answer = self.client.register_ai(self._one(rest, "register-ai"))
+        ref = self._one(rest, "register-ai")
+        version = rest[1] if len(rest) > 1 else None
+        if version is not None and version not in ("2", "3"):
+            raise DeployMagicError("register-ai <name> [2|3]: the jupyter-ai major version is 2 or 3")
+        answer = self.client.register_ai(ref, int(version) if version else None)
         names = ", ".join(m["name"] for m in answer["models"])
-        print(f"jupyter-ai models: {names} (in jupyter-ai's {answer['config']}; pick them in its model picker)")
+        picked = f"; selected: {', '.join(answer['selected'])}" if answer.get("selected") else ""
+        print(f"jupyter-ai {answer['version']}.x models: {names} (in jupyter-ai's {answer['config']}; "
+              f"pick them in its model picker{picked})")
 
     def cmd_unregister_ai(self, rest: list[str]) -> None:
         ref = self._one(rest, "unregister-ai")

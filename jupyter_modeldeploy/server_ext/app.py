@@ -88,6 +88,13 @@ class ModelDeployApp(ExtensionApp):
         90.0, help="Days of per-key usage (per minute) kept in the activity file of the state folder."
     ).tag(config=True)
 
+    jupyter_ai_version = Enum(
+        ["auto", "2", "3"],
+        default_value="auto",
+        help="Which jupyter-ai the registration writes for (POST .../jupyter-ai without ?version=): 'auto' (the "
+        "major version of the jupyter-ai installed with this server, 3 when there is none), '2' or '3'.",
+    ).tag(config=True)
+
     @default("state_dir")
     def _default_state_dir(self) -> str:
         return str(Path(jupyter_data_dir()) / "modeldeploy")
@@ -156,6 +163,7 @@ class ModelDeployApp(ExtensionApp):
                 "modeldeploy_key_usage": self.key_usage,
                 "modeldeploy_request_log": self.request_log,
                 "modeldeploy_writer": self.writer,
+                "modeldeploy_jupyter_ai_version": self.jupyter_ai_version,
             }
         )
         self.log.info("modeldeploy: state in %s", self.state_dir)

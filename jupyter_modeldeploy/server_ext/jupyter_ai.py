@@ -47,7 +47,8 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def _write(path: Path, data: dict[str, Any]) -> None:
+def write_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Replace the file in one step (a temporary file renamed), readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".json")
     try:
@@ -76,7 +77,7 @@ def register(path: Path, *, deployment_id: str, deployment: str, models: list[st
          "params": {"api_base": api_base, "api_key": key}}
         for model in models
     ]
-    _write(path, {**data, "custom_models": entries + kept})
+    write_atomic(path, {**data, "custom_models": entries + kept})
     return [{**e, "params": {"api_base": api_base}} for e in entries]
 
 
@@ -88,5 +89,5 @@ def unregister(path: Path, deployment_id: str) -> int:
     models = data.get("custom_models", [])
     kept = [e for e in models if not _mine(e, deployment_id)]
     if len(kept) != len(models):
-        _write(path, {**data, "custom_models": kept})
+        write_atomic(path, {**data, "custom_models": kept})
     return len(models) - len(kept)

@@ -1,47 +1,104 @@
-"""`POST/DELETE /api/modeldeploy/deployments/{ref}/jupyter-ai`: register a deployment as jupyter-ai models, or not."""
+"""`POST/DELETE /api/modeldeploy/deployments/{ref}/jupyter-ai`: register a deployment as jupyter-ai models, or not.
+
+jupyter-ai 3.x gets custom models (`jupyter_ai.py`), 2.x its OpenAI-compatible providers' settings
+(`jupyter_ai_v2.py`): `?version=2|3`, else the server's `jupyter_ai_version` setting, whose `auto`
+means the major version of the jupyter-ai installed next to this server (3 when there is none).
+"""
 
 from __future__ import annotations
+
+import importlib.metadata
+from typing import Any
 
 from tornado import web
 
 from ..supervisor import Deployment, DeploymentError
 from ..supervisor.tokens import TokenRegistry
-from . import jupyter_ai
+from . import jupyter_ai, jupyter_ai_v2
 from .handlers import BaseHandler
 from .schemas import JupyterAIRegistration
 
 KEY_LABEL = "jupyter-ai"
+VERSIONS = ("2", "3")
+
+
+def installed_version() -> str:
+    """The major version of the jupyter-ai in this server's environment: "2", or "3" (also when none)."""
+    try:
+        major = importlib.metadata.version("jupyter-ai").split(".", 1)[0]
+    except importlib.metadata.PackageNotFoundError:
+        return "3"
+    return "2" if major == "2" else "3"
+
+
+def choose_version(requested: str | None, setting: str) -> str:
+    if requested is not None:
+        if requested not in VERSIONS:
+            raise DeploymentError(f"version must be 2 or 3 (jupyter-ai's major version), not {requested[:20]!r}", 400)
+        return requested
+    return setting if setting in VERSIONS else installed_version()
+
+
+def key_owner(tokens: TokenRegistry) -> jupyter_ai_v2.KeyOwner:
+    """Whose key a secret in jupyter-ai's file is (see jupyter_ai_v2.KeyOwner)."""
+    def whose(secret: str) -> str | None:
+        info = tokens.lookup(secret)
+        if info is None or info.name != KEY_LABEL or info.deployment_id is None:
+            return None
+        return info.deployment_id if info.revoked_at is None else ""
+    return whose
 
 
 def forget(tokens: TokenRegistry, dep: Deployment) -> int:
-    """Remove a deployment's jupyter-ai entries and revoke the key made for them."""
-    removed = jupyter_ai.unregister(jupyter_ai.config_path(), dep.id)
-    for token in tokens.list():
-        if token.deployment_id == dep.id and token.name == KEY_LABEL and token.revoked_at is None:
-            tokens.revoke(token.id)
-    return removed
+    """Remove a deployment's jupyter-ai entries (2.x and 3.x) and revoke the key made for them (also when the
+    file cannot be changed: what is left there no longer opens anything)."""
+    path = jupyter_ai.config_path()
+    try:
+        return jupyter_ai.unregister(path, dep.id) + jupyter_ai_v2.unregister(path, dep.id, key_owner(tokens))
+    finally:  # after: the 2.x removal tells its key from the user's by looking it up
+        for token in tokens.list():
+            if token.deployment_id == dep.id and token.name == KEY_LABEL and token.revoked_at is None:
+                tokens.revoke(token.id)
+
+
+def _write(version: str, tokens: TokenRegistry, dep: Deployment, record: dict[str, Any], key: str) -> dict[str, Any]:
+    path, api_base = jupyter_ai.config_path(), record["api_base"]
+    models = {task: [m["name"] for m in record["models"] if m["task"] == task] for task in ("chat", "embed")}
+    if version == "3":
+        entries = jupyter_ai.register(path, deployment_id=dep.id, deployment=dep.name, models=models["chat"],
+                                      api_base=api_base, key=key)
+        return {"version": 3, "config": path.name, "models": entries}
+    written = jupyter_ai_v2.register(path, deployment_id=dep.id, chat=models["chat"], embeddings=models["embed"],
+                                     api_base=api_base, key=key, whose_key=key_owner(tokens))
+    return {"version": 2, "config": path.name, "selected": written["selected"],
+            "models": jupyter_ai_v2.entries(dep.id, dep.name, written, api_base)}
 
 
 class JupyterAIHandler(BaseHandler):
-    """POST: the deployment's chat models become jupyter-ai custom models; DELETE: they go."""
+    """POST: the deployment's models become jupyter-ai models; DELETE: they go."""
 
     @web.authenticated
     async def post(self, ref: str) -> None:
         async def action() -> None:
+            version = choose_version(self.get_query_argument("version", None),
+                                     self.settings.get("modeldeploy_jupyter_ai_version", "auto"))
             dep = self.lookup(ref)
             record = self.record(dep)
-            models = [m["name"] for m in record["models"] if m["task"] == "chat"]
-            if not models:
-                raise DeploymentError(f"deployment {dep.name!r} serves no chat model for jupyter-ai", 422)
-            forget(self.tokens, dep)  # one key at a time
-            key, _info = self.tokens.create(deployment_id=dep.id, name=KEY_LABEL)
+            tasks = {m["task"] for m in record["models"]}
+            if "chat" not in tasks and (version == "3" or "embed" not in tasks):
+                what = "chat model" if version == "3" else "chat or embedding model"
+                raise DeploymentError(f"deployment {dep.name!r} serves no {what} for jupyter-ai {version}.x", 422)
             try:
-                entries = jupyter_ai.register(jupyter_ai.config_path(), deployment_id=dep.id, deployment=dep.name,
-                                              models=models, api_base=record["api_base"], key=key)
+                forget(self.tokens, dep)  # one key at a time
+                key, info = self.tokens.create(deployment_id=dep.id, name=KEY_LABEL)
+                try:
+                    answer = _write(version, self.tokens, dep, record, key)
+                except BaseException:
+                    self.tokens.revoke(info.id)  # written nowhere: no live key left behind
+                    raise
             except (OSError, ValueError) as exc:
                 raise DeploymentError(str(exc), 409) from None
-            self.write_model(JupyterAIRegistration.model_validate(
-                {"config": str(jupyter_ai.config_path().name), "models": entries}), 201)
+            self.write_model(JupyterAIRegistration.model_validate(answer), 201)
 
         await self.run(action)
 

@@ -450,20 +450,25 @@ class RequestLogResponse(ResponseBody):
 
 
 class JupyterAIModel(ResponseBody):
-    """One jupyter-ai custom model written for a deployment (its key is in the file, not here)."""
+    """One jupyter-ai model written for a deployment (its key is in the file, not here)."""
 
-    id: str
+    id: str = Field(description="3.x: the custom model's id; 2.x: the global model id")
     name: str
     description: str
-    model_id: str = Field(description="the LiteLLM id, openai/<model>")
-    params: dict[str, str] = Field(description="api_base (the key, made for jupyter-ai, is left out)")
+    model_id: str = Field(description="3.x: the LiteLLM id, openai/<model>; 2.x: the global model id, "
+                          "openai-chat-custom:<model> (chat) or openai-custom:<model> (embeddings)")
+    params: dict[str, str] = Field(description="3.x: api_base; 2.x: openai_api_base, as in the provider's fields "
+                                   "(the key, made for jupyter-ai, is left out)")
 
 
 class JupyterAIRegistration(ResponseBody):
     """POST /deployments/{ref}/jupyter-ai."""
 
+    version: int = Field(description="the jupyter-ai major version written for: 2 or 3")
     config: str = Field(description="jupyter-ai's configuration file written (in the Jupyter data folder)")
     models: list[JupyterAIModel]
+    selected: list[str] = Field(default_factory=list, description="2.x: the global model ids made the selected "
+                                "chat / embedding model (only where none was selected)")
 
 
 class GpuSeries(ResponseBody):
