@@ -112,22 +112,25 @@ class UsageTap:
         return self.usage
 
     def _feed_sse(self, chunk: bytes) -> bytes:
-        self._buffer += chunk
+        buffer = self._buffer
+        buffer += chunk
         kept = bytearray() if self.drop_injected_usage else None
+        start = 0
         while True:
-            end = _event_end(self._buffer)
+            end = _event_end(buffer, start)
             if end < 0:
                 break
-            event = bytes(self._buffer[:end])
-            del self._buffer[:end]
+            event = bytes(buffer[start:end])
+            start = end
             self.events += 1
             data = self._inspect(event)
             if kept is not None:
                 kept += self._pass_injected(event, data)
-        if len(self._buffer) > MAX_EVENT_BYTES:
+        del buffer[:start]  # once per chunk: a fast stream brings many events in one read
+        if len(buffer) > MAX_EVENT_BYTES:
             if kept is not None:
-                kept += self._release() + self._buffer
-            self._buffer.clear()
+                kept += self._release() + buffer
+            buffer.clear()
         if kept is None:
             return chunk  # nothing is ever removed: pass the bytes on as they came
         return bytes(kept)
@@ -184,10 +187,16 @@ class UsageTap:
         return None
 
 
-def _event_end(buffer: bytearray) -> int:
-    """The end of the first complete SSE event (after its blank line), or -1."""
-    ends = [i + n for sep, n in ((b"\n\n", 2), (b"\r\n\r\n", 4)) if (i := buffer.find(sep)) >= 0]
-    return min(ends) if ends else -1
+def _event_end(buffer: bytearray, start: int = 0) -> int:
+    """The end of the first complete SSE event from `start` (after its blank line), or -1.
+
+    Each separator is looked for only up to the first one found: a search of the whole rest of
+    the buffer per event would make a fast stream's chunk of many events quadratic."""
+    lf = buffer.find(b"\n\n", start)
+    crlf = buffer.find(b"\r\n\r\n", start, lf + 2 if lf >= 0 else len(buffer))
+    if crlf >= 0:
+        return crlf + 4
+    return lf + 2 if lf >= 0 else -1
 
 
 def wants_usage_injection(path: str, body: dict[str, object]) -> bool:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from jupyter_modeldeploy.gateway.auth import authorize, model_refusal, presented_key, role_refusal
 from jupyter_modeldeploy.gateway.proxy import input_count
 from jupyter_modeldeploy.gateway.usage import UsageTap, wants_usage_injection
@@ -183,3 +186,19 @@ def test_roles_and_model_scopes() -> None:
     assert unnamed is not None and "name one" in unnamed.message
     assert model_refusal(token(), "anything") is None
     assert "deployment d2" in decide("x", token(deployment_id="d2")).message
+
+
+@settings(max_examples=200, deadline=None)
+@given(seps=st.lists(st.sampled_from([b"\n\n", b"\r\n\r\n"]), min_size=1, max_size=30), data=st.data())
+def test_events_are_found_whatever_their_separators_and_chunks(seps: list[bytes], data: st.DataObject) -> None:
+    """Every event of a stream mixing LF and CRLF separators is seen once, however the stream is cut."""
+    events = [b'data: {"choices": [{"delta": {"content": "t%d"}}]}' % i for i in range(len(seps) - 1)]
+    events.append(b'data: {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": %d}}' % len(seps))
+    stream = b"".join(e + s for e, s in zip(events, seps))
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(stream) - 1), max_size=10))))
+    tap = UsageTap("text/event-stream")
+    out = b"".join(tap.feed(stream[a:b]) for a, b in zip([0, *cuts], [*cuts, len(stream)]))
+    assert out == stream
+    assert tap.events == len(seps)
+    usage = tap.finish()
+    assert usage is not None and usage.completion_tokens == len(seps)
