@@ -13,7 +13,10 @@ more, on a fresh connection. Nothing else is retried.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import weakref
 from collections.abc import AsyncIterator
+from functools import lru_cache
 from typing import Any
 
 import aiohttp
@@ -71,10 +74,39 @@ class UpstreamResponse:
         self._response.close()
 
 
-async def _mark_reused(session: Any, context: Any, params: Any) -> None:
-    """aiohttp trace hook: this request went out on a pooled (reused) connection."""
-    if isinstance(context.trace_request_ctx, dict):
-        context.trace_request_ctx["reused"] = True
+#: Whether the connection the current request got came from the pool (set by the connector, in the request's task).
+_REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("upstream_reused", default=False)
+
+
+class _ReuseAware:
+    """A connector that tells whether a request's connection was reused. (aiohttp's trace hooks tell
+    it too, but cost each request more than the rest of the client's own work.)"""
+
+    _seen: weakref.WeakSet[Any]
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        conn = await super().connect(req, traces, timeout)  # type: ignore[misc]
+        protocol = conn.protocol
+        _REUSED.set(protocol in self._seen)
+        self._seen.add(protocol)
+        return conn
+
+
+class _UnixConnector(_ReuseAware, aiohttp.UnixConnector):
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._seen = weakref.WeakSet()
+
+
+class _TCPConnector(_ReuseAware, aiohttp.TCPConnector):
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._seen = weakref.WeakSet()
+
+
+@lru_cache(maxsize=32)
+def _timeouts(connect_s: float, read_s: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect_s, sock_read=read_s)
 
 
 class UpstreamClient:
@@ -84,8 +116,6 @@ class UpstreamClient:
         self.connect_timeout = connect_timeout
         # (address, fresh): the keep-alive pool, and a pool that opens a new connection per request
         self._sessions: dict[tuple[EngineAddress, bool], aiohttp.ClientSession] = {}
-        self._trace = aiohttp.TraceConfig()
-        self._trace.on_connection_reuseconn.append(_mark_reused)
 
     def _session(self, address: EngineAddress, *, fresh: bool = False) -> aiohttp.ClientSession:
         session = self._sessions.get((address, fresh))
@@ -93,11 +123,11 @@ class UpstreamClient:
             connector: aiohttp.BaseConnector
             pooling: dict[str, Any] = {"force_close": True} if fresh else {"keepalive_timeout": KEEPALIVE_S}
             if address.socket_path:
-                connector = aiohttp.UnixConnector(path=address.socket_path, limit=0, **pooling)
+                connector = _UnixConnector(path=address.socket_path, limit=0, **pooling)
             else:
-                connector = aiohttp.TCPConnector(limit=0, **pooling)
+                connector = _TCPConnector(limit=0, **pooling)
             session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, trace_configs=[self._trace],
+                connector=connector, auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
                 read_bufsize=READ_CHUNK, cookie_jar=aiohttp.DummyCookieJar(),
             )
@@ -111,20 +141,20 @@ class UpstreamClient:
         """Send a request and read the answer's head (interim 1xx skipped); stream the body with
         `iter_body()`. `target` is the normalised path and raw query, sent exactly as given."""
         url = URL(address.base_url + target, encoded=True)
-        limits = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout, sock_read=timeout)
+        limits = _timeouts(self.connect_timeout, timeout)
         send_headers = CIMultiDict(headers)
         for attempt in (1, 2):
-            state: dict[str, bool] = {}
+            _REUSED.set(False)
             session = self._session(address, fresh=attempt == 2)
             try:
                 response = await session.request(
                     method, url, headers=send_headers, data=body if body or method in ("POST", "PUT", "PATCH") else None,
-                    timeout=limits, allow_redirects=False, trace_request_ctx=state, compress=None,
+                    timeout=limits, allow_redirects=False, compress=None,
                 )
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 raise UpstreamUnreachable(f"no connection to the engine ({type(exc).__name__})") from exc
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if attempt == 1 and state.get("reused"):
+                if attempt == 1 and _REUSED.get():
                     continue  # the engine had closed the idle connection: nothing was processed
                 raise UpstreamError("the engine is not reachable") from exc
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
