@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from .base import StrictModel
 from .placement import PlacementSpec
+from .quotas import KeyQuotaOptions
 
 SCHEMA_VERSION = 1
 
@@ -109,6 +110,12 @@ class DeploymentBase(StrictModel):
         group="General",
         description="Fixed API key the endpoint accepts (generated tokens work too).",
         json_schema_extra={"format": "password", "writeOnly": True, "secret": True},
+    )
+    api_key_quotas: KeyQuotaOptions = option(
+        KeyQuotaOptions(),
+        group="General",
+        description="Quotas of the fixed api_key (requests and tokens per minute, in flight, tokens per day); "
+        "generated keys carry their own.",
     )
     public: bool = option(
         False,

@@ -9,9 +9,10 @@ from pydantic import BaseModel
 from . import CONFIG_CLASSES, config_schema
 from .common import GROUP_ORDER
 from .placement import PlacementSpec
+from .quotas import KeyQuotaOptions
 
 #: Sections shared by every kind: documented once, under their dotted names.
-SHARED_SECTIONS: dict[str, type[BaseModel]] = {"placement": PlacementSpec}
+SHARED_SECTIONS: dict[str, type[BaseModel]] = {"placement": PlacementSpec, "api_key_quotas": KeyQuotaOptions}
 
 TITLES = {
     "llamacpp": "`llamacpp`: GGUF models on llama.cpp",

@@ -24,7 +24,7 @@ from tornado.httpserver import HTTPServer
 from ..supervisor import Deployment, Status, Supervisor
 from ..supervisor.keys import hash_key
 from ..supervisor.replicas import Replica, pick
-from ..supervisor.tokens import TokenInfo, TokenRegistry
+from ..supervisor.tokens import Quotas, TokenInfo, TokenRegistry
 from .auth import AuthDecision, authorize, model_refusal, presented_key, role_refusal
 from .headers import cors_headers, origin_allowed, preflight_headers, request_headers, returned_header
 from .paths import PathError, check_query, normalise_path
@@ -189,6 +189,7 @@ class EndpointHandler(web.RequestHandler):
         self._key: TokenInfo | None = None  # the generated key the caller presented, once it is accepted
         self._key_id = NO_KEY_ID
         self._quota_held = False  # counted in its key's quotas, until `_observe` or a lost connection releases it
+        self._quota_book = ""  # the QuotaBook entry it is counted in
         self._forwarding = False
         self._observed = False
         self._capture: Capture | None = None  # the bodies, where the deployment captures them
@@ -284,7 +285,7 @@ class EndpointHandler(web.RequestHandler):
         if refusal is not None:
             return refusal
         return (self._admit_to_engine(dep, method, path) or self._denied(role_refusal(self._key, method))
-                or self._admit_quota())
+                or self._admit_quota(dep))
 
     def _preflight(self, origin: str, allowed: list[str]) -> Refusal:
         if not origin_allowed(origin, allowed):
@@ -321,13 +322,19 @@ class EndpointHandler(web.RequestHandler):
                            headers={"WWW-Authenticate": 'Bearer realm="modeldeploy"'})
         return Refusal(decision.status, decision.message, "permission_error")
 
-    def _admit_quota(self) -> Refusal | None:
-        """The key's quotas (429 with Retry-After past one); an admitted request holds its place until released."""
+    def _admit_quota(self, dep: Deployment) -> Refusal | None:
+        """The key's quotas (429 with Retry-After past one); an admitted request holds its place until released.
+        A generated key carries its quotas; the fixed key has the deployment's `api_key_quotas`."""
         key = self._key
-        if key is None or key.quotas is None:
+        if key is not None and key.quotas is not None:
+            book, quotas = key.id, key.quotas
+        elif self._key_id == FIXED_KEY_ID and (fixed := dep.config.api_key_quotas.limits()):
+            book, quotas = f"{FIXED_KEY_ID}:{dep.id}", Quotas(**fixed)
+        else:
             return None
-        exceeded = self.gateway.quotas.admit(key.id, key.quotas, time.time())
+        exceeded = self.gateway.quotas.admit(book, quotas, time.time())
         if exceeded is None:
+            self._quota_book = book
             self._quota_held = True
             return None
         return Refusal(429, exceeded.message(), "rate_limit_error", extra={"param": exceeded.quota},
@@ -342,7 +349,7 @@ class EndpointHandler(web.RequestHandler):
     def _release_quota(self, tokens: int) -> None:
         if self._quota_held:
             self._quota_held = False
-            self.gateway.quotas.release(self._key_id, tokens, time.time())
+            self.gateway.quotas.release(self._quota_book, tokens, time.time())
 
     def _observe(self, record: RequestRecord) -> None:
         """A finished request: its key's quota place released, then the record to every observer, once

@@ -63,3 +63,19 @@ def test_a_caller_gone_before_its_body_ended_gives_its_place_back(gw: GatewayThr
             break
         assert answer.status == 429 and time.monotonic() < deadline, "the place was never given back"
         time.sleep(0.05)
+
+
+def test_the_fixed_api_key_has_the_deployments_quotas(gw: GatewayThread) -> None:
+    dep, fixed = gw.harness.add(routes.LLAMA_SERVER, gw.address, api_key_quotas={"requests_per_minute": 2})
+    other_dep, other_fixed = gw.harness.add(routes.LLAMA_SERVER, gw.address, api_key_quotas={"requests_per_minute": 2})
+    token, _ = gw.harness.tokens.create(deployment_id=dep.id)
+    base = f"/modeldeploy/endpoints/{dep.route}"
+    body = json.dumps({"nonce": "n"}).encode()
+    assert [ask(gw, base, fixed, body).status for _ in range(2)] == [200, 200]
+    refused = ask(gw, base, fixed, body)
+    assert refused.status == 429 and int(refused.header("Retry-After") or 0) >= 1
+    error = refused.json()["error"]
+    assert error["code"] == "rate_limit_exceeded" and error["param"] == "requests_per_minute"
+    assert ask(gw, base, token, body).status == 200  # a generated key of the same deployment is not held back
+    # Another deployment's fixed key has a book of its own.
+    assert ask(gw, f"/modeldeploy/endpoints/{other_dep.route}", other_fixed, body).status == 200

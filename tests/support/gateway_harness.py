@@ -63,7 +63,7 @@ class Harness:
     def add(
         self, routes: RouteTable, address: EngineAddress, *, models: list[str] | None = None, key: str | None = None,
         limits: dict[str, ModelLimits] | None = None, max_concurrent: int | None = None, stream_usage: bool = False,
-        cors: list[str] | None = None,
+        cors: list[str] | None = None, api_key_quotas: dict[str, int] | None = None,
     ) -> tuple[Deployment, str]:
         """A serving deployment in front of `address`; returns it and its fixed key."""
         key = key or "key-" + secrets.token_hex(8)
@@ -71,6 +71,8 @@ class Harness:
         data = {"kind": "llamacpp", "name": name, "model": "m.gguf", "route": name}
         if cors is not None:
             data["cors_allow_origins"] = cors
+        if api_key_quotas is not None:
+            data["api_key_quotas"] = api_key_quotas
         config = parse_config(data)
         dep = self.supervisor._new_deployment(secrets.token_hex(4), config, name, api_key_hash=hash_key(key))
         dep.plan = LaunchPlan(

@@ -62,3 +62,19 @@ def test_quotas_refuse_what_is_not_a_positive_integer(bad: dict) -> None:
 def test_no_quota_set_is_no_quotas() -> None:
     assert Quotas.from_json({}) is None and Quotas.from_json({"max_in_flight": None}) is None
     assert Quotas.from_json({"max_in_flight": 2}) == Quotas(max_in_flight=2)
+
+
+def test_fixed_key_quotas_are_validated_and_exported() -> None:
+    from jupyter_modeldeploy.config import ConfigError, parse_config
+
+    base = {"kind": "llamacpp", "name": "q", "model": "m.gguf"}
+    config = parse_config({**base, "api_key_quotas": {"requests_per_minute": 5, "daily_tokens": 1000}})
+    assert config.api_key_quotas.limits() == {"requests_per_minute": 5, "daily_tokens": 1000}
+    assert parse_config(base).api_key_quotas.limits() == {}
+    for bad in ({"requests_per_minute": 0}, {"max_in_flight": "many"}, {"per_hour": 3}):
+        try:
+            parse_config({**base, "api_key_quotas": bad})
+        except ConfigError as exc:
+            assert "api_key_quotas." in str(exc)
+        else:
+            raise AssertionError(f"accepted {bad}")
