@@ -153,12 +153,44 @@ def contents_under_load(server: JupyterProcess, record: dict, seconds: float, ma
     return out
 
 
+GENEROUS_QUOTAS = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12, "max_in_flight": 10**6,
+                   "daily_tokens": 10**12}
+
+
+def quota_and_log_cost(requests: int, rounds: int) -> dict[str, float]:
+    """p50 on the trivial route through two servers, in interleaved rounds: one keeping no request log,
+    called with the fixed key (no quotas); one keeping it, called with a generated key with quotas
+    (that never trip). The difference is a quota check and a log row per request."""
+    plain = temp_jupyter(["--ModelDeployApp.keep_request_log=False"])
+    full = temp_jupyter()
+    try:
+        urls: dict[str, tuple[str, dict[str, str]]] = {}
+        for name, server in (("plain", plain), ("quotas+log", full)):
+            client = server.client()
+            record = client.launch({"kind": "llamacpp", "name": "cost", "model": str(smollm2_gguf()), "api_key": KEY,
+                                    "threads": 1, "parallel": 1})
+            record = client.wait(record["id"], timeout=300)
+            key = KEY
+            if name == "quotas+log":
+                key = client.create_token(deployment=record["id"], quotas=GENEROUS_QUOTAS)["token"]
+            urls[name] = (record["api_base"] + "/models", {"Authorization": f"Bearer {key}"})
+        p50s: dict[str, list[float]] = {name: [] for name in urls}
+        for _ in range(rounds):
+            for name, (url, headers) in urls.items():
+                p50s[name].append(asyncio.run(latency_and_throughput(url, headers, requests, None))["p50_ms"])
+        return {name: sorted(values)[len(values) // 2] for name, values in p50s.items()}
+    finally:
+        plain.stop()
+        full.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--stream-runs", type=int, default=9)
     parser.add_argument("--inference-requests", type=int, default=4, help="completions per client (16 clients)")
     parser.add_argument("--load-s", type=float, default=15.0, help="seconds of streaming load per contents run")
+    parser.add_argument("--cost-rounds", type=int, default=5, help="interleaved rounds of the quota and log cost")
     args = parser.parse_args()
     fake_dir = Path(tempfile.mkdtemp(prefix="bench-fast-engine-"))
     fast_server = temp_jupyter([f"--ModelDeployApp.llamacpp_server={fast_engine_binary(fake_dir)}"])
@@ -196,6 +228,7 @@ def main() -> int:
         client.delete(record["id"])
     finally:
         server.stop()
+    cost = quota_and_log_cost(args.requests, args.cost_rounds)
     d, g = results["direct"], results["gateway"]
     print()
     print(f"gateway p50 added: {g['p50_ms'] - d['p50_ms']:+.2f} ms (target <= 0.6 ms)")
@@ -203,6 +236,8 @@ def main() -> int:
           f"16 clients: {g['rps_16'] / d['rps_16']:.2f}x (target >= 0.95)")
     print(f"completion tokens/s vs direct, 16 clients: {g['tok_s_16'] / d['tok_s_16']:.2f}x")
     print(f"first chunk vs direct: {g['first_chunk_ms'] / d['first_chunk_ms']:.2f}x (target <= 1.1)")
+    print(f"quota check and request log row: p50 {cost['plain']:.2f} ms (no log, no quotas) vs "
+          f"{cost['quotas+log']:.2f} ms: {cost['quotas+log'] - cost['plain']:+.2f} ms (target <= 0.1 ms)")
     for label, load in (("SmolLM2 on llama-server", smol_load), ("fast fake engine", fast_load)):
         print(f"Jupyter GET /api/contents p50 under 16 streaming clients, {label}: "
               f"gateway {load['gateway_p50_ms']:.1f} ms ({load['gateway_chunks_s']:.0f} chunks/s) vs "

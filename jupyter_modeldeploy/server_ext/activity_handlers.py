@@ -84,12 +84,18 @@ def _entry(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+LOG_OFF = "this server keeps no request log (ModelDeployApp.keep_request_log is off)"
+
+
 class RequestLogHandler(ActivityHandler):
     """GET the request log, newest first; filters: deployment, key, since; `limit`; `bodies=1` adds captures."""
 
     @web.authenticated
     async def get(self) -> None:
-        log: RequestLog = self.settings["modeldeploy_request_log"]
+        log: RequestLog | None = self.settings["modeldeploy_request_log"]
+        if log is None:
+            self.fail(404, LOG_OFF)
+            return
         limit = int(self.number("limit", low=1, high=MAX_LOG_ROWS) or 1000)
         filters = {"deployment_id": self.deployment_id(), "key_id": self.get_query_argument("key", None) or None,
                    "since": self.number("since"), "limit": limit,
@@ -104,7 +110,10 @@ class RequestEntryHandler(ActivityHandler):
 
     @web.authenticated
     async def get(self, entry_id: str) -> None:
-        log: RequestLog = self.settings["modeldeploy_request_log"]
+        log: RequestLog | None = self.settings["modeldeploy_request_log"]
+        if log is None:
+            self.fail(404, LOG_OFF)
+            return
         if not entry_id.isdigit() or len(entry_id) > 18:
             self.fail(404, f"no logged request {entry_id[:40]!r}")
             return

@@ -83,6 +83,10 @@ class ModelDeployApp(ExtensionApp):
         {}, help="Ray runtime_env of the replica actors: how nodes get this package and its engines "
         "(pip, py_modules, a container image); empty: the nodes' own install.",
     ).tag(config=True)
+    keep_request_log = Bool(
+        True, help="Keep the request log (every request's time, key id, model, route, status, latency, tokens); "
+        "False keeps none (per-key usage is still counted).",
+    ).tag(config=True)
     request_log_max_rows = Int(100_000, help="Requests the request log keeps (the oldest are dropped).").tag(config=True)
     usage_retention_days = Float(
         90.0, help="Days of per-key usage (per minute) kept in the activity file of the state folder."
@@ -179,9 +183,12 @@ class ModelDeployApp(ExtensionApp):
 
         store = ActivityStore(Path(self.state_dir) / "activity.sqlite")
         usage = KeyUsage(store, retention_days=self.usage_retention_days)
-        self.request_log = RequestLog(store, max_rows=self.request_log_max_rows)
-        gateway.config.observers += [usage.observe, self.request_log.observe]
-        self.writer.sources += [usage, self.request_log]
+        gateway.config.observers.append(usage.observe)
+        self.writer.sources.append(usage)
+        if self.keep_request_log:
+            self.request_log = RequestLog(store, max_rows=self.request_log_max_rows)
+            gateway.config.observers.append(self.request_log.observe)
+            self.writer.sources.append(self.request_log)
         now = time.time()
         for key_id, tokens in usage.tokens_today().items():
             gateway.quotas.seed_day(key_id, tokens, now)

@@ -101,3 +101,18 @@ def test_the_log_is_bounded_and_its_queries_checked(server: tuple[JupyterProcess
         assert response.status_code == 400 and list(params)[0] in response.json()["error"]
     assert jupyter.api("GET", "requests/abc").status_code == 404
     assert jupyter.api("GET", "requests/999999").status_code == 404
+
+
+def test_a_server_that_keeps_no_log_says_so_and_still_counts_usage(tmp_path_factory: pytest.TempPathFactory) -> None:
+    jupyter = fake_jupyter(tmp_path_factory.mktemp("nolog"), "--ModelDeployApp.keep_request_log=False")
+    try:
+        client = jupyter.client()
+        record = client.wait(client.launch(fake_deployment("nolog", api_key=FIXED_KEY))["id"], timeout=60)
+        assert chat(record, FIXED_KEY).status_code == 200
+        answer = jupyter.api("GET", "requests")
+        assert answer.status_code == 404 and "keep_request_log" in answer.json()["error"]
+        assert jupyter.api("GET", "requests/1").status_code == 404
+        usage = jupyter.api("GET", "usage")
+        assert usage.status_code == 200, usage.text
+    finally:
+        jupyter.stop()
