@@ -21,4 +21,7 @@ class KeyQuotaOptions(StrictModel):
 
     def limits(self) -> dict[str, int]:
         """The quotas that are set."""
-        return {name: value for name, value in self.model_dump().items() if value is not None}
+        return {name: value for name in QUOTA_FIELDS if (value := getattr(self, name)) is not None}
+
+
+QUOTA_FIELDS = tuple(KeyQuotaOptions.model_fields)

@@ -660,7 +660,8 @@ class EndpointHandler(web.RequestHandler):
             upstream.close()
             return upstream.status, None, None
         first_chunk: float | None = None
-        tap = UsageTap(upstream.headers.get("Content-Type", ""), drop_injected_usage=injected)
+        tap = UsageTap(upstream.headers.get("Content-Type", ""), drop_injected_usage=injected,
+                       read_json=self.request.method not in ("GET", "HEAD"))
         streaming = tap.is_sse or "Content-Length" not in upstream.headers
         try:
             self.set_status(upstream.status, upstream.reason or httputil.responses.get(upstream.status, "Unknown"))

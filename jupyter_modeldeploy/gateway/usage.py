@@ -77,9 +77,9 @@ class UsageTap:
     `drop_injected_usage` the event the gateway's own usage request added is left out.
     """
 
-    def __init__(self, content_type: str, *, drop_injected_usage: bool = False):
+    def __init__(self, content_type: str, *, drop_injected_usage: bool = False, read_json: bool = True):
         self.is_sse = content_type.startswith("text/event-stream")
-        self.is_json = "json" in content_type
+        self.is_json = read_json and "json" in content_type  # no usage in answers to GET: not parsed
         self.drop_injected_usage = drop_injected_usage and self.is_sse
         self.usage: Usage | None = None
         self.events = 0
