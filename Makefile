@@ -30,7 +30,7 @@ PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 LAB_STAMP := jupyter_modeldeploy/labextension/package.json
 
-.PHONY: install engines engine-llamacpp engine-vllm labext chromium hub-proxy jupyter-ai jupyter-ai-2 run test test-unit test-fast lint bench docs clean
+.PHONY: install engines engine-llamacpp engine-vllm labext chromium hub-proxy jupyter-ai jupyter-ai-2 test-deps run test test-unit test-fast lint bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -98,7 +98,12 @@ jupyter-ai-2: install
 run: install engine-llamacpp labext
 	$(BIN)/python scripts/quickstart.py
 
-test: install engines labext chromium hub-proxy jupyter-ai jupyter-ai-2
+# What the tests need beyond the venv; independent of each other, so fetched and built side by side
+# (the downloads of one overlap the llama.cpp build of another).
+test-deps: engines labext chromium hub-proxy jupyter-ai jupyter-ai-2
+
+test: install
+	$(MAKE) --no-print-directory -j3 test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install
