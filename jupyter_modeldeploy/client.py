@@ -248,6 +248,10 @@ class ModelDeployClient:
         """Make the deployment's chat models jupyter-ai models (jupyter-ai 3.x custom models), with a key of their own."""
         return self._request("POST", f"deployments/{ref}/jupyter-ai")
 
+    def ai_registration(self, ref: str) -> dict[str, Any]:
+        """Whether the deployment is registered with jupyter-ai, and its models there now (keys left out)."""
+        return self._request("GET", f"deployments/{ref}/jupyter-ai")
+
     def unregister_ai(self, ref: str) -> dict[str, Any]:
         """Remove the deployment's jupyter-ai models and revoke their key."""
         return self._request("DELETE", f"deployments/{ref}/jupyter-ai")

@@ -1,4 +1,5 @@
-"""`POST/DELETE /api/modeldeploy/deployments/{ref}/jupyter-ai`: register a deployment as jupyter-ai models, or not."""
+"""`GET/POST/DELETE /api/modeldeploy/deployments/{ref}/jupyter-ai`: whether a deployment is registered as
+jupyter-ai models; register it; unregister it."""
 
 from __future__ import annotations
 
@@ -23,7 +24,21 @@ def forget(tokens: TokenRegistry, dep: Deployment) -> int:
 
 
 class JupyterAIHandler(BaseHandler):
-    """POST: the deployment's chat models become jupyter-ai custom models; DELETE: they go."""
+    """GET: its jupyter-ai models now; POST: the deployment's chat models become jupyter-ai custom models;
+    DELETE: they go."""
+
+    @web.authenticated
+    async def get(self, ref: str) -> None:
+        async def action() -> None:
+            dep = self.lookup(ref)
+            try:
+                entries = jupyter_ai.registered(jupyter_ai.config_path(), dep.id)
+            except (OSError, ValueError) as exc:
+                raise DeploymentError(str(exc), 409) from None
+            self.write_model(JupyterAIRegistration.model_validate(
+                {"config": jupyter_ai.config_path().name, "registered": bool(entries), "models": entries}))
+
+        await self.run(action)
 
     @web.authenticated
     async def post(self, ref: str) -> None:
@@ -41,7 +56,7 @@ class JupyterAIHandler(BaseHandler):
             except (OSError, ValueError) as exc:
                 raise DeploymentError(str(exc), 409) from None
             self.write_model(JupyterAIRegistration.model_validate(
-                {"config": str(jupyter_ai.config_path().name), "models": entries}), 201)
+                {"config": jupyter_ai.config_path().name, "registered": True, "models": entries}), 201)
 
         await self.run(action)
 

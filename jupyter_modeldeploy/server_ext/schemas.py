@@ -460,9 +460,10 @@ class JupyterAIModel(ResponseBody):
 
 
 class JupyterAIRegistration(ResponseBody):
-    """POST /deployments/{ref}/jupyter-ai."""
+    """POST /deployments/{ref}/jupyter-ai (the models written), GET (the models there now)."""
 
-    config: str = Field(description="jupyter-ai's configuration file written (in the Jupyter data folder)")
+    config: str = Field(description="jupyter-ai's configuration file (in the Jupyter data folder)")
+    registered: bool = Field(description="the deployment has models in that file")
     models: list[JupyterAIModel]
 
 
