@@ -86,10 +86,11 @@ function element<K extends keyof HTMLElementTagNameMap>(
   return node;
 }
 
-function row(label: string, input: HTMLElement, hint?: string): HTMLLabelElement {
-  const node = element('label', { className: 'jp-ModelDeploy-formRow' }, element('span', {}, label), input);
+function row(label: string, input: HTMLElement, hint?: HTMLElement, extraClass = ''): HTMLLabelElement {
+  const className = `jp-ModelDeploy-formRow ${extraClass}`.trim();
+  const node = element('label', { className }, element('span', {}, label), input);
   if (hint) {
-    node.appendChild(element('span', { className: 'jp-ModelDeploy-formHint' }, hint));
+    node.appendChild(hint);
   }
   return node;
 }
@@ -103,18 +104,25 @@ function select(name: string, options: [string, string][], value: string): HTMLS
   return node;
 }
 
-/** The error of the last try, at the top of a form that is shown again. */
+/**
+ * The error of the last try, at the top of a form that is shown again. (Not `jp-mod-error`:
+ * the dialog would keep its accept button disabled while the message is there.)
+ */
 function formMessage(message: string | null): HTMLElement | null {
   return message
     ? element('div', {
-        className: 'jp-ModelDeploy-message jp-mod-error jp-ModelDeploy-formMessage',
+        className: 'jp-ModelDeploy-message jp-ModelDeploy-formMessage',
         role: 'alert',
         textContent: message
       })
     : null;
 }
 
-/** The four quota inputs (text, so that what was typed comes back as typed and is checked here). */
+/**
+ * The four quota inputs: text, so that what was typed comes back as typed; their pattern makes
+ * a bad value `:invalid` as it is typed, which shows its hint and disables the dialog's accept
+ * button. `parseQuotas` checks again (the bound), and the server after it.
+ */
 class QuotaInputs {
   constructor(values: Partial<IQuotaForm>) {
     this.node = element('fieldset', { className: 'jp-ModelDeploy-quotas' }, element('legend', {}, 'Quotas (empty: no limit)'));
@@ -124,10 +132,12 @@ class QuotaInputs {
         name: key,
         inputMode: 'numeric',
         placeholder: 'no limit',
+        pattern: '\\s*[1-9][0-9]{0,12}\\s*',
         value: values[key] ?? ''
       });
       this.inputs[key] = input;
-      this.node.appendChild(row(label, input));
+      const hint = element('span', { className: 'jp-ModelDeploy-fieldError' }, 'a whole number, at least 1');
+      this.node.appendChild(row(label, input, hint));
     }
   }
 
@@ -166,7 +176,7 @@ export class TokenRequestBody extends Widget {
       value: initial?.name ?? ''
     });
     this.expiry = select('expiry', EXPIRY, initial?.expiresInS ?? '');
-    this.models = element('fieldset', { className: 'jp-ModelDeploy-tokenModels' });
+    this.models = element('fieldset', { className: 'jp-ModelDeploy-modelChoice' });
     this.quotas = new QuotaInputs(initial?.quotas ?? {});
     this.scope.addEventListener('change', () => this.showModels([]));
     const notice = formMessage(message);
@@ -174,11 +184,11 @@ export class TokenRequestBody extends Widget {
       this.node.appendChild(notice);
     }
     this.node.append(
-      row('Scope', this.scope),
+      row('Scope', this.scope, undefined, 'jp-mod-wide'),
       this.models,
       row('Role', this.role),
-      row('Label', this.name),
       row('Expires', this.expiry),
+      row('Label', this.name, undefined, 'jp-mod-wide'),
       this.quotas.node
     );
     this.showModels(initial?.models ?? []);
