@@ -32,9 +32,11 @@ import {
 
 const DEFAULT_KINDS = ['llamacpp', 'llm', 'embedding'];
 
-/** The server's message when it refused the input (4xx), to show in the form; null for other errors. */
-function refusal(err: unknown): string | null {
-  return err instanceof ApiError && err.status >= 400 && err.status < 500 ? err.message : null;
+/** The server's refusal of the input (4xx): its message and the fields it named; null for other errors. */
+function refusal(err: unknown): { message: string; fields: string[] } | null {
+  return err instanceof ApiError && err.status >= 400 && err.status < 500
+    ? { message: err.message, fields: err.errors.map(e => e.field) }
+    : null;
 }
 
 /** A registration's models: name and the id jupyter-ai knows them by. */
@@ -48,7 +50,7 @@ function jupyterAIBody(registration: IJupyterAIRegistration, note: string): Widg
     const item = document.createElement('li');
     const id = document.createElement('code');
     id.textContent = m.model_id;
-    item.append(id, ` ${m.name}`);
+    item.append(`${m.name}: `, id);
     item.title = m.id;
     list.appendChild(item);
   }
@@ -284,10 +286,11 @@ export class Actions implements IPanelActions {
   async createToken(): Promise<void> {
     let form: ITokenForm | null = null;
     let message: string | null = null;
+    let faults: string[] = [];
     for (;;) {
       const answer: Dialog.IResult<ITokenForm> = await showDialog<ITokenForm>({
         title: 'Generate an API token',
-        body: new TokenRequestBody(this.model.deployments, form, message),
+        body: new TokenRequestBody(this.model.deployments, form, message, faults),
         buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Generate' })]
       });
       if (!answer.button.accept || !answer.value) {
@@ -297,15 +300,16 @@ export class Actions implements IPanelActions {
       form = typed;
       const request = tokenRequest(typed);
       if (typeof request === 'string') {
-        message = request;
+        [message, faults] = [request, []];
         continue;
       }
       let token: IToken & { token: string };
       try {
         token = await this.client.createToken(request);
       } catch (err) {
-        if (refusal(err)) {
-          message = refusal(err);
+        const refused = refusal(err);
+        if (refused) {
+          ({ message, fields: faults } = refused);
           continue;
         }
         void showErrorMessage('Cannot generate a token', err as Error);
@@ -322,10 +326,11 @@ export class Actions implements IPanelActions {
   async editQuotas(t: IToken): Promise<void> {
     let values = quotaForm(t.quotas);
     let message: string | null = null;
+    let faults: string[] = [];
     for (;;) {
       const answer: Dialog.IResult<IQuotaForm> = await showDialog<IQuotaForm>({
         title: `Quotas of ${t.name || t.prefix}`,
-        body: new QuotasBody(t, values, message),
+        body: new QuotasBody(t, values, message, faults),
         buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Save' })]
       });
       if (!answer.button.accept || !answer.value) {
@@ -334,14 +339,15 @@ export class Actions implements IPanelActions {
       values = answer.value;
       const quotas = parseQuotas(values);
       if (typeof quotas === 'string') {
-        message = quotas;
+        [message, faults] = [quotas, []];
         continue;
       }
       try {
         await this.client.updateQuotas(t.id, quotas);
       } catch (err) {
-        if (refusal(err)) {
-          message = refusal(err);
+        const refused = refusal(err);
+        if (refused) {
+          ({ message, fields: faults } = refused);
           continue;
         }
         void showErrorMessage('Cannot change the quotas', err as Error);

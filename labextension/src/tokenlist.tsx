@@ -6,7 +6,7 @@ import { ActionButton } from './button';
 import { formatDuration, formatTime } from './format';
 import { DeploymentsModel } from './model';
 import type { IPanelActions } from './panel';
-import { formatQuotas } from './quotas';
+import { quotaParts } from './quotas';
 
 /** "deployment smol", "project team-a": what a token opens. */
 export function tokenScope(t: IToken, names: Map<string, string>): string {
@@ -24,6 +24,7 @@ function TokenItem(props: { t: IToken; names: Map<string, string>; actions: IPan
   const { t, names, actions } = props;
   const now = Date.now() / 1000;
   const expired = t.expires_at !== null && t.expires_at <= now;
+  const quotas = quotaParts(t.quotas);
   return (
     <li className="jp-ModelDeploy-token" data-token={t.id} data-role={t.role}>
       <div className="jp-ModelDeploy-tokenHeader">
@@ -44,7 +45,12 @@ function TokenItem(props: { t: IToken; names: Map<string, string>; actions: IPan
         </span>
       </div>
       <div className="jp-ModelDeploy-tokenLine jp-ModelDeploy-tokenQuotas" title="Past a quota the gateway answers 429">
-        {formatQuotas(t.quotas)}
+        {quotas.length === 0 ? (
+          <span>no quotas</span>
+        ) : (
+          // One span each, so that a narrow sidebar wraps between quotas, never inside one.
+          quotas.map((part, i) => <span key={part}>{i ? `· ${part}` : part}</span>)
+        )}
       </div>
       <div className="jp-ModelDeploy-tokenLine jp-ModelDeploy-tokenTimes">
         <span title={formatTime(t.created_at)}>created {ago(t.created_at, now)}</span>

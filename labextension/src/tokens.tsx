@@ -119,6 +119,22 @@ function formMessage(message: string | null): HTMLElement | null {
 }
 
 /**
+ * Outline the inputs the server named (`name`, `quotas.daily_tokens`, `expires_in_s`) until they
+ * are changed. (Not `jp-mod-error`, for the reason above.)
+ */
+function markFaults(node: HTMLElement, faults: string[]): void {
+  const names: Record<string, string> = { expires_in_s: 'expiry', deployment: 'scope', project: 'scope' };
+  for (const field of faults) {
+    const last = field.split('.').filter(part => !/^\d+$/.test(part)).pop() ?? field;
+    const input = node.querySelector<HTMLElement>(`[name="${CSS.escape(names[last] ?? last)}"]`);
+    if (input) {
+      input.classList.add('jp-ModelDeploy-atFault');
+      input.addEventListener('input', () => input.classList.remove('jp-ModelDeploy-atFault'), { once: true });
+    }
+  }
+}
+
+/**
  * The four quota inputs: text, so that what was typed comes back as typed; their pattern makes
  * a bad value `:invalid` as it is typed, which shows its hint and disables the dialog's accept
  * button. `parseQuotas` checks again (the bound), and the server after it.
@@ -152,7 +168,13 @@ class QuotaInputs {
 
 /** The body of the "Generate token" dialog: scope, role, models, label, expiry and quotas. */
 export class TokenRequestBody extends Widget {
-  constructor(deployments: IDeployment[], initial: ITokenForm | null = null, message: string | null = null) {
+  /** `faults`: the fields the server named in its refusal, marked in the form. */
+  constructor(
+    deployments: IDeployment[],
+    initial: ITokenForm | null = null,
+    message: string | null = null,
+    faults: string[] = []
+  ) {
     super();
     this.addClass('jp-ModelDeploy-tokenRequest');
     this.deployments = deployments;
@@ -192,6 +214,7 @@ export class TokenRequestBody extends Widget {
       this.quotas.node
     );
     this.showModels(initial?.models ?? []);
+    markFaults(this.node, faults);
   }
 
   /** One box per model of the chosen deployment (none ticked: all of them); nothing for a project. */
@@ -237,7 +260,7 @@ export function quotaForm(quotas: IQuotas | null): IQuotaForm {
 
 /** The body of the "Change quotas" dialog: the four quotas, filled with the current ones. */
 export class QuotasBody extends Widget {
-  constructor(token: IToken, values: IQuotaForm, message: string | null = null) {
+  constructor(token: IToken, values: IQuotaForm, message: string | null = null, faults: string[] = []) {
     super();
     this.addClass('jp-ModelDeploy-tokenRequest');
     const notice = formMessage(message);
@@ -253,6 +276,7 @@ export class QuotasBody extends Widget {
     );
     this.quotas = new QuotaInputs(values);
     this.node.appendChild(this.quotas.node);
+    markFaults(this.node, faults);
   }
 
   getValue(): IQuotaForm {

@@ -112,6 +112,10 @@ def token_row(page: Any, token_id: str) -> Any:
     return page.locator(f'{TOKENS} .jp-ModelDeploy-token[data-token="{token_id}"]')
 
 
+def quotas_shown(row: Any) -> str:
+    return " ".join(row.locator(".jp-ModelDeploy-tokenQuotas > span").all_inner_texts())
+
+
 def only_token(lab: JupyterProcess, label: str) -> dict[str, Any]:
     live = [t for t in lab.api("GET", "tokens").json()["tokens"] if t["name"] == label and t["revoked_at"] is None]
     assert len(live) == 1, live
@@ -159,6 +163,8 @@ def test_generate_a_scoped_token_with_quotas(page: Any, lab: JupyterProcess, dep
     wait_until(lambda: "at most 200 characters" in page.locator(f"{DIALOG} .jp-ModelDeploy-formMessage").inner_text(),
                10, "the server's message in the form")
     assert "invalid request" in message.inner_text()
+    label = page.locator(f'{DIALOG} [name="name"]')
+    assert "jp-ModelDeploy-atFault" in label.get_attribute("class")  # the field the server named
     shot(page, artifacts_dir, "token-dialog-refused", DIALOG + " .jp-Dialog-content")
     assert not [t for t in lab.api("GET", "tokens").json()["tokens"] if t["revoked_at"] is None]
     fill_dialog(page, {"name": LABEL})
@@ -191,8 +197,7 @@ def test_the_list_shows_role_quotas_and_last_use(page: Any, lab: JupyterProcess,
     assert row.locator(".jp-ModelDeploy-tokenRole").inner_text() == "inference"
     assert row.locator(".jp-ModelDeploy-tokenScope").inner_text() == f"deployment {NAME}"
     assert row.locator(".jp-ModelDeploy-tokenModels").inner_text() == deployment["models"][0]["name"]
-    assert row.locator(".jp-ModelDeploy-tokenQuotas").inner_text() == (
-        "60 req/min · 10K tok/min · 2 in flight · 100K tok/day")
+    assert quotas_shown(row) == "60 req/min · 10K tok/min · 2 in flight · 100K tok/day"
     assert row.locator(".jp-ModelDeploy-tokenUsed").inner_text() == "never used"
     assert "expires in 23 h" in row.locator(".jp-ModelDeploy-tokenTimes").inner_text()
     key = page.evaluate("() => window.__mdKey")
@@ -219,8 +224,7 @@ def test_change_a_quota_from_the_panel(page: Any, lab: JupyterProcess, artifacts
     shot(page, artifacts_dir, "token-quotas", DIALOG + " .jp-Dialog-content")
     page.locator(f"{DIALOG} .jp-mod-accept").click()
     page.locator(DIALOG).wait_for(state="detached")
-    wait_until(lambda: row.locator(".jp-ModelDeploy-tokenQuotas").inner_text() == (
-        "120 req/min · 10K tok/min · 100K tok/day"), 10, "the new quotas in the list")
+    wait_until(lambda: quotas_shown(row) == "120 req/min · 10K tok/min · 100K tok/day", 10, "the new quotas in the list")
     assert only_token(lab, LABEL)["quotas"] == {"requests_per_minute": 120, "tokens_per_minute": 10000,
                                                 "max_in_flight": None, "daily_tokens": 100000}
 
@@ -254,6 +258,8 @@ def test_register_and_unregister_with_jupyter_ai(page: Any, lab: JupyterProcess,
     # Registered: the same action now shows its models and offers to unregister.
     item(page, NAME).locator('[data-action="jupyter-ai"]').click()
     assert "is registered with jupyter-ai" in page.locator(f"{DIALOG} .jp-ModelDeploy-jupyterAI p").inner_text()
+    assert page.locator(f"{DIALOG} .jp-ModelDeploy-jupyterAI code").all_inner_texts() == [f"openai/{model}"]
+    shot(page, artifacts_dir, "jupyter-ai-registered", DIALOG + " .jp-Dialog-content")
     page.locator(f"{DIALOG} .jp-Dialog-button", has_text="Unregister").click()
     page.locator(DIALOG).wait_for(state="detached")
     wait_until(lambda: json.loads(config.read_text())["custom_models"] == [], 10, "the entries removed")
