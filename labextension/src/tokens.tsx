@@ -180,7 +180,7 @@ export class TokenRequestBody extends Widget {
     this.deployments = deployments;
     const scopes: [string, string][] = deployments.map(d => [`deployment:${d.id}`, `deployment ${d.name}`]);
     for (const project of [...new Set(deployments.map(d => d.project))]) {
-      scopes.push([`project:${project}`, `project ${project} (all its deployments)`]);
+      scopes.push([`project:${project}`, `project ${project}`]);
     }
     this.scope = select('scope', scopes, initial?.scope ?? scopes[0]?.[0] ?? '');
     this.role = select(
