@@ -11,7 +11,7 @@ import {
 import { IFrame } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
-import { ApiError, IDeployment, IJupyterAIRegistration, IQuotas, IToken, ModelDeployClient } from './api';
+import { ApiError, IDeployment, IJupyterAIRegistration, IToken, ModelDeployClient } from './api';
 import { DashboardWidget } from './dashboard';
 import { LaunchFormWidget } from './form';
 import { LogWidget } from './logs';
@@ -353,7 +353,7 @@ export class Actions implements IPanelActions {
         void showErrorMessage('Cannot change the quotas', err as Error);
         return;
       }
-      Notification.success(`Quotas of ${t.name || t.prefix}: ${formatQuotas(quotas as IQuotas)}`, { autoClose: 3000 });
+      Notification.success(`Quotas of ${t.name || t.prefix}: ${formatQuotas(quotas)}`, { autoClose: 3000 });
       await this.model.refreshTokens();
       return;
     }
@@ -364,6 +364,7 @@ export class Actions implements IPanelActions {
    * is, show its models there and offer to register again or unregister.
    */
   async registerJupyterAI(d: IDeployment): Promise<void> {
+    let what = `read the jupyter-ai registration of ${d.name}`;
     try {
       const now = await this.client.jupyterAI(d.id);
       if (now.registered) {
@@ -377,6 +378,7 @@ export class Actions implements IPanelActions {
           ]
         });
         if (answer.button.actions.includes('unregister')) {
+          what = `unregister ${d.name} from jupyter-ai`;
           const { removed } = await this.client.unregisterJupyterAI(d.id);
           void this.model.refreshTokens();
           Notification.success(`${d.name}: ${removed} jupyter-ai model(s) removed, their key revoked`, {
@@ -388,6 +390,7 @@ export class Actions implements IPanelActions {
           return;
         }
       }
+      what = `register ${d.name} with jupyter-ai`;
       const made = await this.client.registerJupyterAI(d.id);
       void this.model.refreshTokens();
       await showDialog({
@@ -399,7 +402,7 @@ export class Actions implements IPanelActions {
         buttons: [Dialog.okButton({ label: 'Done' })]
       });
     } catch (err) {
-      void showErrorMessage(`Cannot register ${d.name} with jupyter-ai`, err as Error);
+      void showErrorMessage(`Cannot ${what}`, err as Error);
     }
   }
 

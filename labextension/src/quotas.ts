@@ -11,12 +11,12 @@ export const QUOTA_FIELDS: { key: keyof IQuotas; label: string; unit: string }[]
 const compact = new Intl.NumberFormat('en', { notation: 'compact', maximumFractionDigits: 1 });
 
 /** ["60 req/min", "10K tok/min"]: the quotas a key has, shortest first written. */
-export function quotaParts(quotas: IQuotas | null): string[] {
+export function quotaParts(quotas: Partial<IQuotas> | null): string[] {
   return QUOTA_FIELDS.filter(f => quotas?.[f.key] != null).map(f => `${compact.format(quotas![f.key] as number)} ${f.unit}`);
 }
 
 /** "60 req/min · 10K tok/min", or "no quotas". */
-export function formatQuotas(quotas: IQuotas | null): string {
+export function formatQuotas(quotas: Partial<IQuotas> | null): string {
   const parts = quotaParts(quotas);
   return parts.length ? parts.join(' · ') : 'no quotas';
 }

@@ -6,7 +6,8 @@ quotas made through the "Generate token" dialog (a bad quota and a label the ser
 shown in the form first), its value shown once, one request through the gateway with it so
 that "last used" fills, a quota changed, the key revoked, and the deployment registered with
 jupyter-ai and unregistered from the panel (jupyter-ai itself is not needed: the registration
-writes its config.json in the server's Jupyter data folder).
+writes its config.json in the server's Jupyter data folder; a damaged one is refused with its
+reason shown).
 Screenshots go to tests/artifacts/lab-panel-tokens*.png and lab-panel-jupyter-ai.png.
 
 The tests run in file order and share one page: each step starts from where the last one left.
@@ -244,9 +245,21 @@ def test_register_and_unregister_with_jupyter_ai(page: Any, lab: JupyterProcess,
                                                  console: list[str], artifacts_dir: Path) -> None:
     config = lab.home / "data" / "jupyter_ai" / "config.json"
     model = deployment["models"][0]["name"]
+    # A damaged config.json is left alone, and the server's reason is shown.
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("{not json")
+    item(page, NAME).locator('[data-action="jupyter-ai"]').click()
+    error = page.locator(DIALOG)
+    assert "not valid JSON" in error.locator(".jp-Dialog-body").inner_text()
+    assert "jupyter-ai" in error.locator(".jp-Dialog-header").inner_text()
+    error.locator(".jp-Dialog-button", has_text="Close").click()
+    error.wait_for(state="detached")
+    assert config.read_text() == "{not json"
+    config.unlink()
     item(page, NAME).locator('[data-action="jupyter-ai"]').click()
     dialog = page.locator(DIALOG)
-    assert "registered with jupyter-ai" in dialog.locator(".jp-Dialog-header").inner_text()
+    dialog.locator(".jp-ModelDeploy-jupyterAI").wait_for()
+    assert dialog.locator(".jp-Dialog-header").inner_text() == f"{NAME} registered with jupyter-ai"
     assert dialog.locator(".jp-ModelDeploy-jupyterAI code").all_inner_texts() == [f"openai/{model}"]
     shot(page, artifacts_dir, "jupyter-ai", DIALOG + " .jp-Dialog-content")
     entries = json.loads(config.read_text())["custom_models"]
