@@ -139,6 +139,12 @@ def test_generate_a_scoped_token_with_quotas(page: Any, lab: JupyterProcess, dep
     dialog.locator('select[name="scope"]').wait_for()
     assert dialog.locator('select[name="scope"]').input_value() == f"deployment:{deployment['id']}"
     model = deployment["models"][0]["name"]
+    models = dialog.locator(".jp-ModelDeploy-modelChoice")
+    # A project scope has no model list; a deployment lists its models.
+    dialog.locator('select[name="scope"]').select_option(label="project team-a")
+    assert models.is_hidden()
+    dialog.locator('select[name="scope"]').select_option(label=f"deployment {NAME}")
+    assert models.locator('input[name="model"]').count() == len(deployment["models"])
     dialog.locator(f'input[name="model"][value="{model}"]').check()
     dialog.locator('select[name="role"]').select_option("inference")
     dialog.locator('select[name="expiry"]').select_option("86400")
