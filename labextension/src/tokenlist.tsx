@@ -28,7 +28,7 @@ function TokenItem(props: { t: IToken; names: Map<string, string>; actions: IPan
   return (
     <li className="jp-ModelDeploy-token" data-token={t.id} data-role={t.role}>
       <div className="jp-ModelDeploy-tokenHeader">
-        <span className="jp-ModelDeploy-tokenName" title={t.id}>
+        <span className="jp-ModelDeploy-tokenName" title={t.name ? `${t.name} (${t.id})` : t.id}>
           {t.name || t.prefix}
         </span>
         <code className="jp-ModelDeploy-tokenPrefix" title="The key's first characters">

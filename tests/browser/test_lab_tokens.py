@@ -38,7 +38,7 @@ LABEXTENSION = Path(jupyter_modeldeploy.__file__).parent / "labextension"
 DIALOG = ".jp-Dialog"
 TOKENS = f"{PANEL} .jp-ModelDeploy-tokens"
 NAME = "shared"
-LABEL = "team app"
+LABEL = "team app for the notebook group"
 
 
 @pytest.fixture(scope="module")
