@@ -250,6 +250,10 @@ class ModelDeployClient:
         params = {"version": str(version)} if version is not None else {}
         return self._request("POST", f"deployments/{ref}/jupyter-ai", params=params)
 
+    def ai_registration(self, ref: str) -> dict[str, Any]:
+        """Whether the deployment is registered with jupyter-ai, and its models there now (keys left out)."""
+        return self._request("GET", f"deployments/{ref}/jupyter-ai")
+
     def unregister_ai(self, ref: str) -> dict[str, Any]:
         """Remove the deployment's jupyter-ai models and revoke their key."""
         return self._request("DELETE", f"deployments/{ref}/jupyter-ai")

@@ -81,6 +81,21 @@ def register(path: Path, *, deployment_id: str, deployment: str, models: list[st
     return [{**e, "params": {"api_base": api_base}} for e in entries]
 
 
+def registered(path: Path, deployment_id: str) -> list[dict[str, Any]]:
+    """This deployment's entries now in the file (none when there is no file), their keys left out."""
+    if not path.exists():
+        return []
+    shown = []
+    for entry in _read(path).get("custom_models", []):
+        # The file is jupyter-ai's and may be edited by hand: only well-formed entries of ours are shown.
+        if _mine(entry, deployment_id) and all(isinstance(entry.get(k), str) for k in ("id", "name", "model_id")):
+            params = entry.get("params")
+            api_base = params.get("api_base") if isinstance(params, dict) else None
+            shown.append({k: entry[k] for k in ("id", "name", "description", "model_id")}
+                         | {"params": {"api_base": api_base} if isinstance(api_base, str) else {}})
+    return shown
+
+
 def unregister(path: Path, deployment_id: str) -> int:
     """Remove this deployment's entries; returns how many there were."""
     if not path.exists():

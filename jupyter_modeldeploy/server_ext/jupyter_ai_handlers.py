@@ -1,4 +1,5 @@
-"""`POST/DELETE /api/modeldeploy/deployments/{ref}/jupyter-ai`: register a deployment as jupyter-ai models, or not.
+"""`GET/POST/DELETE /api/modeldeploy/deployments/{ref}/jupyter-ai`: whether a deployment is registered
+as jupyter-ai models; register it; unregister it.
 
 jupyter-ai 3.x gets custom models (`jupyter_ai.py`), 2.x its OpenAI-compatible providers' settings
 (`jupyter_ai_v2.py`): `?version=2|3`, else the server's `jupyter_ai_version` setting, whose `auto`
@@ -75,7 +76,27 @@ def _write(version: str, tokens: TokenRegistry, dep: Deployment, record: dict[st
 
 
 class JupyterAIHandler(BaseHandler):
-    """POST: the deployment's models become jupyter-ai models; DELETE: they go."""
+    """GET: its jupyter-ai models now; POST: the deployment's models become jupyter-ai models;
+    DELETE: they go."""
+
+    @web.authenticated
+    async def get(self, ref: str) -> None:
+        async def action() -> None:
+            dep = self.lookup(ref)
+            version = choose_version(self.get_query_argument("version", None),
+                                     self.settings.get("modeldeploy_jupyter_ai_version", "auto"))
+            path = jupyter_ai.config_path()
+            try:
+                if version == "3":
+                    entries = jupyter_ai.registered(path, dep.id)
+                else:
+                    entries = jupyter_ai_v2.registered(path, dep.id, dep.name)
+            except (OSError, ValueError) as exc:
+                raise DeploymentError(str(exc), 409) from None
+            self.write_model(JupyterAIRegistration.model_validate(
+                {"version": int(version), "config": path.name, "registered": bool(entries), "models": entries}))
+
+        await self.run(action)
 
     @web.authenticated
     async def post(self, ref: str) -> None:
@@ -98,7 +119,7 @@ class JupyterAIHandler(BaseHandler):
                     raise
             except (OSError, ValueError) as exc:
                 raise DeploymentError(str(exc), 409) from None
-            self.write_model(JupyterAIRegistration.model_validate(answer), 201)
+            self.write_model(JupyterAIRegistration.model_validate({**answer, "registered": True}), 201)
 
         await self.run(action)
 

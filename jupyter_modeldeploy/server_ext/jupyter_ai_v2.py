@@ -165,3 +165,17 @@ def entries(deployment_id: str, deployment: str, written: dict[str, Any], api_ba
     return [{"id": gid, "name": f"{deployment} · {gid.split(':', 1)[1]}" if len(ids) > 1 else deployment,
              "description": DESCRIPTION_MARK + deployment_id, "model_id": gid, "params": {"openai_api_base": api_base}}
             for gid in ids]
+
+
+def registered(path: Path, deployment_id: str, deployment: str) -> list[dict[str, Any]]:
+    """The deployment's models that a 2.x registration wrote and are still there (no key)."""
+    written = _ledger(path).get(deployment_id)
+    if not isinstance(written, dict):
+        return []
+    data = _read(path)
+    present = {}
+    for section in ("fields", "embeddings_fields"):
+        there = data.get(section) if isinstance(data.get(section), dict) else {}
+        ours = written.get(section) if isinstance(written.get(section), list) else []
+        present[section] = [g for g in ours if isinstance(g, str) and g in there]
+    return entries(deployment_id, deployment, present, str(written.get("api_base", "")))

@@ -462,10 +462,11 @@ class JupyterAIModel(ResponseBody):
 
 
 class JupyterAIRegistration(ResponseBody):
-    """POST /deployments/{ref}/jupyter-ai."""
+    """POST /deployments/{ref}/jupyter-ai (the models written), GET (the models there now)."""
 
     version: int = Field(description="the jupyter-ai major version written for: 2 or 3")
     config: str = Field(description="jupyter-ai's configuration file written (in the Jupyter data folder)")
+    registered: bool = Field(description="the deployment has models in that file")
     models: list[JupyterAIModel]
     selected: list[str] = Field(default_factory=list, description="2.x: the global model ids made the selected "
                                 "chat / embedding model (only where none was selected)")

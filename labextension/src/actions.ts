@@ -11,15 +11,52 @@ import {
 import { IFrame } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
-import { IDeployment, IToken, ModelDeployClient } from './api';
+import { ApiError, IDeployment, IJupyterAIRegistration, IToken, ModelDeployClient } from './api';
 import { DashboardWidget } from './dashboard';
 import { LaunchFormWidget } from './form';
 import { LogWidget } from './logs';
 import { DeploymentsModel } from './model';
 import { IPanelActions } from './panel';
-import { ITokenRequest, showSecretOnce, TokenRequestBody } from './tokens';
+import { formatQuotas } from './quotas';
+import { tokenScope } from './tokenlist';
+import {
+  IQuotaForm,
+  ITokenForm,
+  parseQuotas,
+  QuotasBody,
+  quotaForm,
+  showSecretOnce,
+  tokenRequest,
+  TokenRequestBody
+} from './tokens';
 
 const DEFAULT_KINDS = ['llamacpp', 'llm', 'embedding'];
+
+/** The server's refusal of the input (4xx): its message and the fields it named; null for other errors. */
+function refusal(err: unknown): { message: string; fields: string[] } | null {
+  return err instanceof ApiError && err.status >= 400 && err.status < 500
+    ? { message: err.message, fields: err.errors.map(e => e.field) }
+    : null;
+}
+
+/** A registration's models: name and the id jupyter-ai knows them by. */
+function jupyterAIBody(registration: IJupyterAIRegistration, note: string): Widget {
+  const body = document.createElement('div');
+  body.className = 'jp-ModelDeploy-jupyterAI';
+  const p = document.createElement('p');
+  p.textContent = note;
+  const list = document.createElement('ul');
+  for (const m of registration.models) {
+    const item = document.createElement('li');
+    const id = document.createElement('code');
+    id.textContent = m.model_id;
+    item.append(`${m.name}: `, id);
+    item.title = m.id;
+    list.appendChild(item);
+  }
+  body.append(p, list);
+  return new Widget({ node: body });
+}
 
 /** Everything the panel and the commands do, against the REST API and the shell. */
 export class Actions implements IPanelActions {
@@ -242,27 +279,130 @@ export class Actions implements IPanelActions {
     });
   }
 
+  /**
+   * The "Generate token" dialog, shown again with the values typed and the reason while the
+   * input is refused (here or by the server's 4xx); the new value is then shown once.
+   */
   async createToken(): Promise<void> {
-    const answer = await showDialog<ITokenRequest>({
-      title: 'Generate an API token',
-      body: new TokenRequestBody(this.model.deployments),
-      buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Generate' })]
-    });
-    if (!answer.button.accept || !answer.value) {
+    let form: ITokenForm | null = null;
+    let message: string | null = null;
+    let faults: string[] = [];
+    for (;;) {
+      const answer: Dialog.IResult<ITokenForm> = await showDialog<ITokenForm>({
+        title: 'Generate an API token',
+        body: new TokenRequestBody(this.model.deployments, form, message, faults),
+        buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Generate' })]
+      });
+      if (!answer.button.accept || !answer.value) {
+        return;
+      }
+      const typed: ITokenForm = answer.value;
+      form = typed;
+      const request = tokenRequest(typed);
+      if (typeof request === 'string') {
+        [message, faults] = [request, []];
+        continue;
+      }
+      let token: IToken & { token: string };
+      try {
+        token = await this.client.createToken(request);
+      } catch (err) {
+        const refused = refusal(err);
+        if (refused) {
+          ({ message, fields: faults } = refused);
+          continue;
+        }
+        void showErrorMessage('Cannot generate a token', err as Error);
+        return;
+      }
+      void this.model.refreshTokens();
+      const names = new Map(this.model.deployments.map(d => [d.id, d.name]));
+      await showSecretOnce('New API token', token.token, `${token.role} on ${tokenScope(token, names)}`);
       return;
     }
-    const request = answer.value;
+  }
+
+  /** Change a token's quotas (the server's PATCH); the form comes back with the reason while refused. */
+  async editQuotas(t: IToken): Promise<void> {
+    let values = quotaForm(t.quotas);
+    let message: string | null = null;
+    let faults: string[] = [];
+    for (;;) {
+      const answer: Dialog.IResult<IQuotaForm> = await showDialog<IQuotaForm>({
+        title: `Quotas of ${t.name || t.prefix}`,
+        body: new QuotasBody(t, values, message, faults),
+        buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Save' })]
+      });
+      if (!answer.button.accept || !answer.value) {
+        return;
+      }
+      values = answer.value;
+      const quotas = parseQuotas(values);
+      if (typeof quotas === 'string') {
+        [message, faults] = [quotas, []];
+        continue;
+      }
+      try {
+        await this.client.updateQuotas(t.id, quotas);
+      } catch (err) {
+        const refused = refusal(err);
+        if (refused) {
+          ({ message, fields: faults } = refused);
+          continue;
+        }
+        void showErrorMessage('Cannot change the quotas', err as Error);
+        return;
+      }
+      Notification.success(`Quotas of ${t.name || t.prefix}: ${formatQuotas(quotas)}`, { autoClose: 3000 });
+      await this.model.refreshTokens();
+      return;
+    }
+  }
+
+  /**
+   * Register the deployment's chat models with jupyter-ai and show their ids; when it already
+   * is, show its models there and offer to register again or unregister.
+   */
+  async registerJupyterAI(d: IDeployment): Promise<void> {
+    let what = `read the jupyter-ai registration of ${d.name}`;
     try {
-      const token = await this.client.createToken(request);
+      const now = await this.client.jupyterAI(d.id);
+      if (now.registered) {
+        const answer = await showDialog({
+          title: `${d.name} in jupyter-ai`,
+          body: jupyterAIBody(now, `${d.name} is registered with jupyter-ai (in its ${now.config}) as:`),
+          buttons: [
+            Dialog.cancelButton({ label: 'Close' }),
+            Dialog.okButton({ label: 'Register again', displayType: 'default', actions: ['register'] }),
+            Dialog.warnButton({ label: 'Unregister', actions: ['unregister'] })
+          ]
+        });
+        if (answer.button.actions.includes('unregister')) {
+          what = `unregister ${d.name} from jupyter-ai`;
+          const { removed } = await this.client.unregisterJupyterAI(d.id);
+          void this.model.refreshTokens();
+          Notification.success(`${d.name}: ${removed} jupyter-ai model(s) removed, their key revoked`, {
+            autoClose: 5000
+          });
+          return;
+        }
+        if (!answer.button.actions.includes('register')) {
+          return;
+        }
+      }
+      what = `register ${d.name} with jupyter-ai`;
+      const made = await this.client.registerJupyterAI(d.id);
       void this.model.refreshTokens();
-      const scope = request.deployment
-        ? `deployment ${this.model.deployments.find(d => d.id === request.deployment)?.name ?? request.deployment}`
-        : request.project
-          ? `project ${request.project}`
-          : 'all deployments';
-      await showSecretOnce('New API token', token.token, scope);
+      await showDialog({
+        title: `${d.name} registered with jupyter-ai`,
+        body: jupyterAIBody(
+          made,
+          `Written to jupyter-ai's ${made.config}, with a key of their own. Pick them in jupyter-ai's model picker:`
+        ),
+        buttons: [Dialog.okButton({ label: 'Done' })]
+      });
     } catch (err) {
-      void showErrorMessage('Cannot generate a token', err as Error);
+      void showErrorMessage(`Cannot ${what}`, err as Error);
     }
   }
 

@@ -92,15 +92,49 @@ export interface ITestCommand {
   note?: string;
 }
 
+/** A key's limits (null: no limit); past one the gateway answers 429. */
+export interface IQuotas {
+  requests_per_minute: number | null;
+  tokens_per_minute: number | null;
+  max_in_flight: number | null;
+  daily_tokens: number | null;
+}
+
+export type TokenRole = 'inference' | 'read';
+
 export interface IToken {
   id: string;
   name: string | null;
-  prefix: string | null;
+  prefix: string;
   deployment_id: string | null;
   project: string | null;
   created_at: number;
   expires_at: number | null;
   revoked_at: number | null;
+  /** inference: the serving API; read: health, models and metrics only. */
+  role: TokenRole;
+  /** The only models the key may call (null: every model of its scope). */
+  models: string[] | null;
+  last_used_at: number | null;
+  quotas: IQuotas | null;
+}
+
+/** `POST /tokens`: exactly one of deployment and project; quotas left out are no limit. */
+export interface ITokenRequest {
+  deployment?: string;
+  project?: string;
+  name?: string;
+  role?: TokenRole;
+  models?: string[];
+  expires_in_s?: number;
+  quotas?: Partial<IQuotas>;
+}
+
+/** A deployment's models in jupyter-ai's configuration (`GET`/`POST .../jupyter-ai`). */
+export interface IJupyterAIRegistration {
+  config: string;
+  registered: boolean;
+  models: { id: string; name: string; model_id: string; params: Record<string, string> }[];
 }
 
 export interface IFieldError {
@@ -266,12 +300,32 @@ export class ModelDeployClient {
     return data.tokens;
   }
 
-  createToken(body: { deployment?: string; project?: string; name?: string }): Promise<IToken & { token: string }> {
+  createToken(body: ITokenRequest): Promise<IToken & { token: string }> {
     return this.request(['tokens'], this.json('POST', body));
+  }
+
+  /** Replace a token's quotas (`{}`: no limits); effective for its next request. */
+  updateQuotas(id: string, quotas: Partial<IQuotas>): Promise<IToken> {
+    return this.request(['tokens', id], this.json('PATCH', { quotas }));
   }
 
   revokeToken(id: string): Promise<IToken> {
     return this.request(['tokens', id], { method: 'DELETE' });
+  }
+
+  /** Whether the deployment is registered with jupyter-ai, and its models there. */
+  jupyterAI(id: string): Promise<IJupyterAIRegistration> {
+    return this.request(['deployments', id, 'jupyter-ai']);
+  }
+
+  /** Write the deployment's chat models into jupyter-ai's configuration, with a key made for them. */
+  registerJupyterAI(id: string): Promise<IJupyterAIRegistration> {
+    return this.request(['deployments', id, 'jupyter-ai'], { method: 'POST' });
+  }
+
+  /** Remove its jupyter-ai models and revoke their key. */
+  unregisterJupyterAI(id: string): Promise<{ removed: number }> {
+    return this.request(['deployments', id, 'jupyter-ai'], { method: 'DELETE' });
   }
 
   /** Where the server serves the packaged Voilà dashboard (`voila` false when it does not). */

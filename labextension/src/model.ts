@@ -5,7 +5,7 @@ import { IDeployment, IToken, ModelDeployClient } from './api';
 
 /**
  * The deployments and tokens the panel shows, refreshed by a poll every 2 s while the
- * panel is visible (and the browser tab too).
+ * panel is visible (and the browser tab too); the tokens only while their section is open.
  */
 export class DeploymentsModel {
   constructor(readonly client: ModelDeployClient) {
@@ -49,6 +49,14 @@ export class DeploymentsModel {
     return this.fetch().catch(() => undefined);
   }
 
+  /** Keep the tokens fresh (last used, expiry) with each poll while their section is open. */
+  watchTokens(open: boolean): void {
+    this.tokensOpen = open;
+    if (open) {
+      void this.refreshTokens();
+    }
+  }
+
   async refreshTokens(): Promise<void> {
     try {
       this.tokens = await this.client.tokens();
@@ -75,9 +83,14 @@ export class DeploymentsModel {
     } finally {
       this.loaded = true;
     }
+    if (this.tokensOpen) {
+      await this.refreshTokens();
+      return;
+    }
     this._changed.emit();
   }
 
+  private tokensOpen = false;
   private poll: Poll;
   private _changed = new Signal<this, void>(this);
 }

@@ -5,7 +5,7 @@ import {
   deleteIcon,
   downloadIcon,
   duplicateIcon,
-  LabIcon,
+  extensionIcon,
   linkIcon,
   lockIcon,
   offlineBoltIcon,
@@ -18,9 +18,11 @@ import type { Message } from '@lumino/messaging';
 import React from 'react';
 
 import { IDeployment, IToken, Status } from './api';
+import { ActionButton } from './button';
 import { formatDuration, formatTime, shortModel } from './format';
 import { DeploymentsModel } from './model';
 import { LoadBar } from './progress';
+import { TokensSection } from './tokenlist';
 
 /** What the panel asks the application to do; implemented in actions.ts. */
 /** Why it stopped or failed: the server's one-line summary, the raw engine lines behind a toggle. */
@@ -52,7 +54,9 @@ export interface IPanelActions {
   copyTestCommand(d: IDeployment): Promise<void>;
   openLogs(d: IDeployment): void;
   openDashboard(d: IDeployment): Promise<void>;
+  registerJupyterAI(d: IDeployment): Promise<void>;
   createToken(): Promise<void>;
+  editQuotas(t: IToken): Promise<void>;
   revokeToken(t: IToken): Promise<void>;
 }
 
@@ -78,30 +82,6 @@ function StatusBadge(props: { status: Status }): JSX.Element {
       <span className="jp-ModelDeploy-statusDot" aria-hidden="true" />
       {STATUS_LABEL[props.status] ?? props.status}
     </span>
-  );
-}
-
-function ActionButton(props: {
-  icon: LabIcon;
-  label: string;
-  action: string;
-  onClick: () => unknown;
-  disabled?: boolean;
-}): JSX.Element {
-  return (
-    <button
-      className="jp-ModelDeploy-action jp-Button jp-mod-minimal"
-      title={props.label}
-      aria-label={props.label}
-      data-action={props.action}
-      disabled={props.disabled}
-      onClick={event => {
-        event.stopPropagation();
-        void props.onClick();
-      }}
-    >
-      <props.icon.react tag="span" elementSize="normal" />
-    </button>
   );
 }
 
@@ -133,6 +113,7 @@ function DeploymentItem(props: { d: IDeployment; actions: IPanelActions }): JSX.
   const { d, actions } = props;
   const serving = d.serving;
   const model = d.model ?? d.models.map(m => m.name).join(', ');
+  const chat = d.models.some(m => m.task === 'chat');
   return (
     <li className="jp-ModelDeploy-item" data-deployment={d.id} data-name={d.name}>
       <div className="jp-ModelDeploy-itemHeader">
@@ -186,57 +167,16 @@ function DeploymentItem(props: { d: IDeployment; actions: IPanelActions }): JSX.
         />
         <ActionButton icon={textEditorIcon} label="Console log" action="logs" onClick={() => actions.openLogs(d)} />
         <ActionButton icon={offlineBoltIcon} label="Dashboard" action="dashboard" onClick={() => actions.openDashboard(d)} />
+        <ActionButton
+          icon={extensionIcon}
+          label={chat ? 'Register with jupyter-ai…' : 'jupyter-ai: this deployment serves no chat model'}
+          action="jupyter-ai"
+          disabled={!chat}
+          onClick={() => actions.registerJupyterAI(d)}
+        />
         {d.actions.includes('delete') && <ActionButton icon={deleteIcon} label="Remove" action="remove" onClick={() => actions.remove(d)} />}
       </div>
     </li>
-  );
-}
-
-function TokensSection(props: { model: DeploymentsModel; actions: IPanelActions }): JSX.Element {
-  const [open, setOpen] = React.useState(false);
-  const names = new Map(props.model.deployments.map(d => [d.id, d.name]));
-  const tokens = props.model.tokens.filter(t => !t.revoked_at);
-  return (
-    <details
-      className="jp-ModelDeploy-tokens"
-      open={open}
-      onToggle={event => {
-        const isOpen = (event.target as HTMLDetailsElement).open;
-        setOpen(isOpen);
-        if (isOpen) {
-          void props.model.refreshTokens();
-        }
-      }}
-    >
-      <summary>API tokens</summary>
-      <div className="jp-ModelDeploy-tokensBody">
-        <button className="jp-mod-styled jp-ModelDeploy-newToken" onClick={() => void props.actions.createToken()}>
-          Generate token…
-        </button>
-        {tokens.length === 0 ? (
-          <div className="jp-ModelDeploy-empty">No tokens.</div>
-        ) : (
-          <ul className="jp-ModelDeploy-tokenList">
-            {tokens.map(t => (
-              <li key={t.id} className="jp-ModelDeploy-token" data-token={t.id}>
-                <span className="jp-ModelDeploy-tokenName">
-                  {t.name || t.prefix || t.id}
-                  {t.prefix && t.name ? <code> {t.prefix}…</code> : null}
-                </span>
-                <span className="jp-ModelDeploy-tokenScope">
-                  {t.deployment_id
-                    ? `deployment ${names.get(t.deployment_id) ?? t.deployment_id}`
-                    : t.project
-                      ? `project ${t.project}`
-                      : 'all deployments'}
-                </span>
-                <ActionButton icon={deleteIcon} label="Revoke" action="revoke" onClick={() => props.actions.revokeToken(t)} />
-              </li>
-            ))}
-          </ul>
-        )}
-      </div>
-    </details>
   );
 }
 

@@ -30,6 +30,21 @@ def test_register_replaces_ours_and_keeps_the_rest(tmp_path: Path) -> None:
     assert jupyter_ai.unregister(tmp_path / "none.json", "d1") == 0
 
 
+def test_registered_lists_ours_without_their_key(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    assert jupyter_ai.registered(path, "d1") == []
+    jupyter_ai.register(path, deployment_id="d1", deployment="smol", models=["a"], api_base="http://h/v1", key="md-k")
+    jupyter_ai.register(path, deployment_id="d2", deployment="other", models=["b"], api_base="http://h/v1", key="md-o")
+    data = json.loads(path.read_text())
+    data["custom_models"].append({"description": jupyter_ai.DESCRIPTION_MARK + "d1", "id": 5})  # edited by hand
+    path.write_text(json.dumps(data))
+    shown = jupyter_ai.registered(path, "d1")
+    assert [(m["model_id"], m["params"]) for m in shown] == [("openai/a", {"api_base": "http://h/v1"})]
+    assert "md-k" not in json.dumps(shown)
+    jupyter_ai.unregister(path, "d1")
+    assert jupyter_ai.registered(path, "d1") == [] and len(jupyter_ai.registered(path, "d2")) == 1
+
+
 def test_a_damaged_file_is_left_as_it_is(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
     path.write_text("{not json")
