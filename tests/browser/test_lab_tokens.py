@@ -283,7 +283,7 @@ def test_register_and_unregister_with_jupyter_ai(page: Any, lab: JupyterProcess,
     page.locator(DIALOG).wait_for(state="detached")
     wait_until(lambda: json.loads(config.read_text())["custom_models"] == [], 10, "the entries removed")
     assert lab.api("GET", f"deployments/{deployment['id']}/jupyter-ai").json() == {
-        "config": "config.json", "registered": False, "models": []}
+        "version": 3, "config": "config.json", "registered": False, "models": [], "selected": []}
     jupyter_ai_keys = [t for t in lab.api("GET", "tokens").json()["tokens"] if t["name"] == "jupyter-ai"]
     assert jupyter_ai_keys and all(t["revoked_at"] is not None for t in jupyter_ai_keys)
     shot(page, artifacts_dir, "tokens-end", PANEL)

@@ -88,6 +88,8 @@ def test_a_deployment_becomes_a_jupyter_ai_2_model_and_answers_its_chat(tmp_path
         assert [(m["model_id"], m["params"]) for m in registered["models"]] == [(gid, {"openai_api_base": api_base})]
         assert (config_file.stat().st_mode & 0o777) == 0o600
         key = json.loads(config_file.read_text())["api_keys"]["OPENAI_API_KEY"]
+        state = client.ai_registration("for-ai")  # what the Lab panel's jupyter-ai action shows
+        assert state["registered"] and state["version"] == 2 and [m["model_id"] for m in state["models"]] == [gid]
 
         answer = through_jupyter_ai(data_dir, tmp_path)
         assert answer["provider"] == "openai-chat-custom" and answer["model_provider_id"] == gid
@@ -103,6 +105,7 @@ def test_a_deployment_becomes_a_jupyter_ai_2_model_and_answers_its_chat(tmp_path
 
         # jupyter-ai rewrote the file as its own (indent 4, its defaults): removal still finds what was ours.
         assert client.unregister_ai("for-ai") == {"removed": 1}
+        assert client.ai_registration("for-ai")["registered"] is False
         after = json.loads(config_file.read_text())
         assert (config_file.stat().st_mode & 0o777) == 0o600
         assert after["model_provider_id"] is None and gid not in after["fields"]
