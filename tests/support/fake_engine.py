@@ -61,8 +61,14 @@ def make_app(key: str, args: argparse.Namespace) -> web.Application:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         event = b'data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+        pace = 1.0 / args.events_per_s if args.events_per_s else 0.0
+        due = time.monotonic()
         for _ in range(tokens):
             await response.write(event)
+            if pace:
+                due += pace
+                if due - time.monotonic() > 0.001:  # sleeps of a millisecond or more keep the rate
+                    await asyncio.sleep(due - time.monotonic())
         final = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}],
                  "timings": {"prompt_n": 1, "cache_n": 0, "predicted_n": tokens}}
         await response.write(b"data: " + json.dumps(final).encode() + b"\n\ndata: [DONE]\n\n")
@@ -134,6 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--health-delay", type=float, default=0.0)
     parser.add_argument("--crash-while-loading", type=int, default=None)
     parser.add_argument("--sleep-mode", action="store_true")
+    parser.add_argument("--events-per-s", type=float, default=0.0, help="stream events per second (0: as fast as it can)")
     args, _ignored = parser.parse_known_args(argv)
     return args
 
