@@ -82,7 +82,9 @@ class _ReuseAware:
     """A connector that tells whether a request's connection was reused. (aiohttp's trace hooks tell
     it too, but cost each request more than the rest of the client's own work.)"""
 
-    _seen: weakref.WeakSet[Any]
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._seen: weakref.WeakSet[Any] = weakref.WeakSet()  # connections handed out before
 
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
         conn = await super().connect(req, traces, timeout)  # type: ignore[misc]
@@ -93,15 +95,11 @@ class _ReuseAware:
 
 
 class _UnixConnector(_ReuseAware, aiohttp.UnixConnector):
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._seen = weakref.WeakSet()
+    """aiohttp's Unix socket connector, telling reuse."""
 
 
 class _TCPConnector(_ReuseAware, aiohttp.TCPConnector):
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._seen = weakref.WeakSet()
+    """aiohttp's TCP connector, telling reuse."""
 
 
 @lru_cache(maxsize=32)

@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,34 +24,20 @@ from typing import Any
 import httpx
 import pytest
 
-import jupyter_modeldeploy
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, wait_until
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, lab_with_this_build, wait_until
 from tests.support.jupyter import JupyterProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
-LABEXTENSION = Path(jupyter_modeldeploy.__file__).parent / "labextension"
 PANEL = "#jupyter-modeldeploy-panel"
 FORM = ".jp-ModelDeploy-launch"
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: Path) -> Iterator[JupyterProcess]:
-    """A `jupyter lab` of our own, the prebuilt extension linked into its data dir."""
-    if not (LABEXTENSION / "package.json").is_file():
-        pytest.fail(f"the lab extension is not built ({LABEXTENSION}): run 'make labextension'")
-    home = tmp_path_factory.mktemp("lab-panel")
-    # A copy, not a link: Voilà refuses to serve files that resolve outside its labextensions dir.
-    shutil.copytree(LABEXTENSION, home / "data" / "labextensions" / "jupyter-modeldeploy")
-    # No news prompt over the panel in screenshots.
-    settings = home / "config" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
-    # The data dir first: in a virtualenv Jupyter prefers the environment's share/, which holds
-    # whatever build was installed there last, not this checkout's.
-    server = JupyterProcess(home, app="lab", extra_args=["--LabApp.expose_app_in_browser=True"],
-                            env={"JUPYTER_PREFER_ENV_PATH": "0"}).start()
+    """A `jupyter lab` of our own, the prebuilt extension copied into its data dir."""
+    server = lab_with_this_build(tmp_path_factory.mktemp("lab-panel")).start()
     yield server
     for record in server.api("GET", "deployments").json()["deployments"]:
         server.api("DELETE", f"deployments/{record['id']}")

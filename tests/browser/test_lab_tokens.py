@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,15 +25,13 @@ from typing import Any
 import httpx
 import pytest
 
-import jupyter_modeldeploy
 from tests.browser.test_lab_panel import PANEL, item, open_panel, wait_status
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, wait_until
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, lab_with_this_build, wait_until
 from tests.support.fake_server import fake_deployment, fake_llama_server
 from tests.support.jupyter import JupyterProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-LABEXTENSION = Path(jupyter_modeldeploy.__file__).parent / "labextension"
 DIALOG = ".jp-Dialog"
 TOKENS = f"{PANEL} .jp-ModelDeploy-tokens"
 NAME = "shared"
@@ -45,18 +42,10 @@ LABEL = "team app for the notebook group"
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
     """A `jupyter lab` of our own serving llamacpp deployments with the fake engine, this checkout's
     built extension copied into its data dir."""
-    if not (LABEXTENSION / "package.json").is_file():
-        pytest.fail(f"the lab extension is not built ({LABEXTENSION}): run 'make labextension'")
     home = tmp_path_factory.mktemp("lab-tokens")
-    shutil.copytree(LABEXTENSION, home / "data" / "labextensions" / "jupyter-modeldeploy")
-    settings = home / "config" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
     program = fake_llama_server(home / "bin")
-    # The data dir first: in a virtualenv Jupyter prefers the environment's share/ (another build).
-    server = JupyterProcess(home, app="lab", env={"JUPYTER_PREFER_ENV_PATH": "0"}, extra_args=[
-        "--LabApp.expose_app_in_browser=True", f"--ModelDeployApp.llamacpp_server={program}",
-        "--ModelDeployApp.llamacpp_engine=llama-server"]).start()
+    server = lab_with_this_build(home, [f"--ModelDeployApp.llamacpp_server={program}",
+                                        "--ModelDeployApp.llamacpp_engine=llama-server"]).start()
     try:
         yield server
     finally:

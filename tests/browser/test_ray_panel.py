@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import jupyter_modeldeploy
 from jupyter_modeldeploy import ray_local
 from tests.browser.test_lab_panel import PANEL, item, open_panel, wait_status
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, lab_with_this_build
 from tests.support.jupyter import JupyterProcess
 from tests.support.ray_cluster import start_cluster, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-LABEXTENSION = Path(jupyter_modeldeploy.__file__).parent / "labextension"
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory, llama_server_bin: Path) -> Iterator[tuple[JupyterProcess, Any]]:
     home = tmp_path_factory.mktemp("ray-panel")
     cluster = start_cluster(home / "ray-logs", nodes=2)
-    shutil.copytree(LABEXTENSION, home / "data" / "labextensions" / "jupyter-modeldeploy")
-    settings = home / "config" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
-    server = JupyterProcess(home, app="lab", env={"JUPYTER_PREFER_ENV_PATH": "0"},
-                            extra_args=[f"--ModelDeployApp.ray_address={cluster.address}"])
+    server = lab_with_this_build(home, [f"--ModelDeployApp.ray_address={cluster.address}"])
     try:
         yield server.start(timeout=180), cluster
     finally:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, wait_until
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, quiet_lab_settings, wait_until
 from tests.support.jupyter import JupyterProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -63,9 +63,7 @@ def fresh_lab(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     root = home / "root"  # a server root without any notebook: the dashboard comes from the package
     root.mkdir()
     lab_home = home / "lab"
-    settings = lab_home / "config" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    quiet_lab_settings(lab_home)
     server = JupyterProcess(lab_home, app="lab", python=str(python), root_dir=root).start(timeout=240)
     yield server
     server.stop()
