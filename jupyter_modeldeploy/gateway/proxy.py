@@ -31,7 +31,7 @@ from .paths import PathError, check_query, normalise_path
 from .quotas import QuotaBook
 from .records import CAPTURE_SLACK, FIXED_KEY_ID, NO_KEY_ID, OTHER_MODEL, Capture, RequestRecord
 from .relay_pool import StreamRelay, address_document
-from .response_head import json_answer
+from .response_head import http_date, json_answer
 from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
 from .usage import Usage, UsageTap, wants_usage_injection
 
@@ -200,8 +200,16 @@ class EndpointHandler(web.RequestHandler):
     def check_xsrf_cookie(self) -> None:
         """Endpoints are called by API clients with a key, not by browsers with cookies."""
 
-    def set_default_headers(self) -> None:
-        self.clear_header("Server")
+    def clear(self) -> None:
+        """tornado's reset of the answer, less its per-request date formatting and `Server` header.
+
+        Called for every request (and again before an error); `RequestHandler.clear` formats the
+        Date anew each time and sets a `Server` header the gateway removes anyway.
+        """
+        self._headers = httputil.HTTPHeaders({"Content-Type": "text/html; charset=UTF-8", "Date": http_date()})
+        self._write_buffer = []
+        self._status_code = 200
+        self._reason = httputil.responses[200]
 
     def compute_etag(self) -> None:
         """No ETag: the engine's answer passes through as it is (tornado would hash every body)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from email.utils import formatdate
 from http import HTTPStatus
@@ -14,6 +15,20 @@ FORBIDDEN_IN_HEADERS = ("\r", "\n", "\x00")
 
 class HeaderRefused(ValueError):
     """A header name or value that cannot be written as it is."""
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def http_date() -> str:
+    """The Date header's value for now, formatted once a second (email.utils takes microseconds a call)."""
+    global _date_cache
+    now = int(time.time())
+    second, text = _date_cache
+    if second != now:
+        text = formatdate(now, usegmt=True)
+        _date_cache = (now, text)
+    return text
 
 
 def reason_of(status: int) -> str:
@@ -31,7 +46,7 @@ def render_head(status: int, reason: str, headers: Iterable[tuple[str, str]]) ->
         if any(c in name or c in value for c in FORBIDDEN_IN_HEADERS) or not name:
             raise HeaderRefused(f"header {name[:100]!r} cannot be passed on")
         lines.append(f"{name}: {value}")
-    lines.append(f"Date: {formatdate(usegmt=True)}")
+    lines.append(f"Date: {http_date()}")
     for c in reason:
         if c in FORBIDDEN_IN_HEADERS:
             raise HeaderRefused("the status reason cannot be passed on")

@@ -7,6 +7,8 @@ from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.utils import url_path_join
+from tornado import web
 from traitlets import Bool, Dict, Enum, Float, Int, Unicode, default
 
 from ..engines import EngineSettings
@@ -222,12 +224,33 @@ class ModelDeployApp(ExtensionApp):
             from .activity_handlers import activity_handlers
 
             handlers += activity_handlers(prefix)
+        self.handlers.extend(handlers)
+        self._route_endpoints_first()
+
+    def _route_endpoints_first(self) -> None:
+        """Match the gateway's routes before any other handler of the server.
+
+        Tornado tries each extension's handler list in turn, pattern by pattern: a request to an
+        endpoint went through every route of JupyterLab, the other extensions and this REST API
+        before reaching its own. Its own rule first makes that one regular expression, on the
+        path every caller of a shared endpoint takes.
+        """
+        endpoints: list[tuple[str, Any, dict[str, Any]]] = []
         if self.metrics is not None:
             from .endpoint_metrics import ENDPOINT_METRICS_PATTERN, EndpointMetricsHandler
 
-            handlers.append((ENDPOINT_METRICS_PATTERN, EndpointMetricsHandler, {"gateway": self.gateway, "hub": self.metrics}))
-        handlers.append((ENDPOINT_PATTERN, EndpointHandler, {"gateway": self.gateway}))
-        self.handlers.extend(handlers)
+            endpoints.append((ENDPOINT_METRICS_PATTERN, EndpointMetricsHandler, {"gateway": self.gateway, "hub": self.metrics}))
+        endpoints.append((ENDPOINT_PATTERN, EndpointHandler, {"gateway": self.gateway}))
+        webapp = self.serverapp.web_app
+        base_url = webapp.settings["base_url"]
+        route_first(webapp, [(url_path_join(base_url, pattern), *rest) for pattern, *rest in endpoints])
+
+
+def route_first(webapp: web.Application, handlers: list[Any]) -> None:
+    """Add `handlers` to a tornado application ahead of every handler it already has."""
+    webapp.add_handlers(".*$", handlers)
+    rules = webapp.default_router.rules
+    rules.insert(0, rules.pop(-2))  # add_handlers puts its rule last but one, before the server's own
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         if self.gateway.relay is not None:

@@ -11,6 +11,7 @@ import json
 import secrets
 import threading
 import time
+from email.utils import parsedate_to_datetime
 
 import pytest
 
@@ -272,7 +273,12 @@ def test_serving_routes_reach_the_engine_with_its_key_only(gw: GatewayThread) ->
     with RawConnection(gw.harness.port) as conn:
         conn.request("GET", callers.base + "/props?x=%41", {**callers.headers(callers.key_a), "Cookie": "s=1",
                                                            "X-Forwarded-For": "6.6.6.6"})
-        assert conn.final_response("GET").status == 200  # type: ignore[union-attr]
+        answer = conn.final_response("GET")
+    assert answer is not None and answer.status == 200
+    # The gateway's own Date (the engine's is not passed on), and no Server header of either.
+    date = answer.header("Date")
+    assert date is not None and abs(parsedate_to_datetime(date).timestamp() - time.time()) < 5
+    assert answer.header("Server") is None
     seen = gw.engine.received[-1]
     assert seen.target == "/props?x=%41"
     assert seen.headers["authorization"] == f"Bearer {ENGINE_KEY}"

@@ -37,7 +37,7 @@ def test_an_endpoint_behind_the_hub_takes_deployment_keys_only(hub: Hub) -> None
         if record["status"] in ("active", "idle"):
             break
         time.sleep(0.5)
-    assert record["status"] == "active", record["status_reason"]
+    assert record["status"] in ("active", "idle"), record["status_reason"]
     # The record's URLs are the public ones, through the hub's proxy.
     assert record["api_base"] == f"{hub.url}/user/alice/modeldeploy/endpoints/shared/v1"
     assert record["test_command"].count(f"{hub.url}/user/alice/modeldeploy/endpoints/shared/") >= 1
