@@ -104,7 +104,7 @@ def probe_contents(url: str, headers: dict[str, str], delay_s: float, seconds: f
 
 
 async def jupyter_latency_under_load(server: JupyterProcess, url: str, headers: dict[str, str], uds: str | None,
-                                     seconds: float, max_tokens: int) -> tuple[float, float]:
+                                     seconds: float, max_tokens: int, label: str) -> tuple[float, float]:
     """p50 of Jupyter's `GET /api/contents` while 16 clients stream chats; and chunks/s they received."""
     chunks = dropped = 0
     stop = time.monotonic() + seconds
@@ -135,7 +135,8 @@ async def jupyter_latency_under_load(server: JupyterProcess, url: str, headers: 
     latencies = sorted(await asyncio.get_running_loop().run_in_executor(None, receiver.recv))
     probe.join(10)
     if dropped:
-        print(f"  ({dropped} streams met a connection the server had closed)", flush=True)
+        # llama-server itself closes a keep-alive connection now and then (seen on `direct`).
+        print(f"  ({label}: {dropped} streams met a connection the server had closed)", flush=True)
     return latencies[len(latencies) // 2] * 1000, chunks / max(elapsed, 1e-6)
 
 
@@ -155,7 +156,7 @@ def contents_under_load(server: JupyterProcess, record: dict, seconds: float, ma
         ("direct", "http://engine/v1/chat/completions", {"Authorization": f"Bearer {engine_key}"}, sock),
         ("gateway", record["api_base"] + "/chat/completions", {"Authorization": f"Bearer {KEY}"}, None),
     ):
-        p50, rate = asyncio.run(jupyter_latency_under_load(server, url, headers, uds, seconds, max_tokens))
+        p50, rate = asyncio.run(jupyter_latency_under_load(server, url, headers, uds, seconds, max_tokens, name))
         out[f"{name}_p50_ms"], out[f"{name}_chunks_s"] = p50, rate
     return out
 
