@@ -245,13 +245,6 @@ class ModelDeployApp(ExtensionApp):
         base_url = webapp.settings["base_url"]
         route_first(webapp, [(url_path_join(base_url, pattern), *rest) for pattern, *rest in endpoints])
 
-
-def route_first(webapp: web.Application, handlers: list[Any]) -> None:
-    """Add `handlers` to a tornado application ahead of every handler it already has."""
-    webapp.add_handlers(".*$", handlers)
-    rules = webapp.default_router.rules
-    rules.insert(0, rules.pop(-2))  # add_handlers puts its rule last but one, before the server's own
-
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         if self.gateway.relay is not None:
             await self.gateway.relay.start()  # before any stream arrives (until then streams stay on this loop)
@@ -268,3 +261,10 @@ def route_first(webapp: web.Application, handlers: list[Any]) -> None:
         await self.gateway.close()
         if self.key_usage is not None:
             self.key_usage.store.close()
+
+
+def route_first(webapp: web.Application, handlers: list[Any]) -> None:
+    """Add `handlers` to a tornado application ahead of every handler it already has."""
+    webapp.add_handlers(".*$", handlers)
+    rules = webapp.default_router.rules
+    rules.insert(0, rules.pop(-2))  # add_handlers puts its rule last but one, before the server's own
