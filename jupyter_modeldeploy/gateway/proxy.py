@@ -11,6 +11,7 @@ with the engine's private key; the answer streams back chunk by chunk as it arri
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -64,6 +65,8 @@ class Relayed:
     usage: Usage | None = None
     streamed: bool = False
     first_chunk_s: float | None = None
+    # What is left to do once the request is recorded (the relay worker writes the answer's end).
+    after_record: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -471,13 +474,17 @@ class EndpointHandler(web.RequestHandler):
                 relayed = await self._forward(dep, body, injected)
         finally:
             self.gateway.supervisor.request_finished(dep)
-            self._observe(
-                RequestRecord(
-                    deployment_id=dep.id, model=self._label(dep, self._model), status=relayed.status,
-                    latency_s=time.perf_counter() - self._started, first_chunk_s=relayed.first_chunk_s,
-                    usage=relayed.usage, streamed=relayed.streamed, key_id=self._key_id,
+            try:
+                self._observe(
+                    RequestRecord(
+                        deployment_id=dep.id, model=self._label(dep, self._model), status=relayed.status,
+                        latency_s=time.perf_counter() - self._started, first_chunk_s=relayed.first_chunk_s,
+                        usage=relayed.usage, streamed=relayed.streamed, key_id=self._key_id,
+                    )
                 )
-            )
+            finally:
+                if relayed.after_record is not None:
+                    await relayed.after_record()
 
     post = put = patch = delete = options = head = get  # type: ignore[assignment]
 
@@ -635,10 +642,20 @@ class EndpointHandler(web.RequestHandler):
             if kind == "error":
                 return await self._answer_detached(stream, address, keep_alive, Refusal(
                     502, f"the engine could not be reached: {outcome.get('message')}", "upstream_error"))
-            self._take_back(stream, address, bool(outcome.get("reusable")))
             usage = outcome.get("usage")
-            return Relayed(int(outcome.get("status") or 502), Usage(*usage) if usage else None,
-                           bool(outcome.get("streamed")), outcome.get("first_chunk_s"))
+            relayed = Relayed(int(outcome.get("status") or 502), Usage(*usage) if usage else None,
+                              bool(outcome.get("streamed")), outcome.get("first_chunk_s"))
+            if outcome.get("ended"):  # its end is written once the request is recorded
+                relayed.after_record = functools.partial(self._end_elsewhere, relay, int(outcome["id"]), stream,
+                                                         address)
+            else:
+                self._take_back(stream, address, bool(outcome.get("reusable")))
+            return relayed
+
+    async def _end_elsewhere(self, relay: StreamRelay, job_id: int, stream: iostream.IOStream, address: Any) -> None:
+        """The request is recorded: the worker writes the answer's end; then the connection comes back."""
+        final = await relay.finish(job_id)
+        self._take_back(stream, address, final.get("outcome") == "done" and bool(final.get("reusable")))
 
     async def _answer_detached(self, stream: iostream.IOStream, address: Any, keep_alive: bool,
                                refusal: Refusal) -> Relayed:

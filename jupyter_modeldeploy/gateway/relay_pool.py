@@ -1,8 +1,11 @@
 """The Jupyter server's side of the stream relay worker (`relay_worker`): start it, hand it requests.
 
 `StreamRelay.relay()` passes a client's socket (a duplicate of its descriptor) and the request to
-send; the worker writes the whole answer and returns the outcome. The server keeps its own copy
-of the socket untouched meanwhile, and serves the connection's next request itself afterwards.
+send; the worker writes the answer and returns the outcome. An answer that ended cleanly comes
+back first as an `ended` report, before its last bytes are written: the server records it, then
+`StreamRelay.finish()` lets the worker write the end and returns the final outcome. The server
+keeps its own copy of the socket untouched meanwhile, and serves the connection's next request
+itself afterwards.
 A worker that died is started again on the next use (at most every RESTART_AFTER_S); while it is
 away, streams run on the server's own loop as before.
 """
@@ -98,7 +101,11 @@ class StreamRelay:
                 header, _, fd = await reader.read()
                 if fd is not None:
                     socket.socket(fileno=fd).close()  # the worker passes none back; never leak one
-                waiter = self._pending.pop(int(header.get("id", 0)), None)
+                job_id = int(header.get("id", 0))
+                waiter = self._pending.pop(job_id, None)
+                if header.get("ended") and waiter is not None:
+                    # The final outcome follows the acknowledgement: its waiter is there before it can come.
+                    self._pending[job_id] = asyncio.get_running_loop().create_future()
                 if waiter is not None and not waiter.done():
                     waiter.set_result(header)
         except (ChannelError, ValueError) as exc:
@@ -127,6 +134,19 @@ class StreamRelay:
         self.handed_over += 1
         try:
             await writer.send({**job, "id": job_id}, body, fd=fd)
+        except OSError:
+            self._pending.pop(job_id, None)
+            return dict(LOST)
+        return await waiter
+
+    async def finish(self, job_id: int) -> dict[str, Any]:
+        """After an `ended` report was recorded: let the worker write the answer's end; the final outcome."""
+        waiter = self._pending.get(job_id)
+        writer = self._writer
+        if waiter is None or writer is None:
+            return dict(LOST)
+        try:
+            await writer.send({"id": job_id, "ack": True})
         except OSError:
             self._pending.pop(job_id, None)
             return dict(LOST)

@@ -5,7 +5,9 @@ the client's socket to this process with the request to send (`relay_pool.Stream
 the request goes to the engine (the same pooled aiohttp client as in the server), and the answer
 is written to the client's socket as it arrives, usage read on the way (`UsageTap`). The outcome
 (status, usage, time to first chunk) goes back to the server, which counts it and, when the
-answer ended cleanly on a keep-alive connection, serves the client's next request itself.
+answer ended cleanly on a keep-alive connection, serves the client's next request itself. An
+answer that ended cleanly is reported before its last bytes are written, and they wait for the
+server's acknowledgement: by the time a client has its whole answer, the request is counted.
 
 So a fast stream costs the Jupyter server one hand-over, not one loop turn per event: a
 JupyterLab user sharing the server with busy endpoints keeps a responsive server.
@@ -17,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..engines.base import EngineAddress
@@ -29,13 +33,14 @@ from .headers import returned_header
 from .relay_channel import ChannelError, FrameReader, FrameWriter
 from .response_head import LAST_CHUNK, NO_BODY_STATUSES, HeaderRefused, chunk, render_head
 from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
-from .usage import UsageTap
+from .usage import Usage, UsageTap
 
 log = logging.getLogger("jupyter_modeldeploy.relay_worker")
 
 FLUSH_EVERY_S = 0.005  # body bytes reach the client within 5 ms, in batches (first bytes at once)
 HIGH_WATER = 256 * 1024  # bytes queued for a client before the relay waits for it (a slow client holds the engine back)
 NICENESS = 19  # the lowest priority: see `main`
+RECORD_WAIT_S = 10.0  # the longest an answer's end waits for the server to record it
 PEEK_EVERY_S = 0.25  # how often a silent client's socket is checked for a hang-up
 
 
@@ -137,12 +142,16 @@ class RelayWorker:
         self.writer = FrameWriter(channel)
         self.upstream = UpstreamClient()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._acks: dict[int, asyncio.Future[None]] = {}  # answers whose end waits for the server's record
 
     async def serve(self) -> None:
         try:
             while True:
                 header, body, fd = await self.reader.read()
                 if fd is None:
+                    waiter = self._acks.pop(int(header.get("id", 0)), None) if header.get("ack") else None
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
                     continue
                 task = asyncio.create_task(self.run(header, body, fd))
                 self._tasks.add(task)
@@ -156,12 +165,29 @@ class RelayWorker:
     async def run(self, job: dict[str, Any], body: bytes, fd: int) -> None:
         outcome: dict[str, Any]
         try:
-            outcome = await relay(self.upstream, job, body, fd)
+            outcome = await relay(self.upstream, job, body, fd, functools.partial(self.report_end, job["id"]))
         except Exception as exc:  # whatever happened, the server must hear of this request
             log.exception("relay failed")
             outcome = {"outcome": "cut", "status": 502, "message": f"the relay failed ({type(exc).__name__})"}
         with contextlib.suppress(ChannelError, OSError):
             await self.writer.send({"id": job["id"], **outcome})
+
+
+    async def report_end(self, job_id: int, report: dict[str, Any]) -> None:
+        """Tell the server an answer ended (status, usage), and wait until it has recorded it.
+
+        Only then does the client get the answer's last bytes: a client that asks for its usage,
+        or sends its next request under an in-flight quota, the moment its stream ended finds
+        this request counted, as on the server's own loop."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._acks[job_id] = waiter
+        try:
+            await self.writer.send({"id": job_id, "ended": True, **report})
+            await asyncio.wait_for(waiter, RECORD_WAIT_S)
+        except (ChannelError, OSError, asyncio.TimeoutError):
+            pass  # the server is gone or stuck: the client gets its answer's end regardless
+        finally:
+            self._acks.pop(job_id, None)
 
 
 def address_of(data: dict[str, Any]) -> EngineAddress:
@@ -187,6 +213,10 @@ def answer_head(upstream: UpstreamResponse, job: dict[str, Any], tap: UsageTap) 
     return render_head(upstream.status, upstream.reason, headers), chunked, keep_alive
 
 
+def usage_document(usage: Usage | None) -> list[int] | None:
+    return [usage.prompt_tokens, usage.completion_tokens] if usage is not None else None
+
+
 class Watch:
     """Notices a client that hangs up while the engine is silent (a long prompt), and ends the request."""
 
@@ -208,8 +238,15 @@ class Watch:
         self._task.cancel()
 
 
-async def relay(client: UpstreamClient, job: dict[str, Any], body: bytes, fd: int) -> dict[str, Any]:
-    """Send one request to its engine and write the answer to the client's socket `fd` (closed here)."""
+EndReporter = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def relay(client: UpstreamClient, job: dict[str, Any], body: bytes, fd: int,
+                report_end: EndReporter) -> dict[str, Any]:
+    """Send one request to its engine and write the answer to the client's socket `fd` (closed here).
+
+    When the engine's answer ended cleanly, `report_end` is awaited before the client gets the
+    answer's last bytes."""
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -218,7 +255,7 @@ async def relay(client: UpstreamClient, job: dict[str, Any], body: bytes, fd: in
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     watch = Watch(sock)
     try:
-        return await _relay(client, job, body, sock, watch)
+        return await _relay(client, job, body, sock, watch, report_end)
     finally:
         watch.stop()
         if sock.fileno() != -1 and watch.upstream is None:
@@ -226,7 +263,7 @@ async def relay(client: UpstreamClient, job: dict[str, Any], body: bytes, fd: in
 
 
 async def _relay(client: UpstreamClient, job: dict[str, Any], body: bytes, sock: socket.socket,
-                 watch: Watch) -> dict[str, Any]:
+                 watch: Watch, report_end: EndReporter) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     try:
@@ -270,6 +307,9 @@ async def _relay(client: UpstreamClient, job: dict[str, Any], body: bytes, sock:
                 break
         else:
             rest = tap.close()
+            usage = tap.finish()
+            await report_end({"status": upstream.status, "first_chunk_s": first_chunk, "streamed": tap.is_sse,
+                              "usage": usage_document(usage)})
             if rest:
                 side.send_body(rest)
             side.flush_body()
@@ -291,7 +331,7 @@ async def _relay(client: UpstreamClient, job: dict[str, Any], body: bytes, sock:
         side.transport.abort()
     return {
         "outcome": outcome, "status": upstream.status, "first_chunk_s": first_chunk, "streamed": tap.is_sse,
-        "usage": [usage.prompt_tokens, usage.completion_tokens] if usage is not None else None,
+        "usage": usage_document(usage),
         "reusable": outcome == "done" and keep_alive,
     }
 

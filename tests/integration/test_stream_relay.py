@@ -74,6 +74,21 @@ def test_a_stream_goes_through_the_worker_and_the_connection_serves_the_next_req
     assert dep.in_flight == 0
 
 
+def test_a_stream_is_counted_before_its_client_has_the_end(relay_gw: GatewayThread) -> None:
+    """A client that asks for its usage, or sends its next request under an in-flight quota, the
+    moment its stream ended must find that stream counted: as on the loop, not a moment later."""
+    dep, key = relay_gw.harness.add(LLAMA_SERVER, relay_gw.address)
+    with RawConnection(relay_gw.harness.port) as conn:
+        for n in range(1, 13):
+            conn.request("POST", f"/modeldeploy/endpoints/{dep.route}{CHAT}", sse_headers(key, 2, gap_s=0),
+                         json.dumps({"stream": True}).encode())
+            answer = conn.final_response()
+            assert answer is not None and answer.status == 200
+            assert len(relay_gw.harness.records) == n  # no waiting: it was recorded before the end was written
+            assert dep.in_flight == 0
+    assert relay_gw.harness.gateway.relay is not None and relay_gw.harness.gateway.relay.handed_over == 12
+
+
 def test_connection_close_is_honoured(relay_gw: GatewayThread) -> None:
     dep, key = relay_gw.harness.add(LLAMA_SERVER, relay_gw.address)
     with RawConnection(relay_gw.harness.port) as conn:
