@@ -343,9 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     # Below the Jupyter server's priority: where CPU is short, its own requests (a notebook, Lab)
     # come before relaying more events; with cores to spare this changes nothing. The lowest
     # priority still keeps up: relaying sleeps between reads, and the scheduler runs a task that
-    # woke with little CPU used promptly. Measured on two cores (bench README): at 20,000 events/s
-    # Jupyter's p50 was 1.25x direct at nice 5 and 1.00-1.09x at 19, the same events/s relayed; with
-    # llama-server's two threads on both cores, streams kept their events/s and first chunk at 19.
+    # woke with little CPU used promptly (bench README: Jupyter's p50 under 20,000 events/s, nice 5
+    # against 19, the same events/s relayed).
     with contextlib.suppress(OSError):
         os.nice(NICENESS)
     channel = socket.socket(fileno=int(args[0]))
