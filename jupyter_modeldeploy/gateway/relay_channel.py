@@ -33,15 +33,14 @@ def encode(header: dict[str, Any], body: bytes = b"") -> bytes:
     return PREFIX.pack(len(data), len(body)) + data + body
 
 
-async def _ready(loop: asyncio.AbstractEventLoop, sock: socket.socket, *, write: bool) -> None:
-    """Wait until the socket can be written (or read)."""
+async def _writable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    """Wait until the socket can be written."""
     ready = loop.create_future()
-    add, remove = (loop.add_writer, loop.remove_writer) if write else (loop.add_reader, loop.remove_reader)
-    add(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+    loop.add_writer(sock.fileno(), lambda: ready.done() or ready.set_result(None))
     try:
         await ready
     finally:
-        remove(sock.fileno())
+        loop.remove_writer(sock.fileno())
 
 
 class FrameWriter:
@@ -61,7 +60,7 @@ class FrameWriter:
                         sent = socket.send_fds(self._sock, [data], [fd])
                         break
                     except BlockingIOError:
-                        await _ready(loop, self._sock, write=True)
+                        await _writable(loop, self._sock)
                 data = data[sent:]
             if data:
                 await loop.sock_sendall(self._sock, data)

@@ -172,7 +172,6 @@ class RelayWorker:
         with contextlib.suppress(ChannelError, OSError):
             await self.writer.send({"id": job["id"], **outcome})
 
-
     async def report_end(self, job_id: int, report: dict[str, Any]) -> None:
         """Tell the server an answer ended (status, usage), and wait until it has recorded it.
 
