@@ -27,10 +27,13 @@ def server(tmp_path: Path, llama_server_bin: Path) -> Iterator[JupyterProcess]:
 
 
 def serving(server: JupyterProcess, gguf: Path, name: str) -> tuple[dict, list[psutil.Process]]:
-    """Launch a small llama.cpp deployment, wait until it serves; its record and engine processes."""
+    """Launch a small llama.cpp deployment, wait until it serves; its record and engine processes.
+
+    With restart `never`: a crash must leave it `failed`, not relaunched after the back-off
+    (test_restart_policy.py tests the restarts), or a slow run could see it loading again."""
     client = server.client()
     record = client.launch({"kind": "llamacpp", "name": name, "model": str(gguf), "threads": 1, "ctx_size": 512,
-                            "public": True})
+                            "public": True, "restart": "never"})
     record = client.wait(record["id"], timeout=120)
     guardian = psutil.Process(record["pid"])
     engines = guardian.children(recursive=True)
