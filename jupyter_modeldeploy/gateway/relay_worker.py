@@ -290,6 +290,7 @@ async def _relay(client: UpstreamClient, job: dict[str, Any], body: bytes, sock:
     assert isinstance(side, ClientSide)
     first_chunk: float | None = None
     outcome = "done"
+    usage: Usage | None = None
     side.chunked = chunked
     side.write(head)
     try:
@@ -318,7 +319,8 @@ async def _relay(client: UpstreamClient, job: dict[str, Any], body: bytes, sock:
         outcome = "gone" if watch.gone or side.gone else "cut"  # a cut answer must look cut: the server closes it
     if outcome == "done" and not await side.flushed():
         outcome = "gone"
-    usage = tap.finish()
+    if outcome != "done":
+        usage = tap.finish()  # a clean end read it already, before its report
     assert side.transport is not None
     if outcome == "done":
         side.transport.close()  # our copy only: the server's keeps the connection open
