@@ -15,6 +15,8 @@ Measured on llama-server serving SmolLM2, each as a ratio to direct in the same 
     its event loop; target <= 1.2x) — with llama-server, and with a fake engine whose 16 streams
     emit 20,000 small events a second in all (a busy GPU's rate), the same load direct and through
     the gateway;
+  - the same p50, and the Jupyter server's CPU, while 16 clients send non-streamed `GET /v1/models`
+    (answered by the relay worker under leases, or by the server's loop with `relay_leases` off);
   - the cost of a quota check and a request log row (two more servers, interleaved rounds).
 """
 
@@ -27,10 +29,12 @@ import stat
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -103,6 +107,34 @@ def probe_contents(url: str, headers: dict[str, str], delay_s: float, seconds: f
     out.send(latencies)
 
 
+async def sixteen_clients(uds: str | None, client_loop: Callable[[httpx.AsyncClient], Awaitable[None]]) -> float:
+    """Run `client_loop` 16 times at once on one pooled client (over `uds` if given); the seconds it took."""
+    transport = httpx.AsyncHTTPTransport(uds=uds) if uds else None
+    async with httpx.AsyncClient(timeout=300, transport=transport, limits=httpx.Limits(max_connections=32)) as client:
+        started = time.monotonic()
+        await asyncio.gather(*(client_loop(client) for _ in range(16)))
+        return max(time.monotonic() - started, 1e-6)
+
+
+async def jupyter_under(server: JupyterProcess, seconds: float,
+                        load: Callable[[], Awaitable[float]]) -> tuple[float, float, float]:
+    """Jupyter's `GET /api/contents` p50 (ms) while `load` runs (it returns its rate), the rate, and the
+    Jupyter server's CPU over that time (1.0: one core; its own process, children not counted)."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    probe = context.Process(target=probe_contents, args=(f"{server.url}api/contents", server.headers, 2.0,
+                                                         seconds - 2.5, sender), daemon=True)
+    jupyter = psutil.Process(server.proc.pid)
+    before, started = jupyter.cpu_times(), time.monotonic()
+    probe.start()
+    rate = await load()
+    after, elapsed = jupyter.cpu_times(), time.monotonic() - started
+    latencies = sorted(await asyncio.get_running_loop().run_in_executor(None, receiver.recv))
+    probe.join(10)
+    cpu = (after.user + after.system - before.user - before.system) / max(elapsed, 1e-6)
+    return latencies[len(latencies) // 2] * 1000, rate, cpu
+
+
 async def jupyter_latency_under_load(server: JupyterProcess, url: str, headers: dict[str, str], uds: str | None,
                                      seconds: float, max_tokens: int, label: str) -> tuple[float, float]:
     """p50 of Jupyter's `GET /api/contents` while 16 clients stream chats; and chunks/s they received."""
@@ -121,23 +153,45 @@ async def jupyter_latency_under_load(server: JupyterProcess, url: str, headers: 
             except (httpx.RemoteProtocolError, httpx.ReadError):
                 dropped += 1  # a keep-alive connection the server had closed: counted, then retried
 
-    transport = httpx.AsyncHTTPTransport(uds=uds) if uds else None
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    probe = context.Process(target=probe_contents, args=(f"{server.url}api/contents", server.headers, 2.0,
-                                                         seconds - 2.5, sender), daemon=True)
-    probe.start()
-    async with httpx.AsyncClient(timeout=300, transport=transport, limits=httpx.Limits(max_connections=32)) as load:
-        started = time.monotonic()
-        tasks = [asyncio.ensure_future(streamer(load)) for _ in range(16)]
-        await asyncio.gather(*tasks)
-        elapsed = time.monotonic() - started
-    latencies = sorted(await asyncio.get_running_loop().run_in_executor(None, receiver.recv))
-    probe.join(10)
+    async def load() -> float:
+        return chunks / await sixteen_clients(uds, streamer)
+
+    p50, rate, _ = await jupyter_under(server, seconds, load)
     if dropped:
         # llama-server itself closes a keep-alive connection now and then (seen on `direct`).
         print(f"  ({label}: {dropped} streams met a connection the server had closed)", flush=True)
-    return latencies[len(latencies) // 2] * 1000, chunks / max(elapsed, 1e-6)
+    return p50, rate
+
+
+async def jupyter_under_plain_load(server: JupyterProcess, url: str, headers: dict[str, str], uds: str | None,
+                                   seconds: float) -> tuple[float, float, float]:
+    """Jupyter's p50, the req/s and Jupyter's CPU while 16 clients send non-streamed `GET /v1/models`."""
+    stop = time.monotonic() + seconds
+    done = 0
+
+    async def caller(client: httpx.AsyncClient) -> None:
+        nonlocal done
+        while time.monotonic() < stop:
+            (await client.get(url, headers=headers)).raise_for_status()
+            done += 1
+
+    async def load() -> float:
+        return done / await sixteen_clients(uds, caller)
+
+    return await jupyter_under(server, seconds, load)
+
+
+def plain_load(server: JupyterProcess, record: dict, seconds: float) -> dict[str, float]:
+    """`jupyter_under_plain_load` direct and through the gateway."""
+    sock, engine_key = engine_socket(server, record)
+    out: dict[str, float] = {}
+    for name, url, headers, uds in (
+        ("direct", "http://engine/v1/models", {"Authorization": f"Bearer {engine_key}"}, sock),
+        ("gateway", record["api_base"] + "/models", {"Authorization": f"Bearer {KEY}"}, None),
+    ):
+        p50, rate, cpu = asyncio.run(jupyter_under_plain_load(server, url, headers, uds, seconds))
+        out[f"{name}_p50_ms"], out[f"{name}_rps"], out[f"{name}_cpu"] = p50, rate, cpu
+    return out
 
 
 def fast_engine_binary(folder: Path, events_per_s: float = 0.0) -> Path:
@@ -236,6 +290,7 @@ def main() -> int:
                   f"16 clients {r['rps_16']:7.0f} req/s (p50 {r['p50_16_ms']:6.2f} ms)  "
                   f"first chunk {r['first_chunk_ms']:7.1f} ms  completions 16 clients {r['tok_s_16']:6.1f} tok/s", flush=True)
         smol_load = contents_under_load(server, record, args.load_s, 48)
+        plain = plain_load(server, record, args.load_s)
         client.delete(record["id"])
     finally:
         server.stop()
@@ -249,6 +304,10 @@ def main() -> int:
     print(f"first chunk vs direct: {g['first_chunk_ms'] / d['first_chunk_ms']:.2f}x (target <= 1.1)")
     print(f"quota check and request log row: p50 {cost['plain']:.2f} ms (no log, no quotas) vs "
           f"{cost['quotas+log']:.2f} ms: {cost['quotas+log'] - cost['plain']:+.2f} ms (target <= 0.1 ms)")
+    print(f"Jupyter GET /api/contents p50 under 16 clients of GET /v1/models: gateway {plain['gateway_p50_ms']:.1f} ms "
+          f"({plain['gateway_rps']:.0f} req/s, Jupyter CPU {plain['gateway_cpu']:.0%}) vs direct "
+          f"{plain['direct_p50_ms']:.1f} ms ({plain['direct_rps']:.0f} req/s, Jupyter CPU {plain['direct_cpu']:.0%}): "
+          f"{plain['gateway_p50_ms'] / plain['direct_p50_ms']:.2f}x")
     paced_label = f"fake engine paced at {FAST_EVENTS_PER_S} events/s"
     for label, load in (("SmolLM2 on llama-server", smol_load), (paced_label, fast_load)):
         print(f"Jupyter GET /api/contents p50 under 16 streaming clients, {label}: "

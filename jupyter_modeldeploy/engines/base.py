@@ -108,6 +108,13 @@ class ModelLimits:
     max_client_batch_size: int | None = None  # most inputs in one request
 
 
+def limits_for(limits: dict[str, ModelLimits], model: str | None) -> ModelLimits:
+    """A served model's limits from a per-model table (the first model's when none is named)."""
+    if model in limits:
+        return limits[model]
+    return next(iter(limits.values()), ModelLimits())
+
+
 @dataclass(frozen=True)
 class EngineCall:
     """One HTTP request to the engine (a control action such as sleep or wake), for the supervisor to make."""
@@ -148,9 +155,7 @@ class LaunchPlan:
 
     def limits_for(self, model: str | None) -> ModelLimits:
         """The limits of a served model (the first model's when none is named)."""
-        if model in self.limits:
-            return self.limits[model]
-        return next(iter(self.limits.values()), ModelLimits())
+        return limits_for(self.limits, model)
 
     def largest_payload_limit(self) -> int | None:
         """The largest body any model takes (the check possible before the model is known)."""

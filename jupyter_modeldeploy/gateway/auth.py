@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from ..supervisor.keys import key_matches
 from ..supervisor.tokens import TokenInfo
+from .headers import presented_key
+
+__all__ = ["AuthDecision", "authorize", "model_refusal", "presented_key", "role_refusal"]
 
 
 @dataclass(frozen=True)
@@ -24,17 +27,6 @@ class AuthDecision:
 
 
 READ_METHODS = frozenset({"GET", "HEAD"})
-
-
-def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
-    """The key from `Authorization: Bearer ...` or `x-api-key`."""
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    if x_api_key and x_api_key.strip():
-        return x_api_key.strip()
-    return None
 
 
 def authorize(

@@ -66,3 +66,14 @@ def preflight_headers(origin: str, allowed: list[str], requested_headers: str | 
         "Access-Control-Max-Age": CORS_MAX_AGE_S,
     })
     return headers
+
+
+def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key from `Authorization: Bearer ...` or `x-api-key`."""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    if x_api_key and x_api_key.strip():
+        return x_api_key.strip()
+    return None

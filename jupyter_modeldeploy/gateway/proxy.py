@@ -14,6 +14,7 @@ import asyncio
 import functools
 import json
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,14 +28,19 @@ from ..supervisor.keys import hash_key
 from ..supervisor.replicas import Replica, pick
 from ..supervisor.tokens import Quotas, TokenInfo, TokenRegistry
 from .auth import AuthDecision, authorize, model_refusal, presented_key, role_refusal
+from .body import prepare_body
+from .detached import answer_and_take_back, lift, take_back
 from .headers import cors_headers, origin_allowed, preflight_headers, request_headers, returned_header
+from .lease import Lease
+from .lease_grants import LeaseGrants
 from .paths import PathError, check_query, normalise_path
 from .quotas import QuotaBook
-from .records import CAPTURE_SLACK, FIXED_KEY_ID, NO_KEY_ID, OTHER_MODEL, Capture, RequestRecord
+from .records import CAPTURE_SLACK, FIXED_KEY_ID, NO_KEY_ID, Capture, RequestRecord, model_label
+from .refusals import Refusal, error_body, refusal_answer, relay_refusal
 from .relay_pool import StreamRelay, address_document
-from .response_head import http_date, json_answer
+from .response_head import http_date
 from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
-from .usage import Usage, UsageTap, wants_usage_injection
+from .usage import Usage, UsageTap
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +49,6 @@ FLUSH_EVERY_S = 0.005  # streamed bytes reach the client within 5 ms, in batches
 ENDPOINTS_MARKER = "/modeldeploy/endpoints/"
 #: The handler's URL pattern: no capture groups, so tornado never decodes any part of the path.
 ENDPOINT_PATTERN = r"/modeldeploy/endpoints/.+"
-
-
-@dataclass
-class Refusal:
-    """A request the gateway answers itself with an error."""
-
-    status: int
-    message: str
-    kind: str
-    extra: dict[str, Any] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
-    code: str | None = None  # the error's `code` (default: the status)
 
 
 @dataclass
@@ -79,6 +73,8 @@ class GatewayConfig:
     wake: Callable[[Deployment], Awaitable[None]] | None = None  # wakes a sleeping engine
     observers: list[Callable[[RequestRecord], None]] = field(default_factory=list)
     stream_relay: bool = False  # streamed answers pass through the relay worker process (relay_worker)
+    # The relay worker also serves the next plain requests of a connection it was handed (lease).
+    leases: bool = True
     # The tornado server that serves a connection again once the relay worker answered on it.
     http_server: Callable[[], HTTPServer] | None = None
 
@@ -93,6 +89,26 @@ class Gateway:
         self.quotas = QuotaBook()
         self.upstream = UpstreamClient(connect_timeout=self.config.connect_timeout_s)
         self.relay = StreamRelay() if self.config.stream_relay and StreamRelay.supported() else None
+        self.leases = LeaseGrants(self, self.relay) if self.relay is not None and self.config.leases else None
+        if self.leases is not None:
+            self._follow_changes(self.leases)
+
+    def _follow_changes(self, leases: LeaseGrants) -> None:
+        """Any change of a deployment's state or of a key ends the leases made before it."""
+        chained = self.supervisor.on_change
+
+        def deployment_changed(dep: Deployment) -> None:
+            leases.changed()
+            if chained is not None:
+                chained(dep)
+
+        self.supervisor.on_change = deployment_changed
+        self.tokens.on_change = leases.changed
+
+    async def settled(self) -> None:
+        """Return once every request answered so far is counted (the relay worker's included)."""
+        if self.leases is not None:
+            await self.leases.settled()
 
     def observe(self, record: RequestRecord) -> None:
         """Hand a finished request to every observer."""
@@ -109,23 +125,6 @@ class Gateway:
         await self.upstream.close()
         if self.relay is not None:
             await self.relay.close()
-
-
-def input_count(inputs: Any) -> int | None:
-    """How many inputs a request's `input`/`inputs` holds; None when it is not a list.
-
-    One list of token ids (integers) is one input, as OpenAI and TEI read it.
-    """
-    if not isinstance(inputs, list):
-        return None
-    if inputs and all(isinstance(i, int) and not isinstance(i, bool) for i in inputs):
-        return 1
-    return len(inputs)
-
-
-def error_body(message: str, kind: str, code: str | int | None = None, **extra: Any) -> dict[str, Any]:
-    """An OpenAI-style error object."""
-    return {"error": {"message": message, "type": kind, "code": code, **extra}}
 
 
 class StreamFlusher:
@@ -197,6 +196,8 @@ class EndpointHandler(web.RequestHandler):
         self._observed = False
         self._capture: Capture | None = None  # the bodies, where the deployment captures them
         self._stream_asked = False  # the body asks for a streamed answer (`"stream": true`)
+        self._prefix = ""  # the raw path of the endpoint, up to and with its route segment
+        self._presented: str | None = None  # the key the caller presented
 
     # tornado hooks ------------------------------------------------------------------------
 
@@ -271,6 +272,7 @@ class EndpointHandler(web.RequestHandler):
         raw = self.request.path
         at = raw.find(ENDPOINTS_MARKER)
         route, _, rest = raw[at + len(ENDPOINTS_MARKER):].partition("/") if at >= 0 else ("", "", "")
+        self._prefix = raw[:at + len(ENDPOINTS_MARKER) + len(route)]
         dep = self.gateway.supervisor.by_route(route) if route else None
         if dep is None:
             return Refusal(404, "no deployment at this route", "not_found_error")
@@ -295,8 +297,8 @@ class EndpointHandler(web.RequestHandler):
             await self.gateway.config.wake(dep)
         if refusal is not None:
             return refusal
-        return (self._admit_to_engine(dep, method, path) or self._denied(role_refusal(self._key, method))
-                or self._admit_quota(dep))
+        return (self._admit_to_engine(dep, method, path) or await self._admit_concurrency(dep)
+                or self._denied(role_refusal(self._key, method)) or self._admit_quota(dep))
 
     def _preflight(self, origin: str, allowed: list[str]) -> Refusal:
         if not origin_allowed(origin, allowed):
@@ -314,6 +316,7 @@ class EndpointHandler(web.RequestHandler):
         """Check the presented key; None when the caller may use this deployment."""
         gateway = self.gateway
         key = presented_key(self.request.headers.get("Authorization"), self.request.headers.get("x-api-key"))
+        self._presented = key
         token = gateway.tokens.lookup(key) if key else None
         decision = authorize(
             key, deployment_id=dep.id, project=dep.config.project, public=dep.config.public,
@@ -413,11 +416,21 @@ class EndpointHandler(web.RequestHandler):
             if int(length) > self._body_limit:
                 return Refusal(413, f"request body of {length} bytes exceeds the limit of {self._body_limit} bytes",
                                "invalid_request_error")
-        limit_in_flight = plan.max_concurrent_requests
-        if limit_in_flight is not None and dep.in_flight >= limit_in_flight:
-            return Refusal(429, f"too many requests in flight (max_concurrent_requests={limit_in_flight})",
-                           "rate_limit_error")
         return None
+
+    async def _admit_concurrency(self, dep: Deployment) -> Refusal | None:
+        """The deployment's concurrency limit (429 past it). Requests the relay worker served under
+        leases are reported in batches: before refusing, the count is brought up to date."""
+        assert dep.plan is not None
+        limit = dep.plan.max_concurrent_requests
+        if limit is None or dep.in_flight < limit:
+            return None
+        leases = self.gateway.leases
+        if leases is not None and leases.in_flight(dep.id):
+            await leases.settled()
+            if dep.in_flight < limit:
+                return None
+        return Refusal(429, f"too many requests in flight (max_concurrent_requests={limit})", "rate_limit_error")
 
     def _refuse(self, refusal: Refusal) -> None:
         self.set_status(refusal.status)
@@ -434,15 +447,8 @@ class EndpointHandler(web.RequestHandler):
                                               **refusal.extra)))
         dep = self._dep
         if dep is not None and refusal.kind:
-            self._observe(RequestRecord(dep.id, self._label(dep, self._model), refusal.status,
+            self._observe(RequestRecord(dep.id, model_label(dep.models, self._model), refusal.status,
                                         time.perf_counter() - self._started, key_id=self._key_id))
-
-    @staticmethod
-    def _label(dep: Deployment, model: str | None) -> str | None:
-        """A metrics label: a served model's name, or `other` (labels stay bounded)."""
-        if model is None:
-            return dep.models[0] if len(dep.models) == 1 else None
-        return model if model in dep.models else OTHER_MODEL
 
     # After the body ----------------------------------------------------------------------
 
@@ -456,20 +462,26 @@ class EndpointHandler(web.RequestHandler):
             self._start_capture(dep)
         body, injected, refusal = self._prepare_body(dep, bytes(self._body))
         if refusal is None and (self._model is not None or self.request.method not in ("GET", "HEAD")):
-            chosen = self._model if self._model is not None else self._label(dep, None)
+            chosen = self._model if self._model is not None else model_label(dep.models, None)
             refusal = self._denied(model_refusal(self._key, chosen))
         if refusal is not None:
             self._refuse(refusal)
             return
-        relay = self.gateway.relay if self._stream_asked and self._capture is None else None
-        if relay is not None and not (self._detachable() and relay.available()):
+        relay = self.gateway.relay if self._capture is None and self._detachable() else None
+        lease = None
+        if relay is not None and relay.available() and self.gateway.leases is not None:
+            lease = self.gateway.leases.grant(
+                dep, token=self._key, key_id=self._key_id, presented=self._presented,
+                origin=self.request.headers.get("Origin"), cors=self._cors, prefix=self._prefix,
+            )
+        if relay is not None and not ((self._stream_asked or lease is not None) and relay.available()):
             relay = None
         self.gateway.supervisor.request_started(dep)
         self._forwarding = True
         relayed = Relayed(502)
         try:
             if relay is not None:
-                relayed = await self._forward_elsewhere(relay, dep, body, injected)
+                relayed = await self._forward_elsewhere(relay, dep, body, injected, lease)
             else:
                 relayed = await self._forward(dep, body, injected)
         finally:
@@ -477,7 +489,7 @@ class EndpointHandler(web.RequestHandler):
             try:
                 self._observe(
                     RequestRecord(
-                        deployment_id=dep.id, model=self._label(dep, self._model), status=relayed.status,
+                        deployment_id=dep.id, model=model_label(dep.models, self._model), status=relayed.status,
                         latency_s=time.perf_counter() - self._started, first_chunk_s=relayed.first_chunk_s,
                         usage=relayed.usage, streamed=relayed.streamed, key_id=self._key_id,
                     )
@@ -491,48 +503,15 @@ class EndpointHandler(web.RequestHandler):
     def _prepare_body(self, dep: Deployment, body: bytes) -> tuple[bytes, bool, Refusal | None]:
         """Pick the model from the body, apply per-model limits, ask for stream usage if needed."""
         assert dep.plan is not None
-        content_type = self.request.headers.get("Content-Type", "")
-        if not body or "json" not in content_type:
-            return body, False, None
-        try:
-            data = json.loads(body)
-        except RecursionError:  # the C decoder refuses deep nesting itself, at no cost to shallow bodies
-            return body, False, Refusal(400, "request body nests too deeply", "invalid_request_error")
-        except ValueError:
-            return body, False, Refusal(400, "request body is not valid JSON", "invalid_request_error")
-        if not isinstance(data, dict):
-            return body, False, None
-        self._stream_asked = data.get("stream") is True
-        changed = False
-        models = dep.models
-        if self._model is not None and data.get("model") != self._model:
-            data["model"] = self._model
-            changed = True
-        elif self._model is None and isinstance(data.get("model"), str):
-            if len(models) > 1 and data["model"] not in models:
-                return body, False, Refusal(
-                    404, f"model {data['model'][:200]!r} does not exist; this deployment serves: {', '.join(models)}",
-                    "not_found_error", {"models": models},
-                )
-            self._model = data["model"]
-        limits = dep.plan.limits_for(self._model)
-        if limits.payload_limit_bytes is not None and len(body) > limits.payload_limit_bytes:
-            return body, False, Refusal(
-                413, f"request body of {len(body)} bytes exceeds the limit of {limits.payload_limit_bytes} bytes",
-                "invalid_request_error",
-            )
-        count = input_count(data.get("input", data.get("inputs")))
-        if limits.max_client_batch_size is not None and count is not None and count > limits.max_client_batch_size:
-            return body, False, Refusal(
-                422, f"{count} inputs in one request exceed max_client_batch_size={limits.max_client_batch_size}",
-                "invalid_request_error",
-            )
-        injected = dep.plan.stream_usage and wants_usage_injection(self._engine_path, data)
-        if injected:
-            options = data.get("stream_options") if isinstance(data.get("stream_options"), dict) else {}
-            data["stream_options"] = {**options, "include_usage": True}
-            changed = True
-        return (json.dumps(data).encode() if changed else body), injected, None
+        prepared = prepare_body(
+            body, self.request.headers.get("Content-Type", ""), engine_path=self._engine_path, model=self._model,
+            models=dep.models, limits_for=dep.plan.limits_for, stream_usage=dep.plan.stream_usage,
+        )
+        self._model, self._stream_asked = prepared.model, prepared.stream
+        refused = prepared.refusal
+        if refused is not None:
+            return body, False, Refusal(refused.status, refused.message, refused.kind, refused.extra or {})
+        return prepared.body, prepared.injected, None
 
     async def _send(self, dep: Deployment, body: bytes) -> tuple[UpstreamResponse | None, Replica | None]:
         """Send the request to the serving replica with the fewest in flight; one that cannot be connected to
@@ -601,15 +580,17 @@ class EndpointHandler(web.RequestHandler):
         tokens = {t.strip().lower() for t in self.request.headers.get("Connection", "").split(",")}
         return "close" not in tokens
 
-    async def _forward_elsewhere(self, relay: StreamRelay, dep: Deployment, body: bytes, injected: bool) -> Relayed:
+    async def _forward_elsewhere(self, relay: StreamRelay, dep: Deployment, body: bytes, injected: bool,
+                                 lease: Lease | None) -> Relayed:
         """The request goes to the engine, and its answer to the client, from the relay worker; this
-        server takes the connection back for the client's next request."""
+        server takes the connection back for the client's next request, or, under a lease, the worker
+        keeps it and serves the next requests itself."""
         gateway = self.gateway
         address = self.request.connection.context.address  # type: ignore[attr-defined]
         keep_alive = self._keep_alive()
         headers = request_headers(self.request.headers.get_all())
         target = f"{self._engine_path}?{self._query}" if self._query else self._engine_path
-        stream = self.detach()  # tornado no longer reads or writes this connection
+        stream = lift(self.detach())  # tornado no longer reads or writes this connection
         tried: set[str] = set()
         while True:
             replica = pick(dep.replicas, tried)
@@ -625,23 +606,19 @@ class EndpointHandler(web.RequestHandler):
                 "headers": [*headers, ("Authorization", f"Bearer {replica.engine_key}")], "injected": injected,
                 "cors": self._cors, "timeout_s": gateway.config.upstream_timeout_s, "keep_alive": keep_alive,
             }
+            if lease is not None:
+                job["lease"] = lease.to_json()
             try:
-                outcome = await relay.relay(stream.socket.fileno(), job, body)
+                outcome = await relay.relay(stream.fileno(), job, body)
             finally:
                 replica.in_flight -= 1
-            kind = outcome.get("outcome")
-            if kind == "unreachable":
-                gateway.supervisor.replica_unreachable(dep, replica, str(outcome.get("message")))
-                if len(dep.replicas) > 1:
-                    continue
-                return await self._answer_detached(stream, address, keep_alive, Refusal(
-                    502, f"the engine could not be reached: {outcome.get('message')}", "upstream_error"))
-            if kind == "timeout":
-                return await self._answer_detached(stream, address, keep_alive, Refusal(
-                    504, f"the engine did not answer: {outcome.get('message')}", "timeout_error"))
-            if kind == "error":
-                return await self._answer_detached(stream, address, keep_alive, Refusal(
-                    502, f"the engine could not be reached: {outcome.get('message')}", "upstream_error"))
+            refusal = relay_refusal(outcome)
+            if refusal is not None:
+                if outcome.get("outcome") == "unreachable":
+                    gateway.supervisor.replica_unreachable(dep, replica, str(outcome.get("message")))
+                    if len(dep.replicas) > 1:
+                        continue
+                return await self._answer_detached(stream, address, keep_alive, refusal)
             usage = outcome.get("usage")
             relayed = Relayed(int(outcome.get("status") or 502), Usage(*usage) if usage else None,
                               bool(outcome.get("streamed")), outcome.get("first_chunk_s"))
@@ -649,33 +626,31 @@ class EndpointHandler(web.RequestHandler):
                 relayed.after_record = functools.partial(self._end_elsewhere, relay, int(outcome["id"]), stream,
                                                          address)
             else:
-                self._take_back(stream, address, bool(outcome.get("reusable")))
+                self._after_relay(outcome, stream, address)
             return relayed
 
-    async def _end_elsewhere(self, relay: StreamRelay, job_id: int, stream: iostream.IOStream, address: Any) -> None:
+    async def _end_elsewhere(self, relay: StreamRelay, job_id: int, stream: socket.socket, address: Any) -> None:
         """The request is recorded: the worker writes the answer's end; then the connection comes back."""
-        final = await relay.finish(job_id)
-        self._take_back(stream, address, final.get("outcome") == "done" and bool(final.get("reusable")))
+        self._after_relay(await relay.finish(job_id), stream, address)
 
-    async def _answer_detached(self, stream: iostream.IOStream, address: Any, keep_alive: bool,
+    def _after_relay(self, final: dict[str, Any], stream: socket.socket, address: Any) -> None:
+        """The worker is done with the request: the connection is held by it (a lease), served here again, or closed."""
+        leases = self.gateway.leases
+        if final.get("kept") and leases is not None and self._dep is not None:
+            leases.hold(int(final["id"]), stream, address, self._dep, self._cors)
+        else:
+            self._take_back(stream, address, final.get("outcome") == "done" and bool(final.get("reusable")))
+
+    async def _answer_detached(self, stream: socket.socket, address: Any, keep_alive: bool,
                                refusal: Refusal) -> Relayed:
         """The gateway's own error, written on a connection that is out of tornado's hands."""
-        document = error_body(refusal.message, refusal.kind, refusal.code or refusal.status, **refusal.extra)
-        try:
-            await stream.write(json_answer(refusal.status, document, {**self._cors, **refusal.headers},
-                                           keep_alive=keep_alive))
-        except iostream.StreamClosedError:
-            return Relayed(refusal.status)
-        self._take_back(stream, address, keep_alive)
+        await answer_and_take_back(self.gateway.config.http_server, stream, address,
+                                   refusal_answer(refusal, self._cors, keep_alive=keep_alive), keep_alive)
         return Relayed(refusal.status)
 
-    def _take_back(self, stream: iostream.IOStream, address: Any, reusable: bool) -> None:
+    def _take_back(self, stream: socket.socket, address: Any, reusable: bool) -> None:
         """Serve the connection's next request (an answer that ended cleanly, keep-alive), or close it."""
-        server = self.gateway.config.http_server
-        if reusable and server is not None and not stream.closed():
-            server().handle_stream(stream, address)
-        else:
-            stream.close()
+        take_back(self.gateway.config.http_server, stream, address, reusable)
 
     async def _relay(self, upstream: UpstreamResponse, injected: bool, started: float) -> tuple[int, UsageTap | None,
                                                                                                  float | None]:

@@ -20,6 +20,13 @@ NO_KEY_ID = "none"
 CAPTURE_SLACK = 256
 
 
+def model_label(models: list[str], model: str | None) -> str | None:
+    """A metrics label: a served model's name, or `other` (labels stay bounded)."""
+    if model is None:
+        return models[0] if len(models) == 1 else None
+    return model if model in models else OTHER_MODEL
+
+
 @dataclass
 class Capture:
     """The first bytes of a request's and its answer's bodies (secrets are redacted where they are stored)."""

@@ -19,6 +19,7 @@ import logging
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..engines.base import EngineAddress
@@ -46,6 +47,11 @@ class StreamRelay:
         self._failed_at = -RESTART_AFTER_S
         self._starting: asyncio.Task[bool] | None = None
         self.handed_over = 0  # requests handed to the worker so far
+        # Frames about connections the worker holds under leases (`lease_grants.LeaseGrants.on_frame`),
+        # and what to do when the worker is gone (its held connections with it).
+        self.on_held: Callable[[dict[str, Any]], None] | None = None
+        self.on_lost: Callable[[], None] | None = None
+        self._syncs: dict[int, asyncio.Future[None]] = {}
 
     @staticmethod
     def supported() -> bool:
@@ -101,6 +107,16 @@ class StreamRelay:
                 header, _, fd = await reader.read()
                 if fd is not None:
                     socket.socket(fileno=fd).close()  # the worker passes none back; never leak one
+                if "conn" in header or "batch" in header:
+                    for frame in header.get("batch", [header]):
+                        if self.on_held is not None:
+                            self.on_held(frame)
+                    continue
+                if "synced" in header:
+                    synced = self._syncs.pop(int(header["synced"]), None)
+                    if synced is not None and not synced.done():
+                        synced.set_result(None)
+                    continue
                 job_id = int(header.get("id", 0))
                 waiter = self._pending.pop(job_id, None)
                 if header.get("ended") and waiter is not None:
@@ -119,6 +135,12 @@ class StreamRelay:
             for waiter in pending.values():
                 if not waiter.done():
                     waiter.set_result(dict(LOST))
+            syncs, self._syncs = self._syncs, {}
+            for synced in syncs.values():
+                if not synced.done():
+                    synced.set_result(None)
+            if self.on_lost is not None:
+                self.on_lost()
             if self._process is not None and self._process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     self._process.kill()
@@ -151,6 +173,30 @@ class StreamRelay:
             self._pending.pop(job_id, None)
             return dict(LOST)
         return await waiter
+
+    async def tell(self, frame: dict[str, Any]) -> bool:
+        """Send the worker a frame of no request (a lease generation); whether it was sent."""
+        writer = self._writer
+        if writer is None:
+            return False
+        try:
+            await writer.send(frame)
+        except OSError:
+            return False
+        return True
+
+    async def sync(self, timeout_s: float = 5.0) -> None:
+        """Return once every frame the worker sent before now was read here (its records counted)."""
+        sync_id = next(self._ids)
+        synced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._syncs[sync_id] = synced
+        if not await self.tell({"sync": sync_id}):
+            self._syncs.pop(sync_id, None)
+            return
+        try:
+            await asyncio.wait_for(synced, timeout_s)
+        except asyncio.TimeoutError:
+            self._syncs.pop(sync_id, None)
 
     async def close(self) -> None:
         """Stop the worker (it ends when its channel closes)."""

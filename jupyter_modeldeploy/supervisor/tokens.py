@@ -104,6 +104,7 @@ class TokenRegistry:
         self._by_id: dict[str, TokenInfo] = {}
         self._hash_of: dict[str, str] = {}
         self._used: dict[str, float] = {}  # last-used times not yet written
+        self.on_change: Callable[[], None] | None = None  # called when a token changes, is revoked or dropped
         for row in store.tokens():
             info = _from_row(row)
             self._index(row["hash"], info)
@@ -156,7 +157,12 @@ class TokenRegistry:
     def _replace(self, info: TokenInfo, **changes: Any) -> TokenInfo:
         new = replace(info, **changes)
         self._index(self._hash_of[info.id], new)
+        self._changed()
         return new
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def update(self, token_id: str, *, name: str | None = None, expires_at: float | None = None,
                clear_expiry: bool = False, quotas: Quotas | None = None, clear_quotas: bool = False) -> TokenInfo:
@@ -209,3 +215,4 @@ class TokenRegistry:
                 del self._by_hash[digest]
                 self._by_id.pop(info.id, None)
                 self._hash_of.pop(info.id, None)
+        self._changed()

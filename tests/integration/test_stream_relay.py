@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 
 from jupyter_modeldeploy.engines.routes import LLAMA_SERVER
 from tests.support.gateway_harness import GatewayThread
+from tests.support.polling import wait_until
 from tests.support.raw_http import RawConnection
 
 CHAT = "/v1/chat/completions"
@@ -25,7 +25,8 @@ CHAT = "/v1/chat/completions"
 
 @pytest.fixture
 def relay_gw(tmp_path: Path) -> Iterator[GatewayThread]:
-    thread = GatewayThread(tmp_path, upstream_timeout_s=5, stream_relay=True)
+    # Without leases: each request on a connection is the server's to read (test_relay_leases has the rest).
+    thread = GatewayThread(tmp_path, upstream_timeout_s=5, stream_relay=True, leases=False)
     yield thread
     thread.close()
 
@@ -33,15 +34,6 @@ def relay_gw(tmp_path: Path) -> Iterator[GatewayThread]:
 def sse_headers(key: str, events: int, gap_s: float = 0.01, **extra: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}", "Content-Type": "application/json", "X-Fake-Mode": "sse",
             "X-Fake-Events": str(events), "X-Fake-Gap": str(gap_s), **extra}
-
-
-def wait_until(condition, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def test_a_stream_goes_through_the_worker_and_the_connection_serves_the_next_request(relay_gw: GatewayThread) -> None:
