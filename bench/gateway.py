@@ -154,7 +154,8 @@ async def jupyter_latency_under_load(server: JupyterProcess, url: str, headers: 
                 dropped += 1  # a keep-alive connection the server had closed: counted, then retried
 
     async def load() -> float:
-        return chunks / await sixteen_clients(uds, streamer)
+        elapsed = await sixteen_clients(uds, streamer)  # not `chunks / await ...`: that reads chunks first
+        return chunks / elapsed
 
     p50, rate, _ = await jupyter_under(server, seconds, load)
     if dropped:
@@ -176,7 +177,8 @@ async def jupyter_under_plain_load(server: JupyterProcess, url: str, headers: di
             done += 1
 
     async def load() -> float:
-        return done / await sixteen_clients(uds, caller)
+        elapsed = await sixteen_clients(uds, caller)
+        return done / elapsed
 
     return await jupyter_under(server, seconds, load)
 
@@ -222,9 +224,10 @@ GENEROUS_QUOTAS = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12, "m
 def quota_and_log_cost(requests: int, rounds: int) -> dict[str, float]:
     """p50 on the trivial route through two servers, in interleaved rounds: one keeping no request log,
     called with the fixed key (no quotas); one keeping it, called with a generated key with quotas
-    (that never trip). The difference is a quota check and a log row per request."""
-    plain = temp_jupyter(["--ModelDeployApp.keep_request_log=False"])
-    full = temp_jupyter()
+    (that never trip). The difference is a quota check and a log row per request. Both without leases:
+    a key with quotas is always the server's to admit, so the fixed key must be too."""
+    plain = temp_jupyter(["--ModelDeployApp.keep_request_log=False", "--ModelDeployApp.relay_leases=False"])
+    full = temp_jupyter(["--ModelDeployApp.relay_leases=False"])
     try:
         urls: dict[str, tuple[str, dict[str, str]]] = {}
         for name, server in (("plain", plain), ("quotas+log", full)):
