@@ -80,6 +80,8 @@ class HeldConnection:
             end = {"back": True}
         except OSError:
             pass  # the connection broke: closed
+        except Exception:  # whatever happened, the server must hear the connection is closed
+            log.exception("a held connection failed")
         finally:
             self.sock.close()  # our copy; the server's decides the connection's fate
         if end is not None:
@@ -143,7 +145,11 @@ class HeldConnection:
         self.served += 1
         try:
             worker.report({"conn": self.conn_id, "started": True})
-            outcome = await worker.relay_on(leased.job, leased.body, os.dup(self.sock.fileno()), report_end)
+            try:
+                outcome = await worker.relay_on(leased.job, leased.body, os.dup(self.sock.fileno()), report_end)
+            except Exception as exc:  # its record still goes to the server, which counts it ended
+                log.exception("relay failed")
+                outcome = {"outcome": "cut", "status": 502, "message": f"the relay failed ({type(exc).__name__})"}
         finally:
             worker.in_flight[dep_id] -= 1
         kind = outcome.get("outcome")

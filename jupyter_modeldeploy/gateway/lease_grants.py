@@ -143,24 +143,28 @@ class LeaseGrants:
         refusal = relay_refusal(failed) if failed else None
         if "record" in frame:
             self._record(held, dep, frame["record"], refusal)
+        if not (refusal is not None or frame.get("back") or frame.get("closed")):
+            return
+        del self._held[conn_id]
+        self._ended(held, dep)  # a request the worker never reported the end of ends with its connection
         if refusal is not None:
-            del self._held[conn_id]
-            if dep is not None and failed.get("outcome") == "unreachable":
+            if dep is not None and dep.replicas and failed.get("outcome") == "unreachable":
                 self.gateway.supervisor.replica_unreachable(dep, dep.replicas[0], str(failed.get("message")))
             self._answer(held, refusal, bool(frame.get("keep_alive")))
         elif frame.get("back"):
-            del self._held[conn_id]
             take_back(self.gateway.config.http_server, held.sock, held.address, True)
-        elif frame.get("closed"):
-            del self._held[conn_id]
+        else:
             held.sock.close()
 
-    def _record(self, held: Held, dep: Deployment | None, record: dict[str, Any], refusal: Refusal | None) -> None:
+    def _ended(self, held: Held, dep: Deployment | None) -> None:
         if held.in_request:
             held.in_request = False
             self._in_flight[held.deployment_id] = max(0, self._in_flight.get(held.deployment_id, 0) - 1)
             if dep is not None:
                 self.gateway.supervisor.request_finished(dep)
+
+    def _record(self, held: Held, dep: Deployment | None, record: dict[str, Any], refusal: Refusal | None) -> None:
+        self._ended(held, dep)
         self.served += 1
         self._unsynced = True
         key_id = str(record.get("key_id"))
@@ -195,9 +199,5 @@ class LeaseGrants:
         """The worker is gone: the connections it held close (their requests in flight end as cut)."""
         held, self._held = self._held, {}
         for conn in held.values():
-            if conn.in_request:
-                dep = self.gateway.supervisor.deployments.get(conn.deployment_id)
-                if dep is not None:
-                    self.gateway.supervisor.request_finished(dep)
+            self._ended(conn, self.gateway.supervisor.deployments.get(conn.deployment_id))
             conn.sock.close()
-        self._in_flight.clear()

@@ -608,8 +608,11 @@ class EndpointHandler(web.RequestHandler):
             }
             if lease is not None:
                 job["lease"] = lease.to_json()
+            on_kept = None
+            if lease is not None and gateway.leases is not None:
+                on_kept = functools.partial(gateway.leases.hold, sock=stream, address=address, dep=dep, cors=self._cors)
             try:
-                outcome = await relay.relay(stream.fileno(), job, body)
+                outcome = await relay.relay(stream.fileno(), job, body, on_kept)
             finally:
                 replica.in_flight -= 1
             refusal = relay_refusal(outcome)
@@ -635,10 +638,7 @@ class EndpointHandler(web.RequestHandler):
 
     def _after_relay(self, final: dict[str, Any], stream: socket.socket, address: Any) -> None:
         """The worker is done with the request: the connection is held by it (a lease), served here again, or closed."""
-        leases = self.gateway.leases
-        if final.get("kept") and leases is not None and self._dep is not None:
-            leases.hold(int(final["id"]), stream, address, self._dep, self._cors)
-        else:
+        if not final.get("kept"):  # kept: it is held already (`StreamRelay.relay`'s on_kept)
             self._take_back(stream, address, final.get("outcome") == "done" and bool(final.get("reusable")))
 
     async def _answer_detached(self, stream: socket.socket, address: Any, keep_alive: bool,

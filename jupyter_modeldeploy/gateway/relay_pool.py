@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import socket
@@ -52,6 +53,7 @@ class StreamRelay:
         self.on_held: Callable[[dict[str, Any]], None] | None = None
         self.on_lost: Callable[[], None] | None = None
         self._syncs: dict[int, asyncio.Future[None]] = {}
+        self._on_kept: dict[int, Callable[[], None]] = {}  # per job: what to do if the worker keeps its connection
 
     @staticmethod
     def supported() -> bool:
@@ -109,8 +111,7 @@ class StreamRelay:
                     socket.socket(fileno=fd).close()  # the worker passes none back; never leak one
                 if "conn" in header or "batch" in header:
                     for frame in header.get("batch", [header]):
-                        if self.on_held is not None:
-                            self.on_held(frame)
+                        self._held_frame(frame)
                     continue
                 if "synced" in header:
                     synced = self._syncs.pop(int(header["synced"]), None)
@@ -119,6 +120,11 @@ class StreamRelay:
                     continue
                 job_id = int(header.get("id", 0))
                 waiter = self._pending.pop(job_id, None)
+                if not header.get("ended"):
+                    kept = self._on_kept.pop(job_id, None)
+                    if kept is not None and header.get("kept"):
+                        # Now, before the next frame is read: that may be a report about this connection.
+                        self._held_frame_call(kept)
                 if header.get("ended") and waiter is not None:
                     # The final outcome follows the acknowledgement: its waiter is there before it can come.
                     self._pending[job_id] = asyncio.get_running_loop().create_future()
@@ -135,6 +141,7 @@ class StreamRelay:
             for waiter in pending.values():
                 if not waiter.done():
                     waiter.set_result(dict(LOST))
+            self._on_kept.clear()
             syncs, self._syncs = self._syncs, {}
             for synced in syncs.values():
                 if not synced.done():
@@ -145,19 +152,37 @@ class StreamRelay:
                 with contextlib.suppress(ProcessLookupError):
                     self._process.kill()
 
-    async def relay(self, fd: int, job: dict[str, Any], body: bytes) -> dict[str, Any]:
-        """Hand the client socket `fd` (not closed here) and one request over; the worker's outcome."""
+    def _held_frame(self, frame: dict[str, Any]) -> None:
+        if self.on_held is not None:
+            self._held_frame_call(functools.partial(self.on_held, frame))
+
+    @staticmethod
+    def _held_frame_call(call: Callable[[], object]) -> None:
+        try:
+            call()
+        except Exception:  # one bad report must not take the channel (and every relayed request) down
+            log.exception("a report of the stream relay worker could not be applied")
+
+    async def relay(self, fd: int, job: dict[str, Any], body: bytes,
+                    on_kept: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Hand the client socket `fd` (not closed here) and one request over; the worker's outcome.
+
+        `on_kept(job_id)`: called the moment the worker says it keeps the connection (a lease), before
+        any report about that connection is read."""
         writer = self._writer
         if writer is None:
             return dict(LOST)
         job_id = next(self._ids)
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[job_id] = waiter
+        if on_kept is not None:
+            self._on_kept[job_id] = functools.partial(on_kept, job_id)
         self.handed_over += 1
         try:
             await writer.send({**job, "id": job_id}, body, fd=fd)
         except OSError:
             self._pending.pop(job_id, None)
+            self._on_kept.pop(job_id, None)
             return dict(LOST)
         return await waiter
 

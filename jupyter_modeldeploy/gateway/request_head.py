@@ -18,7 +18,7 @@ SINGLE_HEADERS = frozenset({
 })
 #: Headers that need the Jupyter server's full request handling.
 NOT_PLAIN = frozenset({"transfer-encoding", "expect", "upgrade", "access-control-request-method"})
-METHODS = frozenset({"GET", "POST", "HEAD"})
+METHODS = frozenset({"GET", "POST"})  # HEAD, like every other method, is the server's to answer
 
 
 @dataclass
@@ -46,6 +46,9 @@ class _Collector:
         self.headers: list[tuple[bytes, bytes]] = []
         self.body = bytearray()
         self.complete = False
+        self.parser: httptools.HttpRequestParser | None = None
+        self.method = ""
+        self.version = ""
 
     def on_url(self, url: bytes) -> None:
         if not self.complete:
@@ -54,6 +57,12 @@ class _Collector:
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.complete:
             self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        # Read here: once the parser goes on to a pipelined next request, it answers for that one.
+        if not self.complete and self.parser is not None and not self.method:
+            self.method = self.parser.get_method().decode("latin-1")
+            self.version = self.parser.get_http_version()
 
     def on_body(self, body: bytes) -> None:
         if not self.complete:
@@ -77,14 +86,17 @@ def read_request(data: bytes) -> PeekedRequest | None:
         raise NotPlain("a bare line feed in the head")
     collector = _Collector()
     parser = httptools.HttpRequestParser(collector)
+    collector.parser = parser
     try:
         parser.feed_data(data)
     except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
         if not collector.complete:
             raise NotPlain(str(exc)) from None
-    if parser.get_http_version() != "1.1":
+    if not collector.method:
+        raise NotPlain("the head did not parse")  # with its blank line there it must have: never guess
+    if collector.version != "1.1":
         raise NotPlain("not HTTP/1.1")
-    method = parser.get_method().decode("latin-1")
+    method = collector.method
     headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in collector.headers]
     names = [n.lower() for n, _ in headers]
     if method not in METHODS or any(n in NOT_PLAIN for n in names):

@@ -209,3 +209,20 @@ def test_the_worker_dying_closes_the_connections_it_held(gw: GatewayThread) -> N
 async def _call(fn):  # type: ignore[no-untyped-def]
     """Run a plain function on the gateway's loop (where the server's state lives)."""
     return fn()
+
+
+def test_a_connection_given_back_at_once_is_served(gw: GatewayThread) -> None:
+    """The worker may give a connection back before the handler that handed it over has run again:
+    the server holds it from the moment the worker says it keeps it (a race, so many tries)."""
+    dep, key = gw.harness.add(LLAMA_SERVER, gw.address)
+    base = f"/modeldeploy/endpoints/{dep.route}"
+    body = json.dumps({"nonce": "x"}).encode()
+    first = (f"POST {base}{CHAT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    refused = f"GET {base}/slots HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+    for _ in range(40):
+        with RawConnection(gw.harness.port, timeout=5) as conn:
+            conn.send(first)
+            assert (answer := conn.final_response()) is not None and answer.status == 200
+            conn.send(refused)  # at once: the worker peeks at it while the server may not have run on yet
+            assert (answer := conn.final_response("GET")) is not None and answer.status == 404
