@@ -4,8 +4,8 @@ Each next request is peeked at on the socket first, so nothing is read that the 
 serve: a request its lease does not admit (`Lease.admit`), one that is not plain
 (`request_head.read_request`), a stale lease, or a connection quiet for IDLE_GIVE_BACK_S goes back
 to the Jupyter server with its bytes where they were. What the worker serves is reported to the
-server as it would have counted it: `started` when it is sent on, then its record, before the
-answer's last bytes are written (in batches: `RelayWorker.report`).
+server as it would have counted it: `started` when it is sent on (batched: `RelayWorker.report`),
+then its record, sent before the answer's last bytes are written.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class HeldConnection:
         async def report_end(report: dict[str, Any]) -> None:
             nonlocal sent
             sent = True
-            worker.report({"conn": self.conn_id, "record": {
+            await worker.tell({"conn": self.conn_id, "record": {
                 **record, **report, "latency_s": time.perf_counter() - started}})
 
         worker.in_flight[dep_id] = worker.in_flight.get(dep_id, 0) + 1

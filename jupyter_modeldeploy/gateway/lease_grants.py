@@ -57,7 +57,6 @@ class LeaseGrants:
         self.served = 0  # requests the worker served under leases
         self._held: dict[int, Held] = {}
         self._in_flight: dict[str, int] = {}  # per deployment, leased requests in flight
-        self._unsynced = False  # a record came since the last sync
         self._tasks: set[asyncio.Task[Any]] = set()
         relay.on_held = self.on_frame
         relay.on_lost = self.drop_all
@@ -166,7 +165,6 @@ class LeaseGrants:
     def _record(self, held: Held, dep: Deployment | None, record: dict[str, Any], refusal: Refusal | None) -> None:
         self._ended(held, dep)
         self.served += 1
-        self._unsynced = True
         key_id = str(record.get("key_id"))
         try:
             self.gateway.tokens.touch(self.gateway.tokens.get(key_id), time.time())
@@ -189,11 +187,10 @@ class LeaseGrants:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def settled(self) -> None:
-        """Return once every request the worker answered under a lease is counted here (for readers of usage)."""
-        if (self._unsynced or self._held) and self.relay.running:
-            self._unsynced = False
-            await self.relay.sync()
+    def settled(self) -> None:
+        """Count now every request the worker answered under a lease (for readers of usage, metrics and
+        the concurrency limit): its report is in the channel before its client has the answer."""
+        self.relay.drain()
 
     def drop_all(self) -> None:
         """The worker is gone: the connections it held close (their requests in flight end as cut)."""

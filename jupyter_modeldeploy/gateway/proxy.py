@@ -105,10 +105,10 @@ class Gateway:
         self.supervisor.on_change = deployment_changed
         self.tokens.on_change = leases.changed
 
-    async def settled(self) -> None:
-        """Return once every request answered so far is counted (the relay worker's included)."""
+    def settled(self) -> None:
+        """Count every request answered so far, the relay worker's included."""
         if self.leases is not None:
-            await self.leases.settled()
+            self.leases.settled()
 
     def observe(self, record: RequestRecord) -> None:
         """Hand a finished request to every observer."""
@@ -297,7 +297,7 @@ class EndpointHandler(web.RequestHandler):
             await self.gateway.config.wake(dep)
         if refusal is not None:
             return refusal
-        return (self._admit_to_engine(dep, method, path) or await self._admit_concurrency(dep)
+        return (self._admit_to_engine(dep, method, path) or self._admit_concurrency(dep)
                 or self._denied(role_refusal(self._key, method)) or self._admit_quota(dep))
 
     def _preflight(self, origin: str, allowed: list[str]) -> Refusal:
@@ -418,7 +418,7 @@ class EndpointHandler(web.RequestHandler):
                                "invalid_request_error")
         return None
 
-    async def _admit_concurrency(self, dep: Deployment) -> Refusal | None:
+    def _admit_concurrency(self, dep: Deployment) -> Refusal | None:
         """The deployment's concurrency limit (429 past it). Requests the relay worker served under
         leases are reported in batches: before refusing, the count is brought up to date."""
         assert dep.plan is not None
@@ -427,7 +427,7 @@ class EndpointHandler(web.RequestHandler):
             return None
         leases = self.gateway.leases
         if leases is not None and leases.in_flight(dep.id):
-            await leases.settled()
+            leases.settled()
             if dep.in_flight < limit:
                 return None
         return Refusal(429, f"too many requests in flight (max_concurrent_requests={limit})", "rate_limit_error")

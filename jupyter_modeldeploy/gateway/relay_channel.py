@@ -118,18 +118,34 @@ class FrameReader:
 
     async def read(self) -> tuple[dict[str, Any], bytes, int | None]:
         """The next frame: header, body and its descriptor (the caller owns it); ChannelError at the end."""
-        while len(self._buffer) < PREFIX.size:
+        while (end := self._complete()) is None:
             if self._eof:
-                raise ChannelError("the other side closed the channel")
+                raise ChannelError("the other side closed the channel" if not self._buffer
+                                   else "the other side closed the channel mid-frame")
             await self._fill()
+        return self._take(end)
+
+    def ready(self) -> list[tuple[dict[str, Any], bytes, int | None]]:
+        """Every whole frame that has arrived by now, without waiting (a receive first, if the socket has more)."""
+        if self._loop is not None and not self._eof:
+            self._receive()
+        frames = []
+        while (end := self._complete()) is not None:
+            frames.append(self._take(end))
+        return frames
+
+    def _complete(self) -> int | None:
+        """Where the first frame in the buffer ends, once it is all there."""
+        if len(self._buffer) < PREFIX.size:
+            return None
         header_len, body_len = PREFIX.unpack_from(self._buffer)
         if header_len > MAX_HEADER_BYTES or body_len > MAX_BODY_BYTES:
             raise ChannelError("a frame larger than the channel allows")
         end = PREFIX.size + header_len + body_len
-        while len(self._buffer) < end:
-            if self._eof:
-                raise ChannelError("the other side closed the channel mid-frame")
-            await self._fill()
+        return end if len(self._buffer) >= end else None
+
+    def _take(self, end: int) -> tuple[dict[str, Any], bytes, int | None]:
+        header_len = PREFIX.unpack_from(self._buffer)[0]
         header = json.loads(bytes(self._buffer[PREFIX.size:PREFIX.size + header_len]))
         body = bytes(self._buffer[PREFIX.size + header_len:end])
         del self._buffer[:end]

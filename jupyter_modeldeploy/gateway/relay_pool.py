@@ -52,7 +52,7 @@ class StreamRelay:
         # and what to do when the worker is gone (its held connections with it).
         self.on_held: Callable[[dict[str, Any]], None] | None = None
         self.on_lost: Callable[[], None] | None = None
-        self._syncs: dict[int, asyncio.Future[None]] = {}
+        self._reader: FrameReader | None = None
         self._on_kept: dict[int, Callable[[], None]] = {}  # per job: what to do if the worker keeps its connection
 
     @staticmethod
@@ -103,36 +103,14 @@ class StreamRelay:
         return True
 
     async def _read(self, sock: socket.socket) -> None:
-        reader = FrameReader(sock)
+        reader = self._reader = FrameReader(sock)
         try:
             while True:
-                header, _, fd = await reader.read()
-                if fd is not None:
-                    socket.socket(fileno=fd).close()  # the worker passes none back; never leak one
-                if "conn" in header or "batch" in header:
-                    for frame in header.get("batch", [header]):
-                        self._held_frame(frame)
-                    continue
-                if "synced" in header:
-                    synced = self._syncs.pop(int(header["synced"]), None)
-                    if synced is not None and not synced.done():
-                        synced.set_result(None)
-                    continue
-                job_id = int(header.get("id", 0))
-                waiter = self._pending.pop(job_id, None)
-                if not header.get("ended"):
-                    kept = self._on_kept.pop(job_id, None)
-                    if kept is not None and header.get("kept"):
-                        # Now, before the next frame is read: that may be a report about this connection.
-                        self._held_frame_call(kept)
-                if header.get("ended") and waiter is not None:
-                    # The final outcome follows the acknowledgement: its waiter is there before it can come.
-                    self._pending[job_id] = asyncio.get_running_loop().create_future()
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(header)
+                self._dispatch(*await reader.read())
         except (ChannelError, ValueError) as exc:
             log.warning("the stream relay worker went away (%s)", exc)
         finally:
+            self._reader = None
             reader.close()
             sock.close()
             self._writer = None
@@ -142,15 +120,44 @@ class StreamRelay:
                 if not waiter.done():
                     waiter.set_result(dict(LOST))
             self._on_kept.clear()
-            syncs, self._syncs = self._syncs, {}
-            for synced in syncs.values():
-                if not synced.done():
-                    synced.set_result(None)
             if self.on_lost is not None:
                 self.on_lost()
-            if self._process is not None and self._process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self._process.kill()
+
+    def drain(self) -> None:
+        """Apply every frame the worker has sent so far, now (they are in the channel already).
+
+        The worker sends the report of a request it answered before that answer's last bytes: a
+        client that reads its usage after its answer finds it counted once this ran, however long
+        the worker (at the lowest priority) waits for a CPU."""
+        reader = self._reader
+        if reader is None:
+            return
+        try:
+            for frame in reader.ready():
+                self._dispatch(*frame)
+        except (ChannelError, ValueError):
+            pass  # the reading task sees it too, and ends the channel
+
+    def _dispatch(self, header: dict[str, Any], body: bytes, fd: int | None) -> None:
+        """One frame from the worker: a job's outcome, or reports about connections it holds."""
+        if fd is not None:
+            socket.socket(fileno=fd).close()  # the worker passes none back; never leak one
+        if "conn" in header or "batch" in header:
+            for frame in header.get("batch", [header]):
+                self._held_frame(frame)
+            return
+        job_id = int(header.get("id", 0))
+        waiter = self._pending.pop(job_id, None)
+        if not header.get("ended"):
+            kept = self._on_kept.pop(job_id, None)
+            if kept is not None and header.get("kept"):
+                # Now, before the next frame is read: that may be a report about this connection.
+                self._held_frame_call(kept)
+        if header.get("ended") and waiter is not None:
+            # The final outcome follows the acknowledgement: its waiter is there before it can come.
+            self._pending[job_id] = asyncio.get_running_loop().create_future()
+        if waiter is not None and not waiter.done():
+            waiter.set_result(header)
 
     def _held_frame(self, frame: dict[str, Any]) -> None:
         if self.on_held is not None:
@@ -209,19 +216,6 @@ class StreamRelay:
         except OSError:
             return False
         return True
-
-    async def sync(self, timeout_s: float = 5.0) -> None:
-        """Return once every frame the worker sent before now was read here (its records counted)."""
-        sync_id = next(self._ids)
-        synced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._syncs[sync_id] = synced
-        if not await self.tell({"sync": sync_id}):
-            self._syncs.pop(sync_id, None)
-            return
-        try:
-            await asyncio.wait_for(synced, timeout_s)
-        except asyncio.TimeoutError:
-            self._syncs.pop(sync_id, None)
 
     async def close(self) -> None:
         """Stop the worker (it ends when its channel closes)."""

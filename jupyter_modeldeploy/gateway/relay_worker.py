@@ -174,9 +174,6 @@ class RelayWorker:
                     self._spawn(self.run(header, body, fd))
                 elif "generation" in header:
                     self.generation = int(header["generation"])
-                elif "sync" in header:
-                    # Frames go out in order: once this is read, every report made before it was read too.
-                    await self.tell({"synced": header["sync"]})
                 elif header.get("ack"):
                     waiter = self._acks.pop(int(header.get("id", 0)), None)
                     if waiter is not None and not waiter.done():
@@ -188,18 +185,18 @@ class RelayWorker:
             await self.upstream.close()
 
     async def tell(self, frame: dict[str, Any]) -> None:
-        """Send the server one frame now (after the reports made before it)."""
+        """Send the server a report now, in one frame with the reports made before it."""
+        self._reports.append(frame)
         await self._send_reports()
-        await self.writer.send(frame)
 
     def report(self, frame: dict[str, Any]) -> None:
-        """Tell the server something it counts (a request under a lease started, or ended), with the
-        next batch: within REPORT_EVERY_S, or before the next frame `tell` sends.
+        """Tell the server that a request under a lease started, with the next batch: within
+        REPORT_EVERY_S, or with the next report `tell` sends (its end, mostly).
 
         Each frame wakes the Jupyter server, which at its higher priority takes the CPU from this
         process there and then (py-spy: a fifth of the worker's time went to sending two reports a
-        request). A reader of usage asks for a sync first (`lease_grants.LeaseGrants.settled`),
-        which sends what waits here."""
+        request); a request's end is sent at once, before its answer's last bytes, so that the
+        server has it before the client can ask (`StreamRelay.drain`)."""
         self._reports.append(frame)
         if self._report_timer is None:
             self._report_timer = asyncio.get_running_loop().call_later(

@@ -61,12 +61,12 @@ class BaseHandler(APIHandler):
 
     async def prepare(self) -> None:
         """Before a read: every request the endpoints answered so far is counted, also those the relay
-        worker served itself (whose reports come in batches), so usage, metrics and logs read here
-        include a request whose answer its client already has."""
+        worker served itself, so usage, metrics and logs read here include a request whose answer
+        its client already has (without waiting for the worker: what it reported is applied)."""
         await super().prepare()  # type: ignore[func-returns-value]
         gateway = self.settings.get("modeldeploy_gateway")
         if self.request.method == "GET" and gateway is not None:
-            await gateway.settled()
+            gateway.settled()
 
     def public_base(self) -> str:
         """The server's URL as the client reached it (scheme, host, base URL)."""

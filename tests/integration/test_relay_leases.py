@@ -71,7 +71,7 @@ def test_the_next_requests_are_served_by_the_worker_and_counted(gw: GatewayThrea
         streamed = conn.final_response()
         assert streamed is not None and streamed.status == 200 and streamed.body.count(b"data: ") == 4
     assert relay.handed_over == 1  # only the first request came through the server
-    gw.run(gw.harness.gateway.settled())  # what a reader of usage does: no waiting beyond it
+    gw.run(_call(gw.harness.gateway.settled))  # what a reader of usage does first: no waiting
     records = gw.harness.records
     assert len(records) == 7 and leases(gw).served == 6
     assert {r.key_id for r in records} == {"api-key"} and {r.path for r in records} == {CHAT}
