@@ -256,12 +256,15 @@ def main() -> int:
     parser.add_argument("--inference-requests", type=int, default=4, help="completions per client (16 clients)")
     parser.add_argument("--load-s", type=float, default=15.0, help="seconds of streaming load per contents run")
     parser.add_argument("--cost-rounds", type=int, default=5, help="interleaved rounds of the quota and log cost")
+    parser.add_argument("--no-leases", action="store_true",
+                        help="the server reads every request itself (relay_leases off), for comparison")
     args = parser.parse_args()
+    server_args = ["--ModelDeployApp.relay_leases=False"] if args.no_leases else []
     fake_dir = Path(tempfile.mkdtemp(prefix="bench-fast-engine-"))
     # 16 streams of 1,250 events/s: 20,000 events/s in all (a busy GPU's rate), the same load direct and
     # through the gateway (unpaced, each path would carry what its slowest part allows).
     paced = fast_engine_binary(fake_dir, events_per_s=FAST_EVENTS_PER_S / 16)
-    fast_server = temp_jupyter([f"--ModelDeployApp.llamacpp_server={paced}"])
+    fast_server = temp_jupyter([f"--ModelDeployApp.llamacpp_server={paced}", *server_args])
     try:
         fast = fast_server.client().launch({"kind": "llamacpp", "name": "fast", "model": str(smollm2_gguf()),
                                             "api_key": KEY, "max_concurrent_requests": 64})
@@ -270,7 +273,7 @@ def main() -> int:
         fast_server.client().delete(fast["id"])
     finally:
         fast_server.stop()
-    server = temp_jupyter()
+    server = temp_jupyter(server_args)
     try:
         client = server.client()
         record = client.launch({"kind": "llamacpp", "name": "bench", "model": str(smollm2_gguf()), "api_key": KEY,
