@@ -55,7 +55,6 @@ class HeldConnection:
         self.sock = socket.socket(fileno=fd)
         self.sock.setblocking(False)
         self.lease = lease
-        self.served = 0
 
     async def serve(self) -> None:
         """Serve requests until one is not ours (given back) or the client leaves (closed)."""
@@ -142,7 +141,6 @@ class HeldConnection:
                 **record, **report, "latency_s": time.perf_counter() - started}})
 
         worker.in_flight[dep_id] = worker.in_flight.get(dep_id, 0) + 1
-        self.served += 1
         try:
             worker.report({"conn": self.conn_id, "started": True})
             try:

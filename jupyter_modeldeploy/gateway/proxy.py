@@ -419,8 +419,8 @@ class EndpointHandler(web.RequestHandler):
         return None
 
     def _admit_concurrency(self, dep: Deployment) -> Refusal | None:
-        """The deployment's concurrency limit (429 past it). Requests the relay worker served under
-        leases are reported in batches: before refusing, the count is brought up to date."""
+        """The deployment's concurrency limit (429 past it). Before refusing, the ends of requests the
+        relay worker served under leases that are in the channel unread are counted."""
         assert dep.plan is not None
         limit = dep.plan.max_concurrent_requests
         if limit is None or dep.in_flight < limit:
