@@ -5,7 +5,7 @@ serve: a request its lease does not admit (`Lease.admit`), one that is not plain
 (`request_head.read_request`), a stale lease, or a connection quiet for IDLE_GIVE_BACK_S goes back
 to the Jupyter server with its bytes where they were. What the worker serves is reported to the
 server as it would have counted it: `started` when it is sent on (batched: `RelayWorker.report`),
-then its record, sent before the answer's last bytes are written.
+then its record, sent before the bytes by which the client can tell its answer ended (`answer_end`).
 """
 
 from __future__ import annotations

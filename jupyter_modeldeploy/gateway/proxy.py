@@ -27,6 +27,7 @@ from ..supervisor import Deployment, Status, Supervisor
 from ..supervisor.keys import hash_key
 from ..supervisor.replicas import Replica, pick
 from ..supervisor.tokens import Quotas, TokenInfo, TokenRegistry
+from .answer_end import AnswerEnd
 from .auth import AuthDecision, authorize, model_refusal, presented_key, role_refusal
 from .body import prepare_body
 from .detached import answer_and_take_back, lift, take_back
@@ -681,13 +682,16 @@ class EndpointHandler(web.RequestHandler):
             if tap.drop_injected_usage:
                 self.clear_header("Content-Length")
             flusher = StreamFlusher(self) if streaming else None
+            # A body of known length and the last chunk go out in finish(), in the turn that counts
+            # the request (`get`); a stream's `[DONE]` would go before: it waits for finish() too.
+            end = AnswerEnd(sse=tap.is_sse, body_length=None)
             async for chunk in upstream.iter_body():
                 if self._client_gone:
                     upstream.close()
                     break
                 if first_chunk is None:
                     first_chunk = time.perf_counter() - started
-                out = tap.feed(chunk)
+                out = end.pass_on(tap.feed(chunk))
                 if out:
                     self.write(out)
                     if flusher is not None:
@@ -710,7 +714,7 @@ class EndpointHandler(web.RequestHandler):
         finally:
             self._upstream = None
         if not self._client_gone:
-            rest = tap.close()
+            rest = end.pass_on(tap.close()) + end.release()[1]
             if rest:
                 self.write(rest)
             self.finish()

@@ -2,10 +2,10 @@
 
 `StreamRelay.relay()` passes a client's socket (a duplicate of its descriptor) and the request to
 send; the worker writes the answer and returns the outcome. An answer that ended cleanly comes
-back first as an `ended` report, before its last bytes are written: the server records it, then
-`StreamRelay.finish()` lets the worker write the end and returns the final outcome. The server
-keeps its own copy of the socket untouched meanwhile, and serves the connection's next request
-itself afterwards.
+back first as an `ended` report, before the bytes by which its client can tell it ended
+(`answer_end`) are written: the server records it, then `StreamRelay.finish()` lets the worker
+write the end and returns the final outcome. The server keeps its own copy of the socket
+untouched meanwhile, and serves the connection's next request itself afterwards.
 A worker that died is started again on the next use (at most every RESTART_AFTER_S); while it is
 away, streams run on the server's own loop as before.
 """
@@ -126,9 +126,9 @@ class StreamRelay:
     def drain(self) -> None:
         """Apply every frame the worker has sent so far, now (they are in the channel already).
 
-        The worker sends the report of a request it answered before that answer's last bytes: a
-        client that reads its usage after its answer finds it counted once this ran, however long
-        the worker (at the lowest priority) waits for a CPU."""
+        The worker sends the report of a request it answered before its client can tell the answer
+        ended (`answer_end`): a client that reads its usage after its answer finds it counted once
+        this ran, however long the worker (at the lowest priority) waits for a CPU."""
         reader = self._reader
         if reader is None:
             return

@@ -6,8 +6,9 @@ the request goes to the engine (the same pooled aiohttp client as in the server)
 is written to the client's socket as it arrives, usage read on the way (`UsageTap`). The outcome
 (status, usage, time to first chunk) goes back to the server, which counts it and, when the
 answer ended cleanly on a keep-alive connection, serves the client's next request itself. An
-answer that ended cleanly is reported before its last bytes are written, and they wait for the
-server's acknowledgement: by the time a client has its whole answer, the request is counted.
+answer that ended cleanly is reported before the bytes by which its client can tell it ended
+(`answer_end`), and they wait for the server's acknowledgement: by the time a client has its
+whole answer, the request is counted.
 
 So a fast stream costs the Jupyter server one hand-over, not one loop turn per event: a
 JupyterLab user sharing the server with busy endpoints keeps a responsive server. A request that
@@ -31,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..engines.base import EngineAddress
+from .answer_end import AnswerEnd
 from .headers import returned_header
 from .held_connection import HeldConnection
 from .lease import Lease
@@ -195,8 +197,8 @@ class RelayWorker:
 
         Each frame wakes the Jupyter server, which at its higher priority takes the CPU from this
         process there and then (py-spy: a fifth of the worker's time went to sending two reports a
-        request); a request's end is sent at once, before its answer's last bytes, so that the
-        server has it before the client can ask (`StreamRelay.drain`)."""
+        request); a request's end is sent at once, before its client can tell the answer ended
+        (`answer_end`), so that the server has it before the client can ask (`StreamRelay.drain`)."""
         self._reports.append(frame)
         if self._report_timer is None:
             self._report_timer = asyncio.get_running_loop().call_later(
@@ -242,9 +244,9 @@ class RelayWorker:
     async def report_end(self, job_id: int, report: dict[str, Any]) -> None:
         """Tell the server an answer ended (status, usage), and wait until it has recorded it.
 
-        Only then does the client get the answer's last bytes: a client that asks for its usage,
-        or sends its next request under an in-flight quota, the moment its stream ended finds
-        this request counted, as on the server's own loop."""
+        Only then does the client get the bytes that tell it the answer ended: a client that asks
+        for its usage, or sends its next request under an in-flight quota, the moment it has its
+        answer finds this request counted, as on the server's own loop."""
         waiter = asyncio.get_running_loop().create_future()
         self._acks[job_id] = waiter
         try:
@@ -260,8 +262,10 @@ def address_of(data: dict[str, Any]) -> EngineAddress:
     return EngineAddress(socket_path=data.get("socket_path"), host=data.get("host", "127.0.0.1"), port=data.get("port"))
 
 
-def answer_head(upstream: UpstreamResponse, job: dict[str, Any], tap: UsageTap) -> tuple[bytes, bool, bool]:
-    """The head for the client, whether the body goes chunked, and whether the connection stays open."""
+def answer_head(upstream: UpstreamResponse, job: dict[str, Any],
+                tap: UsageTap) -> tuple[bytes, bool, bool, int | None]:
+    """The head for the client, whether the body goes chunked, whether the connection stays open, and
+    the body's length as the client will count it (0: no body follows; None: chunked)."""
     headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in upstream.raw_headers]
     headers = [(n, v) for n, v in headers if returned_header(n)]
     if tap.drop_injected_usage:
@@ -269,14 +273,19 @@ def answer_head(upstream: UpstreamResponse, job: dict[str, Any], tap: UsageTap) 
     headers += list(job.get("cors", {}).items())
     keep_alive = bool(job.get("keep_alive"))
     chunked = False
+    length: int | None = 0
     if upstream.status not in NO_BODY_STATUSES and job["method"] != "HEAD":
-        has_length = any(n.lower() == "content-length" for n, _ in headers)
-        chunked = not has_length
+        lengths = [v for n, v in headers if n.lower() == "content-length"]
+        chunked = not lengths
         if chunked:
             headers.append(("Transfer-Encoding", "chunked"))
+            length = None
+        else:
+            value = lengths[0].strip()
+            length = int(value) if value.isdigit() else None  # aiohttp read it as a number already
     if not keep_alive:
         headers.append(("Connection", "close"))
-    return render_head(upstream.status, upstream.reason, headers), chunked, keep_alive
+    return render_head(upstream.status, upstream.reason, headers), chunked, keep_alive, length
 
 
 def usage_document(usage: Usage | None) -> list[int] | None:
@@ -309,7 +318,8 @@ async def relay(client: UpstreamClient, job: dict[str, Any], body: bytes, fd: in
     """Send one request to its engine and write the answer to the client's socket `fd` (closed here).
 
     When the engine's answer ended cleanly, `report_end` is awaited before the client gets the
-    answer's last bytes."""
+    bytes by which it can tell the answer ended (`AnswerEnd`): it has its whole answer only once
+    the request is counted."""
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     if sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -345,7 +355,7 @@ async def _relay(client: UpstreamClient, job: dict[str, Any], body: bytes, sock:
         return {"outcome": "gone", "status": upstream.status}
     tap = UsageTap(upstream.headers.get("Content-Type", ""), drop_injected_usage=bool(job.get("injected")))
     try:
-        head, chunked, keep_alive = answer_head(upstream, job, tap)
+        head, chunked, keep_alive, length = answer_head(upstream, job, tap)
     except HeaderRefused as exc:
         upstream.close()
         return {"outcome": "error", "message": f"the engine's answer could not be passed on: {exc}"}
@@ -356,12 +366,13 @@ async def _relay(client: UpstreamClient, job: dict[str, Any], body: bytes, sock:
     outcome = "done"
     usage: Usage | None = None
     side.chunked = chunked
-    side.write(head)
+    end = AnswerEnd(sse=tap.is_sse, body_length=length)
+    side.write(end.head(head))
     try:
         async for data in upstream.iter_body():
             if first_chunk is None:
                 first_chunk = time.perf_counter() - started
-            out = tap.feed(data)
+            out = end.pass_on(tap.feed(data))
             if out:
                 side.send_body(out)
                 await side.drain()
@@ -370,12 +381,18 @@ async def _relay(client: UpstreamClient, job: dict[str, Any], body: bytes, sock:
                 outcome = "gone"
                 break
         else:
-            rest = tap.close()
+            last = end.pass_on(tap.close())
             usage = tap.finish()
+            if last:
+                side.send_body(last)
             await report_end({"status": upstream.status, "first_chunk_s": first_chunk, "streamed": tap.is_sse,
                               "usage": usage_document(usage)})
-            if rest:
-                side.send_body(rest)
+            # Counted: now the bytes by which the client can tell its answer ended.
+            held_head, held_body = end.release()
+            if held_head:
+                side.write(held_head)
+            if held_body:
+                side.send_body(held_body)
             side.flush_body()
             if chunked:
                 side.write(LAST_CHUNK)
@@ -389,6 +406,9 @@ async def _relay(client: UpstreamClient, job: dict[str, Any], body: bytes, sock:
     if outcome == "done":
         side.transport.close()  # our copy only: the server's keeps the connection open
     elif outcome == "cut":
+        _, held_body = end.release()
+        if held_body:
+            side.send_body(held_body)
         side.flush_body()  # what the engine sent reaches the client, then the end without a last chunk
         side.transport.close()
     else:

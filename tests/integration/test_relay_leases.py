@@ -71,7 +71,7 @@ def test_the_next_requests_are_served_by_the_worker_and_counted(gw: GatewayThrea
         streamed = conn.final_response()
         assert streamed is not None and streamed.status == 200 and streamed.body.count(b"data: ") == 4
     assert relay.handed_over == 1  # only the first request came through the server
-    gw.run(_call(gw.harness.gateway.settled))  # what a reader of usage does first: no waiting
+    gw.call(gw.harness.gateway.settled)  # what a reader of usage does first: no waiting
     records = gw.harness.records
     assert len(records) == 7 and leases(gw).served == 6
     assert {r.key_id for r in records} == {"api-key"} and {r.path for r in records} == {CHAT}
@@ -112,7 +112,7 @@ def test_revoking_the_key_ends_the_lease_at_once(gw: GatewayThread) -> None:
     with RawConnection(gw.harness.port) as conn:
         held_after_first(gw, conn, base, key)
         assert chat(conn, base, key, "served").status == 200
-        gw.run(_call(lambda: gw.harness.tokens.revoke(info.id)))
+        gw.call(lambda: gw.harness.tokens.revoke(info.id))
         conn.request("POST", base + CHAT, {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
                      b'{"nonce": "after"}')
         refused = conn.final_response()
@@ -130,7 +130,7 @@ def test_a_deployment_that_stops_serving_ends_the_lease(gw: GatewayThread) -> No
             dep.status = Status.UNHEALTHY
             gw.harness.supervisor.on_change(dep)  # type: ignore[misc]
 
-        gw.run(_call(unhealthy))
+        gw.call(unhealthy)
         answer = chat(conn, base, key, "late")
         assert answer.status == 503 and "health" in answer.json()["error"]["message"]
 
@@ -204,11 +204,6 @@ def test_the_worker_dying_closes_the_connections_it_held(gw: GatewayThread) -> N
     assert wait_until(lambda: gw.run(relay.start()))
     with RawConnection(gw.harness.port) as conn:
         assert chat(conn, base, key, "again").status == 200
-
-
-async def _call(fn):  # type: ignore[no-untyped-def]
-    """Run a plain function on the gateway's loop (where the server's state lives)."""
-    return fn()
 
 
 def test_a_connection_given_back_at_once_is_served(gw: GatewayThread) -> None:

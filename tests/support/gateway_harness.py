@@ -153,6 +153,14 @@ class GatewayThread:
 
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(60)
 
+    def call(self, fn):  # type: ignore[no-untyped-def]
+        """Run a plain function on the gateway's loop (where the server's state lives) and return its result."""
+
+        async def on_the_loop():  # type: ignore[no-untyped-def]
+            return fn()
+
+        return self.run(on_the_loop())
+
     def dep_in_flight(self, dep: Deployment) -> int:
         """A deployment's requests in flight, as the gateway counts them."""
         return dep.in_flight

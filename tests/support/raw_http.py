@@ -81,6 +81,10 @@ class RawConnection:
         out, self._buffer = self._buffer[:index], self._buffer[index:]
         return out
 
+    def read_until(self, marker: bytes) -> bytes | None:
+        """The raw bytes up to and including `marker` (as a client that stops at a stream's sentinel reads)."""
+        return self._read_until(marker)
+
     def _read_exactly(self, n: int) -> tuple[bytes, bool]:
         while len(self._buffer) < n:
             if not self._fill():

@@ -7,7 +7,8 @@ what reached the engine. The answer's shape is chosen per request by the `X-Fake
 - `interim`         a `100 Continue` and a `103 Early Hints` before the real answer
 - `close-mid-body`  announces 1000 bytes, sends 10, closes
 - `trailers`        a chunked body followed by trailer fields
-- `sse`             a chunked SSE stream of `X-Fake-Events` events, the last with usage
+- `sse`             a chunked SSE stream of `X-Fake-Events` events, the last with usage; with
+                    `X-Fake-Done: <s>` then `data: [DONE]`, and the last chunk that many seconds later
 - `slow`            waits `X-Fake-Delay` seconds before answering
 - `no-content`      204; `not-modified` 304 with a Content-Length and no body
 - `close-after`     answers with keep-alive, then closes the idle connection a moment later
@@ -152,6 +153,11 @@ class WireEngine:
                 writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 await writer.drain()
                 await asyncio.sleep(float(request.headers.get("x-fake-gap", "0.01")))
+            if "x-fake-done" in request.headers:
+                done = b"data: [DONE]\n\n"
+                writer.write(f"{len(done):x}\r\n".encode() + done + b"\r\n")
+                await writer.drain()
+                await asyncio.sleep(float(request.headers["x-fake-done"]))
             writer.write(b"0\r\n\r\n")
         elif mode == "no-content":
             send("204 No Content", [])

@@ -1,0 +1,126 @@
+"""A request is counted before its client can tell that its answer ended, on every way an answer is relayed.
+
+A client has its answer before the connection's last bytes: the OpenAI SDKs stop reading a stream
+at its `data: [DONE]` event and close, and a body of known length is whole at its last byte. A
+client that asks for its usage at that moment must find the request counted (CI once saw 3 of 4
+with the SDK against llama-server). The engine here sends `[DONE]`, then its last chunk only half
+a second later: the answer's end as the client sees it comes first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jupyter_modeldeploy.engines.routes import LLAMA_SERVER
+from jupyter_modeldeploy.gateway.relay_pool import address_document
+from jupyter_modeldeploy.gateway.relay_worker import relay
+from jupyter_modeldeploy.gateway.upstream import UpstreamClient
+from tests.support.gateway_harness import GatewayThread
+from tests.support.polling import wait_until
+from tests.support.raw_http import RawConnection
+
+CHAT = "/v1/chat/completions"
+DONE = b"data: [DONE]\n\n"
+
+
+@pytest.fixture(params=["loop", "worker", "lease"])
+def way(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, GatewayThread]]:
+    """The server's own loop; the relay worker for the server's request; the worker under a lease."""
+    thread = GatewayThread(tmp_path, upstream_timeout_s=5, stream_relay=request.param != "loop",
+                           leases=request.param == "lease")
+    yield request.param, thread
+    thread.close()
+
+
+def counted(gw: GatewayThread) -> int:
+    """The requests counted, as a reader of usage finds them (it applies the worker's reports first)."""
+    return gw.call(lambda: (gw.harness.gateway.settled(), len(gw.harness.records))[1])
+
+
+def test_a_client_that_stops_at_done_finds_its_stream_counted(way: tuple[str, GatewayThread]) -> None:
+    name, gw = way
+    dep, key = gw.harness.add(LLAMA_SERVER, gw.address)
+    base = f"/modeldeploy/endpoints/{dep.route}"
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    with RawConnection(gw.harness.port) as conn:
+        conn.request("POST", base + CHAT, headers, json.dumps({"nonce": "first"}).encode())
+        assert (first := conn.final_response()) is not None and first.status == 200
+        if name == "lease":
+            leases = gw.harness.gateway.leases
+            assert leases is not None and wait_until(lambda: leases.held == 1)
+        for n in range(2, 5):
+            conn.request("POST", base + CHAT, {**headers, "X-Fake-Mode": "sse", "X-Fake-Events": "2",
+                                               "X-Fake-Gap": "0", "X-Fake-Done": "0.5"},
+                         json.dumps({"nonce": f"s{n}", "stream": True}).encode())
+            seen = conn.read_until(DONE)
+            assert seen is not None and b'"s%d"' % n in seen
+            assert counted(gw) == n, f"request {n} was not counted when its client had [DONE] ({name})"
+            assert conn.read_until(b"0\r\n\r\n") is not None  # the rest of the answer, for the next request
+    records = gw.harness.records
+    assert [r.usage.total if r.usage else None for r in records] == [8, 4, 4, 4]
+    if name == "lease":
+        assert gw.harness.gateway.leases is not None and gw.harness.gateway.leases.served == 3
+
+
+def has_all_of_length(got: bytes) -> bool:
+    """A head and as many body bytes as its Content-Length says."""
+    head, sep, body = got.partition(b"\r\n\r\n")
+    lengths = [line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    return bool(sep) and len(body) >= int(lengths[0])
+
+
+def has_head(got: bytes) -> bool:
+    return b"\r\n\r\n" in got
+
+
+@pytest.mark.parametrize(("method", "mode", "whole"), [
+    ("POST", "", has_all_of_length),  # JSON with a Content-Length: whole at its last byte
+    ("HEAD", "", has_head),  # no body follows: whole at its head
+    ("POST", "no-content", has_head),
+])
+def test_the_worker_writes_an_answers_end_only_after_its_report(tmp_path: Path, method: str, mode: str,
+                                                                whole: Any) -> None:
+    gw = GatewayThread(tmp_path, upstream_timeout_s=5)  # its wire engine and loop
+    client, ours = socket.socketpair()
+    client.setblocking(False)
+    at_report: list[bytes] = []
+
+    async def report_end(report: dict[str, Any]) -> None:
+        await asyncio.sleep(0.1)  # whatever was written before would have reached the client by now
+        try:
+            at_report.append(client.recv(1 << 16))
+        except BlockingIOError:
+            at_report.append(b"")
+
+    job = {"method": method, "target": CHAT, "address": address_document(gw.address), "timeout_s": 5,
+           "headers": [("Content-Type", "application/json"), ("X-Fake-Mode", mode)], "keep_alive": True}
+
+    async def relay_one() -> dict[str, Any]:
+        upstream = UpstreamClient()
+        try:
+            return await relay(upstream, job, b'{"nonce": "n"}', os.dup(ours.fileno()), report_end)
+        finally:
+            await upstream.close()
+
+    try:
+        outcome = gw.run(relay_one())
+        assert outcome["outcome"] == "done" and len(at_report) == 1
+        assert not whole(at_report[0]), f"the client had its whole answer before its report: {at_report[0]!r}"
+        client.setblocking(True)
+        client.settimeout(5)
+        rest = at_report[0]
+        while not whole(rest):
+            rest += client.recv(1 << 16)
+        assert rest.startswith(b"HTTP/1.1 ")
+    finally:
+        client.close()
+        ours.close()
+        gw.close()
