@@ -12,6 +12,7 @@ held but the end, which an engine sends right before it closes the body anyway.
 from __future__ import annotations
 
 DONE_LINES = (b"data: [DONE]", b"data:[DONE]")  # the sentinel, at the start of a line
+DONE_NEEDLES = tuple(b"\n" + line for line in DONE_LINES)
 LONGEST = max(len(line) for line in DONE_LINES)
 
 
@@ -59,11 +60,14 @@ class AnswerEnd:
         a last line that may yet be it (carried to the next chunk)."""
         window = self._carry + data if self._carry else data
         self._carry = b""
+        if window.endswith(b"\n") and b"[DONE]" not in window:  # most chunks: whole events, no sentinel
+            self._line_start = True
+            return window
         cut = len(window)
-        for line in DONE_LINES:
+        for line, needle in zip(DONE_LINES, DONE_NEEDLES, strict=True):
             if self._line_start and window.startswith(line):
                 cut = 0
-            found = window.find(b"\n" + line)
+            found = window.find(needle)
             if 0 <= found < cut:
                 cut = found + 1
         if cut < len(window):
