@@ -28,8 +28,6 @@ KiB = 1024.0
 GiB = 1024.0**3
 #: The shortest time span a chart shows (seconds), so the first samples are not stretched edge to edge.
 MIN_SPAN_S = 60.0
-#: Every this many updates a chart sends its y domain again even when unchanged.
-RESEND_EVERY = 10
 
 
 def format_number(value: float) -> str:
@@ -301,7 +299,6 @@ class TimeChart:
         css = key or title.lower()
         self.widget.add_class("modeldeploy-chart-" + "".join(c if c.isalnum() else "-" for c in css))
         self.points = 0
-        self._updates = 0
         self.snippet = ""
 
     def set_snippet(self, code: str) -> None:
@@ -386,14 +383,14 @@ class TimeChart:
                 self.x_scale.min = x_min
             if self.x_scale.max != x_max.astype(object):
                 self.x_scale.max = x_max
-        self._updates += 1
         if self.y_scale.max != top:
             with self.y_scale.hold_sync(), self.y_axis.hold_sync():
                 self.y_scale.max = top
                 self.y_axis.tick_format = tick_format(top - self.y_min)
                 self.y_axis.tick_values = tick_values(top - self.y_min) + self.y_min
-        elif self._updates % RESEND_EVERY == 0:
-            # Say the y domain again now and then: a page that missed an update heals by itself.
+        else:
+            # Say the y domain again with every redraw, before its lines: a page seen (CI, twice)
+            # keeping an old top while the lines rose above it heals at the next update.
             self.y_scale.send_state(["min", "max"])
             self.y_axis.send_state(["tick_format", "tick_values"])
 
