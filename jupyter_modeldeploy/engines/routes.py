@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Literal
+
+#: The API a route speaks, which shapes the gateway's own errors on it: OpenAI's
+#: `{"error": {"message", "type", "code"}}`, TEI's `{"error", "error_type"}` or Anthropic's
+#: `{"type": "error", "error": {"type", "message"}}`.
+Dialect = Literal["openai", "tei", "anthropic"]
 
 READ = frozenset({"GET", "HEAD"})
 WRITE = frozenset({"POST"})
@@ -26,6 +32,7 @@ class ServedRoute:
     path: str
     methods: frozenset[str]
     model_scoped: bool = False
+    dialect: Dialect = "openai"
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,11 @@ class RouteTable:
         """The route declared for an exact path, if any."""
         return self._by_path.get(path)
 
+    def dialect(self, path: str) -> Dialect:
+        """The API the route at `path` speaks (OpenAI's where none is declared)."""
+        route = self._by_path.get(path)
+        return route.dialect if route is not None else "openai"
+
     def paths(self) -> list[str]:
         """Every declared path, sorted (for documentation and error messages)."""
         return sorted(self._by_path)
@@ -51,16 +63,17 @@ class RouteTable:
         return RouteTable(self.routes + other.routes)
 
 
-def routes(methods: frozenset[str], paths: Iterable[str], *, model_scoped: bool = False) -> RouteTable:
+def routes(methods: frozenset[str], paths: Iterable[str], *, model_scoped: bool = False,
+           dialect: Dialect = "openai") -> RouteTable:
     """A table of several paths taking the same methods."""
-    return RouteTable(tuple(ServedRoute(p, methods, model_scoped) for p in paths))
+    return RouteTable(tuple(ServedRoute(p, methods, model_scoped, dialect) for p in paths))
 
 
 HEALTH = routes(READ, ["/health"])
 OPENAI_MODELS = routes(READ, ["/v1/models"])
 OPENAI_GENERATION = routes(WRITE, ["/v1/chat/completions", "/v1/completions", "/v1/responses"])
 OPENAI_EMBEDDINGS = routes(WRITE, ["/v1/embeddings"])
-ANTHROPIC = routes(WRITE, ["/v1/messages", "/v1/messages/count_tokens"])
+ANTHROPIC = routes(WRITE, ["/v1/messages", "/v1/messages/count_tokens"], dialect="anthropic")
 TOKENIZER = routes(WRITE, ["/tokenize", "/detokenize"])
 RERANK = routes(WRITE, ["/rerank", "/v1/rerank"])
 
@@ -88,8 +101,8 @@ VLLM = (
 """vLLM's OpenAI server: serving routes only; no dev-mode, sleep, RPC, LoRA-loading or RL routes."""
 
 EMBEDDING_SERVER = (
-    HEALTH + OPENAI_MODELS + OPENAI_EMBEDDINGS + RERANK
-    + routes(WRITE, ["/embed", "/embed_sparse"])
-    + routes(READ, ["/info"], model_scoped=True)
+    HEALTH + OPENAI_MODELS + OPENAI_EMBEDDINGS + routes(WRITE, ["/v1/rerank"])
+    + routes(WRITE, ["/embed", "/embed_sparse", "/rerank"], dialect="tei")
+    + routes(READ, ["/info"], model_scoped=True, dialect="tei")
 )
 """The project's sentence-transformers server: OpenAI and TEI routes, `/<model>/info` per model."""

@@ -125,15 +125,6 @@ class FrameReader:
             await self._fill()
         return self._take(end)
 
-    def ready(self) -> list[tuple[dict[str, Any], bytes, int | None]]:
-        """Every whole frame that has arrived by now, without waiting (a receive first, if the socket has more)."""
-        if self._loop is not None and not self._eof:
-            self._receive()
-        frames = []
-        while (end := self._complete()) is not None:
-            frames.append(self._take(end))
-        return frames
-
     def _complete(self) -> int | None:
         """Where the first frame in the buffer ends, once it is all there."""
         if len(self._buffer) < PREFIX.size:

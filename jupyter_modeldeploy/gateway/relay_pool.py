@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import logging
 import socket
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 from ..engines.base import EngineAddress
@@ -48,12 +46,6 @@ class StreamRelay:
         self._failed_at = -RESTART_AFTER_S
         self._starting: asyncio.Task[bool] | None = None
         self.handed_over = 0  # requests handed to the worker so far
-        # Frames about connections the worker holds under leases (`lease_grants.LeaseGrants.on_frame`),
-        # and what to do when the worker is gone (its held connections with it).
-        self.on_held: Callable[[dict[str, Any]], None] | None = None
-        self.on_lost: Callable[[], None] | None = None
-        self._reader: FrameReader | None = None
-        self._on_kept: dict[int, Callable[[], None]] = {}  # per job: what to do if the worker keeps its connection
 
     @staticmethod
     def supported() -> bool:
@@ -103,14 +95,13 @@ class StreamRelay:
         return True
 
     async def _read(self, sock: socket.socket) -> None:
-        reader = self._reader = FrameReader(sock)
+        reader = FrameReader(sock)
         try:
             while True:
                 self._dispatch(*await reader.read())
         except (ChannelError, ValueError) as exc:
             log.warning("the stream relay worker went away (%s)", exc)
         finally:
-            self._reader = None
             reader.close()
             sock.close()
             self._writer = None
@@ -119,77 +110,32 @@ class StreamRelay:
             for waiter in pending.values():
                 if not waiter.done():
                     waiter.set_result(dict(LOST))
-            self._on_kept.clear()
-            if self.on_lost is not None:
-                self.on_lost()
-
-    def drain(self) -> None:
-        """Apply every frame the worker has sent so far, now (they are in the channel already).
-
-        The worker sends the report of a request it answered before its client can tell the answer
-        ended (`answer_end`): a client that reads its usage after its answer finds it counted once
-        this ran, however long the worker (at the lowest priority) waits for a CPU."""
-        reader = self._reader
-        if reader is None:
-            return
-        try:
-            for frame in reader.ready():
-                self._dispatch(*frame)
-        except (ChannelError, ValueError):
-            pass  # the reading task sees it too, and ends the channel
 
     def _dispatch(self, header: dict[str, Any], body: bytes, fd: int | None) -> None:
-        """One frame from the worker: a job's outcome, or reports about connections it holds."""
+        """One frame from the worker: a job's `ended` report or its outcome."""
         if fd is not None:
             socket.socket(fileno=fd).close()  # the worker passes none back; never leak one
-        if "conn" in header or "batch" in header:
-            for frame in header.get("batch", [header]):
-                self._held_frame(frame)
-            return
         job_id = int(header.get("id", 0))
         waiter = self._pending.pop(job_id, None)
-        if not header.get("ended"):
-            kept = self._on_kept.pop(job_id, None)
-            if kept is not None and header.get("kept"):
-                # Now, before the next frame is read: that may be a report about this connection.
-                self._held_frame_call(kept)
         if header.get("ended") and waiter is not None:
             # The final outcome follows the acknowledgement: its waiter is there before it can come.
             self._pending[job_id] = asyncio.get_running_loop().create_future()
         if waiter is not None and not waiter.done():
             waiter.set_result(header)
 
-    def _held_frame(self, frame: dict[str, Any]) -> None:
-        if self.on_held is not None:
-            self._held_frame_call(functools.partial(self.on_held, frame))
-
-    @staticmethod
-    def _held_frame_call(call: Callable[[], object]) -> None:
-        try:
-            call()
-        except Exception:  # one bad report must not take the channel (and every relayed request) down
-            log.exception("a report of the stream relay worker could not be applied")
-
-    async def relay(self, fd: int, job: dict[str, Any], body: bytes,
-                    on_kept: Callable[[int], None] | None = None) -> dict[str, Any]:
-        """Hand the client socket `fd` (not closed here) and one request over; the worker's outcome.
-
-        `on_kept(job_id)`: called the moment the worker says it keeps the connection (a lease), before
-        any report about that connection is read."""
+    async def relay(self, fd: int, job: dict[str, Any], body: bytes) -> dict[str, Any]:
+        """Hand the client socket `fd` (not closed here) and one request over; the worker's outcome."""
         writer = self._writer
         if writer is None:
             return dict(LOST)
         job_id = next(self._ids)
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[job_id] = waiter
-        if on_kept is not None:
-            self._on_kept[job_id] = functools.partial(on_kept, job_id)
         self.handed_over += 1
         try:
             await writer.send({**job, "id": job_id}, body, fd=fd)
         except OSError:
             self._pending.pop(job_id, None)
-            self._on_kept.pop(job_id, None)
             return dict(LOST)
         return await waiter
 
@@ -205,17 +151,6 @@ class StreamRelay:
             self._pending.pop(job_id, None)
             return dict(LOST)
         return await waiter
-
-    async def tell(self, frame: dict[str, Any]) -> bool:
-        """Send the worker a frame of no request (a lease generation); whether it was sent."""
-        writer = self._writer
-        if writer is None:
-            return False
-        try:
-            await writer.send(frame)
-        except OSError:
-            return False
-        return True
 
     async def close(self) -> None:
         """Stop the worker (it ends when its channel closes)."""

@@ -11,9 +11,7 @@ answer that ended cleanly is reported before the bytes by which its client can t
 whole answer, the request is counted.
 
 So a fast stream costs the Jupyter server one hand-over, not one loop turn per event: a
-JupyterLab user sharing the server with busy endpoints keeps a responsive server. A request that
-came with a lease (`lease`) leaves its connection here: the worker serves that connection's next
-plain requests itself (`held_connection`) and gives back the rest.
+JupyterLab user sharing the server with busy endpoints keeps a responsive server.
 
     python -m jupyter_modeldeploy.gateway.relay_worker <channel fd>
 """
@@ -34,8 +32,6 @@ from typing import Any
 from ..engines.base import EngineAddress
 from .answer_end import AnswerEnd
 from .headers import returned_header
-from .held_connection import HeldConnection
-from .lease import Lease
 from .relay_channel import ChannelError, FrameReader, FrameWriter
 from .response_head import LAST_CHUNK, NO_BODY_STATUSES, HeaderRefused, chunk, render_head
 from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
@@ -47,7 +43,6 @@ FLUSH_EVERY_S = 0.005  # body bytes reach the client within 5 ms, in batches (fi
 HIGH_WATER = 256 * 1024  # bytes queued for a client before the relay waits for it (a slow client holds the engine back)
 NICENESS = 19  # the lowest priority: see `main`
 RECORD_WAIT_S = 10.0  # the longest an answer's end waits for the server to record it
-REPORT_EVERY_S = 0.01  # how long a report of a request served under a lease may wait to go with others
 PEEK_EVERY_S = 0.25  # how often a silent client's socket is checked for a hang-up
 
 
@@ -153,10 +148,6 @@ class RelayWorker:
         self.upstream = UpstreamClient()
         self._tasks: set[asyncio.Task[None]] = set()
         self._acks: dict[int, asyncio.Future[None]] = {}  # answers whose end waits for the server's record
-        self.generation = 0  # leases of another generation admit nothing (the server's state changed)
-        self.in_flight: dict[str, int] = {}  # per deployment, requests served under leases
-        self._reports: list[dict[str, Any]] = []  # what the server counts, sent together (`report`)
-        self._report_timer: asyncio.TimerHandle | None = None
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -174,8 +165,6 @@ class RelayWorker:
                 header, body, fd = await self.reader.read()
                 if fd is not None:
                     self._spawn(self.run(header, body, fd))
-                elif "generation" in header:
-                    self.generation = int(header["generation"])
                 elif header.get("ack"):
                     waiter = self._acks.pop(int(header.get("id", 0)), None)
                     if waiter is not None and not waiter.done():
@@ -186,60 +175,16 @@ class RelayWorker:
             self.reader.close()
             await self.upstream.close()
 
-    async def tell(self, frame: dict[str, Any]) -> None:
-        """Send the server a report now, in one frame with the reports made before it."""
-        self._reports.append(frame)
-        await self._send_reports()
-
-    def report(self, frame: dict[str, Any]) -> None:
-        """Tell the server that a request under a lease started, with the next batch: within
-        REPORT_EVERY_S, or with the next report `tell` sends (its end, mostly).
-
-        Each frame wakes the Jupyter server, which at its higher priority takes the CPU from this
-        process there and then (py-spy: a fifth of the worker's time went to sending two reports a
-        request); a request's end is sent at once, before its client can tell the answer ended
-        (`answer_end`), so that the server has it before the client can ask (`StreamRelay.drain`)."""
-        self._reports.append(frame)
-        if self._report_timer is None:
-            self._report_timer = asyncio.get_running_loop().call_later(
-                REPORT_EVERY_S, lambda: self._spawn(self._send_reports()))
-
-    async def _send_reports(self) -> None:
-        if self._report_timer is not None:
-            self._report_timer.cancel()
-            self._report_timer = None
-        if self._reports:
-            batch, self._reports = self._reports, []
-            with contextlib.suppress(ChannelError, OSError):
-                await self.writer.send({"batch": batch})
-
-    def relay_on(self, job: dict[str, Any], body: bytes, fd: int, report_end: EndReporter) -> Awaitable[dict[str, Any]]:
-        """Relay one request on a client socket `fd` (closed once done)."""
-        return relay(self.upstream, job, body, fd, report_end)
-
     async def run(self, job: dict[str, Any], body: bytes, fd: int) -> None:
+        """Relay one job and send its outcome."""
         outcome: dict[str, Any]
-        lease = Lease.from_json(job["lease"]) if job.get("lease") else None
-        if lease is not None:
-            # Frames come in order: a lease newer than any generation heard of is the current one.
-            self.generation = max(self.generation, lease.generation)
-        kept = os.dup(fd) if lease is not None else None  # relay() closes its descriptor; a held connection needs one
         try:
-            outcome = await self.relay_on(job, body, fd, functools.partial(self.report_end, job["id"]))
+            outcome = await relay(self.upstream, job, body, fd, functools.partial(self.report_end, job["id"]))
         except Exception as exc:  # whatever happened, the server must hear of this request
             log.exception("relay failed")
             outcome = {"outcome": "cut", "status": 502, "message": f"the relay failed ({type(exc).__name__})"}
-        held = None
-        if kept is not None and lease is not None:
-            if outcome.get("outcome") == "done" and outcome.get("reusable") and lease.generation == self.generation:
-                held = HeldConnection(self, job["id"], kept, lease)
-                outcome["kept"] = True
-            else:
-                os.close(kept)
         with contextlib.suppress(ChannelError, OSError):
             await self.writer.send({"id": job["id"], **outcome})
-        if held is not None:
-            await held.serve()  # after the outcome: the server knows the connection is held before it hears of it
 
     async def report_end(self, job_id: int, report: dict[str, Any]) -> None:
         """Tell the server an answer ended (status, usage), and wait until it has recorded it.

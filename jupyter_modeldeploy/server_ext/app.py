@@ -65,12 +65,6 @@ class ModelDeployApp(ExtensionApp):
         "of their own, so fast streams do not slow the Jupyter server's own requests; False streams them on "
         "the server's event loop.",
     ).tag(config=True)
-    relay_leases = Bool(
-        True,
-        help="Let the relay worker keep a client connection it was handed and serve that connection's next "
-        "plain requests itself (same endpoint, key and origin; no quotas, model scope or captured bodies), "
-        "off the Jupyter server's event loop; anything else goes back to the server. Needs stream_relay.",
-    ).tag(config=True)
     payload_limit_bytes = Int(16 << 20, help="Largest request body the gateway accepts (embedding models set their own).").tag(
         config=True
     )
@@ -149,7 +143,6 @@ class ModelDeployApp(ExtensionApp):
                 default_payload_limit=self.payload_limit_bytes,
                 wake=supervisor.ensure_ready,
                 stream_relay=self.stream_relay,
-                leases=self.relay_leases,
                 http_server=lambda: self.serverapp.http_server,
             ),
         )

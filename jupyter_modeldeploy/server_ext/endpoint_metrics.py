@@ -11,8 +11,9 @@ import time
 from prometheus_client.exposition import choose_encoder
 from tornado import web
 
-from ..gateway.auth import authorize, presented_key
-from ..gateway.proxy import Gateway, error_body
+from ..gateway import admission
+from ..gateway.proxy import Gateway
+from ..gateway.refusals import Refusal, refusal_document
 from ..metrics.hub import MetricsHub
 from ..metrics.prometheus import OneDeployment
 
@@ -30,26 +31,28 @@ class EndpointMetricsHandler(web.RequestHandler):
     def check_xsrf_cookie(self) -> None:
         """Called with a key, not a browser cookie."""
 
-    def _error(self, status: int, message: str, kind: str) -> None:
-        self.set_status(status)
+    def _error(self, refusal: Refusal) -> None:
+        self.set_status(refusal.status)
+        for name, value in refusal.headers.items():
+            self.set_header(name, value)
         self.set_header("Content-Type", "application/json")
-        self.finish(error_body(message, kind, status))
+        self.finish(refusal_document(refusal))
 
     async def get(self, route: str) -> None:
         dep = self.gateway.supervisor.by_route(route)
         if dep is None:
-            self._error(404, "no deployment at this route", "not_found_error")
+            self._error(Refusal(404, "no deployment at this route", "not_found_error"))
             return
-        key = presented_key(self.request.headers.get("Authorization"), self.request.headers.get("x-api-key"))
-        token = self.gateway.tokens.lookup(key) if key else None
-        decision = authorize(key, deployment_id=dep.id, project=dep.config.project, public=dep.config.public,
-                             api_key_hash=dep.api_key_hash, token=token, now=time.time())
-        if not decision.allowed:
-            kind = "authentication_error" if decision.status == 401 else "permission_error"
-            self._error(decision.status, decision.message, kind)
+        # The key is checked by the gateway's one admission; any role may read (a `read` key is meant for this).
+        found = admission.Admission(dep=dep)
+        head = admission.RequestHead(self.request.method or "GET", self.request.path, self.request.query,
+                                     self.request.headers)
+        refusal = admission.identify(found, head, self.gateway, time.time())
+        if refusal is not None:
+            self._error(refusal)
             return
-        if token is not None and decision.token_id is not None:
-            self.gateway.tokens.touch(token, time.time())
+        if found.key is not None:
+            self.gateway.tokens.touch(found.key, time.time())
         encode, content_type = choose_encoder(self.request.headers.get("Accept", ""))
         self.set_header("Content-Type", content_type)
         self.finish(encode(OneDeployment(self.hub.registry, dep.id)))  # type: ignore[arg-type]

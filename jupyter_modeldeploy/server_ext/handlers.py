@@ -59,15 +59,6 @@ class BaseHandler(APIHandler):
     def tokens(self) -> TokenRegistry:
         return self.settings["modeldeploy_tokens"]
 
-    async def prepare(self) -> None:
-        """Before a read: every request the endpoints answered so far is counted, also those the relay
-        worker served itself, so usage, metrics and logs read here include a request whose answer
-        its client already has (without waiting for the worker: what it reported is applied)."""
-        await super().prepare()  # type: ignore[func-returns-value]
-        gateway = self.settings.get("modeldeploy_gateway")
-        if self.request.method == "GET" and gateway is not None:
-            gateway.settled()
-
     def public_base(self) -> str:
         """The server's URL as the client reached it (scheme, host, base URL)."""
         return f"{self.request.protocol}://{self.request.host}{self.base_url}"

@@ -25,8 +25,7 @@ CHAT = "/v1/chat/completions"
 
 @pytest.fixture
 def relay_gw(tmp_path: Path) -> Iterator[GatewayThread]:
-    # Without leases: each request on a connection is the server's to read (test_relay_leases has the rest).
-    thread = GatewayThread(tmp_path, upstream_timeout_s=5, stream_relay=True, leases=False)
+    thread = GatewayThread(tmp_path, upstream_timeout_s=5, stream_relay=True)
     yield thread
     thread.close()
 

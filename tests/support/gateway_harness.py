@@ -95,19 +95,17 @@ class Harness:
         self.supervisor.store.close()
 
 
-async def start_gateway(state_dir: Path, *, upstream_timeout_s: float = 10.0, stream_relay: bool = False,
-                        leases: bool = True) -> Harness:
+async def start_gateway(state_dir: Path, *, upstream_timeout_s: float = 10.0, stream_relay: bool = False) -> Harness:
     """A gateway on a free loopback port (no Jupyter: the same handler the extension mounts).
 
-    `stream_relay`: streamed answers go through the relay worker process, as in the extension;
-    `leases`: the worker also serves the next plain requests of a connection it was handed."""
+    `stream_relay`: streamed answers go through the relay worker process, as in the extension."""
     supervisor = Supervisor(state_dir)
     tokens = TokenRegistry(supervisor.store)
     records: list[RequestRecord] = []
     servers: list[HTTPServer] = []
     gateway = Gateway(supervisor, tokens, GatewayConfig(upstream_timeout_s=upstream_timeout_s,
                                                         observers=[records.append], stream_relay=stream_relay,
-                                                        leases=leases, http_server=lambda: servers[0]))
+                                                        http_server=lambda: servers[0]))
     app = Application([(ENDPOINT_PATTERN, EndpointHandler, {"gateway": gateway})])
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -126,8 +124,7 @@ class GatewayThread:
     """The harness and a wire engine on an event loop of their own thread, so tests can use
     plain blocking sockets (and hypothesis) against them."""
 
-    def __init__(self, state_dir: Path, *, upstream_timeout_s: float = 10.0, stream_relay: bool = False,
-                 leases: bool = True):
+    def __init__(self, state_dir: Path, *, upstream_timeout_s: float = 10.0, stream_relay: bool = False):
         import asyncio
         import threading
 
@@ -138,8 +135,7 @@ class GatewayThread:
         self._thread.start()
 
         async def setup() -> tuple[Harness, WireEngine]:
-            harness = await start_gateway(state_dir, upstream_timeout_s=upstream_timeout_s, stream_relay=stream_relay,
-                                          leases=leases)
+            harness = await start_gateway(state_dir, upstream_timeout_s=upstream_timeout_s, stream_relay=stream_relay)
             engine = await WireEngine(state_dir / "engine.sock").start()
             return harness, engine
 

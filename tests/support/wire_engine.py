@@ -44,6 +44,8 @@ class WireEngine:
     received: list[Received] = field(default_factory=list)
     connections: int = 0
     dropped: list[Received] = field(default_factory=list)  # read, then closed unanswered (drop-next)
+    in_flight: int = 0  # requests read and not yet answered, now
+    peak_in_flight: int = 0  # the most requests it ever had in flight at once
     _server: asyncio.base_events.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
@@ -76,7 +78,12 @@ class WireEngine:
                     return
                 drop_next = request.headers.get("x-fake-mode") == "drop-next"
                 self.received.append(request)
-                keep = await self._answer(request, writer)
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                try:
+                    keep = await self._answer(request, writer)
+                finally:
+                    self.in_flight -= 1
                 if not keep:
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
