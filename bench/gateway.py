@@ -1,11 +1,15 @@
 """What the gateway adds: latency and throughput against the engine direct, and what it costs Jupyter.
 
-    python bench/gateway.py [--requests 300] [--load-s 15]
+    python bench/gateway.py [--requests 300] [--load-s 15] [--light-only]
 
 One Jupyter server with this extension. Two routes to the same engine:
   direct   the engine's own Unix socket, with its private key (the baseline)
   gateway  <jupyter>/modeldeploy/endpoints/<route>/v1, with the deployment key
 Measured on llama-server serving SmolLM2, each as a ratio to direct in the same run:
+  - with light clients (`light_client`: http.client keep-alive for p50, 16 raw asyncio
+    connections for throughput; httpx costs more per request than the gateway and hides it), the
+    trivial route's added p50 and 16-client req/s, and the Jupyter server's CPU per request, in
+    interleaved rounds (`--light-only` runs just this);
   - p50/p99 latency with 1 client and throughput with 16 clients on a trivial route (`/v1/models`:
     pure overhead; targets p50 added <= 0.6 ms, 16 clients >= 0.95x);
   - completion tokens/s with 16 clients (overhead next to real engine work);
@@ -15,8 +19,7 @@ Measured on llama-server serving SmolLM2, each as a ratio to direct in the same 
     its event loop; target <= 1.2x) — with llama-server, and with a fake engine whose 16 streams
     emit 20,000 small events a second in all (a busy GPU's rate), the same load direct and through
     the gateway;
-  - the same p50, and the Jupyter server's CPU, while 16 clients send non-streamed `GET /v1/models`
-    (answered by the relay worker under leases, or by the server's loop with `relay_leases` off);
+  - the same p50, and the Jupyter server's CPU, while 16 clients send non-streamed `GET /v1/models`;
   - the cost of a quota check and a request log row (two more servers, interleaved rounds).
 """
 
@@ -38,6 +41,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import light_client
 from bench.common import engine_socket, run_load, smollm2_gguf, temp_jupyter
 from tests.support.jupyter import JupyterProcess
 
@@ -196,6 +200,41 @@ def plain_load(server: JupyterProcess, record: dict, seconds: float) -> dict[str
     return out
 
 
+def light_trivial(server: JupyterProcess, record: dict, requests: int, rounds: int,
+                  seconds: float = 5.0) -> dict[str, float]:
+    """The trivial route with light clients, direct (the engine's own socket) and through the gateway, in
+    interleaved rounds (medians): p50 of one keep-alive client, req/s of 16, the Jupyter server's CPU per
+    request under the 16."""
+    sock, engine_key = engine_socket(server, record)
+    gateway_path = "/" + record["api_base"].split("/", 3)[3] + "/models"
+    paths = {
+        "direct": (sock, "/v1/models", {"Authorization": f"Bearer {engine_key}"}),
+        "gateway": (("127.0.0.1", server.port), gateway_path, {"Authorization": f"Bearer {KEY}"}),
+    }
+    jupyter = psutil.Process(server.pid())
+    seen: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for name, (target, path, headers) in paths.items():
+            latency = light_client.keep_alive_latency(target, path, headers, requests)
+            cpu_before = sum(jupyter.cpu_times()[:2])
+            started = time.perf_counter()
+            rate = light_client.throughput(target, path, headers, 16, seconds)
+            cpu = sum(jupyter.cpu_times()[:2]) - cpu_before
+            served = rate * (time.perf_counter() - started - 0.5)  # less the warm-up half second
+            for key, value in (("p50_ms", latency.p50_ms), ("p99_ms", latency.p99_ms), ("rps_16", rate),
+                               ("jupyter_cpu_us", cpu / served * 1e6 if served else 0.0)):
+                seen.setdefault(f"{name}_{key}", []).append(value)
+    return {key: sorted(values)[len(values) // 2] for key, values in seen.items()}
+
+
+def print_light(light: dict[str, float]) -> None:
+    print(f"light clients, trivial route: direct p50 {light['direct_p50_ms']:.2f} ms, {light['direct_rps_16']:.0f} req/s "
+          f"at 16; gateway p50 {light['gateway_p50_ms']:.2f} ms (p99 {light['gateway_p99_ms']:.2f}), "
+          f"{light['gateway_rps_16']:.0f} req/s at 16, Jupyter CPU {light['gateway_jupyter_cpu_us']:.0f} us a request")
+    print(f"  added p50 {light['gateway_p50_ms'] - light['direct_p50_ms']:+.2f} ms; 16 clients "
+          f"{light['gateway_rps_16'] / light['direct_rps_16']:.2f}x of direct")
+
+
 def fast_engine_binary(folder: Path, events_per_s: float = 0.0) -> Path:
     """An executable that starts the fast fake engine with llama-server's command line; `events_per_s`
     paces each stream (0: as fast as it can)."""
@@ -224,10 +263,9 @@ GENEROUS_QUOTAS = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12, "m
 def quota_and_log_cost(requests: int, rounds: int) -> dict[str, float]:
     """p50 on the trivial route through two servers, in interleaved rounds: one keeping no request log,
     called with the fixed key (no quotas); one keeping it, called with a generated key with quotas
-    (that never trip). The difference is a quota check and a log row per request. Both without leases:
-    a key with quotas is always the server's to admit, so the fixed key must be too."""
-    plain = temp_jupyter(["--ModelDeployApp.keep_request_log=False", "--ModelDeployApp.relay_leases=False"])
-    full = temp_jupyter(["--ModelDeployApp.relay_leases=False"])
+    (that never trip). The difference is a quota check and a log row per request."""
+    plain = temp_jupyter(["--ModelDeployApp.keep_request_log=False"])
+    full = temp_jupyter()
     try:
         urls: dict[str, tuple[str, dict[str, str]]] = {}
         for name, server in (("plain", plain), ("quotas+log", full)):
@@ -256,10 +294,21 @@ def main() -> int:
     parser.add_argument("--inference-requests", type=int, default=4, help="completions per client (16 clients)")
     parser.add_argument("--load-s", type=float, default=15.0, help="seconds of streaming load per contents run")
     parser.add_argument("--cost-rounds", type=int, default=5, help="interleaved rounds of the quota and log cost")
-    parser.add_argument("--no-leases", action="store_true",
-                        help="the server reads every request itself (relay_leases off), for comparison")
+    parser.add_argument("--light-rounds", type=int, default=3, help="interleaved rounds of the light-client measure")
+    parser.add_argument("--light-only", action="store_true", help="only the light-client trivial-route measure")
+    parser.add_argument("--server-arg", action="append", default=[], help="an extra Jupyter server argument")
     args = parser.parse_args()
-    server_args = ["--ModelDeployApp.relay_leases=False"] if args.no_leases else []
+    server_args: list[str] = args.server_arg
+    if args.light_only:
+        server = temp_jupyter(server_args)
+        try:
+            client = server.client()
+            record = client.wait(client.launch({"kind": "llamacpp", "name": "bench", "model": str(smollm2_gguf()),
+                                                "api_key": KEY, "threads": 1, "parallel": 4})["id"], timeout=300)
+            print_light(light_trivial(server, record, args.requests, args.light_rounds))
+        finally:
+            server.stop()
+        return 0
     fake_dir = Path(tempfile.mkdtemp(prefix="bench-fast-engine-"))
     # 16 streams of 1,250 events/s: 20,000 events/s in all (a busy GPU's rate), the same load direct and
     # through the gateway (unpaced, each path would carry what its slowest part allows).
@@ -284,6 +333,8 @@ def main() -> int:
             "direct": ("http://engine/v1", {"Authorization": f"Bearer {engine_key}"}, sock),
             "gateway": (record["api_base"], {"Authorization": f"Bearer {KEY}"}, None),
         }
+        light = light_trivial(server, record, args.requests, args.light_rounds)
+        print_light(light)
         results = {}
         for name, (base, headers, uds) in paths.items():
             results[name] = asyncio.run(latency_and_throughput(base + "/models", headers, args.requests, uds))

@@ -1,0 +1,116 @@
+"""Light HTTP clients for the gateway's trivial-route figures: they cost less per request than the gateway.
+
+httpx spends more CPU per request than the gateway does, which hides the gateway's own cost
+(both paths look alike). Here latency comes from `http.client` on one keep-alive connection and
+throughput from raw asyncio connections that write a request and read its answer by its framing
+(Content-Length or chunked), nothing more. A target is a TCP `(host, port)` or a Unix socket path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import socket
+import statistics
+import time
+from dataclasses import dataclass
+
+Target = tuple[str, int] | str
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket (an engine's own socket)."""
+
+    def __init__(self, path: str, timeout: float = 30.0):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def connection(target: Target) -> http.client.HTTPConnection:
+    if isinstance(target, str):
+        return UnixHTTPConnection(target)
+    return http.client.HTTPConnection(*target, timeout=30)
+
+
+@dataclass
+class Latency:
+    """Per-request latency of one keep-alive client."""
+
+    p50_ms: float
+    p99_ms: float
+
+
+def keep_alive_latency(target: Target, path: str, headers: dict[str, str], requests: int) -> Latency:
+    """GET `path` `requests` times on one kept connection (after 20 to warm up)."""
+    conn = connection(target)
+    times = []
+    try:
+        for i in range(requests + 20):
+            started = time.perf_counter()
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"GET {path}: {response.status}")
+            if i >= 20:
+                times.append(time.perf_counter() - started)
+    finally:
+        conn.close()
+    times.sort()
+    return Latency(statistics.median(times) * 1000, times[int(len(times) * 0.99) - 1] * 1000)
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = None
+    chunked = False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        lowered = name.strip().lower()
+        if lowered == b"content-length":
+            length = int(value)
+        elif lowered == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    if chunked:
+        await reader.readuntil(b"0\r\n\r\n")
+    elif length:
+        await reader.readexactly(length)
+    return status
+
+
+async def _client(target: Target, request: bytes, until: float, counts: list[int]) -> None:
+    if isinstance(target, str):
+        reader, writer = await asyncio.open_unix_connection(target)
+    else:
+        reader, writer = await asyncio.open_connection(*target)
+    try:
+        while time.perf_counter() < until:
+            writer.write(request)
+            if await _read_answer(reader) != 200:
+                raise RuntimeError("a request failed under load")
+            counts[0] += 1
+    finally:
+        writer.close()
+
+
+async def _throughput(target: Target, path: str, headers: dict[str, str], clients: int, seconds: float) -> float:
+    host = "localhost" if isinstance(target, str) else f"{target[0]}:{target[1]}"
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers.items())]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    await asyncio.gather(*(_client(target, request, time.perf_counter() + 0.5, [0]) for _ in range(clients)))  # warm
+    counts = [0]
+    started = time.perf_counter()
+    await asyncio.gather(*(_client(target, request, started + seconds, counts) for _ in range(clients)))
+    return counts[0] / (time.perf_counter() - started)
+
+
+def throughput(target: Target, path: str, headers: dict[str, str], clients: int = 16, seconds: float = 5.0) -> float:
+    """Requests per second of `clients` raw keep-alive connections sending GET `path` for `seconds`."""
+    return asyncio.run(_throughput(target, path, headers, clients, seconds))
