@@ -1,7 +1,7 @@
 """What a request's JSON body decides: the model, per-model limits, and the stream-usage request.
 
 Pure functions over the body's bytes, shared by the Jupyter server's handler (`proxy`) and the
-relay worker (`relay_worker`), so both read a body the same way.
+relay worker (`relay.worker`), so both read a body the same way.
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ from .headers import request_headers, returned_header
 from .quotas import QuotaBook
 from .records import CAPTURE_SLACK, Capture, RequestRecord
 from .refusals import Refusal, refusal_answer, refusal_document, relay_refusal
-from .relay_pool import StreamRelay, address_document
+from .relay.pool import StreamRelay
+from .relay.protocol import Ended, Job, Outcome
 from .response_head import http_date
 from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
 from .usage import Usage, UsageTap
@@ -69,7 +70,7 @@ class GatewayConfig:
     default_payload_limit: int = DEFAULT_PAYLOAD_LIMIT
     wake: Callable[[Deployment], Awaitable[None]] | None = None  # wakes a sleeping engine
     observers: list[Callable[[RequestRecord], None]] = field(default_factory=list)
-    stream_relay: bool = False  # streamed answers pass through the relay worker process (relay_worker)
+    stream_relay: bool = False  # streamed answers pass through the relay worker process (relay.worker)
     # The tornado server that serves a connection again once the relay worker answered on it.
     http_server: Callable[[], HTTPServer] | None = None
 
@@ -456,28 +457,27 @@ class EndpointHandler(web.RequestHandler):
             tried.add(replica.id)
             replica.in_flight += 1
             replica.requests += 1
-            job = {
-                "method": self.request.method or "POST", "target": target, "address": address_document(replica.address),
-                "headers": [*headers, ("Authorization", f"Bearer {replica.engine_key}")], "injected": injected,
-                "cors": self._admission.cors, "timeout_s": gateway.config.upstream_timeout_s, "keep_alive": keep_alive,
-            }
+            job = Job(
+                id=relay.new_id(), method=self.request.method or "POST", target=target, address=replica.address,
+                headers=(*headers, ("Authorization", f"Bearer {replica.engine_key}")),
+                timeout_s=gateway.config.upstream_timeout_s, keep_alive=keep_alive, injected=injected,
+                cors=tuple(self._admission.cors.items()),
+            )
             try:
                 outcome = await relay.relay(stream.fileno(), job, body)
             finally:
                 replica.in_flight -= 1
-            refusal = relay_refusal(outcome)
-            if refusal is not None:
-                if outcome.get("outcome") == "unreachable":
-                    gateway.supervisor.replica_unreachable(dep, replica, str(outcome.get("message")))
+            refusal = relay_refusal(outcome) if isinstance(outcome, Outcome) else None
+            if isinstance(outcome, Outcome) and refusal is not None:
+                if outcome.outcome == "unreachable":
+                    gateway.supervisor.replica_unreachable(dep, replica, outcome.message)
                     if len(dep.replicas) > 1:
                         continue
                 return await self._answer_detached(stream, address, keep_alive, refusal)
-            usage = outcome.get("usage")
-            relayed = Relayed(int(outcome.get("status") or 502), Usage(*usage) if usage else None,
-                              bool(outcome.get("streamed")), outcome.get("first_chunk_s"))
-            if outcome.get("ended"):  # its end is written once the request is recorded
-                relayed.after_record = functools.partial(self._end_elsewhere, relay, int(outcome["id"]), stream,
-                                                         address)
+            usage = Usage(*outcome.usage) if outcome.usage else None
+            relayed = Relayed(outcome.status or 502, usage, outcome.streamed, outcome.first_chunk_s)
+            if isinstance(outcome, Ended):  # its end is written once the request is recorded
+                relayed.after_record = functools.partial(self._end_elsewhere, relay, outcome.id, stream, address)
             else:
                 self._after_relay(outcome, stream, address)
             return relayed
@@ -486,9 +486,9 @@ class EndpointHandler(web.RequestHandler):
         """The request is recorded: the worker writes the answer's end; then the connection comes back."""
         self._after_relay(await relay.finish(job_id), stream, address)
 
-    def _after_relay(self, final: dict[str, Any], stream: socket.socket, address: Any) -> None:
+    def _after_relay(self, final: Outcome, stream: socket.socket, address: Any) -> None:
         """The worker is done with the request: the connection is served here again, or closed."""
-        self._take_back(stream, address, final.get("outcome") == "done" and bool(final.get("reusable")))
+        self._take_back(stream, address, final.outcome == "done" and final.reusable)
 
     async def _answer_detached(self, stream: socket.socket, address: Any, keep_alive: bool,
                                refusal: Refusal) -> Relayed:

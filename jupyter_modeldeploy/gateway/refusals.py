@@ -12,6 +12,7 @@ from typing import Any
 
 from ..engines.embedding_server.protocol import tei_error_body, tei_error_type
 from ..engines.routes import Dialect
+from .relay.protocol import Outcome
 from .response_head import json_answer
 
 #: Anthropic's error types; another kind is mapped by status (`anthropic_error_type`).
@@ -62,14 +63,13 @@ def refusal_document(refusal: Refusal, dialect: Dialect = "openai") -> dict[str,
     return error_body(refusal.message, refusal.kind, refusal.code or refusal.status, **refusal.extra)
 
 
-def relay_refusal(outcome: dict[str, Any]) -> Refusal | None:
+def relay_refusal(outcome: Outcome) -> Refusal | None:
     """The answer to a request the relay worker could not send to its engine (nothing was written);
     None when the engine answered."""
-    kind = outcome.get("outcome")
-    if kind in ("unreachable", "error"):
-        return Refusal(502, f"the engine could not be reached: {outcome.get('message')}", "upstream_error")
-    if kind == "timeout":
-        return Refusal(504, f"the engine did not answer: {outcome.get('message')}", "timeout_error")
+    if outcome.outcome in ("unreachable", "error"):
+        return Refusal(502, f"the engine could not be reached: {outcome.message}", "upstream_error")
+    if outcome.outcome == "timeout":
+        return Refusal(504, f"the engine did not answer: {outcome.message}", "timeout_error")
     return None
 
 

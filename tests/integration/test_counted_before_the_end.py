@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from jupyter_modeldeploy.engines.routes import LLAMA_SERVER
-from jupyter_modeldeploy.gateway.relay_pool import address_document
-from jupyter_modeldeploy.gateway.relay_worker import relay
+from jupyter_modeldeploy.gateway.relay.protocol import Ended, Job, Outcome
+from jupyter_modeldeploy.gateway.relay.worker import relay
 from jupyter_modeldeploy.gateway.upstream import UpstreamClient
 from tests.support.gateway_harness import GatewayThread
 from tests.support.raw_http import RawConnection
@@ -86,17 +86,17 @@ def test_the_worker_writes_an_answers_end_only_after_its_report(tmp_path: Path, 
     client.setblocking(False)
     at_report: list[bytes] = []
 
-    async def report_end(report: dict[str, Any]) -> None:
+    async def report_end(report: Ended) -> None:
         await asyncio.sleep(0.1)  # whatever was written before would have reached the client by now
         try:
             at_report.append(client.recv(1 << 16))
         except BlockingIOError:
             at_report.append(b"")
 
-    job = {"method": method, "target": CHAT, "address": address_document(gw.address), "timeout_s": 5,
-           "headers": [("Content-Type", "application/json"), ("X-Fake-Mode", mode)], "keep_alive": True}
+    job = Job(1, method, CHAT, gw.address, (("Content-Type", "application/json"), ("X-Fake-Mode", mode)),
+              timeout_s=5)
 
-    async def relay_one() -> dict[str, Any]:
+    async def relay_one() -> Outcome:
         upstream = UpstreamClient()
         try:
             return await relay(upstream, job, b'{"nonce": "n"}', os.dup(ours.fileno()), report_end)
@@ -105,7 +105,7 @@ def test_the_worker_writes_an_answers_end_only_after_its_report(tmp_path: Path, 
 
     try:
         outcome = gw.run(relay_one())
-        assert outcome["outcome"] == "done" and len(at_report) == 1
+        assert outcome.outcome == "done" and len(at_report) == 1
         assert not whole(at_report[0]), f"the client had its whole answer before its report: {at_report[0]!r}"
         client.setblocking(True)
         client.settimeout(5)

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from jupyter_modeldeploy.gateway.relay_channel import ChannelError, FrameReader, FrameWriter, encode
+from jupyter_modeldeploy.gateway.relay.channel import ChannelError, FrameReader, FrameWriter, encode
 
 
 def pair() -> tuple[socket.socket, socket.socket]:

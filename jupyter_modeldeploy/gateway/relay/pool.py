@@ -1,8 +1,8 @@
-"""The Jupyter server's side of the stream relay worker (`relay_worker`): start it, hand it requests.
+"""The Jupyter server's side of the stream relay worker (`worker`): start it, hand it requests.
 
 `StreamRelay.relay()` passes a client's socket (a duplicate of its descriptor) and the request to
-send; the worker writes the answer and returns the outcome. An answer that ended cleanly comes
-back first as an `ended` report, before the bytes by which its client can tell it ended
+send (`protocol.Job`); the worker writes the answer and returns the `Outcome`. An answer that ended
+cleanly comes back first as an `Ended` report, before the bytes by which its client can tell it ended
 (`answer_end`) are written: the server records it, then `StreamRelay.finish()` lets the worker
 write the end and returns the final outcome. The server keeps its own copy of the socket
 untouched meanwhile, and serves the connection's next request itself afterwards.
@@ -19,19 +19,17 @@ import logging
 import socket
 import sys
 import time
-from typing import Any
 
-from ..engines.base import EngineAddress
-from .relay_channel import ChannelError, FrameReader, FrameWriter
+from .channel import ChannelError, FrameReader, FrameWriter
+from .protocol import Ack, Ended, Job, Outcome, ProtocolError, decode, encode
 
 log = logging.getLogger(__name__)
 
 RESTART_AFTER_S = 5.0
-LOST = {"outcome": "lost", "message": "the stream relay worker exited"}
 
 
-def address_document(address: EngineAddress) -> dict[str, Any]:
-    return {"socket_path": address.socket_path, "host": address.host, "port": address.port}
+def lost(job_id: int) -> Outcome:
+    return Outcome(job_id, "lost", message="the stream relay worker exited")
 
 
 class StreamRelay:
@@ -41,7 +39,7 @@ class StreamRelay:
         self._process: asyncio.subprocess.Process | None = None
         self._writer: FrameWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
-        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[int, asyncio.Future[Ended | Outcome]] = {}
         self._ids = itertools.count(1)
         self._failed_at = -RESTART_AFTER_S
         self._starting: asyncio.Task[bool] | None = None
@@ -79,7 +77,7 @@ class StreamRelay:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "jupyter_modeldeploy.gateway.relay_worker", str(theirs.fileno()),
+                sys.executable, "-m", "jupyter_modeldeploy.gateway.relay.worker", str(theirs.fileno()),
                 pass_fds=[theirs.fileno()], stdin=asyncio.subprocess.DEVNULL,
             )
         except OSError as exc:
@@ -99,7 +97,7 @@ class StreamRelay:
         try:
             while True:
                 self._dispatch(*await reader.read())
-        except (ChannelError, ValueError) as exc:
+        except (ChannelError, ValueError) as exc:  # ProtocolError is a ValueError
             log.warning("the stream relay worker went away (%s)", exc)
         finally:
             reader.close()
@@ -107,50 +105,57 @@ class StreamRelay:
             self._writer = None
             self._failed_at = time.monotonic()
             pending, self._pending = self._pending, {}
-            for waiter in pending.values():
+            for job_id, waiter in pending.items():
                 if not waiter.done():
-                    waiter.set_result(dict(LOST))
+                    waiter.set_result(lost(job_id))
 
-    def _dispatch(self, header: dict[str, Any], body: bytes, fd: int | None) -> None:
-        """One frame from the worker: a job's `ended` report or its outcome."""
+    def _dispatch(self, header: dict[str, object], body: bytes, fd: int | None) -> None:
+        """One frame from the worker: a job's `Ended` report or its `Outcome`."""
         if fd is not None:
             socket.socket(fileno=fd).close()  # the worker passes none back; never leak one
-        job_id = int(header.get("id", 0))
-        waiter = self._pending.pop(job_id, None)
-        if header.get("ended") and waiter is not None:
+        message = decode(header)
+        if not isinstance(message, (Ended, Outcome)):
+            raise ProtocolError(f"the worker sent a {type(message).__name__}")
+        waiter = self._pending.pop(message.id, None)
+        if isinstance(message, Ended) and waiter is not None:
             # The final outcome follows the acknowledgement: its waiter is there before it can come.
-            self._pending[job_id] = asyncio.get_running_loop().create_future()
+            self._pending[message.id] = asyncio.get_running_loop().create_future()
         if waiter is not None and not waiter.done():
-            waiter.set_result(header)
+            waiter.set_result(message)
 
-    async def relay(self, fd: int, job: dict[str, Any], body: bytes) -> dict[str, Any]:
-        """Hand the client socket `fd` (not closed here) and one request over; the worker's outcome."""
+    def new_id(self) -> int:
+        """An id for the next `Job`."""
+        return next(self._ids)
+
+    async def relay(self, fd: int, job: Job, body: bytes) -> Ended | Outcome:
+        """Hand the client socket `fd` (not closed here) and one request over: the worker's `Ended` report
+        (answer `finish` once it is recorded) or its `Outcome`."""
         writer = self._writer
         if writer is None:
-            return dict(LOST)
-        job_id = next(self._ids)
-        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[job_id] = waiter
+            return lost(job.id)
+        waiter: asyncio.Future[Ended | Outcome] = asyncio.get_running_loop().create_future()
+        self._pending[job.id] = waiter
         self.handed_over += 1
         try:
-            await writer.send({**job, "id": job_id}, body, fd=fd)
+            await writer.send(encode(job), body, fd=fd)
         except OSError:
-            self._pending.pop(job_id, None)
-            return dict(LOST)
+            self._pending.pop(job.id, None)
+            return lost(job.id)
         return await waiter
 
-    async def finish(self, job_id: int) -> dict[str, Any]:
-        """After an `ended` report was recorded: let the worker write the answer's end; the final outcome."""
+    async def finish(self, job_id: int) -> Outcome:
+        """After an `Ended` report was recorded: let the worker write the answer's end; the final outcome."""
         waiter = self._pending.get(job_id)
         writer = self._writer
         if waiter is None or writer is None:
-            return dict(LOST)
+            return lost(job_id)
         try:
-            await writer.send({"id": job_id, "ack": True})
+            await writer.send(encode(Ack(job_id)))
         except OSError:
             self._pending.pop(job_id, None)
-            return dict(LOST)
-        return await waiter
+            return lost(job_id)
+        final = await waiter
+        return final if isinstance(final, Outcome) else lost(job_id)
 
     async def close(self) -> None:
         """Stop the worker (it ends when its channel closes)."""

@@ -1,7 +1,7 @@
 """The stream relay worker: a process of its own that passes streamed answers from engines to clients.
 
 The Jupyter server admits a request (key, limits, body, model) on its own event loop, then hands
-the client's socket to this process with the request to send (`relay_pool.StreamRelay`). Here
+the client's socket to this process with the request to send (`pool.StreamRelay`). Here
 the request goes to the engine (the same pooled aiohttp client as in the server), and the answer
 is written to the client's socket as it arrives, usage read on the way (`UsageTap`). The outcome
 (status, usage, time to first chunk) goes back to the server, which counts it and, when the
@@ -13,29 +13,27 @@ whole answer, the request is counted.
 So a fast stream costs the Jupyter server one hand-over, not one loop turn per event: a
 JupyterLab user sharing the server with busy endpoints keeps a responsive server.
 
-    python -m jupyter_modeldeploy.gateway.relay_worker <channel fd>
+    python -m jupyter_modeldeploy.gateway.relay.worker <channel fd>
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from ..engines.base import EngineAddress
-from .answer_end import AnswerEnd
-from .headers import returned_header
-from .relay_channel import ChannelError, FrameReader, FrameWriter
-from .response_head import LAST_CHUNK, NO_BODY_STATUSES, HeaderRefused, chunk, render_head
-from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
-from .usage import Usage, UsageTap
+from ..answer_end import AnswerEnd
+from ..headers import returned_header
+from ..response_head import LAST_CHUNK, NO_BODY_STATUSES, HeaderRefused, chunk, render_head
+from ..upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
+from ..usage import Usage, UsageTap
+from .channel import ChannelError, FrameReader, FrameWriter
+from .protocol import Ack, Ended, Job, Outcome, OutcomeKind, ProtocolError, decode, encode
 
 log = logging.getLogger("jupyter_modeldeploy.relay_worker")
 
@@ -46,7 +44,7 @@ RECORD_WAIT_S = 10.0  # the longest an answer's end waits for the server to reco
 PEEK_EVERY_S = 0.25  # how often a silent client's socket is checked for a hang-up
 
 
-EndReporter = Callable[[dict[str, Any]], Awaitable[None]]
+EndReporter = Callable[[Ended], Awaitable[None]]
 
 
 class ClientSide(asyncio.Protocol):
@@ -163,10 +161,18 @@ class RelayWorker:
         try:
             while True:
                 header, body, fd = await self.reader.read()
+                try:
+                    message = decode(header)
+                except ProtocolError as exc:
+                    log.error("a frame the worker cannot read: %s", exc)
+                    message = None
+                if isinstance(message, Job) and fd is not None:
+                    self._spawn(self.run(message, body, fd))
+                    continue
                 if fd is not None:
-                    self._spawn(self.run(header, body, fd))
-                elif header.get("ack"):
-                    waiter = self._acks.pop(int(header.get("id", 0)), None)
+                    os.close(fd)  # a descriptor with no job to answer on: never leak one
+                if isinstance(message, Ack):
+                    waiter = self._acks.pop(message.id, None)
                     if waiter is not None and not waiter.done():
                         waiter.set_result(None)
         except ChannelError:
@@ -175,39 +181,34 @@ class RelayWorker:
             self.reader.close()
             await self.upstream.close()
 
-    async def run(self, job: dict[str, Any], body: bytes, fd: int) -> None:
+    async def run(self, job: Job, body: bytes, fd: int) -> None:
         """Relay one job and send its outcome."""
-        outcome: dict[str, Any]
         try:
-            outcome = await relay(self.upstream, job, body, fd, functools.partial(self.report_end, job["id"]))
+            outcome = await relay(self.upstream, job, body, fd, self.report_end)
         except Exception as exc:  # whatever happened, the server must hear of this request
             log.exception("relay failed")
-            outcome = {"outcome": "cut", "status": 502, "message": f"the relay failed ({type(exc).__name__})"}
+            outcome = Outcome(job.id, "cut", 502, message=f"the relay failed ({type(exc).__name__})")
         with contextlib.suppress(ChannelError, OSError):
-            await self.writer.send({"id": job["id"], **outcome})
+            await self.writer.send(encode(outcome))
 
-    async def report_end(self, job_id: int, report: dict[str, Any]) -> None:
+    async def report_end(self, report: Ended) -> None:
         """Tell the server an answer ended (status, usage), and wait until it has recorded it.
 
         Only then does the client get the bytes that tell it the answer ended: a client that asks
         for its usage, or sends its next request under an in-flight quota, the moment it has its
         answer finds this request counted, as on the server's own loop."""
         waiter = asyncio.get_running_loop().create_future()
-        self._acks[job_id] = waiter
+        self._acks[report.id] = waiter
         try:
-            await self.writer.send({"id": job_id, "ended": True, **report})
+            await self.writer.send(encode(report))
             await asyncio.wait_for(waiter, RECORD_WAIT_S)
         except (ChannelError, OSError, asyncio.TimeoutError):
             pass  # the server is gone or stuck: the client gets its answer's end regardless
         finally:
-            self._acks.pop(job_id, None)
+            self._acks.pop(report.id, None)
 
 
-def address_of(data: dict[str, Any]) -> EngineAddress:
-    return EngineAddress(socket_path=data.get("socket_path"), host=data.get("host", "127.0.0.1"), port=data.get("port"))
-
-
-def answer_head(upstream: UpstreamResponse, job: dict[str, Any],
+def answer_head(upstream: UpstreamResponse, job: Job,
                 tap: UsageTap) -> tuple[bytes, bool, bool, int | None]:
     """The head for the client, whether the body goes chunked, whether the connection stays open, and
     the body's length as the client will count it (0: no body follows; None: chunked)."""
@@ -215,11 +216,11 @@ def answer_head(upstream: UpstreamResponse, job: dict[str, Any],
     headers = [(n, v) for n, v in headers if returned_header(n)]
     if tap.drop_injected_usage:
         headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
-    headers += list(job.get("cors", {}).items())
-    keep_alive = bool(job.get("keep_alive"))
+    headers += list(job.cors)
+    keep_alive = job.keep_alive
     chunked = False
     length: int | None = 0
-    if upstream.status not in NO_BODY_STATUSES and job["method"] != "HEAD":
+    if upstream.status not in NO_BODY_STATUSES and job.method != "HEAD":
         lengths = [v for n, v in headers if n.lower() == "content-length"]
         chunked = not lengths
         if chunked:
@@ -233,8 +234,8 @@ def answer_head(upstream: UpstreamResponse, job: dict[str, Any],
     return render_head(upstream.status, upstream.reason, headers), chunked, keep_alive, length
 
 
-def usage_document(usage: Usage | None) -> list[int] | None:
-    return [usage.prompt_tokens, usage.completion_tokens] if usage is not None else None
+def usage_pair(usage: Usage | None) -> tuple[int, int] | None:
+    return (usage.prompt_tokens, usage.completion_tokens) if usage is not None else None
 
 
 class Watch:
@@ -258,8 +259,7 @@ class Watch:
         self._task.cancel()
 
 
-async def relay(client: UpstreamClient, job: dict[str, Any], body: bytes, fd: int,
-                report_end: EndReporter) -> dict[str, Any]:
+async def relay(client: UpstreamClient, job: Job, body: bytes, fd: int, report_end: EndReporter) -> Outcome:
     """Send one request to its engine and write the answer to the client's socket `fd` (closed here).
 
     When the engine's answer ended cleanly, `report_end` is awaited before the client gets the
@@ -280,35 +280,33 @@ async def relay(client: UpstreamClient, job: dict[str, Any], body: bytes, fd: in
             sock.close()
 
 
-async def _relay(client: UpstreamClient, job: dict[str, Any], body: bytes, sock: socket.socket,
-                 watch: Watch, report_end: EndReporter) -> dict[str, Any]:
+async def _relay(client: UpstreamClient, job: Job, body: bytes, sock: socket.socket,
+                 watch: Watch, report_end: EndReporter) -> Outcome:
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
     try:
-        upstream = await client.request(
-            address_of(job["address"]), job["method"], job["target"], [tuple(h) for h in job["headers"]], body,
-            timeout=float(job["timeout_s"]),
-        )
+        upstream = await client.request(job.address, job.method, job.target, list(job.headers), body,
+                                        timeout=job.timeout_s)
     except UpstreamUnreachable as exc:
-        return {"outcome": "unreachable", "message": str(exc)}
+        return Outcome(job.id, "unreachable", message=str(exc))
     except UpstreamTimeout as exc:
-        return {"outcome": "timeout", "message": str(exc)}
+        return Outcome(job.id, "timeout", message=str(exc))
     except UpstreamError as exc:
-        return {"outcome": "error", "message": str(exc)}
+        return Outcome(job.id, "error", message=str(exc))
     if watch.gone:
         upstream.close()
-        return {"outcome": "gone", "status": upstream.status}
-    tap = UsageTap(upstream.headers.get("Content-Type", ""), drop_injected_usage=bool(job.get("injected")))
+        return Outcome(job.id, "gone", upstream.status)
+    tap = UsageTap(upstream.headers.get("Content-Type", ""), drop_injected_usage=job.injected)
     try:
         head, chunked, keep_alive, length = answer_head(upstream, job, tap)
     except HeaderRefused as exc:
         upstream.close()
-        return {"outcome": "error", "message": f"the engine's answer could not be passed on: {exc}"}
+        return Outcome(job.id, "error", message=f"the engine's answer could not be passed on: {exc}")
     watch.upstream = upstream
     _, side = await loop.connect_accepted_socket(ClientSide, sock)
     assert isinstance(side, ClientSide)
     first_chunk: float | None = None
-    outcome = "done"
+    outcome: OutcomeKind = "done"
     usage: Usage | None = None
     side.chunked = chunked
     end = AnswerEnd(sse=tap.is_sse, body_length=length)
@@ -330,8 +328,7 @@ async def _relay(client: UpstreamClient, job: dict[str, Any], body: bytes, sock:
             usage = tap.finish()
             if last:
                 side.send_body(last)
-            await report_end({"status": upstream.status, "first_chunk_s": first_chunk, "streamed": tap.is_sse,
-                              "usage": usage_document(usage)})
+            await report_end(Ended(job.id, upstream.status, first_chunk, tap.is_sse, usage_pair(usage)))
             # Counted: now the bytes by which the client can tell its answer ended.
             held_head, held_body = end.release()
             if held_head:
@@ -359,11 +356,8 @@ async def _relay(client: UpstreamClient, job: dict[str, Any], body: bytes, sock:
     else:
         side.discard()
         side.transport.abort()
-    return {
-        "outcome": outcome, "status": upstream.status, "first_chunk_s": first_chunk, "streamed": tap.is_sse,
-        "usage": usage_document(usage),
-        "reusable": outcome == "done" and keep_alive,
-    }
+    return Outcome(job.id, outcome, upstream.status, first_chunk, tap.is_sse, usage_pair(usage),
+                   reusable=outcome == "done" and keep_alive)
 
 
 def main(argv: list[str] | None = None) -> int:
