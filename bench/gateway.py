@@ -211,7 +211,7 @@ def light_trivial(server: JupyterProcess, record: dict, requests: int, rounds: i
         "direct": (sock, "/v1/models", {"Authorization": f"Bearer {engine_key}"}),
         "gateway": (("127.0.0.1", server.port), gateway_path, {"Authorization": f"Bearer {KEY}"}),
     }
-    jupyter = psutil.Process(server.pid())
+    jupyter = psutil.Process(server.pid)
     seen: dict[str, list[float]] = {}
     for _ in range(rounds):
         for name, (target, path, headers) in paths.items():

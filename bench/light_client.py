@@ -66,11 +66,13 @@ def keep_alive_latency(target: Target, path: str, headers: dict[str, str], reque
     return Latency(statistics.median(times) * 1000, times[int(len(times) * 0.99) - 1] * 1000)
 
 
-async def _read_answer(reader: asyncio.StreamReader) -> int:
+async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """The status of the next answer, read to its end, and whether the server keeps the connection."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     length = None
     chunked = False
+    kept = True
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         lowered = name.strip().lower()
@@ -78,24 +80,38 @@ async def _read_answer(reader: asyncio.StreamReader) -> int:
             length = int(value)
         elif lowered == b"transfer-encoding" and b"chunked" in value.lower():
             chunked = True
+        elif lowered == b"connection" and b"close" in value.lower():
+            kept = False
     if chunked:
         await reader.readuntil(b"0\r\n\r\n")
     elif length:
         await reader.readexactly(length)
-    return status
+    return status, kept
+
+
+async def _open(target: Target) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if isinstance(target, str):
+        return await asyncio.open_unix_connection(target)
+    return await asyncio.open_connection(*target)
 
 
 async def _client(target: Target, request: bytes, until: float, counts: list[int]) -> None:
-    if isinstance(target, str):
-        reader, writer = await asyncio.open_unix_connection(target)
-    else:
-        reader, writer = await asyncio.open_connection(*target)
+    """One connection's loop; a server that ends a kept connection (llama-server does, every so many
+    requests) gets a new one, as any HTTP client would open."""
+    reader, writer = await _open(target)
     try:
         while time.perf_counter() < until:
             writer.write(request)
-            if await _read_answer(reader) != 200:
-                raise RuntimeError("a request failed under load")
-            counts[0] += 1
+            try:
+                status, kept = await _read_answer(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                kept, status = False, 0  # closed before this request was read: sent again
+            if status not in (0, 200):
+                raise RuntimeError(f"a request failed under load: {status}")
+            counts[0] += status == 200
+            if not kept:
+                writer.close()
+                reader, writer = await _open(target)
     finally:
         writer.close()
 
