@@ -175,3 +175,13 @@ class Engine(Protocol):
     def model_tasks(self, config: DeploymentBase) -> dict[str, str]:
         """Each served model's name and what it does (`chat`, `embed` or `rerank`), from the config alone."""
         ...
+
+    def availability(self, settings: EngineSettings) -> dict[str, object]:
+        """Whether this engine can run here: `available`, the `program` it runs, and `notes` on how to
+        install what is missing (for the launch form and `GET /modeldeploy/engines`)."""
+        ...
+
+    def adapter_calls(self, action: str, name: str, path: str | None = None) -> list[EngineCall] | None:
+        """The requests that load (`add`) or unload (`remove`) a LoRA adapter on the running engine; None
+        when this engine cannot change its adapters at runtime (a capability, asked before any other check)."""
+        ...

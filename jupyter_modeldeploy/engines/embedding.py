@@ -11,7 +11,7 @@ import sys
 
 from ..config import DeploymentBase, EmbeddingConfig, export_config
 from . import progress, routes
-from .base import LaunchContext, LaunchPlan, ModelLimits
+from .base import EngineCall, EngineSettings, LaunchContext, LaunchPlan, ModelLimits
 
 CONFIG_FILE = "embedding-config.json"
 KEY_FILE = "engine.key"
@@ -21,6 +21,17 @@ class EmbeddingEngine:
     """Turns an `EmbeddingConfig` into the embedding server's command line and files."""
 
     kind = "embedding"
+
+    def availability(self, settings: EngineSettings) -> dict[str, object]:
+        """The project's embedding server, where sentence-transformers imports (here or in its own Python)."""
+        import importlib.util
+
+        available = importlib.util.find_spec("sentence_transformers") is not None or settings.embedding_python is not None
+        return {"available": available, "program": "embedding_server"}
+
+    def adapter_calls(self, action: str, name: str, path: str | None = None) -> list[EngineCall] | None:
+        """None: sentence-transformers models take no LoRA adapters here."""
+        return None
 
     def model_tasks(self, config: DeploymentBase) -> dict[str, str]:
         """Each model entry and its task (`embed`, or `rerank` for cross-encoders)."""

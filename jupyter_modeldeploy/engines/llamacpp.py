@@ -14,7 +14,15 @@ from pathlib import Path
 
 from ..config import LlamaCppConfig
 from . import progress, routes
-from .base import LLAMACPP_METRICS, EngineAddress, EngineUnavailable, LaunchContext, LaunchPlan
+from .base import (
+    LLAMACPP_METRICS,
+    EngineAddress,
+    EngineCall,
+    EngineSettings,
+    EngineUnavailable,
+    LaunchContext,
+    LaunchPlan,
+)
 from .hf import resolve_model_file
 from .llamacpp_install import find_llama_server
 
@@ -149,6 +157,23 @@ class LlamaCppEngine:
             path = Path(ctx.settings.llamacpp_server).expanduser()
             return path if path.is_file() else None
         return find_llama_server()
+
+    def availability(self, settings: EngineSettings) -> dict[str, object]:
+        """llama-server where it is built (or set), else the llama-cpp-python fallback server."""
+        from .llamacpp_install import find_llama_server
+
+        server = settings.llamacpp_server or (str(p) if (p := find_llama_server()) else None)
+        fallback = importlib.util.find_spec("llama_cpp") is not None or settings.llamacpp_python is not None
+        status: dict[str, object] = {"available": bool(server) or fallback, "program": "llama-server" if server else None}
+        if not server:
+            status["notes"] = ["llama-server is not built: run 'jupyter modeldeploy install-engine llamacpp'"]
+            if fallback:
+                status["program"] = "llama_cpp.server"
+        return status
+
+    def adapter_calls(self, action: str, name: str, path: str | None = None) -> list[EngineCall] | None:
+        """None: llama-server takes LoRA adapters at launch (`--lora`) only; it cannot load one at runtime."""
+        return None
 
     def model_tasks(self, config: LlamaCppConfig) -> dict[str, str]:  # type: ignore[override]
         """The alias and every additional model: embeddings in embedding mode, else chat."""

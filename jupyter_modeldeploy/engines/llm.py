@@ -23,7 +23,7 @@ from typing import Literal
 
 from ..config import DeploymentBase, LlmConfig
 from . import progress, routes
-from .base import VLLM_METRICS, EngineCall, EngineUnavailable, LaunchContext, LaunchPlan
+from .base import VLLM_METRICS, EngineCall, EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan
 from .vllm_install import find_vllm_python, nvidia_gpu_present, vllm_flavour
 
 VLLM_MODULE = "vllm.entrypoints.launchers.api_server.entry"
@@ -409,7 +409,14 @@ class LlmEngine:
             wake_calls=wake_calls(config, device),
         )
 
-    def adapter_calls(self, action: str, name: str, path: str | None = None) -> list[EngineCall]:
+    def availability(self, settings: EngineSettings) -> dict[str, object]:
+        """vLLM in its own environment (`vllm_python`, as `install-engine llm` makes it) or in this Python;
+        `program`: the module the launch plan runs."""
+        python = settings.vllm_python
+        return {"available": bool(python) or importlib.util.find_spec("vllm") is not None, "program": VLLM_MODULE,
+                "python": python}
+
+    def adapter_calls(self, action: str, name: str, path: str | None = None) -> list[EngineCall] | None:
         """Requests that load (action 'add') or unload ('remove') a LoRA adapter at runtime."""
         if action == "add":
             return [EngineCall("POST", LOAD_LORA_PATH, json={"lora_name": name, "lora_path": path})]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from ..gateway.proxy import ENDPOINT_PATTERN, EndpointHandler, Gateway, GatewayC
 from ..supervisor import Supervisor
 from ..supervisor.ray_placement import RaySettings
 from ..supervisor.tokens import TokenRegistry
+from .cleanup import clean_up_after_delete
 from .dashboard import dashboard_handlers
 from .handlers import api_handlers
 from .jupyter_ai_handlers import jupyter_ai_handlers
@@ -134,6 +136,7 @@ class ModelDeployApp(ExtensionApp):
         )
         supervisor.load()
         tokens = TokenRegistry(supervisor.store)
+        supervisor.changes.connect(functools.partial(clean_up_after_delete, tokens))
         self._report_store(supervisor)
         gateway = Gateway(
             supervisor,

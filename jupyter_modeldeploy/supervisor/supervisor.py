@@ -15,7 +15,6 @@ import secrets
 import socket
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from .placement import EngineHandle, LocalPlacement, Placement
 from .progress import LoadProgress
 from .ray_placement import ClusterUnavailable, RayCluster, RaySettings
 from .replicas import Replica, set_serving
+from .signals import DeploymentChange, Signal
 from .state import Event, InvalidTransition, Status, failure_reason, idle_limit_reached, serving_status, transition
 from .store import Store, StoredDeployment
 
@@ -159,7 +159,6 @@ class Supervisor:
         health_timeout_s: float = 900.0,
         stop_grace_s: float = 10.0,
         tick_s: float = 1.0,
-        on_change: Callable[[Deployment], None] | None = None,
         probe_interval_s: float = 1.0,
         probe_timeout_s: float = 2.0,
         probe_failures: int = 3,
@@ -180,7 +179,8 @@ class Supervisor:
         self.probe_failures = probe_failures
         self.unhealthy_limit_s = unhealthy_limit_s
         self.tick_s = tick_s
-        self.on_change = on_change
+        # Deployments created, changed in state or models, deleted: whoever acts on it subscribes.
+        self.changes: Signal[DeploymentChange] = Signal("deployment changes")
         state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(state_dir, 0o700)
         self.store = Store(state_dir / "deployments.sqlite")
@@ -344,6 +344,7 @@ class Supervisor:
         if not start:
             self._record(dep, Status.STOPPED, "created without launching")
         self.store.save(dep.to_stored())
+        self.changes.send(DeploymentChange("created", dep))
         if start:
             self._start(dep)
         return dep
@@ -370,6 +371,7 @@ class Supervisor:
         await self._stop(dep, "deleted")
         del self.deployments[dep.id]
         self.store.delete(dep.id)
+        self.changes.send(DeploymentChange("deleted", dep))
 
     async def clone(
         self, ref: str, name: str, overrides: dict[str, Any] | None = None, *, start: bool = True,
@@ -482,8 +484,7 @@ class Supervisor:
         self.store.save(dep.to_stored())
         changed, dep.changed = dep.changed, asyncio.Event()
         changed.set()  # wakes everything awaiting a change of this deployment
-        if self.on_change:
-            self.on_change(dep)
+        self.changes.send(DeploymentChange("state", dep))
         return True
 
     async def wait_for(self, dep: Deployment, statuses: set[Status] | tuple[Status, ...], timeout: float) -> bool:
@@ -828,9 +829,9 @@ class Supervisor:
     async def adapter(self, ref: str, action: str, name: str, path: str | None = None) -> Deployment:
         """Load ('add') or unload ('remove') a LoRA adapter on a running deployment; kept in its config."""
         dep = self.get(ref)
-        hook = getattr(self.engine(dep.kind), "adapter_calls", None)  # engines with runtime LoRA have it
+        calls = self.engine(dep.kind).adapter_calls(action, name, path)  # None: the engine loads none at runtime
         exported = export_config(dep.config)
-        if hook is None or not exported.get("enable_lora"):
+        if calls is None or not exported.get("enable_lora"):
             raise DeploymentError(f"deployment {dep.name!r} does not serve LoRA adapters (enable_lora is off)", 400)
         if not dep.status.serving:
             raise DeploymentError(f"deployment {dep.name!r} is {dep.status.value}; adapters change on a serving engine", 409)
@@ -845,7 +846,7 @@ class Supervisor:
             raise DeploymentError(f"no adapter {name!r}; served adapters: {', '.join(names) or 'none'}", 404)
         await self.ensure_ready(dep)
         try:
-            await self._engine_calls(dep, hook(action, name, path))
+            await self._engine_calls(dep, calls)
         except RuntimeError as exc:
             raise DeploymentError(f"the engine refused: {exc}", 422) from None
         if action == "add":
@@ -857,8 +858,9 @@ class Supervisor:
             if dep.plan and name in dep.plan.models:
                 dep.plan.models.remove(name)
         dep.config = parse_config({**export_config(dep.config, include_secrets=True), "lora_modules": modules})
-        dep.model_tasks = self.engine(dep.kind).model_tasks(dep.config)  # type: ignore[attr-defined]
+        dep.model_tasks = self.engine(dep.kind).model_tasks(dep.config)
         self.store.save(dep.to_stored())
+        self.changes.send(DeploymentChange("models", dep))
         return dep
 
     async def _tick_forever(self) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from .keys import hash_key, new_token
+from .signals import Signal, TokenChange, TokenChangeKind
 from .store import Store
 
 Role = Literal["inference", "read"]
@@ -104,7 +105,8 @@ class TokenRegistry:
         self._by_id: dict[str, TokenInfo] = {}
         self._hash_of: dict[str, str] = {}
         self._used: dict[str, float] = {}  # last-used times not yet written
-        self.on_change: Callable[[], None] | None = None  # called when a token changes, is revoked or dropped
+        # Keys created, changed, revoked or dropped with their deployment: whoever acts on it subscribes.
+        self.changes: Signal[TokenChange] = Signal("key changes")
         for row in store.tokens():
             info = _from_row(row)
             self._index(row["hash"], info)
@@ -144,6 +146,7 @@ class TokenRegistry:
         digest = hash_key(token)
         self.store.add_token({**info.to_json(), "hash": digest})
         self._index(digest, info)
+        self.changes.send(TokenChange("created", info))
         return token, info
 
     def list(self) -> list[TokenInfo]:
@@ -154,15 +157,11 @@ class TokenRegistry:
         """One token by id; KeyError when unknown."""
         return self._by_id[token_id]
 
-    def _replace(self, info: TokenInfo, **changes: Any) -> TokenInfo:
+    def _replace(self, info: TokenInfo, kind: TokenChangeKind, **changes: Any) -> TokenInfo:
         new = replace(info, **changes)
         self._index(self._hash_of[info.id], new)
-        self._changed()
+        self.changes.send(TokenChange(kind, new))
         return new
-
-    def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change()
 
     def update(self, token_id: str, *, name: str | None = None, expires_at: float | None = None,
                clear_expiry: bool = False, quotas: Quotas | None = None, clear_quotas: bool = False) -> TokenInfo:
@@ -175,7 +174,7 @@ class TokenRegistry:
             changes["name"] = name
         if expires_at is not None or clear_expiry:
             changes["expires_at"] = expires_at
-        new = self._replace(info, **changes)
+        new = self._replace(info, "changed", **changes)
         self.store.update_token(self._row(new))
         return new
 
@@ -188,7 +187,7 @@ class TokenRegistry:
         if info.revoked_at is None:
             now = time.time()
             self.store.revoke_token(token_id, now)
-            return self._replace(info, revoked_at=now)
+            return self._replace(info, "revoked", revoked_at=now)
         return info
 
     def lookup(self, token: str) -> TokenInfo | None:
@@ -215,4 +214,4 @@ class TokenRegistry:
                 del self._by_hash[digest]
                 self._by_id.pop(info.id, None)
                 self._hash_of.pop(info.id, None)
-        self._changed()
+                self.changes.send(TokenChange("dropped", info))

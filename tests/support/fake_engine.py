@@ -159,6 +159,10 @@ class FakeEngine:
         """One chat model, served under the deployment's name."""
         return {config.name: "chat"}
 
+    def adapter_calls(self, action, name, path=None):  # type: ignore[no-untyped-def]
+        """None: the fake engine loads no adapters at runtime."""
+        return None
+
     def plan(self, config, ctx):  # type: ignore[no-untyped-def]
         from jupyter_modeldeploy.engines import EngineAddress, LaunchPlan, routes
         from jupyter_modeldeploy.engines.base import EngineCall

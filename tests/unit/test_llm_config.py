@@ -517,3 +517,12 @@ def test_engine_sleep_calls_follow_the_device(tmp_path: Path) -> None:
     assert [c.path for c in on_gpu.sleep_calls] == ["/sleep"]
     assert on_gpu.wake_calls[0].path == "/wake_up"
     assert on_cpu.sleep_calls == [] and on_cpu.wake_calls == []
+
+
+def test_availability_names_the_module_the_plan_runs(tmp_path: Path) -> None:
+    """What `GET /modeldeploy/engines` says vLLM runs is what a launch runs, in the Python install-engine made."""
+    settings = EngineSettings(vllm_python="/venvs/vllm/bin/python")
+    status = ENGINE.availability(settings)
+    plan = ENGINE.plan(make(), LaunchContext(8123, "engine-key", tmp_path, settings))
+    assert status["available"] and status["python"] == plan.argv[0]
+    assert plan.argv[1:3] == ["-m", status["program"]]

@@ -8,7 +8,15 @@ import pytest
 
 from jupyter_modeldeploy.engines.base import EngineAddress
 from jupyter_modeldeploy.gateway.relay.protocol import (
-    PROTOCOL_VERSION, Ack, Ended, Job, Message, Outcome, ProtocolError, decode, encode,
+    PROTOCOL_VERSION,
+    Ack,
+    Ended,
+    Job,
+    Message,
+    Outcome,
+    ProtocolError,
+    decode,
+    encode,
 )
 
 MESSAGES: list[Message] = [
