@@ -29,7 +29,8 @@ from .replicas import Replica, ReplicaState, set_down, set_serving
 from .state import Event, Status
 
 if TYPE_CHECKING:
-    from .supervisor import Deployment, Supervisor
+    from .deployment import Deployment
+    from .run import RunHost
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ STATS_EVERY = 5  # ticks between resource samples of each replica
 class RayRun:
     """Drives one Ray deployment from launch to its end."""
 
-    def __init__(self, supervisor: Supervisor, dep: Deployment, cluster: RayCluster):
+    def __init__(self, supervisor: RunHost, dep: Deployment, cluster: RayCluster):
         self.sup = supervisor
         self.dep = dep
         self.cluster = cluster
@@ -65,10 +66,10 @@ class RayRun:
         try:
             await self.cluster.connect(self.placement.ray_address)
         except ClusterUnavailable as exc:
-            sup._finish(dep, Event.CRASHED, str(exc))
+            sup.finish(dep, Event.CRASHED, str(exc))
             return
         if dep.ending is not None:
-            sup._finish(dep, dep.ending.outcome, dep.ending.reason)
+            sup.finish(dep, dep.ending.outcome, dep.ending.reason)
             return
         adopted = await self._adopt() if reattach else 0
         if not adopted:
@@ -108,7 +109,7 @@ class RayRun:
             if any(r.in_rotation for r in dep.replicas):
                 dep.log.append(f"[modeldeploy] a replica serves after {time.time() - (dep.started_at or time.time()):.1f} s")
                 dep.last_activity_at = time.time()
-                sup._fire(dep, Event.READY)
+                sup.fire(dep, Event.READY)
                 return True
             if not self.actors:
                 await self._end(Event.CRASHED, "no replica could start: " + "; ".join(self.failures.values()))
@@ -277,9 +278,9 @@ class RayRun:
         dep, sup = self.dep, self.sup
         serving = any(r.in_rotation for r in dep.replicas)
         if dep.status in (Status.ACTIVE, Status.IDLE) and not serving and dep.replicas:
-            sup._fire(dep, Event.PROBE_FAILED, "no replica is serving: " + self._pending_reasons())
+            sup.fire(dep, Event.PROBE_FAILED, "no replica is serving: " + self._pending_reasons())
         elif dep.status is Status.UNHEALTHY and serving:
-            sup._fire(dep, Event.PROBE_OK)
+            sup.fire(dep, Event.PROBE_OK)
 
     # Scaling -----------------------------------------------------------------------------
 
@@ -301,10 +302,10 @@ class RayRun:
             victim = min((r for r in dep.replicas if r.id not in self._removing),
                          key=lambda r: (r.in_rotation, r.in_flight))
             dep.log.append(f"[modeldeploy] scaling down to {wanted} replica(s)")
-            self.sup._spawn(self._remove(victim))
+            self.sup.spawn(self._remove(victim))
             if wanted == 0:
-                self.sup._fire(dep, Event.QUIET)
-                self.sup._fire(dep, Event.SLEPT, "scaled to zero replicas: the next request starts one")
+                self.sup.fire(dep, Event.QUIET)
+                self.sup.fire(dep, Event.SLEPT, "scaled to zero replicas: the next request starts one")
 
     async def _remove(self, replica: Replica, *, drain_s: float | None = None) -> None:
         """Out of rotation, its requests finished (up to `drain_s`), then its actor ended."""
@@ -356,8 +357,8 @@ class RayRun:
         dep.replicas = []
         ending = dep.ending
         if outcome is not None and ending is None:
-            sup._finish(dep, outcome, reason or "ended")
+            sup.finish(dep, outcome, reason or "ended")
         elif ending is not None:
-            sup._finish(dep, ending.outcome, ending.reason)
+            sup.finish(dep, ending.outcome, ending.reason)
         else:
-            sup._finish(dep, Event.EXITED, "ended")
+            sup.finish(dep, Event.EXITED, "ended")

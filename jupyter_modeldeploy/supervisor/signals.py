@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 if TYPE_CHECKING:
-    from .supervisor import Deployment
+    from .deployment import Deployment
     from .tokens import TokenInfo
 
 log = logging.getLogger(__name__)

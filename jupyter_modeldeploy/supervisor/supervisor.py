@@ -12,140 +12,35 @@ import asyncio
 import logging
 import os
 import secrets
-import socket
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from ..config import ConfigError, DeploymentBase, export_config, parse_config
-from ..engines import Engine, EngineAddress, EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan, get_engine
-from ..engines.hf import ModelNotFound
-from ..engines.progress import STARTING
+from ..engines import Engine, EngineSettings, LaunchContext, LaunchPlan, get_engine
 from . import restart
+from .deployment import Deployment, DeploymentError, Ending
 from .engine_http import EngineHttp
 from .keys import hash_key
+from .local_run import LocalRun
 from .logbuffer import MASK, LogBuffer
-from .placement import EngineHandle, LocalPlacement, Placement
+from .placement import LocalPlacement, Placement
 from .progress import LoadProgress
 from .ray_placement import ClusterUnavailable, RayCluster, RaySettings
-from .replicas import Replica, set_serving
+from .replicas import Replica
 from .signals import DeploymentChange, Signal
-from .state import Event, InvalidTransition, Status, failure_reason, idle_limit_reached, serving_status, transition
-from .store import Store, StoredDeployment
+from .state import Event, InvalidTransition, Status, idle_limit_reached, serving_status, transition
+from .store import Store
+
+__all__ = ["Deployment", "DeploymentError", "Ending", "Supervisor"]
 
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 200
-SOCKET_NAME = "engine.sock"  # llama-server takes a Unix socket for a host ending in '.sock'
-MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
-# Variables of the Jupyter server that an engine has no business seeing.
-SCRUBBED_ENV = ("JUPYTER_TOKEN", "JPY_API_TOKEN", "JUPYTERHUB_API_TOKEN", "JPY_SESSION_NAME")
-
-
-class DeploymentError(Exception):
-    """A request the supervisor refuses; `status` is the HTTP status that fits it."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(frozen=True)
-class Ending:
-    """A stop under way: the reason to record and the event that ends the run."""
-
-    reason: str
-    outcome: Event = Event.EXITED  # EXITED: stopped; PARKED: sleeping, relaunched on demand; CRASHED: failed
-    reason_from_log: bool = False  # failed: the reason is the engine's exit and last log lines
-
-
-@dataclass
-class Deployment:
-    """One deployment: its configuration, status and (while live) its engine process."""
-
-    id: str
-    config: DeploymentBase
-    route: str
-    work_dir: Path
-    log: LogBuffer
-    api_key_hash: str | None = None
-    status: Status = Status.STOPPED
-    status_reason: str | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    created_at: float = field(default_factory=time.time)
-    started_at: float | None = None
-    stopped_at: float | None = None
-    exit_code: int | None = None
-    last_activity_at: float = field(default_factory=time.time)
-    in_flight: int = 0
-    port: int | None = None
-    listen: EngineAddress | None = None  # where the engine listens, from its launch plan
-    engine_key: str | None = None
-    plan: LaunchPlan | None = None
-    process: EngineHandle | None = None
-    task: asyncio.Task[None] | None = None
-    ending: Ending | None = None  # while stopping: why, and the state the run ends in
-    health_task: asyncio.Task[None] | None = None
-    idle_task: asyncio.Future[None] | None = None  # the idle-limit action under way
-    wake_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) at every status change
-    replicas: list[Replica] = field(default_factory=list)  # the engines serving it (one, on this host, for local)
-    ray_run: Any = None  # RayRun while a Ray deployment runs
-    reattach: bool = False  # at the next start: take over the Ray replicas a previous server left running
-    progress: LoadProgress | None = None  # the phases of the current (or last) launch
-
-    @property
-    def universal_memory(self) -> bool:
-        """Whether idle time should free memory (sleep, or stop and relaunch) rather than just stop."""
-        return bool(self.config.cpu_offload or self.config.disk_swap)
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def kind(self) -> str:
-        return self.config.kind  # type: ignore[attr-defined]
-
-    @property
-    def address(self) -> EngineAddress | None:
-        """Where the engine listens, while its process runs (a Ray deployment: a serving replica's)."""
-        if self.on_ray:
-            return next((r.address for r in self.replicas if r.in_rotation), None)
-        return self.listen if self.process is not None and self.status.live else None
-
-    @property
-    def on_ray(self) -> bool:
-        """Whether its replicas run on a Ray cluster."""
-        return bool(self.config.placement.on_ray)
-
-    model_tasks: dict[str, str] = field(default_factory=dict)  # served name -> chat/embed/rerank (the engine's word)
-
-    @property
-    def models(self) -> list[str]:
-        """Model names the engine serves (while it runs: its plan's; else what the config declares)."""
-        return list(self.plan.models) if self.plan else list(self.model_tasks)
-
-    def to_stored(self) -> StoredDeployment:
-        config = export_config(self.config, include_secrets=True)
-        config.pop("api_key", None)  # kept only as api_key_hash
-        return StoredDeployment(
-            id=self.id, name=self.name, kind=self.kind, config=config, route=self.route,
-            status=self.status.value, status_reason=self.status_reason, history=self.history,
-            created_at=self.created_at, started_at=self.started_at, stopped_at=self.stopped_at,
-            exit_code=self.exit_code, last_activity_at=self.last_activity_at, api_key_hash=self.api_key_hash,
-        )
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Supervisor:
@@ -208,7 +103,7 @@ class Supervisor:
                 dep.reattach = False
                 self._start(dep, reattach=True)
         if self._release_on_start:
-            self._spawn(self._release_left_replicas(self._release_on_start))
+            self.spawn(self._release_left_replicas(self._release_on_start))
             self._release_on_start = set()
         if self._ticker is None:
             self._ticker = asyncio.ensure_future(self._tick_forever())
@@ -425,7 +320,7 @@ class Supervisor:
         dep.in_flight += 1
         dep.last_activity_at = time.time()
         if dep.status is Status.IDLE:
-            self._fire(dep, Event.BUSY)
+            self.fire(dep, Event.BUSY)
 
     def replica_unreachable(self, dep: Deployment, replica: Replica, reason: str) -> None:
         """The gateway could not connect to a replica (a Ray replica leaves the rotation at once)."""
@@ -469,7 +364,7 @@ class Supervisor:
         """The engine of a deployment kind: an injected one, else the built-in one."""
         return self.engines.get(kind) or get_engine(kind)
 
-    def _fire(self, dep: Deployment, event: Event, reason: str | None = None) -> bool:
+    def fire(self, dep: Deployment, event: Event, reason: str | None = None) -> bool:
         """Apply an event to a deployment's state; False (and nothing changes) when its state does not take it."""
         try:
             status = transition(dep.status, event)
@@ -511,7 +406,7 @@ class Supervisor:
         dep.plan = None
         dep.progress = LoadProgress(started_at=dep.started_at)
         dep.replicas = []
-        self._fire(dep, Event.LAUNCH, "re-attaching its Ray replicas" if reattach else None)
+        self.fire(dep, Event.LAUNCH, "re-attaching its Ray replicas" if reattach else None)
         dep.task = asyncio.ensure_future(self._run(dep, reattach=reattach))
 
     async def _run(self, dep: Deployment, *, reattach: bool = False) -> None:
@@ -522,168 +417,18 @@ class Supervisor:
                 dep.ray_run = RayRun(self, dep, self.ray)
                 await dep.ray_run.run(reattach=reattach)
             else:
-                await self._run_engine(dep)
+                await LocalRun(self, dep).run()
         except Exception as exc:  # a bug must show as a failed deployment, not vanish
             log.exception("deployment %s crashed", dep.id)
-            self._finish(dep, Event.CRASHED, f"internal error: {type(exc).__name__}: {exc}")
+            self.finish(dep, Event.CRASHED, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             if not (dep.ray_run is not None and dep.ray_run.detached):
                 dep.ray_run = None
 
-    async def _run_engine(self, dep: Deployment) -> None:
-        dep.port = free_port()
-        dep.engine_key = secrets.token_urlsafe(24)
-        socket_path = self._socket_path(dep)
-        loop = asyncio.get_running_loop()
-        progress = dep.progress
-
-        def downloaded(done: int, total: int | None) -> None:  # from the planning thread
-            if progress is not None:
-                loop.call_soon_threadsafe(progress.downloaded, done, total, time.time())
-
-        ctx = LaunchContext(port=dep.port, engine_key=dep.engine_key, work_dir=dep.work_dir, settings=self.settings,
-                            socket_path=socket_path, on_download=downloaded)
-        engine = self.engine(dep.kind)
-        try:
-            plan = await loop.run_in_executor(None, engine.plan, dep.config, ctx)
-        except (EngineUnavailable, ModelNotFound, FileNotFoundError, ValueError) as exc:
-            self._finish(dep, Event.CRASHED, f"cannot launch: {exc}")
-            return
-        if dep.ending is not None:  # stopped while planning
-            self._finish(dep, dep.ending.outcome, dep.ending.reason)
-            return
-        dep.plan = plan
-        dep.listen = plan.listen or EngineAddress(port=dep.port)
-        dep.log.set_secrets(plan.secrets + [dep.engine_key])
-        for name, content in plan.files.items():
-            path = dep.work_dir / name
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(content)
-        env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
-        env.update(plan.env)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        dep.log.append(f"[modeldeploy] starting {Path(plan.argv[0]).name} on {dep.listen.describe()}")
-        for note in plan.notes:
-            dep.log.append(f"[modeldeploy] note: {note}")
-        if progress is not None:
-            progress.enter(STARTING, time.time())
-        try:
-            handle = await self.placement.start(plan.argv, env, dep.work_dir, grace_s=self.stop_grace_s)
-        except OSError as exc:
-            self._finish(dep, Event.CRASHED, f"cannot start the engine: {exc.strerror or exc}")
-            return
-        dep.process = handle
-        pump = asyncio.ensure_future(self._pump(dep, handle))
-        phase = "loading"
-        if await self._wait_healthy(dep, handle, plan):
-            phase = "serving"
-            dep.log.append(f"[modeldeploy] healthy after {time.time() - (dep.started_at or time.time()):.1f} s: serving")
-            dep.last_activity_at = time.time()
-            phases = progress.finish(time.time()) if progress is not None else []
-            dep.replicas = [Replica(id="local", address=dep.listen, engine_key=dep.engine_key, node=socket.gethostname(),
-                                    node_ip="127.0.0.1", pid=handle.pid)]
-            set_serving(dep.replicas[0])
-            self._fire(dep, Event.READY)
-            if phases and dep.history and dep.history[-1]["status"] == Status.ACTIVE.value:
-                dep.history[-1]["phases"] = phases  # elapsed time per loading phase, kept in the status history
-                self.store.save(dep.to_stored())
-            dep.health_task = asyncio.ensure_future(self._watch_health(dep, handle, plan))
-        elif handle.returncode is None and dep.ending is None:
-            dep.log.append(f"[modeldeploy] not healthy within {self.health_timeout_s:g} s; stopping it")
-            self._begin_stop(dep, Ending(f"not healthy within {self.health_timeout_s:g} s", Event.CRASHED,
-                                         reason_from_log=True))
-            await handle.terminate(self.stop_grace_s)
-        code = await handle.wait()
-        await pump
-        if dep.health_task is not None:
-            dep.health_task.cancel()
-            dep.health_task = None
-        for note in handle.notes:
-            dep.log.append(f"[modeldeploy] {note}")
-        dep.exit_code = code
-        ending = dep.ending
-        if ending is None:
-            self._finish(dep, Event.CRASHED, failure_reason(code, dep.log.tail(8), during=phase))
-        elif ending.reason_from_log:
-            self._finish(dep, ending.outcome, failure_reason(code, dep.log.tail(8), during=phase))
-        else:
-            self._finish(dep, ending.outcome, ending.reason)
-
-    async def _pump(self, dep: Deployment, handle: EngineHandle) -> None:
-        patterns = dep.plan.progress if dep.plan else []
-        async for line in handle.lines():
-            dep.log.append(line)
-            if dep.progress is not None and dep.status is Status.LOADING and patterns:
-                dep.progress.line(patterns, line, time.time())
-
-    def _socket_path(self, dep: Deployment) -> Path:
-        """The engine's Unix socket: in its 0700 work folder, or a private temp folder if that path is too long."""
-        path = dep.work_dir / SOCKET_NAME
-        if len(str(path)) > MAX_SOCKET_PATH:
-            path = Path(tempfile.mkdtemp(prefix="md-")) / SOCKET_NAME  # mkdtemp makes it 0700
-        if path.exists() or path.is_symlink():
-            path.unlink()
-        return path
-
-    async def _probe(self, dep: Deployment, plan: LaunchPlan, timeout: float) -> bool:
-        """One health request to the engine: True when it answered 200."""
-        if dep.listen is None:
-            return False
-        try:
-            response = await self.engine_http.request(dep.listen, dep.engine_key, "GET", plan.health_path, timeout=timeout)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
-
-    async def _watch_health(self, dep: Deployment, handle: EngineHandle, plan: LaunchPlan) -> None:
-        """While serving: probe health; unhealthy after missed probes, serving again on an answer, ended when hung."""
-        misses = 0
-        unhealthy_since: float | None = None
-        while handle.returncode is None and dep.ending is None:
-            await asyncio.sleep(self.probe_interval_s)
-            if dep.ending is not None or handle.returncode is not None:
-                return
-            if await self._probe(dep, plan, self.probe_timeout_s):
-                misses = 0
-                if dep.status is Status.UNHEALTHY:
-                    dep.log.append("[modeldeploy] health checks answered again: serving")
-                    unhealthy_since = None
-                    self._fire(dep, Event.PROBE_OK)
-                continue
-            misses += 1
-            if misses == self.probe_failures:
-                reason = f"no answer to {misses} health checks in a row"
-                if self._fire(dep, Event.PROBE_FAILED, reason):
-                    unhealthy_since = time.monotonic()
-                    dep.log.append(f"[modeldeploy] unhealthy: {reason}; requests get 503 until it answers")
-            if unhealthy_since is not None and time.monotonic() - unhealthy_since >= self.unhealthy_limit_s:
-                reason = f"the engine stopped answering health checks for {self.unhealthy_limit_s:g} s and was stopped"
-                dep.log.append(f"[modeldeploy] {reason}")
-                self._begin_stop(dep, Ending(reason, Event.CRASHED))
-                await handle.terminate(self.stop_grace_s)
-                return
-
-    async def _wait_healthy(self, dep: Deployment, handle: EngineHandle, plan: LaunchPlan) -> bool:
-        deadline = time.monotonic() + self.health_timeout_s
-        delay = 0.1
-        exited = asyncio.ensure_future(handle.wait())
-        try:
-            while time.monotonic() < deadline:
-                if exited.done() or dep.ending is not None:
-                    return False
-                if await self._probe(dep, plan, 2.0):
-                    return True
-                await asyncio.wait([exited], timeout=delay)  # back off, but notice an exit at once
-                delay = min(delay * 1.5, 1.0)
-            return False
-        finally:
-            if not exited.done():
-                exited.cancel()
-
-    def _begin_stop(self, dep: Deployment, ending: Ending) -> None:
+    def begin_stop(self, dep: Deployment, ending: Ending) -> None:
+        """A stop is under way: why, and the state the run ends in (`RunHost`)."""
         dep.ending = ending
-        self._fire(dep, Event.STOP, ending.reason if ending.outcome is not Event.CRASHED else None)
+        self.fire(dep, Event.STOP, ending.reason if ending.outcome is not Event.CRASHED else None)
 
     async def _stop(self, dep: Deployment, reason: str, outcome: Event = Event.EXITED) -> None:
         """Stop the engine and await the end of its run (the state then is `outcome`'s)."""
@@ -695,34 +440,35 @@ class Supervisor:
             return
         if dep.process is None and dep.status is Status.SLEEPING and dep.ray_run is None:
             # Parked (its engine was stopped to free memory): nothing runs, so it just stops.
-            self._fire(dep, Event.STOP, reason)
-            self._fire(dep, Event.EXITED, reason)
+            self.fire(dep, Event.STOP, reason)
+            self.fire(dep, Event.EXITED, reason)
             return
-        self._begin_stop(dep, Ending(reason, outcome))
+        self.begin_stop(dep, Ending(reason, outcome))
         if dep.process is not None:
             await dep.process.terminate(self.stop_grace_s)
         if dep.task is not None:
             await asyncio.gather(dep.task, return_exceptions=True)
 
-    def _finish(self, dep: Deployment, event: Event, reason: str) -> None:
+    def finish(self, dep: Deployment, event: Event, reason: str) -> None:
+        """A run ended: record it, forget its engine address, restart a crashed engine by its policy (`RunHost`)."""
         dep.stopped_at = time.time()
         dep.in_flight = 0
         dep.process = None
         dep.replicas = []
         if dep.listen is not None:
-            self._spawn(self.engine_http.forget(dep.listen))
+            self.spawn(self.engine_http.forget(dep.listen))
             if dep.listen.socket_path:
                 Path(dep.listen.socket_path).unlink(missing_ok=True)
         delay = None
         if event is Event.CRASHED and dep.exit_code is not None:  # the engine ran, and crashed
             delay, reason = self._crash_policy(dep, reason)
-        if not self._fire(dep, event, reason) and event is not Event.CRASHED:
-            self._fire(dep, Event.CRASHED, reason)  # a state that cannot end that way still ends
+        if not self.fire(dep, event, reason) and event is not Event.CRASHED:
+            self.fire(dep, Event.CRASHED, reason)  # a state that cannot end that way still ends
         dep.log.append(f"[modeldeploy] {dep.status.value}: {reason.splitlines()[0]}")
         dep.ending = None
         dep.log.close_followers()
         if delay is not None:
-            self._spawn(self._restart_later(dep, delay, dep.started_at))
+            self.spawn(self._restart_later(dep, delay, dep.started_at))
 
     def _crash_policy(self, dep: Deployment, reason: str) -> tuple[float | None, str]:
         """After a crash: the restart delay (None: no restart) and the reason with what follows."""
@@ -743,7 +489,8 @@ class Supervisor:
         dep.log.append(f"[modeldeploy] restarting the crashed engine (restart: {dep.config.restart})")
         self._start(dep)
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a coroutine in the background, kept alive until it ends (`RunHost`)."""
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -762,7 +509,7 @@ class Supervisor:
             async with dep.wake_lock:
                 if dep.in_flight or dep.status not in (Status.ACTIVE, Status.IDLE):
                     return
-                self._fire(dep, Event.QUIET)  # the idle limit passed: it is idle, whatever the report interval
+                self.fire(dep, Event.QUIET)  # the idle limit passed: it is idle, whatever the report interval
                 try:
                     await self._engine_calls(dep, calls)
                 except (httpx.HTTPError, RuntimeError) as exc:
@@ -770,7 +517,7 @@ class Supervisor:
                     await self._stop(dep, reason)
                     return
                 dep.log.append(f"[modeldeploy] {reason}: engine put to sleep; the next request wakes it")
-                self._fire(dep, Event.SLEPT, "memory freed until the next request")
+                self.fire(dep, Event.SLEPT, "memory freed until the next request")
             return
         await self._stop(dep, f"{reason}; stopped to free memory (the engine has no sleep mode): the next request "
                               "relaunches it", Event.PARKED)
@@ -786,16 +533,16 @@ class Supervisor:
             if dep.status is not Status.SLEEPING:
                 return  # another request woke it while this one waited
             if dep.ray_run is not None:
-                self._fire(dep, Event.WAKE)
+                self.fire(dep, Event.WAKE)
                 if await dep.ray_run.wake():
                     dep.last_activity_at = time.time()
-                    self._fire(dep, Event.WOKE)
+                    self.fire(dep, Event.WOKE)
                 elif dep.ending is None:
                     await self._stop(dep, "no replica could start for an incoming request: "
                                           + dep.ray_run._pending_reasons(), Event.CRASHED)
                 return
             if dep.process is not None:
-                self._fire(dep, Event.WAKE)
+                self.fire(dep, Event.WAKE)
                 started = time.monotonic()
                 try:
                     await self._engine_calls(dep, dep.plan.wake_calls if dep.plan else [])
@@ -805,7 +552,7 @@ class Supervisor:
                     return
                 dep.log.append(f"[modeldeploy] woken in {time.monotonic() - started:.1f} s")
                 dep.last_activity_at = time.time()
-                self._fire(dep, Event.WOKE)
+                self.fire(dep, Event.WOKE)
                 return
             dep.log.append("[modeldeploy] relaunching for an incoming request")
             self._start(dep)
@@ -891,4 +638,4 @@ class Supervisor:
                 report_interval_s=cfg.last_action_report_interval_s,
             )
             if status is not dep.status:
-                self._fire(dep, Event.BUSY if status is Status.ACTIVE else Event.QUIET)
+                self.fire(dep, Event.BUSY if status is Status.ACTIVE else Event.QUIET)
