@@ -140,6 +140,8 @@ class LaunchPlan:
     files: dict[str, str] = field(default_factory=dict)  # name -> content written to work_dir (0600)
     stream_usage: bool = False  # ask for usage in streams (stream_options.include_usage)
     model_status_path: str | None = None  # where a multi-model engine lists its models' states
+    # The engine's words for a model's state there, in ours (on_device, on_disk, loading); others pass as they are.
+    model_state_words: dict[str, str] = field(default_factory=dict)
     # The engine serves each model under `/<model>/...` itself: the gateway forwards a model's URL
     # segment as it is instead of moving the model into the JSON body (which a GET or a non-JSON
     # body cannot carry).

@@ -144,6 +144,10 @@ def _fallback_python(ctx: LaunchContext) -> str | None:
     return None
 
 
+#: llama-server's router mode: a model's `status.value` in `/v1/models`, in the project's words.
+ROUTER_STATE_WORDS = {"loaded": "on_device", "unloaded": "on_disk", "loading": "loading"}
+
+
 class LlamaCppEngine:
     """Plans `llama-server` launches (or the llama-cpp-python fallback)."""
 
@@ -273,6 +277,7 @@ class LlamaCppEngine:
             secrets=secrets,
             files={"engine.key": ctx.engine_key + "\n"},
             model_status_path="/v1/models",
+            model_state_words=ROUTER_STATE_WORDS,
             routes=routes.LLAMA_SERVER,
             listen=ctx.address,
             max_concurrent_requests=config.max_concurrent_requests,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..config import LlamaCppConfig
 from . import gguf, locate, safetensors
 
 MiB = 1024 * 1024
@@ -73,15 +74,15 @@ def _unknown(note: str) -> Estimate:
 
 # llama.cpp ---------------------------------------------------------------------------------
 
-def llamacpp(config: Any, *, gpu: bool) -> Estimate:
+def llamacpp(config: LlamaCppConfig, *, gpu: bool) -> Estimate:
     """llama-server: the GGUF's tensors, the f16 KV cache for ctx_size, compute buffers, the runtime."""
-    files = [config.model, *getattr(config, "additional_models", [])]
+    files = [config.model, *config.additional_models]
     paths = [locate.gguf_file(f) for f in files]
     missing = [f for f, p in zip(files, paths) if p is None]
     if missing:
         return _unknown(f"{missing[0]} is not on this server yet (not downloaded): its size is unknown")
     est = Estimate()
-    if getattr(config, "cli_args", None):
+    if config.cli_args:
         est.notes.append("cli_args is set: the estimate uses the model's defaults, not those arguments")
     biggest: dict[str, int] = {}
     weights = 0
@@ -97,10 +98,10 @@ def llamacpp(config: Any, *, gpu: bool) -> Estimate:
     n_ctx = config.ctx_size or arch["n_ctx_train"] or 4096
     n_ctx = int(math.ceil(n_ctx / 256) * 256)  # llama.cpp pads the context to 256 cells
     kv = arch["n_layer"] * n_ctx * arch["n_head_kv"] * (arch["key_length"] + arch["value_length"]) * KV_BYTES
-    slots = max(1, int(getattr(config, "parallel", 1) or 1))
+    slots = max(1, int(config.parallel or 1))
     compute = LLAMACPP_UBATCH * 4 * (2 * arch["n_ff"] + 6 * arch["n_embd"]) + arch["n_vocab"] * 4 * slots
     layers = arch["n_layer"] + 1  # the output layer counts as one
-    offload = min(max(int(getattr(config, "n_gpu_layers", 0) or 0), 0), layers) / layers if gpu else 0.0
+    offload = min(max(int(config.n_gpu_layers or 0), 0), layers) / layers if gpu else 0.0
     est.add("weights (GGUF tensors)", weights * (1 - offload))
     est.add("weights on the GPU", weights * offload, "gpu")
     est.add(f"KV cache ({n_ctx} tokens, f16)", kv * (1 - offload))
@@ -194,7 +195,7 @@ def llm(config: Any, *, gpu: bool, gpu_total_bytes: int = 0, cpu_kv_gib: int = 1
 def estimate(config: Any, *, gpu: bool = False, gpu_total_bytes: int = 0) -> Estimate:
     """The estimate for any kind; an unreadable model file gives an unknown estimate saying why."""
     try:
-        if config.kind == "llamacpp":
+        if isinstance(config, LlamaCppConfig):
             return llamacpp(config, gpu=gpu)
         if config.kind == "embedding":
             return embedding(config, gpu=gpu)

@@ -69,10 +69,6 @@ def parse_engine_metrics(text: str, wanted: frozenset[str]) -> dict[str, float]:
     return values
 
 
-# llama.cpp router model status -> our model states.
-ROUTER_STATES = {"loaded": "on_device", "unloaded": "on_disk", "loading": "loading"}
-
-
 class DeploymentSeries:
     """Everything the hub keeps for one deployment."""
 
@@ -257,7 +253,7 @@ class MetricsHub:
             value = status.get("value") if isinstance(status, dict) else None
             if not isinstance(value, str):
                 continue
-            state = ROUTER_STATES.get(value, value)
+            state = dep.plan.model_state_words.get(value, value)
             previous = series.model_states.get(item["id"], {})
             swaps = previous.get("swaps", 0)
             if state == "on_device" and previous.get("state") not in (None, "on_device"):
