@@ -92,9 +92,11 @@ class ModelDeployClient:
 
     @property
     def api(self) -> str:
+        """The REST API's path under the server URL, `api/modeldeploy`."""
         return "api/modeldeploy"
 
     def close(self) -> None:
+        """Close the HTTP connections; the client cannot be used afterwards."""
         self.http.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -121,21 +123,27 @@ class ModelDeployClient:
     # Read ---------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """The server's state: version, kinds, engines available, GPU presence, deployments per status."""
         return self._request("GET", "status")
 
     def schemas(self, kind: str | None = None) -> dict[str, Any]:
+        """The JSON Schema of every kind's configuration, or of one `kind` (ModelDeployError 404 when unknown)."""
         return self._request("GET", f"schemas/{kind}" if kind else "schemas")
 
     def list(self) -> list[dict[str, Any]]:
+        """The record of every deployment, live or not, oldest first."""
         return self._request("GET", "deployments")["deployments"]
 
     def get(self, ref: str) -> dict[str, Any]:
+        """One deployment's record, by id or name (the live one first); ModelDeployError 404 when there is none."""
         return self._request("GET", f"deployments/{ref}")
 
     def export(self, ref: str, *, include_secrets: bool = False) -> dict[str, Any]:
+        """The deployment's configuration, to launch or import again; secrets only with `include_secrets`."""
         return self._request("GET", f"deployments/{ref}/export", params={"include_secrets": int(include_secrets)})
 
     def logs(self, ref: str, tail: int = 200) -> list[str]:
+        """The last `tail` lines of the deployment's engine console."""
         return self._request("GET", f"deployments/{ref}/logs", params={"tail": tail})["lines"]
 
     def follow_logs(self, ref: str, tail: int = 50) -> Iterator[str]:
@@ -149,10 +157,12 @@ class ModelDeployClient:
             yield from response.iter_lines()
 
     def metrics(self, ref: str, since: float | None = None) -> dict[str, Any]:
+        """The deployment's chart series after `since` (Unix seconds; all kept samples by default), and its totals."""
         params = {"since": since} if since is not None else {}
         return self._request("GET", f"deployments/{ref}/metrics", params=params)
 
     def host_metrics(self, since: float | None = None) -> dict[str, Any]:
+        """The host's chart series (CPU, memory, network, disk) and each GPU's, after `since` (Unix seconds) or all."""
         params = {"since": since} if since is not None else {}
         return self._request("GET", "host/metrics", params=params)
 
@@ -218,6 +228,10 @@ class ModelDeployClient:
         return self._request("POST", f"deployments/{ref}/test-command", json=body)
 
     def validate(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Check a configuration without launching it: the normalised config and notices.
+
+        An invalid one raises ModelDeployError 422, its `errors` naming the wrong fields.
+        """
         return self._request("POST", "validate", json=config)
 
     def launch(self, config: dict[str, Any], *, dry_run: bool = False, start: bool = True,
@@ -227,15 +241,22 @@ class ModelDeployClient:
         return self._request("POST", "deployments", json=config, params=params)
 
     def import_config(self, config: dict[str, Any], *, start: bool = True) -> dict[str, Any]:
+        """Create a deployment from an exported configuration and launch it unless `start` is false; its record."""
         return self._request("POST", "import", json=config, params={"launch": int(start)})
 
     def stop(self, ref: str) -> dict[str, Any]:
+        """Stop the deployment's engine (nothing when it is not running); its record, kept for a relaunch."""
         return self._request("POST", f"deployments/{ref}/stop")
 
     def relaunch(self, ref: str) -> dict[str, Any]:
+        """Start a stopped or failed deployment again with its stored configuration; its record.
+
+        ModelDeployError 409 when it is still live or no longer fits in memory.
+        """
         return self._request("POST", f"deployments/{ref}/relaunch")
 
     def delete(self, ref: str) -> None:
+        """Stop the deployment and forget it, with its keys and jupyter-ai models."""
         self._request("DELETE", f"deployments/{ref}")
 
     def clone(self, ref: str, name: str, overrides: dict[str, Any] | None = None, *, start: bool = True,
@@ -259,12 +280,18 @@ class ModelDeployClient:
         return self._request("DELETE", f"deployments/{ref}/jupyter-ai")
 
     def add_adapter(self, ref: str, name: str, path: str) -> dict[str, Any]:
+        """Load a LoRA adapter from `path` as model `name` on a serving deployment; its record.
+
+        ModelDeployError 400 when the deployment has no `enable_lora`, 409 when it is not serving or `name` is taken.
+        """
         return self._request("POST", f"deployments/{ref}/adapters", json={"name": name, "path": path})
 
     def remove_adapter(self, ref: str, name: str) -> dict[str, Any]:
+        """Unload the LoRA adapter `name` from a serving deployment; its record (ModelDeployError 404 when not served)."""
         return self._request("DELETE", f"deployments/{ref}/adapters/{name}")
 
     def tokens(self) -> list[dict[str, Any]]:
+        """Every key's description (never its value), revoked ones included."""
         return self._request("GET", "tokens")["tokens"]
 
     def create_token(
@@ -285,6 +312,7 @@ class ModelDeployClient:
         return self._request("PATCH", f"tokens/{token_id}", json=changes)
 
     def revoke_token(self, token_id: str) -> dict[str, Any]:
+        """Revoke a key at once; its description, now with `revoked_at` (ModelDeployError 404 when unknown)."""
         return self._request("DELETE", f"tokens/{token_id}")
 
     # Helpers ------------------------------------------------------------------------------

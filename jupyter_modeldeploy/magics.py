@@ -89,10 +89,12 @@ class DeploymentHandle:
 
     @property
     def id(self) -> str:
+        """The deployment's id."""
         return self.record["id"]
 
     @property
     def name(self) -> str:
+        """The deployment's name."""
         return self.record["name"]
 
     @property
@@ -102,6 +104,7 @@ class DeploymentHandle:
 
     @property
     def api_base(self) -> str:
+        """The OpenAI-compatible base URL of the endpoint (ends in `/v1`)."""
         return self.record["api_base"]
 
     def refresh(self) -> dict[str, Any]:
@@ -132,10 +135,12 @@ class DeploymentHandle:
         return openai.OpenAI(base_url=self.api_base, api_key=key, **kwargs)
 
     def stop(self) -> dict[str, Any]:
+        """Stop the engine; the updated record (it can be relaunched)."""
         self.record = self._client.stop(self.id)
         return self.record
 
     def relaunch(self) -> dict[str, Any]:
+        """Start it again after a stop or failure; the updated record (`wait()` for it to serve)."""
         self.record = self._client.relaunch(self.id)
         return self.record
 
@@ -144,9 +149,11 @@ class DeploymentHandle:
         return self._client.export(self.id)
 
     def logs(self, tail: int = 200) -> list[str]:
+        """The last `tail` lines of the engine console."""
         return self._client.logs(self.id, tail=tail)
 
     def metrics(self) -> dict[str, Any]:
+        """The chart series and request totals (see `ModelDeployClient.metrics`)."""
         return self._client.metrics(self.id)
 
     def usage(self, **filters: Any) -> Any:
