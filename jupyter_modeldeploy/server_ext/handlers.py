@@ -27,7 +27,8 @@ from ..supervisor import Deployment, DeploymentError, Supervisor
 from ..supervisor.tokens import Quotas, TokenRegistry
 from .fitcheck import fit_for, refusal
 from .jsonbody import BodyError, parse_json
-from .records import deployment_record, engine_status
+from .launch_defaults import engine_status
+from .records import deployment_record
 from .schemas import (
     AdapterRequest,
     CloneRequest,

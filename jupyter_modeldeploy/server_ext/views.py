@@ -1,7 +1,7 @@
 """REST routes the views need beyond the deployments API: the test command, the launch form's defaults.
 
 Each view (notebook dashboard, Lab panel, CLI) asks the server for the command rather than
-building its own, so the command is the same everywhere (`records.test_command`).
+building its own, so the command is the same everywhere (`test_command.test_command`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from tornado import web
 
 from ..supervisor import DeploymentError
 from .handlers import BaseHandler
-from .records import bundled_model, endpoint_url, engine_status, launch_defaults, test_command_answer
+from .launch_defaults import bundled_model, engine_status, launch_defaults
+from .records import endpoint_url
+from .test_command import test_command_answer
 
 
 class TestCommandHandler(BaseHandler):
@@ -41,7 +43,7 @@ class TestCommandHandler(BaseHandler):
 
 
 class LaunchDefaultsHandler(BaseHandler):
-    """GET the kind and values a new launch form opens on (`records.launch_defaults`)."""
+    """GET the kind and values a new launch form opens on (`launch_defaults.launch_defaults`)."""
 
     @web.authenticated
     async def get(self) -> None:

@@ -15,7 +15,8 @@ import pytest
 
 from jupyter_modeldeploy.client import ModelDeployError
 from jupyter_modeldeploy.config import all_schemas, export_config, parse_config
-from jupyter_modeldeploy.server_ext import records as server_records
+from jupyter_modeldeploy.server_ext import failure_summary, launch_defaults
+from jupyter_modeldeploy.server_ext import test_command as server_test_command
 from jupyter_modeldeploy.widgets.charts import SeriesWindow, TimeChart, format_number, nice_ceiling, tick_format, tick_values
 from jupyter_modeldeploy.widgets.common import download_link, format_duration, status_timeline
 from jupyter_modeldeploy.widgets.dashboard import Dashboard, summarize_answer
@@ -175,7 +176,7 @@ class FakeClient:
 
     def test_command(self, ref: str, *, key: str | None = None, prompt: str | None = None,
                      model: str | None = None) -> dict[str, Any]:
-        """As the server answers, from the same builder (`records.test_command`)."""
+        """As the server answers, from the same builder (`test_command.test_command`)."""
         self.calls.append(("test_command", key))
         r = self._find(ref)
         path = "/embeddings" if r["kind"] == "embedding" else "/chat/completions"
@@ -183,7 +184,7 @@ class FakeClient:
                 {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 128})
         request = {"url": r["api_base"] + path, "body": body, "needs_key": not r.get("public")}
         source = "public" if r.get("public") else "given" if key else "missing"
-        answer = {"command": server_records.test_command(request, key), "request": request, "key_source": source}
+        answer = {"command": server_test_command.test_command(request, key), "request": request, "key_source": source}
         if source == "missing":
             answer["export"] = "export MODELDEPLOY_API_KEY=<an API key>"
         return answer
@@ -318,15 +319,15 @@ def test_failure_reason_is_one_line_first_raw_lines_behind_a_toggle() -> None:
     reason = ("the engine exited with code 1 while loading:\nllama_model_loader: loaded meta data\n"
               "gguf_init_from_file_impl: failed to read magic\nllama_model_load: error loading model: bad file\n"
               "main: exiting due to model loading error")
-    summary, details = server_records.reason_parts(reason)
+    summary, details = failure_summary.reason_parts(reason)
     assert summary == "the engine exited with code 1 while loading: gguf_init_from_file_impl: failed to read magic"
     python = "the engine exited with code 1 while loading:\nTraceback (most recent call last):\n  File x\nOSError: no such model"
-    assert server_records.reason_parts(python)[0] == "the engine exited with code 1 while loading: OSError: no such model"
+    assert failure_summary.reason_parts(python)[0] == "the engine exited with code 1 while loading: OSError: no such model"
     assert details[0] == "llama_model_loader: loaded meta data" and len(details) == 4
-    assert server_records.reason_parts("stopped by the user") == ("stopped by the user", [])
-    assert server_records.reason_parts(None) == (None, [])
+    assert failure_summary.reason_parts("stopped by the user") == ("stopped by the user", [])
+    assert failure_summary.reason_parts(None) == (None, [])
     llama = "the engine exited with code 1 while loading:\n0.00.011.456 E gguf_init_from_reader: failed to read header"
-    assert server_records.reason_parts(llama)[0] == (
+    assert failure_summary.reason_parts(llama)[0] == (
         "the engine exited with code 1 while loading: gguf_init_from_reader: failed to read header")
     failed = record(status="failed", status_reason=reason, status_summary=summary, status_details=details)
     dash = Dashboard("smol", FakeClient([failed]), autostart=False)
@@ -391,25 +392,25 @@ def _dep(kind: str = "llamacpp", **config: Any) -> Any:
 
 def test_one_test_command_builder_with_the_key_in_hand() -> None:
     api = "http://127.0.0.1:8888/modeldeploy/endpoints/r-1/v1"
-    chat = server_records.test_request(_dep(), api, prompt="it's")
+    chat = server_test_command.test_request(_dep(), api, prompt="it's")
     assert chat["url"] == f"{api}/chat/completions" and chat["body"]["messages"][0]["content"] == "it's"
     # Without a key: reads $MODELDEPLOY_API_KEY, and the answer says what to export.
-    missing = server_records.test_command_answer(_dep(), api, prompt="it's")
+    missing = server_test_command.test_command_answer(_dep(), api, prompt="it's")
     assert missing["key_source"] == "missing" and "$MODELDEPLOY_API_KEY" in missing["command"]
     assert "it'\"'\"'s" in missing["command"] and missing["export"].startswith("export MODELDEPLOY_API_KEY=")
     # A key in hand: the command carries it (works as pasted), no placeholder.
-    given = server_records.test_command_answer(_dep(), api, key="md-abc")
+    given = server_test_command.test_command_answer(_dep(), api, key="md-abc")
     assert given["key_source"] == "given" and "Bearer md-abc" in given["command"] and "$" not in given["command"]
-    assert server_records.test_command_answer(_dep(api_key=""), api)["key_source"] == "missing"  # an empty form field
-    fixed = server_records.test_command_answer(_dep(api_key="fixed-key-123"), api)
+    assert server_test_command.test_command_answer(_dep(api_key=""), api)["key_source"] == "missing"  # an empty form field
+    fixed = server_test_command.test_command_answer(_dep(api_key="fixed-key-123"), api)
     assert fixed["key_source"] == "fixed" and "Bearer fixed-key-123" in fixed["command"]
-    public = server_records.test_command_answer(_dep(public=True), api)
+    public = server_test_command.test_command_answer(_dep(public=True), api)
     assert public["key_source"] == "public" and "Authorization" not in public["command"]
-    emb = server_records.test_request(_dep("embedding"), api, prompt="text")
+    emb = server_test_command.test_request(_dep("embedding"), api, prompt="text")
     assert emb["url"] == f"{api}/embeddings" and emb["body"] == {"model": "mini", "input": ["text"]}
-    in_embedding_mode = server_records.test_request(_dep(embedding=True), api)
+    in_embedding_mode = server_test_command.test_request(_dep(embedding=True), api)
     assert in_embedding_mode["url"] == f"{api}/embeddings" and in_embedding_mode["body"]["model"] == "smol"
-    rerank = server_records.test_request(
+    rerank = server_test_command.test_request(
         _dep("embedding", models=[{"served_name": "ce", "model": "/m/ce", "task": "rerank"}]), api, prompt="q")
     assert rerank["url"] == f"{api}/rerank" and rerank["body"]["query"] == "q" and rerank["body"]["model"] == "ce"
 
@@ -522,15 +523,15 @@ def test_launch_defaults_pick_a_kind_that_can_run_here() -> None:
         return SimpleNamespace(kind=kind, name=f"{kind}-{at:g}", created_at=at)
 
     only_llama = {"llamacpp": {"available": True}, "llm": {"available": False}, "embedding": {"available": True}}
-    fresh = server_records.launch_defaults([], only_llama, "/pkg/smol.gguf")
+    fresh = launch_defaults.launch_defaults([], only_llama, "/pkg/smol.gguf")
     assert fresh["kind"] == "llamacpp" and fresh["values"] == {"model": "/pkg/smol.gguf"}
     assert "vLLM is not installed" in fresh["why"]
-    last = server_records.launch_defaults([dep("llamacpp", 1), dep("embedding", 2)], only_llama, None)
+    last = launch_defaults.launch_defaults([dep("llamacpp", 1), dep("embedding", 2)], only_llama, None)
     assert last["kind"] == "embedding" and last["values"] == {}
     # The last kind is not offered when its engine went missing.
-    assert server_records.launch_defaults([dep("llm", 3)], only_llama, "/pkg/smol.gguf")["kind"] == "llamacpp"
+    assert launch_defaults.launch_defaults([dep("llm", 3)], only_llama, "/pkg/smol.gguf")["kind"] == "llamacpp"
     every = {k: {"available": True} for k in ("llamacpp", "llm", "embedding")}
-    assert server_records.launch_defaults([dep("llm", 3)], every, None)["kind"] == "llm"
+    assert launch_defaults.launch_defaults([dep("llm", 3)], every, None)["kind"] == "llm"
 
 
 def test_launch_form_opens_on_the_server_defaults() -> None:
