@@ -24,7 +24,7 @@ from tornado import httputil, iostream, web
 from tornado.httpserver import HTTPServer
 
 from ..supervisor import Deployment, Supervisor
-from ..supervisor.keys import hash_key
+from ..supervisor.keys import key_matches
 from ..supervisor.replicas import Replica, pick
 from ..supervisor.tokens import TokenInfo, TokenRegistry
 from . import admission
@@ -106,8 +106,7 @@ class Gateway:
 
     def key_belongs_elsewhere(self, key: str, dep: Deployment) -> bool:
         """Whether a key is the fixed key of another deployment (so the answer is 403, not 401)."""
-        digest = hash_key(key)
-        return any(d.api_key_hash == digest for d in self.supervisor.deployments.values() if d.id != dep.id)
+        return any(key_matches(key, d.api_key_hash) for d in self.supervisor.deployments.values() if d.id != dep.id)
 
     async def close(self) -> None:
         """Close the upstream pools and the relay worker."""
