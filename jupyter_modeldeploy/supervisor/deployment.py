@@ -67,7 +67,7 @@ class Deployment:
     wake_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) at every status change
     replicas: list[Replica] = field(default_factory=list)  # the engines serving it (one, on this host, for local)
-    ray_run: Any = None  # RayRun while a Ray deployment runs
+    run: Any = None  # the run in progress (`run.Run`: LocalRun or RayRun); None when nothing runs (parked)
     reattach: bool = False  # at the next start: take over the Ray replicas a previous server left running
     progress: LoadProgress | None = None  # the phases of the current (or last) launch
 
@@ -90,6 +90,11 @@ class Deployment:
         if self.on_ray:
             return next((r.address for r in self.replicas if r.in_rotation), None)
         return self.listen if self.process is not None and self.status.live else None
+
+    @property
+    def ray_run(self) -> Any:
+        """The run, when it is a Ray deployment's (its replicas, scaling and their reasons)."""
+        return self.run if self.on_ray else None
 
     @property
     def on_ray(self) -> bool:

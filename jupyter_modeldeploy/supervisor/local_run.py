@@ -44,8 +44,9 @@ class LocalRun:
     def __init__(self, host: RunHost, dep: Deployment):
         self.host = host
         self.dep = dep
+        self.detached = False  # an engine on this host never outlives the server
 
-    async def run(self) -> None:
+    async def start(self, *, reattach: bool = False) -> None:
         """Plan, start and serve the engine until it ends; the run's end is the host's to record (`finish`)."""
         dep, host = self.dep, self.host
         dep.port = free_port()
@@ -202,3 +203,40 @@ class LocalRun:
         finally:
             if not exited.done():
                 exited.cancel()
+
+    # Universal Memory and the end ------------------------------------------------------------
+
+    def can_sleep(self) -> bool:
+        """Whether the engine declared sleep calls (vLLM's sleep mode): it frees memory and keeps running."""
+        return bool(self.dep.plan and self.dep.plan.sleep_calls)
+
+    async def sleep(self) -> str | None:
+        """The engine's sleep calls; None when it sleeps, else why not."""
+        plan = self.dep.plan
+        try:
+            await self.host.engine_calls(self.dep, plan.sleep_calls if plan else [])
+        except (httpx.HTTPError, RuntimeError) as exc:
+            return f"could not put the engine to sleep ({exc})"
+        return None
+
+    async def wake(self) -> str | None:
+        """The engine's wake calls; None when it serves again, else why not."""
+        dep, plan = self.dep, self.dep.plan
+        started = time.monotonic()
+        try:
+            await self.host.engine_calls(dep, plan.wake_calls if plan else [])
+        except (httpx.HTTPError, RuntimeError) as exc:
+            dep.log.append(f"[modeldeploy] could not wake the engine ({exc}); stopping it")
+            return f"could not wake the engine: {exc}"
+        dep.log.append(f"[modeldeploy] woken in {time.monotonic() - started:.1f} s")
+        return None
+
+    async def stop(self) -> None:
+        """Terminate the engine's process group (SIGTERM, then SIGKILL after the grace period)."""
+        if self.dep.process is not None:
+            await self.dep.process.terminate(self.host.stop_grace_s)
+
+    async def health(self) -> bool:
+        """One health request now."""
+        plan = self.dep.plan
+        return plan is not None and await self.probe(plan, self.host.probe_timeout_s)

@@ -60,7 +60,7 @@ class RayRun:
 
     # The run -----------------------------------------------------------------------------
 
-    async def run(self, *, reattach: bool = False) -> None:
+    async def start(self, *, reattach: bool = False) -> None:
         """The whole run; returns when the deployment stopped or failed."""
         dep, sup = self.dep, self.sup
         try:
@@ -326,8 +326,29 @@ class RayRun:
         if replica.address is not None:
             await self.sup.engine_http.forget(replica.address)
 
-    async def wake(self) -> bool:
-        """From zero replicas: start one and wait until it serves (the waiting request is held); True if it does."""
+    async def wake(self) -> str | None:
+        """From zero replicas: start one and wait until it serves (the waiting request is held); None if it
+        does, else why not."""
+        if await self._replica_for_a_request():
+            return None
+        return "no replica could start for an incoming request: " + self._pending_reasons()
+
+    def can_sleep(self) -> bool:
+        """A Ray deployment frees memory by scaling to zero replicas (`replicas.min: 0`), on its own ticks."""
+        return False
+
+    async def sleep(self) -> str | None:
+        return "a Ray deployment scales to zero replicas instead (replicas.min: 0)"
+
+    async def stop(self) -> None:
+        """Nothing to signal: the run's own ticks see `dep.ending` and end every replica."""
+
+    async def health(self) -> bool:
+        """Whether a replica is in rotation now."""
+        return any(r.in_rotation for r in self.dep.replicas)
+
+    async def _replica_for_a_request(self) -> bool:
+        """Start a replica if none is left and wait until one serves; True if one does."""
         dep = self.dep
         if not any(r.id not in self._removing for r in dep.replicas):
             dep.log.append("[modeldeploy] a request came: starting a replica")

@@ -1,5 +1,6 @@
-"""What a deployment's run (`LocalRun` on this host, `RayRun` on a cluster) may ask of the supervisor that
-started it: one narrow interface, so a run never reaches into the supervisor's private methods."""
+"""A deployment's run, as the supervisor drives it (`Run`: `LocalRun` on this host, `RayRun` on a cluster),
+and what a run may ask of the supervisor that started it (`RunHost`): two narrow interfaces, so the
+supervisor never branches on where a deployment runs and a run never reaches into its private methods."""
 
 from __future__ import annotations
 
@@ -8,11 +9,42 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..engines import Engine, EngineSettings
+    from ..engines.base import EngineCall
     from .deployment import Deployment, Ending
     from .engine_http import EngineHttp
     from .placement import Placement
     from .state import Event
     from .store import Store
+
+
+class Run(Protocol):
+    """One run of a deployment, from its start to its end."""
+
+    detached: bool  # the server shuts down and leaves it running, to take over at the next start
+
+    async def start(self, *, reattach: bool = False) -> None:
+        """The whole run: plan, start, serve; returns when it ended (the host records how, `finish`)."""
+        ...
+
+    def can_sleep(self) -> bool:
+        """Whether it can free its memory while idle and keep running (`sleep`)."""
+        ...
+
+    async def sleep(self) -> str | None:
+        """Free the engine's memory until the next request; None when done, else why not."""
+        ...
+
+    async def wake(self) -> str | None:
+        """Serve again after `sleep` (the waiting request is held); None when it serves, else why not."""
+        ...
+
+    async def stop(self) -> None:
+        """Ask the engine to end (the host set `dep.ending` first); the run then ends by itself."""
+        ...
+
+    async def health(self) -> bool:
+        """One health check now: whether it answers."""
+        ...
 
 
 class RunHost(Protocol):
@@ -48,4 +80,8 @@ class RunHost(Protocol):
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a coroutine in the background, kept alive until it ends."""
+        ...
+
+    async def engine_calls(self, dep: Deployment, calls: list[EngineCall]) -> None:
+        """Make engine control requests (sleep, wake, adapters); RuntimeError when one is refused."""
         ...

@@ -18,8 +18,6 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from ..config import ConfigError, DeploymentBase, export_config, parse_config
 from ..engines import Engine, EngineSettings, LaunchContext, LaunchPlan, get_engine
 from . import restart
@@ -32,6 +30,7 @@ from .placement import LocalPlacement, Placement
 from .progress import LoadProgress
 from .ray_placement import ClusterUnavailable, RayCluster, RaySettings
 from .replicas import Replica
+from .run import Run
 from .signals import DeploymentChange, Signal
 from .state import Event, InvalidTransition, Status, idle_limit_reached, serving_status, transition
 from .store import Store
@@ -410,20 +409,22 @@ class Supervisor:
         dep.task = asyncio.ensure_future(self._run(dep, reattach=reattach))
 
     async def _run(self, dep: Deployment, *, reattach: bool = False) -> None:
-        try:
-            if dep.on_ray:
-                from .ray_run import RayRun
+        run: Run
+        if dep.on_ray:
+            from .ray_run import RayRun
 
-                dep.ray_run = RayRun(self, dep, self.ray)
-                await dep.ray_run.run(reattach=reattach)
-            else:
-                await LocalRun(self, dep).run()
+            run = RayRun(self, dep, self.ray)
+        else:
+            run = LocalRun(self, dep)
+        dep.run = run
+        try:
+            await run.start(reattach=reattach)
         except Exception as exc:  # a bug must show as a failed deployment, not vanish
             log.exception("deployment %s crashed", dep.id)
             self.finish(dep, Event.CRASHED, f"internal error: {type(exc).__name__}: {exc}")
         finally:
-            if not (dep.ray_run is not None and dep.ray_run.detached):
-                dep.ray_run = None
+            if not run.detached and dep.run is run:
+                dep.run = None
 
     def begin_stop(self, dep: Deployment, ending: Ending) -> None:
         """A stop is under way: why, and the state the run ends in (`RunHost`)."""
@@ -438,14 +439,14 @@ class Supervisor:
             if dep.task is not None:
                 await asyncio.gather(dep.task, return_exceptions=True)
             return
-        if dep.process is None and dep.status is Status.SLEEPING and dep.ray_run is None:
+        if dep.run is None and dep.status is Status.SLEEPING:
             # Parked (its engine was stopped to free memory): nothing runs, so it just stops.
             self.fire(dep, Event.STOP, reason)
             self.fire(dep, Event.EXITED, reason)
             return
         self.begin_stop(dep, Ending(reason, outcome))
-        if dep.process is not None:
-            await dep.process.terminate(self.stop_grace_s)
+        if dep.run is not None:
+            await dep.run.stop()
         if dep.task is not None:
             await asyncio.gather(dep.task, return_exceptions=True)
 
@@ -504,16 +505,15 @@ class Supervisor:
         if not dep.universal_memory or dep.on_ray:
             await self._stop(dep, reason)
             return
-        calls = dep.plan.sleep_calls if dep.plan else []
-        if calls:
+        run = dep.run
+        if run is not None and run.can_sleep():
             async with dep.wake_lock:
                 if dep.in_flight or dep.status not in (Status.ACTIVE, Status.IDLE):
                     return
                 self.fire(dep, Event.QUIET)  # the idle limit passed: it is idle, whatever the report interval
-                try:
-                    await self._engine_calls(dep, calls)
-                except (httpx.HTTPError, RuntimeError) as exc:
-                    dep.log.append(f"[modeldeploy] could not put the engine to sleep ({exc}); stopping it")
+                why = await run.sleep()
+                if why is not None:
+                    dep.log.append(f"[modeldeploy] {why}; stopping it")
                     await self._stop(dep, reason)
                     return
                 dep.log.append(f"[modeldeploy] {reason}: engine put to sleep; the next request wakes it")
@@ -530,37 +530,28 @@ class Supervisor:
         if dep.status not in (Status.SLEEPING, Status.WAKING):
             return
         async with dep.wake_lock:
-            if dep.status is not Status.SLEEPING:
-                return  # another request woke it while this one waited
-            if dep.ray_run is not None:
-                self.fire(dep, Event.WAKE)
-                if await dep.ray_run.wake():
-                    dep.last_activity_at = time.time()
-                    self.fire(dep, Event.WOKE)
-                elif dep.ending is None:
-                    await self._stop(dep, "no replica could start for an incoming request: "
-                                          + dep.ray_run._pending_reasons(), Event.CRASHED)
-                return
-            if dep.process is not None:
-                self.fire(dep, Event.WAKE)
-                started = time.monotonic()
-                try:
-                    await self._engine_calls(dep, dep.plan.wake_calls if dep.plan else [])
-                except (httpx.HTTPError, RuntimeError) as exc:
-                    dep.log.append(f"[modeldeploy] could not wake the engine ({exc}); stopping it")
-                    await self._stop(dep, f"could not wake the engine: {exc}", Event.CRASHED)
-                    return
-                dep.log.append(f"[modeldeploy] woken in {time.monotonic() - started:.1f} s")
-                dep.last_activity_at = time.time()
-                self.fire(dep, Event.WOKE)
-                return
-            dep.log.append("[modeldeploy] relaunching for an incoming request")
-            self._start(dep)
-            await self.wait_for(dep, (Status.ACTIVE, Status.IDLE, Status.FAILED, Status.STOPPED), self.health_timeout_s)
+            if dep.status is Status.SLEEPING:  # else another request woke it while this one waited
+                await (self._wake(dep) if dep.run is not None else self._relaunch_parked(dep))
 
+    async def _wake(self, dep: Deployment) -> None:
+        """Wake the run (its engine kept running, asleep); a run that cannot serve again is stopped as failed."""
+        assert dep.run is not None
+        self.fire(dep, Event.WAKE)
+        why = await dep.run.wake()
+        if why is None:
+            dep.last_activity_at = time.time()
+            self.fire(dep, Event.WOKE)
+        elif dep.ending is None:
+            await self._stop(dep, why, Event.CRASHED)
 
-    async def _engine_calls(self, dep: Deployment, calls: list[Any]) -> None:
-        """Make engine control requests (EngineCall: method, path, params, json)."""
+    async def _relaunch_parked(self, dep: Deployment) -> None:
+        """A parked deployment (its engine stopped to free memory) is launched again for the waiting request."""
+        dep.log.append("[modeldeploy] relaunching for an incoming request")
+        self._start(dep)
+        await self.wait_for(dep, (Status.ACTIVE, Status.IDLE, Status.FAILED, Status.STOPPED), self.health_timeout_s)
+
+    async def engine_calls(self, dep: Deployment, calls: list[Any]) -> None:
+        """Make engine control requests (EngineCall: method, path, params, json) (`RunHost`)."""
         if dep.address is None:
             raise RuntimeError("the engine is not running")
         for call in calls:
@@ -593,7 +584,7 @@ class Supervisor:
             raise DeploymentError(f"no adapter {name!r}; served adapters: {', '.join(names) or 'none'}", 404)
         await self.ensure_ready(dep)
         try:
-            await self._engine_calls(dep, calls)
+            await self.engine_calls(dep, calls)
         except RuntimeError as exc:
             raise DeploymentError(f"the engine refused: {exc}", 422) from None
         if action == "add":
