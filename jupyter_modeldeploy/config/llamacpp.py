@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import ConfigDict, field_validator
 
 from .common import DeploymentBase, check_home, option
 
@@ -15,8 +15,25 @@ TENSOR_SPLIT_RE = re.compile(r"^\d+(\.\d+)?(,\d+(\.\d+)?)*$")
 
 MODEL_ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 
+#: What a `cli_args` string leaves in force: the deployment's own settings (these groups) and these
+#: fields; every other field is a llama-server flag the string replaces.
+CLI_ARGS_KEEPS_GROUPS = ("Instance", "General", "Idle")
+CLI_ARGS_KEEPS_FIELDS = ("model", "model_alias", "cli_args")
+
+
+def _name_what_cli_args_overrides(schema: dict[str, Any]) -> None:
+    """In the JSON Schema: `cli_args.overrides` lists the fields it replaces, so every form greys out the same."""
+    properties = schema.get("properties", {})
+    overridden = [name for name, prop in properties.items()
+                  if prop.get("group") not in CLI_ARGS_KEEPS_GROUPS and name not in CLI_ARGS_KEEPS_FIELDS]
+    if "cli_args" in properties:
+        properties["cli_args"]["overrides"] = overridden
+
+
 class LlamaCppConfig(DeploymentBase):
     """A llama.cpp deployment of one GGUF model (chat/completions, or embeddings)."""
+
+    model_config = ConfigDict(json_schema_extra=_name_what_cli_args_overrides)
 
     kind: Literal["llamacpp"] = option(
         "llamacpp", group="Instance", description="Deployment kind: GGUF models on llama.cpp."
@@ -46,7 +63,7 @@ class LlamaCppConfig(DeploymentBase):
         group="Model",
         description="Raw llama-server arguments; when set, every other engine field is ignored "
         "except model.",
-        json_schema_extra={"overrides": "engine-fields"},
+        json_schema_extra={"overrides": "engine-fields"},  # resolved to the field names in the schema
     )
     verbose: bool = option(False, group="Model", description="llama-server verbose logging.")
     no_mmap: bool = option(

@@ -18,11 +18,6 @@ from typing import Any
 
 import ipywidgets as W
 
-#: Groups whose fields a llama.cpp `cli_args` string does not override.
-CLI_ARGS_KEEPS_GROUPS = ("Instance", "General", "Idle")
-#: Model-group fields a llama.cpp `cli_args` string does not override.
-CLI_ARGS_KEEPS_FIELDS = ("model", "model_alias", "cli_args")
-
 #: Widget kinds a field maps to.
 FIELD_KINDS = (
     "const", "bool", "int", "float", "str", "password", "enum", "dict", "list_str", "list_int_or_const",
@@ -46,7 +41,7 @@ class FieldSpec:
     const: Any = None
     read_only: bool = False
     secret: bool = False
-    overrides: str | None = None
+    overrides: list[str] = field(default_factory=list)  # the fields this one replaces when set (the schema says)
     item_schema: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -133,7 +128,7 @@ def field_specs(schema: dict[str, Any], root: dict[str, Any] | None = None) -> l
                 const=const,
                 read_only=bool(prop.get("readOnly")) or kind == "const",
                 secret=bool(prop.get("secret")),
-                overrides=prop.get("overrides"),
+                overrides=[str(n) for n in prop.get("overrides") or [] if isinstance(prop.get("overrides"), list)],
                 item_schema=item,
                 raw=prop,
             )
@@ -151,15 +146,9 @@ def grouped(specs: list[FieldSpec], order: list[str] | tuple[str, ...] = ()) -> 
 
 
 def overridden_fields(specs: list[FieldSpec]) -> dict[str, list[str]]:
-    """For each field marked `overrides: engine-fields`, the fields it greys out when set."""
-    result = {}
-    for spec in specs:
-        if spec.overrides == "engine-fields":
-            result[spec.name] = [
-                s.name for s in specs
-                if s.group not in CLI_ARGS_KEEPS_GROUPS and s.name not in CLI_ARGS_KEEPS_FIELDS and s.name != spec.name
-            ]
-    return result
+    """For each field whose schema lists `overrides` (llama.cpp's `cli_args`), the fields it greys out when set."""
+    names = {s.name for s in specs}
+    return {s.name: [n for n in s.overrides if n in names and n != s.name] for s in specs if s.overrides}
 
 
 # Field widgets ---------------------------------------------------------------------------

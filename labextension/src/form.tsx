@@ -8,7 +8,7 @@ import React from 'react';
 import { ApiError, IDeployment, IFitReport, JSONSchema, ModelDeployClient } from './api';
 import { FitLine } from './fit';
 import { makeGroupedTemplate } from './groups';
-import { cleanFormData, prepareSchema, toErrorSchema, toFormValues } from './schema';
+import { cleanFormData, prepareSchema, toErrorSchema, toFormValues, withOverrides } from './schema';
 
 // `password` is an annotation for the form, not a format to check.
 const validator = customizeValidator<ReadonlyJSONObject>({ customFormats: { password: () => true } });
@@ -75,8 +75,12 @@ function LaunchForm(props: ILaunchFormOptions & { onTitle: (title: string) => vo
   const [force, setForce] = React.useState(false);
   const fileInput = React.useRef<HTMLInputElement>(null);
   const uiSchema = React.useMemo(
-    () => prepared && { ...prepared.uiSchema, 'ui:ObjectFieldTemplate': prepared.template },
-    [prepared]
+    () =>
+      prepared && {
+        ...withOverrides(prepared.uiSchema, prepared.schema, formData),
+        'ui:ObjectFieldTemplate': prepared.template
+      },
+    [prepared, formData]
   );
 
   React.useEffect(() => {

@@ -143,6 +143,39 @@ function fieldOrder(schema: JSONSchema, groups: string[]): string[] {
   return ordered;
 }
 
+/**
+ * The fields each field replaces while it holds a value, as the schema says (`overrides`: llama.cpp's
+ * `cli_args` replaces every llama-server flag); the notebook form greys out the same fields.
+ */
+export function overriddenBy(schema: JSONSchema): Record<string, string[]> {
+  const result: Record<string, string[]> = {};
+  for (const [name, prop] of Object.entries<JSONSchema>(schema.properties ?? {})) {
+    if (Array.isArray(prop.overrides)) {
+      result[name] = prop.overrides.filter((n: unknown): n is string => typeof n === 'string' && n !== name);
+    }
+  }
+  return result;
+}
+
+/** The uiSchema with the fields replaced by a set overriding field disabled. */
+export function withOverrides(
+  uiSchema: Record<string, any>,
+  schema: JSONSchema,
+  formData: Record<string, unknown>
+): Record<string, any> {
+  const result = { ...uiSchema };
+  for (const [source, fields] of Object.entries(overriddenBy(schema))) {
+    const value = formData[source];
+    if (value === undefined || value === null || value === '') {
+      continue;
+    }
+    for (const field of fields) {
+      result[field] = { ...(result[field] ?? {}), 'ui:disabled': true };
+    }
+  }
+  return result;
+}
+
 export function groupOf(schema: JSONSchema, field: string): string {
   return schema.properties?.[field]?.group ?? 'General';
 }

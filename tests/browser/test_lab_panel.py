@@ -195,6 +195,14 @@ def test_form_groups_and_server_errors_at_the_field(page: Any, smollm2_gguf: Pat
     assert model_text.count("More GGUF models served by this deployment") == 1, model_text
     # Headings are words: no Python class names.
     assert "EmbeddingModelEntry" not in form(page).inner_text() and "Config" not in form(page).inner_text()
+    # cli_args greys out the fields the schema says it replaces (as the notebook form does), and only those.
+    assert not field(page, "ctx_size").is_disabled()
+    field(page, "cli_args").fill("--temp 0.1 -c 512")
+    wait_until(lambda: field(page, "ctx_size").is_disabled(), 10, "cli_args greys out ctx_size")
+    assert field(page, "threads").is_disabled() and not field(page, "model").is_disabled()
+    assert not field(page, "name").is_disabled()
+    field(page, "cli_args").fill("")
+    wait_until(lambda: not field(page, "ctx_size").is_disabled(), 10, "an empty cli_args gives ctx_size back")
     field(page, "name").fill("not a valid name!")
     field(page, "model").fill("models/whatever.gguf")
     launch_from_form(page)

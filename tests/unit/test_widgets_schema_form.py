@@ -6,9 +6,8 @@ import ipywidgets as W
 import pytest
 
 from jupyter_modeldeploy.config import KINDS, config_schema, export_config, parse_config
+from jupyter_modeldeploy.config.llamacpp import CLI_ARGS_KEEPS_FIELDS, CLI_ARGS_KEEPS_GROUPS
 from jupyter_modeldeploy.widgets.schema_form import (
-    CLI_ARGS_KEEPS_FIELDS,
-    CLI_ARGS_KEEPS_GROUPS,
     ObjectListField,
     SchemaForm,
     field_specs,
@@ -148,7 +147,9 @@ def test_secrets_are_password_fields_and_never_exported(kind: str) -> None:
 
 
 def test_cli_args_greys_out_the_fields_it_overrides() -> None:
+    """The schema names what cli_args replaces (config/llamacpp.py); the form greys exactly those out."""
     schema = config_schema("llamacpp")
+    assert schema["properties"]["cli_args"]["overrides"] == overridden_fields(field_specs(schema))["cli_args"]
     form = SchemaForm(schema)
     overrides = overridden_fields(form.specs)["cli_args"]
     expected = {
