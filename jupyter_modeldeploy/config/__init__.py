@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import re
 from typing import Annotated, Any
 
@@ -25,9 +27,32 @@ CONFIG_CLASSES: dict[str, type[DeploymentBase]] = {
     "llamacpp": LlamaCppConfig,
     "embedding": EmbeddingConfig,
 }
-KINDS: tuple[str, ...] = tuple(CONFIG_CLASSES)
+#: Every deployment kind, in form order (one list: a kind registered later shows up wherever it is read).
+KINDS: list[str] = list(CONFIG_CLASSES)
 
 _adapter: TypeAdapter[DeploymentBase] = TypeAdapter(DeploymentConfig)
+
+
+def register_kind(config_class: type[DeploymentBase]) -> None:
+    """Add a deployment kind by its config model (a `kind: Literal["..."]` field): with its engine
+    (`engines.register_engine`) that is all a new kind needs to launch, be listed, fitted and charted."""
+    global _adapter
+    kind = str(config_class.model_fields["kind"].default)
+    CONFIG_CLASSES[kind] = config_class
+    if kind not in KINDS:
+        KINDS.append(kind)
+    union = functools.reduce(operator.or_, CONFIG_CLASSES.values())  # every kind's model, `A | B | ...`
+    _adapter = TypeAdapter(Annotated[union, Field(discriminator="kind")])  # type: ignore[valid-type]
+
+
+def unregister_kind(kind: str) -> None:
+    """Take a kind added by `register_kind` away again (the three built-in kinds stay)."""
+    global _adapter
+    if kind in ("llm", "llamacpp", "embedding") or kind not in CONFIG_CLASSES:
+        return
+    del CONFIG_CLASSES[kind]
+    KINDS.remove(kind)
+    _adapter = TypeAdapter(DeploymentConfig)
 
 
 def describe_errors(errors: list[dict[str, Any]], separator: str = "; ") -> str:
@@ -186,4 +211,6 @@ __all__ = [
     "export_config",
     "field_errors",
     "parse_config",
+    "register_kind",
+    "unregister_kind",
 ]
