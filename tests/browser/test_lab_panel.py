@@ -201,6 +201,7 @@ def test_form_groups_and_server_errors_at_the_field(page: Any, smollm2_gguf: Pat
     wait_until(lambda: field(page, "ctx_size").is_disabled(), 10, "cli_args greys out ctx_size")
     assert field(page, "threads").is_disabled() and not field(page, "model").is_disabled()
     assert not field(page, "name").is_disabled()
+    shot(page, artifacts_dir, "cli-args-greys-out")
     field(page, "cli_args").fill("")
     wait_until(lambda: not field(page, "ctx_size").is_disabled(), 10, "an empty cli_args gives ctx_size back")
     field(page, "name").fill("not a valid name!")
