@@ -9,6 +9,7 @@ the user's cache directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -93,10 +94,15 @@ def _save_state(cluster: LocalCluster) -> None:
     path.write_text(json.dumps(asdict(cluster), indent=2) + "\n")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free TCP ports: every socket stays bound until all are chosen (one bound and
+    closed at a time, the kernel may hand the same port out twice, and Ray refuses to start a node
+    whose components share one)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def _wait_port(port: int, timeout: float) -> None:
@@ -136,8 +142,12 @@ def start_node(
             f"--resources={json.dumps(resources)}", "--disable-usage-stats"]
     # Agent ports fixed up front: left to the agents, the raylet waits for them to write their ports
     # and gives up after a few seconds on a loaded machine, where the agents start slowly.
-    argv += [f"--dashboard-agent-grpc-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
-             f"--runtime-env-agent-port={_free_port()}", f"--metrics-export-port={_free_port()}"]
+    agent_ports = free_ports(4)
+    while port in agent_ports:  # the head's own port, chosen (and released) before
+        agent_ports = free_ports(4)
+    grpc, listen, runtime_env, metrics = agent_ports
+    argv += [f"--dashboard-agent-grpc-port={grpc}", f"--dashboard-agent-listen-port={listen}",
+             f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}"]
     if labels:
         argv.append("--labels=" + ",".join(f"{k}={v}" for k, v in labels.items()))
     if address is None:

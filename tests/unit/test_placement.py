@@ -125,3 +125,12 @@ def test_min_holds_whatever_the_load() -> None:
     state = ScaleState()
     for t in range(0, 1000, 50):
         assert decide(2, 0, float(t), state, counts=counts, policy=POLICY, idle_for_s=float(t)) == 2
+
+
+def test_a_local_ray_node_gets_distinct_agent_ports() -> None:
+    """Four ports chosen together are four: Ray refuses a node whose components share one (seen in CI)."""
+    from jupyter_modeldeploy.ray_local import free_ports
+
+    for _ in range(300):
+        ports = free_ports(4)
+        assert len(set(ports)) == 4 and all(0 < p < 65536 for p in ports)
