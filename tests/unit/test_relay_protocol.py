@@ -20,7 +20,7 @@ from jupyter_modeldeploy.gateway.relay.protocol import (
 )
 
 MESSAGES: list[Message] = [
-    Job(7, "POST", "/v1/chat/completions?x=1", EngineAddress(socket_path="/tmp/e.sock"),
+    Job(7, "POST", "/v1/chat/completions?x=1", EngineAddress(socket_path="state/engine.sock"),
         (("Content-Type", "application/json"), ("Authorization", "Bearer k")), 600.0, keep_alive=False,
         injected=True, cors=(("Access-Control-Allow-Origin", "https://a.example"),)),
     Job(8, "GET", "/v1/models", EngineAddress(host="10.0.0.2", port=8000), (), 5.0),
