@@ -33,26 +33,30 @@ KINDS: list[str] = list(CONFIG_CLASSES)
 _adapter: TypeAdapter[DeploymentBase] = TypeAdapter(DeploymentConfig)
 
 
-def register_kind(config_class: type[DeploymentBase]) -> None:
-    """Add a deployment kind by its config model (a `kind: Literal["..."]` field): with its engine
-    (`engines.register_engine`) that is all a new kind needs to launch, be listed, fitted and charted."""
+def _kinds_changed() -> None:
+    """Validate against every kind now registered (the discriminated union of their models)."""
     global _adapter
-    kind = str(config_class.model_fields["kind"].default)
-    CONFIG_CLASSES[kind] = config_class
-    if kind not in KINDS:
-        KINDS.append(kind)
     union = functools.reduce(operator.or_, CONFIG_CLASSES.values())  # every kind's model, `A | B | ...`
     _adapter = TypeAdapter(Annotated[union, Field(discriminator="kind")])  # type: ignore[valid-type]
 
 
+def register_kind(config_class: type[DeploymentBase]) -> None:
+    """Add a deployment kind by its config model (a `kind: Literal["..."]` field): with its engine
+    (`engines.register_engine`) that is all a new kind needs to launch, be listed, fitted and charted."""
+    kind = str(config_class.model_fields["kind"].default)
+    CONFIG_CLASSES[kind] = config_class
+    if kind not in KINDS:
+        KINDS.append(kind)
+    _kinds_changed()
+
+
 def unregister_kind(kind: str) -> None:
     """Take a kind added by `register_kind` away again (the three built-in kinds stay)."""
-    global _adapter
     if kind in ("llm", "llamacpp", "embedding") or kind not in CONFIG_CLASSES:
         return
     del CONFIG_CLASSES[kind]
     KINDS.remove(kind)
-    _adapter = TypeAdapter(DeploymentConfig)
+    _kinds_changed()
 
 
 def describe_errors(errors: list[dict[str, Any]], separator: str = "; ") -> str:

@@ -63,7 +63,6 @@ class LlamaCppConfig(DeploymentBase):
         group="Model",
         description="Raw llama-server arguments; when set, every other engine field is ignored "
         "except model.",
-        json_schema_extra={"overrides": "engine-fields"},  # resolved to the field names in the schema
     )
     verbose: bool = option(False, group="Model", description="llama-server verbose logging.")
     no_mmap: bool = option(

@@ -72,7 +72,6 @@ class Admission:
     dep: Deployment | None = None
     engine_path: str = "/"
     query: str = ""
-    prefix: str = ""  # the raw path of the endpoint, up to and with its route segment
     model: str | None = None  # named by the URL (`<endpoint>/<model>/...`) or, later, by the body
     body_limit: int = 0
     cors: dict[str, str] = field(default_factory=dict)
@@ -95,7 +94,7 @@ def admit(head: RequestHead, state: AdmissionState, now: float) -> Admission:
     raw = head.path
     at = raw.find(ENDPOINTS_MARKER)
     route, _, rest = raw[at + len(ENDPOINTS_MARKER):].partition("/") if at >= 0 else ("", "", "")
-    found = Admission(prefix=raw[:at + len(ENDPOINTS_MARKER) + len(route)])
+    found = Admission()
     dep = state.by_route(route) if route else None
     if dep is None:
         return found.refuse(Refusal(404, "no deployment at this route", "not_found_error"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import json
 import logging
 import socket
@@ -24,7 +25,7 @@ from tornado import httputil, iostream, web
 from tornado.httpserver import HTTPServer
 
 from ..supervisor import Deployment, Supervisor
-from ..supervisor.keys import key_matches
+from ..supervisor.keys import hash_key
 from ..supervisor.replicas import Replica, pick
 from ..supervisor.tokens import TokenInfo, TokenRegistry
 from . import admission
@@ -106,7 +107,9 @@ class Gateway:
 
     def key_belongs_elsewhere(self, key: str, dep: Deployment) -> bool:
         """Whether a key is the fixed key of another deployment (so the answer is 403, not 401)."""
-        return any(key_matches(key, d.api_key_hash) for d in self.supervisor.deployments.values() if d.id != dep.id)
+        digest = hash_key(key)  # once, not once per deployment
+        return any(d.api_key_hash is not None and hmac.compare_digest(digest, d.api_key_hash)
+                   for d in self.supervisor.deployments.values() if d.id != dep.id)
 
     async def close(self) -> None:
         """Close the upstream pools and the relay worker."""
@@ -265,17 +268,19 @@ class EndpointHandler(web.RequestHandler):
         gateway = self.gateway
         request = self.request
         head = RequestHead(request.method or "GET", request.path, request.query, request.headers)
-        found = self._admission = admission.admit(head, gateway, time.time())
+        now = time.time()
+        found = self._admission = admission.admit(head, gateway, now)
         if found.wake and gateway.config.wake is not None and found.dep is not None:
             # A sleeping engine, or one parked to free memory, comes back for a caller with a valid key.
             await gateway.config.wake(found.dep)
-            found = self._admission = admission.admit(head, gateway, time.time())
+            now = time.time()
+            found = self._admission = admission.admit(head, gateway, now)
         if found.key is not None:
-            gateway.tokens.touch(found.key, time.time())
+            gateway.tokens.touch(found.key, now)
         if found.refusal is not None:
             return found.refusal
         claim = admission.take(found, started=gateway.supervisor.request_started,
-                               finished=gateway.supervisor.request_finished, quotas=gateway.quotas, now=time.time())
+                               finished=gateway.supervisor.request_finished, quotas=gateway.quotas, now=now)
         if isinstance(claim, Refusal):
             return claim
         self._claim = claim
@@ -466,8 +471,7 @@ class EndpointHandler(web.RequestHandler):
                 outcome = await relay.relay(stream.fileno(), job, body)
             finally:
                 replica.in_flight -= 1
-            refusal = relay_refusal(outcome) if isinstance(outcome, Outcome) else None
-            if isinstance(outcome, Outcome) and refusal is not None:
+            if isinstance(outcome, Outcome) and (refusal := relay_refusal(outcome)) is not None:
                 if outcome.outcome == "unreachable":
                     gateway.supervisor.replica_unreachable(dep, replica, outcome.message)
                     if len(dep.replicas) > 1:

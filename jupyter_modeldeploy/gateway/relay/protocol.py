@@ -74,10 +74,6 @@ class Outcome:
     reusable: bool = False
     message: str = ""
 
-    @property
-    def reached_engine(self) -> bool:
-        return self.outcome in ("done", "gone", "cut")
-
 
 Message = Job | Ended | Ack | Outcome
 KINDS: dict[str, type[Job] | type[Ended] | type[Ack] | type[Outcome]] = {
