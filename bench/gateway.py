@@ -2,16 +2,16 @@
 
     python bench/gateway.py [--requests 300] [--load-s 15] [--light-only]
 
-One Jupyter server with this extension. Two routes to the same engine:
-  direct   the engine's own Unix socket, with its private key (the baseline)
-  gateway  <jupyter>/modeldeploy/endpoints/<route>/v1, with the deployment key
-Measured on llama-server serving SmolLM2, each as a ratio to direct in the same run:
-  - with light clients (`light_client`: http.client keep-alive for p50, 16 raw asyncio
-    connections for throughput; httpx costs more per request than the gateway and hides it), the
-    trivial route's added p50 and 16-client req/s, and the Jupyter server's CPU per request, in
-    interleaved rounds (`--light-only` runs just this);
-  - p50/p99 latency with 1 client and throughput with 16 clients on a trivial route (`/v1/models`:
-    pure overhead; targets p50 added <= 0.6 ms, 16 clients >= 0.95x);
+One Jupyter server with this extension, and llama-server serving SmolLM2 three ways:
+  tcp      a llama-server of the same configuration reached directly over TCP (the physical reference)
+  socket   the deployment's engine on its own Unix socket, with its private key
+  gateway  <jupyter>/modeldeploy/endpoints/<route>/v1, with the deployment key: a plain request is
+           admitted and relayed on the Jupyter server's loop (the plain on-loop path)
+Measured, each against the references in the same run:
+  - the trivial route (`/v1/models`: pure overhead) with light clients only (`light_client`:
+    http.client keep-alive for p50, 16 raw asyncio connections for throughput; httpx costs more per
+    request than the gateway and hides it), the Jupyter server's CPU per request, in interleaved
+    rounds (`--light-only` runs just this);
   - completion tokens/s with 16 clients (overhead next to real engine work);
   - streaming time to first chunk (target <= 1.1x);
   - the Jupyter server's own `GET /api/contents` p50 while 16 streaming clients go through the
@@ -19,7 +19,7 @@ Measured on llama-server serving SmolLM2, each as a ratio to direct in the same 
     its event loop; target <= 1.2x) — with llama-server, and with a fake engine whose 16 streams
     emit 20,000 small events a second in all (a busy GPU's rate), the same load direct and through
     the gateway;
-  - the same p50, and the Jupyter server's CPU, while 16 clients send non-streamed `GET /v1/models`;
+  - the same p50, and the Jupyter server's CPU, while 16 raw connections send `GET /v1/models`;
   - the cost of a quota check and a request log row (two more servers, interleaved rounds).
 """
 
@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
+import secrets
+import shutil
 import stat
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -42,24 +45,15 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import light_client
-from bench.common import engine_socket, run_load, smollm2_gguf, temp_jupyter
+from bench.common import engine_socket, free_port, run_load, smollm2_gguf, start_engine, temp_jupyter
+from jupyter_modeldeploy.config import parse_config
+from jupyter_modeldeploy.engines.base import LaunchContext
+from jupyter_modeldeploy.engines.llamacpp import ENGINE as LLAMACPP
 from tests.support.jupyter import JupyterProcess
 
 KEY = "sk-bench-gateway-key"
 FAST_EVENTS_PER_S = 20_000
 FAST_ENGINE = Path(__file__).resolve().parents[1] / "tests" / "support" / "fake_engine.py"
-
-
-async def latency_and_throughput(url: str, headers: dict[str, str], requests: int, uds: str | None) -> dict[str, float]:
-    async def one(client: httpx.AsyncClient) -> float:
-        response = await client.get(url, headers=headers)
-        response.raise_for_status()
-        return 1.0
-
-    single = await run_load(1, requests, one, uds=uds)
-    many = await run_load(16, max(requests // 8, 20), one, uds=uds)
-    return {"p50_ms": single.pct(50) * 1000, "p99_ms": single.pct(99) * 1000, "rps_1": single.throughput,
-            "rps_16": many.throughput, "p50_16_ms": many.pct(50) * 1000}
 
 
 async def inference_throughput(url: str, headers: dict[str, str], requests: int, uds: str | None,
@@ -168,71 +162,48 @@ async def jupyter_latency_under_load(server: JupyterProcess, url: str, headers: 
     return p50, rate
 
 
-async def jupyter_under_plain_load(server: JupyterProcess, url: str, headers: dict[str, str], uds: str | None,
-                                   seconds: float) -> tuple[float, float, float]:
-    """Jupyter's p50, the req/s and Jupyter's CPU while 16 clients send non-streamed `GET /v1/models`."""
-    stop = time.monotonic() + seconds
-    done = 0
-
-    async def caller(client: httpx.AsyncClient) -> None:
-        nonlocal done
-        while time.monotonic() < stop:
-            (await client.get(url, headers=headers)).raise_for_status()
-            done += 1
-
-    async def load() -> float:
-        elapsed = await sixteen_clients(uds, caller)
-        return done / elapsed
-
-    return await jupyter_under(server, seconds, load)
+async def jupyter_under_plain_load(server: JupyterProcess, target: light_client.Target, path: str,
+                                   headers: dict[str, str], seconds: float) -> tuple[float, float, float]:
+    """Jupyter's p50, the req/s and Jupyter's CPU while 16 raw connections send `GET /v1/models`."""
+    return await jupyter_under(server, seconds, lambda: light_client.throughput_async(target, path, headers, 16,
+                                                                                     seconds - 0.5))
 
 
 def plain_load(server: JupyterProcess, record: dict, seconds: float) -> dict[str, float]:
-    """`jupyter_under_plain_load` direct and through the gateway."""
+    """`jupyter_under_plain_load` on the engine's own socket and through the gateway."""
     sock, engine_key = engine_socket(server, record)
     out: dict[str, float] = {}
-    for name, url, headers, uds in (
-        ("direct", "http://engine/v1/models", {"Authorization": f"Bearer {engine_key}"}, sock),
-        ("gateway", record["api_base"] + "/models", {"Authorization": f"Bearer {KEY}"}, None),
+    for name, target, path, headers in (
+        ("direct", sock, "/v1/models", {"Authorization": f"Bearer {engine_key}"}),
+        ("gateway", ("127.0.0.1", server.port), gateway_path(record), {"Authorization": f"Bearer {KEY}"}),
     ):
-        p50, rate, cpu = asyncio.run(jupyter_under_plain_load(server, url, headers, uds, seconds))
+        p50, rate, cpu = asyncio.run(jupyter_under_plain_load(server, target, path, headers, seconds))
         out[f"{name}_p50_ms"], out[f"{name}_rps"], out[f"{name}_cpu"] = p50, rate, cpu
     return out
 
 
-def light_trivial(server: JupyterProcess, record: dict, requests: int, rounds: int,
-                  seconds: float = 5.0) -> dict[str, float]:
-    """The trivial route with light clients, direct (the engine's own socket) and through the gateway, in
-    interleaved rounds (medians): p50 of one keep-alive client, req/s of 16, the Jupyter server's CPU per
-    request under the 16."""
-    sock, engine_key = engine_socket(server, record)
-    gateway_path = "/" + record["api_base"].split("/", 3)[3] + "/models"
-    paths = {
-        "direct": (sock, "/v1/models", {"Authorization": f"Bearer {engine_key}"}),
-        "gateway": (("127.0.0.1", server.port), gateway_path, {"Authorization": f"Bearer {KEY}"}),
-    }
-    jupyter = psutil.Process(server.pid)
-    seen: dict[str, list[float]] = {}
-    for _ in range(rounds):
-        for name, (target, path, headers) in paths.items():
-            latency = light_client.keep_alive_latency(target, path, headers, requests)
-            cpu_before = sum(jupyter.cpu_times()[:2])
-            started = time.perf_counter()
-            rate = light_client.throughput(target, path, headers, 16, seconds)
-            cpu = sum(jupyter.cpu_times()[:2]) - cpu_before
-            served = rate * (time.perf_counter() - started - 0.5)  # less the warm-up half second
-            for key, value in (("p50_ms", latency.p50_ms), ("p99_ms", latency.p99_ms), ("rps_16", rate),
-                               ("jupyter_cpu_us", cpu / served * 1e6 if served else 0.0)):
-                seen.setdefault(f"{name}_{key}", []).append(value)
-    return {key: sorted(values)[len(values) // 2] for key, values in seen.items()}
+def gateway_path(record: dict) -> str:
+    """The path of a deployment's `/v1/models` under the Jupyter server."""
+    return "/" + record["api_base"].split("/", 3)[3] + "/models"
 
 
-def print_light(light: dict[str, float]) -> None:
-    print(f"light clients, trivial route: direct p50 {light['direct_p50_ms']:.2f} ms, {light['direct_rps_16']:.0f} req/s "
-          f"at 16; gateway p50 {light['gateway_p50_ms']:.2f} ms (p99 {light['gateway_p99_ms']:.2f}), "
-          f"{light['gateway_rps_16']:.0f} req/s at 16, Jupyter CPU {light['gateway_jupyter_cpu_us']:.0f} us a request")
-    print(f"  added p50 {light['gateway_p50_ms'] - light['direct_p50_ms']:+.2f} ms; 16 clients "
-          f"{light['gateway_rps_16'] / light['direct_rps_16']:.2f}x of direct")
+@contextlib.contextmanager
+def engine_on_tcp() -> Iterator[tuple[tuple[str, int], str]]:
+    """A llama-server with the deployment's configuration (1 thread, 4 slots) on a TCP port: its address and key."""
+    work = Path(tempfile.mkdtemp(prefix="bench-gateway-tcp-"))
+    port, key = free_port(), secrets.token_urlsafe(16)
+    config = parse_config({"kind": "llamacpp", "name": "tcp", "model": str(smollm2_gguf()), "threads": 1,
+                           "parallel": 4})
+    plan = LLAMACPP.plan(config, LaunchContext(port=port, engine_key=key, work_dir=work))
+    for name, content in plan.files.items():
+        (work / name).write_text(content)
+    proc = start_engine(plan.argv, plan.env, port, plan.health_path, key)
+    try:
+        yield ("127.0.0.1", port), key
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def fast_engine_binary(folder: Path, events_per_s: float = 0.0) -> Path:
@@ -260,14 +231,52 @@ GENEROUS_QUOTAS = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12, "m
                    "daily_tokens": 10**12}
 
 
+def light_trivial(server: JupyterProcess, record: dict, tcp: tuple[str, int], tcp_key: str, requests: int,
+                  rounds: int, seconds: float = 5.0) -> dict[str, float]:
+    """The trivial route with light clients over TCP direct, the engine's own socket and the gateway, in
+    interleaved rounds (medians): p50 and p99 of one keep-alive client, req/s of 16, and the Jupyter
+    server's CPU per request under the 16."""
+    sock, engine_key = engine_socket(server, record)
+    paths: dict[str, tuple[light_client.Target, str, dict[str, str]]] = {
+        "tcp": (tcp, "/v1/models", {"Authorization": f"Bearer {tcp_key}"}),
+        "socket": (sock, "/v1/models", {"Authorization": f"Bearer {engine_key}"}),
+        "gateway": (("127.0.0.1", server.port), gateway_path(record), {"Authorization": f"Bearer {KEY}"}),
+    }
+    jupyter = psutil.Process(server.pid)
+    seen: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for name, (target, path, headers) in paths.items():
+            latency = light_client.keep_alive_latency(target, path, headers, requests)
+            cpu_before = sum(jupyter.cpu_times()[:2])
+            started = time.perf_counter()
+            rate = light_client.throughput(target, path, headers, 16, seconds)
+            cpu = sum(jupyter.cpu_times()[:2]) - cpu_before
+            served = rate * (time.perf_counter() - started - 0.5)  # less the warm-up half second
+            for key, value in (("p50_ms", latency.p50_ms), ("p99_ms", latency.p99_ms), ("rps_16", rate),
+                               ("jupyter_cpu_us", cpu / served * 1e6 if served else 0.0)):
+                seen.setdefault(f"{name}_{key}", []).append(value)
+    return {key: sorted(values)[len(values) // 2] for key, values in seen.items()}
+
+
+def print_light(light: dict[str, float]) -> None:
+    for name in ("tcp", "socket", "gateway"):
+        print(f"{name:8} p50 {light[f'{name}_p50_ms']:5.2f} ms  p99 {light[f'{name}_p99_ms']:5.2f} ms  "
+              f"16 clients {light[f'{name}_rps_16']:7.0f} req/s  Jupyter CPU {light[f'{name}_jupyter_cpu_us']:5.0f} us "
+              "a request", flush=True)
+    print(f"gateway (the plain on-loop path) p50 added: {light['gateway_p50_ms'] - light['tcp_p50_ms']:+.2f} ms over "
+          f"TCP direct, {light['gateway_p50_ms'] - light['socket_p50_ms']:+.2f} ms over the engine's socket; "
+          f"16 clients {light['gateway_rps_16']:.0f} req/s: {light['gateway_rps_16'] / light['tcp_rps_16']:.2f}x of "
+          "TCP direct", flush=True)
+
+
 def quota_and_log_cost(requests: int, rounds: int) -> dict[str, float]:
-    """p50 on the trivial route through two servers, in interleaved rounds: one keeping no request log,
-    called with the fixed key (no quotas); one keeping it, called with a generated key with quotas
-    (that never trip). The difference is a quota check and a log row per request."""
+    """p50 on the trivial route (one keep-alive http.client) through two servers, in interleaved rounds: one
+    keeping no request log, called with the fixed key (no quotas); one keeping it, called with a generated key
+    with quotas (that never trip). The difference is a quota check and a log row per request."""
     plain = temp_jupyter(["--ModelDeployApp.keep_request_log=False"])
     full = temp_jupyter()
     try:
-        urls: dict[str, tuple[str, dict[str, str]]] = {}
+        targets: dict[str, tuple[light_client.Target, str, dict[str, str]]] = {}
         for name, server in (("plain", plain), ("quotas+log", full)):
             client = server.client()
             record = client.launch({"kind": "llamacpp", "name": "cost", "model": str(smollm2_gguf()), "api_key": KEY,
@@ -276,11 +285,11 @@ def quota_and_log_cost(requests: int, rounds: int) -> dict[str, float]:
             key = KEY
             if name == "quotas+log":
                 key = client.create_token(deployment=record["id"], quotas=GENEROUS_QUOTAS)["token"]
-            urls[name] = (record["api_base"] + "/models", {"Authorization": f"Bearer {key}"})
-        p50s: dict[str, list[float]] = {name: [] for name in urls}
+            targets[name] = (("127.0.0.1", server.port), gateway_path(record), {"Authorization": f"Bearer {key}"})
+        p50s: dict[str, list[float]] = {name: [] for name in targets}
         for _ in range(rounds):
-            for name, (url, headers) in urls.items():
-                p50s[name].append(asyncio.run(latency_and_throughput(url, headers, requests, None))["p50_ms"])
+            for name, (target, path, headers) in targets.items():
+                p50s[name].append(light_client.keep_alive_latency(target, path, headers, requests).p50_ms)
         return {name: sorted(values)[len(values) // 2] for name, values in p50s.items()}
     finally:
         plain.stop()
@@ -289,7 +298,7 @@ def quota_and_log_cost(requests: int, rounds: int) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=1000, help="requests of the keep-alive latency client")
     parser.add_argument("--stream-runs", type=int, default=9)
     parser.add_argument("--inference-requests", type=int, default=4, help="completions per client (16 clients)")
     parser.add_argument("--load-s", type=float, default=15.0, help="seconds of streaming load per contents run")
@@ -305,7 +314,8 @@ def main() -> int:
             client = server.client()
             record = client.wait(client.launch({"kind": "llamacpp", "name": "bench", "model": str(smollm2_gguf()),
                                                 "api_key": KEY, "threads": 1, "parallel": 4})["id"], timeout=300)
-            print_light(light_trivial(server, record, args.requests, args.light_rounds))
+            with engine_on_tcp() as (tcp, tcp_key):
+                print_light(light_trivial(server, record, tcp, tcp_key, args.requests, args.light_rounds))
         finally:
             server.stop()
         return 0
@@ -328,24 +338,26 @@ def main() -> int:
         record = client.launch({"kind": "llamacpp", "name": "bench", "model": str(smollm2_gguf()), "api_key": KEY,
                                 "threads": 1, "parallel": 4})
         record = client.wait(record["id"], timeout=300)
+        with engine_on_tcp() as (tcp, tcp_key):
+            light = light_trivial(server, record, tcp, tcp_key, args.requests, args.light_rounds)
+        print_light(light)
         sock, engine_key = engine_socket(server, record)
         paths = {
             "direct": ("http://engine/v1", {"Authorization": f"Bearer {engine_key}"}, sock),
             "gateway": (record["api_base"], {"Authorization": f"Bearer {KEY}"}, None),
         }
-        light = light_trivial(server, record, args.requests, args.light_rounds)
-        print_light(light)
-        results = {}
+        results: dict[str, dict[str, float]] = {}
         for name, (base, headers, uds) in paths.items():
-            results[name] = asyncio.run(latency_and_throughput(base + "/models", headers, args.requests, uds))
-            results[name]["first_chunk_ms"] = asyncio.run(
-                first_chunk(base + "/chat/completions", headers, args.stream_runs, uds)) * 1000
-            results[name]["tok_s_16"] = asyncio.run(
-                inference_throughput(base + "/completions", headers, args.inference_requests, uds))
+            # Streams and completions: engine work dominates, so httpx's own cost does not hide the gateway's.
+            results[name] = {
+                "first_chunk_ms": asyncio.run(first_chunk(base + "/chat/completions", headers, args.stream_runs,
+                                                          uds)) * 1000,
+                "tok_s_16": asyncio.run(inference_throughput(base + "/completions", headers, args.inference_requests,
+                                                             uds)),
+            }
             r = results[name]
-            print(f"{name:8} p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  1 client {r['rps_1']:7.0f} req/s  "
-                  f"16 clients {r['rps_16']:7.0f} req/s (p50 {r['p50_16_ms']:6.2f} ms)  "
-                  f"first chunk {r['first_chunk_ms']:7.1f} ms  completions 16 clients {r['tok_s_16']:6.1f} tok/s", flush=True)
+            print(f"{name:8} first chunk {r['first_chunk_ms']:7.1f} ms  completions 16 clients {r['tok_s_16']:6.1f} "
+                  "tok/s", flush=True)
         smol_load = contents_under_load(server, record, args.load_s, 48)
         plain = plain_load(server, record, args.load_s)
         client.delete(record["id"])
@@ -354,17 +366,14 @@ def main() -> int:
     cost = quota_and_log_cost(args.requests, args.cost_rounds)
     d, g = results["direct"], results["gateway"]
     print()
-    print(f"gateway p50 added: {g['p50_ms'] - d['p50_ms']:+.2f} ms (target <= 0.6 ms)")
-    print(f"throughput vs direct, 1 client: {g['rps_1'] / d['rps_1']:.2f}x; "
-          f"16 clients: {g['rps_16'] / d['rps_16']:.2f}x (target >= 0.95)")
-    print(f"completion tokens/s vs direct, 16 clients: {g['tok_s_16'] / d['tok_s_16']:.2f}x")
+    print(f"completion tokens/s vs direct, 16 clients: {g['tok_s_16'] / d['tok_s_16']:.2f}x (target >= 0.98)")
     print(f"first chunk vs direct: {g['first_chunk_ms'] / d['first_chunk_ms']:.2f}x (target <= 1.1)")
     print(f"quota check and request log row: p50 {cost['plain']:.2f} ms (no log, no quotas) vs "
           f"{cost['quotas+log']:.2f} ms: {cost['quotas+log'] - cost['plain']:+.2f} ms (target <= 0.1 ms)")
-    print(f"Jupyter GET /api/contents p50 under 16 clients of GET /v1/models: gateway {plain['gateway_p50_ms']:.1f} ms "
-          f"({plain['gateway_rps']:.0f} req/s, Jupyter CPU {plain['gateway_cpu']:.0%}) vs direct "
+    print(f"Jupyter GET /api/contents p50 under 16 connections of GET /v1/models: gateway {plain['gateway_p50_ms']:.1f} "
+          f"ms ({plain['gateway_rps']:.0f} req/s, Jupyter CPU {plain['gateway_cpu']:.0%}) vs direct "
           f"{plain['direct_p50_ms']:.1f} ms ({plain['direct_rps']:.0f} req/s, Jupyter CPU {plain['direct_cpu']:.0%}): "
-          f"{plain['gateway_p50_ms'] / plain['direct_p50_ms']:.2f}x")
+          f"{plain['gateway_p50_ms'] / plain['direct_p50_ms']:.2f}x (target <= 1.1)")
     paced_label = f"fake engine paced at {FAST_EVENTS_PER_S} events/s"
     for label, load in (("SmolLM2 on llama-server", smol_load), (paced_label, fast_load)):
         print(f"Jupyter GET /api/contents p50 under 16 streaming clients, {label}: "

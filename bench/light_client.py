@@ -116,7 +116,9 @@ async def _client(target: Target, request: bytes, until: float, counts: list[int
         writer.close()
 
 
-async def _throughput(target: Target, path: str, headers: dict[str, str], clients: int, seconds: float) -> float:
+async def throughput_async(target: Target, path: str, headers: dict[str, str], clients: int = 16,
+                           seconds: float = 5.0) -> float:
+    """`throughput` on the running loop (after half a second of warm-up)."""
     host = "localhost" if isinstance(target, str) else f"{target[0]}:{target[1]}"
     lines = [f"GET {path} HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers.items())]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -129,4 +131,4 @@ async def _throughput(target: Target, path: str, headers: dict[str, str], client
 
 def throughput(target: Target, path: str, headers: dict[str, str], clients: int = 16, seconds: float = 5.0) -> float:
     """Requests per second of `clients` raw keep-alive connections sending GET `path` for `seconds`."""
-    return asyncio.run(_throughput(target, path, headers, clients, seconds))
+    return asyncio.run(throughput_async(target, path, headers, clients, seconds))
