@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..engines.routes import Dialect
-from ..supervisor import Deployment, Status
 from ..supervisor.replicas import pick
+from ..supervisor.state import Status
 from ..supervisor.tokens import Quotas, TokenInfo
 from .auth import authorize, model_refusal, presented_key, role_refusal
 from .body import prepare_body
@@ -32,6 +32,7 @@ from .paths import PathError, check_query, normalise_path
 from .quotas import QuotaBook
 from .records import FIXED_KEY_ID, NO_KEY_ID, model_label
 from .refusals import Refusal
+from .view import Served
 
 ENDPOINTS_MARKER = "/modeldeploy/endpoints/"
 #: A refused request's body is read and dropped, keeping its connection, up to this size; a larger
@@ -57,11 +58,11 @@ class AdmissionState(Protocol):
 
     default_payload_limit: int
 
-    def by_route(self, route: str) -> Deployment | None: ...
+    def by_route(self, route: str) -> Served | None: ...
 
     def lookup(self, key: str) -> TokenInfo | None: ...
 
-    def key_belongs_elsewhere(self, key: str, dep: Deployment) -> bool: ...
+    def key_belongs_elsewhere(self, key: str, dep: Served) -> bool: ...
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Admission:
     """What admission found out about a request; `refusal` is None when it may go on."""
 
     refusal: Refusal | None = None
-    dep: Deployment | None = None
+    dep: Served | None = None
     engine_path: str = "/"
     query: str = ""
     model: str | None = None  # named by the URL (`<endpoint>/<model>/...`) or, later, by the body
@@ -162,7 +163,7 @@ def _preflight(head: RequestHead, origin: str, allowed: list[str]) -> Refusal:
     return Refusal(204, "", "", headers=headers)
 
 
-def _state_refusal(dep: Deployment) -> Refusal | None:
+def _state_refusal(dep: Served) -> Refusal | None:
     """503 unless the deployment serves now (a sleeping one wakes for a caller with a valid key)."""
     name = dep.name
     if dep.status is Status.LOADING:
@@ -214,9 +215,9 @@ def _route_refusal(found: Admission, head: RequestHead, state: AdmissionState) -
 class Claim:
     """An admitted request's place: its deployment's concurrency slot and its key's quota place, given back once."""
 
-    def __init__(self, dep: Deployment, finished: Callable[[Deployment], None], quotas: QuotaBook,
+    def __init__(self, dep: Served, finished: Callable[[Served, str | None, int], None], quotas: QuotaBook,
                  book: str | None):
-        self._dep: Deployment | None = dep
+        self._dep: Served | None = dep
         self._finished = finished
         self._quotas = quotas
         self._book = book
@@ -228,10 +229,11 @@ class Claim:
             return
         if self._book is not None:
             self._quotas.release(self._book, tokens, now)
-        self._finished(dep)
+        self._finished(dep, self._book, tokens)
 
 
-def take(found: Admission, *, started: Callable[[Deployment], None], finished: Callable[[Deployment], None],
+def take(found: Admission, *, started: Callable[[Served, str | None], None],
+         finished: Callable[[Served, str | None, int], None],
          quotas: QuotaBook, now: float) -> Claim | Refusal:
     """Claim an admitted request's places, each checked and taken in one step; a Refusal takes none."""
     dep = found.dep
@@ -246,7 +248,7 @@ def take(found: Admission, *, started: Callable[[Deployment], None], finished: C
         if exceeded is not None:
             return Refusal(429, exceeded.message(), "rate_limit_error", extra={"param": exceeded.quota},
                            headers={"Retry-After": str(exceeded.retry_after_s)}, code="rate_limit_exceeded")
-    started(dep)
+    started(dep, book)
     return Claim(dep, finished, quotas, book)
 
 

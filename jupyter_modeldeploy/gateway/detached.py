@@ -1,51 +1,49 @@
-"""A client connection out of tornado's hands while the relay worker answers on it, and its way back.
+"""A client connection taken out of one tornado server and served by another, from its first request on.
 
-`lift` takes the socket out of its IOStream: the Jupyter server's loop then watches it no more, so
-nothing the client sends meanwhile is read here (the worker may peek at it and serve it; what
-it leaves stays in the kernel for tornado). `take_back` gives the socket to tornado again for the
-connection's next request, or closes the server's copy of it.
+The Jupyter server reads an endpoint request's head, then hands the connection to the gateway
+worker (`relay.plane`): `handed_over` takes the socket out of tornado's hands together with the
+bytes already read (the head, rebuilt as received, and whatever of the body tornado buffered).
+On the other side, `PrefixedIOStream` gives tornado those bytes first and then the socket's, so
+the worker's own HTTP server parses the same request again and serves the connection as if it
+had accepted it.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
-from typing import Any
 
-from tornado import iostream
-from tornado.httpserver import HTTPServer
-
-ServerGetter = Callable[[], HTTPServer] | None
+from tornado import httputil, iostream
 
 
-def lift(stream: iostream.IOStream) -> socket.socket:
-    """The connection's socket, out of a detached IOStream (which is closed: only its descriptor)."""
+class PrefixedIOStream(iostream.IOStream):
+    """An IOStream whose reads return `prefix` before anything the socket holds."""
+
+    def __init__(self, sock: socket.socket, prefix: bytes, **kwargs: object):
+        self._prefix = memoryview(prefix)
+        super().__init__(sock, **kwargs)  # type: ignore[arg-type]
+
+    def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
+        if self._prefix:
+            n = min(len(buf), len(self._prefix))
+            buf[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        return super().read_from_fd(buf)
+
+
+def request_head(request: httputil.HTTPServerRequest) -> bytes:
+    """A request's line and headers, as bytes again (header names as tornado normalised them)."""
+    lines = [f"{request.method} {request.uri} {request.version}"]
+    lines += [f"{name}: {value}" for name, value in request.headers.get_all()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def handed_over(stream: iostream.IOStream) -> tuple[socket.socket, bytes]:
+    """A detached stream's socket (a duplicate; the stream is closed) and the bytes it had read past the head."""
+    buffered = b"" if stream._user_read_buffer else bytes(stream._read_buffer)
     sock = stream.socket
     raw = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
     raw.setblocking(False)
     stream.close()
-    return raw
-
-
-def take_back(server: ServerGetter, sock: socket.socket, address: Any, reusable: bool) -> None:
-    """Serve the connection's next request with tornado (an answer that ended cleanly, keep-alive), or close it."""
-    if reusable and server is not None and sock.fileno() != -1:
-        server().handle_stream(iostream.IOStream(sock), address)
-    else:
-        sock.close()
-
-
-async def answer_and_take_back(server: ServerGetter, sock: socket.socket, address: Any, answer: bytes,
-                               keep_alive: bool) -> bool:
-    """Write an answer of the server's own on a lifted connection, then give it to tornado; whether it was written."""
-    stream = iostream.IOStream(sock)
-    try:
-        await stream.write(answer)
-    except iostream.StreamClosedError:
-        return False
-    if keep_alive and server is not None and not stream.closed():
-        server().handle_stream(stream, address)
-    else:
-        stream.close()
-    return True
+    return raw, buffered

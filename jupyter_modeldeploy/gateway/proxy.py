@@ -5,46 +5,39 @@ nothing itself: the one admission (`admission`) decides from the request line an
 before the body is read (`prepare`) and claims the request's concurrency slot and quota place in
 the same step; the body is then read up to the limit, admitted (model, limits, model scope), and
 the request forwarded on a pooled connection with the engine's private key. The answer streams
-back chunk by chunk as it arrives, on this loop or, for a streamed answer, from the relay worker.
+back chunk by chunk as it arrives.
+
+The handler runs in the gateway worker, which owns endpoint traffic (`relay.worker`), and on the
+Jupyter server's loop, which hands each endpoint connection to the worker after its first request's
+head (`prepare`) and serves it itself only while no worker serves. Its `gateway` (`core.GatewayCore`)
+is that process's state and counters; the handler does not know which one it has.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import hmac
 import json
 import logging
-import socket
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tornado import httputil, iostream, web
-from tornado.httpserver import HTTPServer
 
-from ..supervisor import Deployment, Supervisor
-from ..supervisor.keys import hash_key
 from ..supervisor.replicas import Replica, pick
-from ..supervisor.tokens import TokenInfo, TokenRegistry
 from . import admission
 from .admission import DRAIN_LIMIT, Admission, Claim, RequestHead
 from .answer_end import AnswerEnd
-from .detached import answer_and_take_back, lift, take_back
+from .core import GatewayCore
 from .headers import request_headers, returned_header
-from .quotas import QuotaBook
 from .records import CAPTURE_SLACK, Capture, RequestRecord
-from .refusals import Refusal, refusal_answer, refusal_document, relay_refusal
-from .relay.pool import StreamRelay
-from .relay.protocol import Ended, Job, Outcome
+from .refusals import Refusal, refusal_document
 from .response_head import http_date
-from .upstream import UpstreamClient, UpstreamError, UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
+from .upstream import UpstreamError, UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
 from .usage import Usage, UsageTap
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PAYLOAD_LIMIT = 16 << 20
 FLUSH_EVERY_S = 0.005  # streamed bytes reach the client within 5 ms, in batches (see StreamFlusher)
 #: The handler's URL pattern: no capture groups, so tornado never decodes any part of the path.
 ENDPOINT_PATTERN = r"/modeldeploy/endpoints/.+"
@@ -58,64 +51,6 @@ class Relayed:
     usage: Usage | None = None
     streamed: bool = False
     first_chunk_s: float | None = None
-    # What is left to do once the request is recorded (the relay worker writes the answer's end).
-    after_record: Callable[[], Awaitable[None]] | None = None
-
-
-@dataclass
-class GatewayConfig:
-    """Gateway settings (from the extension's traitlets)."""
-
-    upstream_timeout_s: float = 600.0
-    connect_timeout_s: float = 10.0
-    default_payload_limit: int = DEFAULT_PAYLOAD_LIMIT
-    wake: Callable[[Deployment], Awaitable[None]] | None = None  # wakes a sleeping engine
-    observers: list[Callable[[RequestRecord], None]] = field(default_factory=list)
-    stream_relay: bool = False  # streamed answers pass through the relay worker process (relay.worker)
-    # The tornado server that serves a connection again once the relay worker answered on it.
-    http_server: Callable[[], HTTPServer] | None = None
-
-
-class Gateway:
-    """Shared state of every endpoint handler: the supervisor, tokens and the upstream client; what
-    admission reads of them (`admission.AdmissionState`)."""
-
-    def __init__(self, supervisor: Supervisor, tokens: TokenRegistry, config: GatewayConfig | None = None):
-        self.supervisor = supervisor
-        self.tokens = tokens
-        self.config = config or GatewayConfig()
-        self.quotas = QuotaBook()
-        self.upstream = UpstreamClient(connect_timeout=self.config.connect_timeout_s)
-        self.relay = StreamRelay() if self.config.stream_relay and StreamRelay.supported() else None
-
-    @property
-    def default_payload_limit(self) -> int:
-        return self.config.default_payload_limit
-
-    def by_route(self, route: str) -> Deployment | None:
-        """The deployment at an endpoint route."""
-        return self.supervisor.by_route(route)
-
-    def lookup(self, key: str) -> TokenInfo | None:
-        """A generated key's info by its value."""
-        return self.tokens.lookup(key)
-
-    def observe(self, record: RequestRecord) -> None:
-        """Hand a finished request to every observer."""
-        for observer in self.config.observers:
-            observer(record)
-
-    def key_belongs_elsewhere(self, key: str, dep: Deployment) -> bool:
-        """Whether a key is the fixed key of another deployment (so the answer is 403, not 401)."""
-        digest = hash_key(key)  # once, not once per deployment
-        return any(d.api_key_hash is not None and hmac.compare_digest(digest, d.api_key_hash)
-                   for d in self.supervisor.deployments.values() if d.id != dep.id)
-
-    async def close(self) -> None:
-        """Close the upstream pools and the relay worker."""
-        await self.upstream.close()
-        if self.relay is not None:
-            await self.relay.close()
 
 
 class StreamFlusher:
@@ -166,8 +101,9 @@ class EndpointHandler(web.RequestHandler):
 
     SUPPORTED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")  # type: ignore[assignment]
 
-    def initialize(self, gateway: Gateway) -> None:
+    def initialize(self, gateway: GatewayCore, door: str = "jupyter") -> None:
         self.gateway = gateway
+        self.door = door  # how the request came: through the Jupyter server, or the worker's socket or port
         self._upstream: UpstreamResponse | None = None
         self._client_gone = False
         self._admission = Admission()
@@ -180,6 +116,7 @@ class EndpointHandler(web.RequestHandler):
         self._observed = False
         self._capture: Capture | None = None  # the bodies, where the deployment captures them
         self._stream_asked = False  # the body asks for a streamed answer (`"stream": true`)
+        self._held = b""  # the answer's last bytes, written once the request is counted
 
     # tornado hooks ------------------------------------------------------------------------
 
@@ -230,6 +167,9 @@ class EndpointHandler(web.RequestHandler):
     # Before the body: everything the request line and headers decide ----------------------
 
     async def prepare(self) -> None:
+        if await self.gateway.hand_off(self):
+            self._finished = True  # the connection is the worker's now: nothing more happens here
+            return
         refusal = await self._admit()
         if refusal is None:
             return
@@ -268,25 +208,27 @@ class EndpointHandler(web.RequestHandler):
         gateway = self.gateway
         request = self.request
         head = RequestHead(request.method or "GET", request.path, request.query, request.headers)
+        gateway.settle()  # every change published before this request was sent is in force
         now = time.time()
         found = self._admission = admission.admit(head, gateway, now)
-        if found.wake and gateway.config.wake is not None and found.dep is not None:
+        if found.wake and found.dep is not None:
             # A sleeping engine, or one parked to free memory, comes back for a caller with a valid key.
-            await gateway.config.wake(found.dep)
+            await gateway.wake(found.dep)
+            gateway.settle()
             now = time.time()
             found = self._admission = admission.admit(head, gateway, now)
         if found.key is not None:
-            gateway.tokens.touch(found.key, now)
+            gateway.touch(found.key, now)
         if found.refusal is not None:
             return found.refusal
-        claim = admission.take(found, started=gateway.supervisor.request_started,
-                               finished=gateway.supervisor.request_finished, quotas=gateway.quotas, now=now)
+        claim = admission.take(found, started=gateway.request_started,
+                               finished=gateway.request_finished, quotas=gateway.quotas, now=now)
         if isinstance(claim, Refusal):
             return claim
         self._claim = claim
         return None
 
-    def _start_capture(self, dep: Deployment) -> None:
+    def _start_capture(self, dep: Any) -> None:
         limit = dep.config.capture_max_bytes
         authorization = self.request.headers.get("Authorization")
         secrets = tuple(s for s in (self._admission.presented, dep.engine_key, authorization) if s)
@@ -298,13 +240,15 @@ class EndpointHandler(web.RequestHandler):
             self._claim.release(tokens, time.time())
 
     def _observe(self, record: RequestRecord) -> None:
-        """A finished request: its places given back, then the record to every observer, once
-        (an error answered while forwarding is not counted again when the forwarding ends)."""
+        """A finished request: its places given back, then its record, once (an error answered while
+        forwarding is not counted again when the forwarding ends). Called before the answer's end is
+        written: by the time its client can tell the answer ended, the request is counted."""
         self._release(record.usage.total if record.usage else 0)
         record.method, record.path, record.capture = self.request.method or "", self._admission.engine_path, self._capture
+        record.door = self.door
         if not self._observed:
             self._observed = True
-            self.gateway.observe(record)
+            self.gateway.observe(record, claimed=self._claim is not None)
 
     def _refuse(self, refusal: Refusal) -> None:
         found = self._admission
@@ -313,15 +257,23 @@ class EndpointHandler(web.RequestHandler):
             self.set_header(name, value)
         if refusal.close:
             self.set_header("Connection", "close")
-        if refusal.status == 204:
-            self.finish()
-        else:
+        body = b""
+        if refusal.status != 204:
             self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps(refusal_document(refusal, found.dialect)))
+            body = json.dumps(refusal_document(refusal, found.dialect)).encode()
         dep = found.dep
         if dep is not None and refusal.kind:
+            if self._capture is not None:
+                self._capture.keep(body)
             self._observe(RequestRecord(dep.id, found.model_label(), refusal.status,
                                         time.perf_counter() - self._started, key_id=found.key_id))
+        self._end(body)
+
+    def _end(self, rest: bytes) -> None:
+        """Write the answer's last bytes (already kept for the request log) and finish it."""
+        if rest:
+            web.RequestHandler.write(self, rest)
+        self.finish()
 
     # After the body ----------------------------------------------------------------------
 
@@ -346,32 +298,27 @@ class EndpointHandler(web.RequestHandler):
         if admitted.refusal is not None:
             self._refuse(admitted.refusal)
             return
-        relay = self.gateway.relay if self._capture is None and self._detachable() else None
-        if relay is not None and not (self._stream_asked and relay.available()):
-            relay = None
         self._forwarding = True
         relayed = Relayed(502)
         try:
-            if relay is not None:
-                relayed = await self._forward_elsewhere(relay, dep, admitted.body, admitted.injected)
-            else:
-                relayed = await self._forward(dep, admitted.body, admitted.injected)
+            relayed = await self._forward(dep, admitted.body, admitted.injected)
         finally:
-            try:
-                self._observe(
-                    RequestRecord(
-                        deployment_id=dep.id, model=found.model_label(), status=relayed.status,
-                        latency_s=time.perf_counter() - self._started, first_chunk_s=relayed.first_chunk_s,
-                        usage=relayed.usage, streamed=relayed.streamed, key_id=found.key_id,
-                    )
+            if self._capture is not None:
+                self._capture.keep(self._held)
+            self._observe(
+                RequestRecord(
+                    deployment_id=dep.id, model=found.model_label(), status=relayed.status,
+                    latency_s=time.perf_counter() - self._started, first_chunk_s=relayed.first_chunk_s,
+                    usage=relayed.usage, streamed=relayed.streamed, key_id=found.key_id,
                 )
-            finally:
-                if relayed.after_record is not None:
-                    await relayed.after_record()
+            )
+        # Counted: now the bytes by which the client can tell its answer ended.
+        if not self._finished and not self._client_gone:
+            self._end(self._held)
 
     post = put = patch = delete = options = head = get  # type: ignore[assignment]
 
-    async def _send(self, dep: Deployment, body: bytes) -> tuple[UpstreamResponse | None, Replica | None]:
+    async def _send(self, dep: Any, body: bytes) -> tuple[UpstreamResponse | None, Replica | None]:
         """Send the request to the serving replica with the fewest in flight; one that cannot be connected to
         leaves the rotation and the next takes the request (it never reached the first). Refused: (None, None)."""
         gateway = self.gateway
@@ -395,7 +342,7 @@ class EndpointHandler(web.RequestHandler):
                 )
             except UpstreamUnreachable as exc:
                 replica.in_flight -= 1
-                gateway.supervisor.replica_unreachable(dep, replica, str(exc))
+                gateway.replica_unreachable(dep, replica, str(exc))
                 if len(dep.replicas) > 1:
                     continue
                 self._refuse(Refusal(502, f"the engine could not be reached: {exc}", "upstream_error"))
@@ -410,7 +357,7 @@ class EndpointHandler(web.RequestHandler):
                 return None, None
             return upstream, replica
 
-    async def _forward(self, dep: Deployment, body: bytes, injected: bool) -> Relayed:
+    async def _forward(self, dep: Any, body: bytes, injected: bool) -> Relayed:
         started = time.perf_counter()
         upstream, replica = await self._send(dep, body)
         if upstream is None or replica is None:
@@ -421,89 +368,9 @@ class EndpointHandler(web.RequestHandler):
             replica.in_flight -= 1
         return Relayed(status, tap.finish() if tap else None, bool(tap and tap.is_sse), first_chunk)
 
-    # Streams through the relay worker ------------------------------------------------------
-
-    def _detachable(self) -> bool:
-        """Whether this connection can be handed to the relay worker and taken back: plain HTTP/1.1
-        (no TLS), nothing of a next request read yet, nothing of ours still being written."""
-        connection = self.request.connection
-        stream = getattr(connection, "stream", None)
-        return (
-            self.request.version == "HTTP/1.1" and type(stream) is iostream.IOStream and not self._client_gone
-            and not stream.writing() and not getattr(stream, "_read_buffer_size", 1)
-            and self.gateway.config.http_server is not None
-        )
-
-    def _keep_alive(self) -> bool:
-        tokens = {t.strip().lower() for t in self.request.headers.get("Connection", "").split(",")}
-        return "close" not in tokens
-
     def _target(self) -> str:
         found = self._admission
         return f"{found.engine_path}?{found.query}" if found.query else found.engine_path
-
-    async def _forward_elsewhere(self, relay: StreamRelay, dep: Deployment, body: bytes, injected: bool) -> Relayed:
-        """The request goes to the engine, and its answer to the client, from the relay worker; this
-        server takes the connection back for the client's next request."""
-        gateway = self.gateway
-        address = self.request.connection.context.address  # type: ignore[attr-defined]
-        keep_alive = self._keep_alive()
-        headers = request_headers(self.request.headers.get_all())
-        target = self._target()
-        stream = lift(self.detach())  # tornado no longer reads or writes this connection
-        tried: set[str] = set()
-        while True:
-            replica = pick(dep.replicas, tried)
-            if replica is None or replica.address is None:
-                return await self._answer_detached(stream, address, keep_alive, Refusal(
-                    503, f"no replica of deployment {dep.name!r} is serving", "unavailable_error",
-                    headers={"Retry-After": "5"}))
-            tried.add(replica.id)
-            replica.in_flight += 1
-            replica.requests += 1
-            job = Job(
-                id=relay.new_id(), method=self.request.method or "POST", target=target, address=replica.address,
-                headers=(*headers, ("Authorization", f"Bearer {replica.engine_key}")),
-                timeout_s=gateway.config.upstream_timeout_s, keep_alive=keep_alive, injected=injected,
-                cors=tuple(self._admission.cors.items()),
-            )
-            try:
-                outcome = await relay.relay(stream.fileno(), job, body)
-            finally:
-                replica.in_flight -= 1
-            if isinstance(outcome, Outcome) and (refusal := relay_refusal(outcome)) is not None:
-                if outcome.outcome == "unreachable":
-                    gateway.supervisor.replica_unreachable(dep, replica, outcome.message)
-                    if len(dep.replicas) > 1:
-                        continue
-                return await self._answer_detached(stream, address, keep_alive, refusal)
-            usage = Usage(*outcome.usage) if outcome.usage else None
-            relayed = Relayed(outcome.status or 502, usage, outcome.streamed, outcome.first_chunk_s)
-            if isinstance(outcome, Ended):  # its end is written once the request is recorded
-                relayed.after_record = functools.partial(self._end_elsewhere, relay, outcome.id, stream, address)
-            else:
-                self._after_relay(outcome, stream, address)
-            return relayed
-
-    async def _end_elsewhere(self, relay: StreamRelay, job_id: int, stream: socket.socket, address: Any) -> None:
-        """The request is recorded: the worker writes the answer's end; then the connection comes back."""
-        self._after_relay(await relay.finish(job_id), stream, address)
-
-    def _after_relay(self, final: Outcome, stream: socket.socket, address: Any) -> None:
-        """The worker is done with the request: the connection is served here again, or closed."""
-        self._take_back(stream, address, final.outcome == "done" and final.reusable)
-
-    async def _answer_detached(self, stream: socket.socket, address: Any, keep_alive: bool,
-                               refusal: Refusal) -> Relayed:
-        """The gateway's own error, written on a connection that is out of tornado's hands."""
-        await answer_and_take_back(self.gateway.config.http_server, stream, address,
-                                   refusal_answer(refusal, self._admission.cors, keep_alive=keep_alive,
-                                                  dialect=self._admission.dialect), keep_alive)
-        return Relayed(refusal.status)
-
-    def _take_back(self, stream: socket.socket, address: Any, reusable: bool) -> None:
-        """Serve the connection's next request (an answer that ended cleanly, keep-alive), or close it."""
-        take_back(self.gateway.config.http_server, stream, address, reusable)
 
     async def _relay(self, upstream: UpstreamResponse, injected: bool, started: float) -> tuple[int, UsageTap | None,
                                                                                                  float | None]:
@@ -566,10 +433,7 @@ class EndpointHandler(web.RequestHandler):
         finally:
             self._upstream = None
         if not self._client_gone:
-            rest = end.pass_on(tap.close()) + end.release()[1]
-            if rest:
-                self.write(rest)
-            self.finish()
+            self._held = end.pass_on(tap.close()) + end.release()[1]  # written once the request is counted
         return upstream.status, tap, first_chunk
 
     def _abort_client(self) -> None:

@@ -108,6 +108,13 @@ class QuotaBook:
         book.in_flight += 1
         return None
 
+    def mirror(self, key_id: str, now: float) -> None:
+        """Count a request another process admitted (the gateway worker's, reported to the server)."""
+        book = self.book(key_id)
+        book.expire(now)
+        book.requests.append(now)
+        book.in_flight += 1
+
     def release(self, key_id: str, tokens: int, now: float) -> None:
         """An admitted request ended, having used `tokens`."""
         book = self.book(key_id)

@@ -59,3 +59,4 @@ class RequestRecord:
     method: str = ""
     path: str = ""  # the engine path it went to (the request log's route)
     capture: Capture | None = None  # the bodies, where the deployment captures them
+    door: str = "jupyter"  # how it came: through the Jupyter server, or the gateway worker's `socket` or `port`

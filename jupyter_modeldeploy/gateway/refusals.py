@@ -12,8 +12,6 @@ from typing import Any
 
 from ..engines.embedding_server.protocol import tei_error_body, tei_error_type
 from ..engines.routes import Dialect
-from .relay.protocol import Outcome
-from .response_head import json_answer
 
 #: Anthropic's error types; another kind is mapped by status (`anthropic_error_type`).
 ANTHROPIC_TYPES = frozenset({
@@ -61,19 +59,3 @@ def refusal_document(refusal: Refusal, dialect: Dialect = "openai") -> dict[str,
         return {"type": "error", "error": {"type": anthropic_error_type(refusal.status, refusal.kind),
                                            "message": refusal.message}}
     return error_body(refusal.message, refusal.kind, refusal.code or refusal.status, **refusal.extra)
-
-
-def relay_refusal(outcome: Outcome) -> Refusal | None:
-    """The answer to a request the relay worker could not send to its engine (nothing was written);
-    None when the engine answered."""
-    if outcome.outcome in ("unreachable", "error"):
-        return Refusal(502, f"the engine could not be reached: {outcome.message}", "upstream_error")
-    if outcome.outcome == "timeout":
-        return Refusal(504, f"the engine did not answer: {outcome.message}", "timeout_error")
-    return None
-
-
-def refusal_answer(refusal: Refusal, cors: dict[str, str], *, keep_alive: bool, dialect: Dialect = "openai") -> bytes:
-    """A refusal as a whole HTTP answer, for a connection out of tornado's hands."""
-    return json_answer(refusal.status, refusal_document(refusal, dialect), {**cors, **refusal.headers},
-                       keep_alive=keep_alive)

@@ -13,7 +13,10 @@ from tornado import web
 from traitlets import Bool, Dict, Enum, Float, Int, Unicode, default
 
 from ..engines import EngineSettings
-from ..gateway.proxy import ENDPOINT_PATTERN, EndpointHandler, Gateway, GatewayConfig
+from ..gateway.core import GatewayConfig
+from ..gateway.proxy import ENDPOINT_PATTERN, EndpointHandler
+from ..gateway.relay.plane import WorkerSettings
+from ..gateway.server_gateway import Gateway
 from ..supervisor import Supervisor
 from ..supervisor.ray_placement import RaySettings
 from ..supervisor.tokens import TokenRegistry
@@ -24,6 +27,9 @@ from .jupyter_ai_handlers import jupyter_ai_handlers
 from .validate import validate_handlers
 from .views import view_handlers
 from .writer import BatchWriter
+
+#: The longest Unix socket path the platform takes (sun_path is 108 bytes on Linux, with its NUL).
+MAX_SOCKET_PATH = 100
 
 
 class ModelDeployApp(ExtensionApp):
@@ -61,11 +67,17 @@ class ModelDeployApp(ExtensionApp):
     upstream_timeout_s = Float(
         600.0, help="Seconds the gateway waits for an engine's answer before replying 504."
     ).tag(config=True)
-    stream_relay = Bool(
+    gateway_worker = Bool(
         True,
-        help="Pass streamed answers (requests with \"stream\": true) from engines to clients in a worker process "
-        "of their own, so fast streams do not slow the Jupyter server's own requests; False streams them on "
-        "the server's event loop.",
+        help="Serve endpoint traffic in a gateway worker process of its own (the server hands it each endpoint "
+        "connection after the first request's head), so endpoint load does not slow the Jupyter server's own "
+        "requests; it also listens on a Unix socket (0600) in the state folder. False serves endpoints on the "
+        "server's event loop.",
+    ).tag(config=True)
+    gateway_port = Int(
+        None, allow_none=True,
+        help="Also serve endpoints on this loopback port (0: any free one) from the gateway worker, for same-host "
+        "clients that skip the Jupyter hop; None: no port.",
     ).tag(config=True)
     payload_limit_bytes = Int(16 << 20, help="Largest request body the gateway accepts (embedding models set their own).").tag(
         config=True
@@ -145,9 +157,9 @@ class ModelDeployApp(ExtensionApp):
                 upstream_timeout_s=self.upstream_timeout_s,
                 default_payload_limit=self.payload_limit_bytes,
                 wake=supervisor.ensure_ready,
-                stream_relay=self.stream_relay,
                 http_server=lambda: self.serverapp.http_server,
             ),
+            worker=self._worker_settings() if self.gateway_worker else None,
         )
         self.supervisor = supervisor
         self.gateway = gateway
@@ -176,6 +188,16 @@ class ModelDeployApp(ExtensionApp):
             }
         )
         self.log.info("modeldeploy: state in %s", self.state_dir)
+
+    def _worker_settings(self) -> WorkerSettings:
+        """The gateway worker's timeouts and limits, and its doors (the socket where its path fits)."""
+        door = Path(self.state_dir) / "gateway.sock"
+        if len(str(door)) > MAX_SOCKET_PATH:
+            self.log.warning("modeldeploy: the state folder's path is too long for the gateway's Unix socket; "
+                             "it is not opened")
+            door = None
+        return WorkerSettings(upstream_timeout_s=self.upstream_timeout_s, default_payload_limit=self.payload_limit_bytes,
+                              door_socket=door, door_port=self.gateway_port)
 
     def _key_usage(self, gateway: Gateway, hub: Any) -> Any:
         """Per-key usage (counted per request, kept in the activity file, in Prometheus; daily budgets
@@ -249,9 +271,8 @@ class ModelDeployApp(ExtensionApp):
         route_first(webapp, [(url_path_join(base_url, pattern), *rest) for pattern, *rest in endpoints])
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
-        if self.gateway.relay is not None:
-            await self.gateway.relay.start()  # before any stream arrives (until then streams stay on this loop)
         await self.supervisor.start()
+        self.gateway.start()  # the worker, in the background (endpoint requests wait for it)
         self.writer.start()
         if self.metrics is not None:
             self.metrics.start()

@@ -12,8 +12,8 @@ from prometheus_client.exposition import choose_encoder
 from tornado import web
 
 from ..gateway import admission
-from ..gateway.proxy import Gateway
 from ..gateway.refusals import Refusal, refusal_document
+from ..gateway.server_gateway import Gateway
 from ..metrics.hub import MetricsHub
 from ..metrics.prometheus import OneDeployment
 
@@ -39,6 +39,7 @@ class EndpointMetricsHandler(web.RequestHandler):
         self.finish(refusal_document(refusal))
 
     async def get(self, route: str) -> None:
+        self.gateway.settle()  # every request whose answer ended is counted
         dep = self.gateway.supervisor.by_route(route)
         if dep is None:
             self._error(Refusal(404, "no deployment at this route", "not_found_error"))

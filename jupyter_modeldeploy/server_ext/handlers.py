@@ -50,7 +50,25 @@ Body = TypeVar("Body", bound=BaseModel)
 
 
 class BaseHandler(APIHandler):
-    """Shared helpers: the supervisor, JSON bodies, JSON errors."""
+    """Shared helpers: the supervisor, JSON bodies, JSON errors.
+
+    Every REST request first takes what the gateway worker reported (`settle`: a request whose
+    answer ended is in every count read here), and every REST answer is preceded by the gateway's
+    state publish (a revoked key, a lowered quota or a stopped deployment is in force in the worker
+    before the call that changed it returns).
+    """
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare()
+        gateway = self.settings.get("modeldeploy_gateway")
+        if gateway is not None:
+            gateway.settle()
+
+    def finish(self, *args: Any, **kwargs: Any) -> Any:
+        gateway = self.settings.get("modeldeploy_gateway")
+        if gateway is not None:
+            gateway.publish()
+        return super().finish(*args, **kwargs)
 
     @property
     def supervisor(self) -> Supervisor:

@@ -194,6 +194,10 @@ class TokenRegistry:
         """The token's info, or None when it was never issued."""
         return self._by_hash.get(hash_key(token))
 
+    def indexed(self) -> list[tuple[str, TokenInfo]]:
+        """Every known key's hash and info (what the gateway worker admits with; never a key itself)."""
+        return list(self._by_hash.items())
+
     def touch(self, info: TokenInfo, now: float) -> None:
         """Note that a key was just used (in memory; `pending_write` hands the write over)."""
         info.last_used_at = now

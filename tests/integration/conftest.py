@@ -10,10 +10,10 @@ import pytest
 from tests.support.gateway_harness import GatewayThread
 
 
-@pytest.fixture(params=["loop", "relay"])
+@pytest.fixture(params=["loop", "worker"])
 def gw(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[GatewayThread]:
     """The gateway in front of a wire engine, on a loop of its own thread (plain sockets talk to it):
-    streamed answers on the gateway's loop, and through the stream relay worker, as the extension does."""
-    thread = GatewayThread(tmp_path, upstream_timeout_s=1.5, stream_relay=request.param == "relay")
+    on the server's own loop (as while no worker serves), and handed to the gateway worker, as the extension does."""
+    thread = GatewayThread(tmp_path, upstream_timeout_s=1.5, worker=request.param == "worker")
     yield thread
     thread.close()

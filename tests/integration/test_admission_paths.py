@@ -1,10 +1,11 @@
 """Every path that serves an endpoint request decides as the one admission does.
 
 The same random requests (method, path, key, origin, body) go to a gateway answering on its own
-loop and to one streaming through the relay worker, both in front of the same kind of
-deployment with the same kinds of keys; `admission.admit` is asked directly on each gateway's
-state as well. The answers' statuses must agree with each other, and a refusal the admission
-decides from the head must be the answer on the wire.
+loop and to one that hands its connections to the gateway worker, both in front of the same kind
+of deployment with the same kinds of keys; `admission.admit` is asked directly on each gateway's
+state as well (the worker admits with the views the server published of that state). The answers'
+statuses must agree with each other, and a refusal the admission decides from the head must be
+the answer on the wire.
 """
 
 from __future__ import annotations
@@ -53,10 +54,10 @@ def side(gw: GatewayThread) -> Side:
 @pytest.fixture(scope="module")
 def sides(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Side]]:
     loop = GatewayThread(tmp_path_factory.mktemp("loop"), upstream_timeout_s=2)
-    relay = GatewayThread(tmp_path_factory.mktemp("relay"), upstream_timeout_s=2, stream_relay=True)
-    yield [side(loop), side(relay)]
+    worker = GatewayThread(tmp_path_factory.mktemp("worker"), upstream_timeout_s=2, worker=True)
+    yield [side(loop), side(worker)]
     loop.close()
-    relay.close()
+    worker.close()
 
 
 paths = st.sampled_from([
@@ -108,4 +109,4 @@ def test_every_path_decides_as_the_one_admission(sides: list[Side], method: str,
         else:
             assert answer.status < 500 or answer.status in (502, 504), (method, target, answer.status)
         statuses.append(answer.status)
-    assert statuses[0] == statuses[1], f"{method} {path} with the {key} key: loop {statuses[0]}, relay {statuses[1]}"
+    assert statuses[0] == statuses[1], f"{method} {path} with the {key} key: loop {statuses[0]}, worker {statuses[1]}"

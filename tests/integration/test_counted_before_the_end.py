@@ -9,9 +9,7 @@ a second later: the answer's end as the client sees it comes first.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +18,6 @@ from typing import Any
 import pytest
 
 from jupyter_modeldeploy.engines.routes import LLAMA_SERVER
-from jupyter_modeldeploy.gateway.relay.protocol import Ended, Job, Outcome
-from jupyter_modeldeploy.gateway.relay.worker import relay
-from jupyter_modeldeploy.gateway.upstream import UpstreamClient
 from tests.support.gateway_harness import GatewayThread
 from tests.support.raw_http import RawConnection
 
@@ -32,14 +27,14 @@ DONE = b"data: [DONE]\n\n"
 
 @pytest.fixture(params=["loop", "worker"])
 def way(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, GatewayThread]]:
-    """The server's own loop; the relay worker for the server's request."""
-    thread = GatewayThread(tmp_path, upstream_timeout_s=5, stream_relay=request.param != "loop")
+    """The server's own loop; the gateway worker, handed the connection by the server."""
+    thread = GatewayThread(tmp_path, upstream_timeout_s=5, worker=request.param == "worker")
     yield request.param, thread
     thread.close()
 
 
 def counted(gw: GatewayThread) -> int:
-    """The requests counted, as a reader of usage finds them (nothing to apply first: one process counts)."""
+    """The requests counted, as a REST reader of usage finds them (what the worker reported is taken first)."""
     return gw.call(lambda: len(gw.harness.records))
 
 
@@ -59,7 +54,7 @@ def test_a_client_that_stops_at_done_finds_its_stream_counted(way: tuple[str, Ga
             assert seen is not None and b'"s%d"' % n in seen
             assert counted(gw) == n, f"request {n} was not counted when its client had [DONE] ({name})"
             assert conn.read_until(b"0\r\n\r\n") is not None  # the rest of the answer, for the next request
-    records = gw.harness.records
+    records = gw.records()
     assert [r.usage.total if r.usage else None for r in records] == [8, 4, 4, 4]
 
 
@@ -79,41 +74,19 @@ def has_head(got: bytes) -> bool:
     ("HEAD", "", has_head),  # no body follows: whole at its head
     ("POST", "no-content", has_head),
 ])
-def test_the_worker_writes_an_answers_end_only_after_its_report(tmp_path: Path, method: str, mode: str,
-                                                                whole: Any) -> None:
-    gw = GatewayThread(tmp_path, upstream_timeout_s=5)  # its wire engine and loop
-    client, ours = socket.socketpair()
-    client.setblocking(False)
-    at_report: list[bytes] = []
-
-    async def report_end(report: Ended) -> None:
-        await asyncio.sleep(0.1)  # whatever was written before would have reached the client by now
-        try:
-            at_report.append(client.recv(1 << 16))
-        except BlockingIOError:
-            at_report.append(b"")
-
-    job = Job(1, method, CHAT, gw.address, (("Content-Type", "application/json"), ("X-Fake-Mode", mode)),
-              timeout_s=5)
-
-    async def relay_one() -> Outcome:
-        upstream = UpstreamClient()
-        try:
-            return await relay(upstream, job, b'{"nonce": "n"}', os.dup(ours.fileno()), report_end)
-        finally:
-            await upstream.close()
-
-    try:
-        outcome = gw.run(relay_one())
-        assert outcome.outcome == "done" and len(at_report) == 1
-        assert not whole(at_report[0]), f"the client had its whole answer before its report: {at_report[0]!r}"
-        client.setblocking(True)
-        client.settimeout(5)
-        rest = at_report[0]
-        while not whole(rest):
-            rest += client.recv(1 << 16)
-        assert rest.startswith(b"HTTP/1.1 ")
-    finally:
-        client.close()
-        ours.close()
-        gw.close()
+def test_an_answer_is_whole_only_once_its_request_is_counted(way: tuple[str, GatewayThread], method: str, mode: str,
+                                                            whole: Any) -> None:
+    name, gw = way
+    dep, key = gw.harness.add(LLAMA_SERVER, gw.address)
+    body = b'{"nonce": "n"}'
+    head = (f"{method} /modeldeploy/endpoints/{dep.route}{CHAT} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\nX-Fake-Mode: {mode}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    for n in (1, 2):
+        with socket.create_connection(("127.0.0.1", gw.harness.port), timeout=5) as client:
+            client.sendall(head + body)
+            got = b""
+            while not whole(got):
+                got += client.recv(1 << 16)
+            assert got.startswith(b"HTTP/1.1 ")
+            assert counted(gw) == n, f"{method} {mode or 'json'}: whole before it was counted ({name})"

@@ -4,19 +4,21 @@ Each test reproduces a defect of the split data plane (the server admitting a re
 relay worker serving the connection's next requests from a copy): a concurrency limit exceeded
 at the engine, a revoked key served, a removed adapter still forwarded, a new admission rule
 skipped, a refused request that broke its connection, a refusal in the wrong API's shape. They
-run on both paths of the `gw` fixture: answers on the gateway's loop and through the relay worker.
+run on both paths of the `gw` fixture: on the server's own loop, and handed to the gateway worker, which
+then serves every request of the connection itself.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from jupyter_modeldeploy.engines import ModelLimits, routes
-from jupyter_modeldeploy.gateway.refusals import Refusal
 from tests.support.gateway_harness import GatewayThread
 from tests.support.raw_http import RawConnection, RawResponse
 
@@ -36,7 +38,7 @@ def test_the_concurrency_limit_holds_at_the_engine_under_concurrent_arrivals(gw:
     base = f"/modeldeploy/endpoints/{dep.route}"
     statuses: list[int] = []
     lock = threading.Lock()
-    stream = {"stream": True} if gw.stream_relay else {}
+    stream: dict[str, object] = {}
 
     def client() -> None:
         with RawConnection(gw.harness.port) as conn:
@@ -107,7 +109,7 @@ def test_a_removed_model_is_no_longer_forwarded_on_a_kept_connection(gw: Gateway
     """An adapter removed from the plan's models is refused at once, also on a connection served before."""
     dep, key = gw.harness.add(routes.LLAMA_SERVER, gw.address, models=["base", "lora1", "lora2"])
     base = f"/modeldeploy/endpoints/{dep.route}"
-    stream = {"stream": True} if gw.stream_relay else {}
+    stream: dict[str, object] = {}
     with RawConnection(gw.harness.port) as conn:
         for _ in range(3):
             answer = post(conn, base, key, {"model": "lora1", "nonce": "a", **stream})
@@ -120,35 +122,59 @@ def test_a_removed_model_is_no_longer_forwarded_on_a_kept_connection(gw: Gateway
         assert len(gw.engine.received) == before, "the removed model's request reached the engine"
 
 
-def test_an_admission_rule_applies_to_every_request_on_every_path(gw: GatewayThread,
+#: A rule added to the one admission, in every process that imports it (the gateway worker too: it
+#: starts with this folder's `sitecustomize` on its path).
+NEW_RULE = """
+from jupyter_modeldeploy.gateway import admission
+from jupyter_modeldeploy.gateway.refusals import Refusal
+
+_original = admission.admit
+
+
+def admit(head, state, now):
+    found = _original(head, state, now)
+    if found.refusal is None and head.header("x-blocked-by-test"):
+        found.refuse(Refusal(403, "blocked by the test's rule", "permission_error"))
+    return found
+
+
+admission.admit = admit
+"""
+
+
+@pytest.mark.parametrize("path_name", ["loop", "worker"])
+def test_an_admission_rule_applies_to_every_request_on_every_path(tmp_path: Path, path_name: str,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """A rule added to the one admission refuses a kept connection's next requests too."""
+    """A rule added to the one admission refuses a kept connection's next requests too, wherever they are served."""
+    rule_dir = tmp_path / "rule"
+    rule_dir.mkdir()
+    (rule_dir / "sitecustomize.py").write_text(NEW_RULE)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(rule_dir), os.environ.get("PYTHONPATH", "")]))
     from jupyter_modeldeploy.gateway import admission
 
-    dep, key = gw.harness.add(routes.LLAMA_SERVER, gw.address)
-    base = f"/modeldeploy/endpoints/{dep.route}"
     original = admission.admit
-
-    def with_a_new_rule(head: admission.RequestHead, state: admission.AdmissionState,
-                        now: float) -> admission.Admission:
-        found = original(head, state, now)
-        if found.refusal is None and head.header("x-blocked-by-test"):
-            found.refuse(Refusal(403, "blocked by the test's rule", "permission_error"))
-        return found
-
-    stream = {"stream": True} if gw.stream_relay else {}
-    with RawConnection(gw.harness.port) as conn:
-        for _ in range(3):
-            answer = post(conn, base, key, {"nonce": "a", **stream})
-            assert answer is not None and answer.status == 200
-        time.sleep(0.1)
-        monkeypatch.setattr(admission, "admit", with_a_new_rule)
-        for path, method in ((CHAT, "POST"), ("/v1/models", "GET")):
-            conn.request(method, base + path, {"Authorization": f"Bearer {key}", "X-Blocked-By-Test": "1",
-                                               "Content-Type": "application/json"},
-                         json.dumps({"nonce": "b", **stream}).encode() if method == "POST" else b"")
-            answer = conn.final_response(method)
-            assert answer is not None and answer.status == 403, (path, answer and answer.status)
+    exec(compile(NEW_RULE, "rule", "exec"), {})  # the same rule in this process (the loop path)
+    try:
+        gw = GatewayThread(tmp_path, upstream_timeout_s=2, worker=path_name == "worker")
+        try:
+            dep, key = gw.harness.add(routes.LLAMA_SERVER, gw.address)
+            base = f"/modeldeploy/endpoints/{dep.route}"
+            with RawConnection(gw.harness.port) as conn:
+                for _ in range(3):
+                    answer = post(conn, base, key, {"nonce": "a"})
+                    assert answer is not None and answer.status == 200
+                for path, method in ((CHAT, "POST"), ("/v1/models", "GET")):
+                    conn.request(method, base + path, {"Authorization": f"Bearer {key}", "X-Blocked-By-Test": "1",
+                                                       "Content-Type": "application/json"},
+                                 json.dumps({"nonce": "b"}).encode() if method == "POST" else b"")
+                    answer = conn.final_response(method)
+                    assert answer is not None and answer.status == 403, (path, answer and answer.status)
+            if path_name == "worker":
+                assert gw.harness.gateway.plane is not None and gw.harness.gateway.plane.handed_off == 1
+        finally:
+            gw.close()
+    finally:
+        admission.admit = original
 
 
 def test_an_early_refusal_keeps_the_connection_for_the_next_request(gw: GatewayThread) -> None:
@@ -203,3 +229,44 @@ def test_a_refusal_on_anthropics_route_is_anthropic_shaped(gw: GatewayThread) ->
         body = answer.json()
         assert body["type"] == "error" and body["error"]["type"] == "authentication_error"
         assert isinstance(body["error"]["message"], str)
+
+
+def test_a_worker_that_died_is_replaced_and_the_counts_go_on(tmp_path: Path) -> None:
+    """Killed mid-run: the server serves (and counts) meanwhile, starts another worker, and that one goes on
+    from every count so far: a key's requests per minute hold across all three."""
+    import signal
+
+    gw = GatewayThread(tmp_path, upstream_timeout_s=2, worker=True)
+    try:
+        dep, _ = gw.harness.add(routes.LLAMA_SERVER, gw.address)
+        base = f"/modeldeploy/endpoints/{dep.route}"
+        from jupyter_modeldeploy.supervisor.tokens import Quotas
+
+        key, _ = gw.call(lambda: gw.harness.tokens.create(deployment_id=dep.id, quotas=Quotas(requests_per_minute=4)))
+        plane = gw.harness.gateway.plane
+        assert plane is not None
+
+        def ask() -> int:
+            with RawConnection(gw.harness.port) as conn:  # a new connection: handed to whoever serves now
+                answer = post(conn, base, key, {"nonce": "n"})
+                assert answer is not None
+                return answer.status
+
+        assert [ask(), ask()] == [200, 200]  # counted by the worker
+        first = plane.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while gw.call(lambda: plane.serving) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gw.dep_in_flight(dep) == 0
+        assert [ask(), ask()] == [200, 200]  # counted by the server, which knew the worker's two
+        assert ask() == 429
+        deadline = time.monotonic() + 20
+        while not gw.call(lambda: plane.serving) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert plane.pid not in (None, first)
+        assert ask() == 429  # the new worker goes on from the four requests of this minute
+        assert plane.handed_off >= 3
+    finally:
+        gw.close()

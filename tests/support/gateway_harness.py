@@ -18,8 +18,11 @@ from tornado.web import Application
 from jupyter_modeldeploy.config import parse_config
 from jupyter_modeldeploy.engines import EngineAddress, LaunchPlan, ModelLimits
 from jupyter_modeldeploy.engines.routes import RouteTable
-from jupyter_modeldeploy.gateway.proxy import ENDPOINT_PATTERN, EndpointHandler, Gateway, GatewayConfig
+from jupyter_modeldeploy.gateway.core import GatewayConfig
+from jupyter_modeldeploy.gateway.proxy import ENDPOINT_PATTERN, EndpointHandler
 from jupyter_modeldeploy.gateway.records import RequestRecord
+from jupyter_modeldeploy.gateway.relay.plane import WorkerSettings
+from jupyter_modeldeploy.gateway.server_gateway import Gateway
 from jupyter_modeldeploy.supervisor import Deployment, Status, Supervisor
 from jupyter_modeldeploy.supervisor.keys import hash_key
 from jupyter_modeldeploy.supervisor.replicas import Replica, set_serving
@@ -86,6 +89,7 @@ class Harness:
         dep.replicas = [Replica(id="local", address=address, engine_key=ENGINE_KEY)]
         set_serving(dep.replicas[0])
         self.supervisor.deployments[dep.id] = dep
+        self.gateway.publish()  # registered by hand, without the supervisor's signal
         return dep, key
 
     async def close(self) -> None:
@@ -95,17 +99,19 @@ class Harness:
         self.supervisor.store.close()
 
 
-async def start_gateway(state_dir: Path, *, upstream_timeout_s: float = 10.0, stream_relay: bool = False) -> Harness:
+async def start_gateway(state_dir: Path, *, upstream_timeout_s: float = 10.0, worker: bool = False) -> Harness:
     """A gateway on a free loopback port (no Jupyter: the same handler the extension mounts).
 
-    `stream_relay`: streamed answers go through the relay worker process, as in the extension."""
+    `worker`: endpoint connections are handed to the gateway worker process, as in the extension (its
+    Unix socket door in the state folder)."""
     supervisor = Supervisor(state_dir)
     tokens = TokenRegistry(supervisor.store)
     records: list[RequestRecord] = []
     servers: list[HTTPServer] = []
+    settings = WorkerSettings(upstream_timeout_s=upstream_timeout_s, door_socket=state_dir / "gateway.sock")
     gateway = Gateway(supervisor, tokens, GatewayConfig(upstream_timeout_s=upstream_timeout_s,
-                                                        observers=[records.append], stream_relay=stream_relay,
-                                                        http_server=lambda: servers[0]))
+                                                        observers=[records.append], http_server=lambda: servers[0]),
+                      worker=settings if worker else None)
     app = Application([(ENDPOINT_PATTERN, EndpointHandler, {"gateway": gateway})])
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -115,8 +121,9 @@ async def start_gateway(state_dir: Path, *, upstream_timeout_s: float = 10.0, st
     server = HTTPServer(app, max_body_size=256 << 20)
     server.add_sockets([sock])
     servers.append(server)
-    if gateway.relay is not None:
-        assert await gateway.relay.start(), "the stream relay worker did not start"
+    if worker:
+        gateway.start()
+        assert gateway.plane is not None and await gateway.plane.start(), "the gateway worker did not start"
     return Harness(sock.getsockname()[1], supervisor, tokens, gateway, server, records)
 
 
@@ -124,7 +131,7 @@ class GatewayThread:
     """The harness and a wire engine on an event loop of their own thread, so tests can use
     plain blocking sockets (and hypothesis) against them."""
 
-    def __init__(self, state_dir: Path, *, upstream_timeout_s: float = 10.0, stream_relay: bool = False):
+    def __init__(self, state_dir: Path, *, upstream_timeout_s: float = 10.0, worker: bool = False):
         import asyncio
         import threading
 
@@ -135,11 +142,11 @@ class GatewayThread:
         self._thread.start()
 
         async def setup() -> tuple[Harness, WireEngine]:
-            harness = await start_gateway(state_dir, upstream_timeout_s=upstream_timeout_s, stream_relay=stream_relay)
+            harness = await start_gateway(state_dir, upstream_timeout_s=upstream_timeout_s, worker=worker)
             engine = await WireEngine(state_dir / "engine.sock").start()
             return harness, engine
 
-        self.stream_relay = stream_relay
+        self.worker = worker
         self.harness, self.engine = self.run(setup())
         self.address = EngineAddress(socket_path=str(self.engine.socket_path))
 
@@ -150,16 +157,28 @@ class GatewayThread:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(60)
 
     def call(self, fn):  # type: ignore[no-untyped-def]
-        """Run a plain function on the gateway's loop (where the server's state lives) and return its result."""
+        """Run a plain function on the gateway's loop (where the server's state lives) and return its result.
+
+        As a REST handler does: the worker's reports are taken first, and what `fn` changed is published
+        to the worker before this returns."""
 
         async def on_the_loop():  # type: ignore[no-untyped-def]
-            return fn()
+            gateway = self.harness.gateway
+            gateway.settle()
+            try:
+                return fn()
+            finally:
+                gateway.publish()
 
         return self.run(on_the_loop())
 
     def dep_in_flight(self, dep: Deployment) -> int:
-        """A deployment's requests in flight, as the gateway counts them."""
-        return dep.in_flight
+        """A deployment's requests in flight, as the gateway counts them (the worker's, where it serves)."""
+        return self.call(lambda: dep.in_flight)
+
+    def records(self) -> list[RequestRecord]:
+        """The records of the requests whose answers ended so far."""
+        return self.call(lambda: list(self.harness.records))
 
     def close(self) -> None:
         async def teardown() -> None:

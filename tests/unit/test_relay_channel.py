@@ -1,4 +1,4 @@
-"""The frames between the server and its stream relay worker: order, descriptors, splits, ends."""
+"""The frames between the server and its gateway worker: order, descriptors, splits, ends, and settling at once."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import asyncio
 import os
 import socket
 import struct
+import threading
+from typing import Any
 
-import pytest
-
-from jupyter_modeldeploy.gateway.relay.channel import ChannelError, FrameReader, FrameWriter, encode
+from jupyter_modeldeploy.gateway.relay.channel import FrameReader, FrameWriter, encode
 
 
 def pair() -> tuple[socket.socket, socket.socket]:
@@ -19,71 +19,92 @@ def pair() -> tuple[socket.socket, socket.socket]:
     return a, b
 
 
+class Collector:
+    """What a reader handed over, and why it ended."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[dict[str, Any], bytes, int | None]] = []
+        self.ended: list[str] = []
+
+    def frame(self, header: dict[str, Any], body: bytes, fd: int | None) -> None:
+        self.frames.append((header, body, fd))
+
+    def end(self, reason: str) -> None:
+        self.ended.append(reason)
+
+
 def test_frames_and_their_descriptors_arrive_in_order_whole_and_split() -> None:
     async def main() -> None:
         a, b = pair()
-        writer, reader = FrameWriter(a), FrameReader(b)
+        got = Collector()
+        writer, reader = FrameWriter(a), FrameReader(b, got.frame, got.end)
+        reader.start()
         pipes = [os.pipe() for _ in range(3)]
-        big = os.urandom(3 * 1024 * 1024)  # several receives, while the writer waits for room
-        sending = asyncio.ensure_future(asyncio.gather(
-            writer.send({"n": 0}, b"first", fd=pipes[0][1]),
-            writer.send({"n": 1}),
-            writer.send({"n": 2}, big, fd=pipes[1][1]),
-            writer.send({"n": 3}, b"", fd=pipes[2][1]),
-        ))
-        got = [await reader.read() for _ in range(4)]
-        await sending
-        assert [h["n"] for h, _, _ in got] == [0, 1, 2, 3]
-        assert got[0][1] == b"first" and got[1][1] == b"" and got[2][1] == big
-        assert got[1][2] is None
+        big = os.urandom(3 * 1024 * 1024)  # more than the socket holds: the sender waits for the reader's thread
+
+        def send() -> None:
+            writer.send({"n": 0}, b"first", fd=pipes[0][1])
+            writer.send({"n": 1})
+            writer.send({"n": 2}, big, fd=pipes[1][1])
+            writer.send({"n": 3}, b"", fd=pipes[2][1])
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        while len(got.frames) < 4:
+            await asyncio.sleep(0.01)
+        sender.join()
+        frames = got.frames
+        assert [h["n"] for h, _, _ in frames] == [0, 1, 2, 3]
+        assert frames[0][1] == b"first" and frames[1][1] == b"" and frames[2][1] == big
+        assert frames[1][2] is None
         # Each passed descriptor is its pipe's write end: what goes in comes out of that pipe.
-        for (_, _, fd), (read_end, write_end) in zip([got[0], got[2], got[3]], pipes, strict=True):
+        for (_, _, fd), (read_end, write_end) in zip([frames[0], frames[2], frames[3]], pipes, strict=True):
             assert fd is not None
             os.write(fd, b"x")
             assert os.read(read_end, 1) == b"x"
             for end in (fd, read_end, write_end):
                 os.close(end)
         a.close()
-        with pytest.raises(ChannelError, match="closed the channel"):
-            await reader.read()
-        reader.close()
+        for _ in range(100):
+            if got.ended:
+                break
+            await asyncio.sleep(0.01)
+        assert got.ended and "closed the channel" in got.ended[0]
         b.close()
 
     asyncio.run(main())
 
 
-def test_a_frame_cut_by_the_end_and_an_oversized_frame_are_channel_errors() -> None:
-    async def main() -> None:
-        a, b = pair()
-        reader = FrameReader(b)
-        a.sendall(encode({"n": 1}, b"body")[:-2])
-        a.close()
-        with pytest.raises(ChannelError, match="mid-frame"):
-            await reader.read()
-        reader.close()
-        b.close()
-        a, b = pair()
-        reader = FrameReader(b)
-        a.sendall(struct.pack(">II", 1 << 30, 0))
-        with pytest.raises(ChannelError, match="larger"):
-            await reader.read()
-        reader.close()
-        a.close()
-        b.close()
-
-    asyncio.run(main())
+def test_a_frame_cut_by_the_end_and_an_oversized_frame_end_the_channel() -> None:
+    a, b = pair()
+    got = Collector()
+    reader = FrameReader(b, got.frame, got.end)
+    a.sendall(encode({"n": 1}, b"body")[:-2])
+    a.close()
+    reader.settle()
+    assert got.frames == [] and "mid-frame" in got.ended[0]
+    b.close()
+    a, b = pair()
+    got = Collector()
+    reader = FrameReader(b, got.frame, got.end)
+    a.sendall(struct.pack(">II", 1 << 30, 0))
+    reader.settle()
+    assert "larger" in got.ended[0]
+    a.close()
+    b.close()
 
 
-def test_frames_sent_before_the_reader_first_waits_are_read() -> None:
-    async def main() -> None:
-        a, b = pair()
-        a.sendall(encode({"n": 1}) + encode({"n": 2}, b"two"))
-        reader = FrameReader(b)
-        assert (await reader.read())[0]["n"] == 1
-        header, body, _ = await reader.read()
-        assert header["n"] == 2 and body == b"two"
-        reader.close()
-        a.close()
-        b.close()
-
-    asyncio.run(main())
+def test_settle_hands_over_at_once_every_frame_already_sent() -> None:
+    """What orders the two processes: a frame sent before is handed over by the next settle, with no loop turn."""
+    a, b = pair()
+    got = Collector()
+    reader = FrameReader(b, got.frame, got.end)
+    writer = FrameWriter(a)
+    for n in range(50):
+        writer.send({"n": n}, b"x" * n)
+        reader.settle()
+        assert got.frames[-1][0]["n"] == n and got.frames[-1][1] == b"x" * n
+    reader.settle()
+    assert len(got.frames) == 50 and got.ended == []
+    a.close()
+    b.close()

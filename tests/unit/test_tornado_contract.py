@@ -1,8 +1,9 @@
 """The tornado internals the gateway's handler relies on, named in one place.
 
 `gateway/proxy.py` resets an answer without tornado's per-request date formatting (`clear`),
-asks whether an answer was finished or its head written, and whether a connection holds unread
-bytes before it is handed to the relay worker. Those are private attributes: tornado is pinned
+asks whether an answer was finished or its head written, marks a request finished once its
+connection went to the gateway worker, and takes the bytes a connection's stream read past the
+head when it hands the connection over (`gateway/detached.py`). Those are private attributes: tornado is pinned
 below its next major in pyproject.toml, and this test fails on an upgrade that drops one.
 """
 
@@ -15,7 +16,7 @@ import tornado
 from tornado import httputil, iostream, web
 
 HANDLER_INTERNALS = ("_headers", "_write_buffer", "_status_code", "_reason", "_finished", "_headers_written")
-STREAM_INTERNALS = ("_read_buffer_size",)
+STREAM_INTERNALS = ("_read_buffer", "_user_read_buffer")
 
 
 def test_tornado_is_pinned_below_its_next_major() -> None:

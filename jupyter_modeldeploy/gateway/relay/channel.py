@@ -1,10 +1,16 @@
-"""Frames between the Jupyter server and its stream relay worker, over one Unix socket pair.
+"""Frames between the Jupyter server and its gateway worker, over one Unix socket pair.
 
 A frame is a JSON header and an optional body, prefixed by their two lengths (4 bytes each,
 big-endian). A frame may carry one file descriptor (a client's socket, passed with
 SCM_RIGHTS): the kernel delivers it no later than the frame's first byte and in the order sent,
 so a reader keeps received descriptors in a queue and takes one for each frame that says it
 has one (`"fd": true`).
+
+Both directions are synchronous, and that is what orders them: `FrameWriter.send` returns once
+the frame is in the other side's receive queue, and `FrameReader.settle` hands over, there and
+then, every frame already queued. So a side that sends a frame before it answers a client, and a
+side that settles before it reads its state, agree by construction: whatever the client does after
+its answer finds the frame applied (see `feed` and `plane`).
 """
 
 from __future__ import annotations
@@ -14,13 +20,19 @@ import json
 import os
 import socket
 import struct
+import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 PREFIX = struct.Struct(">II")
 MAX_HEADER_BYTES = 1 << 20
 MAX_BODY_BYTES = 256 << 20
 RECV_BYTES = 256 * 1024
+SEND_WAIT_S = 10.0  # the longest a send waits for room (the other side reads continuously)
+
+#: Called with each frame: header, body and its descriptor (the callee owns it).
+FrameHandler = Callable[[dict[str, Any], bytes, int | None], None]
 
 
 class ChannelError(Exception):
@@ -33,111 +45,117 @@ def encode(header: dict[str, Any], body: bytes = b"") -> bytes:
     return PREFIX.pack(len(data), len(body)) + data + body
 
 
-async def _writable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-    """Wait until the socket can be written."""
-    ready = loop.create_future()
-    loop.add_writer(sock.fileno(), lambda: ready.done() or ready.set_result(None))
-    try:
-        await ready
-    finally:
-        loop.remove_writer(sock.fileno())
-
-
 class FrameWriter:
-    """Sends frames on a non-blocking socket, one at a time (frames never interleave)."""
+    """Sends frames on a non-blocking socket, each whole before `send` returns."""
 
     def __init__(self, sock: socket.socket):
         self._sock = sock
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()  # frames never interleave, whichever thread sends
 
-    async def send(self, header: dict[str, Any], body: bytes = b"", fd: int | None = None) -> None:
-        data = encode({**header, "fd": fd is not None}, body)
-        loop = asyncio.get_running_loop()
-        async with self._lock:
+    def send(self, header: dict[str, Any], body: bytes = b"", fd: int | None = None) -> None:
+        """Put one frame (and `fd`, not closed here) in the other side's queue; OSError when it is gone."""
+        data = memoryview(encode({**header, "fd": fd is not None}, body))
+        with self._lock:
+            self._send(data, fd)
+
+    def _send(self, data: memoryview, fd: int | None) -> None:
+        try:
+            sent = socket.send_fds(self._sock, [data], [fd]) if fd is not None else self._sock.send(data)
+        except BlockingIOError:
             if fd is not None:
-                while True:
-                    try:
-                        sent = socket.send_fds(self._sock, [data], [fd])
-                        break
-                    except BlockingIOError:
-                        await _writable(loop, self._sock)
-                data = data[sent:]
-            if data:
-                await loop.sock_sendall(self._sock, data)
+                self._blocking(lambda: socket.send_fds(self._sock, [data], [fd]))
+                return
+            sent = 0
+        if sent < len(data):
+            rest = data[sent:]
+            self._blocking(lambda: self._sock.sendall(rest))
+
+    def _blocking(self, send: Callable[[], object]) -> None:
+        """The queue is full (the other side is busy): wait for room, briefly blocking this thread."""
+        self._sock.settimeout(SEND_WAIT_S)
+        try:
+            send()
+        except TimeoutError as exc:
+            raise OSError("the other side of the channel stopped reading") from exc
+        finally:
+            self._sock.setblocking(False)
 
 
 class FrameReader:
-    """Reads frames (and the descriptors they carry) from a non-blocking socket.
+    """Reads frames (and the descriptors they carry) from a non-blocking socket and hands each to `on_frame`.
 
-    The socket stays registered with the event loop, whose callback takes whatever arrived into
-    the buffer at once: a frame costs one receive, not a registration, a failed receive and a
-    removal each time the reader waits (measured: half a millisecond a hand-over on two cores).
+    The socket stays registered with the event loop, whose callback takes whatever arrived and
+    hands over every complete frame at once; `settle()` does the same on demand, synchronously.
+    `on_end` is called once, with the reason, when the channel ends or breaks.
     """
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, on_frame: FrameHandler, on_end: Callable[[str], None]):
         self._sock = sock
+        self._on_frame = on_frame
+        self._on_end = on_end
         self._buffer = bytearray()
         self._fds: deque[int] = deque()
-        self._eof = False
-        self._error: str | None = None
-        self._arrived: asyncio.Event | None = None
+        self._ended = False
+        self._settling = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _receive(self) -> None:
-        """The loop's callback: everything the socket holds now, into the buffer."""
-        while not self._eof:
+    def start(self) -> None:
+        """Watch the socket on the running loop (and take what came before)."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._sock.fileno(), self.settle)
+        self.settle()
+
+    def settle(self) -> None:
+        """Hand over every frame the socket holds now (a frame's handler that settles again does nothing)."""
+        if self._ended or self._settling:
+            return
+        self._settling = True
+        try:
+            self._settle()
+        finally:
+            self._settling = False
+
+    def _settle(self) -> None:
+        eof = False
+        while True:
             try:
                 data, fds, _flags, _address = socket.recv_fds(self._sock, RECV_BYTES, 8, socket.MSG_CMSG_CLOEXEC)
-            except BlockingIOError:
+            except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
-                self._error = f"the channel failed ({exc})"
-                self._eof = True
-                break
+                self._end(f"the channel failed ({exc})")
+                return
             self._fds.extend(fds)
             if not data:
-                self._eof = True
+                eof = True
+                break
             self._buffer += data
-        if self._eof and self._loop is not None:
-            self._loop.remove_reader(self._sock.fileno())
-        if self._arrived is not None:
-            self._arrived.set()
-
-    async def _fill(self) -> None:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            self._arrived = asyncio.Event()
-            self._loop.add_reader(self._sock.fileno(), self._receive)
-            self._receive()  # what came before the registration
+        try:
+            while (frame := self._take()) is not None:
+                self._on_frame(*frame)
+        except ChannelError as exc:
+            self._end(str(exc))
             return
-        assert self._arrived is not None
-        self._arrived.clear()
-        await self._arrived.wait()
-        if self._error is not None:
-            raise ChannelError(self._error)
+        if eof:
+            self._end("the other side closed the channel" if not self._buffer
+                      else "the other side closed the channel mid-frame")
 
-    async def read(self) -> tuple[dict[str, Any], bytes, int | None]:
-        """The next frame: header, body and its descriptor (the caller owns it); ChannelError at the end."""
-        while (end := self._complete()) is None:
-            if self._eof:
-                raise ChannelError("the other side closed the channel" if not self._buffer
-                                   else "the other side closed the channel mid-frame")
-            await self._fill()
-        return self._take(end)
-
-    def _complete(self) -> int | None:
-        """Where the first frame in the buffer ends, once it is all there."""
-        if len(self._buffer) < PREFIX.size:
+    def _take(self) -> tuple[dict[str, Any], bytes, int | None] | None:
+        """The first frame in the buffer, once it is all there."""
+        if self._ended or len(self._buffer) < PREFIX.size:
             return None
         header_len, body_len = PREFIX.unpack_from(self._buffer)
         if header_len > MAX_HEADER_BYTES or body_len > MAX_BODY_BYTES:
             raise ChannelError("a frame larger than the channel allows")
         end = PREFIX.size + header_len + body_len
-        return end if len(self._buffer) >= end else None
-
-    def _take(self, end: int) -> tuple[dict[str, Any], bytes, int | None]:
-        header_len = PREFIX.unpack_from(self._buffer)[0]
-        header = json.loads(bytes(self._buffer[PREFIX.size:PREFIX.size + header_len]))
+        if len(self._buffer) < end:
+            return None
+        try:
+            header = json.loads(bytes(self._buffer[PREFIX.size:PREFIX.size + header_len]))
+        except ValueError as exc:
+            raise ChannelError(f"a frame header that is not JSON ({exc})") from None
+        if not isinstance(header, dict):
+            raise ChannelError("a frame header that is not an object")
         body = bytes(self._buffer[PREFIX.size + header_len:end])
         del self._buffer[:end]
         fd = None
@@ -147,10 +165,16 @@ class FrameReader:
             fd = self._fds.popleft()
         return header, body, fd
 
+    def _end(self, reason: str) -> None:
+        if self._ended:
+            return
+        self.close()
+        self._on_end(reason)
+
     def close(self) -> None:
         """Stop reading; close descriptors received but not handed out."""
-        if self._loop is not None and not self._eof and not self._loop.is_closed():
+        self._ended = True
+        if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._sock.fileno())
-            self._eof = True
         while self._fds:
             os.close(self._fds.popleft())

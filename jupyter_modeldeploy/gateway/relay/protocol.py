@@ -1,27 +1,33 @@
-"""What the Jupyter server and the relay worker say to each other: four frozen messages, versioned.
+"""What the Jupyter server and the gateway worker say to each other: frozen messages, versioned.
 
-    server → worker   Job      a request to send and the client socket to answer on (passed with it)
-    worker → server   Ended    the answer ended cleanly: record it (status, usage); its end is held
-    server → worker   Ack      recorded: write the answer's end
-    worker → server   Outcome  the request is done (or never reached its engine, or was cut)
+    server → worker   Handoff   a client connection (its socket passed with the frame) and the bytes
+                                the server read of it already (the first request's head)
+    server → worker   State     the gateway's view of the deployments and keys, changes since the
+                                last version (or all of it, `full`)
+    worker → server   Ready     the worker serves: hand-offs may come, its doors are open
+    worker → server   Started   a request was admitted (the deployment's idle clock, its in-flight count)
+    worker → server   Finished  a request ended: its record (sent before the client can tell it ended)
+    worker → server   Wake      a caller with a valid key found the deployment asleep
+    worker → server   Unreachable  a replica could not be connected to
 
-Each travels as the JSON header of one channel frame (`channel`), with its kind and
-`PROTOCOL_VERSION`; `decode` refuses a frame of another version or kind (ProtocolError), so a
-worker from another install cannot be misread.
+Each travels as one channel frame (`channel`): a JSON header with its kind and `PROTOCOL_VERSION`,
+and the message pickled in the body. Both ends are this package's own processes (the worker is
+the server's child, on a socket pair it inherited), so pickle carries the configs and plans as
+they are; `decode` refuses a frame of another version or kind, or a body that is not that
+kind's message (ProtocolError), so a worker from another install cannot be misread.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
 
-from ...engines.base import EngineAddress
+from ..quotas import QuotaBook
+from ..records import RequestRecord
+from ..view import DeploymentView, KeyView
 
-PROTOCOL_VERSION = 1
-
-#: How a relayed request ended: `done` (answered cleanly), `gone` (the client left), `cut` (the engine
-#: broke off), or it never reached the engine (`unreachable`, `timeout`, `error`), nothing written.
-OutcomeKind = Literal["done", "gone", "cut", "unreachable", "timeout", "error", "lost"]
+PROTOCOL_VERSION = 2
 
 
 class ProtocolError(ValueError):
@@ -29,85 +35,101 @@ class ProtocolError(ValueError):
 
 
 @dataclass(frozen=True)
-class Job:
-    """A request for the worker to send to an engine and answer on the client's socket."""
+class Handoff:
+    """A client connection for the worker to serve from now on (its socket travels with the frame)."""
 
-    id: int
-    method: str
-    target: str  # the engine path and query
-    address: EngineAddress
-    headers: tuple[tuple[str, str], ...]  # to the engine, with the engine's key
-    timeout_s: float
-    keep_alive: bool = True  # the client's connection stays open after the answer
-    injected: bool = False  # the gateway asked for stream usage: the event it added is removed
-    cors: tuple[tuple[str, str], ...] = ()  # headers added to the answer
+    address: Any  # the client's address, as the server's socket reported it
+    prefix: bytes = b""  # what the server read of the connection: the first request's head, and any body bytes
 
 
 @dataclass(frozen=True)
-class Ended:
-    """The engine's answer ended cleanly; the bytes by which the client can tell are held until `Ack`."""
+class State:
+    """Deployments and keys as admission reads them: what changed since `version - 1`, or everything (`full`)."""
 
-    id: int
-    status: int
-    first_chunk_s: float | None = None
-    streamed: bool = False
-    usage: tuple[int, int] | None = None  # prompt and completion tokens
-
-
-@dataclass(frozen=True)
-class Ack:
-    """The server recorded the request: the worker writes its answer's end."""
-
-    id: int
+    version: int
+    deployments: tuple[DeploymentView, ...] = ()  # new or changed
+    removed: tuple[str, ...] = ()  # deployment ids
+    keys: tuple[KeyView, ...] = ()  # new or changed generated keys
+    dropped: tuple[str, ...] = ()  # key hashes no longer known
+    full: bool = False  # everything: what the worker held before is replaced
+    quotas: QuotaBook | None = None  # (full only) every key's quota counts so far: a new worker goes on from them
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """A relayed request is done; `reusable`: the client's connection may serve its next request."""
+class Ready:
+    """The worker applied the first state and serves; `doors`: where it listens itself."""
 
-    id: int
-    outcome: OutcomeKind
-    status: int = 0
-    first_chunk_s: float | None = None
-    streamed: bool = False
-    usage: tuple[int, int] | None = None
-    reusable: bool = False
-    message: str = ""
+    pid: int
+    doors: tuple[str, ...] = ()
 
 
-Message = Job | Ended | Ack | Outcome
-KINDS: dict[str, type[Job] | type[Ended] | type[Ack] | type[Outcome]] = {
-    "job": Job, "ended": Ended, "ack": Ack, "outcome": Outcome,
+@dataclass(frozen=True)
+class Started:
+    """The worker admitted a request for a deployment."""
+
+    deployment_id: str
+    book: str | None = None  # the quota book it took a place in
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A request the worker admitted ended; its record (None: refused before it was counted as started)."""
+
+    deployment_id: str
+    record: RequestRecord | None
+    started: bool = True  # it had been reported `Started`
+    book: str | None = None  # the quota book whose place it gives back
+    tokens: int = 0  # what it used, counted in that book
+
+
+@dataclass(frozen=True)
+class Wake:
+    """A caller with a valid key is waiting for a sleeping deployment."""
+
+    deployment_id: str
+
+
+@dataclass(frozen=True)
+class Unreachable:
+    """The worker could not connect to a replica; it leaves the rotation."""
+
+    deployment_id: str
+    replica_id: str
+    reason: str = ""
+
+
+Message = Handoff | State | Ready | Started | Finished | Wake | Unreachable
+KINDS: dict[str, type[Any]] = {
+    "handoff": Handoff, "state": State, "ready": Ready, "started": Started, "finished": Finished, "wake": Wake,
+    "unreachable": Unreachable,
 }
+_NAMES = {cls: name for name, cls in KINDS.items()}
 
 
-def encode(message: Message) -> dict[str, Any]:
-    """A message as a frame header."""
-    kind = next(name for name, cls in KINDS.items() if isinstance(message, cls))
-    document = asdict(message)
-    if isinstance(message, Job):
-        document["address"] = {"socket_path": message.address.socket_path, "host": message.address.host,
-                               "port": message.address.port}
-    return {"v": PROTOCOL_VERSION, "kind": kind, **document}
+@dataclass(frozen=True)
+class Frame:
+    """A message as it travels: header and body."""
+
+    header: dict[str, Any]
+    body: bytes = field(repr=False, default=b"")
 
 
-def decode(header: dict[str, Any]) -> Message:
-    """A frame header as its message; ProtocolError for another version, kind or shape."""
+def encode(message: Message) -> Frame:
+    """A message as a frame."""
+    return Frame({"v": PROTOCOL_VERSION, "kind": _NAMES[type(message)]}, pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+
+def decode(header: dict[str, Any], body: bytes) -> Message:
+    """A frame as its message; ProtocolError for another version, kind or shape."""
     if header.get("v") != PROTOCOL_VERSION:
         raise ProtocolError(f"a frame of protocol version {header.get('v')!r}, not {PROTOCOL_VERSION}")
     cls = KINDS.get(str(header.get("kind")))
     if cls is None:
         raise ProtocolError(f"a frame of unknown kind {header.get('kind')!r}")
-    fields = {k: v for k, v in header.items() if k not in ("v", "kind", "fd")}
     try:
-        if cls is Job:
-            address = fields.pop("address")
-            fields["address"] = EngineAddress(socket_path=address.get("socket_path"),
-                                              host=address.get("host", "127.0.0.1"), port=address.get("port"))
-            fields["headers"] = tuple((str(n), str(v)) for n, v in fields["headers"])
-            fields["cors"] = tuple((str(n), str(v)) for n, v in fields.get("cors", ()))
-        elif "usage" in fields and fields["usage"] is not None:
-            fields["usage"] = (int(fields["usage"][0]), int(fields["usage"][1]))
-        return cls(**fields)
-    except (TypeError, KeyError, ValueError, IndexError, AttributeError) as exc:
-        raise ProtocolError(f"a {header.get('kind')} frame of the wrong shape: {exc}") from None
+        message = pickle.loads(body)
+    except Exception as exc:
+        raise ProtocolError(f"a {header.get('kind')} frame that cannot be read: {type(exc).__name__}") from None
+    if type(message) is not cls:
+        raise ProtocolError(f"a {header.get('kind')} frame holding a {type(message).__name__}")
+    return message

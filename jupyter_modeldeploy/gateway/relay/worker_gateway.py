@@ -1,0 +1,149 @@
+"""The gateway worker's state: the views the server published, its own counters, and its reports to the server.
+
+Admission in the worker reads only what the server published (`State`): deployments as views,
+generated keys by hash. Before each admission the handler calls `settle()`, which applies every
+frame already in the channel, so a change the server published before its REST call returned is in
+force for any request sent after. The worker is the only process counting endpoint requests while
+it serves (each deployment's in-flight count, each key's quota book): limits hold because one
+process counts. What it counts goes back to the server (`Started`, `Finished`) as it happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ...supervisor.keys import hash_key
+from ...supervisor.replicas import Replica, set_down
+from ...supervisor.state import Status
+from ...supervisor.tokens import TokenInfo
+from ..core import GatewayConfig, GatewayCore
+from ..records import RequestRecord
+from ..view import DeploymentView
+from .protocol import Finished, Message, Started, State, Unreachable, Wake
+
+WAKING = (Status.SLEEPING, Status.WAKING)
+
+
+class WorkerGateway(GatewayCore):
+    """The worker's side of `GatewayCore`."""
+
+    def __init__(self, config: GatewayConfig, report: Callable[[Message], None], settle: Callable[[], None]):
+        super().__init__(config)
+        self._report = report
+        self._settle = settle
+        self.version = 0
+        self.deployments: dict[str, DeploymentView] = {}
+        self._by_route: dict[str, DeploymentView] = {}
+        self._keys: dict[str, TokenInfo] = {}  # by hash
+        self._changed: dict[str, asyncio.Event] = {}  # set at every change of a deployment (a wake waits on it)
+        # A request's slot given back, reported with its record when one follows in the same step (the
+        # handler releases, then records), else on its own at the end of the loop's turn.
+        self._release: Finished | None = None
+
+    # The state the server publishes -----------------------------------------------------------
+
+    def apply(self, state: State) -> None:
+        """Take a state change (or, `full`, a whole state) from the server."""
+        if state.full:
+            self._keys.clear()
+            kept = {v.id for v in state.deployments}
+            for gone in [d for d in self.deployments if d not in kept]:
+                self._remove(gone)
+            if state.quotas is not None:
+                self.quotas = state.quotas  # what the server counted so far (its own, and earlier workers')
+        for view in state.deployments:
+            current = self.deployments.get(view.id)
+            if current is None:
+                self.deployments[view.id] = current = view
+            else:
+                current.update(view)
+            self._index()
+            self._signal(view.id)
+        for deployment_id in state.removed:
+            self._remove(deployment_id)
+        for key in state.keys:
+            self._keys[key.hash] = key.info
+        for digest in state.dropped:
+            self._keys.pop(digest, None)
+        self.version = state.version
+
+    def _remove(self, deployment_id: str) -> None:
+        self.deployments.pop(deployment_id, None)
+        self._index()
+        self._signal(deployment_id)
+
+    def _index(self) -> None:
+        self._by_route = {v.route: v for v in self.deployments.values()}
+
+    def _signal(self, deployment_id: str) -> None:
+        event = self._changed.pop(deployment_id, None)
+        if event is not None:
+            event.set()
+
+    # GatewayCore ----------------------------------------------------------------------------
+
+    def settle(self) -> None:
+        self._settle()
+
+    def by_route(self, route: str) -> DeploymentView | None:
+        return self._by_route.get(route)
+
+    def lookup(self, key: str) -> TokenInfo | None:
+        return self._keys.get(hash_key(key))
+
+    def key_belongs_elsewhere(self, key: str, dep: Any) -> bool:
+        digest = hash_key(key)
+        return any(v.api_key_hash is not None and hmac.compare_digest(digest, v.api_key_hash)
+                   for v in self.deployments.values() if v.id != dep.id)
+
+    def touch(self, info: TokenInfo, now: float) -> None:
+        info.last_used_at = now  # the server notes it from the request's record
+
+    def request_started(self, dep: Any, book: str | None) -> None:
+        dep.in_flight += 1
+        self._report(Started(dep.id, book))
+
+    def request_finished(self, dep: Any, book: str | None, tokens: int) -> None:
+        dep.in_flight = max(0, dep.in_flight - 1)
+        self._flush_release()
+        self._release = Finished(dep.id, None, started=True, book=book, tokens=tokens)
+        asyncio.get_running_loop().call_soon(self._flush_release)
+
+    def _flush_release(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            self._report(release)
+
+    def replica_unreachable(self, dep: Any, replica: Replica, reason: str) -> None:
+        set_down(replica, reason)  # out of this worker's rotation at once; the server decides what follows
+        self._report(Unreachable(dep.id, replica.id, reason))
+
+    async def wake(self, dep: Any) -> None:
+        """Ask the server to wake the deployment; wait until its view says it serves, failed or went."""
+        self._report(Wake(dep.id))
+        deadline = time.monotonic() + self.config.upstream_timeout_s
+        while True:
+            current = self.deployments.get(dep.id)
+            if current is None or current.status not in WAKING:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            event = self._changed.setdefault(dep.id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), left)
+            except asyncio.TimeoutError:
+                return
+
+    def observe(self, record: RequestRecord, *, claimed: bool) -> None:
+        release, self._release = self._release, None
+        if release is not None and release.deployment_id == record.deployment_id:
+            self._report(Finished(record.deployment_id, record, started=True, book=release.book, tokens=release.tokens))
+            return
+        if release is not None:
+            self._report(release)
+        self._report(Finished(record.deployment_id, record, started=False))

@@ -1,0 +1,203 @@
+"""The gateway as the Jupyter server runs it: the control plane, and the data plane while no worker serves.
+
+`Gateway` holds the supervisor and the key registry. It starts the gateway worker (`relay.plane`),
+publishes the state feed to it (`feed`: on every deployment or key signal, before every REST answer,
+and each second), hands it every endpoint connection it can (`hand_off`), and takes its reports:
+started and finished requests go to the supervisor's counters and to the observers (metrics,
+per-key usage, request log), a wake request to the supervisor. While no worker serves (it is
+starting, it died, the platform cannot pass sockets, or the connection is TLS or HTTP/1.0), the
+same handler serves the request here, with this process's counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import threading
+import time
+from typing import Any
+
+from tornado import iostream, web
+
+from ..supervisor import Deployment, Supervisor
+from ..supervisor.keys import hash_key
+from ..supervisor.replicas import Replica
+from ..supervisor.tokens import TokenInfo, TokenRegistry
+from .core import GatewayConfig, GatewayCore
+from .detached import PrefixedIOStream, handed_over, request_head
+from .feed import StateFeed
+from .relay.plane import DataPlane, WorkerSettings
+from .relay.protocol import Finished, Started, State, Unreachable
+
+log = logging.getLogger(__name__)
+
+PUBLISH_EVERY_S = 1.0  # what changed without a signal (a replica's state) reaches the worker within this
+
+
+class Gateway(GatewayCore):
+    """The server's gateway: see the module's docstring."""
+
+    def __init__(self, supervisor: Supervisor, tokens: TokenRegistry, config: GatewayConfig | None = None,
+                 worker: WorkerSettings | None = None):
+        super().__init__(config)
+        self.supervisor = supervisor
+        self.tokens = tokens
+        self.feed = StateFeed(lambda: list(supervisor.deployments.values()), tokens.indexed)
+        self.plane = DataPlane(self, worker) if worker is not None and DataPlane.supported() else None
+        self._ticker: asyncio.Task[None] | None = None
+        self._publishing = threading.Lock()  # a key created from another thread publishes too
+        supervisor.changes.connect(lambda _change: self.publish())
+        tokens.changes.connect(lambda _change: self.publish())
+
+    def start(self) -> None:
+        """Start the worker in the background (endpoint requests arriving meanwhile wait for it) and the
+        publishing ticker."""
+        if self.plane is not None:
+            self.plane.available()
+            self._ticker = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(PUBLISH_EVERY_S)
+            try:
+                self.publish()
+                if self.plane is not None:
+                    self.plane.available()  # a worker that died is started again
+            except Exception:
+                log.exception("publishing the gateway state failed")
+
+    # The control plane ----------------------------------------------------------------------
+
+    def publish(self) -> None:
+        """Send the worker what changed since the last version (synchronously), if anything did."""
+        plane = self.plane
+        if plane is None or not plane.serving:
+            return
+        with self._publishing:
+            state = self.feed.changes()
+            if state is not None:
+                plane.publish(state)
+
+    def settle(self) -> None:
+        """Take every report the worker sent so far: counts read after this include every answer already ended."""
+        if self.plane is not None:
+            self.plane.settle()
+
+    async def hand_off(self, handler: web.RequestHandler) -> bool:
+        """Give a plain HTTP/1.1 connection to the worker, from its first request on (see `detached`).
+
+        A worker that is starting is waited for: one process counts, also in a server's first seconds."""
+        plane = self.plane
+        if plane is None:
+            return False
+        request = handler.request
+        connection: Any = request.connection
+        if request.version != "HTTP/1.1" or type(getattr(connection, "stream", None)) is not iostream.IOStream:
+            return False  # TLS (the socket cannot carry its session) or HTTP/1.0: served here
+        if not await plane.ready():
+            return False  # it failed moments ago: served here until it is started again
+        self.publish()
+        address = connection.context.address
+        sock, buffered = handed_over(handler.detach())
+        prefix = request_head(request) + buffered
+        if plane.hand_off(sock.fileno(), address, prefix):
+            sock.close()  # the worker holds its own copy
+            return True
+        server = self.config.http_server
+        if server is None:
+            sock.close()
+        else:  # the worker went away meanwhile: this server serves the connection from its first request on
+            server().handle_stream(PrefixedIOStream(sock, prefix), address)
+        return True
+
+    # What admission reads -------------------------------------------------------------------
+
+    def by_route(self, route: str) -> Deployment | None:
+        return self.supervisor.by_route(route)
+
+    def lookup(self, key: str) -> TokenInfo | None:
+        return self.tokens.lookup(key)
+
+    def key_belongs_elsewhere(self, key: str, dep: Any) -> bool:
+        digest = hash_key(key)  # once, not once per deployment
+        return any(d.api_key_hash is not None and hmac.compare_digest(digest, d.api_key_hash)
+                   for d in self.supervisor.deployments.values() if d.id != dep.id)
+
+    # Counters of requests served here -------------------------------------------------------
+
+    def touch(self, info: TokenInfo, now: float) -> None:
+        self.tokens.touch(info, now)
+
+    def request_started(self, dep: Any, book: str | None) -> None:
+        self.supervisor.request_started(dep)
+
+    def request_finished(self, dep: Any, book: str | None, tokens: int) -> None:
+        self.supervisor.request_finished(dep)
+
+    def replica_unreachable(self, dep: Any, replica: Replica, reason: str) -> None:
+        self.supervisor.replica_unreachable(dep, replica, reason)
+
+    async def wake(self, dep: Any) -> None:
+        if self.config.wake is not None:
+            await self.config.wake(dep)
+
+    # The worker's reports (relay.plane.PlaneHost) ---------------------------------------------
+
+    def snapshot(self) -> State:
+        return self.feed.snapshot(self.quotas)
+
+    def started(self, message: Started) -> None:
+        """The worker admitted a request: the deployment's idle clock and count; its key's quota counts mirrored
+        here (a worker started later goes on from them)."""
+        dep = self.supervisor.deployments.get(message.deployment_id)
+        if dep is not None:
+            self.supervisor.request_started(dep)
+        if message.book is not None:
+            self.quotas.mirror(message.book, time.time())
+
+    def released(self, deployment_id: str, book: str | None, tokens: int) -> None:
+        dep = self.supervisor.deployments.get(deployment_id)
+        if dep is not None:
+            self.supervisor.request_finished(dep)
+        if book is not None:
+            self.quotas.release(book, tokens, time.time())
+
+    def finished(self, message: Finished) -> None:
+        if message.started:
+            self.released(message.deployment_id, message.book, message.tokens)
+        record = message.record
+        if record is None:
+            return
+        with contextlib.suppress(KeyError):
+            self.tokens.touch(self.tokens.get(record.key_id), time.time())
+        GatewayCore.observe(self, record, claimed=message.started)
+
+    def wake_requested(self, deployment_id: str) -> None:
+        dep = self.supervisor.deployments.get(deployment_id)
+        if dep is None or self.config.wake is None:
+            return
+        task = asyncio.ensure_future(self.config.wake(dep))
+        task.add_done_callback(_log_failure)
+
+    def unreachable(self, message: Unreachable) -> None:
+        dep = self.supervisor.deployments.get(message.deployment_id)
+        replica = next((r for r in dep.replicas if r.id == message.replica_id), None) if dep is not None else None
+        if dep is not None and replica is not None:
+            self.supervisor.replica_unreachable(dep, replica, message.reason)
+
+    async def close(self) -> None:
+        """Stop the ticker and the worker; close the upstream pools."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self.plane is not None:
+            await self.plane.close()
+        await super().close()
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("waking a deployment for the gateway worker failed", exc_info=task.exception())
