@@ -12,35 +12,33 @@ import asyncio
 import logging
 import os
 import secrets
-import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, DeploymentBase, export_config, parse_config
-from ..engines import Engine, EngineSettings, LaunchContext, LaunchPlan, get_engine
-from . import restart
+from ..engines import Engine, EngineSettings, LaunchPlan, get_engine
+from ..engines.base import EngineCall
+from . import adapters, idle, restart, wake
 from .deployment import Deployment, DeploymentError, Ending
+from .dry_run import masked_plan
 from .engine_http import EngineHttp
 from .keys import hash_key
 from .local_run import LocalRun
-from .logbuffer import MASK, LogBuffer
+from .logbuffer import LogBuffer
 from .placement import LocalPlacement, Placement
-from .progress import LoadProgress
 from .ray_placement import ClusterUnavailable, RayCluster, RaySettings
 from .replicas import Replica
 from .run import Run
 from .signals import DeploymentChange, Signal
-from .state import Event, InvalidTransition, Status, idle_limit_reached, serving_status, transition
+from .state import Event, Status, idle_limit_reached, serving_status
 from .store import Store
+from .transitions import Transitions, record_history
 
 __all__ = ["Deployment", "DeploymentError", "Ending", "Supervisor"]
 
 log = logging.getLogger(__name__)
-
-HISTORY_LIMIT = 200
-
 
 class Supervisor:
     """Runs and remembers deployments; every method runs on the server's event loop."""
@@ -78,6 +76,7 @@ class Supervisor:
         state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(state_dir, 0o700)
         self.store = Store(state_dir / "deployments.sqlite")
+        self.transitions = Transitions(self.store, self.changes)
         self.deployments: dict[str, Deployment] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._loaded = False
@@ -100,7 +99,7 @@ class Supervisor:
         for dep in self.deployments.values():
             if dep.reattach:
                 dep.reattach = False
-                self._start(dep, reattach=True)
+                self.start_run(dep, reattach=True)
         if self._release_on_start:
             self.spawn(self._release_left_replicas(self._release_on_start))
             self._release_on_start = set()
@@ -141,7 +140,7 @@ class Supervisor:
                     self._release_on_start.add(dep.id)
                 dep.status = Status.STOPPED
                 dep.status_reason = "the Jupyter server restarted; relaunch to serve again"
-                self._record(dep, Status.STOPPED, dep.status_reason)
+                record_history(dep, Status.STOPPED, dep.status_reason)
                 dep.stopped_at = time.time()
                 self.store.save(dep.to_stored())
             self.deployments[dep.id] = dep
@@ -162,7 +161,7 @@ class Supervisor:
         resume = restart.on_server_start(dep.config.restart, dep.status, dep.status_reason)
         if resume is restart.Resume.PARK:
             dep.status_reason = "the Jupyter server restarted; the next request relaunches it (restart: always)"
-            self._record(dep, Status.SLEEPING, dep.status_reason)
+            record_history(dep, Status.SLEEPING, dep.status_reason)
             self.store.save(dep.to_stored())
             return
         if resume is restart.Resume.RELAUNCH:
@@ -172,7 +171,7 @@ class Supervisor:
             dep.status = Status.STOPPED
             dep.status_reason = "the Jupyter server restarted; " + (
                 "relaunching (restart: always)" if resume is restart.Resume.RELAUNCH else "relaunch to serve again")
-            self._record(dep, Status.STOPPED, dep.status_reason)
+            record_history(dep, Status.STOPPED, dep.status_reason)
             dep.stopped_at = time.time()
             self.store.save(dep.to_stored())
 
@@ -182,7 +181,7 @@ class Supervisor:
         for dep in resume:
             if dep.status is Status.STOPPED and dep.id in self.deployments:
                 dep.log.append("[modeldeploy] the Jupyter server restarted: relaunching (restart: always)")
-                self._start(dep)
+                self.start_run(dep)
 
     async def shutdown(self) -> None:
         """Stop every engine and close the store."""
@@ -195,7 +194,7 @@ class Supervisor:
             dep.ray_run.detached = True
             if dep.task is not None:
                 dep.task.cancel()
-        await asyncio.gather(*(self._stop(d, restart.SERVER_SHUTDOWN) for d in live if d not in kept),
+        await asyncio.gather(*(self.stop_run(d, restart.SERVER_SHUTDOWN) for d in live if d not in kept),
                              return_exceptions=True)
         await self.engine_http.close()
         self.store.close()
@@ -236,11 +235,11 @@ class Supervisor:
         dep = self._new_deployment(dep_id, config, route, api_key_hash=key_hash)
         self.deployments[dep.id] = dep
         if not start:
-            self._record(dep, Status.STOPPED, "created without launching")
+            record_history(dep, Status.STOPPED, "created without launching")
         self.store.save(dep.to_stored())
         self.changes.send(DeploymentChange("created", dep))
         if start:
-            self._start(dep)
+            self.start_run(dep)
         return dep
 
     async def relaunch(self, ref: str) -> Deployment:
@@ -250,19 +249,19 @@ class Supervisor:
             raise DeploymentError(f"deployment {dep.name!r} is already {dep.status.value}", 409)
         self._check_unique(dep.config, route=dep.route, ignore=dep.id)
         self.crashes.forget(dep.id)
-        self._start(dep)
+        self.start_run(dep)
         return dep
 
     async def stop(self, ref: str, reason: str = "stopped by the user") -> Deployment:
         """Stop a deployment's engine (no-op when it is not running)."""
         dep = self.get(ref)
-        await self._stop(dep, reason)
+        await self.stop_run(dep, reason)
         return dep
 
     async def delete(self, ref: str) -> None:
         """Stop a deployment and forget it."""
         dep = self.get(ref)
-        await self._stop(dep, "deleted")
+        await self.stop_run(dep, "deleted")
         del self.deployments[dep.id]
         self.store.delete(dep.id)
         self.changes.send(DeploymentChange("deleted", dep))
@@ -288,29 +287,12 @@ class Supervisor:
             dep.api_key_hash = source.api_key_hash
             self.store.save(dep.to_stored())
         if start:
-            self._start(dep)
+            self.start_run(dep)
         return dep
 
     def dry_run(self, config: DeploymentBase) -> LaunchPlan:
-        """The launch plan for a config, with secrets masked; nothing is started or kept.
-
-        Planning may prepare files in the work folder (router mode links its models there):
-        a throw-away folder keeps a dry run from touching any deployment's state.
-        """
-        with tempfile.TemporaryDirectory(prefix="modeldeploy-dry-run-") as work_dir:
-            ctx = LaunchContext(port=0, engine_key=MASK, work_dir=Path(work_dir), settings=self.settings)
-            plan = self.engine(config.kind).plan(config, ctx)  # type: ignore[attr-defined]
-        hidden = [s for s in plan.secrets if s and s != MASK]
-
-        def mask(text: str) -> str:
-            for secret in hidden:
-                text = text.replace(secret, MASK)
-            return text
-
-        plan.argv = [mask(a) for a in plan.argv]
-        plan.env = {k: mask(v) for k, v in plan.env.items()}
-        plan.files = {k: mask(v) for k, v in plan.files.items()}
-        return plan
+        """The launch plan for a config, with secrets masked; nothing is started or kept (`dry_run.py`)."""
+        return masked_plan(self.engine(config.kind), config, self.settings)  # type: ignore[attr-defined]
 
     # Activity (called by the gateway) -----------------------------------------------------
 
@@ -355,56 +337,21 @@ class Supervisor:
             if route and other.route == route:
                 raise DeploymentError(f"route {route!r} is already used by deployment {other.name!r}", 409)
 
-    def _record(self, dep: Deployment, status: Status, reason: str | None) -> None:
-        entry = {"status": status.value, "at": time.time(), "reason": reason}
-        dep.history = (dep.history + [entry])[-HISTORY_LIMIT:]
-
     def engine(self, kind: str) -> Engine:
         """The engine of a deployment kind: an injected one, else the built-in one."""
         return self.engines.get(kind) or get_engine(kind)
 
     def fire(self, dep: Deployment, event: Event, reason: str | None = None) -> bool:
-        """Apply an event to a deployment's state; False (and nothing changes) when its state does not take it."""
-        try:
-            status = transition(dep.status, event)
-        except InvalidTransition as exc:
-            log.debug("deployment %s: %s", dep.id, exc)
-            return False
-        if status is dep.status and reason == dep.status_reason:
-            return True
-        dep.status = status
-        dep.status_reason = reason
-        self._record(dep, status, reason)
-        self.store.save(dep.to_stored())
-        changed, dep.changed = dep.changed, asyncio.Event()
-        changed.set()  # wakes everything awaiting a change of this deployment
-        self.changes.send(DeploymentChange("state", dep))
-        return True
+        """Apply an event to a deployment's state (`Transitions.fire`); False when its state does not take it."""
+        return self.transitions.fire(dep, event, reason)
 
-    async def wait_for(self, dep: Deployment, statuses: set[Status] | tuple[Status, ...], timeout: float) -> bool:
+    async def wait_for(self, dep: Deployment, statuses: Collection[Status], timeout: float) -> bool:
         """Await until the deployment is in one of `statuses` (True), or `timeout` seconds pass (False)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while dep.status not in statuses:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            try:
-                await asyncio.wait_for(dep.changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                return False
-        return True
+        return await self.transitions.wait_for(dep, statuses, timeout)
 
-    def _start(self, dep: Deployment, *, reattach: bool = False) -> None:
-        dep.ending = None
-        dep.exit_code = None
-        dep.in_flight = 0
-        dep.started_at = time.time()
-        dep.stopped_at = None
-        dep.last_activity_at = time.time()
-        dep.plan = None
-        dep.progress = LoadProgress(started_at=dep.started_at)
-        dep.replicas = []
+    def start_run(self, dep: Deployment, *, reattach: bool = False) -> None:
+        """Start a new run of the deployment: LAUNCH, then the run (local or Ray) in the background."""
+        dep.begin_run()
         self.fire(dep, Event.LAUNCH, "re-attaching its Ray replicas" if reattach else None)
         dep.task = asyncio.ensure_future(self._run(dep, reattach=reattach))
 
@@ -431,7 +378,7 @@ class Supervisor:
         dep.ending = ending
         self.fire(dep, Event.STOP, ending.reason if ending.outcome is not Event.CRASHED else None)
 
-    async def _stop(self, dep: Deployment, reason: str, outcome: Event = Event.EXITED) -> None:
+    async def stop_run(self, dep: Deployment, reason: str, outcome: Event = Event.EXITED) -> None:
         """Stop the engine and await the end of its run (the state then is `outcome`'s)."""
         if not dep.status.live:
             return
@@ -461,8 +408,8 @@ class Supervisor:
             if dep.listen.socket_path:
                 Path(dep.listen.socket_path).unlink(missing_ok=True)
         delay = None
-        if event is Event.CRASHED and dep.exit_code is not None:  # the engine ran, and crashed
-            delay, reason = self._crash_policy(dep, reason)
+        if event is Event.CRASHED and dep.exit_code is not None and not self._closing:  # the engine ran, and crashed
+            delay, reason = self.crashes.after(dep.id, dep.config, reason, time.time())
         if not self.fire(dep, event, reason) and event is not Event.CRASHED:
             self.fire(dep, Event.CRASHED, reason)  # a state that cannot end that way still ends
         dep.log.append(f"[modeldeploy] {dep.status.value}: {reason.splitlines()[0]}")
@@ -470,15 +417,6 @@ class Supervisor:
         dep.log.close_followers()
         if delay is not None:
             self.spawn(self._restart_later(dep, delay, dep.started_at))
-
-    def _crash_policy(self, dep: Deployment, reason: str) -> tuple[float | None, str]:
-        """After a crash: the restart delay (None: no restart) and the reason with what follows."""
-        policy = dep.config.restart
-        if self._closing or not restart.applies_to(dep.config) or not restart.restarts_crashes(policy):
-            return None, reason
-        decision = self.crashes.crashed(dep.id, policy, time.time())
-        head, _, tail = reason.partition("\n")
-        return decision.delay_s, f"{head}; {decision.note}" + (f"\n{tail}" if tail else "")
 
     async def _restart_later(self, dep: Deployment, delay: float, started_at: float | None) -> None:
         """Restart a crashed engine after its back-off, unless it was relaunched, deleted or the server is closing."""
@@ -488,7 +426,7 @@ class Supervisor:
         if self.deployments.get(dep.id) is not dep:
             return
         dep.log.append(f"[modeldeploy] restarting the crashed engine (restart: {dep.config.restart})")
-        self._start(dep)
+        self.start_run(dep)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a coroutine in the background, kept alive until it ends (`RunHost`)."""
@@ -496,110 +434,25 @@ class Supervisor:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    # Universal Memory: sleep when idle, wake on the next request ------------------------
-
-    async def _on_idle_limit(self, dep: Deployment, reason: str) -> None:
-        """At the idle limit: sleep (engines that can), stop-and-relaunch-on-demand, or stop.
-
-        A Ray deployment stops (its way to free memory while idle is `replicas.min: 0`)."""
-        if not dep.universal_memory or dep.on_ray:
-            await self._stop(dep, reason)
-            return
-        run = dep.run
-        if run is not None and run.can_sleep():
-            async with dep.wake_lock:
-                if dep.in_flight or dep.status not in (Status.ACTIVE, Status.IDLE):
-                    return
-                self.fire(dep, Event.QUIET)  # the idle limit passed: it is idle, whatever the report interval
-                why = await run.sleep()
-                if why is not None:
-                    dep.log.append(f"[modeldeploy] {why}; stopping it")
-                    await self._stop(dep, reason)
-                    return
-                dep.log.append(f"[modeldeploy] {reason}: engine put to sleep; the next request wakes it")
-                self.fire(dep, Event.SLEPT, "memory freed until the next request")
-            return
-        await self._stop(dep, f"{reason}; stopped to free memory (the engine has no sleep mode): the next request "
-                              "relaunches it", Event.PARKED)
+    # Universal Memory: sleep when idle (`idle.py`), wake on the next request (`wake.py`) -------
 
     async def ensure_ready(self, dep: Deployment) -> None:
-        """Before a request is forwarded: wake a sleeping engine, or relaunch one parked to free memory.
+        """Before a request is forwarded: wake a sleeping engine, or relaunch one parked to free memory."""
+        await wake.ensure_ready(self, dep)
 
-        The request is held until the engine serves again (or fails); concurrent requests share one wake-up.
-        """
-        if dep.status not in (Status.SLEEPING, Status.WAKING):
-            return
-        async with dep.wake_lock:
-            if dep.status is Status.SLEEPING:  # else another request woke it while this one waited
-                await (self._wake(dep) if dep.run is not None else self._relaunch_parked(dep))
-
-    async def _wake(self, dep: Deployment) -> None:
-        """Wake the run (its engine kept running, asleep); a run that cannot serve again is stopped as failed."""
-        assert dep.run is not None
-        self.fire(dep, Event.WAKE)
-        why = await dep.run.wake()
-        if why is None:
-            dep.last_activity_at = time.time()
-            self.fire(dep, Event.WOKE)
-        elif dep.ending is None:
-            await self._stop(dep, why, Event.CRASHED)
-
-    async def _relaunch_parked(self, dep: Deployment) -> None:
-        """A parked deployment (its engine stopped to free memory) is launched again for the waiting request."""
-        dep.log.append("[modeldeploy] relaunching for an incoming request")
-        self._start(dep)
-        await self.wait_for(dep, (Status.ACTIVE, Status.IDLE, Status.FAILED, Status.STOPPED), self.health_timeout_s)
-
-    async def engine_calls(self, dep: Deployment, calls: list[Any]) -> None:
-        """Make engine control requests (EngineCall: method, path, params, json) (`RunHost`)."""
+    async def engine_calls(self, dep: Deployment, calls: list[EngineCall]) -> None:
+        """Make engine control requests (sleep, wake, adapters); RuntimeError when one is refused (`RunHost`)."""
         if dep.address is None:
             raise RuntimeError("the engine is not running")
-        for call in calls:
-            response = await self.engine_http.request(
-                dep.address, dep.engine_key, call.method, call.path, params=call.params or None, json=call.json,
-                timeout=self.health_timeout_s,
-            )
-            if response.status_code >= 400:
-                raise RuntimeError(f"{call.method} {call.path}: HTTP {response.status_code} {response.text[:200]}")
-
-    # LoRA adapters at runtime -----------------------------------------------------------
+        await self.engine_http.calls(dep.address, dep.engine_key, calls, timeout=self.health_timeout_s)
 
     async def adapter(self, ref: str, action: str, name: str, path: str | None = None) -> Deployment:
         """Load ('add') or unload ('remove') a LoRA adapter on a running deployment; kept in its config."""
         dep = self.get(ref)
-        calls = self.engine(dep.kind).adapter_calls(action, name, path)  # None: the engine loads none at runtime
-        exported = export_config(dep.config)
-        if calls is None or not exported.get("enable_lora"):
-            raise DeploymentError(f"deployment {dep.name!r} does not serve LoRA adapters (enable_lora is off)", 400)
-        if not dep.status.serving:
-            raise DeploymentError(f"deployment {dep.name!r} is {dep.status.value}; adapters change on a serving engine", 409)
-        modules = list(exported.get("lora_modules") or [])
-        names = [m.split("=", 1)[0] for m in modules]
-        if action == "add":
-            if not path:
-                raise DeploymentError("an adapter needs a path", 400)
-            if name in names or name in dep.models:
-                raise DeploymentError(f"an adapter or model named {name!r} is already served", 409)
-        elif name not in names:
-            raise DeploymentError(f"no adapter {name!r}; served adapters: {', '.join(names) or 'none'}", 404)
-        await self.ensure_ready(dep)
-        try:
-            await self.engine_calls(dep, calls)
-        except RuntimeError as exc:
-            raise DeploymentError(f"the engine refused: {exc}", 422) from None
-        if action == "add":
-            modules.append(f"{name}={path}")
-            if dep.plan:
-                dep.plan.models.append(name)
-        else:
-            modules = [m for m in modules if m.split("=", 1)[0] != name]
-            if dep.plan and name in dep.plan.models:
-                dep.plan.models.remove(name)
-        dep.config = parse_config({**export_config(dep.config, include_secrets=True), "lora_modules": modules})
-        dep.model_tasks = self.engine(dep.kind).model_tasks(dep.config)
-        self.store.save(dep.to_stored())
-        self.changes.send(DeploymentChange("models", dep))
+        await adapters.change_adapter(self, dep, action, name, path)
         return dep
+
+    # The ticker ------------------------------------------------------------------------------
 
     async def _tick_forever(self) -> None:
         while True:
@@ -620,7 +473,7 @@ class Supervisor:
             ):
                 idle_for = now - dep.last_activity_at
                 reason = f"idle for {idle_for:.0f} s (idle_time_limit_hours={cfg.idle_time_limit_hours:g})"
-                dep.idle_task = asyncio.ensure_future(self._on_idle_limit(dep, reason))
+                dep.idle_task = asyncio.ensure_future(idle.at_idle_limit(self, dep, reason))
                 continue
             status = serving_status(
                 in_flight=dep.in_flight,
