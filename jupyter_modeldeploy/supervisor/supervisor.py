@@ -25,12 +25,11 @@ from .deployment import Deployment, DeploymentError, Ending
 from .dry_run import masked_plan
 from .engine_http import EngineHttp
 from .keys import hash_key
-from .local_run import LocalRun
 from .logbuffer import LogBuffer
 from .placement import LocalPlacement, Placement
-from .ray_placement import ClusterUnavailable, RayCluster, RaySettings
+from .ray_placement import RayCluster, RaySettings
 from .replicas import Replica
-from .run import Run
+from .runs import Runs
 from .signals import DeploymentChange, Signal
 from .state import Event, Status, idle_limit_reached, serving_status
 from .store import Store
@@ -39,6 +38,7 @@ from .transitions import Transitions, record_history
 __all__ = ["Deployment", "DeploymentError", "Ending", "Supervisor"]
 
 log = logging.getLogger(__name__)
+
 
 class Supervisor:
     """Runs and remembers deployments; every method runs on the server's event loop."""
@@ -80,15 +80,14 @@ class Supervisor:
         self.deployments: dict[str, Deployment] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._loaded = False
-        self._background: set[asyncio.Future[None]] = set()  # keeps fire-and-forget tasks alive
         self.engine_http = EngineHttp(timeout=5.0)
         self.engines = dict(engines or {})  # kind -> engine, overriding the built-in ones (tests inject fakes)
         self.placement: Placement = placement or LocalPlacement()
         self.ray = RayCluster(ray or RaySettings())  # connected when a deployment first targets Ray
         self._release_on_start: set[str] = set()  # Ray deployments whose replicas are ended at start
         self.crashes = restart.CrashBook(restart_limits or restart.RestartLimits())
+        self.runs = Runs(self, self.deployments, self.ray, self.crashes)
         self._resume: list[Deployment] = []  # brought back by the restart policy once the loop runs
-        self._closing = False
 
     # Life of the supervisor ---------------------------------------------------------------
 
@@ -101,7 +100,7 @@ class Supervisor:
                 dep.reattach = False
                 self.start_run(dep, reattach=True)
         if self._release_on_start:
-            self.spawn(self._release_left_replicas(self._release_on_start))
+            self.spawn(self.ray.release_left(self._release_on_start))
             self._release_on_start = set()
         if self._ticker is None:
             self._ticker = asyncio.ensure_future(self._tick_forever())
@@ -145,17 +144,6 @@ class Supervisor:
                 self.store.save(dep.to_stored())
             self.deployments[dep.id] = dep
 
-    async def _release_left_replicas(self, deployment_ids: set[str]) -> None:
-        """End the Ray replicas a previous server left running, for deployments not to be re-attached."""
-        try:
-            await self.ray.connect(None)
-        except ClusterUnavailable as exc:
-            log.warning("cannot end the Ray replicas left by the previous server: %s", exc)
-            return
-        loop = asyncio.get_running_loop()
-        for dep_id in deployment_ids:
-            for actor in (await loop.run_in_executor(None, self.ray.named, dep_id)).values():
-                self.ray.kill(actor)
     def _restore(self, dep: Deployment) -> None:
         """A loaded deployment whose engine died with the previous server: stopped, or back by its restart policy."""
         resume = restart.on_server_start(dep.config.restart, dep.status, dep.status_reason)
@@ -185,7 +173,7 @@ class Supervisor:
 
     async def shutdown(self) -> None:
         """Stop every engine and close the store."""
-        self._closing = True
+        self.runs.closing = True
         if self._ticker:
             self._ticker.cancel()
         live = [d for d in self.deployments.values() if d.status.live]
@@ -349,90 +337,27 @@ class Supervisor:
         """Await until the deployment is in one of `statuses` (True), or `timeout` seconds pass (False)."""
         return await self.transitions.wait_for(dep, statuses, timeout)
 
+    # The runs (`runs.py`) ----------------------------------------------------------------
+
     def start_run(self, dep: Deployment, *, reattach: bool = False) -> None:
-        """Start a new run of the deployment: LAUNCH, then the run (local or Ray) in the background."""
-        dep.begin_run()
-        self.fire(dep, Event.LAUNCH, "re-attaching its Ray replicas" if reattach else None)
-        dep.task = asyncio.ensure_future(self._run(dep, reattach=reattach))
-
-    async def _run(self, dep: Deployment, *, reattach: bool = False) -> None:
-        run: Run
-        if dep.on_ray:
-            from .ray_run import RayRun
-
-            run = RayRun(self, dep, self.ray)
-        else:
-            run = LocalRun(self, dep)
-        dep.run = run
-        try:
-            await run.start(reattach=reattach)
-        except Exception as exc:  # a bug must show as a failed deployment, not vanish
-            log.exception("deployment %s crashed", dep.id)
-            self.finish(dep, Event.CRASHED, f"internal error: {type(exc).__name__}: {exc}")
-        finally:
-            if not run.detached and dep.run is run:
-                dep.run = None
-
-    def begin_stop(self, dep: Deployment, ending: Ending) -> None:
-        """A stop is under way: why, and the state the run ends in (`RunHost`)."""
-        dep.ending = ending
-        self.fire(dep, Event.STOP, ending.reason if ending.outcome is not Event.CRASHED else None)
+        """Start a new run of the deployment (LAUNCH, then the run in the background)."""
+        self.runs.start(dep, reattach=reattach)
 
     async def stop_run(self, dep: Deployment, reason: str, outcome: Event = Event.EXITED) -> None:
         """Stop the engine and await the end of its run (the state then is `outcome`'s)."""
-        if not dep.status.live:
-            return
-        if dep.status is Status.STOPPING:
-            if dep.task is not None:
-                await asyncio.gather(dep.task, return_exceptions=True)
-            return
-        if dep.run is None and dep.status is Status.SLEEPING:
-            # Parked (its engine was stopped to free memory): nothing runs, so it just stops.
-            self.fire(dep, Event.STOP, reason)
-            self.fire(dep, Event.EXITED, reason)
-            return
-        self.begin_stop(dep, Ending(reason, outcome))
-        if dep.run is not None:
-            await dep.run.stop()
-        if dep.task is not None:
-            await asyncio.gather(dep.task, return_exceptions=True)
+        await self.runs.stop(dep, reason, outcome)
+
+    def begin_stop(self, dep: Deployment, ending: Ending) -> None:
+        """A stop is under way: why, and the state the run ends in (`RunHost`)."""
+        self.runs.begin_stop(dep, ending)
 
     def finish(self, dep: Deployment, event: Event, reason: str) -> None:
         """A run ended: record it, forget its engine address, restart a crashed engine by its policy (`RunHost`)."""
-        dep.stopped_at = time.time()
-        dep.in_flight = 0
-        dep.process = None
-        dep.replicas = []
-        if dep.listen is not None:
-            self.spawn(self.engine_http.forget(dep.listen))
-            if dep.listen.socket_path:
-                Path(dep.listen.socket_path).unlink(missing_ok=True)
-        delay = None
-        if event is Event.CRASHED and dep.exit_code is not None and not self._closing:  # the engine ran, and crashed
-            delay, reason = self.crashes.after(dep.id, dep.config, reason, time.time())
-        if not self.fire(dep, event, reason) and event is not Event.CRASHED:
-            self.fire(dep, Event.CRASHED, reason)  # a state that cannot end that way still ends
-        dep.log.append(f"[modeldeploy] {dep.status.value}: {reason.splitlines()[0]}")
-        dep.ending = None
-        dep.log.close_followers()
-        if delay is not None:
-            self.spawn(self._restart_later(dep, delay, dep.started_at))
-
-    async def _restart_later(self, dep: Deployment, delay: float, started_at: float | None) -> None:
-        """Restart a crashed engine after its back-off, unless it was relaunched, deleted or the server is closing."""
-        await asyncio.sleep(delay)
-        if self._closing or dep.status is not Status.FAILED or dep.started_at != started_at:
-            return
-        if self.deployments.get(dep.id) is not dep:
-            return
-        dep.log.append(f"[modeldeploy] restarting the crashed engine (restart: {dep.config.restart})")
-        self.start_run(dep)
+        self.runs.finish(dep, event, reason)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a coroutine in the background, kept alive until it ends (`RunHost`)."""
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.runs.spawn(coro)
 
     # Universal Memory: sleep when idle (`idle.py`), wake on the next request (`wake.py`) -------
 
