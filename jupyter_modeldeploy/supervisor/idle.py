@@ -1,4 +1,5 @@
-"""At the idle limit (`idle_time_limit_hours`, found by the supervisor's ticker): what frees the memory.
+"""The idle limit (`idle_time_limit_hours`): when it is reached (the supervisor's ticker asks), and what
+then frees the memory.
 
 Without Universal Memory (`cpu_offload` / `disk_swap`), or on Ray (where `replicas.min: 0` frees it),
 the deployment stops. With it, an engine that can sleep (vLLM's sleep mode) is put to sleep and the
@@ -10,7 +11,16 @@ from __future__ import annotations
 
 from .deployment import Deployment
 from .run import DeploymentHost
-from .state import Event, Status
+from .state import Event, Status, idle_limit_reached
+
+
+def limit_reason(dep: Deployment, now: float) -> str | None:
+    """Why the deployment's idle limit is reached at `now` (its reason to record), or None while it is not."""
+    cfg = dep.config
+    if not idle_limit_reached(in_flight=dep.in_flight, last_activity=dep.last_activity_at, now=now,
+                              limit_s=cfg.idle_time_limit_s):
+        return None
+    return f"idle for {now - dep.last_activity_at:.0f} s (idle_time_limit_hours={cfg.idle_time_limit_hours:g})"
 
 
 async def at_idle_limit(host: DeploymentHost, dep: Deployment, reason: str) -> None:

@@ -1,9 +1,12 @@
-"""The supervisor: starts engines, watches their health, stops them when idle, remembers them.
+"""The supervisor: the registry of deployments, the commands on them, restore after a restart, and the ticker.
 
-Each engine runs where a `Placement` puts it (this host: under `reaper.py` in its own process
-group, on a Unix socket in its private folder). Every change of a deployment's status is an
-event of the state machine in `state.py`; waiting for a state awaits its change, never a poll.
-Deployments are kept in SQLite, so a restarted server lists them and can relaunch them.
+Each deployment runs as one run (`runs.py` starts, stops and ends it: `LocalRun` on this host,
+under `reaper.py` on a Unix socket in its private folder, or `RayRun` on a cluster). Every change
+of a deployment's status is an event of the state machine in `state.py`, applied by
+`transitions.py`; waiting for a state awaits its change, never a poll. The ticker finds the idle
+limit (`idle.py` acts on it); a request wakes what sleeps (`wake.py`); adapters change through
+the engine (`adapters.py`). Deployments are kept in SQLite, so a restarted server lists them and
+can relaunch them.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from .ray_placement import RayCluster, RaySettings
 from .replicas import Replica
 from .runs import Runs
 from .signals import DeploymentChange, Signal
-from .state import Event, Status, idle_limit_reached, serving_status
+from .state import Event, Status, serving_status
 from .store import Store
 from .transitions import Transitions, record_history
 
@@ -301,11 +304,12 @@ class Supervisor:
         dep.in_flight = max(0, dep.in_flight - 1)
         dep.last_activity_at = time.time()
 
-    # Machinery ----------------------------------------------------------------------------
+    # The registry -------------------------------------------------------------------------
 
     def _new_deployment(
         self, dep_id: str, config: DeploymentBase, route: str, *, api_key_hash: str | None
     ) -> Deployment:
+        """A deployment record with its private work folder (0700) and console log; not yet registered."""
         work_dir = self.state_dir / "deployments" / dep_id
         work_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(work_dir, 0o700)
@@ -316,6 +320,7 @@ class Supervisor:
         )
 
     def _check_unique(self, config: DeploymentBase, *, route: str | None = None, ignore: str | None = None) -> None:
+        """Refuse (409) a name a live deployment has, or a route another deployment owns."""
         route = route if route is not None else config.route
         for other in self.deployments.values():
             if other.id == ignore:
@@ -328,6 +333,8 @@ class Supervisor:
     def engine(self, kind: str) -> Engine:
         """The engine of a deployment kind: an injected one, else the built-in one."""
         return self.engines.get(kind) or get_engine(kind)
+
+    # The state machine (`transitions.py`) ---------------------------------------------------
 
     def fire(self, dep: Deployment, event: Event, reason: str | None = None) -> bool:
         """Apply an event to a deployment's state (`Transitions.fire`); False when its state does not take it."""
@@ -365,6 +372,8 @@ class Supervisor:
         """Before a request is forwarded: wake a sleeping engine, or relaunch one parked to free memory."""
         await wake.ensure_ready(self, dep)
 
+    # Engine control calls and LoRA adapters (`adapters.py`) ---------------------------------
+
     async def engine_calls(self, dep: Deployment, calls: list[EngineCall]) -> None:
         """Make engine control requests (sleep, wake, adapters); RuntimeError when one is refused (`RunHost`)."""
         if dep.address is None:
@@ -380,6 +389,7 @@ class Supervisor:
     # The ticker ------------------------------------------------------------------------------
 
     async def _tick_forever(self) -> None:
+        """Every `tick_s`: one tick, whatever one deployment's tick raised."""
         while True:
             await asyncio.sleep(self.tick_s)
             try:
@@ -388,23 +398,16 @@ class Supervisor:
                 log.exception("supervisor tick failed")
 
     async def _tick(self) -> None:
+        """Serving deployments: the idle limit acted on (`idle.py`), else `active` / `idle` by the last request."""
         now = time.time()
         for dep in list(self.deployments.values()):
             if dep.status not in (Status.ACTIVE, Status.IDLE) or (dep.idle_task and not dep.idle_task.done()):
                 continue
-            cfg = dep.config
-            if idle_limit_reached(
-                in_flight=dep.in_flight, last_activity=dep.last_activity_at, now=now, limit_s=cfg.idle_time_limit_s
-            ):
-                idle_for = now - dep.last_activity_at
-                reason = f"idle for {idle_for:.0f} s (idle_time_limit_hours={cfg.idle_time_limit_hours:g})"
+            reason = idle.limit_reason(dep, now)
+            if reason is not None:
                 dep.idle_task = asyncio.ensure_future(idle.at_idle_limit(self, dep, reason))
                 continue
-            status = serving_status(
-                in_flight=dep.in_flight,
-                last_activity=dep.last_activity_at,
-                now=now,
-                report_interval_s=cfg.last_action_report_interval_s,
-            )
+            status = serving_status(in_flight=dep.in_flight, last_activity=dep.last_activity_at, now=now,
+                                    report_interval_s=dep.config.last_action_report_interval_s)
             if status is not dep.status:
                 self.fire(dep, Event.BUSY if status is Status.ACTIVE else Event.QUIET)
