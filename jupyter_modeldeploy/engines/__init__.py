@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import importlib
 
-from .base import ChartedMetrics, Engine, EngineAddress, EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan, ModelLimits
+from .base import (
+    ChartedMetrics,
+    Engine,
+    EngineAddress,
+    EngineSettings,
+    EngineUnavailable,
+    FitInputs,
+    LaunchContext,
+    LaunchPlan,
+    MemoryNeed,
+    ModelLimits,
+    unknown_fit,
+)
 
 _MODULES = {"llamacpp": "llamacpp", "llm": "llm", "embedding": "embedding"}
 _REGISTERED: dict[str, Engine] = {}  # engines of kinds added at run time (`register_engine`)
@@ -29,6 +41,6 @@ def unregister_engine(kind: str) -> None:
 
 
 __all__ = [
-    "ChartedMetrics", "Engine", "EngineAddress", "EngineSettings", "EngineUnavailable", "LaunchContext", "LaunchPlan",
-    "ModelLimits", "get_engine", "register_engine", "unregister_engine",
+    "ChartedMetrics", "Engine", "EngineAddress", "EngineSettings", "EngineUnavailable", "FitInputs", "LaunchContext",
+    "LaunchPlan", "MemoryNeed", "ModelLimits", "get_engine", "register_engine", "unknown_fit", "unregister_engine",
 ]

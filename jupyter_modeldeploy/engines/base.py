@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ..config import DeploymentBase
 from .progress import ProgressPattern
@@ -125,6 +125,30 @@ class EngineCall:
     json: dict[str, object] | None = None
 
 
+@dataclass(frozen=True)
+class MemoryNeed:
+    """One part of the memory an engine takes at its peak, for the fit check (docs/fit.md)."""
+
+    what: str
+    bytes: int
+    where: Literal["gpu", "host"] = "host"
+
+
+@dataclass(frozen=True)
+class FitInputs:
+    """An engine's own answer to the fit check: what it will take at its peak, part by part; or, with `known`
+    False, that it cannot say, and why (`notes`)."""
+
+    parts: tuple[MemoryNeed, ...] = ()
+    notes: tuple[str, ...] = ()
+    known: bool = True
+
+
+def unknown_fit(kind: str) -> FitInputs:
+    """The default answer of an engine with no estimate of its own: unknown, said in words (never an error)."""
+    return FitInputs(notes=(f"no estimate for kind {kind!r}",), known=False)
+
+
 @dataclass
 class LaunchPlan:
     """How to start an engine and talk to it."""
@@ -187,3 +211,9 @@ class Engine(Protocol):
         """The requests that load (`add`) or unload (`remove`) a LoRA adapter on the running engine; None
         when this engine cannot change its adapters at runtime (a capability, asked before any other check)."""
         ...
+
+    def fit_inputs(self, config: DeploymentBase, *, gpu: bool, gpu_total_bytes: int) -> FitInputs:
+        """The memory this engine will take at its peak for `config` (on the GPUs when `gpu`; `gpu_total_bytes`:
+        their memory), for the fit check (`fit.estimate`). The default is unknown (`unknown_fit`); the built-in
+        kinds keep it, since their estimates read the model files' headers in `fit/estimate.py`."""
+        return unknown_fit(self.kind)

@@ -11,13 +11,13 @@ import sys
 
 from ..config import DeploymentBase, EmbeddingConfig, export_config
 from . import progress, routes
-from .base import EngineCall, EngineSettings, LaunchContext, LaunchPlan, ModelLimits
+from .base import Engine, EngineCall, EngineSettings, LaunchContext, LaunchPlan, ModelLimits
 
 CONFIG_FILE = "embedding-config.json"
 KEY_FILE = "engine.key"
 
 
-class EmbeddingEngine:
+class EmbeddingEngine(Engine):
     """Turns an `EmbeddingConfig` into the embedding server's command line and files."""
 
     kind = "embedding"

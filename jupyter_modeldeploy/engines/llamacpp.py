@@ -16,6 +16,7 @@ from ..config import LlamaCppConfig
 from . import progress, routes
 from .base import (
     LLAMACPP_METRICS,
+    Engine,
     EngineAddress,
     EngineCall,
     EngineSettings,
@@ -148,7 +149,7 @@ def _fallback_python(ctx: LaunchContext) -> str | None:
 ROUTER_STATE_WORDS = {"loaded": "on_device", "unloaded": "on_disk", "loading": "loading"}
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(Engine):
     """Plans `llama-server` launches (or the llama-cpp-python fallback)."""
 
     kind = "llamacpp"

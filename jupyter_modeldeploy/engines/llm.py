@@ -23,7 +23,7 @@ from typing import Literal
 
 from ..config import DeploymentBase, LlmConfig
 from . import progress, routes
-from .base import VLLM_METRICS, EngineCall, EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan
+from .base import VLLM_METRICS, Engine, EngineCall, EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan
 from .vllm_install import find_vllm_python, nvidia_gpu_present, vllm_flavour
 
 VLLM_MODULE = "vllm.entrypoints.launchers.api_server.entry"
@@ -359,7 +359,7 @@ def detect_device(python: str, config: LlmConfig, ctx: LaunchContext) -> Device:
     return Device("cuda", gpu_memory_gib=memory)
 
 
-class LlmEngine:
+class LlmEngine(Engine):
     """vLLM's OpenAI server, one process per deployment."""
 
     kind = "llm"

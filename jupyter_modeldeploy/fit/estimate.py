@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import LlamaCppConfig
+from ..engines import get_engine
 from . import gguf, locate, safetensors
 
 MiB = 1024 * 1024
@@ -192,8 +193,20 @@ def llm(config: Any, *, gpu: bool, gpu_total_bytes: int = 0, cpu_kv_gib: int = 1
     return est
 
 
+# Any other kind: its engine's own answer ---------------------------------------------------
+
+def from_engine(config: Any, *, gpu: bool, gpu_total_bytes: int) -> Estimate:
+    """A kind without a reader here: what its engine says it takes (`Engine.fit_inputs`; unknown by default)."""
+    answer = get_engine(config.kind).fit_inputs(config, gpu=gpu, gpu_total_bytes=gpu_total_bytes)
+    est = Estimate(notes=list(answer.notes), known=answer.known)
+    for need in answer.parts:
+        est.add(need.what, need.bytes, need.where)
+    return est
+
+
 def estimate(config: Any, *, gpu: bool = False, gpu_total_bytes: int = 0) -> Estimate:
-    """The estimate for any kind; an unreadable model file gives an unknown estimate saying why."""
+    """The estimate for any kind (the built-in kinds from their model files' headers, any other from its
+    engine); an unreadable model file gives an unknown estimate saying why."""
     try:
         if isinstance(config, LlamaCppConfig):
             return llamacpp(config, gpu=gpu)
@@ -203,6 +216,6 @@ def estimate(config: Any, *, gpu: bool = False, gpu_total_bytes: int = 0) -> Est
             from ..engines.llm import cpu_kv_cache_gib
 
             return llm(config, gpu=gpu, gpu_total_bytes=gpu_total_bytes, cpu_kv_gib=cpu_kv_cache_gib(config))
+        return from_engine(config, gpu=gpu, gpu_total_bytes=gpu_total_bytes)
     except (OSError, gguf.NotGGUF, safetensors.NotSafetensors) as exc:
         return _unknown(f"the model's files cannot be read for an estimate: {exc}")
-    return _unknown(f"no estimate for kind {config.kind!r}")

@@ -108,7 +108,20 @@ class Deployment:
         """Model names the engine serves (while it runs: its plan's; else what the config declares)."""
         return list(self.plan.models) if self.plan else list(self.model_tasks)
 
+    def begin_run(self) -> None:
+        """Clear what the last run left (its end, exit, engine, replicas) and start the clocks of a new one."""
+        self.ending = None
+        self.exit_code = None
+        self.in_flight = 0
+        self.started_at = time.time()
+        self.stopped_at = None
+        self.last_activity_at = time.time()
+        self.plan = None
+        self.progress = LoadProgress(started_at=self.started_at)
+        self.replicas = []
+
     def to_stored(self) -> StoredDeployment:
+        """The record as the store keeps it (the API key only as its hash)."""
         config = export_config(self.config, include_secrets=True)
         config.pop("api_key", None)  # kept only as api_key_hash
         return StoredDeployment(

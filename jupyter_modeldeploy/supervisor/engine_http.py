@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from ..engines.base import EngineAddress
+from ..engines.base import EngineAddress, EngineCall
 
 
 class EngineHttp:
@@ -30,6 +30,14 @@ class EngineHttp:
         """A request to the engine at `address` (`path` relative to it); raises httpx.HTTPError."""
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return await self._client(address).request(method, address.base_url + path, headers=headers, **kwargs)
+
+    async def calls(self, address: EngineAddress, key: str | None, calls: list[EngineCall], timeout: float) -> None:
+        """Make control requests (sleep, wake, adapters) in order; RuntimeError on the first the engine refuses."""
+        for call in calls:
+            response = await self.request(address, key, call.method, call.path, params=call.params or None,
+                                          json=call.json, timeout=timeout)
+            if response.status_code >= 400:
+                raise RuntimeError(f"{call.method} {call.path}: HTTP {response.status_code} {response.text[:200]}")
 
     async def forget(self, address: EngineAddress) -> None:
         """Close the client of an engine that stopped."""

@@ -11,6 +11,7 @@ when a deployment targets it (`pip install 'jupyter-modeldeploy[ray]'`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import socket
 import threading
@@ -22,6 +23,8 @@ from ..config.placement import PlacementSpec
 ACTOR_PREFIX = "md-"
 CALL_TIMEOUT_S = 5.0
 MAX_RESTARTS = 3  # a replica whose engine keeps failing ends; the run replaces it, up to its own limit
+
+log = logging.getLogger(__name__)
 
 
 class ClusterUnavailable(RuntimeError):
@@ -132,6 +135,18 @@ class RayCluster:
                 except ValueError:  # gone between the list and the lookup
                     continue
         return found
+
+    async def release_left(self, deployment_ids: set[str]) -> None:
+        """End the replicas a previous server left running, for deployments not to be re-attached."""
+        try:
+            await self.connect(None)
+        except ClusterUnavailable as exc:
+            log.warning("cannot end the Ray replicas left by the previous server: %s", exc)
+            return
+        loop = asyncio.get_running_loop()
+        for dep_id in deployment_ids:
+            for actor in (await loop.run_in_executor(None, self.named, dep_id)).values():
+                self.kill(actor)
 
     @staticmethod
     def kill(actor: Any) -> None:

@@ -97,6 +97,15 @@ class CrashBook:
         self.times[dep_id] = kept
         return after_crash(policy, kept, now, self.limits)
 
+    def after(self, dep_id: str, config: Any, reason: str, now: float) -> tuple[float | None, str]:
+        """After a crash of a deployment's engine: the restart delay (None: no restart), and `reason` with its
+        first line saying what follows (restarting in so many seconds, or a crash loop)."""
+        if not applies_to(config) or not restarts_crashes(config.restart):
+            return None, reason
+        decision = self.crashed(dep_id, config.restart, now)
+        head, _, tail = reason.partition("\n")
+        return decision.delay_s, f"{head}; {decision.note}" + (f"\n{tail}" if tail else "")
+
     def forget(self, dep_id: str) -> None:
         """Start counting afresh (a relaunch asked for by the user)."""
         self.times.pop(dep_id, None)

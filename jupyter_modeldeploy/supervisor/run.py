@@ -1,10 +1,11 @@
 """A deployment's run, as the supervisor drives it (`Run`: `LocalRun` on this host, `RayRun` on a cluster),
 and what a run may ask of the supervisor that started it (`RunHost`): two narrow interfaces, so the
-supervisor never branches on where a deployment runs and a run never reaches into its private methods."""
+supervisor never branches on where a deployment runs and a run never reaches into its private methods; and
+what the supervisor's helpers for idle time, waking and adapters ask of it (`DeploymentHost`)."""
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -13,7 +14,8 @@ if TYPE_CHECKING:
     from .deployment import Deployment, Ending
     from .engine_http import EngineHttp
     from .placement import Placement
-    from .state import Event
+    from .signals import DeploymentChange, Signal
+    from .state import Event, Status
     from .store import Store
 
 
@@ -84,4 +86,27 @@ class RunHost(Protocol):
 
     async def engine_calls(self, dep: Deployment, calls: list[EngineCall]) -> None:
         """Make engine control requests (sleep, wake, adapters); RuntimeError when one is refused."""
+        ...
+
+
+class DeploymentHost(RunHost, Protocol):
+    """The supervisor as its deployment-side helpers see it (`idle.py`, `wake.py`, `adapters.py`): a run's host
+    that also starts and stops runs, awaits a state and announces changes."""
+
+    changes: Signal[DeploymentChange]
+
+    def start_run(self, dep: Deployment) -> None:
+        """Start a new run of the deployment (LAUNCH, then the run in the background)."""
+        ...
+
+    async def stop_run(self, dep: Deployment, reason: str, outcome: Event) -> None:
+        """Stop the deployment's run and await its end (the state then is `outcome`'s)."""
+        ...
+
+    async def wait_for(self, dep: Deployment, statuses: Collection[Status], timeout: float) -> bool:
+        """Await one of `statuses` (True), or `timeout` seconds (False)."""
+        ...
+
+    async def ensure_ready(self, dep: Deployment) -> None:
+        """Wake a sleeping deployment, or relaunch a parked one, before a request."""
         ...

@@ -1,9 +1,12 @@
-"""The supervisor: starts engines, watches their health, stops them when idle, remembers them.
+"""The supervisor: the registry of deployments, the commands on them, restore after a restart, and the ticker.
 
-Each engine runs where a `Placement` puts it (this host: under `reaper.py` in its own process
-group, on a Unix socket in its private folder). Every change of a deployment's status is an
-event of the state machine in `state.py`; waiting for a state awaits its change, never a poll.
-Deployments are kept in SQLite, so a restarted server lists them and can relaunch them.
+Each deployment runs as one run (`runs.py` starts, stops and ends it: `LocalRun` on this host,
+under `reaper.py` on a Unix socket in its private folder, or `RayRun` on a cluster). Every change
+of a deployment's status is an event of the state machine in `state.py`, applied by
+`transitions.py`; waiting for a state awaits its change, never a poll. The ticker finds the idle
+limit (`idle.py` acts on it); a request wakes what sleeps (`wake.py`); adapters change through
+the engine (`adapters.py`). Deployments are kept in SQLite, so a restarted server lists them and
+can relaunch them.
 """
 
 from __future__ import annotations
@@ -12,34 +15,32 @@ import asyncio
 import logging
 import os
 import secrets
-import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, DeploymentBase, export_config, parse_config
-from ..engines import Engine, EngineSettings, LaunchContext, LaunchPlan, get_engine
-from . import restart
+from ..engines import Engine, EngineSettings, LaunchPlan, get_engine
+from ..engines.base import EngineCall
+from . import adapters, idle, restart, wake
 from .deployment import Deployment, DeploymentError, Ending
+from .dry_run import masked_plan
 from .engine_http import EngineHttp
 from .keys import hash_key
-from .local_run import LocalRun
-from .logbuffer import MASK, LogBuffer
+from .logbuffer import LogBuffer
 from .placement import LocalPlacement, Placement
-from .progress import LoadProgress
-from .ray_placement import ClusterUnavailable, RayCluster, RaySettings
+from .ray_placement import RayCluster, RaySettings
 from .replicas import Replica
-from .run import Run
+from .runs import Runs
 from .signals import DeploymentChange, Signal
-from .state import Event, InvalidTransition, Status, idle_limit_reached, serving_status, transition
+from .state import Event, Status, serving_status
 from .store import Store
+from .transitions import Transitions, record_history
 
 __all__ = ["Deployment", "DeploymentError", "Ending", "Supervisor"]
 
 log = logging.getLogger(__name__)
-
-HISTORY_LIMIT = 200
 
 
 class Supervisor:
@@ -78,18 +79,18 @@ class Supervisor:
         state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(state_dir, 0o700)
         self.store = Store(state_dir / "deployments.sqlite")
+        self.transitions = Transitions(self.store, self.changes)
         self.deployments: dict[str, Deployment] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._loaded = False
-        self._background: set[asyncio.Future[None]] = set()  # keeps fire-and-forget tasks alive
         self.engine_http = EngineHttp(timeout=5.0)
         self.engines = dict(engines or {})  # kind -> engine, overriding the built-in ones (tests inject fakes)
         self.placement: Placement = placement or LocalPlacement()
         self.ray = RayCluster(ray or RaySettings())  # connected when a deployment first targets Ray
         self._release_on_start: set[str] = set()  # Ray deployments whose replicas are ended at start
         self.crashes = restart.CrashBook(restart_limits or restart.RestartLimits())
+        self.runs = Runs(self, self.deployments, self.ray, self.crashes)
         self._resume: list[Deployment] = []  # brought back by the restart policy once the loop runs
-        self._closing = False
 
     # Life of the supervisor ---------------------------------------------------------------
 
@@ -100,9 +101,9 @@ class Supervisor:
         for dep in self.deployments.values():
             if dep.reattach:
                 dep.reattach = False
-                self._start(dep, reattach=True)
+                self.start_run(dep, reattach=True)
         if self._release_on_start:
-            self.spawn(self._release_left_replicas(self._release_on_start))
+            self.spawn(self.ray.release_left(self._release_on_start))
             self._release_on_start = set()
         if self._ticker is None:
             self._ticker = asyncio.ensure_future(self._tick_forever())
@@ -141,28 +142,17 @@ class Supervisor:
                     self._release_on_start.add(dep.id)
                 dep.status = Status.STOPPED
                 dep.status_reason = "the Jupyter server restarted; relaunch to serve again"
-                self._record(dep, Status.STOPPED, dep.status_reason)
+                record_history(dep, Status.STOPPED, dep.status_reason)
                 dep.stopped_at = time.time()
                 self.store.save(dep.to_stored())
             self.deployments[dep.id] = dep
 
-    async def _release_left_replicas(self, deployment_ids: set[str]) -> None:
-        """End the Ray replicas a previous server left running, for deployments not to be re-attached."""
-        try:
-            await self.ray.connect(None)
-        except ClusterUnavailable as exc:
-            log.warning("cannot end the Ray replicas left by the previous server: %s", exc)
-            return
-        loop = asyncio.get_running_loop()
-        for dep_id in deployment_ids:
-            for actor in (await loop.run_in_executor(None, self.ray.named, dep_id)).values():
-                self.ray.kill(actor)
     def _restore(self, dep: Deployment) -> None:
         """A loaded deployment whose engine died with the previous server: stopped, or back by its restart policy."""
         resume = restart.on_server_start(dep.config.restart, dep.status, dep.status_reason)
         if resume is restart.Resume.PARK:
             dep.status_reason = "the Jupyter server restarted; the next request relaunches it (restart: always)"
-            self._record(dep, Status.SLEEPING, dep.status_reason)
+            record_history(dep, Status.SLEEPING, dep.status_reason)
             self.store.save(dep.to_stored())
             return
         if resume is restart.Resume.RELAUNCH:
@@ -172,7 +162,7 @@ class Supervisor:
             dep.status = Status.STOPPED
             dep.status_reason = "the Jupyter server restarted; " + (
                 "relaunching (restart: always)" if resume is restart.Resume.RELAUNCH else "relaunch to serve again")
-            self._record(dep, Status.STOPPED, dep.status_reason)
+            record_history(dep, Status.STOPPED, dep.status_reason)
             dep.stopped_at = time.time()
             self.store.save(dep.to_stored())
 
@@ -182,11 +172,11 @@ class Supervisor:
         for dep in resume:
             if dep.status is Status.STOPPED and dep.id in self.deployments:
                 dep.log.append("[modeldeploy] the Jupyter server restarted: relaunching (restart: always)")
-                self._start(dep)
+                self.start_run(dep)
 
     async def shutdown(self) -> None:
         """Stop every engine and close the store."""
-        self._closing = True
+        self.runs.closing = True
         if self._ticker:
             self._ticker.cancel()
         live = [d for d in self.deployments.values() if d.status.live]
@@ -195,7 +185,7 @@ class Supervisor:
             dep.ray_run.detached = True
             if dep.task is not None:
                 dep.task.cancel()
-        await asyncio.gather(*(self._stop(d, restart.SERVER_SHUTDOWN) for d in live if d not in kept),
+        await asyncio.gather(*(self.stop_run(d, restart.SERVER_SHUTDOWN) for d in live if d not in kept),
                              return_exceptions=True)
         await self.engine_http.close()
         self.store.close()
@@ -236,11 +226,11 @@ class Supervisor:
         dep = self._new_deployment(dep_id, config, route, api_key_hash=key_hash)
         self.deployments[dep.id] = dep
         if not start:
-            self._record(dep, Status.STOPPED, "created without launching")
+            record_history(dep, Status.STOPPED, "created without launching")
         self.store.save(dep.to_stored())
         self.changes.send(DeploymentChange("created", dep))
         if start:
-            self._start(dep)
+            self.start_run(dep)
         return dep
 
     async def relaunch(self, ref: str) -> Deployment:
@@ -250,19 +240,19 @@ class Supervisor:
             raise DeploymentError(f"deployment {dep.name!r} is already {dep.status.value}", 409)
         self._check_unique(dep.config, route=dep.route, ignore=dep.id)
         self.crashes.forget(dep.id)
-        self._start(dep)
+        self.start_run(dep)
         return dep
 
     async def stop(self, ref: str, reason: str = "stopped by the user") -> Deployment:
         """Stop a deployment's engine (no-op when it is not running)."""
         dep = self.get(ref)
-        await self._stop(dep, reason)
+        await self.stop_run(dep, reason)
         return dep
 
     async def delete(self, ref: str) -> None:
         """Stop a deployment and forget it."""
         dep = self.get(ref)
-        await self._stop(dep, "deleted")
+        await self.stop_run(dep, "deleted")
         del self.deployments[dep.id]
         self.store.delete(dep.id)
         self.changes.send(DeploymentChange("deleted", dep))
@@ -288,29 +278,12 @@ class Supervisor:
             dep.api_key_hash = source.api_key_hash
             self.store.save(dep.to_stored())
         if start:
-            self._start(dep)
+            self.start_run(dep)
         return dep
 
     def dry_run(self, config: DeploymentBase) -> LaunchPlan:
-        """The launch plan for a config, with secrets masked; nothing is started or kept.
-
-        Planning may prepare files in the work folder (router mode links its models there):
-        a throw-away folder keeps a dry run from touching any deployment's state.
-        """
-        with tempfile.TemporaryDirectory(prefix="modeldeploy-dry-run-") as work_dir:
-            ctx = LaunchContext(port=0, engine_key=MASK, work_dir=Path(work_dir), settings=self.settings)
-            plan = self.engine(config.kind).plan(config, ctx)  # type: ignore[attr-defined]
-        hidden = [s for s in plan.secrets if s and s != MASK]
-
-        def mask(text: str) -> str:
-            for secret in hidden:
-                text = text.replace(secret, MASK)
-            return text
-
-        plan.argv = [mask(a) for a in plan.argv]
-        plan.env = {k: mask(v) for k, v in plan.env.items()}
-        plan.files = {k: mask(v) for k, v in plan.files.items()}
-        return plan
+        """The launch plan for a config, with secrets masked; nothing is started or kept (`dry_run.py`)."""
+        return masked_plan(self.engine(config.kind), config, self.settings)  # type: ignore[attr-defined]
 
     # Activity (called by the gateway) -----------------------------------------------------
 
@@ -331,11 +304,12 @@ class Supervisor:
         dep.in_flight = max(0, dep.in_flight - 1)
         dep.last_activity_at = time.time()
 
-    # Machinery ----------------------------------------------------------------------------
+    # The registry -------------------------------------------------------------------------
 
     def _new_deployment(
         self, dep_id: str, config: DeploymentBase, route: str, *, api_key_hash: str | None
     ) -> Deployment:
+        """A deployment record with its private work folder (0700) and console log; not yet registered."""
         work_dir = self.state_dir / "deployments" / dep_id
         work_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(work_dir, 0o700)
@@ -346,6 +320,7 @@ class Supervisor:
         )
 
     def _check_unique(self, config: DeploymentBase, *, route: str | None = None, ignore: str | None = None) -> None:
+        """Refuse (409) a name a live deployment has, or a route another deployment owns."""
         route = route if route is not None else config.route
         for other in self.deployments.values():
             if other.id == ignore:
@@ -355,253 +330,66 @@ class Supervisor:
             if route and other.route == route:
                 raise DeploymentError(f"route {route!r} is already used by deployment {other.name!r}", 409)
 
-    def _record(self, dep: Deployment, status: Status, reason: str | None) -> None:
-        entry = {"status": status.value, "at": time.time(), "reason": reason}
-        dep.history = (dep.history + [entry])[-HISTORY_LIMIT:]
-
     def engine(self, kind: str) -> Engine:
         """The engine of a deployment kind: an injected one, else the built-in one."""
         return self.engines.get(kind) or get_engine(kind)
 
+    # The state machine (`transitions.py`) ---------------------------------------------------
+
     def fire(self, dep: Deployment, event: Event, reason: str | None = None) -> bool:
-        """Apply an event to a deployment's state; False (and nothing changes) when its state does not take it."""
-        try:
-            status = transition(dep.status, event)
-        except InvalidTransition as exc:
-            log.debug("deployment %s: %s", dep.id, exc)
-            return False
-        if status is dep.status and reason == dep.status_reason:
-            return True
-        dep.status = status
-        dep.status_reason = reason
-        self._record(dep, status, reason)
-        self.store.save(dep.to_stored())
-        changed, dep.changed = dep.changed, asyncio.Event()
-        changed.set()  # wakes everything awaiting a change of this deployment
-        self.changes.send(DeploymentChange("state", dep))
-        return True
+        """Apply an event to a deployment's state (`Transitions.fire`); False when its state does not take it."""
+        return self.transitions.fire(dep, event, reason)
 
-    async def wait_for(self, dep: Deployment, statuses: set[Status] | tuple[Status, ...], timeout: float) -> bool:
+    async def wait_for(self, dep: Deployment, statuses: Collection[Status], timeout: float) -> bool:
         """Await until the deployment is in one of `statuses` (True), or `timeout` seconds pass (False)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while dep.status not in statuses:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            try:
-                await asyncio.wait_for(dep.changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                return False
-        return True
+        return await self.transitions.wait_for(dep, statuses, timeout)
 
-    def _start(self, dep: Deployment, *, reattach: bool = False) -> None:
-        dep.ending = None
-        dep.exit_code = None
-        dep.in_flight = 0
-        dep.started_at = time.time()
-        dep.stopped_at = None
-        dep.last_activity_at = time.time()
-        dep.plan = None
-        dep.progress = LoadProgress(started_at=dep.started_at)
-        dep.replicas = []
-        self.fire(dep, Event.LAUNCH, "re-attaching its Ray replicas" if reattach else None)
-        dep.task = asyncio.ensure_future(self._run(dep, reattach=reattach))
+    # The runs (`runs.py`) ----------------------------------------------------------------
 
-    async def _run(self, dep: Deployment, *, reattach: bool = False) -> None:
-        run: Run
-        if dep.on_ray:
-            from .ray_run import RayRun
+    def start_run(self, dep: Deployment, *, reattach: bool = False) -> None:
+        """Start a new run of the deployment (LAUNCH, then the run in the background)."""
+        self.runs.start(dep, reattach=reattach)
 
-            run = RayRun(self, dep, self.ray)
-        else:
-            run = LocalRun(self, dep)
-        dep.run = run
-        try:
-            await run.start(reattach=reattach)
-        except Exception as exc:  # a bug must show as a failed deployment, not vanish
-            log.exception("deployment %s crashed", dep.id)
-            self.finish(dep, Event.CRASHED, f"internal error: {type(exc).__name__}: {exc}")
-        finally:
-            if not run.detached and dep.run is run:
-                dep.run = None
+    async def stop_run(self, dep: Deployment, reason: str, outcome: Event = Event.EXITED) -> None:
+        """Stop the engine and await the end of its run (the state then is `outcome`'s)."""
+        await self.runs.stop(dep, reason, outcome)
 
     def begin_stop(self, dep: Deployment, ending: Ending) -> None:
         """A stop is under way: why, and the state the run ends in (`RunHost`)."""
-        dep.ending = ending
-        self.fire(dep, Event.STOP, ending.reason if ending.outcome is not Event.CRASHED else None)
-
-    async def _stop(self, dep: Deployment, reason: str, outcome: Event = Event.EXITED) -> None:
-        """Stop the engine and await the end of its run (the state then is `outcome`'s)."""
-        if not dep.status.live:
-            return
-        if dep.status is Status.STOPPING:
-            if dep.task is not None:
-                await asyncio.gather(dep.task, return_exceptions=True)
-            return
-        if dep.run is None and dep.status is Status.SLEEPING:
-            # Parked (its engine was stopped to free memory): nothing runs, so it just stops.
-            self.fire(dep, Event.STOP, reason)
-            self.fire(dep, Event.EXITED, reason)
-            return
-        self.begin_stop(dep, Ending(reason, outcome))
-        if dep.run is not None:
-            await dep.run.stop()
-        if dep.task is not None:
-            await asyncio.gather(dep.task, return_exceptions=True)
+        self.runs.begin_stop(dep, ending)
 
     def finish(self, dep: Deployment, event: Event, reason: str) -> None:
         """A run ended: record it, forget its engine address, restart a crashed engine by its policy (`RunHost`)."""
-        dep.stopped_at = time.time()
-        dep.in_flight = 0
-        dep.process = None
-        dep.replicas = []
-        if dep.listen is not None:
-            self.spawn(self.engine_http.forget(dep.listen))
-            if dep.listen.socket_path:
-                Path(dep.listen.socket_path).unlink(missing_ok=True)
-        delay = None
-        if event is Event.CRASHED and dep.exit_code is not None:  # the engine ran, and crashed
-            delay, reason = self._crash_policy(dep, reason)
-        if not self.fire(dep, event, reason) and event is not Event.CRASHED:
-            self.fire(dep, Event.CRASHED, reason)  # a state that cannot end that way still ends
-        dep.log.append(f"[modeldeploy] {dep.status.value}: {reason.splitlines()[0]}")
-        dep.ending = None
-        dep.log.close_followers()
-        if delay is not None:
-            self.spawn(self._restart_later(dep, delay, dep.started_at))
-
-    def _crash_policy(self, dep: Deployment, reason: str) -> tuple[float | None, str]:
-        """After a crash: the restart delay (None: no restart) and the reason with what follows."""
-        policy = dep.config.restart
-        if self._closing or not restart.applies_to(dep.config) or not restart.restarts_crashes(policy):
-            return None, reason
-        decision = self.crashes.crashed(dep.id, policy, time.time())
-        head, _, tail = reason.partition("\n")
-        return decision.delay_s, f"{head}; {decision.note}" + (f"\n{tail}" if tail else "")
-
-    async def _restart_later(self, dep: Deployment, delay: float, started_at: float | None) -> None:
-        """Restart a crashed engine after its back-off, unless it was relaunched, deleted or the server is closing."""
-        await asyncio.sleep(delay)
-        if self._closing or dep.status is not Status.FAILED or dep.started_at != started_at:
-            return
-        if self.deployments.get(dep.id) is not dep:
-            return
-        dep.log.append(f"[modeldeploy] restarting the crashed engine (restart: {dep.config.restart})")
-        self._start(dep)
+        self.runs.finish(dep, event, reason)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a coroutine in the background, kept alive until it ends (`RunHost`)."""
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.runs.spawn(coro)
 
-    # Universal Memory: sleep when idle, wake on the next request ------------------------
-
-    async def _on_idle_limit(self, dep: Deployment, reason: str) -> None:
-        """At the idle limit: sleep (engines that can), stop-and-relaunch-on-demand, or stop.
-
-        A Ray deployment stops (its way to free memory while idle is `replicas.min: 0`)."""
-        if not dep.universal_memory or dep.on_ray:
-            await self._stop(dep, reason)
-            return
-        run = dep.run
-        if run is not None and run.can_sleep():
-            async with dep.wake_lock:
-                if dep.in_flight or dep.status not in (Status.ACTIVE, Status.IDLE):
-                    return
-                self.fire(dep, Event.QUIET)  # the idle limit passed: it is idle, whatever the report interval
-                why = await run.sleep()
-                if why is not None:
-                    dep.log.append(f"[modeldeploy] {why}; stopping it")
-                    await self._stop(dep, reason)
-                    return
-                dep.log.append(f"[modeldeploy] {reason}: engine put to sleep; the next request wakes it")
-                self.fire(dep, Event.SLEPT, "memory freed until the next request")
-            return
-        await self._stop(dep, f"{reason}; stopped to free memory (the engine has no sleep mode): the next request "
-                              "relaunches it", Event.PARKED)
+    # Universal Memory: sleep when idle (`idle.py`), wake on the next request (`wake.py`) -------
 
     async def ensure_ready(self, dep: Deployment) -> None:
-        """Before a request is forwarded: wake a sleeping engine, or relaunch one parked to free memory.
+        """Before a request is forwarded: wake a sleeping engine, or relaunch one parked to free memory."""
+        await wake.ensure_ready(self, dep)
 
-        The request is held until the engine serves again (or fails); concurrent requests share one wake-up.
-        """
-        if dep.status not in (Status.SLEEPING, Status.WAKING):
-            return
-        async with dep.wake_lock:
-            if dep.status is Status.SLEEPING:  # else another request woke it while this one waited
-                await (self._wake(dep) if dep.run is not None else self._relaunch_parked(dep))
+    # Engine control calls and LoRA adapters (`adapters.py`) ---------------------------------
 
-    async def _wake(self, dep: Deployment) -> None:
-        """Wake the run (its engine kept running, asleep); a run that cannot serve again is stopped as failed."""
-        assert dep.run is not None
-        self.fire(dep, Event.WAKE)
-        why = await dep.run.wake()
-        if why is None:
-            dep.last_activity_at = time.time()
-            self.fire(dep, Event.WOKE)
-        elif dep.ending is None:
-            await self._stop(dep, why, Event.CRASHED)
-
-    async def _relaunch_parked(self, dep: Deployment) -> None:
-        """A parked deployment (its engine stopped to free memory) is launched again for the waiting request."""
-        dep.log.append("[modeldeploy] relaunching for an incoming request")
-        self._start(dep)
-        await self.wait_for(dep, (Status.ACTIVE, Status.IDLE, Status.FAILED, Status.STOPPED), self.health_timeout_s)
-
-    async def engine_calls(self, dep: Deployment, calls: list[Any]) -> None:
-        """Make engine control requests (EngineCall: method, path, params, json) (`RunHost`)."""
+    async def engine_calls(self, dep: Deployment, calls: list[EngineCall]) -> None:
+        """Make engine control requests (sleep, wake, adapters); RuntimeError when one is refused (`RunHost`)."""
         if dep.address is None:
             raise RuntimeError("the engine is not running")
-        for call in calls:
-            response = await self.engine_http.request(
-                dep.address, dep.engine_key, call.method, call.path, params=call.params or None, json=call.json,
-                timeout=self.health_timeout_s,
-            )
-            if response.status_code >= 400:
-                raise RuntimeError(f"{call.method} {call.path}: HTTP {response.status_code} {response.text[:200]}")
-
-    # LoRA adapters at runtime -----------------------------------------------------------
+        await self.engine_http.calls(dep.address, dep.engine_key, calls, timeout=self.health_timeout_s)
 
     async def adapter(self, ref: str, action: str, name: str, path: str | None = None) -> Deployment:
         """Load ('add') or unload ('remove') a LoRA adapter on a running deployment; kept in its config."""
         dep = self.get(ref)
-        calls = self.engine(dep.kind).adapter_calls(action, name, path)  # None: the engine loads none at runtime
-        exported = export_config(dep.config)
-        if calls is None or not exported.get("enable_lora"):
-            raise DeploymentError(f"deployment {dep.name!r} does not serve LoRA adapters (enable_lora is off)", 400)
-        if not dep.status.serving:
-            raise DeploymentError(f"deployment {dep.name!r} is {dep.status.value}; adapters change on a serving engine", 409)
-        modules = list(exported.get("lora_modules") or [])
-        names = [m.split("=", 1)[0] for m in modules]
-        if action == "add":
-            if not path:
-                raise DeploymentError("an adapter needs a path", 400)
-            if name in names or name in dep.models:
-                raise DeploymentError(f"an adapter or model named {name!r} is already served", 409)
-        elif name not in names:
-            raise DeploymentError(f"no adapter {name!r}; served adapters: {', '.join(names) or 'none'}", 404)
-        await self.ensure_ready(dep)
-        try:
-            await self.engine_calls(dep, calls)
-        except RuntimeError as exc:
-            raise DeploymentError(f"the engine refused: {exc}", 422) from None
-        if action == "add":
-            modules.append(f"{name}={path}")
-            if dep.plan:
-                dep.plan.models.append(name)
-        else:
-            modules = [m for m in modules if m.split("=", 1)[0] != name]
-            if dep.plan and name in dep.plan.models:
-                dep.plan.models.remove(name)
-        dep.config = parse_config({**export_config(dep.config, include_secrets=True), "lora_modules": modules})
-        dep.model_tasks = self.engine(dep.kind).model_tasks(dep.config)
-        self.store.save(dep.to_stored())
-        self.changes.send(DeploymentChange("models", dep))
+        await adapters.change_adapter(self, dep, action, name, path)
         return dep
 
+    # The ticker ------------------------------------------------------------------------------
+
     async def _tick_forever(self) -> None:
+        """Every `tick_s`: one tick, whatever one deployment's tick raised."""
         while True:
             await asyncio.sleep(self.tick_s)
             try:
@@ -610,23 +398,16 @@ class Supervisor:
                 log.exception("supervisor tick failed")
 
     async def _tick(self) -> None:
+        """Serving deployments: the idle limit acted on (`idle.py`), else `active` / `idle` by the last request."""
         now = time.time()
         for dep in list(self.deployments.values()):
             if dep.status not in (Status.ACTIVE, Status.IDLE) or (dep.idle_task and not dep.idle_task.done()):
                 continue
-            cfg = dep.config
-            if idle_limit_reached(
-                in_flight=dep.in_flight, last_activity=dep.last_activity_at, now=now, limit_s=cfg.idle_time_limit_s
-            ):
-                idle_for = now - dep.last_activity_at
-                reason = f"idle for {idle_for:.0f} s (idle_time_limit_hours={cfg.idle_time_limit_hours:g})"
-                dep.idle_task = asyncio.ensure_future(self._on_idle_limit(dep, reason))
+            reason = idle.limit_reason(dep, now)
+            if reason is not None:
+                dep.idle_task = asyncio.ensure_future(idle.at_idle_limit(self, dep, reason))
                 continue
-            status = serving_status(
-                in_flight=dep.in_flight,
-                last_activity=dep.last_activity_at,
-                now=now,
-                report_interval_s=cfg.last_action_report_interval_s,
-            )
+            status = serving_status(in_flight=dep.in_flight, last_activity=dep.last_activity_at, now=now,
+                                    report_interval_s=dep.config.last_action_report_interval_s)
             if status is not dep.status:
                 self.fire(dep, Event.BUSY if status is Status.ACTIVE else Event.QUIET)

@@ -2,7 +2,7 @@
 
 The toy kind below is all a new engine writes (here in one test module): a config model with its
 launch-form options, and an engine with the contract of `engines.base.Engine` (plan, model_tasks,
-availability, adapter_calls). It runs the fake engine program; nothing else in the project learns
+availability, adapter_calls, fit_inputs). It runs the fake engine program; nothing else in the project learns
 about it but the two registrations.
 """
 
@@ -19,9 +19,18 @@ from jupyter_modeldeploy import config as config_module
 from jupyter_modeldeploy import engines as engines_module
 from jupyter_modeldeploy.config import DeploymentBase, config_schema, parse_config
 from jupyter_modeldeploy.config.common import option
-from jupyter_modeldeploy.engines import ChartedMetrics, EngineAddress, EngineSettings, LaunchContext, LaunchPlan, routes
+from jupyter_modeldeploy.engines import (
+    ChartedMetrics,
+    EngineAddress,
+    EngineSettings,
+    FitInputs,
+    LaunchContext,
+    LaunchPlan,
+    MemoryNeed,
+    routes,
+)
 from jupyter_modeldeploy.engines.base import EngineCall
-from jupyter_modeldeploy.fit.estimate import estimate
+from jupyter_modeldeploy.fit import estimate, fit_report
 from jupyter_modeldeploy.metrics.hub import MetricsHub
 from jupyter_modeldeploy.server_ext.launch_defaults import engine_status
 from jupyter_modeldeploy.server_ext.records import deployment_record
@@ -29,6 +38,8 @@ from jupyter_modeldeploy.supervisor import Status, Supervisor
 
 FAKE_ENGINE = Path(__file__).resolve().parents[1] / "support" / "fake_engine.py"
 TOKENS = "llamacpp:tokens_predicted_total"  # the fake engine's counter
+MiB = 1024 * 1024
+TOY_RUNTIME = 40 * MiB  # the fake engine: one Python process
 
 
 class ToyConfig(DeploymentBase):
@@ -64,6 +75,9 @@ class ToyEngine:
     def adapter_calls(self, action: str, name: str, path: str | None = None) -> list[EngineCall] | None:
         return None
 
+    def fit_inputs(self, config: DeploymentBase, *, gpu: bool, gpu_total_bytes: int) -> FitInputs:
+        return FitInputs(parts=(MemoryNeed("the toy engine (one Python process)", TOY_RUNTIME),))
+
 
 @pytest.fixture
 def toy_kind() -> Iterator[None]:
@@ -84,9 +98,13 @@ async def test_a_fourth_kind_launches_fits_is_listed_and_charted(toy_kind: None,
     with pytest.raises(config_module.ConfigError, match="unknown field"):
         parse_config({"kind": "toy", "name": "toy-two", "n_gpu_layers": 3})
     assert engine_status(EngineSettings())["toy"] == {"available": True, "program": "fake_engine"}
-    # Fits: the fit check answers for it (no estimate of its own: unknown, said in words, never an error).
+    # Fits: its engine answers the fit check's inputs (`fit_inputs`), and the check answers with figures.
     fit = estimate(config)
-    assert not fit.known and "toy" in fit.notes[0]
+    assert fit.known and fit.total("host") == TOY_RUNTIME and fit.total("gpu") == 0
+    report = fit_report(config)
+    assert report.fits is True and report.message.startswith("fits: needs 40"), report.message
+    assert report.to_json()["estimate"]["parts"] == [
+        {"what": "the toy engine (one Python process)", "bytes": TOY_RUNTIME, "where": "host"}]
 
     supervisor = Supervisor(tmp_path / "state", health_timeout_s=30)
     await supervisor.start()

@@ -129,3 +129,14 @@ def test_embedding_estimate_counts_conversion_and_the_largest_batch(tmp_path: Pa
     assert parts["st: weights (bfloat16)"] == 2_000_000 and parts["st: stored weights while converting"] == 4_000_000
     assert parts["st: activations (1024 tokens in one batch)"] == 8 * 4 * 128 * 128 * 4 * 2 + 1024 * 100 * 4
     assert "st: stored weights while converting" not in {p.what for p in fp32.parts}
+
+
+def test_an_engine_without_an_estimate_of_its_own_answers_unknown_in_words(tmp_path: Path) -> None:
+    from jupyter_modeldeploy.engines import Engine, FitInputs, unknown_fit
+
+    class Bare(Engine):  # keeps the contract's default fit_inputs
+        kind = "bare"
+
+    config = parse_config({"kind": "llamacpp", "name": "x", "model": str(tmp_path / "m.gguf")})
+    answer = Bare().fit_inputs(config, gpu=False, gpu_total_bytes=0)
+    assert answer == unknown_fit("bare") == FitInputs(notes=("no estimate for kind 'bare'",), known=False)

@@ -80,3 +80,12 @@ def test_the_option_defaults_to_always_and_applies_to_local_deployments() -> Non
     assert config.restart == "always" and applies_to(config)
     with pytest.raises(ValueError, match="restart"):
         parse_config({"kind": "llamacpp", "name": "x", "model": "m.gguf", "restart": "sometimes"})
+
+
+def test_after_a_crash_the_reason_says_what_follows_on_its_first_line() -> None:
+    book = CrashBook(LIMITS)
+    config = parse_config({"kind": "llamacpp", "name": "x", "model": "m.gguf", "restart": "on-failure"})
+    delay, reason = book.after("d1", config, "exited with code 1\nlast lines", 10.0)
+    assert delay == 1.0 and reason.startswith("exited with code 1; restarting in 1 s") and reason.endswith("\nlast lines")
+    never = parse_config({"kind": "llamacpp", "name": "y", "model": "m.gguf", "restart": "never"})
+    assert book.after("d2", never, "exited with code 1", 10.0) == (None, "exited with code 1")

@@ -1,0 +1,46 @@
+"""The idle limit (`idle_time_limit_hours`): when it is reached (the supervisor's ticker asks), and what
+then frees the memory.
+
+Without Universal Memory (`cpu_offload` / `disk_swap`), or on Ray (where `replicas.min: 0` frees it),
+the deployment stops. With it, an engine that can sleep (vLLM's sleep mode) is put to sleep and the
+next request wakes it (`wake.py`); one that cannot is stopped as parked: `sleeping` with no run, and
+the next request relaunches it.
+"""
+
+from __future__ import annotations
+
+from .deployment import Deployment
+from .run import DeploymentHost
+from .state import Event, Status, idle_limit_reached
+
+
+def limit_reason(dep: Deployment, now: float) -> str | None:
+    """Why the deployment's idle limit is reached at `now` (its reason to record), or None while it is not."""
+    cfg = dep.config
+    if not idle_limit_reached(in_flight=dep.in_flight, last_activity=dep.last_activity_at, now=now,
+                              limit_s=cfg.idle_time_limit_s):
+        return None
+    return f"idle for {now - dep.last_activity_at:.0f} s (idle_time_limit_hours={cfg.idle_time_limit_hours:g})"
+
+
+async def at_idle_limit(host: DeploymentHost, dep: Deployment, reason: str) -> None:
+    """Sleep (engines that can), stop and relaunch on demand (parked), or stop; `reason` says how idle it was."""
+    if not dep.universal_memory or dep.on_ray:
+        await host.stop_run(dep, reason, Event.EXITED)
+        return
+    run = dep.run
+    if run is not None and run.can_sleep():
+        async with dep.wake_lock:
+            if dep.in_flight or dep.status not in (Status.ACTIVE, Status.IDLE):
+                return
+            host.fire(dep, Event.QUIET)  # the idle limit passed: it is idle, whatever the report interval
+            why = await run.sleep()
+            if why is not None:
+                dep.log.append(f"[modeldeploy] {why}; stopping it")
+                await host.stop_run(dep, reason, Event.EXITED)
+                return
+            dep.log.append(f"[modeldeploy] {reason}: engine put to sleep; the next request wakes it")
+            host.fire(dep, Event.SLEPT, "memory freed until the next request")
+        return
+    await host.stop_run(dep, f"{reason}; stopped to free memory (the engine has no sleep mode): the next request "
+                             "relaunches it", Event.PARKED)
