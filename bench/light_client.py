@@ -116,12 +116,36 @@ async def _client(target: Target, request: bytes, until: float, counts: list[int
         writer.close()
 
 
+def new_connection_latency(target: Target, path: str, headers: dict[str, str], requests: int) -> Latency:
+    """GET `path` `requests` times, each on a connection of its own (a connection's first request)."""
+    times = []
+    for i in range(requests + 10):
+        conn = connection(target)
+        try:
+            started = time.perf_counter()
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            elapsed = time.perf_counter() - started
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status}")
+        if i >= 10:
+            times.append(elapsed)
+    times.sort()
+    return Latency(statistics.median(times) * 1000, times[int(len(times) * 0.99) - 1] * 1000)
+
+
 async def throughput_async(target: Target, path: str, headers: dict[str, str], clients: int = 16,
-                           seconds: float = 5.0) -> float:
-    """`throughput` on the running loop (after half a second of warm-up)."""
+                           seconds: float = 5.0, body: bytes | None = None) -> float:
+    """`throughput` on the running loop (after half a second of warm-up); a `body` is POSTed."""
     host = "localhost" if isinstance(target, str) else f"{target[0]}:{target[1]}"
-    lines = [f"GET {path} HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers.items())]
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    method = "GET" if body is None else "POST"
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers.items())]
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}")
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
     await asyncio.gather(*(_client(target, request, time.perf_counter() + 0.5, [0]) for _ in range(clients)))  # warm
     counts = [0]
     started = time.perf_counter()
@@ -129,6 +153,7 @@ async def throughput_async(target: Target, path: str, headers: dict[str, str], c
     return counts[0] / (time.perf_counter() - started)
 
 
-def throughput(target: Target, path: str, headers: dict[str, str], clients: int = 16, seconds: float = 5.0) -> float:
-    """Requests per second of `clients` raw keep-alive connections sending GET `path` for `seconds`."""
-    return asyncio.run(throughput_async(target, path, headers, clients, seconds))
+def throughput(target: Target, path: str, headers: dict[str, str], clients: int = 16, seconds: float = 5.0,
+               body: bytes | None = None) -> float:
+    """Requests per second of `clients` raw keep-alive connections sending GET `path` (or POST `body`) for `seconds`."""
+    return asyncio.run(throughput_async(target, path, headers, clients, seconds, body))
