@@ -24,7 +24,6 @@ from typing import Protocol
 from ..engines.routes import Dialect
 from ..supervisor.replicas import pick
 from ..supervisor.state import Status
-from ..supervisor.tokens import Quotas, TokenInfo
 from .auth import authorize, model_refusal, presented_key, role_refusal
 from .body import prepare_body
 from .headers import cors_headers, origin_allowed, preflight_headers
@@ -32,6 +31,7 @@ from .paths import PathError, check_query, normalise_path
 from .quotas import QuotaBook
 from .records import FIXED_KEY_ID, NO_KEY_ID, model_label
 from .refusals import Refusal
+from .tokens import Quotas, TokenInfo
 from .view import Served
 
 ENDPOINTS_MARKER = "/modeldeploy/endpoints/"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..supervisor.keys import key_matches
-from ..supervisor.tokens import TokenInfo
+from ..keys import key_matches
 from .headers import presented_key
+from .tokens import TokenInfo
 
 __all__ = ["AuthDecision", "authorize", "model_refusal", "presented_key", "role_refusal"]
 

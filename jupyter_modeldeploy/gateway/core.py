@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from tornado.web import RequestHandler
 
     from ..supervisor.replicas import Replica
-    from ..supervisor.tokens import TokenInfo
+    from .tokens import TokenInfo
 
 DEFAULT_PAYLOAD_LIMIT = 16 << 20
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from ..supervisor import Deployment
-from ..supervisor.tokens import TokenInfo
 from .quotas import QuotaBook
 from .relay.protocol import State
+from .tokens import TokenInfo
 from .view import DeploymentView, KeyView, view_of
 
 

@@ -14,7 +14,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from ..supervisor.tokens import Quotas
+from .tokens import Quotas
 
 WINDOW_S = 60.0
 DAY_S = 86400.0

@@ -21,15 +21,15 @@ from typing import Any
 
 from tornado import iostream, web
 
+from ..keys import hash_key
 from ..supervisor import Deployment, Supervisor
-from ..supervisor.keys import hash_key
 from ..supervisor.replicas import Replica
-from ..supervisor.tokens import TokenInfo, TokenRegistry
 from .core import GatewayConfig, GatewayCore
 from .detached import PrefixedIOStream, handed_over, request_head
 from .feed import StateFeed
 from .relay.plane import DataPlane, WorkerSettings
 from .relay.protocol import Finished, Started, State, Unreachable
+from .tokens import TokenInfo, TokenRegistry
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from ..engines import LaunchPlan
 from ..supervisor.deployment import Deployment
 from ..supervisor.replicas import Replica
 from ..supervisor.state import Status
-from ..supervisor.tokens import TokenInfo
+from .tokens import TokenInfo
 
 #: A replica's facts the gateway routes by; counters and stats are the worker's own.
 REPLICA_FACTS = ("address", "engine_key", "state", "serving_since", "started_at")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from ..supervisor.keys import TOKEN_PREFIX
+from ..keys import TOKEN_PREFIX
 from ..supervisor.logbuffer import MASK
 
 _MASK = MASK.encode()

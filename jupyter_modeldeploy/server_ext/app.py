@@ -17,9 +17,9 @@ from ..gateway.core import GatewayConfig
 from ..gateway.proxy import ENDPOINT_PATTERN, EndpointHandler
 from ..gateway.relay.plane import WorkerSettings
 from ..gateway.server_gateway import Gateway
+from ..gateway.tokens import TokenRegistry
 from ..supervisor import Supervisor
 from ..supervisor.ray_placement import RaySettings
-from ..supervisor.tokens import TokenRegistry
 from .cleanup import clean_up_after_delete
 from .dashboard import dashboard_handlers
 from .handlers import api_handlers

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from ..gateway.tokens import TokenRegistry
 from ..supervisor.signals import DeploymentChange
-from ..supervisor.tokens import TokenRegistry
 from .jupyter_ai_handlers import forget
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from .. import __version__
 from ..config import KINDS, ConfigError, all_schemas, config_schema, export_config, parse_config
 from ..engines import EngineUnavailable
 from ..engines.hf import ModelNotFound
+from ..gateway.tokens import Quotas, TokenRegistry
 from ..supervisor import Deployment, DeploymentError, Supervisor
-from ..supervisor.tokens import Quotas, TokenRegistry
 from .fitcheck import fit_for, refusal
 from .jsonbody import BodyError, parse_json
 from .launch_defaults import engine_status

@@ -13,8 +13,8 @@ from typing import Any
 
 from tornado import web
 
+from ..gateway.tokens import TokenRegistry
 from ..supervisor import Deployment, DeploymentError
-from ..supervisor.tokens import TokenRegistry
 from . import jupyter_ai, jupyter_ai_v2
 from .handlers import BaseHandler
 from .schemas import JupyterAIRegistration

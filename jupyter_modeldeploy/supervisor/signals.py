@@ -1,5 +1,5 @@
-"""Changes as signals with listeners: a deployment created, its state or models changed, it deleted; a key
-created, changed or revoked.
+"""Changes as signals with listeners: a deployment created, its state or models changed, it deleted (the
+keys' own changes are `gateway.tokens.TokenChange`, sent on a `Signal` too).
 
 Whoever must act on a change subscribes (`Signal.connect`) instead of being called by hand, and
 any number may: the jupyter-ai registration and the keys of a deleted deployment clean up after
@@ -16,14 +16,12 @@ from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 if TYPE_CHECKING:
     from .deployment import Deployment
-    from .tokens import TokenInfo
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 DeploymentChangeKind = Literal["created", "state", "models", "deleted"]
-TokenChangeKind = Literal["created", "changed", "revoked", "dropped"]
 
 
 @dataclass(frozen=True)
@@ -32,14 +30,6 @@ class DeploymentChange:
 
     kind: DeploymentChangeKind
     deployment: Deployment
-
-
-@dataclass(frozen=True)
-class TokenChange:
-    """What happened to a generated key (`dropped`: forgotten with its deployment)."""
-
-    kind: TokenChangeKind
-    token: TokenInfo
 
 
 class Signal(Generic[T]):

@@ -23,11 +23,11 @@ from typing import Any
 from ..config import ConfigError, DeploymentBase, export_config, parse_config
 from ..engines import Engine, EngineSettings, LaunchPlan, get_engine
 from ..engines.base import EngineCall
+from ..keys import hash_key
 from . import adapters, idle, restart, wake
 from .deployment import Deployment, DeploymentError, Ending
 from .dry_run import masked_plan
 from .engine_http import EngineHttp
-from .keys import hash_key
 from .logbuffer import LogBuffer
 from .placement import LocalPlacement, Placement
 from .ray_placement import RayCluster, RaySettings

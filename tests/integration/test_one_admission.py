@@ -240,7 +240,7 @@ def test_a_worker_that_died_is_replaced_and_the_counts_go_on(tmp_path: Path) -> 
     try:
         dep, _ = gw.harness.add(routes.LLAMA_SERVER, gw.address)
         base = f"/modeldeploy/endpoints/{dep.route}"
-        from jupyter_modeldeploy.supervisor.tokens import Quotas
+        from jupyter_modeldeploy.gateway.tokens import Quotas
 
         key, _ = gw.call(lambda: gw.harness.tokens.create(deployment_id=dep.id, quotas=Quotas(requests_per_minute=4)))
         plane = gw.harness.gateway.plane

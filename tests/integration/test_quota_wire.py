@@ -6,7 +6,7 @@ import json
 import time
 
 from jupyter_modeldeploy.engines import routes
-from jupyter_modeldeploy.supervisor.tokens import Quotas
+from jupyter_modeldeploy.gateway.tokens import Quotas
 from tests.support.gateway_harness import GatewayThread
 from tests.support.raw_http import RawConnection, RawResponse
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from jupyter_modeldeploy.config import parse_config
+from jupyter_modeldeploy.keys import hash_key
 from jupyter_modeldeploy.supervisor import Deployment, Status, Supervisor
-from jupyter_modeldeploy.supervisor.keys import hash_key
 from jupyter_modeldeploy.supervisor.restart import RestartLimits
 from tests.support.fake_engine import FakeEngine
 

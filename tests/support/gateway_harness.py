@@ -23,10 +23,10 @@ from jupyter_modeldeploy.gateway.proxy import ENDPOINT_PATTERN, EndpointHandler
 from jupyter_modeldeploy.gateway.records import RequestRecord
 from jupyter_modeldeploy.gateway.relay.plane import WorkerSettings
 from jupyter_modeldeploy.gateway.server_gateway import Gateway
+from jupyter_modeldeploy.gateway.tokens import TokenRegistry
+from jupyter_modeldeploy.keys import hash_key
 from jupyter_modeldeploy.supervisor import Deployment, Status, Supervisor
-from jupyter_modeldeploy.supervisor.keys import hash_key
 from jupyter_modeldeploy.supervisor.replicas import Replica, set_serving
-from jupyter_modeldeploy.supervisor.tokens import TokenRegistry
 
 ENGINE_KEY = "engine-private-key-" + "x" * 16
 

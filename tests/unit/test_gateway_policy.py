@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from jupyter_modeldeploy.gateway.auth import authorize, model_refusal, presented_key, role_refusal
 from jupyter_modeldeploy.gateway.body import input_count
+from jupyter_modeldeploy.gateway.tokens import TokenInfo
 from jupyter_modeldeploy.gateway.usage import UsageTap, wants_usage_injection
-from jupyter_modeldeploy.supervisor.keys import hash_key, key_matches, new_token
-from jupyter_modeldeploy.supervisor.tokens import TokenInfo
+from jupyter_modeldeploy.keys import hash_key, key_matches, new_token
 
 
 def token(deployment_id: str | None = "d1", project: str | None = None, expires: float | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jupyter_modeldeploy.gateway.quotas import DAY_S, QuotaBook
-from jupyter_modeldeploy.supervisor.tokens import Quotas
+from jupyter_modeldeploy.gateway.tokens import Quotas
 
 T0 = 1000 * DAY_S + 100.0  # 100 s into a UTC day
 

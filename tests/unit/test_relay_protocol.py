@@ -26,11 +26,11 @@ from jupyter_modeldeploy.gateway.relay.protocol import (
     decode,
     encode,
 )
+from jupyter_modeldeploy.gateway.tokens import Quotas, TokenInfo
 from jupyter_modeldeploy.gateway.usage import Usage
 from jupyter_modeldeploy.gateway.view import DeploymentView, KeyView
 from jupyter_modeldeploy.supervisor import Status
 from jupyter_modeldeploy.supervisor.replicas import Replica
-from jupyter_modeldeploy.supervisor.tokens import Quotas, TokenInfo
 
 CONFIG = parse_config({"kind": "llamacpp", "name": "d", "model": "m.gguf", "route": "d", "cors_allow_origins": ["*"]})
 PLAN = LaunchPlan(argv=["engine"], models=["m"], routes=LLAMA_SERVER, listen=EngineAddress(socket_path="e.sock"),

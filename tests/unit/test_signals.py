@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from jupyter_modeldeploy.config import parse_config
+from jupyter_modeldeploy.gateway.tokens import TokenChange, TokenRegistry
 from jupyter_modeldeploy.server_ext import cleanup, jupyter_ai
 from jupyter_modeldeploy.supervisor import Supervisor
-from jupyter_modeldeploy.supervisor.signals import DeploymentChange, Signal, TokenChange
-from jupyter_modeldeploy.supervisor.tokens import TokenRegistry
+from jupyter_modeldeploy.supervisor.signals import DeploymentChange, Signal
 
 
 def test_every_listener_hears_in_order_and_a_failing_one_stops_nothing(caplog: pytest.LogCaptureFixture) -> None:

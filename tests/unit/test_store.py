@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_modeldeploy.gateway.tokens import TokenRegistry
 from jupyter_modeldeploy.supervisor import Status, Supervisor
 from jupyter_modeldeploy.supervisor.store import MIGRATIONS, Store
-from jupyter_modeldeploy.supervisor.tokens import TokenRegistry
 
 FIXTURE_V1 = Path(__file__).parents[1] / "fixtures" / "state-v1.sqlite"
 

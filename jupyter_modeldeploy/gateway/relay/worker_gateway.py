@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ...supervisor.keys import hash_key
+from ...keys import hash_key
 from ...supervisor.replicas import Replica, set_down
 from ...supervisor.state import Status
-from ...supervisor.tokens import TokenInfo
 from ..core import GatewayConfig, GatewayCore
 from ..records import RequestRecord
+from ..tokens import TokenInfo
 from ..view import DeploymentView
 from .protocol import Finished, Message, Started, State, Unreachable, Wake
 

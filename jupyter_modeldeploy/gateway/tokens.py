@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from .keys import hash_key, new_token
-from .signals import Signal, TokenChange, TokenChangeKind
-from .store import Store
+from ..keys import hash_key, new_token
+from ..supervisor.signals import Signal
+from ..supervisor.store import Store
 
 Role = Literal["inference", "read"]
 ROLES: tuple[Role, ...] = ("inference", "read")
@@ -48,6 +48,9 @@ class Quotas:
 
     def to_json(self) -> dict[str, int | None]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+TokenChangeKind = Literal["created", "changed", "revoked", "dropped"]
 
 
 @dataclass(eq=False)
@@ -94,6 +97,14 @@ def _from_row(row: dict[str, Any]) -> TokenInfo:
     except ValueError:
         values["quotas"] = None  # a damaged quota column: the key keeps working, without limits
     return TokenInfo(**values)
+
+
+@dataclass(frozen=True)
+class TokenChange:
+    """What happened to a generated key (`dropped`: forgotten with its deployment)."""
+
+    kind: TokenChangeKind
+    token: TokenInfo
 
 
 class TokenRegistry:
