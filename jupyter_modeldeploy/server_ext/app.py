@@ -197,7 +197,7 @@ class ModelDeployApp(ExtensionApp):
                              "it is not opened")
             door = None
         return WorkerSettings(upstream_timeout_s=self.upstream_timeout_s, default_payload_limit=self.payload_limit_bytes,
-                              door_socket=door, door_port=self.gateway_port)
+                              door_socket=door, door_port=self.gateway_port, base_url=self.serverapp.base_url)
 
     def _key_usage(self, gateway: Gateway, hub: Any) -> Any:
         """Per-key usage (counted per request, kept in the activity file, in Prometheus; daily budgets

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import sys
 from typing import Any
@@ -51,21 +52,22 @@ class NotAnEndpoint(web.RequestHandler):
                                           "type": "not_found_error", "code": 404}}))
 
 
-def application(gateway: WorkerGateway, door: str) -> web.Application:
-    """The worker's app for one door: only the endpoint pattern."""
-    return web.Application([(ENDPOINT_PATTERN, EndpointHandler, {"gateway": gateway, "door": door})],
+def application(gateway: WorkerGateway, door: str, base_url: str = "/") -> web.Application:
+    """The worker's app for one door: only the endpoint pattern (under the Jupyter server's base URL too)."""
+    patterns = dict.fromkeys([re.escape(base_url.rstrip("/")) + ENDPOINT_PATTERN, ENDPOINT_PATTERN])
+    return web.Application([(p, EndpointHandler, {"gateway": gateway, "door": door}) for p in patterns],
                            default_handler_class=NotAnEndpoint)
 
 
 class Worker:
     """The channel to the server, the gateway state, and the HTTP servers of the doors."""
 
-    def __init__(self, channel: socket.socket, config: GatewayConfig):
+    def __init__(self, channel: socket.socket, config: GatewayConfig, base_url: str = "/"):
         self.channel = channel
         self.writer = FrameWriter(channel)
         self.reader = FrameReader(channel, self._frame, self._end)
         self.gateway = WorkerGateway(config, self.report, self.reader.settle)
-        self.handed = HTTPServer(application(self.gateway, "jupyter"), max_body_size=MAX_BODY_BYTES)
+        self.handed = HTTPServer(application(self.gateway, "jupyter", base_url), max_body_size=MAX_BODY_BYTES)
         self.servers: list[HTTPServer] = [self.handed]
         self.doors: list[str] = []
         self.ended = asyncio.Event()
@@ -131,7 +133,7 @@ async def run(args: argparse.Namespace) -> None:
     channel.setblocking(False)
     config = GatewayConfig(upstream_timeout_s=args.upstream_timeout, connect_timeout_s=args.connect_timeout,
                            default_payload_limit=args.payload_limit)
-    worker = Worker(channel, config)
+    worker = Worker(channel, config, args.base_url)
     worker.open_doors(args.socket, args.port)
     await worker.serve()
 
@@ -145,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream-timeout", type=float, default=600.0)
     parser.add_argument("--connect-timeout", type=float, default=10.0)
     parser.add_argument("--payload-limit", type=int, default=16 << 20)
+    parser.add_argument("--base-url", default="/")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="[gateway worker] %(levelname)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
