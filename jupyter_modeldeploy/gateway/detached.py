@@ -31,6 +31,15 @@ class PrefixedIOStream(iostream.IOStream):
             return n
         return super().read_from_fd(buf)
 
+    def unread(self) -> bytes:
+        """What is left of the prefix (not yet taken into the stream's buffer)."""
+        return bytes(self._prefix)
+
+
+def plain(stream: object) -> bool:
+    """Whether a connection's stream is a plain socket's (no TLS session to carry): it may be handed over."""
+    return isinstance(stream, iostream.IOStream) and not isinstance(stream, iostream.SSLIOStream)
+
 
 def request_head(request: httputil.HTTPServerRequest) -> bytes:
     """A request's line and headers, as bytes again (header names as tornado normalised them)."""
@@ -41,7 +50,9 @@ def request_head(request: httputil.HTTPServerRequest) -> bytes:
 
 def handed_over(stream: iostream.IOStream) -> tuple[socket.socket, bytes]:
     """A detached stream's socket (a duplicate; the stream is closed) and the bytes it had read past the head."""
-    buffered = b"" if stream._user_read_buffer else bytes(stream._read_buffer)
+    buffered = b"" if stream._user_read_buffer else bytes(stream._read_buffer)  # see the tornado contract test
+    if isinstance(stream, PrefixedIOStream):
+        buffered += stream.unread()
     sock = stream.socket
     raw = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
     raw.setblocking(False)

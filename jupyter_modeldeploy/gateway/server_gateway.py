@@ -15,20 +15,21 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import socket
 import threading
 import time
 from typing import Any
 
-from tornado import iostream, web
+from tornado import web
 
 from ..keys import hash_key
 from ..supervisor import Deployment, Supervisor
 from ..supervisor.replicas import Replica
 from .core import GatewayConfig, GatewayCore
-from .detached import PrefixedIOStream, handed_over, request_head
+from .detached import PrefixedIOStream, handed_over, plain, request_head
 from .feed import StateFeed
 from .relay.plane import DataPlane, WorkerSettings
-from .relay.protocol import Finished, Started, State, Unreachable
+from .relay.protocol import Finished, Handoff, Started, State, Unreachable
 from .tokens import TokenInfo, TokenRegistry
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class Gateway(GatewayCore):
             return False
         request = handler.request
         connection: Any = request.connection
-        if request.version != "HTTP/1.1" or type(getattr(connection, "stream", None)) is not iostream.IOStream:
+        if request.version != "HTTP/1.1" or not plain(getattr(connection, "stream", None)):
             return False  # TLS (the socket cannot carry its session) or HTTP/1.0: served here
         if not await plane.ready():
             return False  # it failed moments ago: served here until it is started again
@@ -180,6 +181,17 @@ class Gateway(GatewayCore):
             return
         task = asyncio.ensure_future(self.config.wake(dep))
         task.add_done_callback(_log_failure)
+
+    def handed_back(self, fd: int, message: Handoff) -> None:
+        """A connection whose next request is not an endpoint's: this server serves it again, from that request on."""
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        server = self.config.http_server
+        if server is None:
+            sock.close()
+            return
+        address = tuple(message.address) if isinstance(message.address, list) else message.address
+        server().handle_stream(PrefixedIOStream(sock, message.prefix), address)
 
     def unreachable(self, message: Unreachable) -> None:
         dep = self.supervisor.deployments.get(message.deployment_id)

@@ -270,3 +270,26 @@ def test_a_worker_that_died_is_replaced_and_the_counts_go_on(tmp_path: Path) -> 
         assert plane.handed_off >= 3
     finally:
         gw.close()
+
+
+def test_a_handed_over_connection_comes_back_for_a_request_that_is_not_an_endpoints(tmp_path: Path) -> None:
+    """A proxy (JupyterHub's) sends every path on its kept connections: after an endpoint request, the same
+    connection's REST or Lab request is the server's again, and its next endpoint request the worker's."""
+    gw = GatewayThread(tmp_path, upstream_timeout_s=2, worker=True)
+    try:
+        dep, key = gw.harness.add(routes.LLAMA_SERVER, gw.address)
+        base = f"/modeldeploy/endpoints/{dep.route}"
+        plane = gw.harness.gateway.plane
+        assert plane is not None
+        with RawConnection(gw.harness.port) as conn:
+            for round_ in range(3):
+                answer = post(conn, base, key, {"nonce": str(round_)})
+                assert answer is not None and answer.status == 200
+                conn.request("GET", "/api/other", {})
+                own = conn.final_response("GET")
+                assert own is not None and own.status == 200, own and own.status
+                assert json.loads(own.body) == {"served_by": "server", "pid": os.getpid()}
+        assert plane.handed_off == 3
+        assert [r.status for r in gw.records()] == [200, 200, 200]
+    finally:
+        gw.close()

@@ -7,13 +7,14 @@ gateway's decisions are exactly those it makes for that kind.
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tornado.httpserver import HTTPServer
-from tornado.web import Application
+from tornado.web import Application, RequestHandler
 
 from jupyter_modeldeploy.config import parse_config
 from jupyter_modeldeploy.engines import EngineAddress, LaunchPlan, ModelLimits
@@ -47,6 +48,13 @@ class ExternalEngine:
 
     async def terminate(self, grace_s: float) -> None:
         return None
+
+
+class ServerOwnHandler(RequestHandler):
+    """A route of the server's own (as Jupyter's REST API and Lab are): answered by the server, never the worker."""
+
+    def get(self) -> None:
+        self.finish({"served_by": "server", "pid": os.getpid()})
 
 
 @dataclass
@@ -112,7 +120,7 @@ async def start_gateway(state_dir: Path, *, upstream_timeout_s: float = 10.0, wo
     gateway = Gateway(supervisor, tokens, GatewayConfig(upstream_timeout_s=upstream_timeout_s,
                                                         observers=[records.append], http_server=lambda: servers[0]),
                       worker=settings if worker else None)
-    app = Application([(ENDPOINT_PATTERN, EndpointHandler, {"gateway": gateway})])
+    app = Application([(ENDPOINT_PATTERN, EndpointHandler, {"gateway": gateway}), (r"/api/other", ServerOwnHandler)])
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

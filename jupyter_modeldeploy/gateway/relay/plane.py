@@ -47,6 +47,8 @@ class PlaneHost(Protocol):
 
     def unreachable(self, message: Unreachable) -> None: ...
 
+    def handed_back(self, fd: int, message: Handoff) -> None: ...
+
 
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -200,10 +202,18 @@ class DataPlane:
             self._reader.settle()
 
     def _frame(self, header: dict[str, Any], body: bytes, fd: int | None) -> None:
-        if fd is not None:
-            os.close(fd)  # the worker passes none back; never leak one
-        message = decode(header, body)
+        try:
+            message = decode(header, body)
+        except ProtocolError:
+            if fd is not None:
+                os.close(fd)
+            raise
         host = self.host
+        if isinstance(message, Handoff) and fd is not None:
+            host.handed_back(fd, message)  # the host owns the descriptor now
+            return
+        if fd is not None:
+            os.close(fd)  # only a connection handed back comes with one; never leak one
         if isinstance(message, Started):
             self._in_flight[message.deployment_id, message.book] += 1
             host.started(message)

@@ -5,6 +5,9 @@
     server → worker   State     the gateway's view of the deployments and keys, changes since the
                                 last version (or all of it, `full`)
     worker → server   Ready     the worker serves: hand-offs may come, its doors are open
+    worker → server   Handoff   a connection handed over whose next request is not an endpoint's (a proxy
+                                such as JupyterHub's sends every path on its kept connections): the
+                                server serves it again, from that request on
     worker → server   Started   a request was admitted (the deployment's idle clock, its in-flight count)
     worker → server   Finished  a request ended: its record (sent before the client can tell it ended)
     worker → server   Wake      a caller with a valid key found the deployment asleep

@@ -24,6 +24,7 @@ import os
 import re
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from tornado import web
@@ -31,7 +32,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets, bind_unix_socket
 
 from ..core import GatewayConfig
-from ..detached import PrefixedIOStream
+from ..detached import PrefixedIOStream, handed_over, request_head
 from ..proxy import ENDPOINT_PATTERN, EndpointHandler
 from .channel import FrameReader, FrameWriter
 from .protocol import Handoff, Message, ProtocolError, Ready, State, decode, encode
@@ -42,21 +43,33 @@ log = logging.getLogger("jupyter_modeldeploy.gateway_worker")
 MAX_BODY_BYTES = 256 << 20  # tornado's own cap; each route's limit is the handler's (`admission`)
 
 
+@web.stream_request_body
 class NotAnEndpoint(web.RequestHandler):
-    """A door's answer to a path outside the endpoints: 404 with a JSON body."""
+    """A request outside the endpoints: on a connection the server handed over, the connection goes back to
+    the server (before its body is read), which serves it from this request on; on a door, 404 with a JSON body."""
+
+    def initialize(self, give_back: Callable[[web.RequestHandler], bool] | None = None) -> None:
+        self.give_back = give_back
+
+    def check_xsrf_cookie(self) -> None:
+        """Nothing is decided here."""
 
     def prepare(self) -> None:
+        if self.give_back is not None and self.give_back(self):
+            self._finished = True  # the server's now: nothing more happens here
+            return
         self.set_status(404)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": {"message": "not an endpoint: /modeldeploy/endpoints/<route>/...",
                                           "type": "not_found_error", "code": 404}}))
 
 
-def application(gateway: WorkerGateway, door: str, base_url: str = "/") -> web.Application:
+def application(gateway: WorkerGateway, door: str, base_url: str = "/",
+                give_back: Callable[[web.RequestHandler], bool] | None = None) -> web.Application:
     """The worker's app for one door: only the endpoint pattern (under the Jupyter server's base URL too)."""
     patterns = dict.fromkeys([re.escape(base_url.rstrip("/")) + ENDPOINT_PATTERN, ENDPOINT_PATTERN])
     return web.Application([(p, EndpointHandler, {"gateway": gateway, "door": door}) for p in patterns],
-                           default_handler_class=NotAnEndpoint)
+                           default_handler_class=NotAnEndpoint, default_handler_args={"give_back": give_back})
 
 
 class Worker:
@@ -67,7 +80,8 @@ class Worker:
         self.writer = FrameWriter(channel)
         self.reader = FrameReader(channel, self._frame, self._end)
         self.gateway = WorkerGateway(config, self.report, self.reader.settle)
-        self.handed = HTTPServer(application(self.gateway, "jupyter", base_url), max_body_size=MAX_BODY_BYTES)
+        self.handed = HTTPServer(application(self.gateway, "jupyter", base_url, self.give_back),
+                                 max_body_size=MAX_BODY_BYTES)
         self.servers: list[HTTPServer] = [self.handed]
         self.doors: list[str] = []
         self.ended = asyncio.Event()
@@ -80,6 +94,23 @@ class Worker:
             self.writer.send(frame.header, frame.body)
         except OSError:
             self._end("the server went away")
+
+    def give_back(self, handler: web.RequestHandler) -> bool:
+        """Hand a connection the server handed over back to it, with the request just read (see `NotAnEndpoint`)."""
+        request = handler.request
+        connection: Any = request.connection
+        if type(getattr(connection, "stream", None)) is not PrefixedIOStream:
+            return False
+        address = connection.context.address
+        sock, buffered = handed_over(handler.detach())
+        frame = encode(Handoff(address, request_head(request) + buffered))
+        try:
+            self.writer.send(frame.header, frame.body, fd=sock.fileno())
+        except OSError:
+            self._end("the server went away")
+        finally:
+            sock.close()
+        return True
 
     def open_doors(self, unix_path: str | None, port: int | None) -> None:
         """Listen on the Unix socket (0600) and the loopback port, where asked."""
