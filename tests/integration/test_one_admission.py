@@ -10,6 +10,7 @@ then serves every request of the connection itself.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -293,3 +294,31 @@ def test_a_handed_over_connection_comes_back_for_a_request_that_is_not_an_endpoi
         assert [r.status for r in gw.records()] == [200, 200, 200]
     finally:
         gw.close()
+
+
+def test_a_request_for_a_sleeping_deployment_is_held_while_it_wakes(gw: GatewayThread) -> None:
+    """Where the worker serves, it asks the server to wake the deployment and holds the request until the
+    published state says it serves; on the loop the server wakes it itself. Either way: one wake, then 200."""
+    from jupyter_modeldeploy.supervisor import Status
+
+    dep, key = gw.harness.add(routes.LLAMA_SERVER, gw.address)
+    base = f"/modeldeploy/endpoints/{dep.route}"
+    gateway = gw.harness.gateway
+    wakes: list[float] = []
+
+    async def wake(woken: object) -> None:
+        wakes.append(time.monotonic())
+        await asyncio.sleep(0.3)  # the engine takes a while to come back
+        dep.status = Status.ACTIVE
+        gateway.publish()
+
+    gateway.config.wake = wake
+    gw.call(lambda: setattr(dep, "status", Status.SLEEPING))
+    started = time.monotonic()
+    with RawConnection(gw.harness.port) as conn:
+        answer = post(conn, base, key, {"nonce": "w"})
+        assert answer is not None and answer.status == 200, answer and answer.status
+        assert time.monotonic() - started >= 0.3  # held while it woke, not refused
+        answer = post(conn, base, key, {"nonce": "x"})
+        assert answer is not None and answer.status == 200
+    assert len(wakes) == 1
