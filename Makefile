@@ -125,8 +125,8 @@ bench: install engine-llamacpp
 
 # The GPU acceptance kit's bundle (docs/gpu-check.md): the project's wheel, the wheels the GPU image lacks
 # (CPython 3.12, manylinux x86-64), the trimmed llama.cpp source and the models' descriptions, in .gpu-bundle/.
-# It reads the llama-cpp-python sdist that engine-llamacpp downloaded; it needs PyPI, no GPU.
-gpu-bundle: install engine-llamacpp
+# It cuts llama.cpp from the llama-cpp-python sdist in the cache (downloaded if absent); it needs PyPI, no GPU.
+gpu-bundle: install
 	$(BIN)/python scripts/gpu_bundle.py --out .gpu-bundle
 
 clean:

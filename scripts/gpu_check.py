@@ -2,7 +2,8 @@
 
 On a GPU host it installs the bundle (`make gpu-bundle`) into a temporary prefix, with no network, then
 runs each step timed and guarded: 1 NVML series, 2 an embedding deployment on the GPU, 3 Universal Memory,
-4 llama.cpp built with CUDA and served, 5 the report (gpu-report.md, gpu-report.json in --out).
+4 llama.cpp built with CUDA and served, 5 the report (gpu-report.md, gpu-report.json in --out, rewritten
+after every step so that a run cut short still leaves what it found).
 `--cpu` runs the same steps here from the current environment, those that need a GPU reduced or marked
 not applicable, so the kit is tested between lendings (tests/integration/test_gpu_check.py).
 """
@@ -13,7 +14,9 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,13 +35,35 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class Run:
+    """The steps so far, and the report rewritten after each."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.started = time.monotonic()
+        self.steps: list[Step] = []
+        self.about: dict[str, Any] = {"mode": "cpu" if args.cpu else "gpu", "versions": {}, "models": {}}
+
+    def step(self, number: str, title: str, body: Callable[[Step], None]) -> Step:
+        done = run_step(number, title, body)
+        self.steps.append(done)
+        self.write(complete=False)
+        return done
+
+    def write(self, *, complete: bool) -> tuple[Path, Path]:
+        about = {**self.about, "seconds": time.monotonic() - self.started, "complete": complete}
+        return report.write(self.args.out, self.steps, about)
+
+    @property
+    def failed(self) -> bool:
+        return any(s.status == FAILED for s in self.steps)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every step, write the report; exit 0 when no step failed."""
     args = parse(argv)
-    started = time.monotonic()
-    args.out.mkdir(parents=True, exist_ok=True)
+    run = Run(args)
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
-    steps: list[Step] = []
 
     def bundle(step: Step) -> None:
         data = install.verify(args.bundle)
@@ -49,45 +74,38 @@ def main(argv: list[str] | None = None) -> int:
             install.install(args.bundle, work / "prefix")
             step.figures["installed"] = str(work / "prefix")
 
-    steps.append(run_step("0", "bundle checked and installed", bundle))
-    if steps[0].status == FAILED:
-        return finish(args, steps, started, {}, None)
+    if run.step("0", "bundle checked and installed", bundle).status != FAILED:
+        run_steps(run, work)
+    md, js = run.write(complete=True)
+    print(f"report: {md} and {js} ({time.monotonic() - run.started:.0f} s)")
+    return 1 if run.failed else 0
 
+
+def run_steps(run: Run, work: Path) -> None:
+    """Steps 1 to 4, in the order that keeps the compiler off every timed figure: the build before Jupyter."""
     from scripts.gpu_kit import embedding_step, llamacpp_step, memory_step, nvml_step
     from scripts.gpu_kit.host import Host, versions
 
-    host = Host(cpu=args.cpu, bundle=args.bundle, out=args.out, work=work,
-                model_source=args.models)
-    model_sources: dict[str, str] = {}
+    args = run.args
+    run.about["versions"] = versions()
+    host = Host(cpu=args.cpu, bundle=args.bundle, out=args.out, work=work, model_source=args.models)
 
     def prepare(step: Step) -> None:
-        model_sources.update(host.prepare_models())
-        step.figures.update(model_sources)
+        run.about["models"] = host.prepare_models()
+        step.figures.update(run.about["models"])
 
     try:
-        steps.append(run_step("1", "NVML series under a matmul loop", lambda s: nvml_step.run(host, s)))
-        steps.append(run_step("4a", "llama-server built with CUDA for this card", lambda s: llamacpp_step.build(host, s)))
-        steps.append(run_step("-", "models prepared", prepare))
-        steps.append(run_step("-", "Jupyter server with the extension", lambda s: host.start_jupyter()))
+        run.step("1", "NVML series under a matmul loop", lambda s: nvml_step.run(host, s))
+        run.step("4a", "llama-server built with CUDA for this card", lambda s: llamacpp_step.build(host, s))
+        run.step("0m", "models prepared", prepare)
+        run.step("0j", "Jupyter server with the extension", lambda s: host.start_jupyter())
         if host.jupyter is not None and host.minilm is not None:
-            steps.append(run_step("2", "embedding deployment through the gateway", lambda s: embedding_step.run(host, s)))
-            steps.append(run_step("3", "Universal Memory swaps", lambda s: memory_step.run(host, s)))
+            run.step("2", "embedding deployment through the gateway", lambda s: embedding_step.run(host, s))
+            run.step("3", "Universal Memory swaps", lambda s: memory_step.run(host, s))
         if host.jupyter is not None and host.smollm2 is not None:
-            steps.append(run_step("4b", "llamacpp deployment with every layer on the GPU",
-                                  lambda s: llamacpp_step.serve(host, s)))
+            run.step("4b", "llamacpp deployment with every layer on the GPU", lambda s: llamacpp_step.serve(host, s))
     finally:
         host.stop()
-    return finish(args, steps, started, model_sources, versions)
-
-
-def finish(args: argparse.Namespace, steps: list[Step], started: float, model_sources: dict[str, str],
-           versions: object) -> int:
-    """Write the report (step 5) and say where it is."""
-    about = {"mode": "cpu" if args.cpu else "gpu", "seconds": time.monotonic() - started,
-             "versions": versions() if callable(versions) else {}, "models": model_sources}
-    md, js = report.write(args.out, sorted(steps, key=lambda s: s.number), about)
-    print(f"report: {md} and {js} ({about['seconds']:.0f} s)")
-    return 1 if any(s.status == FAILED for s in steps) else 0
 
 
 if __name__ == "__main__":

@@ -160,6 +160,11 @@ def sdist_folder() -> Path:
     return cache_root() / "downloads"
 
 
+def ensure_sdist(version: str = LLAMA_CPP_PYTHON_VERSION, log: Callable[[str], None] = print) -> Path:
+    """The llama-cpp-python sdist of `version` in the cache, downloaded first if it is not there yet."""
+    return _download_sdist(version, sdist_folder(), log)
+
+
 def build_llama_server(
     plan: BuildPlan | None = None,
     *,
@@ -184,7 +189,7 @@ def build_llama_server(
         raise RuntimeError(f"{source} is not a llama.cpp source tree (no CMakeLists.txt)")
     with tempfile.TemporaryDirectory(prefix="llama-build-") as tmp:
         if source is None:
-            source = _extract_llama_source(_download_sdist(plan.version, sdist_folder(), log), Path(tmp))
+            source = _extract_llama_source(ensure_sdist(plan.version, log), Path(tmp))
         build = Path(tmp) / "build"
         log(f"configuring llama.cpp ({plan.backend}) ...")
         subprocess.run(

@@ -2,9 +2,10 @@
 
 The sdist carries all of llama.cpp (about 176 MB unpacked: models, docs, every GPU backend, the web
 UI's sources). A CPU or CUDA build of `llama-server` reads far less: the CMake files, `ggml` with its
-CPU and CUDA backends, `src`, `include`, `common`, `vendor` and `tools` (the web UI's sources left
-out: the build runs with `LLAMA_BUILD_UI=OFF`). `write_trimmed` packs that into one small archive,
-which travels where nothing can be downloaded; `extract` unpacks it for `build_llama_server(source=)`.
+CPU and CUDA backends, `src`, `include`, `common`, `vendor`, `tools` (the web UI's sources left
+out: the build runs with `LLAMA_BUILD_UI=OFF`) and the CMake scripts of `scripts/`. `write_trimmed`
+packs that into one small archive, which travels where nothing can be downloaded; `extract` unpacks it
+for `build_llama_server(source=)`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ KEPT_TOP = frozenset({"CMakeLists.txt", "LICENSE", "app", "cmake", "common", "gg
 # ggml backends built here: the CPU one always, CUDA for GPU hosts; the other backends' folders are only
 # read when their GGML_<NAME> option is on.
 KEPT_BACKENDS = frozenset({"ggml-cpu", "ggml-cuda"})
-# Of tools/ui, only what its CMake file reads when the UI is neither built nor downloaded.
+# Of tools/ui, only what its CMake file reads when the UI is neither built nor downloaded; of scripts/, the
+# CMake scripts the build runs (scripts/ui-assets.cmake writes the server's empty UI).
 UI_KEPT_SUFFIXES = (".txt", ".cmake", ".in")
 ROOT_NAME = "llama.cpp"
 
@@ -26,6 +28,8 @@ ROOT_NAME = "llama.cpp"
 def keep(relative: str) -> bool:
     """Whether a path inside the llama.cpp tree (POSIX, relative to its root) belongs to the trimmed tree."""
     parts = PurePosixPath(relative).parts
+    if len(parts) == 2 and parts[0] == "scripts":
+        return parts[1].endswith(".cmake")
     if not parts or parts[0] not in KEPT_TOP:
         return False
     if len(parts) >= 3 and parts[:2] == ("ggml", "src") and parts[2].startswith("ggml-") and "." not in parts[2]:

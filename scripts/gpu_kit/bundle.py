@@ -56,14 +56,11 @@ def wheel_metadata(wheel: Path) -> tuple[str, str, list[str]]:
     return fields["Name"][0], fields["Version"][0], fields.get("Requires-Dist", [])
 
 
-def llama_sdist() -> Path:
-    """The pinned llama-cpp-python sdist, where `install-engine llamacpp` downloaded it."""
-    from jupyter_modeldeploy.engines.llamacpp_install import LLAMA_CPP_PYTHON_VERSION, sdist_folder
+def llama_sdist(log: Callable[[str], None] = print) -> Path:
+    """The pinned llama-cpp-python sdist, from the cache `install-engine llamacpp` downloads into (fetched if absent)."""
+    from jupyter_modeldeploy.engines.llamacpp_install import ensure_sdist
 
-    sdist = sdist_folder() / f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
-    if not sdist.is_file():
-        raise RuntimeError(f"{sdist} is missing: run `make engine-llamacpp` first (it downloads the sdist)")
-    return sdist
+    return ensure_sdist(log=log)
 
 
 def build(out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -99,7 +96,7 @@ def build(out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     if by_name:
         raise RuntimeError(f"no wheel downloaded for {sorted(by_name)}")
     log("cutting the llama.cpp source ...")
-    archive = write_trimmed(llama_sdist(), out / LLAMA_ARCHIVE)
+    archive = write_trimmed(llama_sdist(log), out / LLAMA_ARCHIVE)
     entries.append(manifest.entry(out, archive, "llama.cpp-source", "llama-cpp-python", LLAMA_CPP_PYTHON_VERSION))
     entries += model_entries(out)
     data_about = {

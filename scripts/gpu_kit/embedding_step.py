@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .host import API_KEY, Host, engine_pids, gpu_bytes
+from .host import API_KEY, Host, engine_gpu, engine_pids, gpu_used
 from .load import corpus, embed_throughput
 from .steps import Step, within
 
@@ -44,6 +44,7 @@ def run(host: Host, step: Step) -> None:
 
     client = host.jupyter.client()
     cfg = config(host)
+    baseline = gpu_used()
     started = time.monotonic()
     record = client.launch(cfg)
     try:
@@ -69,6 +70,10 @@ def run(host: Host, step: Step) -> None:
         step.figures.update({"gateway_16_clients": gateway, "in_process_encode_sentences_per_s": round(in_process, 1),
                              "gateway_vs_in_process": round(gateway["sentences_per_s"] / in_process, 3)})
         del local
+        if not host.cpu:
+            import torch
+
+            torch.cuda.empty_cache()  # this process's cache is not the engine's, but keep the device's count clean
 
         # The largest batch the limits allow (as tests/integration/test_fit_measured.py sends it): 32 inputs
         # past MiniLM's 256-token limit, 8192 tokens in one batch; the peak is measured after it.
@@ -76,10 +81,11 @@ def run(host: Host, step: Step) -> None:
                    headers={"Authorization": f"Bearer {API_KEY}"}).raise_for_status()
         on_gpu = not host.cpu
         est = estimate(parse_config(cfg), gpu=on_gpu)
-        pids = engine_pids(record["pid"])
-        measured = gpu_bytes(pids) if on_gpu else peak_rss(record["pid"])
+        if on_gpu:
+            measured, where = engine_gpu(engine_pids(record["pid"]), baseline)
+        else:
+            measured, where = peak_rss(record["pid"]), "host RAM: peak RSS of the engine's processes"
         guess = est.total("gpu" if on_gpu else "host")
-        where = "GPU memory (NVML, the engine's processes)" if on_gpu else "host RAM (peak RSS of the engine's processes)"
         step.figures["fit"] = {"where": where, "estimate_mib": round(guess / 2**20, 1),
                                "measured_mib": round(measured / 2**20, 1),
                                "estimate_over_measured": round(guess / measured, 3) if measured else None,

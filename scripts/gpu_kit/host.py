@@ -89,6 +89,26 @@ def gpu_bytes(pids: list[int]) -> int:
     return sum(per_process.get(pid, 0) for pid in pids)
 
 
+def gpu_used() -> int:
+    """GPU memory in use on every GPU, whoever holds it (0 without NVML)."""
+    from jupyter_modeldeploy.metrics.gpu import GpuReader
+
+    reader = GpuReader()
+    try:
+        return int(sum(s.memory_used_bytes for s in reader.read()))
+    finally:
+        reader.close()
+
+
+def engine_gpu(pids: list[int], baseline: int) -> tuple[int, str]:
+    """The engine's GPU memory and how it was read: NVML's per-process count, or, where NVML lists no such
+    process (a container whose process ids it does not share), what the device holds beyond `baseline`."""
+    own = gpu_bytes(pids)
+    if own:
+        return own, "NVML per-process memory of the engine's processes"
+    return max(0, gpu_used() - baseline), "NVML device memory in use beyond what it held before the launch"
+
+
 def process_env(pid: int, name: str) -> str | None:
     """One variable of a running process's environment (None if unset or unreadable)."""
     try:

@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.common import engine_socket
 
-from .host import API_KEY, Host, engine_pids, gpu_bytes, process_env
+from .host import API_KEY, Host, engine_gpu, engine_pids, gpu_used, process_env
 from .load import completion_throughput
 from .steps import NotApplicable, Step, within
 
@@ -60,6 +60,7 @@ def serve(host: Host, step: Step) -> None:
         raise RuntimeError("no llama-server: step 4a did not give one")
     client = host.jupyter.client()
     cfg = config(host)
+    baseline = gpu_used()
     record = client.launch(cfg)
     try:
         record = client.wait(record["id"], timeout=300)
@@ -83,10 +84,13 @@ def serve(host: Host, step: Step) -> None:
         step.figures["tokens_per_s"] = speeds
         on_gpu = not host.cpu
         est = estimate(parse_config(cfg), gpu=on_gpu)
-        measured = gpu_bytes(pids) if on_gpu else peak_rss(record["pid"])
+        if on_gpu:
+            measured, where = engine_gpu(pids, baseline)
+        else:
+            measured, where = peak_rss(record["pid"]), "host RAM: peak RSS of llama-server"
         guess = est.total("gpu" if on_gpu else "host")
         step.figures["fit"] = {
-            "where": "GPU memory (NVML, llama-server)" if on_gpu else "host RAM (peak RSS of llama-server)",
+            "where": where,
             "estimate_mib": round(guess / 2**20, 1), "measured_mib": round(measured / 2**20, 1),
             "estimate_over_measured": round(guess / measured, 3) if measured else None,
             "parts": est.to_json()["parts"]}

@@ -9,7 +9,7 @@ import httpx
 
 from bench.common import engine_socket
 
-from .host import API_KEY, Host, engine_pids, gpu_bytes
+from .host import API_KEY, Host, engine_gpu, engine_pids, gpu_used
 from .steps import Step
 
 ROUNDS = 4
@@ -44,6 +44,7 @@ def run(host: Host, step: Step) -> None:
 def one_mode(host: Host, step: Step, mode: str) -> dict[str, Any]:
     """Alternate requests to the two models through the gateway; the engine's own swap figures from /info."""
     client = host.jupyter.client()
+    baseline = gpu_used()
     record = client.launch(config(host, mode))
     try:
         record = client.wait(record["id"], timeout=300)
@@ -55,7 +56,7 @@ def one_mode(host: Host, step: Step, mode: str) -> dict[str, Any]:
                 name = "ab"[i % 2]
                 http.post(url, json={"input": ["swap me"], "model": name}).raise_for_status()
                 if i >= 2:  # the first round loads; later ones swap
-                    resident[name] = gpu_bytes(engine_pids(record["pid"]))
+                    resident[name] = engine_gpu(engine_pids(record["pid"]), baseline)[0]
         sock, engine_key = engine_socket(host.jupyter, record)
         transport = httpx.HTTPTransport(uds=sock)
         with httpx.Client(transport=transport, timeout=30, headers={"Authorization": f"Bearer {engine_key}"}) as engine:

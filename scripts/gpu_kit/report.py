@@ -24,7 +24,7 @@ def write(out: Path, steps: list[Step], about: dict[str, Any]) -> tuple[Path, Pa
     """Write both files into `out`; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     data = {**about, "steps": [_compact(s.to_json()) for s in steps],
-            "passed": all(s.status != "failed" for s in steps)}
+            "passed": bool(about.get("complete")) and all(s.status != "failed" for s in steps)}
     json_path = out / "gpu-report.json"
     json_path.write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
     md_path = out / "gpu-report.md"
@@ -33,8 +33,9 @@ def write(out: Path, steps: list[Step], about: dict[str, Any]) -> tuple[Path, Pa
 
 
 def markdown(data: dict[str, Any]) -> str:
-    """The report as Markdown: what ran where, then each step's status, checks and figures."""
-    lines = [f"# GPU check: {'passed' if data['passed'] else 'FAILED'} ({data['mode']})", ""]
+    """The report as Markdown: what ran where, then each step's status, checks and figures (in the order run)."""
+    verdict = "passed" if data["passed"] else "FAILED" if data.get("complete") else "INCOMPLETE (cut short)"
+    lines = [f"# GPU check: {verdict} ({data['mode']})", ""]
     lines += [f"- {k}: {v}" for k, v in data["versions"].items()]
     lines += [f"- models: {v}" for v in data.get("models", {}).values()]
     lines += [f"- total: {data['seconds']:.0f} s", "", "| step | status | seconds |", "| --- | --- | --- |"]

@@ -60,3 +60,12 @@ def test_a_source_folder_without_cmake_is_refused(monkeypatch: pytest.MonkeyPatc
 def test_the_sdist_is_looked_for_in_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("JUPYTER_MODELDEPLOY_CACHE", str(tmp_path))
     assert inst.sdist_folder() == tmp_path / "downloads"
+
+
+def test_a_cached_sdist_is_not_downloaded_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("JUPYTER_MODELDEPLOY_CACHE", str(tmp_path))
+    cached = tmp_path / "downloads" / f"llama_cpp_python-{inst.LLAMA_CPP_PYTHON_VERSION}.tar.gz"
+    cached.parent.mkdir()
+    cached.write_bytes(b"")
+    monkeypatch.setattr(inst.subprocess, "run", lambda *a, **k: pytest.fail("downloaded again"))
+    assert inst.ensure_sdist(log=lambda _: None) == cached

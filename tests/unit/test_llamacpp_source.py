@@ -34,6 +34,9 @@ from jupyter_modeldeploy.engines import llamacpp_source as src
         ("tests/test-backend-ops.cpp", False),
         ("vendor/cpp-httplib/httplib.h", True),
         ("app/llama.cpp", True),
+        ("scripts/ui-assets.cmake", True),
+        ("scripts/sync_vendor.py", False),
+        ("scripts/tools/x.cmake", False),
     ],
 )
 def test_what_a_server_build_keeps(path: str, kept: bool) -> None:
