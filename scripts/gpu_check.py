@@ -68,13 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     def bundle(step: Step) -> None:
         data = install.verify(args.bundle)
         step.figures.update({"files": len(data["files"]), "mib": round(data["total_bytes"] / 2**20, 1)})
+        step.check("the bundle was made from this checkout's code", install.fresh(data, ROOT),
+                   "run `make gpu-bundle` again")
         if args.cpu:
             step.figures["installed"] = "no: --cpu runs from this environment (the wheels are CPython 3.12's)"
         else:
-            install.install(args.bundle, work / "prefix")
+            install.install(args.bundle, work / "prefix", ROOT)
             step.figures["installed"] = str(work / "prefix")
 
-    if run.step("0", "bundle checked and installed", bundle).status != FAILED:
+    first = run.step("0", "bundle checked and installed", bundle)
+    if first.status != FAILED or first.figures.get("installed"):  # a stale bundle still runs, and says so
         run_steps(run, work)
     md, js = run.write(complete=True)
     print(f"report: {md} and {js} ({time.monotonic() - run.started:.0f} s)")

@@ -102,6 +102,7 @@ def build(out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     data_about = {
         "python": resolve.PYTHON_VERSION, "platforms": list(resolve.PLATFORMS), "left_out": sorted(LEFT_OUT),
         "in_image": [p.requirement for p in chosen.in_image], "requirements": requirements,
+        "source_sha256": manifest.source_digest(REPO / "jupyter_modeldeploy"),
     }
     manifest.write(out, entries, **data_about)
     found = manifest.problems(out)

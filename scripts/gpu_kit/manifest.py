@@ -40,6 +40,14 @@ def entry(folder: Path, path: Path, kind: str, name: str, version: str, **notes:
     return Entry(str(path.relative_to(folder)), kind, name, version, path.stat().st_size, sha256(path), notes)
 
 
+def source_digest(package: Path) -> str:
+    """One sha256 over the package's Python files (paths and contents): which code a bundle was made from."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def write(folder: Path, entries: list[Entry], **about: Any) -> Path:
     """Write `manifest.json` into `folder`: the entries, their total, and what `about` says."""
     total = sum(e.size for e in entries)

@@ -125,3 +125,16 @@ def test_the_bundle_made_here_is_sound() -> None:
     names = {f["name"] for f in data["files"] if f["kind"] == "wheel"}
     assert not names & image.image_packages(), "a package the image has must not travel"
     assert "jupyter-modeldeploy" in names and "pydantic" in names
+
+
+def test_the_source_digest_follows_the_code(tmp_path: Path) -> None:
+    package = tmp_path / "jupyter_modeldeploy"
+    (package / "sub").mkdir(parents=True)
+    (package / "a.py").write_text("x = 1\n")
+    (package / "sub" / "b.py").write_text("y = 2\n")
+    (package / "data.json").write_text("{}")
+    before = manifest.source_digest(package)
+    (package / "data.json").write_text("[]")
+    assert manifest.source_digest(package) == before, "only Python files count"
+    (package / "sub" / "b.py").write_text("y = 3\n")
+    assert manifest.source_digest(package) != before
