@@ -32,7 +32,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpu", action="store_true", help="run on the CPU from this environment (no install)")
     parser.add_argument("--models", choices=["auto", "bundle"], default="auto",
                         help="auto: the packaged models where installed, else the bundle's; bundle: the bundle's")
-    return parser.parse_args(argv)
+    parser.add_argument("--only", default="1,2,3,4", help="the steps to run, e.g. 4 for a second try of llama.cpp alone")
+    args = parser.parse_args(argv)
+    args.only = {part.strip() for part in args.only.split(",") if part.strip()}
+    if not args.only <= {"1", "2", "3", "4"}:
+        parser.error("--only takes step numbers among 1, 2, 3 and 4")
+    return args
 
 
 class Run:
@@ -85,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_steps(run: Run, work: Path) -> None:
-    """Steps 1 to 4, in the order that keeps the compiler off every timed figure: the build before Jupyter."""
+    """Steps 1 to 4. What needs no llama-server first, so a run cut short has steps 1 to 3; the build runs while
+    no Jupyter server does (no timed figure shares the machine with the compiler); a second Jupyter server,
+    told where the new llama-server is, serves step 4b."""
     from scripts.gpu_kit import embedding_step, llamacpp_step, memory_step, nvml_step
     from scripts.gpu_kit.host import Host, versions
 
@@ -98,15 +105,24 @@ def run_steps(run: Run, work: Path) -> None:
         step.figures.update(run.about["models"])
 
     try:
-        run.step("1", "NVML series under a matmul loop", lambda s: nvml_step.run(host, s))
-        run.step("4a", "llama-server built with CUDA for this card", lambda s: llamacpp_step.build(host, s))
+        if "1" in args.only:
+            run.step("1", "NVML series under a matmul loop", lambda s: nvml_step.run(host, s))
         run.step("0m", "models prepared", prepare)
-        run.step("0j", "Jupyter server with the extension", lambda s: host.start_jupyter())
-        if host.jupyter is not None and host.minilm is not None:
-            run.step("2", "embedding deployment through the gateway", lambda s: embedding_step.run(host, s))
-            run.step("3", "Universal Memory swaps", lambda s: memory_step.run(host, s))
-        if host.jupyter is not None and host.smollm2 is not None:
-            run.step("4b", "llamacpp deployment with every layer on the GPU", lambda s: llamacpp_step.serve(host, s))
+        if {"2", "3"} & args.only:
+            run.step("0j", "Jupyter server with the extension", lambda s: host.start_jupyter())
+            if host.jupyter is not None and host.minilm is not None:
+                if "2" in args.only:
+                    run.step("2", "embedding deployment through the gateway", lambda s: embedding_step.run(host, s))
+                if "3" in args.only:
+                    run.step("3", "Universal Memory swaps", lambda s: memory_step.run(host, s))
+            host.stop()
+        if "4" in args.only:
+            run.step("4a", "llama-server built with CUDA for this card", lambda s: llamacpp_step.build(host, s))
+            if host.llama_server is not None and host.smollm2 is not None:
+                run.step("0j", "Jupyter server told of that llama-server", lambda s: host.start_jupyter())
+                if host.jupyter is not None:
+                    run.step("4b", "llamacpp deployment with every layer on the GPU",
+                             lambda s: llamacpp_step.serve(host, s))
     finally:
         host.stop()
 

@@ -57,16 +57,20 @@ class Host:
         return sources
 
     def start_jupyter(self) -> Any:
-        """One Jupyter server with the extension for every step (llama-server: the one built or found)."""
+        """A Jupyter server with the extension (llama-server: the one built or found, if any yet)."""
         from tests.support.jupyter import JupyterProcess
 
+        self.stop()
         extra = [f"--ModelDeployApp.llamacpp_server={self.llama_server}"] if self.llama_server else []
-        self.jupyter = JupyterProcess(self.work / "jupyter", extra_args=extra).start(timeout=180)
+        server = JupyterProcess(self.work / "jupyter", extra_args=extra)
+        self.jupyter = server.start(timeout=180)
         return self.jupyter
 
     def stop(self) -> None:
+        """Stop the Jupyter server, if one runs (its engines go with it)."""
         if self.jupyter is not None:
             self.jupyter.stop()
+            self.jupyter = None
 
 
 def engine_pids(reaper_pid: int) -> list[int]:

@@ -64,3 +64,14 @@ def test_the_report_says_passed_only_when_complete_and_nothing_failed(tmp_path: 
     bad = Step("2", "two", FAILED, 2.0, error="check failed: x")
     report.write(tmp_path, [ok, bad], {**about, "complete": True})
     assert md_path.read_text().startswith("# GPU check: FAILED") and "| 2 two | failed | 2.0 |" in md_path.read_text()
+
+
+def test_only_some_steps_for_a_second_try() -> None:
+    import pytest
+
+    from scripts.gpu_check import parse
+
+    assert parse(["--bundle", "b", "--out", "o"]).only == {"1", "2", "3", "4"}
+    assert parse(["--bundle", "b", "--out", "o", "--only", "4, 2"]).only == {"2", "4"}
+    with pytest.raises(SystemExit):
+        parse(["--bundle", "b", "--out", "o", "--only", "5"])
