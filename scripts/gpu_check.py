@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     def bundle(step: Step) -> None:
         data = install.verify(args.bundle)
         step.figures.update({"files": len(data["files"]), "mib": round(data["total_bytes"] / 2**20, 1)})
-        step.check("the bundle was made from this checkout's code", install.fresh(data, ROOT),
-                   "run `make gpu-bundle` again")
+        fresh = install.fresh(data, ROOT)
+        step.check("the bundle was made from this checkout's code", fresh, "" if fresh else "run `make gpu-bundle` again")
         if args.cpu:
             step.figures["installed"] = "no: --cpu runs from this environment (the wheels are CPython 3.12's)"
         else:
