@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from scripts.gpu_kit import report
 from scripts.gpu_kit.steps import FAILED, NOT_APPLICABLE, OK, NotApplicable, Step, run_step, within
 
@@ -67,11 +69,19 @@ def test_the_report_says_passed_only_when_complete_and_nothing_failed(tmp_path: 
 
 
 def test_only_some_steps_for_a_second_try() -> None:
-    import pytest
-
     from scripts.gpu_check import parse
 
     assert parse(["--bundle", "b", "--out", "o"]).only == {"1", "2", "3", "4"}
     assert parse(["--bundle", "b", "--out", "o", "--only", "4, 2"]).only == {"2", "4"}
     with pytest.raises(SystemExit):
         parse(["--bundle", "b", "--out", "o", "--only", "5"])
+
+
+def test_engine_memory_falls_back_to_the_devices_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scripts.gpu_kit import host
+
+    monkeypatch.setattr(host, "gpu_bytes", lambda pids: 700 if pids == [1] else 0)
+    monkeypatch.setattr(host, "gpu_used", lambda: 5000)
+    assert host.engine_gpu([1], baseline=1000) == (700, "NVML per-process memory of the engine's processes")
+    assert host.engine_gpu([2], baseline=1000)[0] == 4000, "where NVML lists no such process: the device's growth"
+    assert host.engine_gpu([2], baseline=9000)[0] == 0
