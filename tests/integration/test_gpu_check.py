@@ -65,3 +65,19 @@ def test_gpu_check_runs_on_the_cpu(bundle: Path, tmp_path: Path) -> None:
     markdown = (out / "gpu-report.md").read_text()
     assert markdown.startswith("# GPU check: passed (cpu)") and "| 4b llamacpp deployment" in markdown
     assert (out / "gpu-report.json").stat().st_size < 200_000, "the report must come back whole"
+
+
+def test_the_trimmed_llama_cpp_tree_configures(bundle: Path, tmp_path: Path) -> None:
+    """CMake accepts the trimmed tree with the flags of a server build (configure only: a build takes minutes;
+    a full CPU build of llama-server from it was made once, by hand, when the cut was chosen)."""
+    from jupyter_modeldeploy.engines.llamacpp_install import plan_build
+    from jupyter_modeldeploy.engines.llamacpp_source import extract
+    from scripts.gpu_kit.bundle import LLAMA_ARCHIVE
+
+    tree = extract(bundle / LLAMA_ARCHIVE, tmp_path / "src")
+    assert (tree / "scripts" / "ui-assets.cmake").is_file(), "the build runs it to write the server's UI"
+    done = subprocess.run(["cmake", "-S", str(tree), "-B", str(tmp_path / "build"), "-G", "Ninja",
+                           *plan_build(backend="cpu").cmake_flags], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (tmp_path / "build" / "build.ninja").is_file()
+    assert "llama-server" in (tmp_path / "build" / "build.ninja").read_text()
