@@ -45,7 +45,7 @@ def run(host: Host, step: Step) -> None:
     client = host.jupyter.client()
     cfg = config(host)
     baseline = gpu_used()
-    started = time.monotonic()
+    started, launched_at = time.monotonic(), time.time()
     record = client.launch(cfg)
     try:
         record = client.wait(record["id"], timeout=300)
@@ -75,6 +75,8 @@ def run(host: Host, step: Step) -> None:
 
             torch.cuda.empty_cache()  # this process's cache is not the engine's, but keep the device's count clean
 
+        sampler_series(client.host_metrics(since=launched_at), host, step)
+
         # The largest batch the limits allow (as tests/integration/test_fit_measured.py sends it): 32 inputs
         # past MiniLM's 256-token limit, 8192 tokens in one batch; the peak is measured after it.
         httpx.post(url, json={"input": [f"word{i} " * 200 for i in range(32)], "model": "minilm"}, timeout=300,
@@ -94,3 +96,31 @@ def run(host: Host, step: Step) -> None:
                    f"{guess / 2**20:.0f} MiB estimated, {measured / 2**20:.0f} MiB measured")
     finally:
         client.delete(record["id"])
+
+
+def sampler_series(data: dict[str, Any], host: Host, step: Step) -> None:
+    """The host sampler's GPU series as the REST API serves them to the charts, since the launch."""
+    gpus = data.get("gpus", [])
+    summary = []
+    for gpu in gpus:
+        series = gpu["series"]
+
+        def top(name: str, series: dict[str, Any] = series) -> float | None:
+            values = [v for v in series.get(name, []) if v is not None]
+            return max(values) if values else None
+
+        used = [v for v in series.get("memory_used_bytes", []) if v is not None]
+        summary.append({"index": gpu["index"], "name": gpu["name"], "samples": len(gpu["t"]),
+                        "utilization_percent_max": top("utilization_percent"), "power_watts_max": top("power_watts"),
+                        "temperature_celsius_max": top("temperature_celsius"),
+                        "memory_used_mib": [round(min(used) / 2**20), round(max(used) / 2**20)] if used else None})
+    step.figures["host_sampler_gpus"] = {"gpu_available": data.get("gpu_available"), "gpus": summary}
+    if host.cpu:
+        step.check("the host sampler has no GPU series without a GPU", not gpus and data.get("gpu_available") is False)
+        return
+    first = summary[0] if summary else {}
+    step.check("the host sampler serves GPU series over REST (utilisation, memory, temperature, power)",
+               bool(first) and first["samples"] >= 2 and first["power_watts_max"] is not None
+               and first["utilization_percent_max"] is not None, str(first))
+    step.check("its GPU memory series moved while the engine loaded", bool(first.get("memory_used_mib"))
+               and first["memory_used_mib"][1] > first["memory_used_mib"][0], str(first.get("memory_used_mib")))

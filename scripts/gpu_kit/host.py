@@ -61,7 +61,10 @@ class Host:
         from tests.support.jupyter import JupyterProcess
 
         self.stop()
-        extra = [f"--ModelDeployApp.llamacpp_server={self.llama_server}"] if self.llama_server else []
+        # Samples every 0.5 s, so that the host sampler's GPU series catch the steps' short loads.
+        extra = ["--ModelDeployApp.metrics_interval_s=0.5"]
+        if self.llama_server:
+            extra.append(f"--ModelDeployApp.llamacpp_server={self.llama_server}")
         server = JupyterProcess(self.work / "jupyter", extra_args=extra)
         self.jupyter = server.start(timeout=180)
         return self.jupyter

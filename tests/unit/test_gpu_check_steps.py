@@ -85,3 +85,27 @@ def test_engine_memory_falls_back_to_the_devices_count(monkeypatch: pytest.Monke
     assert host.engine_gpu([1], baseline=1000) == (700, "NVML per-process memory of the engine's processes")
     assert host.engine_gpu([2], baseline=1000)[0] == 4000, "where NVML lists no such process: the device's growth"
     assert host.engine_gpu([2], baseline=9000)[0] == 0
+
+
+def test_the_host_samplers_gpu_series_as_rest_serves_them(tmp_path: Path) -> None:
+    from scripts.gpu_kit.embedding_step import sampler_series
+    from scripts.gpu_kit.host import Host
+
+    gpu_host = Host(cpu=False, bundle=tmp_path, out=tmp_path, work=tmp_path)
+    served = {"gpu_available": True, "gpus": [{"index": 0, "name": "NVIDIA H100", "t": [1.0, 1.5, 2.0], "series": {
+        "utilization_percent": [0, 35, 80], "memory_used_bytes": [1 << 30, 2 << 30, 2 << 30],
+        "temperature_celsius": [40, 41, 43], "power_watts": [None, 120.5, 300.0]}}]}
+    step = Step("2", "emb")
+    sampler_series(served, gpu_host, step)
+    assert step.status == OK, step.checks
+    assert step.figures["host_sampler_gpus"]["gpus"][0] == {
+        "index": 0, "name": "NVIDIA H100", "samples": 3, "utilization_percent_max": 80, "power_watts_max": 300.0,
+        "temperature_celsius_max": 43, "memory_used_mib": [1024, 2048]}
+    no_power = {"gpu_available": True, "gpus": [{**served["gpus"][0], "series": {
+        **served["gpus"][0]["series"], "power_watts": [None, None, None]}}]}
+    step = Step("2", "emb")
+    sampler_series(no_power, gpu_host, step)
+    assert step.status == FAILED
+    step = Step("2", "emb")
+    sampler_series({"gpu_available": False, "gpus": []}, Host(cpu=True, bundle=tmp_path, out=tmp_path, work=tmp_path), step)
+    assert step.status == OK and step.checks[0]["passed"]
