@@ -26,6 +26,7 @@ from scripts.gpu_kit.steps import FAILED, Step, run_step  # noqa: E402
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; `only` becomes a set of step numbers."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, required=True, help="the folder `make gpu-bundle` wrote")
     parser.add_argument("--out", type=Path, required=True, help="where gpu-report.md and gpu-report.json go")
@@ -50,17 +51,20 @@ class Run:
         self.about: dict[str, Any] = {"mode": "cpu" if args.cpu else "gpu", "versions": {}, "models": {}}
 
     def step(self, number: str, title: str, body: Callable[[Step], None]) -> Step:
+        """Run one step (timed, guarded), keep it, rewrite the report."""
         done = run_step(number, title, body)
         self.steps.append(done)
         self.write(complete=False)
         return done
 
     def write(self, *, complete: bool) -> tuple[Path, Path]:
+        """Write the report of the steps so far; `complete` once every step has run."""
         about = {**self.about, "seconds": time.monotonic() - self.started, "complete": complete}
         return report.write(self.args.out, self.steps, about)
 
     @property
     def failed(self) -> bool:
+        """Whether any step failed."""
         return any(s.status == FAILED for s in self.steps)
 
 
@@ -71,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
 
     def bundle(step: Step) -> None:
+        """Step 0: the bundle against its manifest, and installed (not with --cpu)."""
         data = install.verify(args.bundle)
         step.figures.update({"files": len(data["files"]), "mib": round(data["total_bytes"] / 2**20, 1)})
         fresh = install.fresh(data, ROOT)
@@ -101,6 +106,7 @@ def run_steps(run: Run, work: Path) -> None:
     host = Host(cpu=args.cpu, bundle=args.bundle, out=args.out, work=work, model_source=args.models)
 
     def prepare(step: Step) -> None:
+        """The models the steps use, and where they came from."""
         run.about["models"] = host.prepare_models()
         step.figures.update(run.about["models"])
 

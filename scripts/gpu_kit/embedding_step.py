@@ -106,6 +106,7 @@ def sampler_series(data: dict[str, Any], host: Host, step: Step) -> None:
         series = gpu["series"]
 
         def top(name: str, series: dict[str, Any] = series) -> float | None:
+            """The largest value of one series (None when it has none)."""
             values = [v for v in series.get(name, []) if v is not None]
             return max(values) if values else None
 

@@ -32,6 +32,7 @@ class Host:
 
     @property
     def device(self) -> str:
+        """The torch device the check's own encoding runs on."""
         return "cpu" if self.cpu else "cuda"
 
     def prepare_models(self) -> dict[str, str]:

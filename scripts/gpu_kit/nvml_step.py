@@ -30,6 +30,7 @@ def run(host: Host, step: Step) -> None:
         loops = [0]
 
         def matmul() -> None:
+            """Multiply on the GPU until told to stop, synchronising every 20 products."""
             a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
             while not stop.is_set():
                 for _ in range(20):

@@ -26,6 +26,7 @@ class Pin:
 
     @property
     def requirement(self) -> str:
+        """`name==version`, as pip takes it."""
         return f"{self.name}=={self.version}"
 
 

@@ -36,6 +36,7 @@ class Step:
         return bool(passed)
 
     def to_json(self) -> dict[str, Any]:
+        """The step as the report's JSON holds it."""
         return {"number": self.number, "title": self.title, "status": self.status, "seconds": round(self.seconds, 2),
                 "figures": self.figures, "checks": self.checks, "error": self.error}
 
