@@ -30,7 +30,7 @@ PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 LAB_STAMP := jupyter_modeldeploy/labextension/package.json
 
-.PHONY: install engines engine-llamacpp engine-vllm labext chromium hub-proxy jupyter-ai jupyter-ai-2 test-deps run test test-unit test-fast lint bench docs clean
+.PHONY: install engines engine-llamacpp engine-vllm labext chromium hub-proxy jupyter-ai jupyter-ai-2 test-deps run test test-unit test-fast lint bench docs gpu-bundle clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -122,6 +122,12 @@ bench: install engine-llamacpp
 	$(BIN)/python bench/llamacpp.py
 	$(BIN)/python bench/gateway.py
 	$(BIN)/python bench/embeddings.py
+
+# The GPU acceptance kit's bundle (docs/gpu-check.md): the project's wheel, the wheels the GPU image lacks
+# (CPython 3.12, manylinux x86-64), the trimmed llama.cpp source and the models' descriptions, in .gpu-bundle/.
+# It cuts llama.cpp from the llama-cpp-python sdist in the cache (downloaded if absent); it needs PyPI, no GPU.
+gpu-bundle: install
+	$(BIN)/python scripts/gpu_bundle.py --out .gpu-bundle
 
 clean:
 	rm -rf $(VENV) jupyter_modeldeploy/labextension labextension/node_modules labextension/lib

@@ -280,13 +280,18 @@ def cmd_adapter(client: ModelDeployClient, args: argparse.Namespace) -> int:
 INSTALLERS = {"llamacpp": "jupyter_modeldeploy.engines.llamacpp_install", "llm": "jupyter_modeldeploy.engines.vllm_install"}
 
 
-def installer_argv(kind: str, *, force: bool = False, backend: str | None = None) -> list[str]:
-    """The command line of an engine's installer (`python -m jupyter_modeldeploy.engines.<kind>_install`)."""
+def installer_argv(kind: str, *, force: bool = False, backend: str | None = None, source: str | None = None,
+                   cuda_arch: str | None = None) -> list[str]:
+    """The command line of an engine's installer (`python -m jupyter_modeldeploy.engines.<kind>_install`).
+
+    llamacpp only: `source` builds from that llama.cpp tree, `cuda_arch` for those CUDA architectures only."""
     argv = [sys.executable, "-m", INSTALLERS[kind]]
     if force:
         argv.append("--force")
-    if backend and kind == "llamacpp":
-        argv += ["--backend", backend]
+    if kind == "llamacpp":
+        for flag, value in (("--backend", backend), ("--source", source), ("--cuda-arch", cuda_arch)):
+            if value:
+                argv += [flag, value]
     return argv
 
 
@@ -323,7 +328,9 @@ def cmd_bench(client: ModelDeployClient, args: argparse.Namespace) -> int:
 
 def cmd_install_engine(args: argparse.Namespace) -> int:
     if args.kind in INSTALLERS:
-        code = subprocess.run(installer_argv(args.kind, force=args.force, backend=args.backend)).returncode
+        argv = installer_argv(args.kind, force=args.force, backend=args.backend, source=args.source,
+                              cuda_arch=args.cuda_arch)
+        code = subprocess.run(argv).returncode
         if code or args.kind != "llm":
             return code
         found = subprocess.run([sys.executable, "-m", INSTALLERS["llm"], "--print-python"], capture_output=True, text=True)
@@ -494,6 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=["llamacpp", "llm", "embedding"])
     p.add_argument("--force", action="store_true")
     p.add_argument("--backend", choices=["cpu", "cuda"], help="llamacpp: force a backend")
+    p.add_argument("--source", help="llamacpp: build from this llama.cpp source tree (nothing downloaded)")
+    p.add_argument("--cuda-arch", help="llamacpp: CMAKE_CUDA_ARCHITECTURES of a CUDA build (e.g. 90), those only")
     p.set_defaults(func=None)
 
     p = sub.add_parser("ray", help="a local Ray cluster to try placement.target 'ray' (start, stop, status)")

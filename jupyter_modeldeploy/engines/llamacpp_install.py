@@ -88,13 +88,22 @@ def cuda_available() -> bool:
     return shutil.which("nvcc") is not None and has_driver
 
 
-def plan_build(version: str = LLAMA_CPP_PYTHON_VERSION, backend: str | None = None) -> BuildPlan:
-    """Choose the backend (CUDA when nvcc and an NVIDIA driver are present) and the CMake flags."""
+def plan_build(
+    version: str = LLAMA_CPP_PYTHON_VERSION, backend: str | None = None, *, cuda_architectures: str | None = None
+) -> BuildPlan:
+    """Choose the backend (CUDA when nvcc and an NVIDIA driver are present) and the CMake flags.
+
+    `cuda_architectures` (CMake's `CMAKE_CUDA_ARCHITECTURES`, e.g. "90"): build the CUDA kernels for those
+    architectures only, which takes a fraction of the time of llama.cpp's default list; the flag is part of
+    the cache key, so such a build never stands in for a general one.
+    """
     if backend is None:
         backend = "cuda" if cuda_available() else "cpu"
     flags = list(PORTABLE_CPU_FLAGS + SERVER_FLAGS)
     if backend == "cuda":
         flags.append("-DGGML_CUDA=ON")
+        if cuda_architectures:
+            flags.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_architectures}")
     return BuildPlan(version=version, backend=backend, cmake_flags=tuple(flags))
 
 
@@ -146,14 +155,29 @@ def _progress_bar(done: int, total: int) -> str:
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
 
 
+def sdist_folder() -> Path:
+    """Where the pinned llama-cpp-python sdist is downloaded to (and found again)."""
+    return cache_root() / "downloads"
+
+
+def ensure_sdist(version: str = LLAMA_CPP_PYTHON_VERSION, log: Callable[[str], None] = print) -> Path:
+    """The llama-cpp-python sdist of `version` in the cache, downloaded first if it is not there yet."""
+    return _download_sdist(version, sdist_folder(), log)
+
+
 def build_llama_server(
     plan: BuildPlan | None = None,
     *,
     force: bool = False,
     jobs: int | None = None,
     log: Callable[[str], None] = print,
+    source: Path | None = None,
 ) -> Path:
-    """Build (or reuse) `llama-server`; returns the path of the binary."""
+    """Build (or reuse) `llama-server`; returns the path of the binary.
+
+    `source`: a llama.cpp source tree to build from (one `llamacpp_source.write_trimmed` made, say) instead
+    of the one inside the downloaded sdist; nothing is downloaded then.
+    """
     plan = plan or plan_build()
     if plan.server_binary.exists() and not force:
         log(f"llama-server {plan.key} already built: {plan.server_binary}")
@@ -161,9 +185,11 @@ def build_llama_server(
     for tool in ("cmake", "ninja"):
         if shutil.which(tool) is None:
             raise RuntimeError(f"{tool} is needed to build llama-server; install it first")
-    sdist = _download_sdist(plan.version, cache_root() / "downloads", log)
+    if source is not None and not (source / "CMakeLists.txt").is_file():
+        raise RuntimeError(f"{source} is not a llama.cpp source tree (no CMakeLists.txt)")
     with tempfile.TemporaryDirectory(prefix="llama-build-") as tmp:
-        source = _extract_llama_source(sdist, Path(tmp))
+        if source is None:
+            source = _extract_llama_source(ensure_sdist(plan.version, log), Path(tmp))
         build = Path(tmp) / "build"
         log(f"configuring llama.cpp ({plan.backend}) ...")
         subprocess.run(
@@ -218,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
     parser.add_argument("--backend", choices=["cpu", "cuda"], default=None)
     parser.add_argument("--print-path", action="store_true", help="print the cached binary's path and exit")
+    parser.add_argument("--source", type=Path, help="build from this llama.cpp source tree (no download)")
+    parser.add_argument("--cuda-arch", help="CMAKE_CUDA_ARCHITECTURES for a CUDA build (e.g. 90): those only")
+    parser.add_argument("--jobs", type=int, help="parallel compile jobs (default: all cores)")
     args = parser.parse_args(argv)
     if args.print_path:
         found = find_llama_server()
@@ -225,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(found)
         return 0
-    build_llama_server(plan_build(backend=args.backend), force=args.force)
+    plan = plan_build(backend=args.backend, cuda_architectures=args.cuda_arch)
+    build_llama_server(plan, force=args.force, source=args.source, jobs=args.jobs)
     return 0
 
 

@@ -71,6 +71,30 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return metadata
 
 
+def data_offset(path: Path) -> int:
+    """Where the tensor data begins: the header (metadata and tensor infos), padded to `general.alignment`.
+
+    Everything before it is the model's description; what follows is weights only."""
+    with path.open("rb") as handle:
+        if handle.read(4) != MAGIC:
+            raise NotGGUF(f"{path.name} is not a GGUF file")
+        if _read(handle, "I") < 2:
+            raise NotGGUF("GGUF version is too old")
+        tensors, count = _read(handle, "Q"), _read(handle, "Q")
+        alignment = 32
+        for _ in range(count):
+            key = _string(handle)
+            value = _value(handle, _read(handle, "I"))
+            if key == "general.alignment":
+                alignment = int(value)
+        for _ in range(tensors):
+            _string(handle)
+            dims = _read(handle, "I")
+            handle.seek(8 * dims + 4 + 8, 1)  # the dimensions, the type, the offset
+        end = handle.tell()
+    return -(-end // alignment) * alignment
+
+
 def architecture(metadata: dict[str, Any]) -> dict[str, int]:
     """The numbers a memory estimate needs, from `<arch>.*` keys (0 where the file has none)."""
     arch = metadata.get("general.architecture", "llama")

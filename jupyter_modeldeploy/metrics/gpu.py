@@ -19,6 +19,7 @@ class GpuSample:
     memory_used_bytes: float
     memory_total_bytes: float
     temperature_celsius: float
+    power_watts: float | None = None  # None where the board does not report it
 
 
 class GpuReader:
@@ -68,10 +69,33 @@ class GpuReader:
                 GpuSample(
                     index=index, name=self._names[index], utilization_percent=float(util.gpu),
                     memory_used_bytes=float(mem.used), memory_total_bytes=float(mem.total),
-                    temperature_celsius=float(temp),
+                    temperature_celsius=float(temp), power_watts=self._power(handle),
                 )
             )
         return samples
+
+    def _power(self, handle: Any) -> float | None:
+        try:
+            return float(self._nvml.nvmlDeviceGetPowerUsage(handle)) / 1000.0  # milliwatts
+        except Exception:  # not supported on every board
+            return None
+
+    def process_memory(self) -> dict[int, int]:
+        """GPU memory per process id, summed over every GPU (compute and graphics contexts); {} without GPUs."""
+        if not self.available:
+            return {}
+        nvml = self._nvml
+        used: dict[int, int] = {}
+        for handle in self._handles:
+            for query in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+                try:
+                    processes = getattr(nvml, query)(handle)
+                except Exception:  # older drivers lack one or the other
+                    continue
+                for proc in processes:
+                    if proc.usedGpuMemory is not None:
+                        used[int(proc.pid)] = used.get(int(proc.pid), 0) + int(proc.usedGpuMemory)
+        return used
 
     def close(self) -> None:
         if self._nvml is not None:

@@ -170,6 +170,7 @@ class MetricsHub:
                     "memory_used_bytes": gpu.memory_used_bytes,
                     "memory_total_bytes": gpu.memory_total_bytes,
                     "temperature_celsius": gpu.temperature_celsius,
+                    "power_watts": gpu.power_watts,  # None where the board does not report it
                 },
             )
         deployments = [d for d in self.supervisor.deployments.values() if d.status.live or d.id in self.deployments]
@@ -310,6 +311,7 @@ class MetricsHub:
             "modeldeploy_gpu_utilization_percent": ("utilization_percent", "GPU utilisation."),
             "modeldeploy_gpu_memory_used_bytes": ("memory_used_bytes", "GPU memory in use."),
             "modeldeploy_gpu_temperature_celsius": ("temperature_celsius", "GPU temperature."),
+            "modeldeploy_gpu_power_watts": ("power_watts", "GPU power draw."),
         }
         for name, (column, text) in gpu_metrics.items():
             samples = []

@@ -28,3 +28,9 @@ def test_install_engine_passes_its_options_and_exit_code(monkeypatch: pytest.Mon
     monkeypatch.setattr(cli.subprocess, "run", fake_run)
     assert cli.main(["install-engine", "llamacpp", "--force", "--backend", "cpu"]) == 3
     assert calls == [[sys.executable, "-m", "jupyter_modeldeploy.engines.llamacpp_install", "--force", "--backend", "cpu"]]
+
+
+def test_llamacpp_source_and_architecture_reach_the_installer() -> None:
+    argv = cli.installer_argv("llamacpp", backend="cuda", source="/src/llama.cpp", cuda_arch="90")
+    assert argv[-6:] == ["--backend", "cuda", "--source", "/src/llama.cpp", "--cuda-arch", "90"]
+    assert "--source" not in cli.installer_argv("llm", source="/src/llama.cpp")

@@ -12,7 +12,7 @@ import pytest
 from jupyter_modeldeploy.config import parse_config
 from jupyter_modeldeploy.fit import Free, check, estimate
 from jupyter_modeldeploy.fit.estimate import KV_BYTES, LLAMACPP_RUNTIME, Estimate
-from jupyter_modeldeploy.fit.gguf import NotGGUF, architecture, read_metadata
+from jupyter_modeldeploy.fit.gguf import NotGGUF, architecture, data_offset, read_metadata
 from jupyter_modeldeploy.fit.safetensors import NotSafetensors, read_folder, read_header
 from jupyter_modeldeploy.formats import describe_fit
 
@@ -42,6 +42,17 @@ def test_gguf_metadata_without_the_tensors(tmp_path: Path) -> None:
     arch = architecture(read_metadata(write_gguf(tmp_path / "m.gguf")))
     assert arch == {"n_layer": 4, "n_embd": 64, "n_ff": 256, "n_head": 4, "n_head_kv": 2, "key_length": 16,
                     "value_length": 16, "n_ctx_train": 1024, "n_vocab": 100}
+
+
+def test_data_offset_is_where_the_tensors_begin(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "m.gguf", embd=64)
+    offset = data_offset(path)
+    tensor_bytes = 100 * 64 * 4
+    assert offset % 32 == 0
+    assert path.stat().st_size - offset == tensor_bytes, "what follows the header is exactly the one tensor"
+    with pytest.raises(NotGGUF):
+        (tmp_path / "x.gguf").write_bytes(b"GGML" + b"\0" * 40)
+        data_offset(tmp_path / "x.gguf")
 
 
 def test_not_gguf_is_said(tmp_path: Path) -> None:

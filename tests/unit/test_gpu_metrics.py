@@ -65,3 +65,21 @@ def test_init_failure_means_absent(monkeypatch: pytest.MonkeyPatch) -> None:
     broken.nvmlInit = fail
     monkeypatch.setitem(sys.modules, "pynvml", broken)
     assert GpuReader().read() == []
+
+
+def test_power_and_memory_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    nvml = fake_nvml()
+    nvml.nvmlDeviceGetPowerUsage = lambda h: 312_500 if h == 0 else (_ for _ in ()).throw(RuntimeError("not supported"))
+    proc = types.SimpleNamespace
+    nvml.nvmlDeviceGetComputeRunningProcesses = lambda h: [proc(pid=7, usedGpuMemory=1 << 30)] + (
+        [proc(pid=9, usedGpuMemory=None)] if h else [])
+    nvml.nvmlDeviceGetGraphicsRunningProcesses = lambda h: [proc(pid=7, usedGpuMemory=1 << 20)] if h else []
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    reader = GpuReader()
+    assert [s.power_watts for s in reader.read()] == [312.5, None]
+    assert reader.process_memory() == {7: (2 << 30) + (1 << 20)}
+
+
+@pytest.mark.skipif(Path("/proc/driver/nvidia/version").exists(), reason="this host has an NVIDIA driver")
+def test_no_gpu_means_no_processes() -> None:
+    assert GpuReader().process_memory() == {}
