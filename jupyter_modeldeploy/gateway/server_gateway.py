@@ -49,6 +49,7 @@ class Gateway(GatewayCore):
         self.plane = DataPlane(self, worker) if worker is not None and DataPlane.supported() else None
         self._ticker: asyncio.Task[None] | None = None
         self._publishing = threading.Lock()  # a key created from another thread publishes too
+        self._wakes: set[asyncio.Future[None]] = set()  # wakes under way for the worker
         supervisor.changes.connect(lambda _change: self.publish())
         tokens.changes.connect(lambda _change: self.publish())
 
@@ -176,11 +177,23 @@ class Gateway(GatewayCore):
         GatewayCore.observe(self, record, claimed=message.started)
 
     def wake_requested(self, deployment_id: str) -> None:
+        """Wake a deployment for the worker; when that is over, publish the state it led to, then say so."""
         dep = self.supervisor.deployments.get(deployment_id)
-        if dep is None or self.config.wake is None:
-            return
-        task = asyncio.ensure_future(self.config.wake(dep))
-        task.add_done_callback(_log_failure)
+        wake = self.config.wake
+        task = asyncio.ensure_future(self._wake_for_worker(dep, wake, deployment_id))
+        self._wakes.add(task)
+        task.add_done_callback(self._wakes.discard)
+
+    async def _wake_for_worker(self, dep: Deployment | None, wake: Any, deployment_id: str) -> None:
+        try:
+            if dep is not None and wake is not None:
+                await wake(dep)
+        except Exception:  # the wake failed: its state says so, and the waiting requests are refused by it
+            log.exception("waking deployment %s for the gateway worker failed", deployment_id)
+        finally:
+            self.publish()
+            if self.plane is not None:
+                self.plane.woken(deployment_id)
 
     def handed_back(self, fd: int, message: Handoff) -> None:
         """A connection whose next request is not an endpoint's: this server serves it again, from that request on."""
@@ -208,8 +221,3 @@ class Gateway(GatewayCore):
         if self.plane is not None:
             await self.plane.close()
         await super().close()
-
-
-def _log_failure(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("waking a deployment for the gateway worker failed", exc_info=task.exception())

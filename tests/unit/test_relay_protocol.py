@@ -23,6 +23,7 @@ from jupyter_modeldeploy.gateway.relay.protocol import (
     State,
     Unreachable,
     Wake,
+    Woken,
     decode,
     encode,
 )
@@ -54,6 +55,7 @@ MESSAGES: list[Message] = [
     Finished("d-1", RECORD, book="t-1", tokens=7),
     Finished("d-1", None, started=False),
     Wake("d-1"),
+    Woken("d-1"),
     Unreachable("d-1", "local", "connection refused"),
 ]
 

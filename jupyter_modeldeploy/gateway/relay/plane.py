@@ -24,7 +24,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .channel import FrameReader, FrameWriter
-from .protocol import Finished, Handoff, Message, ProtocolError, Ready, Started, State, Unreachable, Wake, decode, encode
+from .protocol import (
+    Finished,
+    Handoff,
+    Message,
+    ProtocolError,
+    Ready,
+    Started,
+    State,
+    Unreachable,
+    Wake,
+    Woken,
+    decode,
+    encode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +187,14 @@ class DataPlane:
             raise OSError("the gateway worker is not running")
         frame = encode(message)
         writer.send(frame.header, frame.body, fd=fd)
+
+    def woken(self, deployment_id: str) -> None:
+        """Tell the worker a wake it asked for is over (after the state it led to was published)."""
+        if self._writer is not None:
+            try:
+                self._send(Woken(deployment_id))
+            except OSError as exc:
+                self._lost(f"a wake's end could not be sent ({exc})")
 
     def publish(self, state: State) -> bool:
         """Send a state change (synchronously: in the worker's queue when this returns); False when no worker runs."""

@@ -11,6 +11,7 @@
     worker → server   Started   a request was admitted (the deployment's idle clock, its in-flight count)
     worker → server   Finished  a request ended: its record (sent before the client can tell it ended)
     worker → server   Wake      a caller with a valid key found the deployment asleep
+    server → worker   Woken     the wake it asked for is over (serving, or failed: the state says which)
     worker → server   Unreachable  a replica could not be connected to
 
 Each travels as one channel frame (`channel`): a JSON header with its kind and `PROTOCOL_VERSION`,
@@ -93,6 +94,13 @@ class Wake:
 
 
 @dataclass(frozen=True)
+class Woken:
+    """The server's wake of a deployment ended; the state published before this says how."""
+
+    deployment_id: str
+
+
+@dataclass(frozen=True)
 class Unreachable:
     """The worker could not connect to a replica; it leaves the rotation."""
 
@@ -101,9 +109,9 @@ class Unreachable:
     reason: str = ""
 
 
-Message = Handoff | State | Ready | Started | Finished | Wake | Unreachable
+Message = Handoff | State | Ready | Started | Finished | Wake | Woken | Unreachable
 KINDS: dict[str, type[Any]] = {
-    "handoff": Handoff, "state": State, "ready": Ready, "started": Started, "finished": Finished, "wake": Wake,
+    "handoff": Handoff, "state": State, "ready": Ready, "started": Started, "finished": Finished, "wake": Wake, "woken": Woken,
     "unreachable": Unreachable,
 }
 _NAMES = {cls: name for name, cls in KINDS.items()}

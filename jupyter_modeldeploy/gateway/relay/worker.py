@@ -36,7 +36,7 @@ from ..core import GatewayConfig
 from ..detached import PrefixedIOStream, handed_over, request_head
 from ..proxy import ENDPOINT_PATTERN, EndpointHandler
 from .channel import FrameReader, FrameWriter
-from .protocol import Handoff, Message, ProtocolError, Ready, State, decode, encode
+from .protocol import Handoff, Message, ProtocolError, Ready, State, Woken, decode, encode
 from .worker_gateway import WorkerGateway
 
 log = logging.getLogger("jupyter_modeldeploy.gateway_worker")
@@ -143,7 +143,9 @@ class Worker:
             return
         if fd is not None:
             os.close(fd)  # a descriptor with no connection to serve: never leak one
-        if isinstance(message, State):
+        if isinstance(message, Woken):
+            self.gateway.woken(message.deployment_id)
+        elif isinstance(message, State):
             self.gateway.apply(message)
             if not self._ready_sent:
                 self._ready_sent = True

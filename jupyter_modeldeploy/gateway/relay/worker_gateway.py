@@ -11,21 +11,18 @@ process counts. What it counts goes back to the server (`Started`, `Finished`) a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
-import time
 from collections.abc import Callable
 from typing import Any
 
 from ...keys import hash_key
 from ...supervisor.replicas import Replica, set_down
-from ...supervisor.state import Status
 from ..core import GatewayConfig, GatewayCore
 from ..records import RequestRecord
 from ..tokens import TokenInfo
 from ..view import DeploymentView
 from .protocol import Finished, Message, Started, State, Unreachable, Wake
-
-WAKING = (Status.SLEEPING, Status.WAKING)
 
 
 class WorkerGateway(GatewayCore):
@@ -39,7 +36,7 @@ class WorkerGateway(GatewayCore):
         self.deployments: dict[str, DeploymentView] = {}
         self._by_route: dict[str, DeploymentView] = {}
         self._keys: dict[str, TokenInfo] = {}  # by hash
-        self._changed: dict[str, asyncio.Event] = {}  # set at every change of a deployment (a wake waits on it)
+        self._waking: dict[str, asyncio.Future[None]] = {}  # deployments a wake was asked for, until `Woken`
         # A request's slot given back, reported with its record when one follows in the same step (the
         # handler releases, then records), else on its own at the end of the loop's turn.
         self._release: Finished | None = None
@@ -62,7 +59,6 @@ class WorkerGateway(GatewayCore):
             else:
                 current.update(view)
             self._index()
-            self._signal(view.id)
         for deployment_id in state.removed:
             self._remove(deployment_id)
         for key in state.keys:
@@ -74,15 +70,10 @@ class WorkerGateway(GatewayCore):
     def _remove(self, deployment_id: str) -> None:
         self.deployments.pop(deployment_id, None)
         self._index()
-        self._signal(deployment_id)
+        self.woken(deployment_id)
 
     def _index(self) -> None:
         self._by_route = {v.route: v for v in self.deployments.values()}
-
-    def _signal(self, deployment_id: str) -> None:
-        event = self._changed.pop(deployment_id, None)
-        if event is not None:
-            event.set()
 
     # GatewayCore ----------------------------------------------------------------------------
 
@@ -123,21 +114,20 @@ class WorkerGateway(GatewayCore):
         self._report(Unreachable(dep.id, replica.id, reason))
 
     async def wake(self, dep: Any) -> None:
-        """Ask the server to wake the deployment; wait until its view says it serves, failed or went."""
-        self._report(Wake(dep.id))
-        deadline = time.monotonic() + self.config.upstream_timeout_s
-        while True:
-            current = self.deployments.get(dep.id)
-            if current is None or current.status not in WAKING:
-                return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            event = self._changed.setdefault(dep.id, asyncio.Event())
-            try:
-                await asyncio.wait_for(event.wait(), left)
-            except asyncio.TimeoutError:
-                return
+        """Ask the server to wake the deployment (once, for every request waiting on it) and wait until it
+        says the wake is over (`Woken`, after the state it led to) or the deployment went."""
+        waiter = self._waking.get(dep.id)
+        if waiter is None:
+            waiter = self._waking[dep.id] = asyncio.get_running_loop().create_future()
+            self._report(Wake(dep.id))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiter), self.config.upstream_timeout_s)
+
+    def woken(self, deployment_id: str) -> None:
+        """The server's wake ended: every request waiting on it is admitted again."""
+        waiter = self._waking.pop(deployment_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def observe(self, record: RequestRecord, *, claimed: bool) -> None:
         release, self._release = self._release, None
