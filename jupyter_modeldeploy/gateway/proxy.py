@@ -117,6 +117,7 @@ class EndpointHandler(web.RequestHandler):
         self._capture: Capture | None = None  # the bodies, where the deployment captures them
         self._stream_asked = False  # the body asks for a streamed answer (`"stream": true`)
         self._held = b""  # the answer's last bytes, written once the request is counted
+        self._replica: str | None = None  # the replica it was last sent to
 
     # tornado hooks ------------------------------------------------------------------------
 
@@ -245,7 +246,7 @@ class EndpointHandler(web.RequestHandler):
         written: by the time its client can tell the answer ended, the request is counted."""
         self._release(record.usage.total if record.usage else 0)
         record.method, record.path, record.capture = self.request.method or "", self._admission.engine_path, self._capture
-        record.door = self.door
+        record.door, record.replica = self.door, self._replica
         if not self._observed:
             self._observed = True
             self.gateway.observe(record, claimed=self._claim is not None)
@@ -334,6 +335,7 @@ class EndpointHandler(web.RequestHandler):
             tried.add(replica.id)
             replica.in_flight += 1
             replica.requests += 1
+            self._replica = replica.id
             try:
                 upstream = await gateway.upstream.request(
                     replica.address, self.request.method or "GET", target,

@@ -60,3 +60,4 @@ class RequestRecord:
     path: str = ""  # the engine path it went to (the request log's route)
     capture: Capture | None = None  # the bodies, where the deployment captures them
     door: str = "jupyter"  # how it came: through the Jupyter server, or the gateway worker's `socket` or `port`
+    replica: str | None = None  # the replica it was sent to (None: it reached none)

@@ -172,6 +172,11 @@ class Gateway(GatewayCore):
         record = message.record
         if record is None:
             return
+        dep = self.supervisor.deployments.get(message.deployment_id)
+        if record.replica is not None and dep is not None:
+            for replica in dep.replicas:  # the worker sent it there: the record's per-replica counts
+                if replica.id == record.replica:
+                    replica.requests += 1
         with contextlib.suppress(KeyError):
             self.tokens.touch(self.tokens.get(record.key_id), time.time())
         GatewayCore.observe(self, record, claimed=message.started)

@@ -322,3 +322,15 @@ def test_a_request_for_a_sleeping_deployment_is_held_while_it_wakes(gw: GatewayT
         answer = post(conn, base, key, {"nonce": "x"})
         assert answer is not None and answer.status == 200
     assert len(wakes) == 1
+
+
+def test_the_servers_record_counts_what_each_replica_was_sent(gw: GatewayThread) -> None:
+    """The deployment record's per-replica requests are the server's: exact where the worker sent them too."""
+    dep, key = gw.harness.add(routes.LLAMA_SERVER, gw.address)
+    base = f"/modeldeploy/endpoints/{dep.route}"
+    with RawConnection(gw.harness.port) as conn:
+        for n in range(5):
+            answer = post(conn, base, key, {"nonce": str(n)})
+            assert answer is not None and answer.status == 200
+    assert gw.call(lambda: [r.requests for r in dep.replicas]) == [5]
+    assert {r.replica for r in gw.records()} == {"local"}
