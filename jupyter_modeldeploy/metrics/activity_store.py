@@ -56,11 +56,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX requests_by_deployment ON requests (deployment_id, id);
     """,
+    # 3: how each request came (the Jupyter URL or a door of the gateway worker) and the replica it went to.
+    """
+    ALTER TABLE requests ADD COLUMN door TEXT NOT NULL DEFAULT 'jupyter';
+    ALTER TABLE requests ADD COLUMN replica TEXT;
+    """,
 )
 
 USAGE_COUNTS = ("requests", "errors", "prompt_tokens", "completion_tokens")
 LOG_COLUMNS = ("at", "key_id", "deployment_id", "model", "method", "route", "status", "latency_ms", "first_token_ms",
-               "prompt_tokens", "completion_tokens", "streamed", "request_body", "response_body")
+               "prompt_tokens", "completion_tokens", "streamed", "door", "replica", "request_body", "response_body")
 UsageKey = tuple[int, str, str, str]  # minute, key id, deployment id, model
 
 

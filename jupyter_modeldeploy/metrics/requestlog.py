@@ -34,6 +34,7 @@ class RequestLog:
             time.time(), record.key_id, record.deployment_id, record.model, record.method, record.path, record.status,
             record.latency_s * 1000, record.first_chunk_s * 1000 if record.streamed and record.first_chunk_s else None,
             usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None, int(record.streamed),
+            record.door, record.replica,
         )
         self._pending.append((row, record.capture))
 

@@ -438,6 +438,9 @@ class RequestLogEntry(ResponseBody):
     prompt_tokens: int | None
     completion_tokens: int | None
     streamed: bool
+    door: str = Field("jupyter", description="how it came: `jupyter` (the endpoint URL), or the gateway worker's own "
+                      "`socket` (<state_dir>/gateway.sock) or `port` (gateway_port)")
+    replica: str | None = Field(None, description="the replica it was sent to (none: it reached no engine)")
     has_bodies: bool = Field(description="whether its bodies were captured (the deployment's capture_bodies)")
     request_body: str | None = None
     response_body: str | None = None

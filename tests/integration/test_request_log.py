@@ -116,3 +116,26 @@ def test_a_server_that_keeps_no_log_says_so_and_still_counts_usage(tmp_path_fact
         assert usage.status_code == 200, usage.text
     finally:
         jupyter.stop()
+
+
+def test_each_row_says_how_the_request_came_and_where_it_went(server: tuple[JupyterProcess, dict, dict]) -> None:
+    """Through the Jupyter URL, or the gateway worker's own Unix socket (0600) without the Jupyter hop: the
+    same admission (a key is needed there too) and the same log, with the door and the replica named."""
+    import os
+    import stat
+
+    jupyter, plain, _ = server
+    client = jupyter.client()
+    door = jupyter.state_dir / "gateway.sock"
+    assert stat.S_IMODE(os.stat(door).st_mode) == 0o600
+    key = client.create_token(deployment=plain["id"], name="doors")
+    assert chat(plain, key["token"]).status_code == 200
+    path = "/" + plain["api_base"].split("/", 3)[3] + "/chat/completions"
+    body = {"model": plain["models"][0]["name"], "messages": [], "max_tokens": 2}
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(door)), base_url="http://gateway", timeout=30) as local:
+        assert local.post(path, json=body, headers={"Authorization": f"Bearer {key['token']}"}).status_code == 200
+        assert local.post(path, json=body).status_code == 401
+        assert local.get("/api/modeldeploy/deployments").status_code == 404  # a door serves endpoints only
+    rows = [r for r in client.requests(deployment=plain["name"]) if r["key_id"] in (key["id"], "none")][:3]
+    assert [(r["door"], r["status"], r["replica"]) for r in rows] == [
+        ("socket", 401, None), ("socket", 200, "local"), ("jupyter", 200, "local")]
