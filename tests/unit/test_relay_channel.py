@@ -9,6 +9,8 @@ import struct
 import threading
 from typing import Any
 
+import pytest
+
 from jupyter_modeldeploy.gateway.relay.channel import FrameReader, FrameWriter, encode
 
 
@@ -106,5 +108,26 @@ def test_settle_hands_over_at_once_every_frame_already_sent() -> None:
         assert got.frames[-1][0]["n"] == n and got.frames[-1][1] == b"x" * n
     reader.settle()
     assert len(got.frames) == 50 and got.ended == []
+    a.close()
+    b.close()
+
+
+def test_a_frame_its_handler_cannot_take_is_logged_and_the_next_ones_still_count(
+        caplog: pytest.LogCaptureFixture) -> None:
+    a, b = pair()
+    got = Collector()
+
+    def picky(header: dict[str, Any], body: bytes, fd: int | None) -> None:
+        if header["n"] == 1:
+            raise ValueError("not this one")
+        got.frame(header, body, fd)
+
+    reader = FrameReader(b, picky, got.end)
+    writer = FrameWriter(a)
+    for n in range(3):
+        writer.send({"n": n})
+    reader.settle()
+    assert [h["n"] for h, _, _ in got.frames] == [0, 2] and got.ended == []
+    assert "could not be taken" in caplog.text
     a.close()
     b.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import struct
@@ -30,6 +31,8 @@ MAX_HEADER_BYTES = 1 << 20
 MAX_BODY_BYTES = 256 << 20
 RECV_BYTES = 256 * 1024
 SEND_WAIT_S = 10.0  # the longest a send waits for room (the other side reads continuously)
+
+log = logging.getLogger(__name__)
 
 #: Called with each frame: header, body and its descriptor (the callee owns it).
 FrameHandler = Callable[[dict[str, Any], bytes, int | None], None]
@@ -132,7 +135,10 @@ class FrameReader:
             self._buffer += data
         try:
             while (frame := self._take()) is not None:
-                self._on_frame(*frame)
+                try:
+                    self._on_frame(*frame)
+                except Exception:  # one frame its handler could not take: logged; the frames after it still count
+                    log.exception("a frame from the other side of the channel could not be taken")
         except ChannelError as exc:
             self._end(str(exc))
             return
