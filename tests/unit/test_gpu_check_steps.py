@@ -11,8 +11,11 @@ from scripts.gpu_kit import report
 from scripts.gpu_kit.steps import FAILED, NOT_APPLICABLE, OK, NotApplicable, Step, run_step, within
 
 
-def quiet(_: str) -> None:
-    pass
+class Lines(list[str]):
+    """What a step said on its way (instead of printing it)."""
+
+    def __call__(self, line: str) -> None:
+        self.append(line)
 
 
 def test_a_step_that_raises_is_failed_with_its_message_and_the_run_goes_on() -> None:
@@ -20,8 +23,10 @@ def test_a_step_that_raises_is_failed_with_its_message_and_the_run_goes_on() -> 
         step.figures["before"] = 1
         raise ValueError("no such device")
 
-    step = run_step("2", "boom", body, log=quiet)
+    said = Lines()
+    step = run_step("2", "boom", body, log=said)
     assert step.status == FAILED and step.error is not None and step.error.startswith("ValueError: no such device")
+    assert said[0] == "step 2: boom ..." and "failed" in said[-1] and "no such device" in said[-1]
     assert step.figures == {"before": 1} and step.seconds >= 0
 
 
@@ -29,7 +34,7 @@ def test_not_applicable_is_not_a_failure() -> None:
     def body(step: Step) -> None:
         raise NotApplicable("no NVML here")
 
-    step = run_step("1", "nvml", body, log=quiet)
+    step = run_step("1", "nvml", body, log=Lines())
     assert (step.status, step.error) == (NOT_APPLICABLE, "no NVML here")
 
 
@@ -39,7 +44,7 @@ def test_a_failed_check_fails_the_step_and_keeps_the_first_reason() -> None:
         assert not step.check("within 15 %", False, "30 % off")
         step.check("another", False)
 
-    step = run_step("4b", "checks", body, log=quiet)
+    step = run_step("4b", "checks", body, log=Lines())
     assert step.status == FAILED and step.error == "check failed: within 15 % (30 % off)"
     assert [c["passed"] for c in step.checks] == [True, False, False]
 
