@@ -100,7 +100,7 @@ class Gateway(GatewayCore):
             return False  # TLS (the socket cannot carry its session) or HTTP/1.0: served here
         if not await plane.ready():
             return False  # it failed moments ago: served here until it is started again
-        self.publish()
+        self.publish()  # what changed without a signal (a replica put in rotation) before the connection goes
         address = connection.context.address
         sock, buffered = handed_over(handler.detach())
         prefix = request_head(request) + buffered
@@ -179,7 +179,7 @@ class Gateway(GatewayCore):
                     replica.requests += 1
         with contextlib.suppress(KeyError):
             self.tokens.touch(self.tokens.get(record.key_id), time.time())
-        GatewayCore.observe(self, record, claimed=message.started)
+        self.observe(record, claimed=message.started)
 
     def wake_requested(self, deployment_id: str) -> None:
         """Wake a deployment for the worker; when that is over, publish the state it led to, then say so."""
