@@ -1,0 +1,454 @@
+"""One endpoint request and its answer, whatever HTTP server carries it.
+
+The gateway serves endpoint requests on two HTTP servers: tornado's, in the Jupyter server (the
+first request's head, and the connections no worker can take), and the gateway worker's own
+(`relay.connection`), which owns endpoint traffic. Both drive the same `EndpointExchange`: the
+one admission (`admission`) decides from the request line and headers before the body is read and
+claims the request's concurrency slot and quota place in the same step; the body is then read up to
+the limit, admitted (model, limits, model scope), and the request forwarded with the engine's
+private key to the serving replica with the fewest in flight. The answer streams back chunk by
+chunk as it arrives; its end is written only once the request is counted (`answer_end`).
+
+An exchange writes its answer through a `Wire` (status, headers, body bytes, flush, finish), which
+each server implements over its own connection; its `gateway` (`core.GatewayCore`) is that
+process's state and counters. It does not know which server or process it runs in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..supervisor.replicas import Replica, pick
+from . import admission
+from .admission import DRAIN_LIMIT, Admission, Claim, RequestHead
+from .answer_end import AnswerEnd
+from .core import GatewayCore
+from .headers import request_headers, returned_header
+from .records import CAPTURE_SLACK, Capture, RequestRecord
+from .refusals import Refusal, refusal_document
+from .upstream import UpstreamError, UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
+from .usage import Usage, UsageTap
+
+FLUSH_EVERY_S = 0.005  # streamed bytes reach the client within 5 ms, in batches (see StreamFlusher)
+
+
+class Headers(Protocol):
+    """A request's headers as a server hands them over: looked up without regard to case, and every pair."""
+
+    def get(self, name: str, default: Any = None) -> Any: ...
+
+    def get_all(self) -> Iterable[tuple[str, str]]: ...
+
+    def __contains__(self, name: object) -> bool: ...
+
+
+class Wire(Protocol):
+    """The answer as an HTTP server writes it: tornado's `RequestHandler` names, which the worker's connection
+    implements too. `send` writes body bytes as they are; `abort` ends the connection without a clean end."""
+
+    def set_status(self, status_code: int, reason: str | None = None) -> None: ...
+
+    def get_status(self) -> int: ...
+
+    def set_header(self, name: str, value: Any) -> None: ...
+
+    def add_header(self, name: str, value: Any) -> None: ...
+
+    def clear_header(self, name: str) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def send(self, chunk: bytes) -> None: ...
+
+    def flush(self) -> Awaitable[None]: ...
+
+    def finish(self) -> Any: ...
+
+    def abort(self) -> None: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    @property
+    def headers_written(self) -> bool: ...
+
+
+@dataclass
+class Relayed:
+    """How a forwarded request ended, for its record."""
+
+    status: int
+    usage: Usage | None = None
+    streamed: bool = False
+    first_chunk_s: float | None = None
+
+
+class StreamFlusher:
+    """Sends a streamed answer on in batches: at once for the first bytes, then at most every FLUSH_EVERY_S.
+
+    A fast engine emits thousands of small events a second, and one write per event would take the
+    loop from every other request (on the Jupyter server: from every Jupyter request). Bytes
+    written in between wait at most FLUSH_EVERY_S (a timer sends them when no more come), and each
+    batch is awaited, so a slow client still holds the engine back. Every chunk also yields to the
+    loop once, so other requests take turns.
+    """
+
+    def __init__(self, wire: Wire):
+        self._wire = wire
+        self._loop = asyncio.get_running_loop()
+        self._last = -1.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def wrote(self) -> None:
+        """Some bytes were written: send them now, or within FLUSH_EVERY_S."""
+        now = self._loop.time()
+        if now - self._last >= FLUSH_EVERY_S:
+            self.cancel()
+            self._last = now
+            await self._wire.flush()
+        elif self._timer is None:
+            self._timer = self._loop.call_at(self._last + FLUSH_EVERY_S, self._flush_later)
+        # Reads of data already buffered and completed flushes do not yield: without this, a
+        # stream faster than the gateway would hold the loop until the engine paused.
+        await asyncio.sleep(0)
+
+    def _flush_later(self) -> None:
+        self._timer = None
+        self._last = self._loop.time()
+        if not self._wire.finished:
+            sent = asyncio.ensure_future(self._wire.flush())  # bytes that arrived after the last batch
+            sent.add_done_callback(lambda f: f.cancelled() or f.exception())  # a client gone: nothing to say
+
+    def cancel(self) -> None:
+        """No timer left behind once the answer ends."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class EndpointExchange:
+    """One endpoint request: admitted from its head (`admit_head`), its body read (`receive`), answered (`answer`)."""
+
+    def __init__(self, gateway: GatewayCore, wire: Wire, head: RequestHead, headers: Headers, door: str = "jupyter"):
+        self.gateway = gateway
+        self.wire = wire
+        self.head = head
+        self.headers = headers
+        self.door = door  # how the request came: through the Jupyter server, or the worker's socket or port
+        self.admission = Admission()
+        self._upstream: UpstreamResponse | None = None
+        self._client_gone = False
+        self._claim: Claim | None = None  # its concurrency slot and quota place, from admission until recorded
+        self._body = bytearray()
+        self._started = time.perf_counter()
+        self._pending: Refusal | None = None  # a refusal answered once the request's body is read
+        self._discard = False  # the body of a refused request is read and dropped (the connection stays)
+        self._forwarding = False
+        self._observed = False
+        self._capture: Capture | None = None  # the bodies, where the deployment captures them
+        self._held = b""  # the answer's last bytes, written once the request is counted
+        self._replica: str | None = None  # the replica it was last sent to
+
+    # Before the body: everything the request line and headers decide ----------------------
+
+    async def admit_head(self) -> None:
+        """Admit the request from its head; a refusal is answered now or once its (small) body is read."""
+        refusal = await self._admit()
+        if refusal is None:
+            return
+        if not self._has_body():
+            self._pending = refusal  # answered once the (empty) request is complete: keep-alive holds
+        elif self._drainable():
+            self._pending, self._discard = refusal, True  # a small body is read and dropped: keep-alive holds
+        else:
+            refusal.close = True  # the body is not read: the client is told the connection ends
+            self._refuse(refusal)
+
+    @property
+    def reads_body(self) -> bool:
+        """Whether the body is wanted (not when the answer is already written)."""
+        return not self.wire.finished
+
+    def _has_body(self) -> bool:
+        headers = self.headers
+        return "Transfer-Encoding" in headers or headers.get("Content-Length", "0") not in ("", "0")
+
+    def _drainable(self) -> bool:
+        """A refused request's body is small enough to read and drop (and nobody waits for `100 Continue`)."""
+        headers = self.headers
+        length = headers.get("Content-Length", "")
+        return ("Transfer-Encoding" not in headers and "Expect" not in headers and length.isdigit()
+                and int(length) <= DRAIN_LIMIT)
+
+    def receive(self, chunk: bytes) -> None:
+        """A piece of the request's body: kept up to the route's limit (past it: 413, and the connection ends)."""
+        if self.wire.finished or self._discard:
+            return
+        limit = self.admission.body_limit
+        if len(self._body) + len(chunk) > limit:
+            self._refuse(Refusal(413, f"request body exceeds the limit of {limit} bytes", "invalid_request_error",
+                                 close=True))
+            return
+        self._body += chunk
+
+    async def _admit(self) -> Refusal | None:
+        """The one admission (`admission`): decided from the head, a sleeping engine woken for a valid key,
+        then the request's places claimed in the step that checks them."""
+        gateway = self.gateway
+        head = self.head
+        gateway.settle()  # every change published before this request was sent is in force
+        now = time.time()
+        found = self.admission = admission.admit(head, gateway, now)
+        if found.wake and found.dep is not None:
+            # A sleeping engine, or one parked to free memory, comes back for a caller with a valid key.
+            await gateway.wake(found.dep)
+            gateway.settle()
+            now = time.time()
+            found = self.admission = admission.admit(head, gateway, now)
+        if found.key is not None:
+            gateway.touch(found.key, now)
+        if found.refusal is not None:
+            return found.refusal
+        claim = admission.take(found, started=gateway.request_started,
+                               finished=gateway.request_finished, quotas=gateway.quotas, now=now)
+        if isinstance(claim, Refusal):
+            return claim
+        self._claim = claim
+        return None
+
+    # The answer's bytes ----------------------------------------------------------------------
+
+    def _write(self, chunk: bytes) -> None:
+        """Every byte of the answer passes here: kept for the request log where the deployment captures bodies."""
+        if self._capture is not None:
+            self._capture.keep(chunk)
+        self.wire.send(chunk)
+
+    def refusal_body(self, status: int, message: str) -> bytes:
+        """An error the server raised itself (a bad request line...), in the route's dialect."""
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        return json.dumps(refusal_document(Refusal(status, message, kind), self.admission.dialect)).encode()
+
+    def _start_capture(self, dep: Any) -> None:
+        limit = dep.config.capture_max_bytes
+        authorization = self.headers.get("Authorization")
+        secrets = tuple(s for s in (self.admission.presented, dep.engine_key, authorization) if s)
+        self._capture = Capture(limit, bytes(self._body[: limit + CAPTURE_SLACK]), secrets=secrets)
+
+    def release(self, tokens: int = 0) -> None:
+        """Give the request's concurrency slot and quota place back (once; `tokens` count in its key's quotas)."""
+        if self._claim is not None:
+            self._claim.release(tokens, time.time())
+
+    def connection_closed(self) -> None:
+        """The client went away."""
+        self._client_gone = True
+        if not self._forwarding:
+            self.release(0)  # gone before its body was read: nothing else will give its places back
+        if self._upstream is not None:
+            # Closing the upstream connection tells the engine the client left: it stops work.
+            self._upstream.close()
+
+    def _observe(self, record: RequestRecord) -> None:
+        """A finished request: its places given back, then its record, once (an error answered while
+        forwarding is not counted again when the forwarding ends). Called before the answer's end is
+        written: by the time its client can tell the answer ended, the request is counted."""
+        self.release(record.usage.total if record.usage else 0)
+        record.method, record.path, record.capture = self.head.method, self.admission.engine_path, self._capture
+        record.door, record.replica = self.door, self._replica
+        if not self._observed:
+            self._observed = True
+            self.gateway.observe(record, claimed=self._claim is not None)
+
+    def _refuse(self, refusal: Refusal) -> None:
+        found = self.admission
+        wire = self.wire
+        wire.set_status(refusal.status)
+        for name, value in {**found.cors, **refusal.headers}.items():
+            wire.set_header(name, value)
+        if refusal.close:
+            wire.set_header("Connection", "close")
+        body = b""
+        if refusal.status != 204:
+            wire.set_header("Content-Type", "application/json")
+            body = json.dumps(refusal_document(refusal, found.dialect)).encode()
+        dep = found.dep
+        if dep is not None and refusal.kind:
+            if self._capture is not None:
+                self._capture.keep(body)
+            self._observe(RequestRecord(dep.id, found.model_label(), refusal.status,
+                                        time.perf_counter() - self._started, key_id=found.key_id))
+        self._end(body)
+
+    def _end(self, rest: bytes) -> None:
+        """Write the answer's last bytes (already kept for the request log) and finish it."""
+        if rest:
+            self.wire.send(rest)
+        self.wire.finish()
+
+    # After the body ----------------------------------------------------------------------
+
+    async def answer(self) -> None:
+        """The body is read: admit it, forward it, pass the answer on; the request's places go back whatever happens."""
+        try:
+            await self._answer()
+        finally:
+            self.release(0)  # a no-op once recorded
+
+    async def _answer(self) -> None:
+        if self._pending is not None:
+            self._refuse(self._pending)
+        found = self.admission
+        dep = found.dep
+        if self.wire.finished or dep is None:
+            return
+        if dep.config.capture_bodies:
+            self._start_capture(dep)
+        admitted = admission.admit_body(found, bytes(self._body), self.headers.get("Content-Type", ""),
+                                        self.head.method)
+        if admitted.refusal is not None:
+            self._refuse(admitted.refusal)
+            return
+        self._forwarding = True
+        relayed = Relayed(502)
+        try:
+            relayed = await self._forward(dep, admitted.body, admitted.injected)
+        finally:
+            if self._capture is not None:
+                self._capture.keep(self._held)
+            self._observe(
+                RequestRecord(
+                    deployment_id=dep.id, model=found.model_label(), status=relayed.status,
+                    latency_s=time.perf_counter() - self._started, first_chunk_s=relayed.first_chunk_s,
+                    usage=relayed.usage, streamed=relayed.streamed, key_id=found.key_id,
+                )
+            )
+        # Counted: now the bytes by which the client can tell its answer ended.
+        if not self.wire.finished and not self._client_gone:
+            self._end(self._held)
+
+    async def _send(self, dep: Any, body: bytes) -> tuple[UpstreamResponse | None, Replica | None]:
+        """Send the request to the serving replica with the fewest in flight; one that cannot be connected to
+        leaves the rotation and the next takes the request (it never reached the first). Refused: (None, None)."""
+        gateway = self.gateway
+        headers = request_headers(self.headers.get_all())
+        target = self._target()
+        tried: set[str] = set()
+        while True:
+            replica = pick(dep.replicas, tried)
+            if replica is None or replica.address is None:
+                self._refuse(Refusal(503, f"no replica of deployment {dep.name!r} is serving", "unavailable_error",
+                                     headers={"Retry-After": "5"}))
+                return None, None
+            tried.add(replica.id)
+            replica.in_flight += 1
+            replica.requests += 1
+            self._replica = replica.id
+            try:
+                upstream = await gateway.upstream.request(
+                    replica.address, self.head.method, target,
+                    [*headers, ("Authorization", f"Bearer {replica.engine_key}")], body,
+                    timeout=gateway.config.upstream_timeout_s,
+                )
+            except UpstreamUnreachable as exc:
+                replica.in_flight -= 1
+                gateway.replica_unreachable(dep, replica, str(exc))
+                if len(dep.replicas) > 1:
+                    continue
+                self._refuse(Refusal(502, f"the engine could not be reached: {exc}", "upstream_error"))
+                return None, None
+            except UpstreamTimeout as exc:
+                replica.in_flight -= 1
+                self._refuse(Refusal(504, f"the engine did not answer: {exc}", "timeout_error"))
+                return None, None
+            except UpstreamError as exc:
+                replica.in_flight -= 1
+                self._refuse(Refusal(502, f"the engine could not be reached: {exc}", "upstream_error"))
+                return None, None
+            return upstream, replica
+
+    async def _forward(self, dep: Any, body: bytes, injected: bool) -> Relayed:
+        started = time.perf_counter()
+        upstream, replica = await self._send(dep, body)
+        if upstream is None or replica is None:
+            return Relayed(self.wire.get_status())
+        try:
+            status, tap, first_chunk = await self._relay(upstream, injected, started)
+        finally:
+            replica.in_flight -= 1
+        return Relayed(status, tap.finish() if tap else None, bool(tap and tap.is_sse), first_chunk)
+
+    def _target(self) -> str:
+        found = self.admission
+        return f"{found.engine_path}?{found.query}" if found.query else found.engine_path
+
+    async def _relay(self, upstream: UpstreamResponse, injected: bool, started: float) -> tuple[int, UsageTap | None,
+                                                                                                 float | None]:
+        """Pass the engine's answer on, head then body chunk by chunk, reading usage on the way."""
+        self._upstream = upstream
+        if self._client_gone:
+            upstream.close()
+            return upstream.status, None, None
+        wire = self.wire
+        first_chunk: float | None = None
+        tap = UsageTap(upstream.headers.get("Content-Type", ""), drop_injected_usage=injected,
+                       read_json=self.head.method not in ("GET", "HEAD"))
+        streaming = tap.is_sse or "Content-Length" not in upstream.headers
+        try:
+            wire.set_status(upstream.status, upstream.reason or None)
+            seen: set[str] = set()
+            for raw_name, raw_value in upstream.raw_headers:
+                name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+                if not returned_header(name):
+                    continue
+                lower = name.lower()
+                if lower in seen:
+                    wire.add_header(name, value)
+                else:
+                    wire.set_header(name, value)  # replaces the server's defaults (Content-Type)
+                    seen.add(lower)
+            for name, value in self.admission.cors.items():
+                wire.set_header(name, value)
+            if tap.drop_injected_usage:
+                wire.clear_header("Content-Length")
+            flusher = StreamFlusher(wire) if streaming else None
+            # A body of known length and the last chunk go out in finish(), in the turn that counts
+            # the request (`answer`); a stream's `[DONE]` would go before: it waits for finish() too.
+            end = AnswerEnd(sse=tap.is_sse, body_length=None)
+            async for chunk in upstream.iter_body():
+                if self._client_gone:
+                    upstream.close()
+                    break
+                if first_chunk is None:
+                    first_chunk = time.perf_counter() - started
+                out = end.pass_on(tap.feed(chunk))
+                if out:
+                    self._write(out)
+                    if flusher is not None:
+                        await flusher.wrote()
+            if flusher is not None:
+                flusher.cancel()
+        except (UpstreamError, OSError) as exc:  # OSError: the client's connection broke (tornado's StreamClosedError too)
+            upstream.close()
+            if isinstance(exc, UpstreamTimeout) and not wire.headers_written:
+                wire.clear()
+                self._refuse(Refusal(504, "the engine stopped answering", "timeout_error"))
+                return 504, tap, first_chunk
+            self._client_gone = True
+            wire.abort()  # a cut answer must look cut
+            return upstream.status, tap, first_chunk
+        except ValueError as exc:  # a header value the server will not send
+            upstream.close()
+            wire.clear()
+            self._refuse(Refusal(502, f"the engine's answer could not be passed on: {exc}", "upstream_error"))
+            return 502, tap, first_chunk
+        finally:
+            self._upstream = None
+        if not self._client_gone:
+            self._held = end.pass_on(tap.close()) + end.release()[1]  # written once the request is counted
+        return upstream.status, tap, first_chunk
