@@ -34,8 +34,14 @@ class RawResponse:
 class RawConnection:
     """One client connection to a server on loopback."""
 
-    def __init__(self, port: int, timeout: float = 15.0):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int | str, timeout: float = 15.0):
+        """`port`: a loopback TCP port, or the path of a Unix socket."""
+        if isinstance(port, str):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(port)
+        else:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self._buffer = b""
         self.closed = False
 

@@ -30,6 +30,7 @@ from .protocol import (
     Message,
     ProtocolError,
     Ready,
+    Reports,
     Started,
     State,
     Unreachable,
@@ -235,6 +236,14 @@ class DataPlane:
             return
         if fd is not None:
             os.close(fd)  # only a connection handed back comes with one; never leak one
+        if isinstance(message, Reports):
+            for report in message.messages:
+                self._report(report)
+        else:
+            self._report(message)
+
+    def _report(self, message: Message) -> None:
+        host = self.host
         if isinstance(message, Started):
             self._in_flight[message.deployment_id, message.book] += 1
             host.started(message)

@@ -13,6 +13,8 @@
     worker → server   Wake      a caller with a valid key found the deployment asleep
     server → worker   Woken     the wake it asked for is over (serving, or failed: the state says which)
     worker → server   Unreachable  a replica could not be connected to
+    worker → server   Reports   the four reports above as they gathered in one turn of the worker's loop
+                                (`outbox`), in order
 
 Each travels as one channel frame (`channel`): a JSON header with its kind and `PROTOCOL_VERSION`,
 and the message pickled in the body. Both ends are this package's own processes (the worker is
@@ -31,7 +33,7 @@ from ..quotas import QuotaBook
 from ..records import RequestRecord
 from ..view import DeploymentView, KeyView
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 
 class ProtocolError(ValueError):
@@ -109,10 +111,20 @@ class Unreachable:
     reason: str = ""
 
 
-Message = Handoff | State | Ready | Started | Finished | Wake | Woken | Unreachable
+Report = Started | Finished | Wake | Unreachable
+
+
+@dataclass(frozen=True)
+class Reports:
+    """Reports the worker gathered in one turn of its loop, in the order they were made."""
+
+    messages: tuple[Report, ...]
+
+
+Message = Handoff | State | Ready | Started | Finished | Wake | Woken | Unreachable | Reports
 KINDS: dict[str, type[Any]] = {
     "handoff": Handoff, "state": State, "ready": Ready, "started": Started, "finished": Finished, "wake": Wake, "woken": Woken,
-    "unreachable": Unreachable,
+    "unreachable": Unreachable, "reports": Reports,
 }
 _NAMES = {cls: name for name, cls in KINDS.items()}
 

@@ -2,7 +2,8 @@
 
 The Jupyter server reads an endpoint request's head and hands the connection over (`Handoff`,
 the socket passed with SCM_RIGHTS); from then on every request on that connection is served
-here, by the same handler the server would run (`proxy.EndpointHandler`) over this process's
+here, on the worker's own lean HTTP connections (`connection`: llhttp framing, no web framework)
+that run the same `exchange.EndpointExchange` the server would run, over this process's
 `WorkerGateway`: one admission, one set of counters, records reported to the server before each
 answer's end. The worker also listens itself (its doors): on a Unix socket in the state folder
 (0600) and, when a setting asks, on a loopback port, for same-host clients (a batch job,
@@ -18,58 +19,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import re
 import socket
 import sys
-from collections.abc import Callable
 from typing import Any
 
-from tornado import web
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets, bind_unix_socket
 
 from ..core import GatewayConfig
-from ..detached import PrefixedIOStream, handed_over, request_head
-from ..proxy import ENDPOINT_PATTERN, EndpointHandler
 from .channel import FrameReader, FrameWriter
-from .protocol import Handoff, Message, ProtocolError, Ready, State, Woken, decode, encode
+from .connection import EndpointConnection
+from .outbox import Outbox
+from .protocol import Handoff, Message, ProtocolError, Ready, Reports, State, Woken, decode, encode
 from .worker_gateway import WorkerGateway
 
 log = logging.getLogger("jupyter_modeldeploy.gateway_worker")
-
-MAX_BODY_BYTES = 256 << 20  # tornado's own cap; each route's limit is the handler's (`admission`)
-
-
-@web.stream_request_body
-class NotAnEndpoint(web.RequestHandler):
-    """A request outside the endpoints: on a connection the server handed over, the connection goes back to
-    the server (before its body is read), which serves it from this request on; on a door, 404 with a JSON body."""
-
-    def initialize(self, give_back: Callable[[web.RequestHandler], bool] | None = None) -> None:
-        self.give_back = give_back
-
-    def check_xsrf_cookie(self) -> None:
-        """Nothing is decided here."""
-
-    def prepare(self) -> None:
-        if self.give_back is not None and self.give_back(self):
-            self._finished = True  # the server's now: nothing more happens here
-            return
-        self.set_status(404)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": {"message": "not an endpoint: /modeldeploy/endpoints/<route>/...",
-                                          "type": "not_found_error", "code": 404}}))
-
-
-def application(gateway: WorkerGateway, door: str, base_url: str = "/",
-                give_back: Callable[[web.RequestHandler], bool] | None = None) -> web.Application:
-    """The worker's app for one door: only the endpoint pattern (under the Jupyter server's base URL too)."""
-    patterns = dict.fromkeys([re.escape(base_url.rstrip("/")) + ENDPOINT_PATTERN, ENDPOINT_PATTERN])
-    return web.Application([(p, EndpointHandler, {"gateway": gateway, "door": door}) for p in patterns],
-                           default_handler_class=NotAnEndpoint, default_handler_args={"give_back": give_back})
 
 
 class Worker:
@@ -77,54 +42,69 @@ class Worker:
 
     def __init__(self, channel: socket.socket, config: GatewayConfig, base_url: str = "/"):
         self.channel = channel
+        self.base_url = base_url
         self.writer = FrameWriter(channel)
         self.reader = FrameReader(channel, self._frame, self._end)
-        self.gateway = WorkerGateway(config, self.report, self.reader.settle)
-        self.handed = HTTPServer(application(self.gateway, "jupyter", base_url, self.give_back),
-                                 max_body_size=MAX_BODY_BYTES)
-        self.servers: list[HTTPServer] = [self.handed]
+        self.outbox = Outbox(self._send_reports)
+        self.gateway = WorkerGateway(config, self.outbox, self.reader.settle)
+        self.servers: list[asyncio.Server] = []
         self.doors: list[str] = []
         self.ended = asyncio.Event()
         self._ready_sent = False
 
     def report(self, message: Message) -> None:
-        """Send a report to the server (synchronously: in its queue when this returns)."""
+        """Send a message to the server now (synchronously: in its queue when this returns), after the reports
+        gathered so far."""
+        self.outbox.flush()
+        self._send(message)
+
+    def _send_reports(self, messages: list[Message]) -> None:
+        self._send(messages[0] if len(messages) == 1 else Reports(tuple(messages)))  # type: ignore[arg-type]
+
+    def _send(self, message: Message, fd: int | None = None) -> None:
         frame = encode(message)
         try:
-            self.writer.send(frame.header, frame.body)
+            self.writer.send(frame.header, frame.body, fd=fd)
         except OSError:
             self._end("the server went away")
 
-    def give_back(self, handler: web.RequestHandler) -> bool:
-        """Hand a connection the server handed over back to it, with the request just read (see `NotAnEndpoint`)."""
-        request = handler.request
-        connection: Any = request.connection
-        if type(getattr(connection, "stream", None)) is not PrefixedIOStream:
-            return False
-        address = connection.context.address
-        sock, buffered = handed_over(handler.detach())
-        frame = encode(Handoff(address, request_head(request) + buffered))
+    def give_back(self, sock: socket.socket, prefix: bytes) -> None:
+        """Hand a connection the server handed over back to it, with the bytes of the request it must serve
+        (one outside the endpoints: see `connection`)."""
         try:
-            self.writer.send(frame.header, frame.body, fd=sock.fileno())
+            peer = sock.getpeername()
         except OSError:
-            self._end("the server went away")
+            peer = ""
+        self.outbox.flush()  # its last request's record first
+        try:
+            self._send(Handoff(peer if isinstance(peer, tuple) else str(peer), prefix), fd=sock.fileno())
         finally:
             sock.close()
-        return True
 
-    def open_doors(self, unix_path: str | None, port: int | None) -> None:
+    async def open_doors(self, unix_path: str | None, port: int | None) -> None:
         """Listen on the Unix socket (0600) and the loopback port, where asked."""
+        loop = asyncio.get_running_loop()
         if unix_path:
-            server = HTTPServer(application(self.gateway, "socket"), max_body_size=MAX_BODY_BYTES)
-            server.add_socket(bind_unix_socket(unix_path, mode=0o600))
-            self.servers.append(server)
+            sock = bind_unix_socket(unix_path, mode=0o600)
+            self.servers.append(await loop.create_server(lambda: EndpointConnection(self.gateway, "socket"),
+                                                         sock=sock))
             self.doors.append(f"unix:{unix_path}")
         if port is not None:
-            server = HTTPServer(application(self.gateway, "port"), max_body_size=MAX_BODY_BYTES)
             sockets = bind_sockets(port, "127.0.0.1")
-            server.add_sockets(sockets)
-            self.servers.append(server)
+            for sock in sockets:
+                self.servers.append(await loop.create_server(lambda: EndpointConnection(self.gateway, "port"),
+                                                             sock=sock))
             self.doors.append(f"http://127.0.0.1:{sockets[0].getsockname()[1]}")
+
+    def _take(self, sock: socket.socket, prefix: bytes) -> None:
+        """Serve a connection the server handed over, from the request whose bytes it read (`prefix`)."""
+        def connection() -> EndpointConnection:
+            return EndpointConnection(self.gateway, "jupyter", self.base_url, prefix, self.give_back)
+
+        task = asyncio.get_running_loop().create_task(
+            asyncio.get_running_loop().connect_accepted_socket(connection, sock))
+        task.add_done_callback(lambda t: t.cancelled() or (t.exception() and log.error(
+            "a handed-over connection could not be served: %s", t.exception())))
 
     def _frame(self, header: dict[str, Any], body: bytes, fd: int | None) -> None:
         try:
@@ -137,8 +117,7 @@ class Worker:
         if isinstance(message, Handoff) and fd is not None:
             sock = socket.socket(fileno=fd)
             sock.setblocking(False)
-            address = tuple(message.address) if isinstance(message.address, list) else message.address
-            self.handed.handle_stream(PrefixedIOStream(sock, message.prefix), address)
+            self._take(sock, message.prefix)
             return
         if fd is not None:
             os.close(fd)  # a descriptor with no connection to serve: never leak one
@@ -157,7 +136,7 @@ class Worker:
         self.reader.start()
         await self.ended.wait()
         for server in self.servers:
-            server.stop()
+            server.close()
         await self.gateway.close()
 
 
@@ -167,7 +146,7 @@ async def run(args: argparse.Namespace) -> None:
     config = GatewayConfig(upstream_timeout_s=args.upstream_timeout, connect_timeout_s=args.connect_timeout,
                            default_payload_limit=args.payload_limit)
     worker = Worker(channel, config, args.base_url)
-    worker.open_doors(args.socket, args.port)
+    await worker.open_doors(args.socket, args.port)
     await worker.serve()
 
 

@@ -5,7 +5,8 @@ generated keys by hash. Before each admission the handler calls `settle()`, whic
 frame already in the channel, so a change the server published before its REST call returned is in
 force for any request sent after. The worker is the only process counting endpoint requests while
 it serves (each deployment's in-flight count, each key's quota book): limits hold because one
-process counts. What it counts goes back to the server (`Started`, `Finished`) as it happens.
+process counts. What it counts goes back to the server (`Started`, `Finished`) through the `Outbox`,
+once a loop turn; an answer's end waits for the report that counts it (`after_reports`).
 """
 
 from __future__ import annotations
@@ -22,15 +23,17 @@ from ..core import GatewayConfig, GatewayCore
 from ..records import RequestRecord
 from ..tokens import TokenInfo
 from ..view import DeploymentView
-from .protocol import Finished, Message, Started, State, Unreachable, Wake
+from .outbox import Outbox
+from .protocol import Finished, Started, State, Unreachable, Wake
 
 
 class WorkerGateway(GatewayCore):
     """The worker's side of `GatewayCore`."""
 
-    def __init__(self, config: GatewayConfig, report: Callable[[Message], None], settle: Callable[[], None]):
+    def __init__(self, config: GatewayConfig, outbox: Outbox, settle: Callable[[], None]):
         super().__init__(config)
-        self._report = report
+        self._outbox = outbox
+        self._report = outbox.put
         self._settle = settle
         self.version = 0
         self.deployments: dict[str, DeploymentView] = {}
@@ -79,6 +82,10 @@ class WorkerGateway(GatewayCore):
 
     def settle(self) -> None:
         self._settle()
+
+    def after_reports(self, action: Callable[[], None]) -> None:
+        """Run `action` once every report made so far is in the server's queue."""
+        self._outbox.then(action)
 
     def by_route(self, route: str) -> DeploymentView | None:
         return self._by_route.get(route)
