@@ -333,13 +333,20 @@ def _gpu_memory_gib(gpus: list[int] | str) -> float | None:
     return min(chosen) if chosen else None
 
 
+def vllm_environment(settings: EngineSettings) -> str | None:
+    """The Python of vLLM's own environment: the server setting, else the one `install-engine llm` made; None
+    when there is neither."""
+    if settings.vllm_python:
+        return settings.vllm_python
+    found = find_vllm_python()
+    return str(found) if found is not None else None
+
+
 def resolve_python(ctx: LaunchContext) -> str:
     """The Python that runs vLLM: the server setting, the cached install, or this interpreter."""
-    if ctx.settings.vllm_python:
-        return ctx.settings.vllm_python
-    found = find_vllm_python()
-    if found is not None:
-        return str(found)
+    python = vllm_environment(ctx.settings)
+    if python is not None:
+        return python
     if importlib.util.find_spec("vllm") is not None:
         return sys.executable
     raise EngineUnavailable(
@@ -439,7 +446,7 @@ class LlmEngine(Engine):
     def availability(self, settings: EngineSettings) -> dict[str, object]:
         """vLLM in its own environment (`vllm_python`, as `install-engine llm` makes it) or in this Python;
         `program`: the module the launch plan runs."""
-        python = settings.vllm_python
+        python = vllm_environment(settings)
         return {"available": bool(python) or importlib.util.find_spec("vllm") is not None, "program": VLLM_MODULE,
                 "python": python}
 

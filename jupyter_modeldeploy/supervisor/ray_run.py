@@ -94,7 +94,8 @@ class RayRun:
         await self._end()
 
     def _config_secrets(self) -> list[str]:
-        token = getattr(self.dep.config, "hf_token", None)
+        """The config's secrets to mask in the replicas' console lines (every kind has `hf_token`)."""
+        token = self.dep.config.hf_token
         return [token.get_secret_value()] if token is not None else []
 
     async def _stopped(self) -> None:
