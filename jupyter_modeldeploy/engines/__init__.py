@@ -14,6 +14,7 @@ from .base import (
     LaunchContext,
     LaunchPlan,
     MemoryNeed,
+    ModelFileUnreadable,
     ModelLimits,
     unknown_fit,
 )
@@ -42,5 +43,6 @@ def unregister_engine(kind: str) -> None:
 
 __all__ = [
     "ChartedMetrics", "Engine", "EngineAddress", "EngineSettings", "EngineUnavailable", "FitInputs", "LaunchContext",
-    "LaunchPlan", "MemoryNeed", "ModelLimits", "get_engine", "register_engine", "unknown_fit", "unregister_engine",
+    "LaunchPlan", "MemoryNeed", "ModelFileUnreadable", "ModelLimits", "get_engine", "register_engine", "unknown_fit",
+    "unregister_engine",
 ]

@@ -144,6 +144,10 @@ class FitInputs:
     known: bool = True
 
 
+class ModelFileUnreadable(ValueError):
+    """A model file whose header cannot be read for the fit check (not GGUF, not safetensors, cut short)."""
+
+
 def unknown_fit(kind: str) -> FitInputs:
     """The default answer of an engine with no estimate of its own: unknown, said in words (never an error)."""
     return FitInputs(notes=(f"no estimate for kind {kind!r}",), known=False)
@@ -214,6 +218,8 @@ class Engine(Protocol):
 
     def fit_inputs(self, config: DeploymentBase, *, gpu: bool, gpu_total_bytes: int) -> FitInputs:
         """The memory this engine will take at its peak for `config` (on the GPUs when `gpu`; `gpu_total_bytes`:
-        their memory), for the fit check (`fit.estimate`). The default is unknown (`unknown_fit`); the built-in
-        kinds keep it, since their estimates read the model files' headers in `fit/estimate.py`."""
+        their memory), for the fit check (`fit.estimate`, docs/fit.md), read from the model files' headers only
+        (`gguf.py`, `safetensors.py`, found by `locate.py`; what the built-in engines share is in
+        `fit_inputs.py`). OSError or `ModelFileUnreadable` when a file cannot be read: the check says so. The
+        default is unknown (`unknown_fit`)."""
         return unknown_fit(self.kind)

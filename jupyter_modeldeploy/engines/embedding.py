@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from ..config import DeploymentBase, EmbeddingConfig, export_config
-from . import progress, routes
-from .base import Engine, EngineCall, EngineSettings, LaunchContext, LaunchPlan, ModelLimits
+from . import locate, progress, routes
+from .base import Engine, EngineCall, EngineSettings, FitInputs, LaunchContext, LaunchPlan, ModelLimits
+from .fit_inputs import CUDA_CONTEXT, MiB, Needs, Where, dtype_bytes, folder_weights, not_here, read_json
 
 CONFIG_FILE = "embedding-config.json"
 KEY_FILE = "engine.key"
+#: For the fit check: a Python process with torch and sentence-transformers imported, after its first inference.
+EMBEDDING_RUNTIME = 459 * MiB
 
 
 class EmbeddingEngine(Engine):
@@ -37,6 +41,36 @@ class EmbeddingEngine(Engine):
         """Each model entry and its task (`embed`, or `rerank` for cross-encoders)."""
         assert isinstance(config, EmbeddingConfig)
         return {entry.name: entry.task for entry in config.models}
+
+    def fit_inputs(self, config: DeploymentBase, *, gpu: bool, gpu_total_bytes: int) -> FitInputs:
+        """sentence-transformers: each model's weights (plus the stored copy while converting), the activations of
+        its largest batch (attention scores and probabilities, feed-forward), the runtime (docs/fit.md)."""
+        assert isinstance(config, EmbeddingConfig)
+        needs = Needs()
+        where: Where = "gpu" if gpu else "host"
+        for entry in config.models:
+            folder = locate.model_folder(entry.model, entry.revision)
+            if folder is None:
+                return not_here(entry.model)
+            name = entry.served_name or Path(entry.model).name
+            model_config = read_json(folder / "config.json")
+            weights = folder_weights(folder)
+            size = dtype_bytes(entry.dtype, weights, model_config)
+            needs.add(f"{name}: weights ({entry.dtype})", weights.parameters * size, where)
+            if abs(weights.stored_bytes - weights.parameters * size) > 0.05 * weights.stored_bytes:
+                needs.add(f"{name}: stored weights while converting", weights.stored_bytes)
+            seq = int(read_json(folder / "sentence_bert_config.json").get("max_seq_length")
+                      or model_config.get("max_position_embeddings") or 512)
+            tokens = min(entry.max_batch_tokens, entry.max_batch_requests * seq)
+            sequences = max(1, tokens // seq)
+            heads = int(model_config.get("num_attention_heads") or 12)
+            ff = int(model_config.get("intermediate_size") or 4 * int(model_config.get("hidden_size") or 768))
+            attention = sequences * heads * seq * seq * 4 * 2  # scores and probabilities, float32
+            needs.add(f"{name}: activations ({tokens} tokens in one batch)", attention + tokens * ff * 4, where)
+        needs.add("Python, torch and sentence-transformers", EMBEDDING_RUNTIME)
+        if gpu:
+            needs.add("CUDA context", CUDA_CONTEXT, "gpu")
+        return needs.inputs()
 
     def plan(self, config: DeploymentBase, ctx: LaunchContext) -> LaunchPlan:
         """The server's argv, its config and key files (written 0600 by the supervisor), its env."""

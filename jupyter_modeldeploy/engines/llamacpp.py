@@ -7,13 +7,14 @@ emits against the built binary's own `--help`.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import shlex
 import sys
 from pathlib import Path
 
 from ..config import LlamaCppConfig
-from . import progress, routes
+from . import gguf, locate, progress, routes
 from .base import (
     LLAMACPP_METRICS,
     Engine,
@@ -21,9 +22,11 @@ from .base import (
     EngineCall,
     EngineSettings,
     EngineUnavailable,
+    FitInputs,
     LaunchContext,
     LaunchPlan,
 )
+from .fit_inputs import CUDA_CONTEXT, MiB, Needs, not_here
 from .hf import resolve_model_file
 from .llamacpp_install import find_llama_server
 
@@ -35,6 +38,13 @@ FALLBACK_NOTE = (
 
 # llama.cpp's --log-verbosity thresholds.
 LOG_VERBOSITY = {"error": 1, "warning": 2, "info": 3, "debug": 5}
+
+# The fit check's constants (docs/fit.md).
+#: llama-server's own memory beyond model, KV cache and compute buffers (binary, threads, HTTP).
+LLAMACPP_RUNTIME = 24 * MiB
+#: llama.cpp's micro-batch (n_ubatch) and KV cache element size (f16).
+LLAMACPP_UBATCH = 512
+KV_BYTES = 2
 
 
 def _num(value: float) -> str:
@@ -184,6 +194,46 @@ class LlamaCppEngine(Engine):
         """The alias and every additional model: embeddings in embedding mode, else chat."""
         task = "embed" if config.embedding else "chat"
         return {name: task for name in [model_alias(config), *(model_stem(m) for m in config.additional_models)]}
+
+    def fit_inputs(self, config: LlamaCppConfig, *, gpu: bool,  # type: ignore[override]
+                   gpu_total_bytes: int) -> FitInputs:
+        """llama-server: the GGUF's tensors, the f16 KV cache for ctx_size, compute buffers, the runtime; with a
+        GPU, `n_gpu_layers` of the layers move their share there (docs/fit.md)."""
+        files = [config.model, *config.additional_models]
+        paths = [locate.gguf_file(f) for f in files]
+        missing = [f for f, p in zip(files, paths) if p is None]
+        if missing:
+            return not_here(missing[0])
+        needs = Needs()
+        if config.cli_args:
+            needs.notes.append("cli_args is set: the estimate uses the model's defaults, not those arguments")
+        biggest: dict[str, int] = {}
+        weights = 0
+        for path in paths:
+            assert path is not None
+            arch = gguf.architecture(gguf.read_metadata(path))
+            weights += path.stat().st_size
+            if arch["n_layer"] * arch["n_embd"] > biggest.get("n_layer", 0) * biggest.get("n_embd", 0):
+                biggest = arch
+        if len(paths) > 1:
+            needs.notes.append(f"{len(paths)} models: every model's weights counted, the KV cache of the largest")
+        arch = biggest
+        n_ctx = config.ctx_size or arch["n_ctx_train"] or 4096
+        n_ctx = int(math.ceil(n_ctx / 256) * 256)  # llama.cpp pads the context to 256 cells
+        kv = arch["n_layer"] * n_ctx * arch["n_head_kv"] * (arch["key_length"] + arch["value_length"]) * KV_BYTES
+        slots = max(1, int(config.parallel or 1))
+        compute = LLAMACPP_UBATCH * 4 * (2 * arch["n_ff"] + 6 * arch["n_embd"]) + arch["n_vocab"] * 4 * slots
+        layers = arch["n_layer"] + 1  # the output layer counts as one
+        offload = min(max(int(config.n_gpu_layers or 0), 0), layers) / layers if gpu else 0.0
+        needs.add("weights (GGUF tensors)", weights * (1 - offload))
+        needs.add("weights on the GPU", weights * offload, "gpu")
+        needs.add(f"KV cache ({n_ctx} tokens, f16)", kv * (1 - offload))
+        needs.add(f"KV cache on the GPU ({n_ctx} tokens, f16)", kv * offload, "gpu")
+        needs.add("compute buffers", compute, "gpu" if offload else "host")
+        needs.add("llama-server runtime", LLAMACPP_RUNTIME)
+        if offload:
+            needs.add("CUDA context", CUDA_CONTEXT, "gpu")
+        return needs.inputs()
 
     def plan(self, config: LlamaCppConfig, ctx: LaunchContext) -> LaunchPlan:  # type: ignore[override]
         token = config.hf_token.get_secret_value() if config.hf_token else None

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Literal
 
 from ..config import DeploymentBase, LlmConfig
-from . import progress, routes
-from .base import VLLM_METRICS, Engine, EngineCall, EngineSettings, EngineUnavailable, LaunchContext, LaunchPlan
+from . import locate, progress, routes
+from .base import VLLM_METRICS, Engine, EngineCall, EngineSettings, EngineUnavailable, FitInputs, LaunchContext, LaunchPlan
+from .fit_inputs import GiB, MiB, Needs, dtype_bytes, folder_weights, not_here, read_json
 from .vllm_install import find_vllm_python, nvidia_gpu_present, vllm_flavour
 
 VLLM_MODULE = "vllm.entrypoints.launchers.api_server.entry"
@@ -38,6 +39,9 @@ RESET_PREFIX_CACHE_PATH = "/reset_prefix_cache"  # POST
 #: Runtime LoRA endpoints (need VLLM_ALLOW_RUNTIME_LORA_UPDATING=True); behind the engine key.
 LOAD_LORA_PATH = "/v1/load_lora_adapter"  # POST {"lora_name": ..., "lora_path": ...}
 UNLOAD_LORA_PATH = "/v1/unload_lora_adapter"  # POST {"lora_name": ...}
+
+#: For the fit check: vLLM on CPU, the API server, engine core and worker processes, before weights and KV cache.
+VLLM_CPU_RUNTIME = 2056 * MiB
 
 #: vLLM request-log and uvicorn levels for the common log settings.
 _UVICORN_LEVELS = {"debug": "debug", "info": "info", "warning": "warning", "error": "error"}
@@ -329,13 +333,20 @@ def _gpu_memory_gib(gpus: list[int] | str) -> float | None:
     return min(chosen) if chosen else None
 
 
+def vllm_environment(settings: EngineSettings) -> str | None:
+    """The Python of vLLM's own environment: the server setting, else the one `install-engine llm` made; None
+    when there is neither."""
+    if settings.vllm_python:
+        return settings.vllm_python
+    found = find_vllm_python()
+    return str(found) if found is not None else None
+
+
 def resolve_python(ctx: LaunchContext) -> str:
     """The Python that runs vLLM: the server setting, the cached install, or this interpreter."""
-    if ctx.settings.vllm_python:
-        return ctx.settings.vllm_python
-    found = find_vllm_python()
-    if found is not None:
-        return str(found)
+    python = vllm_environment(ctx.settings)
+    if python is not None:
+        return python
     if importlib.util.find_spec("vllm") is not None:
         return sys.executable
     raise EngineUnavailable(
@@ -368,6 +379,29 @@ class LlmEngine(Engine):
         """The served model and its LoRA adapters, all chat."""
         assert isinstance(config, LlmConfig)
         return {name: "chat" for name in [served_model_name(config), *lora_names(config)]}
+
+    def fit_inputs(self, config: DeploymentBase, *, gpu: bool, gpu_total_bytes: int) -> FitInputs:
+        """vLLM: on CPU its weights, the KV cache space it is given (VLLM_CPU_KVCACHE_SPACE) and its processes; on
+        a GPU the share of GPU memory it claims (gpu_memory_utilization) (docs/fit.md)."""
+        assert isinstance(config, LlmConfig)
+        folder = locate.model_folder(config.model, config.revision)
+        if folder is None:
+            return not_here(config.model)
+        model_config = read_json(folder / "config.json")
+        weights = folder_weights(folder)
+        size = dtype_bytes(None if config.dtype == "auto" else config.dtype, weights, model_config)
+        needs = Needs()
+        if gpu:
+            claimed = gpu_total_bytes * config.gpu_memory_utilization
+            needs.add(f"GPU memory vLLM claims (gpu_memory_utilization={config.gpu_memory_utilization:g}): "
+                      "weights, KV cache, activations", max(claimed, weights.parameters * size), "gpu")
+            needs.add("vLLM processes", VLLM_CPU_RUNTIME)
+            return needs.inputs()
+        kv_gib = cpu_kv_cache_gib(config)
+        needs.add(f"weights ({weights.parameters / 1e6:.0f} M parameters)", weights.parameters * size)
+        needs.add(f"KV cache space ({kv_gib} GiB, VLLM_CPU_KVCACHE_SPACE)", kv_gib * GiB)
+        needs.add("vLLM processes (API server, engine core, worker)", VLLM_CPU_RUNTIME)
+        return needs.inputs()
 
     def plan(self, config: DeploymentBase, ctx: LaunchContext) -> LaunchPlan:
         """The vLLM command line and environment for this config and launch."""
@@ -412,7 +446,7 @@ class LlmEngine(Engine):
     def availability(self, settings: EngineSettings) -> dict[str, object]:
         """vLLM in its own environment (`vllm_python`, as `install-engine llm` makes it) or in this Python;
         `program`: the module the launch plan runs."""
-        python = settings.vllm_python
+        python = vllm_environment(settings)
         return {"available": bool(python) or importlib.util.find_spec("vllm") is not None, "program": VLLM_MODULE,
                 "python": python}
 

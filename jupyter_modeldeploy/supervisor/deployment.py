@@ -7,7 +7,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import DeploymentBase, export_config
 from ..engines import EngineAddress, LaunchPlan
@@ -17,6 +17,9 @@ from .progress import LoadProgress
 from .replicas import Replica
 from .state import Event, Status
 from .store import StoredDeployment
+
+if TYPE_CHECKING:
+    from .run import Run
 
 
 class DeploymentError(Exception):
@@ -67,7 +70,7 @@ class Deployment:
     wake_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) at every status change
     replicas: list[Replica] = field(default_factory=list)  # the engines serving it (one, on this host, for local)
-    run: Any = None  # the run in progress (`run.Run`: LocalRun or RayRun); None when nothing runs (parked)
+    run: Run | None = None  # its run (`run.Run`: LocalRun, RayRun, or ParkedRun while parked); None when stopped
     reattach: bool = False  # at the next start: take over the Ray replicas a previous server left running
     progress: LoadProgress | None = None  # the phases of the current (or last) launch
 

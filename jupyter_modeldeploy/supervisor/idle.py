@@ -3,8 +3,8 @@ then frees the memory.
 
 Without Universal Memory (`cpu_offload` / `disk_swap`), or on Ray (where `replicas.min: 0` frees it),
 the deployment stops. With it, an engine that can sleep (vLLM's sleep mode) is put to sleep and the
-next request wakes it (`wake.py`); one that cannot is stopped as parked: `sleeping` with no run, and
-the next request relaunches it.
+next request wakes it (`Run.wake`); one that cannot is stopped as parked: `sleeping` with no engine,
+its run a `ParkedRun` (`parked_run.py`) that the next request relaunches.
 """
 
 from __future__ import annotations

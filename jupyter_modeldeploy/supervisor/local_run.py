@@ -24,6 +24,7 @@ from .placement import EngineHandle
 from .replicas import Replica, set_serving
 from .run import RunHost
 from .state import Event, Status, failure_reason
+from .wake import from_sleep
 
 SOCKET_NAME = "engine.sock"  # llama-server takes a Unix socket for a host ending in '.sock'
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
@@ -158,8 +159,8 @@ class LocalRun:
         return response.status_code == 200
 
     async def _watch_health(self, handle: EngineHandle, plan: LaunchPlan) -> None:
-        dep, host = self.dep, self.host
         """While serving: probe health; unhealthy after missed probes, serving again on an answer, ended when hung."""
+        dep, host = self.dep, self.host
         misses = 0
         unhealthy_since: float | None = None
         while handle.returncode is None and dep.ending is None:
@@ -219,7 +220,12 @@ class LocalRun:
             return f"could not put the engine to sleep ({exc})"
         return None
 
-    async def wake(self) -> str | None:
+    async def wake(self) -> None:
+        """Before a request: if the engine sleeps, its wake calls (`wake.from_sleep`: one wake-up for the requests
+        that wait; an engine that cannot wake is stopped as failed)."""
+        await from_sleep(self.host, self.dep, self._wake_calls)
+
+    async def _wake_calls(self) -> str | None:
         """The engine's wake calls; None when it serves again, else why not."""
         dep, plan = self.dep, self.dep.plan
         started = time.monotonic()

@@ -27,6 +27,7 @@ from .autoscale import ScaleState, decide
 from .ray_placement import ClusterUnavailable, RayCallFailed, RayCluster, new_replica_name
 from .replicas import Replica, ReplicaState, set_down, set_serving
 from .state import Event, Status
+from .wake import from_sleep
 
 if TYPE_CHECKING:
     from .deployment import Deployment
@@ -93,7 +94,8 @@ class RayRun:
         await self._end()
 
     def _config_secrets(self) -> list[str]:
-        token = getattr(self.dep.config, "hf_token", None)
+        """The config's secrets to mask in the replicas' console lines (every kind has `hf_token`)."""
+        token = self.dep.config.hf_token
         return [token.get_secret_value()] if token is not None else []
 
     async def _stopped(self) -> None:
@@ -326,9 +328,14 @@ class RayRun:
         if replica.address is not None:
             await self.sup.engine_http.forget(replica.address)
 
-    async def wake(self) -> str | None:
-        """From zero replicas: start one and wait until it serves (the waiting request is held); None if it
-        does, else why not."""
+    async def wake(self) -> None:
+        """Before a request: if it scaled to zero replicas, start one and hold the request until it serves
+        (`wake.from_sleep`: one wake-up for the requests that wait; a run with no replica that serves is stopped
+        as failed)."""
+        await from_sleep(self.sup, self.dep, self._replica_back)
+
+    async def _replica_back(self) -> str | None:
+        """From zero replicas: start one and wait until it serves; None if it does, else why not."""
         if await self._replica_for_a_request():
             return None
         return "no replica could start for an incoming request: " + self._pending_reasons()
@@ -338,6 +345,7 @@ class RayRun:
         return False
 
     async def sleep(self) -> str | None:
+        """Not by the idle limit: says why (`can_sleep` is False)."""
         return "a Ray deployment scales to zero replicas instead (replicas.min: 0)"
 
     async def stop(self) -> None:

@@ -1,7 +1,8 @@
-"""A deployment's run, as the supervisor drives it (`Run`: `LocalRun` on this host, `RayRun` on a cluster),
-and what a run may ask of the supervisor that started it (`RunHost`): two narrow interfaces, so the
-supervisor never branches on where a deployment runs and a run never reaches into its private methods; and
-what the supervisor's helpers for idle time, waking and adapters ask of it (`DeploymentHost`)."""
+"""A deployment's run, as the supervisor drives it (`Run`: `LocalRun` on this host, `RayRun` on a cluster,
+`ParkedRun` while its engine is stopped to free memory), and what a run may ask of the supervisor that
+started it (`RunHost`): two narrow interfaces, so the supervisor never branches on where (or whether) a
+deployment runs and a run never reaches into its private methods; and what the supervisor's helpers for
+idle time and adapters, and a parked run, ask of it (`DeploymentHost`)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ class Run(Protocol):
         """Free the engine's memory until the next request; None when done, else why not."""
         ...
 
-    async def wake(self) -> str | None:
-        """Serve again after `sleep` (the waiting request is held); None when it serves, else why not."""
+    async def wake(self) -> None:
+        """Before a request: serve again if it sleeps, holding the request until it does (or the run ended);
+        nothing while it serves. Concurrent requests share one wake-up (`wake.py`)."""
         ...
 
     async def stop(self) -> None:
@@ -50,7 +52,7 @@ class Run(Protocol):
 
 
 class RunHost(Protocol):
-    """The supervisor as its runs see it: settings, the engine kinds, and the three ways a run reports."""
+    """The supervisor as its runs see it: settings, the engine kinds, and the ways a run reports."""
 
     settings: EngineSettings
     placement: Placement
@@ -80,6 +82,11 @@ class RunHost(Protocol):
         """The run ended: record it (and restart a crashed engine by its policy)."""
         ...
 
+    async def stop_run(self, dep: Deployment, reason: str, outcome: Event) -> None:
+        """Stop the deployment's run and await its end (the state then is `outcome`'s): a run that cannot
+        serve again after a wake-up asks for its own end this way."""
+        ...
+
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a coroutine in the background, kept alive until it ends."""
         ...
@@ -90,8 +97,8 @@ class RunHost(Protocol):
 
 
 class DeploymentHost(RunHost, Protocol):
-    """The supervisor as its deployment-side helpers see it (`idle.py`, `wake.py`, `adapters.py`): a run's host
-    that also starts and stops runs, awaits a state and announces changes."""
+    """The supervisor as its deployment-side helpers (`idle.py`, `adapters.py`) and a parked run see it: a run's
+    host that also starts runs, awaits a state and announces changes."""
 
     changes: Signal[DeploymentChange]
 
@@ -99,14 +106,10 @@ class DeploymentHost(RunHost, Protocol):
         """Start a new run of the deployment (LAUNCH, then the run in the background)."""
         ...
 
-    async def stop_run(self, dep: Deployment, reason: str, outcome: Event) -> None:
-        """Stop the deployment's run and await its end (the state then is `outcome`'s)."""
-        ...
-
     async def wait_for(self, dep: Deployment, statuses: Collection[Status], timeout: float) -> bool:
         """Await one of `statuses` (True), or `timeout` seconds (False)."""
         ...
 
     async def ensure_ready(self, dep: Deployment) -> None:
-        """Wake a sleeping deployment, or relaunch a parked one, before a request."""
+        """Before a request: the deployment's run serves again if it sleeps (`Run.wake`)."""
         ...

@@ -1,5 +1,6 @@
 """A deployment's runs as the supervisor drives them: started (`LocalRun` on this host, `RayRun` on a Ray
-cluster), asked to stop, their end recorded, and a crashed engine restarted by its policy (`restart.py`).
+cluster), asked to stop, their end recorded (a run parked to free memory leaves a `ParkedRun`, which the
+next request wakes), and a crashed engine restarted by its policy (`restart.py`).
 
 The runs talk back through the supervisor (`run.RunHost`), whose `begin_stop`, `finish` and `spawn`
 are these; the events they fire go through the one state-machine driver (`transitions.py`).
@@ -16,6 +17,7 @@ from typing import Any
 
 from .deployment import Deployment, Ending
 from .local_run import LocalRun
+from .parked_run import ParkedRun
 from .ray_placement import RayCluster
 from .restart import CrashBook
 from .run import DeploymentHost, Run
@@ -39,6 +41,7 @@ class Runs:
     def start(self, dep: Deployment, *, reattach: bool = False) -> None:
         """Start a new run of the deployment: LAUNCH, then the run (local or Ray) in the background."""
         dep.begin_run()
+        dep.run = None  # a parked run's place: the new run takes it once it is made
         self.host.fire(dep, Event.LAUNCH, "re-attaching its Ray replicas" if reattach else None)
         dep.task = asyncio.ensure_future(self._drive(dep, reattach=reattach))
 
@@ -73,11 +76,6 @@ class Runs:
             if dep.task is not None:
                 await asyncio.gather(dep.task, return_exceptions=True)
             return
-        if dep.run is None and dep.status is Status.SLEEPING:
-            # Parked (its engine was stopped to free memory): nothing runs, so it just stops.
-            self.host.fire(dep, Event.STOP, reason)
-            self.host.fire(dep, Event.EXITED, reason)
-            return
         self.begin_stop(dep, Ending(reason, outcome))
         if dep.run is not None:
             await dep.run.stop()
@@ -99,11 +97,17 @@ class Runs:
             delay, reason = self.crashes.after(dep.id, dep.config, reason, time.time())
         if not self.host.fire(dep, event, reason) and event is not Event.CRASHED:
             self.host.fire(dep, Event.CRASHED, reason)  # a state that cannot end that way still ends
+        if dep.status is Status.SLEEPING:  # parked: the engine stopped to free memory, the next request relaunches it
+            self.park(dep)
         dep.log.append(f"[modeldeploy] {dep.status.value}: {reason.splitlines()[0]}")
         dep.ending = None
         dep.log.close_followers()
         if delay is not None:
             self.spawn(self._restart_later(dep, delay, dep.started_at))
+
+    def park(self, dep: Deployment) -> None:
+        """The deployment sleeps with no engine: its run is a `ParkedRun`, which the next request wakes."""
+        dep.run = ParkedRun(self.host, dep)
 
     async def _restart_later(self, dep: Deployment, delay: float, started_at: float | None) -> None:
         """Restart a crashed engine after its back-off, unless it was relaunched, deleted or the server is closing."""

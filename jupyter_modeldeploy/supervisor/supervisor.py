@@ -1,12 +1,12 @@
 """The supervisor: the registry of deployments, the commands on them, restore after a restart, and the ticker.
 
 Each deployment runs as one run (`runs.py` starts, stops and ends it: `LocalRun` on this host,
-under `reaper.py` on a Unix socket in its private folder, or `RayRun` on a cluster). Every change
-of a deployment's status is an event of the state machine in `state.py`, applied by
-`transitions.py`; waiting for a state awaits its change, never a poll. The ticker finds the idle
-limit (`idle.py` acts on it); a request wakes what sleeps (`wake.py`); adapters change through
-the engine (`adapters.py`). Deployments are kept in SQLite, so a restarted server lists them and
-can relaunch them.
+under `reaper.py` on a Unix socket in its private folder, `RayRun` on a cluster, `ParkedRun` while
+its engine is stopped to free memory). Every change of a deployment's status is an event of the
+state machine in `state.py`, applied by `transitions.py`; waiting for a state awaits its change,
+never a poll. The ticker finds the idle limit (`idle.py` acts on it); a request wakes what sleeps
+(`Run.wake`, `wake.py`); adapters change through the engine (`adapters.py`). Deployments are
+kept in SQLite, so a restarted server lists them and can relaunch them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ..config import ConfigError, DeploymentBase, export_config, parse_config
 from ..engines import Engine, EngineSettings, LaunchPlan, get_engine
 from ..engines.base import EngineCall
 from ..keys import hash_key
-from . import adapters, idle, restart, wake
+from . import adapters, idle, restart
 from .deployment import Deployment, DeploymentError, Ending
 from .dry_run import masked_plan
 from .engine_http import EngineHttp
@@ -154,6 +154,7 @@ class Supervisor:
             dep.status_reason = "the Jupyter server restarted; the next request relaunches it (restart: always)"
             record_history(dep, Status.SLEEPING, dep.status_reason)
             self.store.save(dep.to_stored())
+            self.runs.park(dep)
             return
         if resume is restart.Resume.RELAUNCH:
             self._resume.append(dep)
@@ -366,11 +367,13 @@ class Supervisor:
         """Run a coroutine in the background, kept alive until it ends (`RunHost`)."""
         self.runs.spawn(coro)
 
-    # Universal Memory: sleep when idle (`idle.py`), wake on the next request (`wake.py`) -------
+    # Universal Memory: sleep when idle (`idle.py`), wake on the next request (`Run.wake`) -----
 
     async def ensure_ready(self, dep: Deployment) -> None:
-        """Before a request is forwarded: wake a sleeping engine, or relaunch one parked to free memory."""
-        await wake.ensure_ready(self, dep)
+        """Before a request is forwarded: the run serves again if it sleeps (a sleeping engine woken, a Ray
+        deployment's replica started from zero, a parked one relaunched); nothing while it serves."""
+        if dep.run is not None:
+            await dep.run.wake()
 
     # Engine control calls and LoRA adapters (`adapters.py`) ---------------------------------
 

@@ -1,44 +1,43 @@
 """Before a request is forwarded: a sleeping deployment serves again (Universal Memory's other half, `idle.py`).
 
-A run put to sleep is woken (`Run.wake`: vLLM's wake calls, or a Ray replica started from zero); a
-parked deployment (its engine stopped to free memory: no run) is launched again. The request is held
-until it serves (or fails); concurrent requests share one wake-up (`dep.wake_lock`).
+Every run wakes itself (`Run.wake`): `LocalRun` makes its engine's wake calls, `RayRun` starts a
+replica from zero, `ParkedRun` (an engine stopped to free memory) launches the deployment again. What
+they share is here: only the first request that finds the deployment sleeping wakes it, and the
+requests beside it wait for that wake-up (`dep.wake_lock`); an engine that woke in its own run goes
+WAKE..WOKE, and one that cannot serve again is stopped as failed.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from .deployment import Deployment
-from .run import DeploymentHost
+from .run import RunHost
 from .state import Event, Status
 
-SERVED = (Status.ACTIVE, Status.IDLE, Status.FAILED, Status.STOPPED)  # where a relaunch for a request ends up
 
-
-async def ensure_ready(host: DeploymentHost, dep: Deployment) -> None:
-    """Wake a sleeping run, or relaunch a parked deployment; nothing for any other state."""
+async def once(dep: Deployment, wake_up: Callable[[], Awaitable[None]]) -> None:
+    """Run `wake_up` for the first request that finds the deployment sleeping; a request that comes while it
+    wakes waits for it; nothing for any other state."""
     if dep.status not in (Status.SLEEPING, Status.WAKING):
         return
     async with dep.wake_lock:
         if dep.status is Status.SLEEPING:  # else another request woke it while this one waited
-            await (wake_run(host, dep) if dep.run is not None else relaunch_parked(host, dep))
+            await wake_up()
 
 
-async def wake_run(host: DeploymentHost, dep: Deployment) -> None:
-    """Wake the run (its engine kept running, asleep); a run that cannot serve again is stopped as failed."""
-    assert dep.run is not None
-    host.fire(dep, Event.WAKE)
-    why = await dep.run.wake()
-    if why is None:
-        dep.last_activity_at = time.time()
-        host.fire(dep, Event.WOKE)
-    elif dep.ending is None:
-        await host.stop_run(dep, why, Event.CRASHED)
+async def from_sleep(host: RunHost, dep: Deployment, wake_engine: Callable[[], Awaitable[str | None]]) -> None:
+    """A run whose engine sleeps in it: WAKE, `wake_engine` (None when it serves, else why not), WOKE; a run
+    that cannot serve again is stopped as failed."""
 
+    async def wake_up() -> None:
+        host.fire(dep, Event.WAKE)
+        why = await wake_engine()
+        if why is None:
+            dep.last_activity_at = time.time()
+            host.fire(dep, Event.WOKE)
+        elif dep.ending is None:
+            await host.stop_run(dep, why, Event.CRASHED)
 
-async def relaunch_parked(host: DeploymentHost, dep: Deployment) -> None:
-    """A parked deployment (its engine stopped to free memory) is launched again for the waiting request."""
-    dep.log.append("[modeldeploy] relaunching for an incoming request")
-    host.start_run(dep)
-    await host.wait_for(dep, SERVED, host.health_timeout_s)
+    await once(dep, wake_up)

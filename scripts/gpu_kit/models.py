@@ -59,7 +59,7 @@ def write_minilm_description(source: Path, dest: Path) -> list[Path]:
 
 def write_gguf_header(gguf: Path, dest: Path) -> tuple[Path, int]:
     """Copy the GGUF's header (everything before its tensor data) to `dest`; returns it and the full size."""
-    from jupyter_modeldeploy.fit.gguf import data_offset
+    from jupyter_modeldeploy.engines.gguf import data_offset
 
     offset = data_offset(gguf)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from jupyter_modeldeploy.config import parse_config
+from jupyter_modeldeploy.engines.gguf import NotGGUF, architecture, data_offset, read_metadata
+from jupyter_modeldeploy.engines.llamacpp import KV_BYTES, LLAMACPP_RUNTIME
+from jupyter_modeldeploy.engines.safetensors import NotSafetensors, read_folder, read_header
 from jupyter_modeldeploy.fit import Free, check, estimate
-from jupyter_modeldeploy.fit.estimate import KV_BYTES, LLAMACPP_RUNTIME, Estimate
-from jupyter_modeldeploy.fit.gguf import NotGGUF, architecture, data_offset, read_metadata
-from jupyter_modeldeploy.fit.safetensors import NotSafetensors, read_folder, read_header
+from jupyter_modeldeploy.fit.estimate import Estimate
 from jupyter_modeldeploy.formats import describe_fit
 
 MiB = 1024 * 1024

@@ -526,3 +526,13 @@ def test_availability_names_the_module_the_plan_runs(tmp_path: Path) -> None:
     plan = ENGINE.plan(make(), LaunchContext(8123, "engine-key", tmp_path, settings))
     assert status["available"] and status["python"] == plan.argv[0]
     assert plan.argv[1:3] == ["-m", status["program"]]
+
+
+def test_availability_finds_the_environment_install_engine_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the setting, availability and a launch both find the Python `install-engine llm` made."""
+    made = tmp_path / "vllm-env" / "bin" / "python"
+    monkeypatch.setattr("jupyter_modeldeploy.engines.llm.find_vllm_python", lambda: made)
+    settings = EngineSettings()
+    status = ENGINE.availability(settings)
+    plan = ENGINE.plan(make(), LaunchContext(8123, "engine-key", tmp_path, settings))
+    assert status["available"] and status["python"] == str(made) == plan.argv[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..engines.hf import HF_FILE_RE
+from .hf import HF_FILE_RE
 
 
 def _cached(repo: str, filename: str, revision: str | None) -> Path | None:

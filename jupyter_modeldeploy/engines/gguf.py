@@ -11,6 +11,8 @@ import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .base import ModelFileUnreadable
+
 MAGIC = b"GGUF"
 # type tag -> struct format of the scalar
 SCALARS: dict[int, str] = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
@@ -18,7 +20,7 @@ STRING, ARRAY = 8, 9
 MAX_STRING = 1 << 24  # a header string longer than this is damage, not metadata
 
 
-class NotGGUF(ValueError):
+class NotGGUF(ModelFileUnreadable):
     """The file is not a GGUF file this reader understands."""
 
 

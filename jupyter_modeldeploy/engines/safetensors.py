@@ -12,6 +12,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from .base import ModelFileUnreadable
+
 DTYPE_BYTES: dict[str, int] = {
     "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
     "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1,
@@ -19,7 +21,7 @@ DTYPE_BYTES: dict[str, int] = {
 MAX_HEADER = 100 * 1024 * 1024
 
 
-class NotSafetensors(ValueError):
+class NotSafetensors(ModelFileUnreadable):
     """The file is not a readable safetensors file."""
 
 
