@@ -216,6 +216,15 @@ class Engine(Protocol):
         when this engine cannot change its adapters at runtime (a capability, asked before any other check)."""
         ...
 
+    def adapters(self, config: DeploymentBase) -> dict[str, str] | None:
+        """The LoRA adapters `config` serves (name → path); None when it serves none that change at runtime
+        (an engine without adapters, or adapters turned off). The default is None."""
+        return None
+
+    def with_adapters(self, config: DeploymentBase, adapters: dict[str, str]) -> dict[str, object]:
+        """The option values (merged into the config's export) that make `config` serve exactly `adapters`."""
+        raise NotImplementedError(f"the {self.kind} engine serves no LoRA adapters")
+
     def fit_inputs(self, config: DeploymentBase, *, gpu: bool, gpu_total_bytes: int) -> FitInputs:
         """The memory this engine will take at its peak for `config` (on the GPUs when `gpu`; `gpu_total_bytes`:
         their memory), for the fit check (`fit.estimate`, docs/fit.md), read from the model files' headers only

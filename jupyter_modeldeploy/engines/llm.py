@@ -450,6 +450,17 @@ class LlmEngine(Engine):
         return {"available": bool(python) or importlib.util.find_spec("vllm") is not None, "program": VLLM_MODULE,
                 "python": python}
 
+    def adapters(self, config: DeploymentBase) -> dict[str, str] | None:
+        """The adapters of `--lora-modules` (`name=path`), None when `enable_lora` is off."""
+        assert isinstance(config, LlmConfig)
+        if not config.enable_lora:
+            return None
+        return {name: path for name, _, path in (module.partition("=") for module in config.lora_modules)}
+
+    def with_adapters(self, config: DeploymentBase, adapters: dict[str, str]) -> dict[str, object]:
+        """`lora_modules` for exactly these adapters."""
+        return {"lora_modules": [f"{name}={path}" for name, path in adapters.items()]}
+
     def adapter_calls(self, action: str, name: str, path: str | None = None) -> list[EngineCall] | None:
         """Requests that load (action 'add') or unload ('remove') a LoRA adapter at runtime."""
         if action == "add":

@@ -536,3 +536,19 @@ def test_availability_finds_the_environment_install_engine_made(tmp_path: Path, 
     status = ENGINE.availability(settings)
     plan = ENGINE.plan(make(), LaunchContext(8123, "engine-key", tmp_path, settings))
     assert status["available"] and status["python"] == str(made) == plan.argv[0]
+
+
+def test_adapters_are_the_engines_to_read_and_write() -> None:
+    from jupyter_modeldeploy.engines import get_engine
+
+    engine = get_engine("llm")
+    off = parse_config({"kind": "llm", "name": "a", "model": "m"})
+    assert engine.adapters(off) is None, "adapters off: none change at runtime"
+    on = parse_config({"kind": "llm", "name": "a", "model": "m", "enable_lora": True, "lora_modules": ["sql=/p/sql"]})
+    served = engine.adapters(on)
+    assert served == {"sql": "/p/sql"}
+    served["chat"] = "/p/chat"
+    again = parse_config({**export_config(on), **engine.with_adapters(on, served)})
+    assert engine.adapters(again) == {"sql": "/p/sql", "chat": "/p/chat"}
+    assert engine.model_tasks(again) == {"a": "chat", "sql": "chat", "chat": "chat"}  # served under its name
+    assert get_engine("llamacpp").adapters(parse_config({"kind": "llamacpp", "name": "b", "model": "/x.gguf"})) is None
