@@ -84,13 +84,19 @@ async def first_chunk(url: str, headers: dict[str, str], runs: int, uds: str | N
     transport = httpx.AsyncHTTPTransport(uds=uds) if uds else None
     async with httpx.AsyncClient(timeout=120, transport=transport) as client:
         for _ in range(runs):
-            started = time.perf_counter()
-            async with client.stream("POST", url, json=body, headers={**headers, "Accept": "*/*"}) as response:
-                first = True
-                async for _chunk in response.aiter_bytes():
-                    if first:
-                        times.append(time.perf_counter() - started)
-                        first = False
+            for attempt in (1, 2, 3):  # llama-server ends a kept connection now and then: sent again, as clients do
+                started = time.perf_counter()
+                try:
+                    async with client.stream("POST", url, json=body, headers={**headers, "Accept": "*/*"}) as response:
+                        first = True
+                        async for _chunk in response.aiter_bytes():
+                            if first:
+                                times.append(time.perf_counter() - started)
+                                first = False
+                    break
+                except httpx.RemoteProtocolError:
+                    if attempt == 3:
+                        raise
     times.sort()
     return times[len(times) // 2]
 
