@@ -24,6 +24,7 @@ from .cleanup import clean_up_after_delete
 from .dashboard import dashboard_handlers
 from .handlers import api_handlers
 from .jupyter_ai_handlers import jupyter_ai_handlers
+from .server_activity import ServerActivity
 from .validate import validate_handlers
 from .views import view_handlers
 from .writer import BatchWriter
@@ -103,6 +104,11 @@ class ModelDeployApp(ExtensionApp):
         True, help="Keep the request log (every request's time, key id, model, route, status, latency, tokens); "
         "False keeps none (per-key usage is still counted).",
     ).tag(config=True)
+    endpoint_activity = Bool(
+        True, help="Endpoint requests count as this server's activity (what JupyterHub's idle culler reads); False: "
+        "only Jupyter's own use does. A request in flight always keeps the server active.",
+    ).tag(config=True)
+    endpoint_activity_check_s = Float(5.0, help="Seconds between updates of that activity.").tag(config=True)
     request_log_max_rows = Int(100_000, help="Requests the request log keeps (the oldest are dropped).").tag(config=True)
     usage_retention_days = Float(
         90.0, help="Days of per-key usage (per minute) kept in the activity file of the state folder."
@@ -163,6 +169,8 @@ class ModelDeployApp(ExtensionApp):
         )
         self.supervisor = supervisor
         self.gateway = gateway
+        self.activity = ServerActivity(self.settings, supervisor, gateway.settle, requests_count=self.endpoint_activity,
+                                       every_s=self.endpoint_activity_check_s)
         self.writer = BatchWriter([tokens])
         self.metrics = None
         self.key_usage = None
@@ -274,10 +282,12 @@ class ModelDeployApp(ExtensionApp):
         await self.supervisor.start()
         self.gateway.start()  # the worker, in the background (endpoint requests wait for it)
         self.writer.start()
+        self.activity.start()
         if self.metrics is not None:
             self.metrics.start()
 
     async def stop_extension(self) -> None:
+        self.activity.stop()
         if self.metrics is not None:
             self.metrics.stop()
         await self.writer.stop()  # before the store closes
