@@ -28,7 +28,7 @@ from . import admission
 from .admission import DRAIN_LIMIT, Admission, Claim, RequestHead
 from .answer_end import AnswerEnd
 from .core import GatewayCore
-from .failover import cut_stream_event, resend_elsewhere
+from .failover import cut_stream_event, head_unless_lost, resend_elsewhere
 from .headers import request_headers, returned_header
 from .records import CAPTURE_SLACK, Capture, RequestRecord
 from .refusals import Refusal, refusal_document
@@ -352,11 +352,13 @@ class EndpointExchange:
             replica.requests += 1
             self._replica = replica.id
             try:
-                upstream = await gateway.upstream.request(
+                request = gateway.upstream.request(
                     replica.address, self.head.method, target,
                     [*headers, ("Authorization", f"Bearer {replica.engine_key}")], body,
                     timeout=gateway.config.upstream_timeout_s,
                 )
+                # With other replicas to go to, a replica lost while the request waits gives it up.
+                upstream = await (head_unless_lost(request, replica) if len(dep.replicas) > 1 else request)
             except UpstreamError as exc:
                 replica.in_flight -= 1
                 if resend_elsewhere(exc):  # no byte of an answer came: the replica leaves, another takes it

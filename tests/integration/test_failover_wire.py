@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from jupyter_modeldeploy.engines import EngineAddress, routes
-from jupyter_modeldeploy.supervisor.replicas import Replica, set_serving
+from jupyter_modeldeploy.supervisor.replicas import Replica, set_down, set_serving
 from tests.support.gateway_harness import ENGINE_KEY, GatewayThread
 
 CHAT = "/v1/chat/completions"
@@ -47,6 +49,14 @@ async def answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
                      % (len(body), body))
         await writer.drain()
+
+
+HUNG: list[bytes] = []  # the requests the silent replica took
+
+
+async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    HUNG.append(await read_request(reader))
+    await asyncio.sleep(3600)  # a node that stopped: the connection stays open, nothing comes, no reset
 
 
 async def cuts_its_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -107,6 +117,30 @@ def test_a_request_dropped_before_any_answer_goes_to_the_other_replica(gw: Gatew
     records = gw.records()
     assert [r.status for r in records] == [200, 200, 200]
     assert {r.replica for r in records} == {replicas[1].id}
+
+
+def test_a_request_waiting_on_a_replica_that_leaves_the_rotation_goes_to_another(gw: GatewayThread,
+                                                                                 tmp_path: Path) -> None:
+    """A node that stops without a reset: the supervisor takes its replica out of the rotation (its actor no
+    longer answers), and the request waiting there for its answer's head is sent to the other replica
+    (the gateway's upstream timeout here is 1.5 s: without this it would end in a 504)."""
+    silent = engine(gw, tmp_path / "silent.sock", never_answers)
+    good = engine(gw, tmp_path / "good.sock", answers)
+    dep, key, replicas = two_replicas(gw, silent, good)
+    HUNG.clear()
+    answer: list[tuple[int, bytes]] = []
+    caller = threading.Thread(target=lambda: answer.append(post(gw, dep, key, {"messages": [], "max_tokens": 4})))
+    caller.start()
+    deadline = time.monotonic() + 10
+    while not HUNG and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert HUNG, "the silent replica was never picked: nothing was tested"
+    gw.call(lambda: set_down(dep.replicas[0], "its actor does not answer"))  # type: ignore[attr-defined]
+    caller.join(15)
+    status, body = answer[0]
+    assert status == 200, body[:300]
+    assert b"from the good replica" in body
+    assert [r.replica for r in gw.records()] == [replicas[1].id]
 
 
 def test_with_no_other_replica_the_drop_is_a_502(gw: GatewayThread, tmp_path: Path) -> None:
