@@ -7,6 +7,7 @@ official `openai` client.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -42,8 +43,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ray_local.Loca
 
 def ray_server(home: Path, cluster: ray_local.LocalCluster, *extra: str) -> JupyterProcess:
     # llama-server or nothing: a node without the build must fail, not fall back to llama-cpp-python.
+    # A stream whose node froze ends (with the error event) after 45 s of silence, not the default 600 s.
     return JupyterProcess(home, extra_args=[f"--ModelDeployApp.ray_address={cluster.address}",
                                             "--ModelDeployApp.health_timeout_s=240",
+                                            "--ModelDeployApp.upstream_timeout_s=45",
                                             "--ModelDeployApp.llamacpp_engine=llama-server", *extra]).start(timeout=180)
 
 
@@ -181,15 +184,23 @@ def stream_outcome(http: httpx.Client, url: str, max_tokens: int) -> str:
     return "cut"
 
 
+@pytest.mark.parametrize("how", ["killed", "frozen"])
 def test_a_node_lost_mid_load_loses_no_request_and_the_record_names_the_node(
-    server: JupyterProcess, cluster: ray_local.LocalCluster, smollm2_gguf: Path
+    server: JupyterProcess, cluster: ray_local.LocalCluster, smollm2_gguf: Path, how: str
 ) -> None:
-    """Killing a worker node's processes mid-load: every non-streamed request (none had a byte of its answer
-    before the end) is answered, on another replica if its own died; every stream ends cleanly (whole, or
-    with the error event); the replica comes back elsewhere and the record says which node went and when."""
+    """A worker node lost mid-load: every non-streamed request (none had a byte of its answer before the end)
+    is answered, on another replica if its own went; every stream ends cleanly (whole, or with the error
+    event); the replica comes back elsewhere and the record says which node went and when.
+
+    `killed`: the node's processes and its engine die at once (connections to it are reset). `frozen`: they
+    stop where they are (SIGSTOP), as a machine that hangs or drops off the network: nothing resets the
+    connections to its engine, and the requests waiting there go elsewhere once the replica leaves the rotation."""
+    spare = ray_local.add_node(cluster, f"spare_{how}")  # somewhere to restart the lost replica, whatever went before
+    ray_local.wait_for_nodes(cluster.address, len(cluster.alive()))
+    labels = ",".join(n.labels["modeldeploy-node"] for n in cluster.alive() if not n.head)
     client = server.client()
-    record = client.launch(llama_config(smollm2_gguf, "ray-node-loss", replicas={"min": 2, "max": 2},
-                                        resources={"cpus": 1, "node_labels": {"modeldeploy-node": "in(0,1,2)"}}))
+    record = client.launch(llama_config(smollm2_gguf, f"ray-node-{how}", replicas={"min": 2, "max": 2},
+                                        resources={"cpus": 1, "node_labels": {"modeldeploy-node": f"in({labels})"}}))
     stop = threading.Event()
     results: list[tuple[float, int]] = []
     streams: list[str] = []
@@ -219,13 +230,12 @@ def test_a_node_lost_mid_load_loses_no_request_and_the_record_names_the_node(
         for worker in workers:
             worker.start()
         wait_until(lambda: len(results) >= 6 and streams, 60, "load running")
-        engine = psutil.Process(victim["pid"])
         killed_at = time.time()
-        # The node dies with everything on it at once: its engine is not left the grace to finish (its
-        # guardian would give it), so requests in flight there are reset before their answers.
-        os.killpg(victim["pid"], signal.SIGKILL)
-        ray_local.kill_node(node)
-        engine.wait(60)
+        # The node goes with everything on it at once: its engine is not left the grace to finish (its
+        # guardian would give it).
+        lose = signal.SIGKILL if how == "killed" else signal.SIGSTOP
+        os.killpg(victim["pid"], lose)
+        ray_local.kill_node(node, lose)
         recovered = wait_record(
             client, record["id"],
             lambda r: serving(2)(r) and victim["id"] not in {x["id"] for x in r["replicas"] if x["restarts"] == 0},
@@ -248,7 +258,14 @@ def test_a_node_lost_mid_load_loses_no_request_and_the_record_names_the_node(
         assert restarted and restarted[-1]["node"] != victim["node"], events
     finally:
         stop.set()
+        if how == "frozen" and "victim" in locals():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(victim["pid"], signal.SIGKILL)
+            ray_local.kill_node(node)
         delete_and_check_clean(server, cluster, record["id"])
+        ray_local.kill_node(spare, signal.SIGTERM)
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(spare.pid).wait(60)  # gone before the next test counts the nodes
 
 
 @pytest.fixture(scope="module")
