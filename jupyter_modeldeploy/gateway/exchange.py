@@ -28,10 +28,11 @@ from . import admission
 from .admission import DRAIN_LIMIT, Admission, Claim, RequestHead
 from .answer_end import AnswerEnd
 from .core import GatewayCore
+from .failover import cut_stream_event, head_unless_lost, resend_elsewhere
 from .headers import request_headers, returned_header
 from .records import CAPTURE_SLACK, Capture, RequestRecord
 from .refusals import Refusal, refusal_document
-from .upstream import UpstreamError, UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
+from .upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 from .usage import Usage, UsageTap
 
 FLUSH_EVERY_S = 0.005  # streamed bytes reach the client within 5 ms, in batches (see StreamFlusher)
@@ -333,8 +334,9 @@ class EndpointExchange:
             self._end(self._held)
 
     async def _send(self, dep: Any, body: bytes) -> tuple[UpstreamResponse | None, Replica | None]:
-        """Send the request to the serving replica with the fewest in flight; one that cannot be connected to
-        leaves the rotation and the next takes the request (it never reached the first). Refused: (None, None)."""
+        """Send the request to the serving replica with the fewest in flight; one that fails it before any byte
+        of an answer (`failover.resend_elsewhere`: not connected to, or the connection ended before the head)
+        leaves the rotation and the next takes the request. Refused: (None, None)."""
         gateway = self.gateway
         headers = request_headers(self.headers.get_all())
         target = self._target()
@@ -350,25 +352,23 @@ class EndpointExchange:
             replica.requests += 1
             self._replica = replica.id
             try:
-                upstream = await gateway.upstream.request(
+                request = gateway.upstream.request(
                     replica.address, self.head.method, target,
                     [*headers, ("Authorization", f"Bearer {replica.engine_key}")], body,
                     timeout=gateway.config.upstream_timeout_s,
                 )
-            except UpstreamUnreachable as exc:
-                replica.in_flight -= 1
-                gateway.replica_unreachable(dep, replica, str(exc))
-                if len(dep.replicas) > 1:
-                    continue
-                self._refuse(Refusal(502, f"the engine could not be reached: {exc}", "upstream_error"))
-                return None, None
-            except UpstreamTimeout as exc:
-                replica.in_flight -= 1
-                self._refuse(Refusal(504, f"the engine did not answer: {exc}", "timeout_error"))
-                return None, None
+                # With other replicas to go to, a replica lost while the request waits gives it up.
+                upstream = await (head_unless_lost(request, replica) if len(dep.replicas) > 1 else request)
             except UpstreamError as exc:
                 replica.in_flight -= 1
-                self._refuse(Refusal(502, f"the engine could not be reached: {exc}", "upstream_error"))
+                if resend_elsewhere(exc):  # no byte of an answer came: the replica leaves, another takes it
+                    gateway.replica_unreachable(dep, replica, str(exc))
+                    if len(dep.replicas) > 1:
+                        continue
+                if isinstance(exc, UpstreamTimeout):
+                    self._refuse(Refusal(504, f"the engine did not answer: {exc}", "timeout_error"))
+                else:
+                    self._refuse(Refusal(502, f"the engine could not be reached: {exc}", "upstream_error"))
                 return None, None
             return upstream, replica
 
@@ -399,6 +399,7 @@ class EndpointExchange:
         tap = UsageTap(upstream.headers.get("Content-Type", ""), drop_injected_usage=injected,
                        read_json=self.head.method not in ("GET", "HEAD"))
         streaming = tap.is_sse or "Content-Length" not in upstream.headers
+        between_events = True  # what went so far ends with a whole event (a cut stream's error event may follow)
         try:
             wire.set_status(upstream.status, upstream.reason or None)
             seen: set[str] = set()
@@ -428,6 +429,7 @@ class EndpointExchange:
                     first_chunk = time.perf_counter() - started
                 out = end.pass_on(tap.feed(chunk))
                 if out:
+                    between_events = out.endswith(b"\n\n")
                     self._write(out)
                     if flusher is not None:
                         await flusher.wrote()
@@ -439,6 +441,10 @@ class EndpointExchange:
                 wire.clear()
                 self._refuse(Refusal(504, "the engine stopped answering", "timeout_error"))
                 return 504, tap, first_chunk
+            if tap.is_sse and isinstance(exc, UpstreamError) and not self._client_gone:
+                # A stream the engine broke off: an error event, then the stream's clean end (`answer`).
+                self._held = (b"" if between_events else b"\n\n") + cut_stream_event(str(exc), self.admission.dialect)
+                return 502, tap, first_chunk
             self._client_gone = True
             wire.abort()  # a cut answer must look cut
             return upstream.status, tap, first_chunk

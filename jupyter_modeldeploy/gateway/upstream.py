@@ -41,6 +41,11 @@ class UpstreamUnreachable(UpstreamError):
     """No connection to the engine could be made: the request never reached it (another replica may take it)."""
 
 
+class UpstreamNoAnswer(UpstreamError):
+    """The engine accepted the connection and closed or reset it before the answer's head: no byte of an
+    answer came (a replica or its node dying; another replica may take the request)."""
+
+
 class UpstreamTimeout(UpstreamError):
     """The engine did not answer in time."""
 
@@ -312,7 +317,7 @@ class UpstreamClient:
                 if attempt == 1 and connection.reused:
                     connection = None
                     continue  # the engine had closed the idle connection: nothing was processed
-                raise UpstreamError("the engine is not reachable") from exc
+                raise UpstreamNoAnswer(f"the engine closed the connection before answering ({exc})") from exc
             finally:
                 timer.cancel()
         raise UpstreamError("unreachable")  # pragma: no cover - the loop always returns or raises

@@ -86,6 +86,7 @@ def _record_fields(dep: Deployment, public_base: str, metrics: Any) -> dict[str,
         "notices": notices,
         "placement": dep.config.placement.target,
         "replicas": [r.describe() for r in dep.replicas],
+        "replica_events": [e.describe() for e in dep.replica_events],
         "config": export_config(dep.config),
     }
 

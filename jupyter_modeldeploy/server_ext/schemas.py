@@ -336,6 +336,19 @@ class ReplicaRecord(ResponseBody):
     memory_bytes: float | None = None
 
 
+class ReplicaEventRecord(ResponseBody):
+    """Something that happened to one of a Ray deployment's replicas: which node, when, why."""
+
+    at: float = Field(description="when (Unix seconds)")
+    replica: str
+    event: Literal["lost", "node_gone", "restarted", "ended"] = Field(
+        description="lost: out of rotation, its actor or engine failed; node_gone: Ray reports its node dead; "
+                    "restarted: Ray brought it back (on `node`); ended: it ended for good and is replaced")
+    node: str | None = Field(description="the node's id: the one it was lost on, or restarted on")
+    node_ip: str | None
+    reason: str | None
+
+
 class DeploymentRecord(ResponseBody):
     """A deployment as every view shows it: derived once, here; never a secret."""
 
@@ -374,6 +387,8 @@ class DeploymentRecord(ResponseBody):
     notices: list[str]
     placement: Literal["local", "ray"] = Field(description="where it runs")
     replicas: list[ReplicaRecord] = Field(description="the engines serving it, with their nodes")
+    replica_events: list[ReplicaEventRecord] = Field(
+        description="this run's replicas lost, restarted and ended, with their nodes (the latest 100)")
     config: dict[str, Any] = Field(description="the exported configuration, secrets left out")
 
 

@@ -14,7 +14,7 @@ from ..engines import EngineAddress, LaunchPlan
 from .logbuffer import LogBuffer
 from .placement import EngineHandle
 from .progress import LoadProgress
-from .replicas import Replica
+from .replicas import Replica, ReplicaEvent
 from .state import Event, Status
 from .store import StoredDeployment
 
@@ -70,6 +70,7 @@ class Deployment:
     wake_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     changed: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) at every status change
     replicas: list[Replica] = field(default_factory=list)  # the engines serving it (one, on this host, for local)
+    replica_events: list[ReplicaEvent] = field(default_factory=list)  # replicas lost, restarted, ended (this run)
     run: Run | None = None  # its run (`run.Run`: LocalRun, RayRun, or ParkedRun while parked); None when stopped
     reattach: bool = False  # at the next start: take over the Ray replicas a previous server left running
     progress: LoadProgress | None = None  # the phases of the current (or last) launch
@@ -122,6 +123,7 @@ class Deployment:
         self.plan = None
         self.progress = LoadProgress(started_at=self.started_at)
         self.replicas = []
+        self.replica_events = []
 
     def to_stored(self) -> StoredDeployment:
         """The record as the store keeps it (the API key only as its hash)."""

@@ -149,6 +149,13 @@ class RayCluster:
                 self.kill(actor)
 
     @staticmethod
+    def dead_nodes() -> set[str]:
+        """The ids of the cluster's nodes Ray reports dead (a lost node, once its health checks failed)."""
+        import ray
+
+        return {str(n.get("NodeID")) for n in ray.nodes() if not n.get("Alive", True)}
+
+    @staticmethod
     def kill(actor: Any) -> None:
         """End an actor for good (no restart)."""
         import ray

@@ -25,7 +25,7 @@ from ..config import export_config
 from ..engines import EngineAddress, LaunchPlan
 from .autoscale import ScaleState, decide
 from .ray_placement import ClusterUnavailable, RayCallFailed, RayCluster, new_replica_name
-from .replicas import Replica, ReplicaState, set_down, set_serving
+from .replicas import Replica, ReplicaEvent, ReplicaState, set_down, set_serving
 from .state import Event, Status
 from .wake import from_sleep
 
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATS_EVERY = 5  # ticks between resource samples of each replica
+EVENTS_KEPT = 100  # replica events a record keeps (the latest)
+NODE_WATCH_S = 120.0  # how long the node of a lost replica is watched for Ray to report it dead
 
 
 class RayRun:
@@ -54,6 +56,8 @@ class RayRun:
         self.detached = False  # the Jupyter server shuts down and leaves the replicas running (re-attached later)
         self._ticks = 0
         self._removing: set[str] = set()
+        # Nodes replicas were lost on, until Ray reports them dead or NODE_WATCH_S passed: id -> (ip, replica, since)
+        self._lost_nodes: dict[str, tuple[str | None, str, float]] = {}
 
     @property
     def placement(self) -> Any:
@@ -171,6 +175,8 @@ class RayRun:
         self._ticks += 1
         replicas = [r for r in self.dep.replicas if r.id in self.actors and r.id not in self._removing]
         await asyncio.gather(*(self._watch(r) for r in replicas))
+        if self._lost_nodes:
+            await self._note_dead_nodes()
         self._deployment_health()
         if scale and self.dep.ending is None:
             self._autoscale()
@@ -186,6 +192,7 @@ class RayRun:
                 return
             if replica.state is ReplicaState.SERVING or replica.address is not None:
                 self.dep.log.append(f"[modeldeploy] replica {replica.id} out of rotation: {exc}")
+                self._lost(replica, str(exc))
             self._out(replica, str(exc))
             replica.address = None
             return
@@ -199,7 +206,10 @@ class RayRun:
             except RayCallFailed:
                 replica.stats = {}
         if info.get("returncode") is not None:
-            self._out(replica, f"the engine exited with code {info['returncode']}; Ray restarts the replica")
+            reason = f"the engine exited with code {info['returncode']}; Ray restarts the replica"
+            if replica.state is ReplicaState.SERVING:
+                self._lost(replica, reason)
+            self._out(replica, reason)
             return
         await self._probe(replica)
 
@@ -210,6 +220,7 @@ class RayRun:
             if known is not None:
                 replica.restarts += 1
                 self.dep.log.append(f"[modeldeploy] replica {replica.id} restarted by Ray on node {info['node_ip']}")
+                self._event(replica.id, "restarted", info["node"], info["node_ip"])
             self.incarnations[replica.id] = incarnation
             self.log_marks[replica.id] = 0
             replica.state = ReplicaState.STARTING
@@ -267,9 +278,39 @@ class RayRun:
     def _give_up(self, replica: Replica, reason: str) -> None:
         """A replica whose engine cannot run where Ray placed it: ended, its reason kept."""
         self.dep.log.append(f"[modeldeploy] replica {replica.id} cannot start: {reason}")
+        self._event(replica.id, "ended", replica.node, replica.node_ip, reason)
         self.failures[replica.id] = reason
         self.cluster.kill(self.actors.pop(replica.id))
         self.dep.replicas = [r for r in self.dep.replicas if r.id != replica.id]
+
+    def _event(self, replica_id: str, event: str, node: str | None, node_ip: str | None,
+               reason: str | None = None) -> None:
+        events = self.dep.replica_events
+        events.append(ReplicaEvent(time.time(), replica_id, event, node, node_ip, reason))
+        del events[:-EVENTS_KEPT]
+
+    def _lost(self, replica: Replica, reason: str) -> None:
+        """A serving replica failed: the record names its node and the time; its node is watched until Ray
+        says whether it went too."""
+        self._event(replica.id, "lost", replica.node, replica.node_ip, reason)
+        if replica.node is not None:
+            self._lost_nodes[replica.node] = (replica.node_ip, replica.id, time.monotonic())
+
+    async def _note_dead_nodes(self) -> None:
+        """Record the nodes replicas were lost on that Ray now reports dead (once each)."""
+        try:
+            dead = await asyncio.get_running_loop().run_in_executor(None, self.cluster.dead_nodes)
+        except Exception as exc:  # the cluster's state could not be read this tick: the next one tries again
+            log.debug("cannot read the cluster's nodes: %s", exc)
+            return
+        now = time.monotonic()
+        for node, (node_ip, replica_id, since) in list(self._lost_nodes.items()):
+            if node in dead:
+                self._event(replica_id, "node_gone", node, node_ip, "Ray reports the node dead")
+                self.dep.log.append(f"[modeldeploy] node {node_ip} ({node[:12]}) is gone")
+            elif now - since < NODE_WATCH_S:
+                continue
+            del self._lost_nodes[node]
 
     def unreachable(self, replica: Replica, reason: str) -> None:
         """The gateway could not connect to a replica: out of rotation now, back when a probe answers."""

@@ -60,6 +60,28 @@ class Replica:
         }
 
 
+@dataclass(frozen=True)
+class ReplicaEvent:
+    """Something that happened to a replica, for the deployment's record: which node, when, why.
+
+    `lost`: it left the rotation because its actor or engine failed (its node is the one it was on);
+    `node_gone`: Ray reports that node dead; `restarted`: Ray brought it back (its node is the new one);
+    `ended`: it ended for good and the run replaces it.
+    """
+
+    at: float
+    replica: str
+    event: str
+    node: str | None
+    node_ip: str | None
+    reason: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """Its facts for the record."""
+        return {"at": self.at, "replica": self.replica, "event": self.event, "node": self.node,
+                "node_ip": self.node_ip, "reason": self.reason}
+
+
 def pick(replicas: list[Replica], exclude: set[str] | frozenset[str] = frozenset()) -> Replica | None:
     """The serving replica with the fewest requests in flight; on a tie the one sent fewest so far (so
     one-at-a-time callers alternate), then the longest serving. None when none serves."""

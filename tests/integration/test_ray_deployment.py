@@ -7,6 +7,8 @@ official `openai` client.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
 import time
@@ -22,6 +24,7 @@ import pytest
 from jupyter_modeldeploy import ray_local
 from jupyter_modeldeploy.client import ModelDeployClient
 from tests.support.embedding_models import minilm_path
+from tests.support.fake_server import fake_deployment, fake_llama_server
 from tests.support.jupyter import JupyterProcess, free_port
 from tests.support.ray_cluster import left_on_cluster, node_of, start_cluster, wait_until
 
@@ -40,8 +43,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ray_local.Loca
 
 def ray_server(home: Path, cluster: ray_local.LocalCluster, *extra: str) -> JupyterProcess:
     # llama-server or nothing: a node without the build must fail, not fall back to llama-cpp-python.
+    # A stream whose node froze ends (with the error event) after 45 s of silence, not the default 600 s.
     return JupyterProcess(home, extra_args=[f"--ModelDeployApp.ray_address={cluster.address}",
                                             "--ModelDeployApp.health_timeout_s=240",
+                                            "--ModelDeployApp.upstream_timeout_s=45",
                                             "--ModelDeployApp.llamacpp_engine=llama-server", *extra]).start(timeout=180)
 
 
@@ -159,38 +164,78 @@ def test_load_scales_up_to_max_idle_scales_to_zero_and_a_request_brings_one_back
         delete_and_check_clean(server, cluster, record["id"])
 
 
-def test_a_node_lost_mid_load_gives_no_5xx_after_it_went_and_the_replicas_recover(
-    server: JupyterProcess, cluster: ray_local.LocalCluster, smollm2_gguf: Path
+def stream_outcome(http: httpx.Client, url: str, max_tokens: int) -> str:
+    """How one streamed chat ended: `done` ([DONE]), `error event` (the gateway's event for a cut stream),
+    `refused <status>`, or `cut` (the connection broke without a clean end: what must not happen)."""
+    try:
+        with http.stream("POST", url, headers={"Authorization": f"Bearer {KEY}"},
+                         json={"messages": CHAT, "max_tokens": max_tokens, "stream": True}) as answer:
+            if answer.status_code != 200:
+                answer.read()
+                return f"refused {answer.status_code}"
+            body = b"".join(answer.iter_bytes())
+    except httpx.HTTPError:
+        return "cut"
+    events = [e for e in body.decode().split("\n\n") if e.strip()]
+    if events and events[-1].strip() == "data: [DONE]":
+        return "done"
+    if events and '"error"' in events[-1] and "broke off the stream" in events[-1]:
+        return "error event"
+    return "cut"
+
+
+@pytest.mark.parametrize("how", ["killed", "frozen"])
+def test_a_node_lost_mid_load_loses_no_request_and_the_record_names_the_node(
+    server: JupyterProcess, cluster: ray_local.LocalCluster, smollm2_gguf: Path, how: str
 ) -> None:
+    """A worker node lost mid-load: every non-streamed request (none had a byte of its answer before the end)
+    is answered, on another replica if its own went; every stream ends cleanly (whole, or with the error
+    event); the replica comes back elsewhere and the record says which node went and when.
+
+    `killed`: the node's processes and its engine die at once (connections to it are reset). `frozen`: they
+    stop where they are (SIGSTOP), as a machine that hangs or drops off the network: nothing resets the
+    connections to its engine, and the requests waiting there go elsewhere once the replica leaves the rotation."""
+    spare = ray_local.add_node(cluster, f"spare_{how}")  # somewhere to restart the lost replica, whatever went before
+    ray_local.wait_for_nodes(cluster.address, len(cluster.alive()))
+    labels = ",".join(n.labels["modeldeploy-node"] for n in cluster.alive() if not n.head)
     client = server.client()
-    record = client.launch(llama_config(smollm2_gguf, "ray-node-loss", replicas={"min": 2, "max": 2},
-                                        resources={"cpus": 1, "node_labels": {"modeldeploy-node": "in(0,1,2)"}}))
+    record = client.launch(llama_config(smollm2_gguf, f"ray-node-{how}", replicas={"min": 2, "max": 2},
+                                        resources={"cpus": 1, "node_labels": {"modeldeploy-node": f"in({labels})"}}))
     stop = threading.Event()
     results: list[tuple[float, int]] = []
+    streams: list[str] = []
+    url = f"{record['api_base']}/chat/completions"
 
     def load() -> None:
         with httpx.Client(timeout=120) as http:
             while not stop.is_set():
                 started = time.monotonic()
                 try:
-                    code = http.post(f"{record['api_base']}/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                    code = http.post(url, headers={"Authorization": f"Bearer {KEY}"},
                                      json={"messages": CHAT, "max_tokens": 6}).status_code
                 except httpx.HTTPError:
                     code = 599  # a connection cut by the dying replica counts as a server error
                 results.append((started, code))
 
+    def stream_load() -> None:
+        with httpx.Client(timeout=120) as http:
+            while not stop.is_set():
+                streams.append(stream_outcome(http, url, 48))
+
     try:
         record = wait_record(client, record["id"], serving(2), 240, "two replicas serving")
         victim = record["replicas"][0]
         node = node_of(cluster, victim["pid"])
-        workers = [threading.Thread(target=load, daemon=True) for _ in range(3)]
+        workers = [threading.Thread(target=f, daemon=True) for f in (load, load, load, stream_load, stream_load)]
         for worker in workers:
             worker.start()
-        wait_until(lambda: len(results) >= 6, 60, "load running")
-        engine = psutil.Process(victim["pid"])
-        ray_local.kill_node(node)
-        engine.wait(60)  # the replica is gone once its engine is
-        gone_at = time.monotonic()
+        wait_until(lambda: len(results) >= 6 and streams, 60, "load running")
+        killed_at = time.time()
+        # The node goes with everything on it at once: its engine is not left the grace to finish (its
+        # guardian would give it).
+        lose = signal.SIGKILL if how == "killed" else signal.SIGSTOP
+        os.killpg(victim["pid"], lose)
+        ray_local.kill_node(node, lose)
         recovered = wait_record(
             client, record["id"],
             lambda r: serving(2)(r) and victim["id"] not in {x["id"] for x in r["replicas"] if x["restarts"] == 0},
@@ -199,14 +244,85 @@ def test_a_node_lost_mid_load_gives_no_5xx_after_it_went_and_the_replicas_recove
         stop.set()
         for worker in workers:
             worker.join(120)
-        after = [code for started, code in results if started > gone_at]
-        assert after and all(code < 500 for code in after), sorted(set(after))
+        codes = [code for _, code in results]
+        assert codes and set(codes) == {200}, sorted(set(codes))  # not one request lost, even those in flight
+        assert streams and set(streams) <= {"done", "error event"}, sorted(set(streams))
         assert len(recovered["replicas"]) == 2
         assert node.labels["modeldeploy-node"] not in {
             node_of(cluster, r["pid"]).labels["modeldeploy-node"] for r in recovered["replicas"]}
+        events = client.get(record["id"])["replica_events"]
+        lost = [e for e in events if e["event"] == "lost" and e["replica"] == victim["id"]]
+        assert lost and lost[0]["node"] == victim["node"], events
+        assert killed_at <= lost[0]["at"] <= time.time(), (killed_at, lost[0])
+        restarted = [e for e in events if e["event"] == "restarted" and e["replica"] == victim["id"]]
+        assert restarted and restarted[-1]["node"] != victim["node"], events
     finally:
         stop.set()
+        if how == "frozen" and "victim" in locals():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(victim["pid"], signal.SIGKILL)
+            ray_local.kill_node(node)
         delete_and_check_clean(server, cluster, record["id"])
+        ray_local.kill_node(spare, signal.SIGTERM)
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(spare.pid).wait(60)  # gone before the next test counts the nodes
+
+
+@pytest.fixture(scope="module")
+def paced_server(tmp_path_factory: pytest.TempPathFactory, cluster: ray_local.LocalCluster) -> Iterator[JupyterProcess]:
+    """A Jupyter server on the same cluster whose llama-server is the fake engine, paced like a GPU-bound
+    engine (10 ms an output token, in the deployment's `parallel` slots)."""
+    home = tmp_path_factory.mktemp("jupyter-ray-paced")
+    program = fake_llama_server(home / "bin", "--token-s", "0.01")
+    jupyter = ray_server(home, cluster, f"--ModelDeployApp.llamacpp_server={program}")
+    yield jupyter
+    jupyter.stop()
+
+
+def test_requests_follow_load_the_replica_twice_as_fast_takes_two_thirds(
+    paced_server: JupyterProcess, cluster: ray_local.LocalCluster, tmp_path: Path
+) -> None:
+    """Least in flight, not round-robin: with one replica's node pacing its engine twice as slow, closed-loop
+    clients get their answers from the fast one about twice as often (round-robin would give a half)."""
+    slow = ray_local.add_node(cluster, "slow", env={"FAKE_ENGINE_SLOWDOWN": "2"})
+    fast_label = cluster.alive()[1].labels["modeldeploy-node"]  # a worker node (the head is the first)
+    try:
+        ray_local.wait_for_nodes(cluster.address, len(cluster.alive()))
+        client = paced_server.client()
+        record = client.launch({
+            **fake_deployment("ray-balance"), "api_key": KEY, "parallel": 8,
+            "placement": {"target": "ray", "replicas": {"min": 2, "max": 2},
+                          "resources": {"cpus": 1, "node_labels": {"modeldeploy-node": f"in({fast_label},slow)"}}},
+        })
+        record = wait_record(client, record["id"], serving(2), 120, "two paced replicas serving")
+        by_label = {node_of(cluster, r["pid"]).labels["modeldeploy-node"]: r["id"] for r in record["replicas"]}
+        assert set(by_label) == {fast_label, "slow"}, by_label
+        url = f"{record['api_base']}/chat/completions"
+        statuses: list[int] = []
+
+        def client_loop(count: int) -> None:
+            with httpx.Client(timeout=60) as http:
+                for _ in range(count):
+                    statuses.append(http.post(url, headers={"Authorization": f"Bearer {KEY}"},
+                                              json={"messages": CHAT, "max_tokens": 10}).status_code)
+
+        workers = [threading.Thread(target=client_loop, args=(25,), daemon=True) for _ in range(6)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(120)
+        assert statuses.count(200) == 150, sorted(set(statuses))
+
+        def counted() -> dict[str, int] | None:
+            sent = {r["id"]: r["requests"] for r in client.get(record["id"])["replicas"]}
+            return sent if sum(sent.values()) == 150 else None
+
+        sent = wait_until(counted, 30, "every request counted per replica")
+        share = sent[by_label[fast_label]] / 150
+        assert 0.58 <= share <= 0.76, (share, sent)
+        delete_and_check_clean(paced_server, cluster, record["id"])
+    finally:
+        ray_local.kill_node(slow, signal.SIGTERM)
 
 
 def test_embedding_deployment_on_ray(server: JupyterProcess, cluster: ray_local.LocalCluster) -> None:

@@ -1,7 +1,8 @@
 """A fake engine: a small real HTTP server that behaves like an engine and misbehaves on command.
 
     python tests/support/fake_engine.py --host <socket>.sock --api-key-file F [--health-delay S]
-        [--crash-while-loading CODE] [--sleep-mode] [llama-server's other flags, ignored]
+        [--crash-while-loading CODE] [--sleep-mode] [--token-s S] [--parallel N]
+        [llama-server's other flags, ignored]
 
 It takes llama-server's command line, so the real supervisor can run it (through the engine
 registry, or the `llamacpp_server` setting). It serves `/health` (503 until the health delay
@@ -9,6 +10,11 @@ has passed), `/v1/models`, `/v1/chat/completions` (JSON, or SSE with one event p
 fast as it can and `timings` at the end, like llama-server), `/metrics`, vLLM-style `/sleep`,
 `/wake_up`, `/is_sleeping` with `--sleep-mode`, and commands for tests: `POST /fake/crash?code=N`
 (exits), `POST /fake/hang` (stops answering anything).
+
+Paced like a GPU-bound engine with `--token-s S`: each completion holds one of `--parallel N`
+slots (llama-server's own flag; requests beyond them wait for a slot) and sleeps S seconds per
+output token, streamed or not, so N requests run at once at a fixed rate and the engine uses
+almost no CPU. `FAKE_ENGINE_SLOWDOWN=F` in its environment multiplies S (a slower node).
 
 `FakeEngine` is the engine class that plans it, for `Supervisor(engines={...})`.
 """
@@ -31,6 +37,8 @@ from aiohttp import web
 def make_app(key: str, args: argparse.Namespace) -> web.Application:
     started = time.monotonic()
     state = {"sleeping": False, "hung": False, "tokens": 0}
+    token_s = args.token_s * float(os.environ.get("FAKE_ENGINE_SLOWDOWN", "1") or 1)
+    slots = asyncio.Semaphore(max(1, args.parallel)) if token_s else None
 
     @web.middleware
     async def guard(request: web.Request, handler):  # type: ignore[no-untyped-def]
@@ -50,9 +58,17 @@ def make_app(key: str, args: argparse.Namespace) -> web.Application:
 
     async def chat(request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        if slots is None:
+            return await answer(request, body)
+        async with slots:  # a paced engine: one slot per request, busy for the answer's tokens
+            return await answer(request, body)
+
+    async def answer(request: web.Request, body: dict) -> web.StreamResponse:
         tokens = int(body.get("max_tokens", 16))
         state["tokens"] += tokens
         if not body.get("stream"):
+            if token_s:
+                await asyncio.sleep(token_s * tokens)
             return web.json_response({
                 "object": "chat.completion", "model": args.alias,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "x" * tokens}}],
@@ -61,7 +77,7 @@ def make_app(key: str, args: argparse.Namespace) -> web.Application:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         event = b'data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
-        pace = 1.0 / args.events_per_s if args.events_per_s else 0.0
+        pace = token_s or (1.0 / args.events_per_s if args.events_per_s else 0.0)
         due = time.monotonic()
         for _ in range(tokens):
             await response.write(event)
@@ -141,6 +157,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--crash-while-loading", type=int, default=None)
     parser.add_argument("--sleep-mode", action="store_true")
     parser.add_argument("--events-per-s", type=float, default=0.0, help="stream events per second (0: as fast as it can)")
+    parser.add_argument("--token-s", type=float, default=0.0,
+                        help="seconds per output token, streamed or not, within a slot (0: no pacing, no slots)")
+    parser.add_argument("--parallel", "-np", type=int, default=1, help="slots of a paced engine (llama-server's flag)")
     args, _ignored = parser.parse_known_args(argv)
     return args
 

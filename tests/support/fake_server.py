@@ -3,6 +3,7 @@ gateway path runs for real in seconds, without a model."""
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -11,11 +12,13 @@ from tests.support.jupyter import JupyterProcess
 FAKE_ENGINE = Path(__file__).resolve().parent / "fake_engine.py"
 
 
-def fake_llama_server(folder: Path) -> Path:
-    """An executable that runs the fake engine with llama-server's command line."""
+def fake_llama_server(folder: Path, *engine_args: str) -> Path:
+    """An executable that runs the fake engine with llama-server's command line (and `engine_args` first:
+    `--token-s 0.01` paces it like a GPU-bound engine)."""
     folder.mkdir(parents=True, exist_ok=True)
     program = folder / "llama-server"
-    program.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE_ENGINE} \"$@\"\n")
+    fixed = "".join(f" {shlex.quote(a)}" for a in engine_args)
+    program.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE_ENGINE}{fixed} \"$@\"\n")
     program.chmod(0o755)
     return program
 

@@ -1,0 +1,67 @@
+"""What the gateway does when a replica fails a request: send it to another, or end a cut stream cleanly.
+
+Both relays (the handler of `proxy.py`, and any data path that replaces it) ask the same two
+questions, so the policy lives here, apart from how bytes are moved:
+
+- `resend_elsewhere`: may a request that failed with this error go to another replica? Only when
+  no byte of its answer came back, so none can have reached the client: the engine could not be
+  connected to (`UpstreamUnreachable`), or it accepted the connection and then closed or reset it
+  before the answer's head (`UpstreamNoAnswer`: a replica or its node dying). The replica leaves
+  the rotation in both cases. A timeout is not sent again: the engine may still be working on it.
+- `head_unless_lost`: a node that dies without a word (a machine that stops: no reset comes) leaves
+  the connections to its engine open and silent. The supervisor sees the replica go (its actor stops
+  answering) and takes it out of the rotation; a request still waiting for its answer's head there
+  then gives up (`UpstreamNoAnswer`), and goes to another replica like the ones above.
+- `cut_stream_event`: the last bytes of an event stream an engine broke off after it began: an
+  error event in the route's dialect, after which the stream ends as a stream should (the last
+  chunk), so the client's SDK raises an error that says what happened instead of a protocol error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Coroutine
+from typing import Any
+
+from ..supervisor.replicas import Replica, ReplicaState
+from .refusals import Refusal, refusal_document
+from .upstream import UpstreamError, UpstreamNoAnswer, UpstreamResponse, UpstreamUnreachable
+
+LOST_CHECK_S = 0.25  # how often a request waiting for its answer's head looks whether its replica is still there
+
+
+def resend_elsewhere(exc: UpstreamError) -> bool:
+    """Whether the request may go to another replica: nothing of the answer came back."""
+    return isinstance(exc, (UpstreamUnreachable, UpstreamNoAnswer))
+
+
+async def head_unless_lost(request: Coroutine[Any, Any, UpstreamResponse], replica: Replica) -> UpstreamResponse:
+    """The answer's head from `request` to `replica`; UpstreamNoAnswer if the replica leaves the rotation for a
+    failure first (down, or restarting: not stopping, whose requests finish)."""
+    task = asyncio.ensure_future(request)
+    try:
+        while True:
+            done, _ = await asyncio.wait((task,), timeout=LOST_CHECK_S)
+            if done:
+                return task.result()
+            if replica.state in (ReplicaState.DOWN, ReplicaState.STARTING):
+                raise UpstreamNoAnswer(f"the replica left the rotation before answering ({replica.reason or 'lost'})")
+    except BaseException:
+        _drop(task)
+        raise
+
+
+def _drop(task: asyncio.Future[UpstreamResponse]) -> None:
+    """Cancel a request given up on; an answer that came at that moment is closed, not reused."""
+    if not task.done():
+        task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception() or t.result().close())
+
+
+def cut_stream_event(reason: str, dialect: str = "openai") -> bytes:
+    """An SSE error event telling the client its stream was cut (`reason`), in the route's dialect."""
+    document = refusal_document(Refusal(502, f"the engine broke off the stream: {reason}", "upstream_error"),
+                                dialect)  # type: ignore[arg-type]
+    data = b"data: " + json.dumps(document).encode() + b"\n\n"
+    return (b"event: error\n" + data) if dialect == "anthropic" else data

@@ -1,0 +1,165 @@
+"""A replica that fails a request: sent to another when no byte of the answer came, a cut stream ended cleanly.
+
+Two replicas of one deployment behind the gateway (on the server's loop, and in the gateway
+worker): engines on Unix sockets that misbehave the way a dying replica does. One accepts the
+connection and drops it before answering (its node going away mid-request); the other answers.
+A third starts an event stream and breaks it off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from jupyter_modeldeploy.engines import EngineAddress, routes
+from jupyter_modeldeploy.supervisor.replicas import Replica, set_down, set_serving
+from tests.support.gateway_harness import ENGINE_KEY, GatewayThread
+
+CHAT = "/v1/chat/completions"
+Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    return await reader.readexactly(length)
+
+
+DROPPED: list[bytes] = []  # the requests the dying replica took before dropping them
+
+
+async def drops_before_answering(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    DROPPED.append(await read_request(reader))
+    writer.transport.abort()  # a reset, as when the engine's process dies with its node
+
+
+async def answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        try:
+            await read_request(reader)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        body = json.dumps({"choices": [{"message": {"content": "from the good replica"}}]}).encode()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        await writer.drain()
+
+
+HUNG: list[bytes] = []  # the requests the silent replica took
+
+
+async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    HUNG.append(await read_request(reader))
+    await asyncio.sleep(3600)  # a node that stopped: the connection stays open, nothing comes, no reset
+
+
+async def cuts_its_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    event = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 + b"%x\r\n%s\r\n" % (len(event), event))
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.transport.abort()  # the replica dies mid-stream
+
+
+def engine(gw: GatewayThread, path: Path, behaviour: Behaviour) -> EngineAddress:
+    async def start() -> asyncio.AbstractServer:
+        return await asyncio.start_unix_server(behaviour, path=str(path))
+
+    gw.run(start())
+    return EngineAddress(socket_path=str(path))
+
+
+def two_replicas(gw: GatewayThread, first: EngineAddress, second: EngineAddress | None) -> tuple[object, str, list]:
+    """A deployment whose first replica (serving longest: picked first) is `first`."""
+    dep, key = gw.harness.add(routes.LLAMA_SERVER, first)
+    addresses = [first] if second is None else [first, second]
+    replicas = [Replica(id=f"md-r{i}", address=a, engine_key=ENGINE_KEY) for i, a in enumerate(addresses)]
+    for i, replica in enumerate(replicas):
+        set_serving(replica)
+        replica.serving_since = 1000.0 + i
+
+    def install() -> None:
+        dep.replicas = replicas
+
+    gw.call(install)
+    return dep, key, replicas
+
+
+def post(gw: GatewayThread, dep: object, key: str, body: dict) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", gw.harness.port, timeout=15)
+    try:
+        conn.request("POST", f"/modeldeploy/endpoints/{dep.route}{CHAT}", json.dumps(body),  # type: ignore[attr-defined]
+                     {"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        answer = conn.getresponse()
+        return answer.status, answer.read()  # a body cut without its end raises IncompleteRead here
+    finally:
+        conn.close()
+
+
+def test_a_request_dropped_before_any_answer_goes_to_the_other_replica(gw: GatewayThread, tmp_path: Path) -> None:
+    dying = engine(gw, tmp_path / "dying.sock", drops_before_answering)
+    good = engine(gw, tmp_path / "good.sock", answers)
+    dep, key, replicas = two_replicas(gw, dying, good)
+    DROPPED.clear()
+    for _ in range(3):
+        status, body = post(gw, dep, key, {"messages": [], "max_tokens": 4})
+        assert status == 200, body[:300]
+        assert b"from the good replica" in body
+    assert DROPPED, "the dying replica was never picked: nothing was tested"
+    records = gw.records()
+    assert [r.status for r in records] == [200, 200, 200]
+    assert {r.replica for r in records} == {replicas[1].id}
+
+
+def test_a_request_waiting_on_a_replica_that_leaves_the_rotation_goes_to_another(gw: GatewayThread,
+                                                                                 tmp_path: Path) -> None:
+    """A node that stops without a reset: the supervisor takes its replica out of the rotation (its actor no
+    longer answers), and the request waiting there for its answer's head is sent to the other replica
+    (the gateway's upstream timeout here is 1.5 s: without this it would end in a 504)."""
+    silent = engine(gw, tmp_path / "silent.sock", never_answers)
+    good = engine(gw, tmp_path / "good.sock", answers)
+    dep, key, replicas = two_replicas(gw, silent, good)
+    HUNG.clear()
+    answer: list[tuple[int, bytes]] = []
+    caller = threading.Thread(target=lambda: answer.append(post(gw, dep, key, {"messages": [], "max_tokens": 4})))
+    caller.start()
+    deadline = time.monotonic() + 10
+    while not HUNG and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert HUNG, "the silent replica was never picked: nothing was tested"
+    gw.call(lambda: set_down(dep.replicas[0], "its actor does not answer"))  # type: ignore[attr-defined]
+    caller.join(15)
+    status, body = answer[0]
+    assert status == 200, body[:300]
+    assert b"from the good replica" in body
+    assert [r.replica for r in gw.records()] == [replicas[1].id]
+
+
+def test_with_no_other_replica_the_drop_is_a_502(gw: GatewayThread, tmp_path: Path) -> None:
+    dep, key, _ = two_replicas(gw, engine(gw, tmp_path / "dying.sock", drops_before_answering), None)
+    status, body = post(gw, dep, key, {"messages": [], "max_tokens": 4})
+    assert status == 502, body[:300]
+    assert "closed the connection before answering" in json.loads(body)["error"]["message"]
+
+
+def test_a_stream_cut_mid_answer_ends_with_an_error_event_and_a_clean_end(gw: GatewayThread, tmp_path: Path) -> None:
+    cutting = engine(gw, tmp_path / "cut.sock", cuts_its_stream)
+    good = engine(gw, tmp_path / "good.sock", answers)
+    dep, key, _ = two_replicas(gw, cutting, good)
+    status, body = post(gw, dep, key, {"messages": [], "max_tokens": 4, "stream": True})
+    assert status == 200
+    events = [e for e in body.decode().split("\n\n") if e.strip()]
+    assert events[0].startswith("data: ") and json.loads(events[0][6:])["choices"]  # what came before the cut
+    error = json.loads(events[-1].removeprefix("data: "))["error"]
+    assert "broke off the stream" in error["message"], error
+    assert "[DONE]" not in body.decode()  # a cut stream does not pretend to have ended well
+    # Not sent again: part of the answer had gone to the client.
+    assert [(r.replica, r.status) for r in gw.records()] == [("md-r0", 502)]
