@@ -89,6 +89,11 @@ class GatewayCore:
     def replica_unreachable(self, dep: Any, replica: Replica, reason: str) -> None:
         """A replica could not be connected to (it leaves the rotation)."""
 
+    def replica_load(self, dep: Any, replica: Replica, delta: int) -> None:
+        """A request was sent to a replica (+1) or left it (-1): its in-flight count, which the least-loaded choice
+        reads and a replica being removed drains."""
+        replica.in_flight += delta
+
     async def wake(self, dep: Any) -> None:
         """Wake a sleeping deployment for a caller with a valid key; returns once it serves (or cannot)."""
 

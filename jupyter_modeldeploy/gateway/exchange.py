@@ -348,7 +348,7 @@ class EndpointExchange:
                                      headers={"Retry-After": "5"}))
                 return None, None
             tried.add(replica.id)
-            replica.in_flight += 1
+            gateway.replica_load(dep, replica, +1)
             replica.requests += 1
             self._replica = replica.id
             try:
@@ -360,7 +360,7 @@ class EndpointExchange:
                 # With other replicas to go to, a replica lost while the request waits gives it up.
                 upstream = await (head_unless_lost(request, replica) if len(dep.replicas) > 1 else request)
             except UpstreamError as exc:
-                replica.in_flight -= 1
+                gateway.replica_load(dep, replica, -1)
                 if resend_elsewhere(exc):  # no byte of an answer came: the replica leaves, another takes it
                     gateway.replica_unreachable(dep, replica, str(exc))
                     if len(dep.replicas) > 1:
@@ -380,7 +380,7 @@ class EndpointExchange:
         try:
             status, tap, first_chunk = await self._relay(upstream, injected, started)
         finally:
-            replica.in_flight -= 1
+            self.gateway.replica_load(dep, replica, -1)
         return Relayed(status, tap.finish() if tap else None, bool(tap and tap.is_sse), first_chunk)
 
     def _target(self) -> str:

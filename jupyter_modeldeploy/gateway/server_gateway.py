@@ -29,7 +29,7 @@ from .core import GatewayConfig, GatewayCore
 from .detached import PrefixedIOStream, handed_over, plain, request_head
 from .feed import StateFeed
 from .relay.plane import DataPlane, WorkerSettings
-from .relay.protocol import Finished, Handoff, Started, State, Unreachable
+from .relay.protocol import Finished, Handoff, ReplicaLoad, Started, State, Unreachable
 from .tokens import TokenInfo, TokenRegistry
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,13 @@ class Gateway(GatewayCore):
             self.supervisor.request_finished(dep)
         if book is not None:
             self.quotas.release(book, tokens, time.time())
+
+    def replica_load_reported(self, message: ReplicaLoad) -> None:
+        """The worker sent a request to a placed replica, or it left: the count a removal drains by."""
+        dep = self.supervisor.deployments.get(message.deployment_id)
+        for replica in dep.replicas if dep is not None else ():
+            if replica.id == message.replica_id:
+                replica.in_flight = max(0, replica.in_flight + message.delta)
 
     def finished(self, message: Finished) -> None:
         if message.started:

@@ -21,7 +21,7 @@ from ..engines.hf import ModelNotFound
 from ..engines.progress import STARTING
 from .deployment import Deployment, Ending
 from .placement import EngineHandle
-from .replicas import Replica, set_serving
+from .replicas import LOCAL_REPLICA, Replica, set_serving
 from .run import RunHost
 from .state import Event, Status, failure_reason
 from .wake import from_sleep
@@ -100,7 +100,7 @@ class LocalRun:
             dep.log.append(f"[modeldeploy] healthy after {time.time() - (dep.started_at or time.time()):.1f} s: serving")
             dep.last_activity_at = time.time()
             phases = progress.finish(time.time()) if progress is not None else []
-            dep.replicas = [Replica(id="local", address=dep.listen, engine_key=dep.engine_key, node=socket.gethostname(),
+            dep.replicas = [Replica(id=LOCAL_REPLICA, address=dep.listen, engine_key=dep.engine_key, node=socket.gethostname(),
                                     node_ip="127.0.0.1", pid=handle.pid)]
             set_serving(dep.replicas[0])
             host.fire(dep, Event.READY)

@@ -15,6 +15,8 @@ from typing import Any
 
 from ..engines import EngineAddress
 
+LOCAL_REPLICA = "local"  # the id of the one replica of a deployment on this host
+
 
 class ReplicaState(str, enum.Enum):
     """Where one replica is in its life."""

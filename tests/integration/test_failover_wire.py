@@ -163,3 +163,22 @@ def test_a_stream_cut_mid_answer_ends_with_an_error_event_and_a_clean_end(gw: Ga
     assert "[DONE]" not in body.decode()  # a cut stream does not pretend to have ended well
     # Not sent again: part of the answer had gone to the client.
     assert [(r.replica, r.status) for r in gw.records()] == [("md-r0", 502)]
+
+
+def test_the_server_counts_the_requests_in_flight_on_each_replica_on_every_path(gw: GatewayThread,
+                                                                              tmp_path: Path) -> None:
+    """Removing a replica waits for its requests in flight by the server's count of them: where the worker sends
+    the requests, its reports keep that count (without them it stayed 0 and a scale-down cut requests)."""
+    from tests.support.polling import wait_until
+
+    silent = engine(gw, tmp_path / "silent.sock", never_answers)
+    dep, key, _ = two_replicas(gw, silent, None)
+    HUNG.clear()
+    answer: list[tuple[int, bytes]] = []
+    caller = threading.Thread(target=lambda: answer.append(post(gw, dep, key, {"messages": [], "max_tokens": 4})))
+    caller.start()
+    assert wait_until(lambda: HUNG, timeout=10), "the replica was never sent the request"
+    assert wait_until(lambda: gw.call(lambda: dep.replicas[0].in_flight) == 1, timeout=5)  # type: ignore[attr-defined]
+    caller.join(15)
+    assert answer and answer[0][0] == 504  # the upstream timeout of the harness (1.5 s)
+    assert wait_until(lambda: gw.call(lambda: dep.replicas[0].in_flight) == 0, timeout=5)  # type: ignore[attr-defined]

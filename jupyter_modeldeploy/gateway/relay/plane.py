@@ -30,6 +30,7 @@ from .protocol import (
     Message,
     ProtocolError,
     Ready,
+    ReplicaLoad,
     Reports,
     Started,
     State,
@@ -54,6 +55,8 @@ class PlaneHost(Protocol):
     def started(self, message: Started) -> None: ...
 
     def finished(self, message: Finished) -> None: ...
+
+    def replica_load_reported(self, message: ReplicaLoad) -> None: ...
 
     def released(self, deployment_id: str, book: str | None, tokens: int) -> None: ...
 
@@ -255,6 +258,8 @@ class DataPlane:
             host.wake_requested(message.deployment_id)
         elif isinstance(message, Unreachable):
             host.unreachable(message)
+        elif isinstance(message, ReplicaLoad):
+            host.replica_load_reported(message)
         elif isinstance(message, Ready):
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(message)

@@ -13,6 +13,8 @@
     worker → server   Wake      a caller with a valid key found the deployment asleep
     server → worker   Woken     the wake it asked for is over (serving, or failed: the state says which)
     worker → server   Unreachable  a replica could not be connected to
+    worker → server   ReplicaLoad  a request was sent to a replica of a placed deployment, or left it (the server's
+                                count drains a replica it removes)
     worker → server   Reports   the four reports above as they gathered in one turn of the worker's loop
                                 (`outbox`), in order
 
@@ -111,7 +113,16 @@ class Unreachable:
     reason: str = ""
 
 
-Report = Started | Finished | Wake | Unreachable
+@dataclass(frozen=True)
+class ReplicaLoad:
+    """A request was sent to (`delta` +1) or left (-1) a replica of a placed (Ray) deployment."""
+
+    deployment_id: str
+    replica_id: str
+    delta: int
+
+
+Report = Started | Finished | Wake | Unreachable | ReplicaLoad
 
 
 @dataclass(frozen=True)
@@ -121,10 +132,10 @@ class Reports:
     messages: tuple[Report, ...]
 
 
-Message = Handoff | State | Ready | Started | Finished | Wake | Woken | Unreachable | Reports
+Message = Handoff | State | Ready | Started | Finished | Wake | Woken | Unreachable | ReplicaLoad | Reports
 KINDS: dict[str, type[Any]] = {
     "handoff": Handoff, "state": State, "ready": Ready, "started": Started, "finished": Finished, "wake": Wake, "woken": Woken,
-    "unreachable": Unreachable, "reports": Reports,
+    "unreachable": Unreachable, "replica_load": ReplicaLoad, "reports": Reports,
 }
 _NAMES = {cls: name for name, cls in KINDS.items()}
 

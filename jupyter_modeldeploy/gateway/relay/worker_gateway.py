@@ -18,13 +18,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ...keys import hash_key
-from ...supervisor.replicas import Replica, set_down
+from ...supervisor.replicas import LOCAL_REPLICA, Replica, set_down
 from ..core import GatewayConfig, GatewayCore
 from ..records import RequestRecord
 from ..tokens import TokenInfo
 from ..view import DeploymentView
 from .outbox import Outbox
-from .protocol import Finished, Started, State, Unreachable, Wake
+from .protocol import Finished, ReplicaLoad, Started, State, Unreachable, Wake
 
 
 class WorkerGateway(GatewayCore):
@@ -119,6 +119,11 @@ class WorkerGateway(GatewayCore):
     def replica_unreachable(self, dep: Any, replica: Replica, reason: str) -> None:
         set_down(replica, reason)  # out of this worker's rotation at once; the server decides what follows
         self._report(Unreachable(dep.id, replica.id, reason))
+
+    def replica_load(self, dep: Any, replica: Replica, delta: int) -> None:
+        replica.in_flight += delta
+        if replica.id != LOCAL_REPLICA:  # a placed replica: the server drains it by this count when it removes it
+            self._report(ReplicaLoad(dep.id, replica.id, delta))
 
     async def wake(self, dep: Any) -> None:
         """Ask the server to wake the deployment (once, for every request waiting on it) and wait until it
