@@ -79,6 +79,24 @@ class Wire(Protocol):
     def headers_written(self) -> bool: ...
 
 
+class WireFlags:
+    """The two flags of a `Wire` as the exchange reads them, over the `_finished` and `_headers_written` that
+    tornado's `RequestHandler` keeps (and the worker's connection wire keeps alike)."""
+
+    _finished: bool
+    _headers_written: bool
+
+    @property
+    def finished(self) -> bool:
+        """Whether the answer was finished."""
+        return self._finished
+
+    @property
+    def headers_written(self) -> bool:
+        """Whether the answer's head went out."""
+        return self._headers_written
+
+
 @dataclass
 class Relayed:
     """How a forwarded request ended, for its record."""

@@ -16,7 +16,7 @@ from tornado import httputil, web
 
 from .admission import RequestHead
 from .core import GatewayCore
-from .exchange import EndpointExchange
+from .exchange import EndpointExchange, WireFlags
 from .response_head import http_date
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ ENDPOINT_PATTERN = r"/modeldeploy/endpoints/.+"
 
 
 @web.stream_request_body
-class EndpointHandler(web.RequestHandler):
+class EndpointHandler(WireFlags, web.RequestHandler):
     """Proxies one request to a deployment's engine (tornado's side of an `EndpointExchange`)."""
 
     SUPPORTED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD")  # type: ignore[assignment]
@@ -98,13 +98,3 @@ class EndpointHandler(web.RequestHandler):
         stream = getattr(self.request.connection, "stream", None)
         if stream is not None:
             stream.close()
-
-    @property
-    def finished(self) -> bool:
-        """Whether the answer was finished."""
-        return self._finished
-
-    @property
-    def headers_written(self) -> bool:
-        """Whether the answer's head went out."""
-        return self._headers_written

@@ -26,7 +26,7 @@ from typing import Any
 import httptools
 
 from ..admission import RequestHead
-from ..exchange import EndpointExchange
+from ..exchange import EndpointExchange, WireFlags
 from ..header_index import HeaderIndex
 from ..response_head import http_date
 from .worker_gateway import WorkerGateway
@@ -42,7 +42,7 @@ NO_BODY_STATUSES = frozenset({204, 304})
 GiveBack = Callable[[socket.socket, bytes], None]
 
 
-class ConnectionWire:
+class ConnectionWire(WireFlags):
     """One answer, written to the connection: the head at the first flush or at the finish, a body of unknown
     length chunked (HTTP/1.1) or ended by closing (HTTP/1.0)."""
 
@@ -105,14 +105,6 @@ class ConnectionWire:
         self._finished = True
         self.keep_alive = False
         self._connection.abort()
-
-    @property
-    def finished(self) -> bool:
-        return self._finished
-
-    @property
-    def headers_written(self) -> bool:
-        return self._headers_written
 
     # Framing -----------------------------------------------------------------------------
 
