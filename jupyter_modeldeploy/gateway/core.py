@@ -1,9 +1,9 @@
 """What the endpoint handler asks of the gateway it runs in: state to admit with, counters, reports.
 
-The same handler (`proxy.EndpointHandler`) serves endpoint requests in two processes: in the
+The same exchange (`exchange.EndpointExchange`) serves endpoint requests in two processes: in the
 gateway worker, which owns endpoint traffic (`relay.worker_gateway.WorkerGateway`: views published
 by the server, its own counters, records reported back), and on the Jupyter server's own loop
-while no worker serves (`proxy.Gateway`: the supervisor's deployments and the key registry).
+while no worker serves (`server_gateway.Gateway`: the supervisor's deployments and the key registry).
 Both implement `GatewayCore`; nothing in the handler knows which one it has.
 """
 

@@ -1,11 +1,12 @@
-"""A client connection taken out of one tornado server and served by another, from its first request on.
+"""A client connection taken out of tornado's hands with the bytes already read, and given back to it.
 
 The Jupyter server reads an endpoint request's head, then hands the connection to the gateway
 worker (`relay.plane`): `handed_over` takes the socket out of tornado's hands together with the
-bytes already read (the head, rebuilt as received, and whatever of the body tornado buffered).
-On the other side, `PrefixedIOStream` gives tornado those bytes first and then the socket's, so
-the worker's own HTTP server parses the same request again and serves the connection as if it
-had accepted it.
+bytes already read (the head, rebuilt as received, and whatever of the body tornado buffered); the
+worker's connection (`relay.connection`) parses them first. When a connection comes back (a
+request outside the endpoints), or the worker went away meanwhile, `PrefixedIOStream` gives the
+server's tornado those bytes first and then the socket's, so it serves the connection as if it had
+accepted it.
 """
 
 from __future__ import annotations

@@ -188,11 +188,6 @@ class EndpointExchange:
             refusal.close = True  # the body is not read: the client is told the connection ends
             self._refuse(refusal)
 
-    @property
-    def reads_body(self) -> bool:
-        """Whether the body is wanted (not when the answer is already written)."""
-        return not self.wire.finished
-
     def _has_body(self) -> bool:
         headers = self.headers
         return "Transfer-Encoding" in headers or headers.get("Content-Length", "0") not in ("", "0")

@@ -6,7 +6,7 @@ and each second), hands it every endpoint connection it can (`hand_off`), and ta
 started and finished requests go to the supervisor's counters and to the observers (metrics,
 per-key usage, request log), a wake request to the supervisor. While no worker serves (it is
 starting, it died, the platform cannot pass sockets, or the connection is TLS or HTTP/1.0), the
-same handler serves the request here, with this process's counters.
+same exchange serves the request here, in tornado's handler, with this process's counters.
 """
 
 from __future__ import annotations

@@ -137,9 +137,6 @@ class _EngineConnection(asyncio.Protocol):
             self._fail(UpstreamError(f"the engine's answer is not valid HTTP ({type(exc).__name__})"))
             self.abort()
 
-    def eof_received(self) -> bool:
-        return False  # close our side too
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self in self._pool:
@@ -151,12 +148,6 @@ class _EngineConnection(asyncio.Protocol):
         if not self._complete:
             self._fail(_Lost("the engine closed the connection") if not self._seen_bytes
                        else UpstreamError("the engine broke off its answer (the connection ended)"))
-
-    def pause_writing(self) -> None:
-        pass  # a request is one write, already in the kernel's hands or the transport's buffer
-
-    def resume_writing(self) -> None:
-        pass
 
     # llhttp callbacks ---------------------------------------------------------------------
 

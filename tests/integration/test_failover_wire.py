@@ -12,13 +12,13 @@ import asyncio
 import http.client
 import json
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from jupyter_modeldeploy.engines import EngineAddress, routes
 from jupyter_modeldeploy.supervisor.replicas import Replica, set_down, set_serving
 from tests.support.gateway_harness import ENGINE_KEY, GatewayThread
+from tests.support.polling import wait_until
 
 CHAT = "/v1/chat/completions"
 Behaviour = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -104,6 +104,17 @@ def post(gw: GatewayThread, dep: object, key: str, body: dict) -> tuple[int, byt
         conn.close()
 
 
+def post_to_the_silent_replica(gw: GatewayThread, dep: object, key: str) -> tuple[threading.Thread,
+                                                                                list[tuple[int, bytes]]]:
+    """A caller posting in a thread of its own, returned once the silent replica holds its request."""
+    HUNG.clear()
+    answer: list[tuple[int, bytes]] = []
+    caller = threading.Thread(target=lambda: answer.append(post(gw, dep, key, {"messages": [], "max_tokens": 4})))
+    caller.start()
+    assert wait_until(lambda: HUNG, timeout=10), "the silent replica was never sent the request: nothing was tested"
+    return caller, answer
+
+
 def test_a_request_dropped_before_any_answer_goes_to_the_other_replica(gw: GatewayThread, tmp_path: Path) -> None:
     dying = engine(gw, tmp_path / "dying.sock", drops_before_answering)
     good = engine(gw, tmp_path / "good.sock", answers)
@@ -127,14 +138,7 @@ def test_a_request_waiting_on_a_replica_that_leaves_the_rotation_goes_to_another
     silent = engine(gw, tmp_path / "silent.sock", never_answers)
     good = engine(gw, tmp_path / "good.sock", answers)
     dep, key, replicas = two_replicas(gw, silent, good)
-    HUNG.clear()
-    answer: list[tuple[int, bytes]] = []
-    caller = threading.Thread(target=lambda: answer.append(post(gw, dep, key, {"messages": [], "max_tokens": 4})))
-    caller.start()
-    deadline = time.monotonic() + 10
-    while not HUNG and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert HUNG, "the silent replica was never picked: nothing was tested"
+    caller, answer = post_to_the_silent_replica(gw, dep, key)
     gw.call(lambda: set_down(dep.replicas[0], "its actor does not answer"))  # type: ignore[attr-defined]
     caller.join(15)
     status, body = answer[0]
@@ -169,15 +173,9 @@ def test_the_server_counts_the_requests_in_flight_on_each_replica_on_every_path(
                                                                               tmp_path: Path) -> None:
     """Removing a replica waits for its requests in flight by the server's count of them: where the worker sends
     the requests, its reports keep that count (without them it stayed 0 and a scale-down cut requests)."""
-    from tests.support.polling import wait_until
-
     silent = engine(gw, tmp_path / "silent.sock", never_answers)
     dep, key, _ = two_replicas(gw, silent, None)
-    HUNG.clear()
-    answer: list[tuple[int, bytes]] = []
-    caller = threading.Thread(target=lambda: answer.append(post(gw, dep, key, {"messages": [], "max_tokens": 4})))
-    caller.start()
-    assert wait_until(lambda: HUNG, timeout=10), "the replica was never sent the request"
+    caller, answer = post_to_the_silent_replica(gw, dep, key)
     assert wait_until(lambda: gw.call(lambda: dep.replicas[0].in_flight) == 1, timeout=5)  # type: ignore[attr-defined]
     caller.join(15)
     assert answer and answer[0][0] == 504  # the upstream timeout of the harness (1.5 s)

@@ -206,10 +206,7 @@ class EndpointConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._transport = transport  # (asyncio sets TCP_NODELAY on TCP transports itself)
         if self._prefix:
             prefix, self._prefix = self._prefix, b""
             self.data_received(prefix)
@@ -270,7 +267,7 @@ class EndpointConnection(asyncio.Protocol):
         url = httptools.parse_url(self._url)
         path = url.path.decode("latin-1") if url.path else "/"
         headers = HeaderIndex(self._pairs)
-        if not path.startswith(self._prefixes) or any(path == p for p in self._prefixes):
+        if not path.startswith(self._prefixes) or path in self._prefixes:
             self._not_an_endpoint(headers)
             return
         query = url.query.decode("latin-1") if url.query else ""
