@@ -19,13 +19,14 @@ Measured, each against the references in the same run:
     (`--light-only` runs just this);
   - the packaged MiniLM embedding deployment at 16 clients, one sentence a request, through the
     gateway against its own socket;
-  - completion tokens/s with 16 clients (overhead next to real engine work);
-  - streaming time to first chunk (target <= 1.1x);
+  - completion tokens/s with 16 raw keep-alive connections (overhead next to real engine work);
+  - streaming time to first chunk, http.client on one kept connection (target <= 1.1x);
   - the Jupyter server's own `GET /api/contents` p50 while 16 streaming clients go through the
     gateway, against the same load sent direct (what the gateway costs a JupyterLab user sharing
     its event loop; target <= 1.2x) — with llama-server, and with a fake engine whose 16 streams
     emit 20,000 small events a second in all (a busy GPU's rate), the same load direct and through
-    the gateway;
+    the gateway (the streaming clients are httpx on both sides: their cost is the same, and what is
+    measured is Jupyter's p50, by http.client);
   - the same p50, and the Jupyter server's CPU, while 16 raw connections send `GET /v1/models`;
   - the cost of a quota check and a request log row (two more servers, interleaved rounds).
 """
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import http.client
 import json
 import multiprocessing
 import secrets
@@ -53,7 +55,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import light_client
-from bench.common import engine_socket, free_port, run_load, smollm2_gguf, start_engine, temp_jupyter
+from bench.common import engine_socket, free_port, smollm2_gguf, start_engine, temp_jupyter
 from jupyter_modeldeploy.config import parse_config
 from jupyter_modeldeploy.engines.base import LaunchContext
 from jupyter_modeldeploy.engines.llamacpp import ENGINE as LLAMACPP
@@ -64,39 +66,46 @@ FAST_EVENTS_PER_S = 20_000
 FAST_ENGINE = Path(__file__).resolve().parents[1] / "tests" / "support" / "fake_engine.py"
 
 
-async def inference_throughput(url: str, headers: dict[str, str], requests: int, uds: str | None,
-                               clients: int = 16) -> float:
-    """Completion tokens/s with `clients` clients: the gateway's cost next to real engine work."""
-    async def one(client: httpx.AsyncClient) -> float:
-        body = {"model": "m", "prompt": "Once upon a time", "max_tokens": 8, "ignore_eos": True}
-        response = await client.post(url, json=body, headers=headers)
-        response.raise_for_status()
-        return float(response.json()["usage"]["completion_tokens"])
-
-    return (await run_load(clients, requests, one, uds=uds)).throughput
+COMPLETION_TOKENS = 8  # each completion's length (`ignore_eos`): tokens/s is requests/s times this
 
 
-async def first_chunk(url: str, headers: dict[str, str], runs: int, uds: str | None) -> float:
-    """Median seconds to the first streamed chunk of a chat completion."""
+def inference_throughput(target: light_client.Target, path: str, headers: dict[str, str], seconds: float,
+                         clients: int = 16) -> float:
+    """Completion tokens/s with `clients` raw keep-alive connections: the gateway's cost next to real engine work."""
+    body = json.dumps({"model": "m", "prompt": "Once upon a time", "max_tokens": COMPLETION_TOKENS,
+                       "ignore_eos": True}).encode()
+    return light_client.throughput(target, path, {**headers, "Content-Type": "application/json"}, clients, seconds,
+                                   body=body) * COMPLETION_TOKENS
+
+
+def first_chunk(target: light_client.Target, path: str, headers: dict[str, str], runs: int) -> float:
+    """Median seconds to the first streamed chunk of a chat completion (`http.client`, one kept connection; a
+    request on a connection llama-server had closed is sent again on a new one, as clients do)."""
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16,
+                       "stream": True, "ignore_eos": True})
+    send = {**headers, "Content-Type": "application/json", "Accept": "*/*"}
     times = []
-    body = {"model": "m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16, "stream": True,
-            "ignore_eos": True}
-    transport = httpx.AsyncHTTPTransport(uds=uds) if uds else None
-    async with httpx.AsyncClient(timeout=120, transport=transport) as client:
+    conn = light_client.connection(target)
+    try:
         for _ in range(runs):
-            for attempt in (1, 2, 3):  # llama-server ends a kept connection now and then: sent again, as clients do
+            for attempt in (1, 2, 3):
                 started = time.perf_counter()
                 try:
-                    async with client.stream("POST", url, json=body, headers={**headers, "Accept": "*/*"}) as response:
-                        first = True
-                        async for _chunk in response.aiter_bytes():
-                            if first:
-                                times.append(time.perf_counter() - started)
-                                first = False
+                    conn.request("POST", path, body=body, headers=send)
+                    response = conn.getresponse()
+                    if response.status != 200:
+                        raise RuntimeError(f"POST {path}: {response.status}")
+                    response.read1(65536)
+                    times.append(time.perf_counter() - started)
+                    response.read()
                     break
-                except httpx.RemoteProtocolError:
+                except (http.client.RemoteDisconnected, ConnectionError):
+                    conn.close()
+                    conn = light_client.connection(target)
                     if attempt == 3:
                         raise
+    finally:
+        conn.close()
     times.sort()
     return times[len(times) // 2]
 
@@ -107,15 +116,26 @@ def probe_contents(url: str, headers: dict[str, str], delay_s: float, seconds: f
     latencies: list[float] = []
     time.sleep(delay_s)
     stop = time.monotonic() + seconds
-    with httpx.Client(timeout=30) as probe:
+    address, _, path = url.removeprefix("http://").partition("/")
+    host, _, port = address.partition(":")
+    probe = light_client.connection((host, int(port)))  # http.client, one kept connection
+    try:
         while time.monotonic() < stop:
             t0 = time.perf_counter()
             try:
-                probe.get(url, headers=headers).raise_for_status()
-            except httpx.HTTPError as exc:  # counted at the time it took, and said
+                probe.request("GET", "/" + path, headers=headers)
+                answer = probe.getresponse()
+                answer.read()
+                if answer.status != 200:
+                    raise RuntimeError(f"status {answer.status}")
+            except (OSError, http.client.HTTPException, RuntimeError) as exc:  # counted at the time it took, and said
                 print(f"  (a Jupyter request failed after {time.perf_counter() - t0:.1f} s: {exc!r})", flush=True)
+                probe.close()
+                probe = light_client.connection((host, int(port)))
             latencies.append(time.perf_counter() - t0)
             time.sleep(0.05)
+    finally:
+        probe.close()
     out.send(latencies)
 
 
@@ -402,7 +422,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=1000, help="requests of the keep-alive latency client")
     parser.add_argument("--stream-runs", type=int, default=9)
-    parser.add_argument("--inference-requests", type=int, default=4, help="completions per client (16 clients)")
+    parser.add_argument("--inference-s", type=float, default=10.0, help="seconds of 16 clients' completions")
     parser.add_argument("--load-s", type=float, default=15.0, help="seconds of streaming load per contents run")
     parser.add_argument("--cost-rounds", type=int, default=5, help="interleaved rounds of the quota and log cost")
     parser.add_argument("--light-rounds", type=int, default=3, help="interleaved rounds of the light-client measure")
@@ -437,18 +457,17 @@ def main() -> int:
                                 "threads": 1, "parallel": 4})
         record = client.wait(record["id"], timeout=300)
         sock, engine_key = engine_socket(server, record)
-        paths = {
-            "direct": ("http://engine/v1", {"Authorization": f"Bearer {engine_key}"}, sock),
-            "gateway": (record["api_base"], {"Authorization": f"Bearer {KEY}"}, None),
+        paths: dict[str, tuple[light_client.Target, str, dict[str, str]]] = {
+            "direct": (sock, "/v1", {"Authorization": f"Bearer {engine_key}"}),
+            "gateway": (("127.0.0.1", server.port), gateway_path(record).removesuffix("/models"),
+                        {"Authorization": f"Bearer {KEY}"}),
         }
         results: dict[str, dict[str, float]] = {}
-        for name, (base, headers, uds) in paths.items():
-            # Streams and completions: engine work dominates, so httpx's own cost does not hide the gateway's.
+        for name, (target, base, headers) in paths.items():
+            # Streams and completions with light clients too: what the gateway adds, not what a client library costs.
             results[name] = {
-                "first_chunk_ms": asyncio.run(first_chunk(base + "/chat/completions", headers, args.stream_runs,
-                                                          uds)) * 1000,
-                "tok_s_16": asyncio.run(inference_throughput(base + "/completions", headers, args.inference_requests,
-                                                             uds)),
+                "first_chunk_ms": first_chunk(target, base + "/chat/completions", headers, args.stream_runs) * 1000,
+                "tok_s_16": inference_throughput(target, base + "/completions", headers, args.inference_s),
             }
             r = results[name]
             print(f"{name:8} first chunk {r['first_chunk_ms']:7.1f} ms  completions 16 clients {r['tok_s_16']:6.1f} "
