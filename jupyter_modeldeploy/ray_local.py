@@ -42,6 +42,7 @@ class LocalNode:
     labels: dict[str, str]
     num_cpus: float
     head: bool = False
+    log: str = ""  # its console log
 
 
 @dataclass
@@ -156,7 +157,8 @@ def start_node(
         argv.append(f"--address={address}")
     log_dir.mkdir(parents=True, exist_ok=True)
     name = "head" if address is None else "-".join(resources) or "node"
-    log = (log_dir / f"{name}-{int(time.time() * 1000)}.log").open("ab")
+    log_path = log_dir / f"{name}-{int(time.time() * 1000)}.log"
+    log = log_path.open("ab")
     # A loaded machine starts a node's agents slowly: give them longer than Ray's default.
     proc_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_raylet_start_wait_time_s": "180",
                 "RAY_agent_register_timeout_ms": "180000",
@@ -165,40 +167,68 @@ def start_node(
     proc_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_import_shim()), proc_env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=proc_env,
                             start_new_session=True)
-    return LocalNode(pid=proc.pid, resources=resources, labels=labels, num_cpus=num_cpus, head=address is None)
+    return LocalNode(pid=proc.pid, resources=resources, labels=labels, num_cpus=num_cpus, head=address is None,
+                     log=str(log_path))
+
+
+# Counted in Ray's control store (GCS), where a node is alive from the moment its raylet registers. `ray status`
+# reads the autoscaler's report instead, which a separate head process writes every few seconds and which
+# says nothing at all while that process is slow or gone. Run apart: a GCS client blocks for 40 s on a
+# head that does not answer, and writes its warnings to the caller's stderr.
+_ALIVE_NODES_SCRIPT = """
+import sys
+from ray._raylet import GcsClient
+from ray.core.generated.gcs_pb2 import GcsNodeInfo
+infos = GcsClient(address=sys.argv[1]).get_all_node_info(timeout=float(sys.argv[2]))
+print(sum(1 for info in infos.values() if info.state == GcsNodeInfo.GcsNodeState.ALIVE))
+"""
 
 
 def node_count(address: str, timeout: float = 30.0) -> int:
-    """How many nodes the cluster reports alive (`ray status`), 0 when it does not answer."""
+    """How many nodes the cluster's control store has alive, 0 when it does not answer."""
+    return _node_count(address, timeout)[0]
+
+
+def _node_count(address: str, timeout: float) -> tuple[int, str]:
+    """The count, and when there is none, what the query said instead."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
     try:
-        out = subprocess.run([ray_executable(), "status", f"--address={address}"], capture_output=True, text=True,
-                             timeout=timeout, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}).stdout
+        out = subprocess.run([sys.executable, "-c", _ALIVE_NODES_SCRIPT, address, str(timeout / 2)],
+                             capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        return 0
-    active, count = False, 0
-    for line in out.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("Active:"):
-            active = True
-            continue
-        if active:
-            if stripped.startswith("1 node_"):
-                count += 1
-            elif stripped and not stripped[0].isdigit():
-                break
-    return count
+        return 0, f"the cluster's control store did not answer within {timeout:g} s"
+    lines = out.stdout.strip().splitlines()
+    if out.returncode == 0 and lines and lines[-1].isdigit():
+        return int(lines[-1]), ""
+    return 0, (out.stderr.strip().splitlines() or ["no answer"])[-1][:300]
 
 
-def wait_for_nodes(address: str, count: int, timeout: float = 120.0) -> None:
-    """Wait until `count` nodes are alive."""
+def wait_for_nodes(address: str, count: int, timeout: float = 120.0,
+                   nodes: list[LocalNode] | None = None) -> None:
+    """Wait until `count` nodes are alive; sooner a LocalClusterError when one of `nodes` exited."""
     deadline = time.monotonic() + timeout
-    seen = 0
+    seen, said = 0, ""
     while time.monotonic() < deadline:
-        seen = node_count(address)
+        seen, said = _node_count(address, min(30.0, max(deadline - time.monotonic(), 5.0)))
         if seen >= count:
             return
+        gone = [n for n in nodes or [] if not _alive(n.pid)]
+        if gone:
+            raise LocalClusterError(f"a Ray node exited while starting{_log_tail(gone[0])}")
         time.sleep(1.0)
-    raise LocalClusterError(f"{seen} of {count} Ray nodes came up within {timeout:g} s")
+    raise LocalClusterError(f"{seen} of {count} Ray nodes came up within {timeout:g} s"
+                            + (f" (the cluster said: {said})" if said else "")
+                            + "".join(_log_tail(n) for n in nodes or [] if not n.head))
+
+
+def _log_tail(node: LocalNode, lines: int = 8) -> str:
+    """The end of a node's console log, for an error message."""
+    try:
+        tail = Path(node.log).read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return f"; its log ({node.log}) ends:\n" + "\n".join(tail)
 
 
 def start(*, nodes: int = 2, cpus_per_node: float = 1, port: int = DEFAULT_PORT, log_dir: Path | None = None,
@@ -220,12 +250,12 @@ def start(*, nodes: int = 2, cpus_per_node: float = 1, port: int = DEFAULT_PORT,
         _save_state(cluster)
     try:
         _wait_port(port, 120)
-        wait_for_nodes(address, 1)
+        wait_for_nodes(address, 1, nodes=cluster.nodes)
         for i in range(nodes):  # one at a time: nodes starting together can miss Ray's start-up deadlines
             add_node(cluster, i, cpus=cpus_per_node)
             if record:
                 _save_state(cluster)
-            wait_for_nodes(address, i + 2)
+            wait_for_nodes(address, i + 2, nodes=cluster.nodes)
     except LocalClusterError:
         stop(cluster)
         raise

@@ -49,6 +49,9 @@ class RayRun:
         self.cluster = cluster
         self.actors: dict[str, Any] = {}  # replica id (the actor's name) -> actor handle
         self.incarnations: dict[str, str] = {}
+        # Replicas whose current incarnation served and is not yet recorded lost: a replica is lost once an
+        # incarnation, whichever sign comes first (a failed actor call, its engine's exit, Ray's restart).
+        self._served: set[str] = set()
         self.log_marks: dict[str, int] = {}
         self.misses: dict[str, int] = {}
         self.failures: dict[str, str] = {}  # replicas that cannot start on their node: why
@@ -190,9 +193,8 @@ class RayRun:
             if not exc.restarting:  # the engine cannot run on that node: this replica is done
                 self._give_up(replica, str(exc))
                 return
-            if replica.state is ReplicaState.SERVING or replica.address is not None:
+            if self._lost(replica, str(exc)):
                 self.dep.log.append(f"[modeldeploy] replica {replica.id} out of rotation: {exc}")
-                self._lost(replica, str(exc))
             self._out(replica, str(exc))
             replica.address = None
             return
@@ -207,8 +209,7 @@ class RayRun:
                 replica.stats = {}
         if info.get("returncode") is not None:
             reason = f"the engine exited with code {info['returncode']}; Ray restarts the replica"
-            if replica.state is ReplicaState.SERVING:
-                self._lost(replica, reason)
+            self._lost(replica, reason)
             self._out(replica, reason)
             return
         await self._probe(replica)
@@ -218,6 +219,9 @@ class RayRun:
         known = self.incarnations.get(replica.id)
         if known != incarnation:
             if known is not None:
+                # Ray may restart an actor before any call to the old one failed (a frozen node's actor can go on
+                # answering until Ray declares the node dead): the served incarnation is lost all the same.
+                self._lost(replica, f"Ray restarted the replica; it was on node {replica.node_ip}")
                 replica.restarts += 1
                 self.dep.log.append(f"[modeldeploy] replica {replica.id} restarted by Ray on node {info['node_ip']}")
                 self._event(replica.id, "restarted", info["node"], info["node_ip"])
@@ -260,6 +264,7 @@ class RayRun:
             healthy = False
         if healthy:
             self.misses[replica.id] = 0
+            self._served.add(replica.id)
             if not replica.in_rotation:
                 set_serving(replica)
                 self.dep.log.append(f"[modeldeploy] replica {replica.id} serving on {replica.address.describe()}")
@@ -289,12 +294,16 @@ class RayRun:
         events.append(ReplicaEvent(time.time(), replica_id, event, node, node_ip, reason))
         del events[:-EVENTS_KEPT]
 
-    def _lost(self, replica: Replica, reason: str) -> None:
-        """A serving replica failed: the record names its node and the time; its node is watched until Ray
-        says whether it went too."""
+    def _lost(self, replica: Replica, reason: str) -> bool:
+        """A replica that served failed: the record names its node and the time (once an incarnation); its node
+        is watched until Ray says whether it went too. False when this incarnation never served or was recorded."""
+        if replica.id not in self._served:
+            return False
+        self._served.discard(replica.id)
         self._event(replica.id, "lost", replica.node, replica.node_ip, reason)
         if replica.node is not None:
             self._lost_nodes[replica.node] = (replica.node_ip, replica.id, time.monotonic())
+        return True
 
     async def _note_dead_nodes(self) -> None:
         """Record the nodes replicas were lost on that Ray now reports dead (once each)."""
@@ -353,6 +362,7 @@ class RayRun:
     async def _remove(self, replica: Replica, *, drain_s: float | None = None) -> None:
         """Out of rotation, its requests finished (up to `drain_s`), then its actor ended."""
         self._removing.add(replica.id)
+        self._served.discard(replica.id)  # ended on purpose: not lost
         replica.state = ReplicaState.STOPPING
         deadline = time.monotonic() + (self.sup.stop_grace_s if drain_s is None else drain_s)
         while replica.in_flight and time.monotonic() < deadline:
