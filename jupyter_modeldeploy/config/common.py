@@ -128,6 +128,20 @@ class DeploymentBase(StrictModel):
         description="Browser origins that may call the endpoint (CORS), such as 'https://app.example.org'; "
         "'*' allows any (keys, not cookies, authenticate); empty: none.",
     )
+    queue_size: int = option(
+        64,
+        group="General",
+        description="Requests that wait for a slot once max_concurrent_requests are in flight, served round-robin "
+        "across keys and interactive keys before batch ones; a request past them gets 429. 0: no queue.",
+        ge=0, le=100_000,
+    )
+    queue_timeout_s: float = option(
+        60.0,
+        group="General",
+        description="Seconds a request waits in the queue before it gets 429 (a streamed one gets SSE comments "
+        "meanwhile).",
+        gt=0, le=86_400,
+    )
     capture_bodies: bool = option(
         False,
         group="General",

@@ -33,6 +33,7 @@ from .records import FIXED_KEY_ID, NO_KEY_ID, model_label
 from .refusals import Refusal
 from .tokens import Quotas, TokenInfo
 from .view import Served
+from .waiting_line import PRIORITY_CLASSES, Turn, WaitingLine
 
 ENDPOINTS_MARKER = "/modeldeploy/endpoints/"
 #: A refused request's body is read and dropped, keeping its connection, up to this size; a larger
@@ -213,33 +214,65 @@ def _route_refusal(found: Admission, head: RequestHead, state: AdmissionState) -
 
 
 class Claim:
-    """An admitted request's place: its deployment's concurrency slot and its key's quota place, given back once."""
+    """An admitted request's place: its deployment's concurrency slot (or its turn in the deployment's waiting
+    line, `turn`) and its key's quota place, given back once."""
 
     def __init__(self, dep: Served, finished: Callable[[Served, str | None, int], None], quotas: QuotaBook,
-                 book: str | None):
+                 book: str | None, line: WaitingLine | None = None, turn: Turn | None = None):
         self._dep: Served | None = dep
         self._finished = finished
         self._quotas = quotas
         self._book = book
+        self._line = line
+        self.turn = turn  # while it waits for a slot: resolved once the slot is taken for it
+
+    @property
+    def waiting(self) -> bool:
+        """Whether it still waits for its slot."""
+        return self.turn is not None and not self.turn.granted.done()
 
     def release(self, tokens: int, now: float) -> None:
-        """Give the places back (the tokens the request used count in its key's quotas); later calls do nothing."""
+        """Give the places back (the tokens the request used count in its key's quotas); later calls do nothing.
+        A slot given back goes to the next turn in the line; a turn that had not come leaves the line."""
         dep, self._dep = self._dep, None
         if dep is None:
             return
         if self._book is not None:
             self._quotas.release(self._book, tokens, now)
+        line, turn = self._line, self.turn
+        if line is not None and turn is not None and line.leave(turn):
+            return  # it never had a slot
         self._finished(dep, self._book, tokens)
+        if line is not None:
+            line.grant(lambda: _slot_free(dep))
+
+
+def _slot_free(dep: Served) -> bool:
+    limit = dep.plan.max_concurrent_requests if dep.plan is not None else None
+    return limit is None or dep.in_flight < limit
 
 
 def take(found: Admission, *, started: Callable[[Served, str | None], None],
          finished: Callable[[Served, str | None, int], None],
-         quotas: QuotaBook, now: float) -> Claim | Refusal:
-    """Claim an admitted request's places, each checked and taken in one step; a Refusal takes none."""
+         quotas: QuotaBook, now: float, line: WaitingLine | None = None) -> Claim | Refusal:
+    """Claim an admitted request's places, each checked and taken in one step; a Refusal takes none.
+
+    At the concurrency limit, a request takes a turn in the deployment's waiting `line` while it has room
+    (`queue_size`), and its slot once the turn comes; past that, 429."""
     dep = found.dep
     assert dep is not None and dep.plan is not None
     limit = dep.plan.max_concurrent_requests
-    if limit is not None and dep.in_flight >= limit:
+    if line is not None:
+        line.grant(lambda: _slot_free(dep))  # slots a raised limit freed go to those already waiting
+    queued = line is not None and limit is not None and (dep.in_flight >= limit or line.depth > 0)
+    if queued:
+        assert line is not None
+        size = dep.config.queue_size
+        if line.depth >= size:
+            line.reject()
+            return Refusal(429, f"too many requests in flight (max_concurrent_requests={limit}) and the queue is "
+                           f"full (queue_size={size})", "rate_limit_error", headers={"Retry-After": "1"})
+    elif limit is not None and dep.in_flight >= limit:
         return Refusal(429, f"too many requests in flight (max_concurrent_requests={limit})", "rate_limit_error",
                        headers={"Retry-After": "1"})
     book, key_quotas = _quota_book(found)
@@ -248,8 +281,13 @@ def take(found: Admission, *, started: Callable[[Served, str | None], None],
         if exceeded is not None:
             return Refusal(429, exceeded.message(), "rate_limit_error", extra={"param": exceeded.quota},
                            headers={"Retry-After": str(exceeded.retry_after_s)}, code="rate_limit_exceeded")
+    if queued:
+        assert line is not None
+        priority = PRIORITY_CLASSES.get(found.key.priority if found.key is not None else "interactive", 0)
+        turn = line.join(found.key_id, priority, lambda: started(dep, book))
+        return Claim(dep, finished, quotas, book, line, turn)
     started(dep, book)
-    return Claim(dep, finished, quotas, book)
+    return Claim(dep, finished, quotas, book, line)
 
 
 def _quota_book(found: Admission) -> tuple[str | None, Quotas | None]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .quotas import QuotaBook
 from .records import RequestRecord
 from .upstream import UpstreamClient
+from .waiting_line import WaitingLine
 
 if TYPE_CHECKING:
     from tornado.httpserver import HTTPServer
@@ -47,6 +48,18 @@ class GatewayCore:
         self.config = config or GatewayConfig()
         self.quotas = QuotaBook()
         self.upstream = UpstreamClient(connect_timeout=self.config.connect_timeout_s)
+        self.lines: dict[str, WaitingLine] = {}  # each deployment's requests waiting for a slot, by id
+
+    def line(self, dep: Any) -> WaitingLine:
+        """A deployment's waiting line (`waiting_line`), made when first asked for."""
+        line = self.lines.get(dep.id)
+        if line is None:
+            deployment_id = dep.id
+            line = self.lines[deployment_id] = WaitingLine(lambda changed: self.line_changed(deployment_id, changed))
+        return line
+
+    def line_changed(self, deployment_id: str, line: WaitingLine) -> None:
+        """A deployment's waiting line changed (a request joined, left, got its slot, or was refused for it)."""
 
     @property
     def default_payload_limit(self) -> int:

@@ -28,7 +28,7 @@ from . import admission
 from .admission import DRAIN_LIMIT, Admission, Claim, RequestHead
 from .answer_end import AnswerEnd
 from .core import GatewayCore
-from .failover import cut_stream_event, head_unless_lost, resend_elsewhere
+from .failover import cut_stream_event, error_event, head_unless_lost, resend_elsewhere
 from .headers import request_headers, returned_header
 from .records import CAPTURE_SLACK, Capture, RequestRecord
 from .refusals import Refusal, refusal_document
@@ -36,6 +36,7 @@ from .upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 from .usage import Usage, UsageTap
 
 FLUSH_EVERY_S = 0.005  # streamed bytes reach the client within 5 ms, in batches (see StreamFlusher)
+HEARTBEAT_S = 5.0  # a stream waiting in the line gets an SSE comment this often (clients and proxies keep it)
 
 
 class Headers(Protocol):
@@ -172,6 +173,7 @@ class EndpointExchange:
         self._capture: Capture | None = None  # the bodies, where the deployment captures them
         self._held = b""  # the answer's last bytes, written once the request is counted
         self._replica: str | None = None  # the replica it was last sent to
+        self._held_stream = False  # its stream's head went out while it waited in the line: the rest are events
 
     # Before the body: everything the request line and headers decide ----------------------
 
@@ -228,8 +230,8 @@ class EndpointExchange:
             gateway.touch(found.key, now)
         if found.refusal is not None:
             return found.refusal
-        claim = admission.take(found, started=gateway.request_started,
-                               finished=gateway.request_finished, quotas=gateway.quotas, now=now)
+        claim = admission.take(found, started=gateway.request_started, finished=gateway.request_finished,
+                               quotas=gateway.quotas, now=now, line=gateway.line(found.dep))
         if isinstance(claim, Refusal):
             return claim
         self._claim = claim
@@ -282,6 +284,9 @@ class EndpointExchange:
     def _refuse(self, refusal: Refusal) -> None:
         found = self.admission
         wire = self.wire
+        if self._held_stream:  # the stream's head is out: the refusal is its one event
+            self._record_refusal(refusal, error_event(refusal, found.dialect))
+            return
         wire.set_status(refusal.status)
         for name, value in {**found.cors, **refusal.headers}.items():
             wire.set_header(name, value)
@@ -291,6 +296,11 @@ class EndpointExchange:
         if refusal.status != 204:
             wire.set_header("Content-Type", "application/json")
             body = json.dumps(refusal_document(refusal, found.dialect)).encode()
+        self._record_refusal(refusal, body)
+
+    def _record_refusal(self, refusal: Refusal, body: bytes) -> None:
+        """A refusal's record (for a deployment), then its body and the answer's end."""
+        found = self.admission
         dep = found.dep
         if dep is not None and refusal.kind:
             if self._capture is not None:
@@ -328,6 +338,8 @@ class EndpointExchange:
         if admitted.refusal is not None:
             self._refuse(admitted.refusal)
             return
+        if self._claim is not None and self._claim.waiting and not await self._wait_for_slot(admitted.stream):
+            return
         self._forwarding = True
         relayed = Relayed(502)
         try:
@@ -345,6 +357,45 @@ class EndpointExchange:
         # Counted: now the bytes by which the client can tell its answer ended.
         if not self.wire.finished and not self._client_gone:
             self._end(self._held)
+
+    async def _wait_for_slot(self, stream: bool) -> bool:
+        """Wait for the request's turn in its deployment's line, up to `queue_timeout_s` from when it joined;
+        a stream gets its head at once and an SSE comment every HEARTBEAT_S. False: it will not be sent (its
+        client left, or the wait ran out and the 429 is written)."""
+        claim, dep = self._claim, self.admission.dep
+        assert claim is not None and claim.turn is not None and dep is not None
+        turn, line = claim.turn, self.gateway.line(dep)
+        timeout = dep.config.queue_timeout_s
+        deadline = turn.enqueued_at + timeout
+        if stream:
+            await self._open_held_stream(line.depth)
+        while not self._client_gone and not turn.granted.done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.release(0)  # out of the line
+                line.reject()
+                limit = dep.plan.max_concurrent_requests if dep.plan is not None else None
+                self._refuse(Refusal(429, f"waited {timeout:g} s in the queue for a slot (max_concurrent_requests="
+                                     f"{limit}, queue_timeout_s={timeout:g})", "rate_limit_error",
+                                     headers={"Retry-After": "1"}))
+                return False
+            done, _ = await asyncio.wait((turn.granted,), timeout=min(HEARTBEAT_S, left))
+            if not done and self._held_stream and not self._client_gone:
+                self.wire.send(b": waiting for a slot, %d in the queue\n\n" % line.depth)
+                await self.wire.flush()
+        return not self._client_gone
+
+    async def _open_held_stream(self, depth: int) -> None:
+        """Send a stream's head and a first comment while it waits: the engine's own head will not be sent."""
+        wire = self.wire
+        wire.set_status(200)
+        wire.set_header("Content-Type", "text/event-stream")
+        wire.set_header("Cache-Control", "no-cache")
+        for name, value in self.admission.cors.items():
+            wire.set_header(name, value)
+        self._held_stream = True
+        wire.send(b": waiting for a slot, %d in the queue\n\n" % depth)
+        await wire.flush()
 
     async def _send(self, dep: Any, body: bytes) -> tuple[UpstreamResponse | None, Replica | None]:
         """Send the request to the serving replica with the fewest in flight; one that fails it before any byte
@@ -400,6 +451,36 @@ class EndpointExchange:
         found = self.admission
         return f"{found.engine_path}?{found.query}" if found.query else found.engine_path
 
+    def _pass_head(self, upstream: UpstreamResponse, tap: UsageTap) -> None:
+        """The engine's status and headers, as the answer's (hop-by-hop ones left out, CORS the deployment's)."""
+        wire = self.wire
+        wire.set_status(upstream.status, upstream.reason or None)
+        seen: set[str] = set()
+        for raw_name, raw_value in upstream.raw_headers:
+            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+            if not returned_header(name):
+                continue
+            lower = name.lower()
+            if lower in seen:
+                wire.add_header(name, value)
+            else:
+                wire.set_header(name, value)  # replaces the server's defaults (Content-Type)
+                seen.add(lower)
+        for name, value in self.admission.cors.items():
+            wire.set_header(name, value)
+        if tap.drop_injected_usage:
+            wire.clear_header("Content-Length")
+
+    async def _engine_error_event(self, upstream: UpstreamResponse) -> int:
+        """An error the engine answered to a stream whose head went out already: its document as the one event."""
+        body = b"".join([chunk async for chunk in upstream.iter_body()])[:65536]
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = {"error": {"message": body.decode("utf-8", "replace"), "type": "upstream_error"}}
+        self._held = b"data: " + json.dumps(document).encode() + b"\n\n"
+        return upstream.status
+
     async def _relay(self, upstream: UpstreamResponse, injected: bool, started: float) -> tuple[int, UsageTap | None,
                                                                                                  float | None]:
         """Pass the engine's answer on, head then body chunk by chunk, reading usage on the way."""
@@ -414,22 +495,11 @@ class EndpointExchange:
         streaming = tap.is_sse or "Content-Length" not in upstream.headers
         between_events = True  # what went so far ends with a whole event (a cut stream's error event may follow)
         try:
-            wire.set_status(upstream.status, upstream.reason or None)
-            seen: set[str] = set()
-            for raw_name, raw_value in upstream.raw_headers:
-                name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
-                if not returned_header(name):
-                    continue
-                lower = name.lower()
-                if lower in seen:
-                    wire.add_header(name, value)
-                else:
-                    wire.set_header(name, value)  # replaces the server's defaults (Content-Type)
-                    seen.add(lower)
-            for name, value in self.admission.cors.items():
-                wire.set_header(name, value)
-            if tap.drop_injected_usage:
-                wire.clear_header("Content-Length")
+            if self._held_stream:  # its head went out while it waited: the engine's answer goes on as events
+                if upstream.status >= 300:
+                    return await self._engine_error_event(upstream), tap, first_chunk
+            else:
+                self._pass_head(upstream, tap)
             flusher = StreamFlusher(wire) if streaming else None
             # A body of known length and the last chunk go out in finish(), in the turn that counts
             # the request (`answer`); a stream's `[DONE]` would go before: it waits for finish() too.

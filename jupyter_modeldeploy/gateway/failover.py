@@ -61,7 +61,10 @@ def _drop(task: asyncio.Future[UpstreamResponse]) -> None:
 
 def cut_stream_event(reason: str, dialect: str = "openai") -> bytes:
     """An SSE error event telling the client its stream was cut (`reason`), in the route's dialect."""
-    document = refusal_document(Refusal(502, f"the engine broke off the stream: {reason}", "upstream_error"),
-                                dialect)  # type: ignore[arg-type]
-    data = b"data: " + json.dumps(document).encode() + b"\n\n"
+    return error_event(Refusal(502, f"the engine broke off the stream: {reason}", "upstream_error"), dialect)
+
+
+def error_event(refusal: Refusal, dialect: str = "openai") -> bytes:
+    """A refusal as an SSE error event, in the route's dialect (for a stream whose head went out already)."""
+    data = b"data: " + json.dumps(refusal_document(refusal, dialect)).encode() + b"\n\n"  # type: ignore[arg-type]
     return (b"event: error\n" + data) if dialect == "anthropic" else data

@@ -29,8 +29,9 @@ from .core import GatewayConfig, GatewayCore
 from .detached import PrefixedIOStream, handed_over, plain, request_head
 from .feed import StateFeed
 from .relay.plane import DataPlane, WorkerSettings
-from .relay.protocol import Finished, Handoff, ReplicaLoad, Started, State, Unreachable
+from .relay.protocol import Finished, Handoff, Queued, ReplicaLoad, Started, State, Unreachable
 from .tokens import TokenInfo, TokenRegistry
+from .waiting_line import LineStats, WaitingLine
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Gateway(GatewayCore):
         self._ticker: asyncio.Task[None] | None = None
         self._publishing = threading.Lock()  # a key created from another thread publishes too
         self._wakes: set[asyncio.Future[None]] = set()  # wakes under way for the worker
+        self._worker_lines: dict[str, LineStats] = {}  # each deployment's waiting line in the worker, as reported
         supervisor.changes.connect(lambda _change: self.publish())
         tokens.changes.connect(lambda _change: self.publish())
 
@@ -172,6 +174,28 @@ class Gateway(GatewayCore):
         for replica in dep.replicas if dep is not None else ():
             if replica.id == message.replica_id:
                 replica.in_flight = max(0, replica.in_flight + message.delta)
+
+    def queue_reported(self, message: Queued) -> None:
+        """The worker's waiting line of a deployment changed."""
+        self._worker_lines[message.deployment_id] = message.stats
+        self._show_line(message.deployment_id)
+
+    def line_changed(self, deployment_id: str, line: WaitingLine) -> None:
+        self._show_line(deployment_id)
+
+    def _show_line(self, deployment_id: str) -> None:
+        """The deployment's record (REST, dashboard, Prometheus) shows its line as it is now."""
+        dep = self.supervisor.deployments.get(deployment_id)
+        if dep is not None:
+            dep.queue = self.line_stats(deployment_id).to_json()
+
+    def line_stats(self, deployment_id: str) -> LineStats:
+        """A deployment's waiting line: the worker's, as reported, and this loop's own (requests it served while
+        no worker did), together."""
+        worker = self._worker_lines.get(deployment_id, LineStats())
+        own = self.lines[deployment_id].stats() if deployment_id in self.lines else LineStats()
+        return LineStats(worker.depth + own.depth, worker.served + own.served, worker.rejected + own.rejected,
+                         worker.wait_s_total + own.wait_s_total)
 
     def finished(self, message: Finished) -> None:
         if message.started:

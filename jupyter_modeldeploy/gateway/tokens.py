@@ -23,7 +23,9 @@ from ..supervisor.signals import Signal
 from ..supervisor.store import Store
 
 Role = Literal["inference", "read"]
+Priority = Literal["interactive", "batch"]  # a key's requests' class in a deployment's waiting line
 ROLES: tuple[Role, ...] = ("inference", "read")
+PRIORITIES: tuple[Priority, ...] = ("interactive", "batch")
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class TokenInfo:
     models: tuple[str, ...] | None = None  # None: every model of the scope
     last_used_at: float | None = None
     quotas: Quotas | None = None
+    priority: Priority = "interactive"
 
     def valid(self, now: float) -> bool:
         """Not revoked and not expired."""
@@ -84,13 +87,14 @@ class TokenInfo:
             "project": self.project, "created_at": self.created_at, "expires_at": self.expires_at,
             "revoked_at": self.revoked_at, "role": self.role,
             "models": list(self.models) if self.models is not None else None, "last_used_at": self.last_used_at,
-            "quotas": self.quotas.to_json() if self.quotas is not None else None,
+            "quotas": self.quotas.to_json() if self.quotas is not None else None, "priority": self.priority,
         }
 
 
 def _from_row(row: dict[str, Any]) -> TokenInfo:
     values = {k: row.get(k) for k in TokenInfo.__dataclass_fields__}
     values["role"] = values["role"] or "inference"
+    values["priority"] = values["priority"] or "interactive"
     values["models"] = tuple(values["models"]) if values["models"] is not None else None
     try:
         values["quotas"] = Quotas.from_json(values["quotas"])
@@ -137,6 +141,7 @@ class TokenRegistry:
         role: Role = "inference",
         models: list[str] | None = None,
         quotas: Quotas | None = None,
+        priority: Priority = "interactive",
     ) -> tuple[str, TokenInfo]:
         """A new token for one deployment or one project; returns (token, info)."""
         if (deployment_id is None) == (project is None):
@@ -147,12 +152,15 @@ class TokenRegistry:
             raise ValueError(f"role must be one of: {', '.join(ROLES)}")
         if models is not None and not models:
             raise ValueError("models, when given, names at least one model")
+        if priority not in PRIORITIES:
+            raise ValueError(f"priority must be one of: {', '.join(PRIORITIES)}")
         token = new_token()
         now = time.time()
         info = TokenInfo(
             id="t-" + secrets.token_hex(4), name=name, prefix=token[:7], deployment_id=deployment_id,
             project=project, created_at=now, expires_at=now + expires_in_s if expires_in_s else None,
             revoked_at=None, role=role, models=tuple(dict.fromkeys(models)) if models else None, quotas=quotas,
+            priority=priority,
         )
         digest = hash_key(token)
         self.store.add_token({**info.to_json(), "hash": digest})
@@ -175,10 +183,16 @@ class TokenRegistry:
         return new
 
     def update(self, token_id: str, *, name: str | None = None, expires_at: float | None = None,
-               clear_expiry: bool = False, quotas: Quotas | None = None, clear_quotas: bool = False) -> TokenInfo:
-        """Change a token's label, expiry or quotas (effective for its next request); KeyError when unknown."""
+               clear_expiry: bool = False, quotas: Quotas | None = None, clear_quotas: bool = False,
+               priority: Priority | None = None) -> TokenInfo:
+        """Change a token's label, expiry, quotas or priority (effective for its next request); KeyError when
+        unknown."""
         info = self._by_id[token_id]
         changes: dict[str, Any] = {}
+        if priority is not None:
+            if priority not in PRIORITIES:
+                raise ValueError(f"priority must be one of: {', '.join(PRIORITIES)}")
+            changes["priority"] = priority
         if quotas is not None or clear_quotas:
             changes["quotas"] = quotas
         if name is not None:

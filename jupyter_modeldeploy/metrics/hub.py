@@ -326,6 +326,9 @@ class MetricsHub:
         out.append(("modeldeploy_deployment_up", "1 while the deployment's engine is serving.", (*dep_labels, "status"), up))
         in_flight = [((d.name, d.id), float(d.in_flight)) for d in deps]
         out.append(("modeldeploy_requests_in_flight", "Requests in flight through the gateway.", dep_labels, in_flight))
+        for name, field_name, text in QUEUE_METRICS:
+            samples = [((d.name, d.id), float(d.queue.get(field_name, 0))) for d in deps]
+            out.append((name, text, dep_labels, samples))
         cpu_samples, rss_samples = [], []
         for d in deps:
             series = self.deployments.get(d.id)
@@ -340,6 +343,14 @@ class MetricsHub:
         out.append(("modeldeploy_deployment_memory_rss_bytes", "Resident memory of the deployment's processes.", dep_labels,
                     rss_samples))
         return out
+
+
+QUEUE_METRICS = (
+    ("modeldeploy_queue_depth", "depth", "Requests waiting for a slot (past max_concurrent_requests)."),
+    ("modeldeploy_queue_served_total", "served", "Requests that waited in the queue and got their slot."),
+    ("modeldeploy_queue_rejected_total", "rejected", "Requests refused for the queue (full, or waited too long)."),
+    ("modeldeploy_queue_wait_seconds_total", "wait_s_total", "Seconds the served requests waited in the queue."),
+)
 
 
 def _model_states_from_text(text: str) -> dict[str, dict[str, Any]]:

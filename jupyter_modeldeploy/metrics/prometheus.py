@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -41,7 +41,7 @@ class RequestMetrics:
 
 
 class GaugeCollector(Collector):
-    """Gauges computed at scrape time from a snapshot function.
+    """Gauges (and counters: names ending in `_total`) computed at scrape time from a snapshot function.
 
     The snapshot returns (name, help, label names, [(label values, value), ...]) tuples.
     """
@@ -51,7 +51,8 @@ class GaugeCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         for name, text, labels, samples in self.snapshot():
-            family = GaugeMetricFamily(name, text, labels=list(labels))
+            kind = CounterMetricFamily if name.endswith("_total") else GaugeMetricFamily
+            family = kind(name, text, labels=list(labels))
             for values, value in samples:
                 family.add_metric(list(values), value)
             yield family

@@ -382,7 +382,7 @@ class TokensHandler(BaseHandler):
             try:
                 token, info = self.tokens.create(
                     deployment_id=deployment_id, project=body.project, name=body.name, expires_in_s=body.expires_in_s,
-                    role=body.role, models=body.models, quotas=_quotas(body.quotas),
+                    role=body.role, models=body.models, quotas=_quotas(body.quotas), priority=body.priority,
                 )
             except ValueError as exc:
                 raise DeploymentError(str(exc), 400) from None
@@ -419,7 +419,8 @@ class TokenHandler(BaseHandler):
                 return
             expires_at = time.time() + body.expires_in_s if body.expires_in_s is not None else None
             info = self.tokens.update(token_id, name=body.name, expires_at=expires_at, clear_expiry=body.no_expiry,
-                                      quotas=_quotas(body.quotas), clear_quotas=body.quotas is not None)
+                                      quotas=_quotas(body.quotas), clear_quotas=body.quotas is not None,
+                                      priority=body.priority)
             self.write_model(Token.model_validate(info.to_json()))
 
         await self.run(action)

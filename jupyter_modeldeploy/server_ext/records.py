@@ -72,6 +72,7 @@ def _record_fields(dep: Deployment, public_base: str, metrics: Any) -> dict[str,
         "last_activity_at": dep.last_activity_at,
         "idle_for_s": round(now - dep.last_activity_at, 3) if live_serving and dep.in_flight == 0 else 0.0,
         "requests_in_flight": dep.in_flight,
+        "queue": {**EMPTY_QUEUE, **dep.queue},
         "requests_total": totals.get("requests", 0),
         "exit_code": dep.exit_code,
         "pid": dep.process.pid if dep.process is not None else None,
@@ -89,6 +90,9 @@ def _record_fields(dep: Deployment, public_base: str, metrics: Any) -> dict[str,
         "replica_events": [e.describe() for e in dep.replica_events],
         "config": export_config(dep.config),
     }
+
+
+EMPTY_QUEUE = {"depth": 0, "served": 0, "rejected": 0, "wait_s_total": 0.0, "mean_wait_s": 0.0}
 
 
 def _program(dep: Deployment) -> str | None:

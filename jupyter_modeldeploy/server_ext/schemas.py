@@ -62,6 +62,9 @@ class AdapterRequest(RequestBody):
 
 Lifetime = Annotated[float, Field(gt=0, le=100 * 365 * 86400, allow_inf_nan=False)]
 TokenRole = Literal["inference", "read"]
+TokenPriority = Literal["interactive", "batch"]
+PRIORITY_HELP = ("the class of the key's requests in a deployment's queue: interactive ones are served before batch "
+                 "ones")
 Limit = Annotated[int, Field(ge=1, le=10**12)]
 
 
@@ -86,6 +89,7 @@ class TokenRequest(RequestBody):
         None, description="the only models the key may call (empty: every model of its scope)"
     )
     quotas: KeyQuotas | None = Field(None, description="limits of this key (empty: none)")
+    priority: TokenPriority = Field("interactive", description=PRIORITY_HELP)
 
     @model_validator(mode="after")
     def _one_scope(self) -> TokenRequest:
@@ -95,12 +99,13 @@ class TokenRequest(RequestBody):
 
 
 class TokenUpdate(RequestBody):
-    """PATCH /tokens/{id}: change a key's label or expiry; effective for its next request."""
+    """PATCH /tokens/{id}: change a key's label, expiry, quotas or priority; effective for its next request."""
 
     name: Text | None = Field(None, description="a new label")
     expires_in_s: Lifetime | None = Field(None, description="a new lifetime, from now, in seconds")
     no_expiry: bool = Field(False, description="true: the key no longer expires")
     quotas: KeyQuotas | None = Field(None, description="new quotas, replacing the old ones ({}: no limits)")
+    priority: TokenPriority | None = Field(None, description=PRIORITY_HELP)
 
     @model_validator(mode="after")
     def _one_expiry(self) -> TokenUpdate:
@@ -185,6 +190,7 @@ class Token(ResponseBody):
     models: list[str] | None = Field(description="the only models the key may call (null: every model of its scope)")
     last_used_at: float | None = Field(description="when a request last presented the key (written within seconds)")
     quotas: QuotaValues | None = Field(description="the key's limits (null: none)")
+    priority: TokenPriority = Field(description=PRIORITY_HELP)
 
 
 class TokenCreated(Token):
@@ -349,6 +355,16 @@ class ReplicaEventRecord(ResponseBody):
     reason: str | None
 
 
+class QueueState(ResponseBody):
+    """A deployment's waiting line (see `queue_size`)."""
+
+    depth: int
+    served: int
+    rejected: int
+    wait_s_total: float
+    mean_wait_s: float
+
+
 class DeploymentRecord(ResponseBody):
     """A deployment as every view shows it: derived once, here; never a secret."""
 
@@ -373,6 +389,9 @@ class DeploymentRecord(ResponseBody):
     last_activity_at: float | None
     idle_for_s: float
     requests_in_flight: int
+    queue: QueueState = Field(description="its waiting line: requests waiting for a slot now, and since the server "
+                              "started, those served from it, those refused for it (full, or waited too long) "
+                              "and their waits")
     requests_total: int
     exit_code: int | None
     pid: int | None

@@ -70,13 +70,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE tokens ADD COLUMN last_used_at REAL;
     ALTER TABLE tokens ADD COLUMN quotas TEXT;
     """,
+    # 3: a key's priority class in a deployment's waiting line.
+    """
+    ALTER TABLE tokens ADD COLUMN priority TEXT NOT NULL DEFAULT 'interactive';
+    """,
 )
 
 TOKEN_COLUMNS = (
     "id", "name", "hash", "prefix", "deployment_id", "project", "created_at", "expires_at", "revoked_at",
-    "role", "models", "last_used_at", "quotas",
+    "role", "models", "last_used_at", "quotas", "priority",
 )
 TOKEN_ROLES = ("inference", "read")
+TOKEN_PRIORITIES = ("interactive", "batch")
 
 
 @dataclass
@@ -190,6 +195,8 @@ def decode_token(row: sqlite3.Row) -> dict[str, Any]:
     decoded = {name: _column(row, name) for name in TOKEN_COLUMNS}
     if decoded["role"] not in TOKEN_ROLES:
         raise RowError(f"role {decoded['role']!r} is not one of {', '.join(TOKEN_ROLES)}")
+    if decoded["priority"] not in TOKEN_PRIORITIES:
+        raise RowError(f"priority {decoded['priority']!r} is not one of {', '.join(TOKEN_PRIORITIES)}")
     models = _json(row, "models", list) if decoded["models"] is not None else None
     if models is not None and not all(isinstance(m, str) for m in models):
         raise RowError("models is not a list of names")
@@ -356,6 +363,7 @@ class Store:
 def _token_params(row: dict[str, Any]) -> dict[str, Any]:
     params = {k: row.get(k) for k in TOKEN_COLUMNS}
     params["role"] = params["role"] or "inference"
+    params["priority"] = params["priority"] or "interactive"
     for name in ("models", "quotas"):
         if params[name] is not None:
             params[name] = json.dumps(params[name])

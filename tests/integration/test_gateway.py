@@ -26,7 +26,7 @@ MODEL = "SmolLM2-135M-Instruct.Q4_1"
 def two_deployments(jupyter_server: JupyterProcess, smollm2_gguf: Path):
     client = jupyter_server.client()
     a = client.launch({"kind": "llamacpp", "name": "gw-a", "model": str(smollm2_gguf), "api_key": KEY_A,
-                       "parallel": 1, "max_concurrent_requests": 1, "threads": 2, "ctx_size": 2048,
+                       "parallel": 1, "max_concurrent_requests": 1, "queue_size": 0, "threads": 2, "ctx_size": 2048,
                        "project": "proj-a", "route": "gw-a"})
     b = client.launch({"kind": "llamacpp", "name": "gw-b", "model": str(smollm2_gguf), "api_key": KEY_B,
                        "threads": 1, "ctx_size": 1024, "project": "proj-b"})
@@ -90,6 +90,7 @@ def test_payload_limit_413_and_server_keeps_serving(two_deployments: tuple[dict,
 
 
 def test_concurrency_limit_429_at_once(jupyter_server: JupyterProcess, two_deployments: tuple[dict, dict]) -> None:
+    """Without a queue (queue_size 0), a request past max_concurrent_requests is refused at once."""
     a, _ = two_deployments
     results: list[int] = []
     slow = threading.Thread(

@@ -75,11 +75,12 @@ class Harness:
         self, routes: RouteTable, address: EngineAddress, *, models: list[str] | None = None, key: str | None = None,
         limits: dict[str, ModelLimits] | None = None, max_concurrent: int | None = None, stream_usage: bool = False,
         cors: list[str] | None = None, api_key_quotas: dict[str, int] | None = None,
+        options: dict[str, object] | None = None,
     ) -> tuple[Deployment, str]:
-        """A serving deployment in front of `address`; returns it and its fixed key."""
+        """A serving deployment in front of `address` (`options`: more of its config); returns it and its fixed key."""
         key = key or "key-" + secrets.token_hex(8)
         name = "d-" + secrets.token_hex(3)
-        data = {"kind": "llamacpp", "name": name, "model": "m.gguf", "route": name}
+        data: dict[str, object] = {"kind": "llamacpp", "name": name, "model": "m.gguf", "route": name, **(options or {})}
         if cors is not None:
             data["cors_allow_origins"] = cors
         if api_key_quotas is not None:

@@ -29,6 +29,7 @@ from .protocol import (
     Handoff,
     Message,
     ProtocolError,
+    Queued,
     Ready,
     ReplicaLoad,
     Reports,
@@ -57,6 +58,8 @@ class PlaneHost(Protocol):
     def finished(self, message: Finished) -> None: ...
 
     def replica_load_reported(self, message: ReplicaLoad) -> None: ...
+
+    def queue_reported(self, message: Queued) -> None: ...
 
     def released(self, deployment_id: str, book: str | None, tokens: int) -> None: ...
 
@@ -260,6 +263,8 @@ class DataPlane:
             host.unreachable(message)
         elif isinstance(message, ReplicaLoad):
             host.replica_load_reported(message)
+        elif isinstance(message, Queued):
+            host.queue_reported(message)
         elif isinstance(message, Ready):
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(message)

@@ -15,7 +15,8 @@
     worker → server   Unreachable  a replica could not be connected to
     worker → server   ReplicaLoad  a request was sent to a replica of a placed deployment, or left it (the server's
                                 count drains a replica it removes)
-    worker → server   Reports   the four reports above as they gathered in one turn of the worker's loop
+    worker → server   Queued    a deployment's waiting line changed: its depth and counts so far
+    worker → server   Reports   the reports above as they gathered in one turn of the worker's loop
                                 (`outbox`), in order
 
 Each travels as one channel frame (`channel`): a JSON header with its kind and `PROTOCOL_VERSION`,
@@ -34,8 +35,9 @@ from typing import Any
 from ..quotas import QuotaBook
 from ..records import RequestRecord
 from ..view import DeploymentView, KeyView
+from ..waiting_line import LineStats
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 
 class ProtocolError(ValueError):
@@ -122,7 +124,15 @@ class ReplicaLoad:
     delta: int
 
 
-Report = Started | Finished | Wake | Unreachable | ReplicaLoad
+@dataclass(frozen=True)
+class Queued:
+    """A deployment's waiting line (`waiting_line`) as it is now in the worker."""
+
+    deployment_id: str
+    stats: LineStats
+
+
+Report = Started | Finished | Wake | Unreachable | ReplicaLoad | Queued
 
 
 @dataclass(frozen=True)
@@ -132,10 +142,10 @@ class Reports:
     messages: tuple[Report, ...]
 
 
-Message = Handoff | State | Ready | Started | Finished | Wake | Woken | Unreachable | ReplicaLoad | Reports
+Message = Handoff | State | Ready | Started | Finished | Wake | Woken | Unreachable | ReplicaLoad | Queued | Reports
 KINDS: dict[str, type[Any]] = {
     "handoff": Handoff, "state": State, "ready": Ready, "started": Started, "finished": Finished, "wake": Wake, "woken": Woken,
-    "unreachable": Unreachable, "replica_load": ReplicaLoad, "reports": Reports,
+    "unreachable": Unreachable, "replica_load": ReplicaLoad, "queued": Queued, "reports": Reports,
 }
 _NAMES = {cls: name for name, cls in KINDS.items()}
 

@@ -23,8 +23,9 @@ from ..core import GatewayConfig, GatewayCore
 from ..records import RequestRecord
 from ..tokens import TokenInfo
 from ..view import DeploymentView
+from ..waiting_line import WaitingLine
 from .outbox import Outbox
-from .protocol import Finished, ReplicaLoad, Started, State, Unreachable, Wake
+from .protocol import Finished, Queued, ReplicaLoad, Started, State, Unreachable, Wake
 
 
 class WorkerGateway(GatewayCore):
@@ -115,6 +116,9 @@ class WorkerGateway(GatewayCore):
         release, self._release = self._release, None
         if release is not None:
             self._report(release)
+
+    def line_changed(self, deployment_id: str, line: WaitingLine) -> None:
+        self._report(Queued(deployment_id, line.stats()))
 
     def replica_unreachable(self, dep: Any, replica: Replica, reason: str) -> None:
         set_down(replica, reason)  # out of this worker's rotation at once; the server decides what follows
