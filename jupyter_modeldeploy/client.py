@@ -297,18 +297,20 @@ class ModelDeployClient:
     def create_token(
         self, *, deployment: str | None = None, project: str | None = None, name: str | None = None,
         expires_in_s: float | None = None, role: str | None = None, models: list[str] | None = None,
-        quotas: dict[str, int | None] | None = None,
+        quotas: dict[str, int | None] | None = None, priority: str | None = None,
     ) -> dict[str, Any]:
         """A new key scoped to a deployment or a project (its value, `token`, is shown this once).
 
-        `quotas`: `requests_per_minute`, `tokens_per_minute`, `max_in_flight`, `daily_tokens`.
+        `quotas`: `requests_per_minute`, `tokens_per_minute`, `max_in_flight`, `daily_tokens`. `priority`:
+        `interactive` (the default) or `batch`, whose requests wait behind interactive ones in a deployment's queue.
         """
         body = {"deployment": deployment, "project": project, "name": name, "expires_in_s": expires_in_s,
-                "role": role, "models": models, "quotas": quotas}
+                "role": role, "models": models, "quotas": quotas, "priority": priority}
         return self._request("POST", "tokens", json={k: v for k, v in body.items() if v is not None})
 
     def update_token(self, token_id: str, **changes: Any) -> dict[str, Any]:
-        """Change a key's label, expiry (`expires_in_s`, `no_expiry`) or quotas; effective for its next request."""
+        """Change a key's label, expiry (`expires_in_s`, `no_expiry`), quotas or priority; effective for its next
+        request."""
         return self._request("PATCH", f"tokens/{token_id}", json=changes)
 
     def revoke_token(self, token_id: str) -> dict[str, Any]:

@@ -167,6 +167,7 @@ class LaunchPlan:
     engine_requires_key: bool = True  # whether the engine checks ctx.engine_key itself
     files: dict[str, str] = field(default_factory=dict)  # name -> content written to work_dir (0600)
     stream_usage: bool = False  # ask for usage in streams (stream_options.include_usage)
+    request_priority: bool = False  # the engine schedules by a body's `priority` (lower first): the key's class goes
     model_status_path: str | None = None  # where a multi-model engine lists its models' states
     # The engine's words for a model's state there, in ours (on_device, on_disk, loading); others pass as they are.
     model_state_words: dict[str, str] = field(default_factory=dict)

@@ -192,6 +192,8 @@ def vllm_args(config: LlmConfig, device: Device = CUDA, *, ray_executor: bool = 
         args.append("--disable-custom-all-reduce")
     if not config.disable_log_requests:
         args.append("--enable-log-requests")  # request logging is off by default in vLLM
+    # Requests of equal priority keep their order; a batch key's go after interactive ones (the gateway sets it).
+    args += ["--scheduling-policy", "priority"]
     args += [
         "--load-format",
         config.load_format,
@@ -434,6 +436,7 @@ class LlmEngine(Engine):
             engine_requires_key=bool(ctx.engine_key),
             # vLLM reports token usage in a stream only when asked (stream_options.include_usage).
             stream_usage=True,
+            request_priority=True,
             routes=routes.VLLM,
             listen=listen,
             charted_metrics=VLLM_METRICS,

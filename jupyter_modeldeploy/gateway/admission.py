@@ -122,16 +122,21 @@ def admit(head: RequestHead, state: AdmissionState, now: float) -> Admission:
     refusal = identify(found, head, state, now)
     if refusal is not None:
         return found.refuse(refusal)
-    refusal = _state_refusal(dep)
-    if refusal is not None:
+    asleep = _state_refusal(dep)
+    if asleep is not None:
         found.wake = dep.status in (Status.SLEEPING, Status.WAKING)
-        return found.refuse(refusal)
+        if not found.wake or dep.plan is None:
+            return found.refuse(asleep)
+    # A sleeping deployment is woken only for a request it would take: its route, method and length first.
     refusal = _route_refusal(found, head, state)
     if refusal is None:
         denied = role_refusal(found.key, method)
         if denied is not None:
             refusal = Refusal(denied.status, denied.message, "permission_error")
-    return found.refuse(refusal) if refusal is not None else found
+    if refusal is not None:
+        found.wake = False
+        return found.refuse(refusal)
+    return found.refuse(asleep) if asleep is not None else found
 
 
 def identify(found: Admission, head: RequestHead, state: AdmissionState, now: float) -> Refusal | None:
@@ -315,8 +320,11 @@ def admit_body(found: Admission, body: bytes, content_type: str, method: str) ->
     """The model (from the URL, else the body), its payload and batch limits, and the key's model scope."""
     dep = found.dep
     assert dep is not None and dep.plan is not None
+    priority = None
+    if dep.plan.request_priority:
+        priority = PRIORITY_CLASSES[found.key.priority if found.key is not None else "interactive"]
     prepared = prepare_body(body, content_type, engine_path=found.engine_path, model=found.model, models=dep.models,
-                            limits_for=dep.plan.limits_for, stream_usage=dep.plan.stream_usage)
+                            limits_for=dep.plan.limits_for, stream_usage=dep.plan.stream_usage, priority=priority)
     found.model = prepared.model
     refused = prepared.refusal
     if refused is not None:

@@ -1,4 +1,4 @@
-"""What a request's JSON body decides: the model, per-model limits, and the stream-usage request.
+"""What a request's JSON body decides: the model, per-model limits, the stream-usage request, and the priority.
 
 Pure functions over the body's bytes, shared by the Jupyter server's handler (`proxy`) and the
 relay worker (`relay.worker`), so both read a body the same way.
@@ -13,6 +13,9 @@ from typing import Any
 
 from ..engines.base import ModelLimits
 from .usage import wants_usage_injection
+
+#: The routes whose bodies take a scheduling `priority` where the engine schedules by it.
+PRIORITY_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,13 @@ def input_count(inputs: Any) -> int | None:
 
 def prepare_body(
     body: bytes, content_type: str, *, engine_path: str, model: str | None, models: list[str],
-    limits_for: Callable[[str | None], ModelLimits], stream_usage: bool,
+    limits_for: Callable[[str | None], ModelLimits], stream_usage: bool, priority: int | None = None,
 ) -> PreparedBody:
     """Read a request body: the model (named by the URL as `model`, else by the body), the per-model
-    payload and batch limits, and `stream_options.include_usage` added where usage must be asked for."""
+    payload and batch limits, and `stream_options.include_usage` added where usage must be asked for.
+
+    `priority`: the engine schedules by a body's `priority` (vLLM's `--scheduling-policy priority`); the caller's
+    key decides it, never the body (a caller could otherwise send one that goes before everyone)."""
     if not body or "json" not in content_type:
         return PreparedBody(body, model)
     try:
@@ -88,5 +94,8 @@ def prepare_body(
     if injected:
         options = data.get("stream_options") if isinstance(data.get("stream_options"), dict) else {}
         data["stream_options"] = {**options, "include_usage": True}
+        changed = True
+    if priority is not None and engine_path in PRIORITY_PATHS and (priority or "priority" in data):
+        data["priority"] = priority  # 0, the engine's default, is sent only over a body's own
         changed = True
     return PreparedBody(json.dumps(data).encode() if changed else body, model, injected, stream)

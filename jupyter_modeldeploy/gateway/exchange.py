@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from .records import CAPTURE_SLACK, Capture, RequestRecord
 from .refusals import Refusal, refusal_document
 from .upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
 from .usage import Usage, UsageTap
+
+log = logging.getLogger(__name__)
 
 FLUSH_EVERY_S = 0.005  # streamed bytes reach the client within 5 ms, in batches (see StreamFlusher)
 HEARTBEAT_S = 5.0  # a stream waiting in the line gets an SSE comment this often (clients and proxies keep it)
@@ -173,7 +176,8 @@ class EndpointExchange:
         self._capture: Capture | None = None  # the bodies, where the deployment captures them
         self._held = b""  # the answer's last bytes, written once the request is counted
         self._replica: str | None = None  # the replica it was last sent to
-        self._held_stream = False  # its stream's head went out while it waited in the line: the rest are events
+        self._held_stream = False  # its stream's head went out while it waited: the rest are events
+        self._wake_first = False  # its deployment sleeps: woken once the body is read (`_wake`)
 
     # Before the body: everything the request line and headers decide ----------------------
 
@@ -221,11 +225,22 @@ class EndpointExchange:
         now = time.time()
         found = self.admission = admission.admit(head, gateway, now)
         if found.wake and found.dep is not None:
-            # A sleeping engine, or one parked to free memory, comes back for a caller with a valid key.
-            await gateway.wake(found.dep)
+            if found.body_limit:
+                # A sleeping engine, or one parked to free memory, comes back for a caller with a valid key, once
+                # its body is read (`_wake`): a stream is held with heartbeats meanwhile.
+                self._wake_first = True
+                if found.key is not None:
+                    gateway.touch(found.key, now)
+                return None
+            await gateway.wake(found.dep)  # no plan to read the body by yet: woken first
             gateway.settle()
             now = time.time()
             found = self.admission = admission.admit(head, gateway, now)
+        return self._claim_places(now)
+
+    def _claim_places(self, now: float) -> Refusal | None:
+        """The admitted request's places (`admission.take`), or why it is refused."""
+        gateway, found = self.gateway, self.admission
         if found.key is not None:
             gateway.touch(found.key, now)
         if found.refusal is not None:
@@ -236,6 +251,32 @@ class EndpointExchange:
             return claim
         self._claim = claim
         return None
+
+    async def _wake(self, stream: bool) -> bool:
+        """Wake the sleeping deployment, then admit the request again and claim its places; a stream gets its
+        head at once and an SSE comment every HEARTBEAT_S while the engine comes back. False: it will not be sent
+        (its client left, or it was refused, and that is written)."""
+        gateway, dep = self.gateway, self.admission.dep
+        assert dep is not None
+        if stream:
+            await self._open_held_stream(b": waking the deployment")
+        waking = asyncio.ensure_future(gateway.wake(dep))
+        while not waking.done():
+            done, _ = await asyncio.wait((waking,), timeout=HEARTBEAT_S)
+            if self._client_gone:
+                return False  # the wake goes on: the next caller finds the engine up
+            if not done and self._held_stream:
+                self.wire.send(b": waking the deployment (%s)\n\n" % dep.status.value.encode())
+                await self.wire.flush()
+        if not waking.cancelled() and waking.exception() is not None:
+            log.warning("waking deployment %s failed: %s", dep.id, waking.exception())
+        gateway.settle()
+        self.admission = admission.admit(self.head, gateway, time.time())
+        refusal = self._claim_places(time.time())
+        if refusal is not None:
+            self._refuse(refusal)
+            return False
+        return True
 
     # The answer's bytes ----------------------------------------------------------------------
 
@@ -338,6 +379,16 @@ class EndpointExchange:
         if admitted.refusal is not None:
             self._refuse(admitted.refusal)
             return
+        if self._wake_first:
+            if not await self._wake(admitted.stream):
+                return
+            found, dep = self.admission, self.admission.dep
+            assert dep is not None
+            admitted = admission.admit_body(found, bytes(self._body), self.headers.get("Content-Type", ""),
+                                            self.head.method)  # the models may have changed while it slept
+            if admitted.refusal is not None:
+                self._refuse(admitted.refusal)
+                return
         if self._claim is not None and self._claim.waiting and not await self._wait_for_slot(admitted.stream):
             return
         self._forwarding = True
@@ -368,7 +419,7 @@ class EndpointExchange:
         timeout = dep.config.queue_timeout_s
         deadline = turn.enqueued_at + timeout
         if stream:
-            await self._open_held_stream(line.depth)
+            await self._open_held_stream(b": waiting for a slot, %d in the queue" % line.depth)
         while not self._client_gone and not turn.granted.done():
             left = deadline - time.monotonic()
             if left <= 0:
@@ -385,16 +436,17 @@ class EndpointExchange:
                 await self.wire.flush()
         return not self._client_gone
 
-    async def _open_held_stream(self, depth: int) -> None:
+    async def _open_held_stream(self, comment: bytes) -> None:
         """Send a stream's head and a first comment while it waits: the engine's own head will not be sent."""
         wire = self.wire
-        wire.set_status(200)
-        wire.set_header("Content-Type", "text/event-stream")
-        wire.set_header("Cache-Control", "no-cache")
-        for name, value in self.admission.cors.items():
-            wire.set_header(name, value)
-        self._held_stream = True
-        wire.send(b": waiting for a slot, %d in the queue\n\n" % depth)
+        if not self._held_stream:
+            wire.set_status(200)
+            wire.set_header("Content-Type", "text/event-stream")
+            wire.set_header("Cache-Control", "no-cache")
+            for name, value in self.admission.cors.items():
+                wire.set_header(name, value)
+            self._held_stream = True
+        wire.send(comment + b"\n\n")
         await wire.flush()
 
     async def _send(self, dep: Any, body: bytes) -> tuple[UpstreamResponse | None, Replica | None]:

@@ -18,6 +18,7 @@ import logging
 import socket
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from tornado import web
@@ -182,6 +183,12 @@ class Gateway(GatewayCore):
 
     def line_changed(self, deployment_id: str, line: WaitingLine) -> None:
         self._show_line(deployment_id)
+
+    def worker_gone(self) -> None:
+        """The requests waiting in the worker's lines went with it (their counts so far stay)."""
+        for deployment_id, stats in list(self._worker_lines.items()):
+            self._worker_lines[deployment_id] = replace(stats, depth=0)
+            self._show_line(deployment_id)
 
     def _show_line(self, deployment_id: str) -> None:
         """The deployment's record (REST, dashboard, Prometheus) shows its line as it is now."""

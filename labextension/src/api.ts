@@ -101,6 +101,8 @@ export interface IQuotas {
 }
 
 export type TokenRole = 'inference' | 'read';
+/** A key's class in a deployment's queue: interactive requests are served before batch ones. */
+export type TokenPriority = 'interactive' | 'batch';
 
 export interface IToken {
   id: string;
@@ -117,6 +119,7 @@ export interface IToken {
   models: string[] | null;
   last_used_at: number | null;
   quotas: IQuotas | null;
+  priority: TokenPriority;
 }
 
 /** `POST /tokens`: exactly one of deployment and project; quotas left out are no limit. */
@@ -128,6 +131,7 @@ export interface ITokenRequest {
   models?: string[];
   expires_in_s?: number;
   quotas?: Partial<IQuotas>;
+  priority?: TokenPriority;
 }
 
 /** A deployment's models in jupyter-ai's configuration (`GET`/`POST .../jupyter-ai`). */

@@ -39,6 +39,11 @@ function TokenItem(props: { t: IToken; names: Map<string, string>; actions: IPan
       </div>
       <div className="jp-ModelDeploy-tokenLine">
         <span className={`jp-ModelDeploy-tokenRole jp-mod-${t.role}`}>{t.role}</span>
+        {t.priority === 'batch' ? (
+          <span className="jp-ModelDeploy-tokenPriority" title="Waits behind interactive keys when the deployment is busy">
+            batch
+          </span>
+        ) : null}
         <span className="jp-ModelDeploy-tokenScope">{tokenScope(t, names)}</span>
         <span className="jp-ModelDeploy-tokenModels" title="The models the key may call">
           {t.models ? t.models.join(', ') : 'all models'}

@@ -2,13 +2,14 @@ import { Clipboard, Dialog, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 import React from 'react';
 
-import { IDeployment, IQuotas, IToken, ITokenRequest, TokenRole } from './api';
+import { IDeployment, IQuotas, IToken, ITokenRequest, TokenPriority, TokenRole } from './api';
 import { QUOTA_FIELDS } from './quotas';
 
 /** What the "Generate token" form holds, as typed (parsed by `tokenRequest`). */
 export interface ITokenForm {
   scope: string;
   role: TokenRole;
+  priority: TokenPriority;
   models: string[];
   name: string;
   expiresInS: string;
@@ -50,6 +51,9 @@ export function parseQuotas(form: IQuotaForm): Partial<IQuotas> | string {
 /** The request a form asks for, or the message saying what is wrong with it. */
 export function tokenRequest(form: ITokenForm): ITokenRequest | string {
   const request: ITokenRequest = { role: form.role };
+  if (form.priority !== 'interactive') {
+    request.priority = form.priority;
+  }
   if (form.scope.startsWith('deployment:')) {
     request.deployment = form.scope.slice('deployment:'.length);
     if (form.models.length) {
@@ -166,7 +170,7 @@ class QuotaInputs {
   private inputs: Partial<Record<keyof IQuotas, HTMLInputElement>> = {};
 }
 
-/** The body of the "Generate token" dialog: scope, role, models, label, expiry and quotas. */
+/** The body of the "Generate token" dialog: scope, role, priority, models, label, expiry and quotas. */
 export class TokenRequestBody extends Widget {
   /** `faults`: the fields the server named in its refusal, marked in the form. */
   constructor(
@@ -191,6 +195,14 @@ export class TokenRequestBody extends Widget {
       ],
       initial?.role ?? 'inference'
     );
+    this.priority = select(
+      'priority',
+      [
+        ['interactive', 'interactive: served first when the deployment is busy'],
+        ['batch', 'batch: waits behind interactive keys']
+      ],
+      initial?.priority ?? 'interactive'
+    );
     this.name = element('input', {
       className: 'jp-mod-styled',
       name: 'name',
@@ -209,6 +221,7 @@ export class TokenRequestBody extends Widget {
       row('Scope', this.scope, undefined, 'jp-mod-wide'),
       this.models,
       row('Role', this.role),
+      row('Priority', this.priority),
       row('Expires', this.expiry),
       row('Label', this.name, undefined, 'jp-mod-wide'),
       this.quotas.node
@@ -236,6 +249,7 @@ export class TokenRequestBody extends Widget {
     return {
       scope: this.scope.value,
       role: this.role.value as TokenRole,
+      priority: this.priority.value as TokenPriority,
       models: [...boxes].map(box => box.value),
       name: this.name.value,
       expiresInS: this.expiry.value,
@@ -246,6 +260,7 @@ export class TokenRequestBody extends Widget {
   private deployments: IDeployment[];
   private scope: HTMLSelectElement;
   private role: HTMLSelectElement;
+  private priority: HTMLSelectElement;
   private name: HTMLInputElement;
   private expiry: HTMLSelectElement;
   private models: HTMLFieldSetElement;

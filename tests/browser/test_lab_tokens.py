@@ -136,6 +136,7 @@ def test_generate_a_scoped_token_with_quotas(page: Any, lab: JupyterProcess, dep
     assert models.locator('input[name="model"]').count() == len(deployment["models"])
     dialog.locator(f'input[name="model"][value="{model}"]').check()
     dialog.locator('select[name="role"]').select_option("inference")
+    dialog.locator('select[name="priority"]').select_option("batch")
     dialog.locator('select[name="expiry"]').select_option("86400")
     fill_dialog(page, {"name": LABEL, "requests_per_minute": "60", "tokens_per_minute": "1.5",
                        "max_in_flight": "2", "daily_tokens": "100000"})
@@ -177,6 +178,7 @@ def test_generate_a_scoped_token_with_quotas(page: Any, lab: JupyterProcess, dep
     made = only_token(lab, LABEL)
     assert value.startswith(made["prefix"])
     assert made["deployment_id"] == deployment["id"] and made["role"] == "inference" and made["models"] == [model]
+    assert made["priority"] == "batch"
     assert made["quotas"] == {"requests_per_minute": 60, "tokens_per_minute": 10000, "max_in_flight": 2,
                               "daily_tokens": 100000}
     assert made["expires_at"] == pytest.approx(time.time() + 86400, abs=120)
@@ -191,6 +193,7 @@ def test_the_list_shows_role_quotas_and_last_use(page: Any, lab: JupyterProcess,
     row.wait_for()
     assert row.get_attribute("data-role") == "inference"
     assert row.locator(".jp-ModelDeploy-tokenRole").inner_text() == "inference"
+    assert row.locator(".jp-ModelDeploy-tokenPriority").inner_text() == "batch"
     assert row.locator(".jp-ModelDeploy-tokenScope").inner_text() == f"deployment {NAME}"
     assert row.locator(".jp-ModelDeploy-tokenModels").inner_text() == deployment["models"][0]["name"]
     assert quotas_shown(row) == "60 req/min · 10K tok/min · 2 in flight · 100K tok/day"

@@ -65,6 +65,18 @@ def test_models_completion_chat_and_stream_with_usage(llm_deployment: dict) -> N
     assert httpx.get(llm_deployment["api_base"] + "/models").status_code == 401
 
 
+def test_a_batch_keys_requests_go_to_vllm_with_their_priority(jupyter_server: JupyterProcess,
+                                                             llm_deployment: dict) -> None:
+    """vLLM schedules by priority (`--scheduling-policy priority`) and the gateway sends a batch key's class;
+    under vLLM's default policy a request with a priority other than 0 is refused (400)."""
+    made = jupyter_server.client().create_token(deployment=llm_deployment["id"], priority="batch")
+    assert made["priority"] == "batch"
+    batch = openai.OpenAI(base_url=llm_deployment["api_base"], api_key=made["token"], timeout=300, max_retries=0)
+    chat = batch.chat.completions.create(model="vllm-smol", messages=[{"role": "user", "content": "Hi"}], max_tokens=3,
+                                         extra_body={"priority": -5})  # the body's own is replaced by the key's
+    assert chat.usage is not None and chat.usage.completion_tokens == 3
+
+
 def test_lora_adapter_by_name_and_at_runtime(jupyter_server: JupyterProcess, llm_deployment: dict,
                                              vllm_python: str) -> None:
     client = oai(llm_deployment)

@@ -552,3 +552,8 @@ def test_adapters_are_the_engines_to_read_and_write() -> None:
     assert engine.adapters(again) == {"sql": "/p/sql", "chat": "/p/chat"}
     assert engine.model_tasks(again) == {"a": "chat", "sql": "chat", "chat": "chat"}  # served under its name
     assert get_engine("llamacpp").adapters(parse_config({"kind": "llamacpp", "name": "b", "model": "/x.gguf"})) is None
+
+
+def test_vllm_schedules_by_the_priority_the_gateway_sets() -> None:
+    args = vllm_args(make())
+    assert args[args.index("--scheduling-policy") + 1] == "priority"

@@ -61,6 +61,8 @@ class PlaneHost(Protocol):
 
     def queue_reported(self, message: Queued) -> None: ...
 
+    def worker_gone(self) -> None: ...
+
     def released(self, deployment_id: str, book: str | None, tokens: int) -> None: ...
 
     def wake_requested(self, deployment_id: str) -> None: ...
@@ -291,6 +293,7 @@ class DataPlane:
         for (deployment_id, book), count in in_flight.items():
             for _ in range(count):
                 self.host.released(deployment_id, book, 0)
+        self.host.worker_gone()
         process = self._process
         if kill and process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
