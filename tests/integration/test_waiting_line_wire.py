@@ -63,6 +63,17 @@ def depth(gw: GatewayThread, dep: Deployment) -> int:
     return int(gw.call(read))
 
 
+def hold_the_slot(gw: GatewayThread, base: str, key: str, seconds: float) -> threading.Thread:
+    """A request that takes the deployment's one slot for `seconds`; returns once the engine has it."""
+    holder = threading.Thread(target=lambda: post(RawConnection(gw.harness.port), base, key, {"nonce": "holder"},
+                                                  **slow(seconds)), daemon=True)
+    holder.start()
+    deadline = time.monotonic() + 10
+    while gw.engine.in_flight < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return holder
+
+
 def engine_nonces(gw: GatewayThread) -> list[str]:
     return [json.loads(r.body or b"{}").get("nonce", "") for r in list(gw.engine.received)]
 
@@ -137,12 +148,7 @@ def test_interactive_keys_go_before_batch_keys(gw: GatewayThread) -> None:
 def test_a_waiting_stream_gets_its_head_and_comments_at_once_then_its_events(gw: GatewayThread) -> None:
     dep, key = gw.harness.add(routes.LLAMA_SERVER, gw.address, max_concurrent=1)
     base = f"/modeldeploy/endpoints/{dep.route}"
-    holder = threading.Thread(target=lambda: post(RawConnection(gw.harness.port), base, key, {"nonce": "holder"},
-                                                  **slow(1.0)), daemon=True)
-    holder.start()
-    deadline = time.monotonic() + 10
-    while gw.engine.in_flight < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    holder = hold_the_slot(gw, base, key, 1.0)
     with RawConnection(gw.harness.port) as conn:
         conn.request("POST", base + CHAT, {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
                                            "X-Fake-Mode": "sse", "X-Fake-Events": "3", "X-Fake-Done": "0"},
@@ -195,12 +201,7 @@ def test_a_full_line_and_a_wait_past_the_timeout_are_429_with_retry_after(gw: Ga
 def test_a_held_stream_whose_wait_runs_out_ends_with_one_error_event(gw: GatewayThread) -> None:
     dep, key = gw.harness.add(routes.LLAMA_SERVER, gw.address, max_concurrent=1, options={"queue_timeout_s": 0.3})
     base = f"/modeldeploy/endpoints/{dep.route}"
-    holder = threading.Thread(target=lambda: post(RawConnection(gw.harness.port), base, key, {"nonce": "h"},
-                                                  **slow(1.0)), daemon=True)
-    holder.start()
-    deadline = time.monotonic() + 10
-    while gw.engine.in_flight < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    holder = hold_the_slot(gw, base, key, 1.0)
     with RawConnection(gw.harness.port) as conn:
         conn.request("POST", base + CHAT, {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
                      json.dumps({"nonce": "s", "stream": True}).encode())
@@ -215,15 +216,11 @@ def test_a_held_stream_whose_wait_runs_out_ends_with_one_error_event(gw: Gateway
 def test_a_client_that_leaves_while_it_waits_takes_nothing_with_it(gw: GatewayThread) -> None:
     dep, key = gw.harness.add(routes.LLAMA_SERVER, gw.address, max_concurrent=1)
     base = f"/modeldeploy/endpoints/{dep.route}"
-    holder = threading.Thread(target=lambda: post(RawConnection(gw.harness.port), base, key, {"nonce": "h"},
-                                                  **slow(0.8)), daemon=True)
-    holder.start()
-    deadline = time.monotonic() + 10
-    while gw.engine.in_flight < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    holder = hold_the_slot(gw, base, key, 0.8)
     conn = RawConnection(gw.harness.port)
     conn.request("POST", base + CHAT, {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
                  json.dumps({"nonce": "leaver"}).encode())
+    deadline = time.monotonic() + 10
     while depth(gw, dep) < 1 and time.monotonic() < deadline:
         time.sleep(0.01)
     conn.close()
