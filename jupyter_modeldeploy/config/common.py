@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from .base import StrictModel
 from .placement import PlacementSpec
 from .quotas import KeyQuotaOptions
+from .warm_hours import WarmWindow
 
 SCHEMA_VERSION = 1
 
@@ -203,6 +204,14 @@ class DeploymentBase(StrictModel):
         description="Stop after this many hours with no request in flight and none arriving "
         "(fractions allowed, e.g. 0.001 is 3.6 s); 0 never stops.",
         ge=0,
+    )
+    warm_hours: list[WarmWindow] = option(
+        [],
+        group="Idle",
+        description="Hours the deployment stays loaded whatever its idle time, in the server's time zone, e.g. "
+        "[{\"days\": \"mon-fri\", \"start\": \"09:00\", \"end\": \"18:00\"}]: the idle limit and a Ray "
+        "deployment's scale to zero act only outside them, and one found asleep in them is woken.",
+        max_length=32,
     )
     last_action_report_interval_s: float = option(
         30.0,

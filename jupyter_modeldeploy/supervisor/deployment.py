@@ -74,6 +74,7 @@ class Deployment:
     run: Run | None = None  # its run (`run.Run`: LocalRun, RayRun, or ParkedRun while parked); None when stopped
     reattach: bool = False  # at the next start: take over the Ray replicas a previous server left running
     progress: LoadProgress | None = None  # the phases of the current (or last) launch
+    warm: bool = False  # inside a warm window (`warm_hours`) at the supervisor's last tick
     queue: dict[str, float] = field(default_factory=dict)  # its waiting line, as the gateway last said (`LineStats`)
 
     @property

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ..config import export_config
+from ..config.warm_hours import warm_now
 from ..engines import EngineAddress, LaunchPlan
 from .autoscale import ScaleState, decide
 from .ray_placement import ClusterUnavailable, RayCallFailed, RayCluster, new_replica_name
@@ -342,7 +343,10 @@ class RayRun:
             return
         current = len([r for r in dep.replicas if r.id not in self._removing])
         now = time.time()
-        wanted = decide(current, dep.in_flight, now, self.scale, counts=self.placement.replicas,
+        counts = self.placement.replicas
+        if counts.min == 0 and warm_now(dep.config.warm_hours, now):
+            counts = counts.model_copy(update={"min": 1})  # a warm window: one replica stays up
+        wanted = decide(current, dep.in_flight, now, self.scale, counts=counts,
                         policy=self.placement.autoscaling, idle_for_s=now - dep.last_activity_at)
         if wanted > current and self._out_of_tries():
             return

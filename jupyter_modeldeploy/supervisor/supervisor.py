@@ -401,10 +401,15 @@ class Supervisor:
                 log.exception("supervisor tick failed")
 
     async def _tick(self) -> None:
-        """Serving deployments: the idle limit acted on (`idle.py`), else `active` / `idle` by the last request."""
+        """Serving deployments: the idle limit acted on (`idle.py`), else `active` / `idle` by the last request;
+        sleeping ones woken inside a warm window (`warm_hours`)."""
         now = time.time()
         for dep in list(self.deployments.values()):
-            if dep.status not in (Status.ACTIVE, Status.IDLE) or (dep.idle_task and not dep.idle_task.done()):
+            if idle.warm_window_began(dep, now) and dep.status is Status.SLEEPING:
+                dep.idle_task = asyncio.ensure_future(idle.warm_up(self, dep))
+            if dep.idle_task and not dep.idle_task.done():
+                continue
+            if dep.status not in (Status.ACTIVE, Status.IDLE):
                 continue
             reason = idle.limit_reason(dep, now)
             if reason is not None:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from jupyter_modeldeploy.config import parse_config
+from jupyter_modeldeploy.config.warm_hours import WarmWindow
 from jupyter_modeldeploy.supervisor import Deployment, Status, Supervisor
 from tests.support.fake_engine import FakeEngine
 
@@ -188,3 +189,27 @@ async def test_the_store_keeps_every_state_and_a_restart_lists_them_stopped(runn
     restored = again.deployments[dep.id]
     assert restored.status is Status.STOPPED and "restarted" in (restored.status_reason or "")
     again.store.close()
+
+
+# Warm windows (`warm_hours`): no sleep inside one; one asleep when a window begins is woken.
+
+ALWAYS = {"days": "daily", "start": "00:00", "end": "00:00"}  # a whole day, every day
+
+
+async def test_inside_a_warm_window_the_idle_limit_does_not_put_it_to_sleep(running: list[Supervisor],
+                                                                           tmp_path: Path) -> None:
+    supervisor, dep = await launch(running, tmp_path, FakeEngine(sleep_mode=True), cpu_offload=True,
+                                   idle_time_limit_hours=0.0003, warm_hours=[ALWAYS])  # idle limit about 1 s
+    assert await supervisor.wait_for(dep, {Status.ACTIVE, Status.IDLE}, 15)
+    await asyncio.sleep(3)  # three idle limits, thirty ticks
+    assert dep.status in (Status.ACTIVE, Status.IDLE) and "sleeping" not in statuses(dep)
+
+
+async def test_a_deployment_asleep_when_a_window_begins_is_woken(running: list[Supervisor], tmp_path: Path) -> None:
+    supervisor, dep = await launch(running, tmp_path, FakeEngine(sleep_mode=True), cpu_offload=True,
+                                   idle_time_limit_hours=0.0003)
+    assert await supervisor.wait_for(dep, {Status.SLEEPING}, 15)
+    dep.config.warm_hours = [WarmWindow(**ALWAYS)]  # as if the clock reached the window's start
+    assert await supervisor.wait_for(dep, {Status.ACTIVE, Status.IDLE}, 15)
+    assert statuses(dep).count("waking") == 1
+    assert any("a warm window began" in line for line in dep.log.tail(50))

@@ -55,9 +55,11 @@ class ScriptedEngine:
         return httpx.Response(200)
 
 
-def make_run(tmp_path: Path) -> tuple[RayRun, ScriptedCluster, ScriptedEngine]:
-    config = parse_config({"kind": "llamacpp", "name": "r", "model": "m.gguf",
-                           "placement": {"target": "ray", "replicas": {"min": 1, "max": 1}}})
+def make_run(tmp_path: Path, placement: dict[str, Any] | None = None,
+             **options: Any) -> tuple[RayRun, ScriptedCluster, ScriptedEngine]:
+    """A Ray run of one replica (`placement`: the section's other settings; `options`: the config's)."""
+    config = parse_config({"kind": "llamacpp", "name": "r", "model": "m.gguf", **options,
+                           "placement": {"target": "ray", "replicas": {"min": 1, "max": 1}, **(placement or {})}})
     dep = Deployment(id="d1", config=config, route="r", work_dir=tmp_path, log=LogBuffer(tmp_path / "log"))
     dep.plan = SimpleNamespace(health_path="/health")  # type: ignore[assignment]
     dep.replicas = [Replica(id=REPLICA)]
