@@ -33,8 +33,14 @@ def chp_program() -> Path:
 class Hub:
     """A running JupyterHub: its public URL and an admin service token for its REST API."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, *, settings: dict[str, object] | None = None,
+                 environment: dict[str, str] | None = None, engine_args: tuple[str, ...] = ()):
+        """`settings`: more of the Hub's configuration (`Section.option`: value, lists added to); `environment`:
+        more of the users' servers' environment; `engine_args`: the fake engine's (`--token-s 0.05` paces it)."""
         self.folder = folder
+        self.engine_args = engine_args
+        self.settings = settings or {}
+        self.environment = environment or {}
         self.port = free_port()
         self.service_token = secrets.token_hex(24)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -45,9 +51,9 @@ class Hub:
         return f"http://127.0.0.1:{self.port}"
 
     def _config(self) -> str:
-        program = fake_llama_server(self.folder / "bin")
+        program = fake_llama_server(self.folder / "bin", *self.engine_args)
+        # Each user's state in their own home (the default: the spawner gives each server its HOME).
         args = ["--allow-root", "--ServerApp.jpserver_extensions={'jupyter_modeldeploy': True}",
-                "--ModelDeployApp.state_dir={home}/state".replace("{home}", str(self.folder / "users" / "{username}")),
                 f"--ModelDeployApp.llamacpp_server={program}", "--ModelDeployApp.llamacpp_engine=llama-server"]
         settings = {
             "JupyterHub.ip": "127.0.0.1", "JupyterHub.port": self.port, "JupyterHub.hub_ip": "127.0.0.1",
@@ -60,10 +66,14 @@ class Hub:
             "SimpleLocalProcessSpawner.home_dir_template": str(self.folder / "users" / "{username}"),
             "Spawner.cmd": [sys.executable, "-m", "jupyterhub.singleuser"], "Spawner.args": args,
             "Spawner.ip": "127.0.0.1", "Spawner.start_timeout": 120, "Spawner.http_timeout": 120,
-            "Spawner.environment": {"PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"},
+            "Spawner.environment": {"PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", **self.environment},
             "JupyterHub.services": [{"name": "tester", "api_token": self.service_token}],
             "JupyterHub.load_roles": [{"name": "admin", "services": ["tester"]}],
         }
+        for name, value in self.settings.items():
+            if isinstance(value, list) and isinstance(settings.get(name), list):
+                value = [*settings[name], *value]  # type: ignore[misc]
+            settings[name] = value
         lines = ["c = get_config()  # noqa"]
         for name, value in settings.items():
             section, option = name.split(".")
@@ -94,17 +104,34 @@ class Hub:
         return httpx.request(method, f"{self.url}/hub/api/{path}", headers={"Authorization": f"token {self.service_token}"},
                              timeout=60, **kwargs)  # type: ignore[arg-type]
 
+    def user_home(self, name: str) -> Path:
+        """A user's home folder (their server's `~`: its Jupyter configuration and state)."""
+        return self.folder / "users" / name
+
     def user_server(self, name: str, timeout: float = 120.0) -> str:
         """Create a user, spawn their server and return an API token of theirs (hub credentials)."""
-        self.api("POST", f"users/{name}").raise_for_status()
-        assert self.api("POST", f"users/{name}/server").status_code in (201, 202)
-        deadline = time.monotonic() + timeout
-        while not (self.api("GET", f"users/{name}").json().get("servers", {}).get("", {}).get("ready")):
-            assert time.monotonic() < deadline, f"{name}'s server never got ready:\n{self.log_tail()}"
-            time.sleep(0.5)
+        if self.api("GET", f"users/{name}").status_code == 404:
+            self.api("POST", f"users/{name}").raise_for_status()
+        self.spawn(name, timeout)
+        return self.user_token(name)
+
+    def user_token(self, name: str) -> str:
+        """A new API token of a user's (hub credentials)."""
         answer = self.api("POST", f"users/{name}/tokens", json={"note": "test"})
         answer.raise_for_status()
         return answer.json()["token"]
+
+    def spawn(self, name: str, timeout: float = 120.0) -> None:
+        """Start a user's server and wait until the Hub says it is ready."""
+        assert self.api("POST", f"users/{name}/server").status_code in (201, 202)
+        deadline = time.monotonic() + timeout
+        while not self.server_of(name).get("ready"):
+            assert time.monotonic() < deadline, f"{name}'s server never got ready:\n{self.log_tail()}"
+            time.sleep(0.5)
+
+    def server_of(self, name: str) -> dict[str, object]:
+        """The Hub's model of a user's default server ({} when it runs none)."""
+        return self.api("GET", f"users/{name}").json().get("servers", {}).get("", {})
 
     def log_tail(self, n: int = 40) -> str:
         return log_tail(self.log_path, n)
