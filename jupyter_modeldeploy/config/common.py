@@ -208,9 +208,9 @@ class DeploymentBase(StrictModel):
     warm_hours: list[WarmWindow] = option(
         [],
         group="Idle",
-        description="Hours the deployment stays loaded whatever its idle time, in the server's time zone, e.g. "
-        "[{\"days\": \"mon-fri\", \"start\": \"09:00\", \"end\": \"18:00\"}]: the idle limit and a Ray "
-        "deployment's scale to zero act only outside them, and one found asleep in them is woken.",
+        description="Hours the deployment stays loaded whatever its idle time, in the server's time zone (each: "
+        "days such as mon-fri, a start and an end such as 09:00 and 18:00): the idle limit and a Ray deployment's "
+        "scale to zero act only outside them, and one found asleep when one begins is woken.",
         max_length=32,
     )
     last_action_report_interval_s: float = option(

@@ -29,7 +29,7 @@ from . import admission
 from .admission import DRAIN_LIMIT, Admission, Claim, RequestHead
 from .answer_end import AnswerEnd
 from .core import GatewayCore
-from .failover import cut_stream_event, error_event, head_unless_lost, resend_elsewhere
+from .failover import cut_stream_event, end_with_its_engine, error_event, head_unless_lost, resend_elsewhere
 from .headers import request_headers, returned_header
 from .records import CAPTURE_SLACK, Capture, RequestRecord
 from .refusals import Refusal, refusal_document
@@ -493,9 +493,11 @@ class EndpointExchange:
         upstream, replica = await self._send(dep, body)
         if upstream is None or replica is None:
             return Relayed(self.wire.get_status())
+        unwatch = end_with_its_engine(upstream, replica)
         try:
             status, tap, first_chunk = await self._relay(upstream, injected, started)
         finally:
+            unwatch()
             self.gateway.replica_load(dep, replica, -1)
         return Relayed(status, tap.finish() if tap else None, bool(tap and tap.is_sse), first_chunk)
 

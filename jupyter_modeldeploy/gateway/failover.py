@@ -11,7 +11,10 @@ questions, so the policy lives here, apart from how bytes are moved:
 - `head_unless_lost`: a node that dies without a word (a machine that stops: no reset comes) leaves
   the connections to its engine open and silent. The supervisor sees the replica go (its actor stops
   answering) and takes it out of the rotation; a request still waiting for its answer's head there
-  then gives up (`UpstreamNoAnswer`), and goes to another replica like the ones above.
+  then gives up at once (`UpstreamNoAnswer`: the replica's watchers hear of it), and goes to another
+  replica like the ones above. `end_with_its_engine` does the same for an answer under way: once the
+  replica's engine is gone (its address changed), the answer ends with an error instead of waiting
+  out `upstream_timeout_s`.
 - `cut_stream_event`: the last bytes of an event stream an engine broke off after it began: an
   error event in the route's dialect, after which the stream ends as a stream should (the last
   chunk), so the client's SDK raises an error that says what happened instead of a protocol error.
@@ -21,14 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..supervisor.replicas import Replica, ReplicaState
 from .refusals import Refusal, refusal_document
 from .upstream import UpstreamError, UpstreamNoAnswer, UpstreamResponse, UpstreamUnreachable
-
-LOST_CHECK_S = 0.25  # how often a request waiting for its answer's head looks whether its replica is still there
 
 
 def resend_elsewhere(exc: UpstreamError) -> bool:
@@ -38,18 +39,40 @@ def resend_elsewhere(exc: UpstreamError) -> bool:
 
 async def head_unless_lost(request: Coroutine[Any, Any, UpstreamResponse], replica: Replica) -> UpstreamResponse:
     """The answer's head from `request` to `replica`; UpstreamNoAnswer if the replica leaves the rotation for a
-    failure first (down, or restarting: not stopping, whose requests finish)."""
+    failure first (down, or restarting: not stopping, whose requests finish), the moment it does."""
     task = asyncio.ensure_future(request)
+    lost = asyncio.get_running_loop().create_future()
+
+    def check(watched: Replica) -> None:
+        if watched.state in (ReplicaState.DOWN, ReplicaState.STARTING) and not lost.done():
+            lost.set_result(None)
+
+    check(replica)
+    unwatch = replica.watch(check)
     try:
-        while True:
-            done, _ = await asyncio.wait((task,), timeout=LOST_CHECK_S)
-            if done:
-                return task.result()
-            if replica.state in (ReplicaState.DOWN, ReplicaState.STARTING):
-                raise UpstreamNoAnswer(f"the replica left the rotation before answering ({replica.reason or 'lost'})")
+        await asyncio.wait((task, lost), return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        raise UpstreamNoAnswer(f"the replica left the rotation before answering ({replica.reason or 'lost'})")
     except BaseException:
         _drop(task)
         raise
+    finally:
+        unwatch()
+        lost.cancel()
+
+
+def end_with_its_engine(upstream: UpstreamResponse, replica: Replica) -> Callable[[], None]:
+    """While an answer is read: if the replica's engine goes (its address changes: Ray found it lost, or restarted
+    it), the answer is given up at once (a stream ends with its error event), not when the engine has been
+    silent for `upstream_timeout_s` (a node that froze sends nothing, and no reset comes). Returns the unwatch."""
+    address = replica.address
+
+    def check(watched: Replica) -> None:
+        if watched.address != address:
+            upstream.fail(f"the replica's engine went away ({watched.reason or 'lost'})")
+
+    return replica.watch(check)
 
 
 def _drop(task: asyncio.Future[UpstreamResponse]) -> None:

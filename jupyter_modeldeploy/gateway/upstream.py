@@ -65,6 +65,7 @@ class UpstreamResponse:
         self.raw_headers = raw_headers
         self.headers = HeaderIndex([(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw_headers])
         self._timeout = timeout
+        self._read = False  # read to its end
 
     async def iter_body(self) -> AsyncIterator[bytes]:
         """The body as it arrives (chunked framing removed); the connection goes back to the pool only once the
@@ -75,11 +76,19 @@ class UpstreamResponse:
             if chunk is None:
                 break
             yield chunk
+        self._read = True
         connection.answered()
 
     def close(self) -> None:
         """Drop the connection: an answer not read to the end must never be reused."""
         self._connection.abort()
+
+    def fail(self, reason: str) -> None:
+        """Give the answer up (its engine went away): its reader gets an UpstreamError now, the connection is
+        dropped. Nothing once the answer was read to its end (its connection may serve another by then)."""
+        if not self._read:
+            self._connection._fail(UpstreamError(reason))
+            self._connection.abort()
 
 
 class _EngineConnection(asyncio.Protocol):

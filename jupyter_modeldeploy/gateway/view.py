@@ -17,8 +17,9 @@ from ..supervisor.replicas import Replica
 from ..supervisor.state import Status
 from .tokens import TokenInfo
 
-#: A replica's facts the gateway routes by; counters and stats are the worker's own.
-REPLICA_FACTS = ("address", "engine_key", "state", "serving_since", "started_at")
+#: A replica's facts the gateway routes by; counters and stats are the worker's own. The reason first: it is
+#: in place when a change of state or address tells the replica's watchers (`Replica.watch`).
+REPLICA_FACTS = ("reason", "address", "engine_key", "state", "serving_since", "started_at")
 
 
 @dataclass(eq=True)

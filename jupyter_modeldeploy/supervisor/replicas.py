@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..engines import EngineAddress
 
 LOCAL_REPLICA = "local"  # the id of the one replica of a deployment on this host
+WATCHED = frozenset({"state", "address"})  # a replica's facts whose changes its watchers hear of
 
 
 class ReplicaState(str, enum.Enum):
@@ -45,6 +47,28 @@ class Replica:
     restarts: int = 0  # times Ray brought it back after a failure
     reason: str | None = None  # why it is down or starting, when known
     stats: dict[str, float] = field(default_factory=dict)  # cpu_percent, memory_bytes of its engine
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name in WATCHED:
+            for watcher in list(self.__dict__.get("_watchers", ())):
+                watcher(self)
+
+    def watch(self, watcher: Callable[[Replica], None]) -> Callable[[], None]:
+        """Call `watcher` after every change of the replica's state or address (a request waiting on it learns at
+        once that it left); returns what ends the watch."""
+        watchers: list[Callable[[Replica], None]] = self.__dict__.setdefault("_watchers", [])
+        watchers.append(watcher)
+
+        def unwatch() -> None:
+            if watcher in watchers:
+                watchers.remove(watcher)
+
+        return unwatch
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Its facts (a view crosses to the gateway worker), without the watchers of this process."""
+        return {k: v for k, v in self.__dict__.items() if k != "_watchers"}
 
     @property
     def in_rotation(self) -> bool:

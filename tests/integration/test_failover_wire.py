@@ -69,6 +69,18 @@ async def cuts_its_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWr
     writer.transport.abort()  # the replica dies mid-stream
 
 
+STREAMING: list[bytes] = []  # the requests the freezing replica began to answer
+
+
+async def streams_then_freezes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    STREAMING.append(await read_request(reader))
+    event = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 + b"%x\r\n%s\r\n" % (len(event), event))
+    await writer.drain()
+    await asyncio.sleep(3600)  # its node froze mid-stream: nothing more comes, and no reset
+
+
 def engine(gw: GatewayThread, path: Path, behaviour: Behaviour) -> EngineAddress:
     async def start() -> asyncio.AbstractServer:
         return await asyncio.start_unix_server(behaviour, path=str(path))
@@ -167,6 +179,33 @@ def test_a_stream_cut_mid_answer_ends_with_an_error_event_and_a_clean_end(gw: Ga
     assert "[DONE]" not in body.decode()  # a cut stream does not pretend to have ended well
     # Not sent again: part of the answer had gone to the client.
     assert [(r.replica, r.status) for r in gw.records()] == [("md-r0", 502)]
+
+
+def test_a_stream_whose_replica_is_lost_mid_answer_ends_then_not_when_the_engine_times_out(gw: GatewayThread,
+                                                                                            tmp_path: Path) -> None:
+    """A node that freezes mid-stream: once the supervisor finds the replica lost (its actor no longer answers:
+    its engine's address is gone), the stream ends with its error event at once, not after the engine was silent
+    for the gateway's upstream timeout."""
+    freezing = engine(gw, tmp_path / "freezing.sock", streams_then_freezes)
+    dep, key, _ = two_replicas(gw, freezing, engine(gw, tmp_path / "good.sock", answers))
+    STREAMING.clear()
+    answer: list[tuple[int, bytes]] = []
+    caller = threading.Thread(target=lambda: answer.append(
+        post(gw, dep, key, {"messages": [], "max_tokens": 4, "stream": True})))
+    caller.start()
+    assert wait_until(lambda: STREAMING, timeout=10), "the stream never began: nothing was tested"
+
+    def lost() -> None:  # what the Ray run does when the replica's actor call fails
+        replica = dep.replicas[0]  # type: ignore[attr-defined]
+        set_down(replica, "its actor does not answer")
+        replica.address = None
+
+    gw.call(lost)
+    caller.join(15)
+    status, body = answer[0]
+    assert status == 200
+    error = json.loads([e for e in body.decode().split("\n\n") if e.strip()][-1].removeprefix("data: "))["error"]
+    assert "the replica's engine went away (its actor does not answer)" in error["message"], error
 
 
 def test_the_server_counts_the_requests_in_flight_on_each_replica_on_every_path(gw: GatewayThread,
