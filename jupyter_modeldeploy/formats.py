@@ -102,6 +102,19 @@ def describe_step(step: dict[str, Any]) -> str:
     return (f"{step['concurrency']:>3} clients  TTFT p50 {ms(step.get('ttft_ms_p50'))} p95 {ms(step.get('ttft_ms_p95'))}  "
             f"ITL p50 {ms(step.get('itl_ms_p50'))}  {float(step.get('tokens_per_s') or 0):.1f} tok/s  "
             f"{float(step.get('requests_per_s') or 0):.2f} req/s  errors {step.get('errors', 0)}/{step.get('requests', 0)}")
+
+
+def queue_summary(queue: dict[str, Any]) -> str:
+    """A deployment's waiting line in words: waiting now, and since the server started, served and refused."""
+    served, rejected = int(queue.get("served", 0)), int(queue.get("rejected", 0))
+    text = f"{int(queue.get('depth', 0))} waiting"
+    if served:
+        text += f"; {served} served after a mean wait of {float(queue.get('mean_wait_s', 0.0)):.2f} s"
+    if rejected:
+        text += f"; {rejected} refused (queue full or waited too long)"
+    return text
+
+
 def replica_summary(record: dict[str, Any]) -> str:
     """Where a deployment runs, in a word: `local`, or `ray 2/3` (replicas serving of all)."""
     if record.get("placement") != "ray":

@@ -17,7 +17,7 @@ import httpx
 import ipywidgets as W
 
 from ..client import ModelDeployClient, ModelDeployError
-from ..formats import replica_lines, replica_summary
+from ..formats import queue_summary, replica_lines, replica_summary
 from .benchmark import BenchmarkPanel
 from .charts import CHARTS, DEFAULT_WINDOW, MetricsFeed, TimeChart, draw, snippet
 from .common import (
@@ -265,6 +265,7 @@ class Dashboard(Panel):
             ("API base", f"<code class='modeldeploy-api-base'>{html.escape(str(record.get('api_base', '')))}</code>"),
             ("Model", html.escape(str(record.get("model") or ", ".join(model_names(record))))),
             ("In flight", html.escape(str(record.get("requests_in_flight", 0)))),
+            ("Queue", html.escape(queue_summary(record.get("queue") or {}))),
             ("Placement", html.escape(replica_summary(record))
              + "".join(f"<div class='modeldeploy-replica'>{html.escape(line)}</div>" for line in replica_lines(record))),
         ]

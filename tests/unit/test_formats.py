@@ -59,3 +59,11 @@ def test_replica_summary_and_lines() -> None:
     first, second = replica_lines(ray)
     assert first == "replica md-1-a: serving on 10.0.0.1 node abcdef012345, 2 in flight, 9 sent"
     assert second.endswith("1 restart(s) (node lost)") and "on ?" in second
+
+
+def test_queue_summary_says_what_waits_and_what_was_served_or_refused() -> None:
+    from jupyter_modeldeploy.formats import queue_summary
+
+    assert queue_summary({}) == "0 waiting"
+    assert queue_summary({"depth": 2, "served": 5, "rejected": 1, "mean_wait_s": 0.1234}) == (
+        "2 waiting; 5 served after a mean wait of 0.12 s; 1 refused (queue full or waited too long)")
