@@ -248,7 +248,7 @@ class Claim:
         if line is not None and turn is not None and line.leave(turn):
             return  # it never had a slot
         self._finished(dep, self._book, tokens)
-        if line is not None:
+        if line is not None and line.depth:
             line.grant(lambda: _slot_free(dep))
 
 
@@ -267,7 +267,7 @@ def take(found: Admission, *, started: Callable[[Served, str | None], None],
     dep = found.dep
     assert dep is not None and dep.plan is not None
     limit = dep.plan.max_concurrent_requests
-    if line is not None:
+    if line is not None and line.depth:
         line.grant(lambda: _slot_free(dep))  # slots a raised limit freed go to those already waiting
     queued = line is not None and limit is not None and (dep.in_flight >= limit or line.depth > 0)
     if queued:
