@@ -156,7 +156,13 @@ def test_load_scales_up_to_max_idle_scales_to_zero_and_a_request_brings_one_back
         asleep = wait_record(client, record["id"], lambda r: r["status"] == "sleeping" and not r["replicas"], 120,
                              "scaled to zero")
         assert "scaled to zero" in (asleep["status_reason"] or "")
-        assert chat(record)  # held while a replica comes up
+        # A stream is held while a replica comes up: its head and SSE comments at once, then its events.
+        with httpx.Client(timeout=240) as http, http.stream(
+                "POST", f"{record['api_base']}/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                json={"messages": CHAT, "max_tokens": 8, "stream": True}) as held:
+            assert held.status_code == 200 and held.headers["content-type"].startswith("text/event-stream")
+            body = b"".join(held.iter_bytes()).decode()
+        assert body.startswith(": waking the deployment") and body.rstrip().endswith("data: [DONE]"), body[:300]
         back = client.get(record["id"])
         assert back["status"] == "active" and len(back["replicas"]) == 1
     finally:

@@ -119,7 +119,9 @@ class JupyterProcess:
                 if httpx.get(f"{self.url}api/modeldeploy/status", headers=self.headers, timeout=2).status_code == 200:
                     return self
             time.sleep(0.3)
-        raise RuntimeError(f"jupyter did not answer within {timeout} s:\n{self.log_tail()}")
+        tail = self.log_tail()
+        self.stop()  # a server that never answered is not left running after the test that wanted it
+        raise RuntimeError(f"jupyter did not answer within {timeout} s:\n{tail}")
 
     @property
     def headers(self) -> dict[str, str]:
