@@ -39,6 +39,7 @@ from .usage import Usage, UsageTap
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY_S = 0.005  # streamed bytes reach the client within 5 ms, in batches (see StreamFlusher)
+ERROR_BODY_LIMIT = 65536  # of an engine's error answer, passed on as a held stream's error event
 HEARTBEAT_S = 5.0  # a stream waiting in the line gets an SSE comment this often (clients and proxies keep it)
 
 
@@ -261,6 +262,7 @@ class EndpointExchange:
         if stream:
             await self._open_held_stream(b": waking the deployment")
         waking = asyncio.ensure_future(gateway.wake(dep))
+        waking.add_done_callback(lambda done: done.cancelled() or done.exception())  # read, even if nobody waits
         while not waking.done():
             done, _ = await asyncio.wait((waking,), timeout=HEARTBEAT_S)
             if self._client_gone:
@@ -527,7 +529,13 @@ class EndpointExchange:
 
     async def _engine_error_event(self, upstream: UpstreamResponse) -> int:
         """An error the engine answered to a stream whose head went out already: its document as the one event."""
-        body = b"".join([chunk async for chunk in upstream.iter_body()])[:65536]
+        kept = bytearray()
+        async for chunk in upstream.iter_body():
+            kept += chunk
+            if len(kept) > ERROR_BODY_LIMIT:  # an error document is small: the rest is not read
+                upstream.close()
+                break
+        body = bytes(kept[:ERROR_BODY_LIMIT])
         try:
             document = json.loads(body)
         except ValueError:

@@ -230,3 +230,21 @@ def test_a_client_that_leaves_while_it_waits_takes_nothing_with_it(gw: GatewayTh
     assert answer is not None and answer.status == 200
     assert "leaver" not in engine_nonces(gw)
     assert (gw.call(lambda: dep.in_flight), depth(gw, dep)) == (0, 0)
+
+
+def test_an_engine_error_to_a_held_stream_is_its_one_event(gw: GatewayThread) -> None:
+    """The stream's head went out while it waited: the engine's own refusal comes as the stream's error event."""
+    dep, key = gw.harness.add(routes.LLAMA_SERVER, gw.address, max_concurrent=1)
+    base = f"/modeldeploy/endpoints/{dep.route}"
+    holder = hold_the_slot(gw, base, key, 0.3)
+    with RawConnection(gw.harness.port) as conn:
+        conn.request("POST", base + CHAT, {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+                                           "X-Fake-Mode": "bad-request"},
+                     json.dumps({"nonce": "refused", "stream": True}).encode())
+        raw = conn.read_until(b"0\r\n\r\n")
+    holder.join(10)
+    assert raw is not None and b" 200 " in raw.split(b"\r\n", 1)[0] and b": waiting for a slot" in raw
+    event = raw[raw.index(b"data: "):].split(b"\n\n", 1)[0]
+    assert json.loads(event[len(b"data: "):])["error"]["message"] == "the engine refuses this", event
+    assert [r.status for r in gw.records() if r.deployment_id == dep.id][-1] == 400
+

@@ -15,6 +15,7 @@ what reached the engine. The answer's shape is chosen per request by the `X-Fake
 - `drop-next`       answers with keep-alive, then closes the connection on its next request unanswered
                     (the keep-alive race: the server closed it as the gateway sent)
 - `garbage`         a status line that is not HTTP
+- `bad-request`     400 with an OpenAI-style error document
 """
 
 from __future__ import annotations
@@ -170,6 +171,9 @@ class WireEngine:
             send("204 No Content", [])
         elif mode == "not-modified":
             send("304 Not Modified", [("Content-Length", "1234"), ("ETag", '"e1"')])
+        elif mode == "bad-request":
+            error = json.dumps({"error": {"message": "the engine refuses this", "type": "invalid_request_error"}}).encode()
+            send("400 Bad Request", [("Content-Type", "application/json"), ("Content-Length", str(len(error)))], error)
         elif mode == "garbage":
             writer.write(b"NOT HTTP AT ALL\r\n\r\n")
             await writer.drain()
