@@ -30,6 +30,12 @@ def post(conn: RawConnection, base: str, key: str, body: dict[str, object], **he
     return conn.final_response()
 
 
+def send_stream(conn: RawConnection, base: str, key: str, nonce: str, **headers: str) -> None:
+    """A streamed chat request, its answer left to read."""
+    conn.request("POST", base + CHAT, {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+                                       **headers}, json.dumps({"nonce": nonce, "stream": True}).encode())
+
+
 def slow(delay: float = SERVICE_S) -> dict[str, str]:
     return {"X-Fake-Mode": "slow", "X-Fake-Delay": str(delay)}
 
@@ -150,9 +156,7 @@ def test_a_waiting_stream_gets_its_head_and_comments_at_once_then_its_events(gw:
     base = f"/modeldeploy/endpoints/{dep.route}"
     holder = hold_the_slot(gw, base, key, 1.0)
     with RawConnection(gw.harness.port) as conn:
-        conn.request("POST", base + CHAT, {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
-                                           "X-Fake-Mode": "sse", "X-Fake-Events": "3", "X-Fake-Done": "0"},
-                     json.dumps({"nonce": "waiting", "stream": True}).encode())
+        send_stream(conn, base, key, "waiting", **{"X-Fake-Mode": "sse", "X-Fake-Events": "3", "X-Fake-Done": "0"})
         early = conn.read_until(b": waiting for a slot")
         assert early is not None and b" 200 " in early.split(b"\r\n", 1)[0], early
         assert b"text/event-stream" in early
@@ -203,8 +207,7 @@ def test_a_held_stream_whose_wait_runs_out_ends_with_one_error_event(gw: Gateway
     base = f"/modeldeploy/endpoints/{dep.route}"
     holder = hold_the_slot(gw, base, key, 1.0)
     with RawConnection(gw.harness.port) as conn:
-        conn.request("POST", base + CHAT, {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-                     json.dumps({"nonce": "s", "stream": True}).encode())
+        send_stream(conn, base, key, "s")
         raw = conn.read_until(b"0\r\n\r\n")
     holder.join(10)
     assert raw is not None and b": waiting for a slot" in raw
@@ -238,9 +241,7 @@ def test_an_engine_error_to_a_held_stream_is_its_one_event(gw: GatewayThread) ->
     base = f"/modeldeploy/endpoints/{dep.route}"
     holder = hold_the_slot(gw, base, key, 0.3)
     with RawConnection(gw.harness.port) as conn:
-        conn.request("POST", base + CHAT, {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
-                                           "X-Fake-Mode": "bad-request"},
-                     json.dumps({"nonce": "refused", "stream": True}).encode())
+        send_stream(conn, base, key, "refused", **{"X-Fake-Mode": "bad-request"})
         raw = conn.read_until(b"0\r\n\r\n")
     holder.join(10)
     assert raw is not None and b" 200 " in raw.split(b"\r\n", 1)[0] and b": waiting for a slot" in raw
