@@ -25,8 +25,7 @@ Measured, each against the references in the same run:
     gateway, against the same load sent direct (what the gateway costs a JupyterLab user sharing
     its event loop; target <= 1.2x) — with llama-server, and with a fake engine whose 16 streams
     emit 20,000 small events a second in all (a busy GPU's rate), the same load direct and through
-    the gateway (the streaming clients are httpx on both sides: their cost is the same, and what is
-    measured is Jupyter's p50, by http.client);
+    the gateway (16 raw keep-alive connections on both sides, and Jupyter's p50 by http.client);
   - the same p50, and the Jupyter server's CPU, while 16 raw connections send `GET /v1/models`;
   - the cost of a quota check and a request log row (two more servers, interleaved rounds).
 """
@@ -49,7 +48,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -139,15 +137,6 @@ def probe_contents(url: str, headers: dict[str, str], delay_s: float, seconds: f
     out.send(latencies)
 
 
-async def sixteen_clients(uds: str | None, client_loop: Callable[[httpx.AsyncClient], Awaitable[None]]) -> float:
-    """Run `client_loop` 16 times at once on one pooled client (over `uds` if given); the seconds it took."""
-    transport = httpx.AsyncHTTPTransport(uds=uds) if uds else None
-    async with httpx.AsyncClient(timeout=300, transport=transport, limits=httpx.Limits(max_connections=32)) as client:
-        started = time.monotonic()
-        await asyncio.gather(*(client_loop(client) for _ in range(16)))
-        return max(time.monotonic() - started, 1e-6)
-
-
 async def jupyter_under(server: JupyterProcess, seconds: float,
                         load: Callable[[], Awaitable[float]]) -> tuple[float, float, float]:
     """Jupyter's `GET /api/contents` p50 (ms) while `load` runs (it returns its rate), the rate, and the
@@ -167,32 +156,25 @@ async def jupyter_under(server: JupyterProcess, seconds: float,
     return latencies[len(latencies) // 2] * 1000, rate, cpu
 
 
-async def jupyter_latency_under_load(server: JupyterProcess, url: str, headers: dict[str, str], uds: str | None,
-                                     seconds: float, max_tokens: int, label: str) -> tuple[float, float]:
-    """p50 of Jupyter's `GET /api/contents` while 16 clients stream chats; and chunks/s they received."""
-    chunks = dropped = 0
-    stop = time.monotonic() + seconds
-    body = {"model": "m", "messages": [{"role": "user", "content": "Tell me a story"}], "max_tokens": max_tokens,
-            "stream": True}
-
-    async def streamer(client: httpx.AsyncClient) -> None:
-        nonlocal chunks, dropped
-        while time.monotonic() < stop:
-            try:
-                async with client.stream("POST", url, json=body, headers=headers) as response:
-                    async for chunk in response.aiter_bytes():
-                        chunks += chunk.count(b"\n\n")
-            except (httpx.RemoteProtocolError, httpx.ReadError):
-                dropped += 1  # a keep-alive connection the server had closed: counted, then retried
+async def jupyter_latency_under_load(server: JupyterProcess, target: light_client.Target, path: str,
+                                     headers: dict[str, str], seconds: float, max_tokens: int,
+                                     label: str) -> tuple[float, float]:
+    """p50 of Jupyter's `GET /api/contents` while 16 raw keep-alive connections stream chats; and the events a
+    second they received."""
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "Tell me a story"}],
+                       "max_tokens": max_tokens, "stream": True}).encode()
+    closed = 0
 
     async def load() -> float:
-        elapsed = await sixteen_clients(uds, streamer)  # not `chunks / await ...`: that reads chunks first
-        return chunks / elapsed
+        nonlocal closed
+        _, events, closed = await light_client.load_async(
+            target, path, {**headers, "Content-Type": "application/json"}, 16, seconds, body, warm_s=0)
+        return events
 
     p50, rate, _ = await jupyter_under(server, seconds, load)
-    if dropped:
+    if closed:
         # llama-server itself closes a keep-alive connection now and then (seen on `direct`).
-        print(f"  ({label}: {dropped} streams met a connection the server had closed)", flush=True)
+        print(f"  ({label}: {closed} streams met a connection the server had closed)", flush=True)
     return p50, rate
 
 
@@ -252,11 +234,12 @@ def fast_engine_binary(folder: Path, events_per_s: float = 0.0) -> Path:
 def contents_under_load(server: JupyterProcess, record: dict, seconds: float, max_tokens: int) -> dict[str, float]:
     sock, engine_key = engine_socket(server, record)
     out: dict[str, float] = {}
-    for name, url, headers, uds in (
-        ("direct", "http://engine/v1/chat/completions", {"Authorization": f"Bearer {engine_key}"}, sock),
-        ("gateway", record["api_base"] + "/chat/completions", {"Authorization": f"Bearer {KEY}"}, None),
+    for name, target, path, headers in (
+        ("direct", sock, "/v1/chat/completions", {"Authorization": f"Bearer {engine_key}"}),
+        ("gateway", ("127.0.0.1", server.port), gateway_path(record).removesuffix("/models") + "/chat/completions",
+         {"Authorization": f"Bearer {KEY}"}),
     ):
-        p50, rate = asyncio.run(jupyter_latency_under_load(server, url, headers, uds, seconds, max_tokens, name))
+        p50, rate = asyncio.run(jupyter_latency_under_load(server, target, path, headers, seconds, max_tokens, name))
         out[f"{name}_p50_ms"], out[f"{name}_chunks_s"] = p50, rate
     return out
 

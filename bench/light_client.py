@@ -66,8 +66,9 @@ def keep_alive_latency(target: Target, path: str, headers: dict[str, str], reque
     return Latency(statistics.median(times) * 1000, times[int(len(times) * 0.99) - 1] * 1000)
 
 
-async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
-    """The status of the next answer, read to its end, and whether the server keeps the connection."""
+async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bool, int]:
+    """The status of the next answer, read to its end, whether the server keeps the connection, and how many SSE
+    events its body held (a blank line ends each; chunk framing has none)."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     length = None
@@ -82,11 +83,14 @@ async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
             chunked = True
         elif lowered == b"connection" and b"close" in value.lower():
             kept = False
+    events = 0
     if chunked:
-        await reader.readuntil(b"0\r\n\r\n")
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            events += (await reader.readexactly(size + 2)).count(b"\n\n")
+        await reader.readuntil(b"\r\n")  # the last chunk's end (no trailers here)
     elif length:
-        await reader.readexactly(length)
-    return status, kept
+        events = (await reader.readexactly(length)).count(b"\n\n")
+    return status, kept, events
 
 
 async def _open(target: Target) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -96,19 +100,22 @@ async def _open(target: Target) -> tuple[asyncio.StreamReader, asyncio.StreamWri
 
 
 async def _client(target: Target, request: bytes, until: float, counts: list[int]) -> None:
-    """One connection's loop; a server that ends a kept connection (llama-server does, every so many
-    requests) gets a new one, as any HTTP client would open."""
+    """One connection's loop: `counts` is [answers, SSE events, connections the server had closed]. A server that
+    ends a kept connection (llama-server does, every so many requests) gets a new one, as any HTTP client would
+    open."""
     reader, writer = await _open(target)
     try:
         while time.perf_counter() < until:
             writer.write(request)
             try:
-                status, kept = await _read_answer(reader)
+                status, kept, events = await _read_answer(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
-                kept, status = False, 0  # closed before this request was read: sent again
+                kept, status, events = False, 0, 0  # closed before this request was read: sent again
+                counts[2] += 1
             if status not in (0, 200):
                 raise RuntimeError(f"a request failed under load: {status}")
             counts[0] += status == 200
+            counts[1] += events
             if not kept:
                 writer.close()
                 reader, writer = await _open(target)
@@ -137,20 +144,34 @@ def new_connection_latency(target: Target, path: str, headers: dict[str, str], r
     return Latency(statistics.median(times) * 1000, times[int(len(times) * 0.99) - 1] * 1000)
 
 
-async def throughput_async(target: Target, path: str, headers: dict[str, str], clients: int = 16,
-                           seconds: float = 5.0, body: bytes | None = None) -> float:
-    """`throughput` on the running loop (after half a second of warm-up); a `body` is POSTed."""
+def _request(target: Target, path: str, headers: dict[str, str], body: bytes | None) -> bytes:
     host = "localhost" if isinstance(target, str) else f"{target[0]}:{target[1]}"
     method = "GET" if body is None else "POST"
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers.items())]
     if body is not None:
         lines.append(f"Content-Length: {len(body)}")
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-    await asyncio.gather(*(_client(target, request, time.perf_counter() + 0.5, [0]) for _ in range(clients)))  # warm
-    counts = [0]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
+async def load_async(target: Target, path: str, headers: dict[str, str], clients: int = 16, seconds: float = 5.0,
+                     body: bytes | None = None, warm_s: float = 0.5) -> tuple[float, float, int]:
+    """`clients` raw keep-alive connections sending GET `path` (or POST `body`) for `seconds`, after `warm_s` of
+    warm-up: (answers a second, SSE events a second, kept connections the server had closed)."""
+    request = _request(target, path, headers, body)
+    if warm_s:
+        await asyncio.gather(*(_client(target, request, time.perf_counter() + warm_s, [0, 0, 0])
+                               for _ in range(clients)))
+    counts = [0, 0, 0]
     started = time.perf_counter()
     await asyncio.gather(*(_client(target, request, started + seconds, counts) for _ in range(clients)))
-    return counts[0] / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    return counts[0] / elapsed, counts[1] / elapsed, counts[2]
+
+
+async def throughput_async(target: Target, path: str, headers: dict[str, str], clients: int = 16,
+                           seconds: float = 5.0, body: bytes | None = None) -> float:
+    """`throughput` on the running loop (after half a second of warm-up); a `body` is POSTed."""
+    return (await load_async(target, path, headers, clients, seconds, body))[0]
 
 
 def throughput(target: Target, path: str, headers: dict[str, str], clients: int = 16, seconds: float = 5.0,
