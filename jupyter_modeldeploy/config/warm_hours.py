@@ -9,6 +9,7 @@ midnight into the next day (`22:00`-`06:00`); an end equal to the start is a who
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _CLOCK_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
+@functools.lru_cache(maxsize=256)  # the supervisor asks every tick: a window's text is parsed once
 def parse_days(text: str) -> frozenset[int]:
     """Weekdays (Monday 0) from `mon-fri`, `sat,sun`, `mon,wed-fri` or `daily`; ValueError naming what is wrong."""
     spec = text.strip().lower()
@@ -40,6 +42,7 @@ def parse_days(text: str) -> frozenset[int]:
     return frozenset(days)
 
 
+@functools.lru_cache(maxsize=256)
 def clock_minutes(text: str) -> int:
     """Minutes after midnight of an `HH:MM` time; ValueError when it is not one."""
     match = _CLOCK_RE.match(text.strip())

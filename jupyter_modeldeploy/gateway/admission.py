@@ -223,7 +223,7 @@ class Claim:
     line, `turn`) and its key's quota place, given back once."""
 
     def __init__(self, dep: Served, finished: Callable[[Served, str | None, int], None], quotas: QuotaBook,
-                 book: str | None, line: WaitingLine | None = None, turn: Turn | None = None):
+                 book: str | None, line: WaitingLine, turn: Turn | None = None):
         self._dep: Served | None = dep
         self._finished = finished
         self._quotas = quotas
@@ -245,10 +245,10 @@ class Claim:
         if self._book is not None:
             self._quotas.release(self._book, tokens, now)
         line, turn = self._line, self.turn
-        if line is not None and turn is not None and line.leave(turn):
+        if turn is not None and line.leave(turn):
             return  # it never had a slot
         self._finished(dep, self._book, tokens)
-        if line is not None and line.depth:
+        if line.depth:
             line.grant(lambda: _slot_free(dep))
 
 
@@ -259,7 +259,7 @@ def _slot_free(dep: Served) -> bool:
 
 def take(found: Admission, *, started: Callable[[Served, str | None], None],
          finished: Callable[[Served, str | None, int], None],
-         quotas: QuotaBook, now: float, line: WaitingLine | None = None) -> Claim | Refusal:
+         quotas: QuotaBook, now: float, line: WaitingLine) -> Claim | Refusal:
     """Claim an admitted request's places, each checked and taken in one step; a Refusal takes none.
 
     At the concurrency limit, a request takes a turn in the deployment's waiting `line` while it has room
@@ -267,19 +267,15 @@ def take(found: Admission, *, started: Callable[[Served, str | None], None],
     dep = found.dep
     assert dep is not None and dep.plan is not None
     limit = dep.plan.max_concurrent_requests
-    if line is not None and line.depth:
+    if line.depth:
         line.grant(lambda: _slot_free(dep))  # slots a raised limit freed go to those already waiting
-    queued = line is not None and limit is not None and (dep.in_flight >= limit or line.depth > 0)
+    queued = limit is not None and (dep.in_flight >= limit or line.depth > 0)
     if queued:
-        assert line is not None
         size = dep.config.queue_size
         if line.depth >= size:
             line.reject()
             return Refusal(429, f"too many requests in flight (max_concurrent_requests={limit}) and the queue is "
                            f"full (queue_size={size})", "rate_limit_error", headers={"Retry-After": "1"})
-    elif limit is not None and dep.in_flight >= limit:
-        return Refusal(429, f"too many requests in flight (max_concurrent_requests={limit})", "rate_limit_error",
-                       headers={"Retry-After": "1"})
     book, key_quotas = _quota_book(found)
     if book is not None and key_quotas is not None:
         exceeded = quotas.admit(book, key_quotas, now)
@@ -287,7 +283,6 @@ def take(found: Admission, *, started: Callable[[Served, str | None], None],
             return Refusal(429, exceeded.message(), "rate_limit_error", extra={"param": exceeded.quota},
                            headers={"Retry-After": str(exceeded.retry_after_s)}, code="rate_limit_exceeded")
     if queued:
-        assert line is not None
         priority = PRIORITY_CLASSES.get(found.key.priority if found.key is not None else "interactive", 0)
         turn = line.join(found.key_id, priority, lambda: started(dep, book))
         return Claim(dep, finished, quotas, book, line, turn)

@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -260,16 +261,11 @@ class EndpointExchange:
         gateway, dep = self.gateway, self.admission.dep
         assert dep is not None
         if stream:
-            await self._open_held_stream(b": waking the deployment")
+            await self._open_held_stream(b"waking the deployment")
         waking = asyncio.ensure_future(gateway.wake(dep))
         waking.add_done_callback(lambda done: done.cancelled() or done.exception())  # read, even if nobody waits
-        while not waking.done():
-            done, _ = await asyncio.wait((waking,), timeout=HEARTBEAT_S)
-            if self._client_gone:
-                return False  # the wake goes on: the next caller finds the engine up
-            if not done and self._held_stream:
-                self.wire.send(b": waking the deployment (%s)\n\n" % dep.status.value.encode())
-                await self.wire.flush()
+        if not await self._held_until(waking, lambda: b"waking the deployment (%s)" % dep.status.value.encode()):
+            return False  # its client left; the wake goes on: the next caller finds the engine up
         if not waking.cancelled() and waking.exception() is not None:
             log.warning("waking deployment %s failed: %s", dep.id, waking.exception())
         gateway.settle()
@@ -420,26 +416,37 @@ class EndpointExchange:
         turn, line = claim.turn, self.gateway.line(dep)
         timeout = dep.config.queue_timeout_s
         deadline = turn.enqueued_at + timeout
+        def waiting() -> bytes:
+            return b"waiting for a slot, %d in the queue" % line.depth
+
         if stream:
-            await self._open_held_stream(b": waiting for a slot, %d in the queue" % line.depth)
-        while not self._client_gone and not turn.granted.done():
+            await self._open_held_stream(waiting())
+        if await self._held_until(turn.granted, waiting, deadline) or self._client_gone:
+            return not self._client_gone
+        self.release(0)  # out of the line
+        line.reject()
+        limit = dep.plan.max_concurrent_requests if dep.plan is not None else None
+        self._refuse(Refusal(429, f"waited {timeout:g} s in the queue for a slot (max_concurrent_requests="
+                             f"{limit}, queue_timeout_s={timeout:g})", "rate_limit_error",
+                             headers={"Retry-After": "1"}))
+        return False
+
+    async def _held_until(self, done: asyncio.Future[Any], comment: Callable[[], bytes],
+                          deadline: float = math.inf) -> bool:
+        """Wait for `done` up to `deadline` (monotonic), an SSE comment (`comment()`) every HEARTBEAT_S to a held
+        stream meanwhile; False when the client left or the deadline passed first."""
+        while not done.done() and not self._client_gone:
             left = deadline - time.monotonic()
             if left <= 0:
-                self.release(0)  # out of the line
-                line.reject()
-                limit = dep.plan.max_concurrent_requests if dep.plan is not None else None
-                self._refuse(Refusal(429, f"waited {timeout:g} s in the queue for a slot (max_concurrent_requests="
-                                     f"{limit}, queue_timeout_s={timeout:g})", "rate_limit_error",
-                                     headers={"Retry-After": "1"}))
                 return False
-            done, _ = await asyncio.wait((turn.granted,), timeout=min(HEARTBEAT_S, left))
-            if not done and self._held_stream and not self._client_gone:
-                self.wire.send(b": waiting for a slot, %d in the queue\n\n" % line.depth)
+            finished, _ = await asyncio.wait((done,), timeout=min(HEARTBEAT_S, left))
+            if not finished and self._held_stream and not self._client_gone:
+                self.wire.send(b": " + comment() + b"\n\n")
                 await self.wire.flush()
-        return not self._client_gone
+        return done.done() and not self._client_gone
 
     async def _open_held_stream(self, comment: bytes) -> None:
-        """Send a stream's head and a first comment while it waits: the engine's own head will not be sent."""
+        """Send a stream's head and a first SSE comment while it waits: the engine's own head will not be sent."""
         wire = self.wire
         if not self._held_stream:
             wire.set_status(200)
@@ -448,7 +455,7 @@ class EndpointExchange:
             for name, value in self.admission.cors.items():
                 wire.set_header(name, value)
             self._held_stream = True
-        wire.send(comment + b"\n\n")
+        wire.send(b": " + comment + b"\n\n")
         await wire.flush()
 
     async def _send(self, dep: Any, body: bytes) -> tuple[UpstreamResponse | None, Replica | None]:

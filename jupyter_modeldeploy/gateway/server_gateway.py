@@ -199,10 +199,8 @@ class Gateway(GatewayCore):
     def line_stats(self, deployment_id: str) -> LineStats:
         """A deployment's waiting line: the worker's, as reported, and this loop's own (requests it served while
         no worker did), together."""
-        worker = self._worker_lines.get(deployment_id, LineStats())
         own = self.lines[deployment_id].stats() if deployment_id in self.lines else LineStats()
-        return LineStats(worker.depth + own.depth, worker.served + own.served, worker.rejected + own.rejected,
-                         worker.wait_s_total + own.wait_s_total)
+        return self._worker_lines.get(deployment_id, LineStats()) + own
 
     def finished(self, message: Finished) -> None:
         if message.started:

@@ -91,6 +91,13 @@ class TokenInfo:
         }
 
 
+def _check_priority(priority: str) -> Priority:
+    """A key's priority class; ValueError naming the ones there are."""
+    if priority not in PRIORITIES:
+        raise ValueError(f"priority must be one of: {', '.join(PRIORITIES)}")
+    return priority  # type: ignore[return-value]
+
+
 def _from_row(row: dict[str, Any]) -> TokenInfo:
     values = {k: row.get(k) for k in TokenInfo.__dataclass_fields__}
     values["role"] = values["role"] or "inference"
@@ -152,8 +159,7 @@ class TokenRegistry:
             raise ValueError(f"role must be one of: {', '.join(ROLES)}")
         if models is not None and not models:
             raise ValueError("models, when given, names at least one model")
-        if priority not in PRIORITIES:
-            raise ValueError(f"priority must be one of: {', '.join(PRIORITIES)}")
+        _check_priority(priority)
         token = new_token()
         now = time.time()
         info = TokenInfo(
@@ -190,9 +196,7 @@ class TokenRegistry:
         info = self._by_id[token_id]
         changes: dict[str, Any] = {}
         if priority is not None:
-            if priority not in PRIORITIES:
-                raise ValueError(f"priority must be one of: {', '.join(PRIORITIES)}")
-            changes["priority"] = priority
+            changes["priority"] = _check_priority(priority)
         if quotas is not None or clear_quotas:
             changes["quotas"] = quotas
         if name is not None:

@@ -32,6 +32,10 @@ class LineStats:
     rejected: int = 0  # refused because the line was full or the wait ran out
     wait_s_total: float = 0.0  # the served turns' waits, summed
 
+    def __add__(self, other: LineStats) -> LineStats:
+        return LineStats(self.depth + other.depth, self.served + other.served, self.rejected + other.rejected,
+                         self.wait_s_total + other.wait_s_total)
+
     def to_json(self) -> dict[str, float]:
         """For the deployment's record: the depth, the counts and the mean wait of the served turns."""
         mean = self.wait_s_total / self.served if self.served else 0.0
