@@ -66,9 +66,9 @@ def find_server(url: str | None = None, token: str | None = None) -> ServerInfo:
     return ServerInfo(url=chosen["url"].rstrip("/") + "/", token=token if token is not None else chosen.get("token", ""))
 
 
-LOG_COLUMNS = ("id", "at", "key_id", "key_name", "deployment_id", "deployment", "model", "method", "route", "status",
+LOG_COLUMNS = ("id", "at", "key_id", "key_name", "hub_user", "deployment_id", "deployment", "model", "method", "route", "status",
                "latency_ms", "first_token_ms", "prompt_tokens", "completion_tokens", "streamed", "has_bodies")
-USAGE_COLUMNS = ("minute", "key_id", "key_name", "deployment_id", "deployment", "model", "requests", "errors",
+USAGE_COLUMNS = ("minute", "key_id", "key_name", "hub_user", "deployment_id", "deployment", "model", "requests", "errors",
                  "prompt_tokens", "completion_tokens")
 
 

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from .base import StrictModel
 from .placement import PlacementSpec
 from .quotas import KeyQuotaOptions
+from .sharing import ShareOptions
 from .warm_hours import WarmWindow
 
 SCHEMA_VERSION = 1
@@ -117,6 +118,12 @@ class DeploymentBase(StrictModel):
         group="General",
         description="Quotas of the fixed api_key (requests and tokens per minute, in flight, tokens per day); "
         "generated keys carry their own.",
+    )
+    share_with: ShareOptions = option(
+        ShareOptions(),
+        group="General",
+        description="JupyterHub users and groups who may get a personal key on the Hub's share page, and the role, "
+        "models, priority and quotas their keys carry; removing someone revokes their keys. Outside a Hub: unused.",
     )
     public: bool = option(
         False,

@@ -72,6 +72,8 @@ class TokenInfo:
     last_used_at: float | None = None
     quotas: Quotas | None = None
     priority: Priority = "interactive"
+    hub_user: str | None = None  # a key a teammate got through the Hub's share page: their Hub name
+    hub_groups: tuple[str, ...] | None = None  # and their groups, as the Hub last reported them
 
     def valid(self, now: float) -> bool:
         """Not revoked and not expired."""
@@ -88,6 +90,7 @@ class TokenInfo:
             "revoked_at": self.revoked_at, "role": self.role,
             "models": list(self.models) if self.models is not None else None, "last_used_at": self.last_used_at,
             "quotas": self.quotas.to_json() if self.quotas is not None else None, "priority": self.priority,
+            "hub_user": self.hub_user, "hub_groups": list(self.hub_groups) if self.hub_groups is not None else None,
         }
 
 
@@ -103,6 +106,7 @@ def _from_row(row: dict[str, Any]) -> TokenInfo:
     values["role"] = values["role"] or "inference"
     values["priority"] = values["priority"] or "interactive"
     values["models"] = tuple(values["models"]) if values["models"] is not None else None
+    values["hub_groups"] = tuple(values["hub_groups"]) if values["hub_groups"] is not None else None
     try:
         values["quotas"] = Quotas.from_json(values["quotas"])
     except ValueError:
@@ -149,6 +153,8 @@ class TokenRegistry:
         models: list[str] | None = None,
         quotas: Quotas | None = None,
         priority: Priority = "interactive",
+        hub_user: str | None = None,
+        hub_groups: list[str] | None = None,
     ) -> tuple[str, TokenInfo]:
         """A new token for one deployment or one project; returns (token, info)."""
         if (deployment_id is None) == (project is None):
@@ -166,7 +172,7 @@ class TokenRegistry:
             id="t-" + secrets.token_hex(4), name=name, prefix=token[:7], deployment_id=deployment_id,
             project=project, created_at=now, expires_at=now + expires_in_s if expires_in_s else None,
             revoked_at=None, role=role, models=tuple(dict.fromkeys(models)) if models else None, quotas=quotas,
-            priority=priority,
+            priority=priority, hub_user=hub_user, hub_groups=tuple(hub_groups) if hub_groups is not None else None,
         )
         digest = hash_key(token)
         self.store.add_token({**info.to_json(), "hash": digest})
@@ -190,11 +196,13 @@ class TokenRegistry:
 
     def update(self, token_id: str, *, name: str | None = None, expires_at: float | None = None,
                clear_expiry: bool = False, quotas: Quotas | None = None, clear_quotas: bool = False,
-               priority: Priority | None = None) -> TokenInfo:
-        """Change a token's label, expiry, quotas or priority (effective for its next request); KeyError when
-        unknown."""
+               priority: Priority | None = None, hub_groups: list[str] | None = None) -> TokenInfo:
+        """Change a token's label, expiry, quotas, priority (effective for its next request) or its holder's
+        Hub groups; KeyError when unknown."""
         info = self._by_id[token_id]
         changes: dict[str, Any] = {}
+        if hub_groups is not None:
+            changes["hub_groups"] = tuple(hub_groups)
         if priority is not None:
             changes["priority"] = _check_priority(priority)
         if quotas is not None or clear_quotas:

@@ -51,11 +51,13 @@ class ActivityHandler(BaseHandler):
         return await asyncio.get_running_loop().run_in_executor(None, query)
 
     def names(self, rows: list[dict[str, Any]]) -> None:
-        """Add each row's key label and deployment name."""
+        """Add each row's key label, the Hub user who holds the key (a shared key's) and the deployment's name."""
         keys = {t.id: t.name for t in self.tokens.list()}
+        holders = {t.id: t.hub_user for t in self.tokens.list() if t.hub_user}
         deployments = {d.id: d.name for d in self.supervisor.list()}
         for row in rows:
             row["key_name"] = keys.get(row["key_id"])
+            row["hub_user"] = holders.get(row["key_id"])
             row["deployment"] = deployments.get(row["deployment_id"])
 
 

@@ -25,6 +25,8 @@ from .dashboard import dashboard_handlers
 from .handlers import api_handlers
 from .jupyter_ai_handlers import jupyter_ai_handlers
 from .server_activity import ServerActivity
+from .share_handlers import share_handlers
+from .sharing import DEFAULT_SHARE_SERVICE, HubContext, ShareDesk
 from .validate import validate_handlers
 from .views import view_handlers
 from .writer import BatchWriter
@@ -114,6 +116,12 @@ class ModelDeployApp(ExtensionApp):
         90.0, help="Days of per-key usage (per minute) kept in the activity file of the state folder."
     ).tag(config=True)
 
+    share_service = Unicode(
+        DEFAULT_SHARE_SERVICE,
+        help="Name of the JupyterHub service that gives teammates their keys to deployments shared with them "
+        "(jupyter_modeldeploy.hub_share); only that service may call the /hub-share routes.",
+    ).tag(config=True)
+
     jupyter_ai_version = Enum(
         ["auto", "2", "3"],
         default_value="auto",
@@ -193,6 +201,8 @@ class ModelDeployApp(ExtensionApp):
                 "modeldeploy_request_log": self.request_log,
                 "modeldeploy_writer": self.writer,
                 "modeldeploy_jupyter_ai_version": self.jupyter_ai_version,
+                "modeldeploy_share_desk": ShareDesk(tokens),
+                "modeldeploy_hub": HubContext.from_environment(self.share_service),
             }
         )
         self.log.info("modeldeploy: state in %s", self.state_dir)
@@ -247,7 +257,7 @@ class ModelDeployApp(ExtensionApp):
         prefix = "/api/modeldeploy"
         # The views' routes first: /validate there also checks the model files (handlers.py's only the fields).
         routes = [*validate_handlers(prefix), *view_handlers(prefix), *dashboard_handlers(prefix), *api_handlers(prefix),
-                  *jupyter_ai_handlers(prefix)]
+                  *share_handlers(prefix), *jupyter_ai_handlers(prefix)]
         handlers: list[tuple[str, Any, dict[str, Any]] | tuple[str, Any]] = list(routes)
         if self.metrics is not None:
             from .metrics_handlers import metrics_handlers

@@ -191,6 +191,9 @@ class Token(ResponseBody):
     last_used_at: float | None = Field(description="when a request last presented the key (written within seconds)")
     quotas: QuotaValues | None = Field(description="the key's limits (null: none)")
     priority: TokenPriority = Field(description=PRIORITY_HELP)
+    hub_user: str | None = Field(None, description="the Hub user who got the key on the share page (null: the owner "
+                                 "made it)")
+    hub_groups: list[str] | None = Field(None, description="that user's Hub groups, as last reported")
 
 
 class TokenCreated(Token):
@@ -439,6 +442,7 @@ class KeyUsageRow(ResponseBody):
     minute: int = Field(description="start of the minute (Unix seconds)")
     key_id: str = Field(description="a generated key's id, api-key (the deployment's fixed key) or none (no key)")
     key_name: str | None = Field(description="the key's label, where it has one")
+    hub_user: str | None = Field(None, description="the Hub user holding the key, for a key got on the share page")
     deployment_id: str
     deployment: str | None = Field(description="the deployment's name (null once it was deleted)")
     model: str = Field(description="a served model's name, other (a name it does not serve) or - (none chosen)")
@@ -461,6 +465,7 @@ class RequestLogEntry(ResponseBody):
     at: float = Field(description="when it ended (Unix seconds)")
     key_id: str
     key_name: str | None
+    hub_user: str | None = Field(None, description="the Hub user holding the key, for a key got on the share page")
     deployment_id: str
     deployment: str | None
     model: str | None
@@ -529,10 +534,88 @@ class HostMetrics(ResponseBody):
 
 
 #: The bodies that docs/openapi.yaml takes from these models (scripts/gen_openapi.py).
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (CloneRequest, AdapterRequest, TokenRequest, TokenUpdate)
+# JupyterHub sharing ----------------------------------------------------------------------
+
+HubName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._@+-]{0,127}$")]
+
+
+class HubPerson(RequestBody):
+    """A Hub user as the Hub's share service reports them: their name and groups."""
+
+    user: HubName
+    groups: Annotated[list[HubName], Field(max_length=4096)] = Field(default_factory=list)
+
+
+class ShareKeyRequest(HubPerson):
+    """POST /hub-share/keys: a personal key to one deployment for a Hub user (the share service only)."""
+
+    deployment: Text = Field(description="deployment id or name")
+
+
+class HubMembers(RequestBody):
+    """POST /hub-share/members: people's groups as the Hub has them now (null: no such user any more)."""
+
+    members: dict[HubName, Annotated[list[HubName], Field(max_length=4096)] | None] = Field(max_length=100_000)
+
+
+class ShareState(ResponseBody):
+    """GET/PUT /deployments/{ref}/share: who may get a key, where, and who holds one."""
+
+    share_with: dict[str, Any] = Field(description="the deployment's share_with section")
+    hub: bool = Field(description="whether this server runs under a JupyterHub (outside one, sharing is unused)")
+    share_url: str | None = Field(description="the deployment's share page on the Hub (null outside a Hub)")
+    holders: list[Token] = Field(description="keys people got through the share page, valid ones")
+    revoked: list[Token] = Field(default_factory=list, description="keys this change revoked")
+
+
+class ShareOffer(ResponseBody):
+    """A deployment shared with a Hub user, as their share page shows it."""
+
+    deployment: str = Field(description="the deployment's id")
+    name: str
+    status: str
+    api_path: str = Field(description="the OpenAI base URL's path on the Hub's address")
+    models: list[str]
+    role: TokenRole
+    priority: TokenPriority
+    quotas: QuotaValues
+    holds_key: bool = Field(description="whether they hold a valid key of it already")
+
+
+class ShareOffers(ResponseBody):
+    """POST /hub-share/offers: what this server's owner shares with a Hub user."""
+
+    owner: str
+    offers: list[ShareOffer]
+
+
+class SharedKey(ResponseBody):
+    """POST /hub-share/keys: the key (shown this once) and what it opens."""
+
+    token: str
+    key: Token
+    offer: ShareOffer
+
+
+class ShareHolders(ResponseBody):
+    """GET /hub-share/holders: the Hub users holding a valid shared key here."""
+
+    holders: list[str]
+
+
+class ShareCheck(ResponseBody):
+    """POST /hub-share/members: keys revoked now, and who still holds one."""
+
+    revoked: list[Token]
+    holders: list[str]
+
+
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (CloneRequest, AdapterRequest, TokenRequest, TokenUpdate, HubPerson,
+                                                   ShareKeyRequest, HubMembers)
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
     Error, StatusResponse, Token, TokenCreated, TokenList, ValidateResponse, DryRunPlan, DeploymentRecord,
     DeploymentMetrics, HostMetrics, KeyUsageResponse, RequestLogEntry, RequestLogResponse, JupyterAIRegistration,
+    ShareState, ShareOffers, SharedKey, ShareHolders, ShareCheck,
 )
 
 
@@ -547,3 +630,4 @@ def parse_body(model: type[Model], data: Any) -> Model:
         errors = field_errors(exc)
         summary = describe_errors(errors)
         raise BodyError(422, f"invalid request: {summary}", errors) from None
+

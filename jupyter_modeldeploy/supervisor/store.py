@@ -74,11 +74,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE tokens ADD COLUMN priority TEXT NOT NULL DEFAULT 'interactive';
     """,
+    # 4: keys teammates got through the Hub's share page: their Hub name and groups.
+    """
+    ALTER TABLE tokens ADD COLUMN hub_user TEXT;
+    ALTER TABLE tokens ADD COLUMN hub_groups TEXT;
+    """,
 )
 
 TOKEN_COLUMNS = (
     "id", "name", "hash", "prefix", "deployment_id", "project", "created_at", "expires_at", "revoked_at",
-    "role", "models", "last_used_at", "quotas", "priority",
+    "role", "models", "last_used_at", "quotas", "priority", "hub_user", "hub_groups",
 )
 TOKEN_ROLES = ("inference", "read")
 TOKEN_PRIORITIES = ("interactive", "batch")
@@ -187,7 +192,7 @@ def decode_token(row: sqlite3.Row) -> dict[str, Any]:
     """A tokens row as a dict of its columns; RowError names the first bad column."""
     for name in ("id", "hash", "prefix"):
         _text(row, name)
-    for name in ("name", "deployment_id", "project"):
+    for name in ("name", "deployment_id", "project", "hub_user"):
         _text(row, name, optional=True)
     _number(row, "created_at")
     _number(row, "revoked_at", optional=True)
@@ -201,6 +206,10 @@ def decode_token(row: sqlite3.Row) -> dict[str, Any]:
     if models is not None and not all(isinstance(m, str) for m in models):
         raise RowError("models is not a list of names")
     decoded["models"] = models
+    groups = _json(row, "hub_groups", list) if decoded["hub_groups"] is not None else None
+    if groups is not None and not all(isinstance(g, str) for g in groups):
+        raise RowError("hub_groups is not a list of names")
+    decoded["hub_groups"] = groups
     decoded["quotas"] = _json(row, "quotas", dict) if decoded["quotas"] is not None else None
     expires = _number(row, "expires_at", optional=True)
     # Earlier versions accepted an infinite lifetime: that is a token that never expires.
@@ -327,11 +336,11 @@ class Store:
             self._db.execute(f"INSERT INTO tokens ({columns}) VALUES ({values})", _token_params(row))
 
     def update_token(self, row: dict[str, Any]) -> None:
-        """Write a token's changeable columns (label, expiry, quotas) again."""
+        """Write a token's changeable columns (label, expiry, quotas, priority, its holder's Hub groups) again."""
         params = _token_params(row)
         with self._lock:
-            self._db.execute("UPDATE tokens SET name = :name, expires_at = :expires_at, quotas = :quotas WHERE id = :id",
-                             params)
+            self._db.execute("UPDATE tokens SET name = :name, expires_at = :expires_at, quotas = :quotas, "
+                             "priority = :priority, hub_groups = :hub_groups WHERE id = :id", params)
 
     def touch_tokens(self, last_used: dict[str, float]) -> None:
         """Record when keys were last used (written in batches, not per request)."""
@@ -364,7 +373,7 @@ def _token_params(row: dict[str, Any]) -> dict[str, Any]:
     params = {k: row.get(k) for k in TOKEN_COLUMNS}
     params["role"] = params["role"] or "inference"
     params["priority"] = params["priority"] or "interactive"
-    for name in ("models", "quotas"):
+    for name in ("models", "quotas", "hub_groups"):
         if params[name] is not None:
             params[name] = json.dumps(params[name])
     return params

@@ -18,7 +18,7 @@ def per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     keys: dict[str, dict[str, Any]] = {}
     for row in rows:
         key = keys.setdefault(row["key_id"], {"key_id": row["key_id"], "key_name": row.get("key_name"),
-                                              **dict.fromkeys(COUNTS, 0), "models": set()})
+                                              "hub_user": row.get("hub_user"), **dict.fromkeys(COUNTS, 0), "models": set()})
         for name in COUNTS:
             key[name] += int(row.get(name) or 0)
         key["models"].add(row.get("model") or "-")
@@ -26,7 +26,10 @@ def per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def key_label(key: dict[str, Any]) -> str:
-    """A key's name and id (`api-key`: the deployment's fixed key; `none`: calls without a key)."""
+    """A key's name and id (`api-key`: the deployment's fixed key; `none`: calls without a key); a key got on the
+    Hub's share page by its holder's Hub name."""
+    if key.get("hub_user"):
+        return f"{key['hub_user']} (Hub, {key['key_id']})"
     name = key.get("key_name")
     return f"{name} ({key['key_id']})" if name else key["key_id"]
 

@@ -21,6 +21,8 @@ def cell(entry: dict[str, Any], name: str) -> str:
     if name == "at":
         return time.strftime("%H:%M:%S", time.localtime(value)) if isinstance(value, (int, float)) else "—"
     if name == "key":
+        if entry.get("hub_user"):
+            return f"{entry['hub_user']} (Hub)"
         return entry.get("key_name") or entry.get("key_id") or "—"
     if name in ("latency_ms", "first_token_ms"):
         return f"{value:.1f}" if isinstance(value, (int, float)) else "—"

@@ -162,3 +162,11 @@ def test_an_infinite_expiry_stored_by_an_older_version_reads_as_no_expiry(v1_sta
     assert ci["expires_at"] is None
     assert TokenRegistry(store).lookup("nothing") is None and store.report()["skipped"] == []
     store.close()
+
+
+def test_a_keys_changes_and_its_holders_hub_facts_survive_a_restart(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.sqlite")
+    _, info = TokenRegistry(store).create(deployment_id="d-1", name="bob", hub_user="bob", hub_groups=["team"])
+    TokenRegistry(store).update(info.id, priority="batch", hub_groups=["team", "ml"])
+    again = TokenRegistry(Store(tmp_path / "state.sqlite")).get(info.id)
+    assert (again.priority, again.hub_user, again.hub_groups) == ("batch", "bob", ("team", "ml"))
