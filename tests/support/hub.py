@@ -34,9 +34,12 @@ class Hub:
     """A running JupyterHub: its public URL and an admin service token for its REST API."""
 
     def __init__(self, folder: Path, *, settings: dict[str, object] | None = None,
-                 environment: dict[str, str] | None = None, engine_args: tuple[str, ...] = ()):
+                 environment: dict[str, str] | None = None, engine_args: tuple[str, ...] = (),
+                 config_lines: tuple[str, ...] = ()):
         """`settings`: more of the Hub's configuration (`Section.option`: value, lists added to); `environment`:
-        more of the users' servers' environment; `engine_args`: the fake engine's (`--token-s 0.05` paces it)."""
+        more of the users' servers' environment; `engine_args`: the fake engine's (`--token-s 0.05` paces it);
+        `config_lines`: Python run at the end of the Hub's configuration file (as an admin would write it)."""
+        self.config_lines = config_lines
         self.folder = folder
         self.engine_args = engine_args
         self.settings = settings or {}
@@ -78,7 +81,7 @@ class Hub:
         for name, value in settings.items():
             section, option = name.split(".")
             lines.append(f"c.{section}.{option} = {json.dumps(value)}")
-        return "\n".join(lines) + "\n"
+        return "\n".join([*lines, *self.config_lines]) + "\n"
 
     def start(self, timeout: float = 120.0) -> Hub:
         self.folder.mkdir(parents=True, exist_ok=True)
