@@ -317,6 +317,18 @@ class ModelDeployClient:
         """Revoke a key at once; its description, now with `revoked_at` (ModelDeployError 404 when unknown)."""
         return self._request("DELETE", f"tokens/{token_id}")
 
+    def share(self, ref: str) -> dict[str, Any]:
+        """A deployment's JupyterHub share: `share_with`, `share_url` (its share page; None outside a Hub) and
+        `holders` (the keys teammates got there)."""
+        return self._request("GET", f"deployments/{ref}/share")
+
+    def set_share(self, ref: str, *, users: list[str] | None = None, groups: list[str] | None = None,
+                  **key: Any) -> dict[str, Any]:
+        """Share a deployment with Hub users and groups, replacing its share (`key`: the `role`, `models`,
+        `priority` and `quotas` their keys carry); the keys of whoever it no longer names are revoked (`revoked`)."""
+        return self._request("PUT", f"deployments/{ref}/share", json={"users": users or [], "groups": groups or [],
+                                                                       **key})
+
     # Helpers ------------------------------------------------------------------------------
 
     def wait(self, ref: str, statuses: tuple[str, ...] = ("active", "idle"), timeout: float = 900.0,

@@ -72,3 +72,10 @@ def test_the_share_service_routes_do_not_exist_outside_a_hub(server: JupyterProc
         assert "JupyterHub" in answer.json()["error"]
     assert server.api("GET", "tokens").json()["tokens"] == [] or all(
         t["hub_user"] is None for t in server.api("GET", "tokens").json()["tokens"])
+
+
+def test_the_client_shares_and_reads_back(server: JupyterProcess, record: dict) -> None:
+    client = server.client()
+    state = client.set_share(record["id"], users=["Carol"], role="read", quotas={"max_in_flight": 2})
+    assert state["share_with"]["users"] == ["carol"] and state["share_with"]["quotas"]["max_in_flight"] == 2
+    assert client.share(record["name"])["share_with"] == state["share_with"]
