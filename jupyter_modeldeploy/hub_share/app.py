@@ -16,6 +16,7 @@ from . import pages
 from .hub_api import HubApi, HubPerson, OwnerUnavailable, Refused
 
 OWNER = r"(?P<owner>[a-z0-9][a-z0-9._@+-]{0,127})"
+ASK_AT_ONCE = 16  # owners' servers the index page asks at the same time
 DEPLOYMENT = r"(?P<deployment>[A-Za-z0-9][A-Za-z0-9._-]{0,62})"
 
 
@@ -102,9 +103,12 @@ class IndexPage(ShareHandler):
         me = await self.me()
         servers = await self.hub.running_servers()
 
+        asking = asyncio.Semaphore(ASK_AT_ONCE)
+
         async def offers_of(owner: str, path: str) -> list[tuple[str, dict[str, Any], str]]:
             try:
-                answer = await self.hub.owner_call(path, "POST", "offers", {"user": me.name, "groups": me.groups})
+                async with asking:
+                    answer = await self.hub.owner_call(path, "POST", "offers", {"user": me.name, "groups": me.groups})
             except (OwnerUnavailable, Refused):
                 return []
             prefix = self.settings["share_prefix"]

@@ -92,12 +92,16 @@ class HubApi:
             answer = await self.http.request(method, url, json=body)
         except httpx.HTTPError as exc:
             raise OwnerUnavailable(f"the owner's server did not answer: {type(exc).__name__}") from None
-        if answer.status_code in (404, 502, 503) and "application/json" not in answer.headers.get("content-type", ""):
-            raise OwnerUnavailable("the owner's server does not serve jupyter-modeldeploy")
+        if "application/json" not in answer.headers.get("content-type", ""):
+            # The proxy's or the Hub's own answer (a redirect to spawn, a 404 page): no extension answered.
+            raise OwnerUnavailable("the owner's server is not running jupyter-modeldeploy now")
         if answer.status_code >= 400:
             try:
                 message = str(answer.json().get("error") or answer.reason_phrase)
             except ValueError:
                 message = answer.reason_phrase
             raise Refused(answer.status_code, message)
-        return answer.json()
+        try:
+            return answer.json()
+        except ValueError:
+            raise OwnerUnavailable("the owner's server answered no JSON") from None
