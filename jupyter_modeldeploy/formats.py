@@ -115,6 +115,24 @@ def queue_summary(queue: dict[str, Any]) -> str:
     return text
 
 
+def share_summary(state: dict[str, Any]) -> str:
+    """A deployment's JupyterHub share in words: who, what their keys carry, where the page is, who holds a key."""
+    share = state.get("share_with") or {}
+    names = [*share.get("users", []), *(f"group {g}" for g in share.get("groups", []))]
+    if not names:
+        lines = ["shared with nobody"]
+    else:
+        quotas = ", ".join(f"{k} {v}" for k, v in (share.get("quotas") or {}).items() if v is not None)
+        lines = [f"shared with {', '.join(names)}: {share.get('role', 'inference')} keys, {share.get('priority')}"
+                 + (f", {quotas}" if quotas else "")]
+    lines.append(f"share page: {state['share_url']}" if state.get("share_url")
+                 else "no share page: this server does not run under a JupyterHub")
+    holders = [t.get("hub_user") for t in state.get("holders") or []]
+    lines.append(f"keys held by: {', '.join(h for h in holders if h)}" if holders else "nobody holds a key yet")
+    lines += [f"revoked: {t.get('hub_user')}'s key {t.get('prefix')}…" for t in state.get("revoked") or []]
+    return "\n".join(lines)
+
+
 def replica_summary(record: dict[str, Any]) -> str:
     """Where a deployment runs, in a word: `local`, or `ray 2/3` (replicas serving of all)."""
     if record.get("placement") != "ray":

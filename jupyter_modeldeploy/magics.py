@@ -11,6 +11,8 @@
     %deploy replay <request id> [to=<deployment>] [model=<m>]          # send a captured request again
     %deploy register-ai <n> [2|3] | unregister-ai <n>                  # as jupyter-ai (2.x/3.x) models, or not
     %deploy bench <n> max_concurrency=8 max_tokens=64 prompt="..."   # a concurrency sweep, saved
+    %deploy share <n> [users=bob,carol] [groups=ml-team] [role=read] [priority=batch] [requests_per_minute=30]
+                                        # who on the JupyterHub may get a key, and the share page's URL
 
 Values in `field=value` are JSON when they parse as JSON, else strings; `--wait` blocks until
 the deployment serves. Errors are one readable line, not a traceback.
@@ -29,9 +31,10 @@ from .client import ModelDeployClient, ModelDeployError
 from .progress_bar import ProgressPrinter
 
 COMMANDS = ("list", "stop", "logs", "export", "dashboard", "form", "get", "wait", "delete", "relaunch", "usage", "requests",
-            "replay", "register-ai", "unregister-ai", "bench",
+            "replay", "register-ai", "unregister-ai", "bench", "share",
             "help")
 USAGE_FILTERS = ("key", "model", "since", "until")
+SHARE_QUOTAS = ("requests_per_minute", "tokens_per_minute", "max_in_flight", "daily_tokens")
 
 
 class DeployMagicError(Exception):
@@ -326,6 +329,19 @@ class DeployMagic:
             Path(rest[1]).expanduser().write_text(json.dumps(data, indent=2) + "\n")
             print(f"wrote {rest[1]}")
         return data
+
+    def cmd_share(self, rest: list[str]) -> dict[str, Any]:
+        """Show a deployment's JupyterHub share, or replace it with the one given; returns the share's state."""
+        ref = self._one(rest, "share")
+        options = parse_assignments(rest[1:])
+        if options:
+            names = {field: [n for n in str(options.pop(field, "")).split(",") if n] for field in ("users", "groups")}
+            quotas = {q: options.pop(q) for q in SHARE_QUOTAS if q in options}
+            state = self.client.set_share(ref, **names, **options, **({"quotas": quotas} if quotas else {}))
+        else:
+            state = self.client.share(ref)
+        print(formats.share_summary(state))
+        return state
 
     def cmd_bench(self, rest: list[str]) -> dict[str, Any]:
         """A concurrency sweep through the gateway, printed step by step and saved; returns the result."""

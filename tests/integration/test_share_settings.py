@@ -79,3 +79,24 @@ def test_the_client_shares_and_reads_back(server: JupyterProcess, record: dict) 
     state = client.set_share(record["id"], users=["Carol"], role="read", quotas={"max_in_flight": 2})
     assert state["share_with"]["users"] == ["carol"] and state["share_with"]["quotas"]["max_in_flight"] == 2
     assert client.share(record["name"])["share_with"] == state["share_with"]
+
+
+def test_the_magic_shares_and_says_there_is_no_page_here(server: JupyterProcess, record: dict,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from jupyter_modeldeploy.magics import DeployMagicError, register
+
+    ip = InteractiveShell.instance()
+    try:
+        register(ip, client=server.client())
+        state = ip.run_line_magic("deploy", f"share {record['name']} users=bob,carol groups=ml priority=batch "
+                                            "requests_per_minute=30")
+        assert state["share_with"]["users"] == ["bob", "carol"] and state["share_with"]["quotas"]["requests_per_minute"] == 30
+        out = capsys.readouterr().out
+        assert "shared with bob, carol, group ml: inference keys, batch, requests_per_minute 30" in out
+        assert "does not run under a JupyterHub" in out
+        with pytest.raises(DeployMagicError, match=r"users\.0"):
+            ip.run_line_magic("deploy", f"share {record['name']} users=bad!name")
+    finally:
+        InteractiveShell.clear_instance()
