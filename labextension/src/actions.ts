@@ -18,6 +18,7 @@ import { LogWidget } from './logs';
 import { DeploymentsModel } from './model';
 import { IPanelActions } from './panel';
 import { formatQuotas } from './quotas';
+import { showShareDialog } from './share';
 import { tokenScope } from './tokenlist';
 import {
   IQuotaForm,
@@ -356,6 +357,16 @@ export class Actions implements IPanelActions {
       Notification.success(`Quotas of ${t.name || t.prefix}: ${formatQuotas(quotas)}`, { autoClose: 3000 });
       await this.model.refreshTokens();
       return;
+    }
+  }
+
+  /** The Share dialog: who on the JupyterHub may get a key of their own, the share page, who holds one. */
+  async share(d: IDeployment): Promise<void> {
+    try {
+      const state = await this.client.share(d.id);
+      await showShareDialog(this.client, d, state, () => void this.model.refreshTokens());
+    } catch (err) {
+      void showErrorMessage(`Cannot read how ${d.name} is shared`, err as Error);
     }
   }
 

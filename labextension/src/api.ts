@@ -120,6 +120,10 @@ export interface IToken {
   last_used_at: number | null;
   quotas: IQuotas | null;
   priority: TokenPriority;
+  /** The Hub user who got the key on the Hub's share page (null: the owner made it). */
+  hub_user?: string | null;
+  /** That user's Hub groups, as last reported. */
+  hub_groups?: string[] | null;
 }
 
 /** `POST /tokens`: exactly one of deployment and project; quotas left out are no limit. */
@@ -132,6 +136,32 @@ export interface ITokenRequest {
   expires_in_s?: number;
   quotas?: Partial<IQuotas>;
   priority?: TokenPriority;
+}
+
+/**
+ * A deployment's `share_with`: the JupyterHub users and groups who may get a key of their own on
+ * the Hub's share page, and the role, models, priority and quotas that key carries.
+ */
+export interface IShareWith {
+  users: string[];
+  groups: string[];
+  role: TokenRole;
+  /** The only models a shared key may call (null: every model of the deployment). */
+  models: string[] | null;
+  priority: TokenPriority;
+  quotas: IQuotas;
+}
+
+/** `GET`/`PUT .../share`: the settings, the share page (outside a Hub: none), who holds a key. */
+export interface IShareState {
+  share_with: IShareWith;
+  /** Whether this Jupyter server runs under a JupyterHub. */
+  hub: boolean;
+  share_url: string | null;
+  /** The valid keys people got on the share page. */
+  holders: IToken[];
+  /** The keys the change just saved revoked (whoever it no longer names). */
+  revoked: IToken[];
 }
 
 /** A deployment's models in jupyter-ai's configuration (`GET`/`POST .../jupyter-ai`). */
@@ -315,6 +345,16 @@ export class ModelDeployClient {
 
   revokeToken(id: string): Promise<IToken> {
     return this.request(['tokens', id], { method: 'DELETE' });
+  }
+
+  /** A deployment's share settings, share page and the keys given out there. */
+  share(id: string): Promise<IShareState> {
+    return this.request(['deployments', id, 'share']);
+  }
+
+  /** Replace the share settings: in force at once; the keys of whoever they no longer name are revoked. */
+  updateShare(id: string, share: IShareWith): Promise<IShareState> {
+    return this.request(['deployments', id, 'share'], this.json('PUT', share));
   }
 
   /** Whether the deployment is registered with jupyter-ai, and its models there. */

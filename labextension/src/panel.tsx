@@ -11,6 +11,7 @@ import {
   offlineBoltIcon,
   refreshIcon,
   runIcon,
+  shareIcon,
   stopIcon,
   textEditorIcon
 } from '@jupyterlab/ui-components';
@@ -52,6 +53,7 @@ export interface IPanelActions {
   copyEndpoint(d: IDeployment): void;
   copyApiKey(d: IDeployment): Promise<void>;
   copyTestCommand(d: IDeployment): Promise<void>;
+  share(d: IDeployment): Promise<void>;
   openLogs(d: IDeployment): void;
   openDashboard(d: IDeployment): Promise<void>;
   registerJupyterAI(d: IDeployment): Promise<void>;
@@ -158,6 +160,7 @@ function DeploymentItem(props: { d: IDeployment; actions: IPanelActions }): JSX.
           disabled={!!d.public}
           onClick={() => actions.copyApiKey(d)}
         />
+        <ActionButton icon={shareIcon} label="Share on the JupyterHub…" action="share" onClick={() => actions.share(d)} />
         <ActionButton
           icon={copyIcon}
           label="Copy test command"

@@ -16,8 +16,15 @@ export function tokenScope(t: IToken, names: Map<string, string>): string {
   return t.project ? `project ${t.project}` : 'all deployments';
 }
 
-function ago(epochSeconds: number, now: number): string {
+/** "3 min 4 s ago". */
+export function ago(epochSeconds: number, now: number): string {
   return `${formatDuration(Math.max(0, now - epochSeconds))} ago`;
+}
+
+/** Who got a shared key, and through which of their groups it may have been. */
+function hubTitle(t: IToken): string {
+  const groups = t.hub_groups?.length ? ` (groups: ${t.hub_groups.join(', ')})` : '';
+  return `${t.hub_user}${groups} got this key on the Hub's share page`;
 }
 
 function TokenItem(props: { t: IToken; names: Map<string, string>; actions: IPanelActions }): JSX.Element {
@@ -42,6 +49,11 @@ function TokenItem(props: { t: IToken; names: Map<string, string>; actions: IPan
         {t.priority === 'batch' ? (
           <span className="jp-ModelDeploy-tokenPriority" title="Waits behind interactive keys when the deployment is busy">
             batch
+          </span>
+        ) : null}
+        {t.hub_user ? (
+          <span className="jp-ModelDeploy-tokenHub" title={hubTitle(t)}>
+            Hub: {t.hub_user}
           </span>
         ) : null}
         <span className="jp-ModelDeploy-tokenScope">{tokenScope(t, names)}</span>
