@@ -261,16 +261,17 @@ def cpu_s(process: psutil.Process) -> float:
     return sum(process.cpu_times()[:2])
 
 
-LIGHT_PATHS = ("tcp", "socket", "door", "port", "gateway", "on-loop")
+LIGHT_PATHS = ("tcp", "socket", "door", "port", "gateway", "asyncio", "on-loop")
 
 
-def light_trivial(server: JupyterProcess, record: dict, loop_server: JupyterProcess, loop_record: dict,
+def light_trivial(server: JupyterProcess, record: dict, others: dict[str, tuple[JupyterProcess, dict]],
                   tcp: tuple[str, int], tcp_key: str, door_port: int, requests: int, rounds: int,
                   seconds: float = 5.0) -> dict[str, float]:
     """The trivial route with light clients, in interleaved rounds (medians): p50 and p99 of one keep-alive client,
     req/s of 16, and the CPU per request of the Jupyter server and of the gateway worker under the 16; over TCP
     direct, the engine's own socket, the worker's doors (Unix socket, loopback port), the Jupyter URL (a kept
-    connection: served by the worker), and a server without a worker (the plain on-loop path). `first`: the
+    connection: served by the worker), the same through a server whose worker runs asyncio's own loop instead
+    of uvloop (`asyncio`), and a server without a worker (the plain on-loop path). `first`: the
     p50 of a connection's first request through the Jupyter URL (each on a new connection)."""
     sock, engine_key = engine_socket(server, record)
     key = {"Authorization": f"Bearer {KEY}"}
@@ -281,14 +282,16 @@ def light_trivial(server: JupyterProcess, record: dict, loop_server: JupyterProc
         "door": (str(server.state_dir / "gateway.sock"), path, key, server),
         "port": (("127.0.0.1", door_port), path, key, server),
         "gateway": (("127.0.0.1", server.port), path, key, server),
-        "on-loop": (("127.0.0.1", loop_server.port), gateway_path(loop_record), key, loop_server),
+        **{name: (("127.0.0.1", other.port), gateway_path(other_record), key, other)
+           for name, (other, other_record) in others.items()},
     }
-    worker = worker_process(server)
+    workers = {server.pid: worker_process(server), others["asyncio"][0].pid: worker_process(others["asyncio"][0])}
     seen: dict[str, list[float]] = {}
     for _ in range(rounds):
         for name, (target, route, headers, jupyter) in paths.items():
             latency = light_client.keep_alive_latency(target, route, headers, requests)
             jupyter_process = psutil.Process(jupyter.pid)
+            worker = workers.get(jupyter.pid, workers[server.pid])
             before = cpu_s(jupyter_process), cpu_s(worker)
             started = time.perf_counter()
             rate = light_client.throughput(target, route, headers, 16, seconds)
@@ -316,6 +319,7 @@ def print_light(light: dict[str, float]) -> None:
           flush=True)
     print(f"16 clients through the Jupyter URL: {light['gateway_rps_16']:.0f} req/s (target >= 5,000), "
           f"{light['gateway_rps_16'] / light['on-loop_rps_16']:.2f}x the on-loop path, "
+          f"{light['gateway_rps_16'] / light['asyncio_rps_16']:.2f}x the worker on asyncio's loop, "
           f"{light['gateway_rps_16'] / light['tcp_rps_16']:.2f}x TCP direct; worker CPU "
           f"{light['gateway_worker_cpu_us']:.0f} us a request (target <= 100)", flush=True)
 
@@ -382,22 +386,26 @@ def light_and_embedding(server_args: list[str], args: argparse.Namespace,
     then, on the first server, the embedding measure."""
     door_port = free_port()
     server = temp_jupyter([f"--ModelDeployApp.gateway_port={door_port}", *server_args])
-    loop_server = temp_jupyter(["--ModelDeployApp.gateway_worker=False", *server_args])
+    others = {"asyncio": temp_jupyter(["--ModelDeployApp.gateway_worker_loop=asyncio", *server_args]),
+              "on-loop": temp_jupyter(["--ModelDeployApp.gateway_worker=False", *server_args])}
     try:
         records = []
-        for jupyter in (server, loop_server):
+        for jupyter in (server, *others.values()):
             client = jupyter.client()
             records.append(client.wait(client.launch({"kind": "llamacpp", "name": "bench", "model": str(smollm2_gguf()),
                                                       "api_key": KEY, "threads": 1, "parallel": 4})["id"], timeout=300))
         with engine_on_tcp() as (tcp, tcp_key):
-            light = light_trivial(server, records[0], loop_server, records[1], tcp, tcp_key, door_port, args.requests,
-                                  args.light_rounds)
-        for jupyter, record in zip((server, loop_server), records, strict=True):
+            light = light_trivial(server, records[0], dict(zip(others, zip(others.values(), records[1:], strict=True),
+                                                               strict=True)),
+                                  tcp, tcp_key, door_port, args.requests, args.light_rounds)
+        for jupyter, record in zip((server, *others.values()), records, strict=True):
             jupyter.client().delete(record["id"])
-        loop_server.stop()
+        for other in others.values():
+            other.stop()
         return light, (embedding_measure(server, 5.0, args.embedding_rounds) if embedding else {})
     finally:
-        loop_server.stop()
+        for other in others.values():
+            other.stop()
         server.stop()
 
 

@@ -23,6 +23,7 @@ import asyncio
 import collections
 import time
 from collections.abc import AsyncIterator
+from typing import cast
 
 import httptools
 
@@ -135,8 +136,7 @@ class _EngineConnection(asyncio.Protocol):
     # asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self._seen_bytes = True

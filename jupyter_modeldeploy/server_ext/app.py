@@ -77,6 +77,10 @@ class ModelDeployApp(ExtensionApp):
         "requests; it also listens on a Unix socket (0600) in the state folder. False serves endpoints on the "
         "server's event loop.",
     ).tag(config=True)
+    gateway_worker_loop = Enum(
+        ["uvloop", "asyncio"], default_value="uvloop",
+        help="The gateway worker's event loop: uvloop (where installed; bench/README.md has the figures) or asyncio's own.",
+    ).tag(config=True)
     gateway_port = Int(
         None, allow_none=True,
         help="Also serve endpoints on this loopback port (0: any free one) from the gateway worker, for same-host "
@@ -215,7 +219,8 @@ class ModelDeployApp(ExtensionApp):
                              "it is not opened")
             door = None
         return WorkerSettings(upstream_timeout_s=self.upstream_timeout_s, default_payload_limit=self.payload_limit_bytes,
-                              door_socket=door, door_port=self.gateway_port, base_url=self.serverapp.base_url)
+                              door_socket=door, door_port=self.gateway_port, base_url=self.serverapp.base_url,
+                              event_loop=self.gateway_worker_loop)
 
     def _key_usage(self, gateway: Gateway, hub: Any) -> Any:
         """Per-key usage (counted per request, kept in the activity file, in Prometheus; daily budgets

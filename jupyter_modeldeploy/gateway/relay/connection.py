@@ -21,7 +21,7 @@ import logging
 import re
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import httptools
 
@@ -205,8 +205,7 @@ class EndpointConnection(asyncio.Protocol):
     # asyncio.Protocol -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport  # (asyncio sets TCP_NODELAY on TCP transports itself)
+        self._transport = cast(asyncio.Transport, transport)  # (asyncio sets TCP_NODELAY on TCP transports itself)
         if self._prefix:
             prefix, self._prefix = self._prefix, b""
             self.data_received(prefix)

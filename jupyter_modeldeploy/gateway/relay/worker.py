@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import socket
@@ -160,10 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connect-timeout", type=float, default=10.0)
     parser.add_argument("--payload-limit", type=int, default=16 << 20)
     parser.add_argument("--base-url", default="/")
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="[gateway worker] %(levelname)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(args))
+        if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is not None:
+            import uvloop
+
+            uvloop.run(run(args))
+        else:
+            asyncio.run(run(args))
     return 0
 
 
