@@ -196,11 +196,18 @@ class TokenRegistry:
 
     def update(self, token_id: str, *, name: str | None = None, expires_at: float | None = None,
                clear_expiry: bool = False, quotas: Quotas | None = None, clear_quotas: bool = False,
-               priority: Priority | None = None, hub_groups: list[str] | None = None) -> TokenInfo:
-        """Change a token's label, expiry, quotas, priority (effective for its next request) or its holder's
-        Hub groups; KeyError when unknown."""
+               priority: Priority | None = None, hub_groups: list[str] | None = None, role: Role | None = None,
+               models: list[str] | None = None, all_models: bool = False) -> TokenInfo:
+        """Change a token's label, expiry, quotas, priority, role or models (`all_models`: every model of its
+        scope), effective for its next request, or its holder's Hub groups; KeyError when unknown."""
         info = self._by_id[token_id]
         changes: dict[str, Any] = {}
+        if role is not None:
+            if role not in ROLES:
+                raise ValueError(f"role must be one of: {', '.join(ROLES)}")
+            changes["role"] = role
+        if models is not None or all_models:
+            changes["models"] = tuple(dict.fromkeys(models)) if models else None
         if hub_groups is not None:
             changes["hub_groups"] = tuple(hub_groups)
         if priority is not None:

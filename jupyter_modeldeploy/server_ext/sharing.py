@@ -43,6 +43,11 @@ class HubContext:
         return f"{base}/services/{quote(self.share_service)}/{quote(self.owner)}/{quote(dep.name)}"
 
 
+def _models(share: ShareOptions) -> tuple[str, ...] | None:
+    """The models a shared key holds, as a key stores them."""
+    return tuple(dict.fromkeys(share.models)) if share.models else None
+
+
 class NotShared(Exception):
     """The deployment's share does not name this person (nor any group of theirs)."""
 
@@ -71,9 +76,18 @@ class ShareDesk:
                                   quotas=quotas, priority=share.priority, hub_user=user, hub_groups=groups)
 
     def reshare(self, dep: Deployment, share: ShareOptions) -> list[TokenInfo]:
-        """Put a new share in force: the keys of whoever it no longer names (by the groups last reported) end."""
+        """Put a new share in force: the keys of whoever it no longer names (by the groups last reported) end;
+        the others take its role, models, priority and quotas for their next request."""
         dep.config.share_with = share
-        return [self.tokens.revoke(t.id) for t in self.holders(dep.id) if not share.allows(t.hub_user or "", t.hub_groups or ())]
+        revoked = []
+        quotas = Quotas.from_json(share.quotas.limits())
+        for key in self.holders(dep.id):
+            if not share.allows(key.hub_user or "", key.hub_groups or ()):
+                revoked.append(self.tokens.revoke(key.id))
+            elif (key.role, key.models, key.priority, key.quotas) != (share.role, _models(share), share.priority, quotas):
+                self.tokens.update(key.id, role=share.role, models=share.models, all_models=share.models is None,
+                                   priority=share.priority, quotas=quotas, clear_quotas=quotas is None)
+        return revoked
 
     def members(self, deployments: list[Deployment], reported: dict[str, list[str] | None]) -> list[TokenInfo]:
         """Take the Hub's word on people's groups (None: no such user any more); revoke whoever lost their place."""

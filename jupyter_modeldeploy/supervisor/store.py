@@ -336,11 +336,13 @@ class Store:
             self._db.execute(f"INSERT INTO tokens ({columns}) VALUES ({values})", _token_params(row))
 
     def update_token(self, row: dict[str, Any]) -> None:
-        """Write a token's changeable columns (label, expiry, quotas, priority, its holder's Hub groups) again."""
+        """Write a token's changeable columns (label, expiry, quotas, priority, role, models, its holder's Hub
+        groups) again."""
         params = _token_params(row)
         with self._lock:
             self._db.execute("UPDATE tokens SET name = :name, expires_at = :expires_at, quotas = :quotas, "
-                             "priority = :priority, hub_groups = :hub_groups WHERE id = :id", params)
+                             "priority = :priority, role = :role, models = :models, hub_groups = :hub_groups "
+                             "WHERE id = :id", params)
 
     def touch_tokens(self, last_used: dict[str, float]) -> None:
         """Record when keys were last used (written in batches, not per request)."""

@@ -70,3 +70,16 @@ def test_keys_of_a_deployment_that_is_gone_end_at_the_next_check(desk: ShareDesk
 def test_the_usage_table_names_a_shared_key_by_its_holder() -> None:
     assert key_label({"key_id": "t-1", "key_name": "bob", "hub_user": "bob"}) == "bob (Hub, t-1)"
     assert key_label({"key_id": "t-2", "key_name": "app"}) == "app (t-2)"
+
+
+def test_a_new_share_changes_what_the_remaining_keys_may_do(desk: ShareDesk, tmp_path: Path) -> None:
+    dep = deployment("d-1", users=["bob"], models=["a", "b"], quotas={"requests_per_minute": 50})
+    _, key = desk.mint(dep, "bob", [])
+    desk.reshare(dep, ShareOptions(users=["bob"], role="read", models=["a"], priority="batch",
+                                   quotas={"requests_per_minute": 5}))
+    changed = desk.tokens.get(key.id)
+    assert (changed.role, changed.models, changed.priority) == ("read", ("a",), "batch")
+    assert changed.quotas is not None and changed.quotas.requests_per_minute == 5
+    desk.reshare(dep, ShareOptions(users=["bob"]))
+    reread = TokenRegistry(Store(tmp_path / "state.sqlite")).get(key.id)  # as written to the store
+    assert (reread.role, reread.models, reread.priority, reread.quotas) == ("inference", None, "interactive", None)
