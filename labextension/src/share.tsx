@@ -14,9 +14,8 @@ import {
   TokenRole
 } from './api';
 import { ActionButton } from './button';
-import { formatTime } from './format';
 import { QUOTA_FIELDS } from './quotas';
-import { ago } from './tokenlist';
+import { KeyTimes } from './tokenlist';
 import { IQuotaForm, parseQuotas, quotaForm } from './tokens';
 
 /** What the share form holds, as typed (parsed by `shareRequest`). */
@@ -193,14 +192,7 @@ function Holders(props: { holders: IToken[]; onRevoke: (t: IToken) => Promise<vo
                 />
               </div>
               <div className="jp-ModelDeploy-tokenLine jp-ModelDeploy-tokenTimes">
-                <span title={formatTime(t.created_at)}>created {ago(t.created_at, now)}</span>
-                <span
-                  className="jp-ModelDeploy-tokenUsed"
-                  data-used={t.last_used_at === null ? 'never' : 'yes'}
-                  title={t.last_used_at === null ? '' : formatTime(t.last_used_at)}
-                >
-                  {t.last_used_at === null ? 'never used' : `used ${ago(t.last_used_at, now)}`}
-                </span>
+                <KeyTimes token={t} now={now} />
                 {t.hub_groups?.length ? (
                   <span className="jp-ModelDeploy-holderGroups" title="Their Hub groups, as last reported">
                     groups: {t.hub_groups.join(', ')}
@@ -307,28 +299,24 @@ function ShareBody(props: {
           }
         }}
       >
-        <label className="jp-ModelDeploy-formRow">
-          <span>Hub users</span>
-          <input
-            className={className('jp-mod-styled', fault('users'))}
-            name="users"
-            placeholder="e.g. bob, carol"
-            value={form.users}
-            onChange={event => change('users', { users: event.target.value })}
-          />
-          {faultLines('users')}
-        </label>
-        <label className="jp-ModelDeploy-formRow">
-          <span>Hub groups</span>
-          <input
-            className={className('jp-mod-styled', fault('groups'))}
-            name="groups"
-            placeholder="e.g. ml-team"
-            value={form.groups}
-            onChange={event => change('groups', { groups: event.target.value })}
-          />
-          {faultLines('groups')}
-        </label>
+        {(
+          [
+            ['users', 'Hub users', 'e.g. bob, carol'],
+            ['groups', 'Hub groups', 'e.g. ml-team']
+          ] as const
+        ).map(([key, label, placeholder]) => (
+          <label className="jp-ModelDeploy-formRow" key={key}>
+            <span>{label}</span>
+            <input
+              className={className('jp-mod-styled', fault(key))}
+              name={key}
+              placeholder={placeholder}
+              value={form[key]}
+              onChange={event => change(key, { [key]: event.target.value })}
+            />
+            {faultLines(key)}
+          </label>
+        ))}
         <p className="jp-ModelDeploy-formHint">
           Names as the Hub knows them, separated by commas. Each person named, and each member of a group named, may get
           a key of their own; a name taken out loses its key when you save.

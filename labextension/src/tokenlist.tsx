@@ -9,6 +9,23 @@ import type { IPanelActions } from './panel';
 import { quotaParts } from './quotas';
 
 /** "deployment smol", "project team-a": what a token opens. */
+/** When a key was made and last used, as two spans of a key's times line. */
+export function KeyTimes(props: { token: IToken; now: number }): JSX.Element {
+  const { token: t, now } = props;
+  return (
+    <>
+      <span title={formatTime(t.created_at)}>created {ago(t.created_at, now)}</span>
+      <span
+        className="jp-ModelDeploy-tokenUsed"
+        data-used={t.last_used_at === null ? 'never' : 'yes'}
+        title={t.last_used_at === null ? '' : formatTime(t.last_used_at)}
+      >
+        {t.last_used_at === null ? 'never used' : `used ${ago(t.last_used_at, now)}`}
+      </span>
+    </>
+  );
+}
+
 export function tokenScope(t: IToken, names: Map<string, string>): string {
   if (t.deployment_id) {
     return `deployment ${names.get(t.deployment_id) ?? t.deployment_id}`;
@@ -70,14 +87,7 @@ function TokenItem(props: { t: IToken; names: Map<string, string>; actions: IPan
         )}
       </div>
       <div className="jp-ModelDeploy-tokenLine jp-ModelDeploy-tokenTimes">
-        <span title={formatTime(t.created_at)}>created {ago(t.created_at, now)}</span>
-        <span
-          className="jp-ModelDeploy-tokenUsed"
-          data-used={t.last_used_at === null ? 'never' : 'yes'}
-          title={t.last_used_at === null ? '' : formatTime(t.last_used_at)}
-        >
-          {t.last_used_at === null ? 'never used' : `used ${ago(t.last_used_at, now)}`}
-        </span>
+        <KeyTimes token={t} now={now} />
         <span className={expired ? 'jp-ModelDeploy-tokenExpired' : undefined} title={formatTime(t.expires_at)}>
           {t.expires_at === null
             ? 'no expiry'
