@@ -196,3 +196,20 @@ def test_the_share_page_in_a_browser(hub: Hub, alice: dict[str, Any], artifacts_
         page.screenshot(path=str(artifacts_dir / "hub-share-key.png"), full_page=True)
         browser.close()
     assert chat(alice["record"], key) == 200
+
+
+def test_the_index_lists_what_is_shared_with_you(hub: Hub, alice: dict[str, Any]) -> None:
+    bob = logged_in(hub, "bob")
+    index = bob.get(f"/services/{SERVICE}/")
+    assert index.status_code == 200 and "Shared with you" in index.text
+    assert f"href='/services/{SERVICE}/alice/team-model'" in index.text
+    dave = logged_in(hub, "dave").get(f"/services/{SERVICE}/")
+    assert dave.status_code == 200 and "Nothing is shared with dave" in dave.text
+
+
+def test_a_stopped_owner_server_is_said_so_and_comes_back(hub: Hub, alice: dict[str, Any]) -> None:
+    """Last: it stops alice's server."""
+    assert hub.api("DELETE", "users/alice/server").status_code in (202, 204)
+    wait_until(lambda: not hub.server_of("alice"), 60, "alice's server did not stop")
+    page = logged_in(hub, "bob").get(share_page(hub))
+    assert page.status_code == 503 and "not running" in page.text
