@@ -52,12 +52,12 @@ class ActivityHandler(BaseHandler):
 
     def names(self, rows: list[dict[str, Any]]) -> None:
         """Add each row's key label, the Hub user who holds the key (a shared key's) and the deployment's name."""
-        keys = {t.id: t.name for t in self.tokens.list()}
-        holders = {t.id: t.hub_user for t in self.tokens.list() if t.hub_user}
+        keys = {t.id: t for t in self.tokens.list()}
         deployments = {d.id: d.name for d in self.supervisor.list()}
         for row in rows:
-            row["key_name"] = keys.get(row["key_id"])
-            row["hub_user"] = holders.get(row["key_id"])
+            key = keys.get(row["key_id"])
+            row["key_name"] = key.name if key is not None else None
+            row["hub_user"] = key.hub_user if key is not None else None
             row["deployment"] = deployments.get(row["deployment_id"])
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..config import describe_errors, field_errors
+from ..config.sharing import HubName
 from .jsonbody import BodyError
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -536,7 +537,6 @@ class HostMetrics(ResponseBody):
 #: The bodies that docs/openapi.yaml takes from these models (scripts/gen_openapi.py).
 # JupyterHub sharing ----------------------------------------------------------------------
 
-HubName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._@+-]{0,127}$")]
 
 
 class HubPerson(RequestBody):

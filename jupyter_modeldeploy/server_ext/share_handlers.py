@@ -88,19 +88,20 @@ class DeploymentShareHandler(ShareBase):
 
 
 class ShareServiceHandler(ShareBase):
-    """Routes only the Hub's share service may call: 403 for anyone else, 404 outside a Hub."""
+    """Routes only the Hub's share service may call: 403 for anyone else, 404 outside a Hub (answered in
+    `prepare`, so the route's own method runs for the service alone)."""
 
-    def prepare_caller(self) -> bool:
-        """Whether the caller is the share service; answers the refusal when not."""
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare()
+        if self._finished or self.current_user is None:
+            return  # not signed in at all: the method's @web.authenticated answers
         hub = self.hub
         if hub is None:
             self.fail(404, "this server does not run under a JupyterHub: there is no share service")
-            return False
+            return
         model: dict[str, Any] = getattr(self.current_user, "hub_user", None) or {}
         if model.get("kind") != "service" or model.get("name") != hub.share_service:
             self.fail(403, f"only the Hub's {hub.share_service} service may call this route")
-            return False
-        return True
 
     def offer(self, dep: Deployment, user: str) -> ShareOffer:
         share = dep.config.share_with
@@ -117,12 +118,11 @@ class OffersHandler(ShareServiceHandler):
     @web.authenticated
     async def post(self) -> None:
         async def action() -> None:
-            if not self.prepare_caller():
-                return
             person = self.body(HubPersonBody)
             offers = [self.offer(d, person.user) for d in self.supervisor.list()
                       if d.config.share_with.allows(person.user, person.groups)]
-            self.write_model(ShareOffers(owner=self.hub.owner if self.hub else "", offers=offers))
+            assert self.hub is not None  # (prepare answered outside a Hub)
+            self.write_model(ShareOffers(owner=self.hub.owner, offers=offers))
 
         await self.run(action)
 
@@ -133,8 +133,6 @@ class SharedKeyHandler(ShareServiceHandler):
     @web.authenticated
     async def post(self) -> None:
         async def action() -> None:
-            if not self.prepare_caller():
-                return
             body = self.body(ShareKeyRequest)
             dep = self.lookup(body.deployment)
             try:
@@ -151,8 +149,7 @@ class HoldersHandler(ShareServiceHandler):
 
     @web.authenticated
     async def get(self) -> None:
-        if self.prepare_caller():
-            self.write_model(ShareHolders(holders=sorted({t.hub_user for t in self.desk.holders() if t.hub_user})))
+        self.write_model(ShareHolders(holders=self.desk.holder_names()))
 
 
 class MembersHandler(ShareServiceHandler):
@@ -161,12 +158,9 @@ class MembersHandler(ShareServiceHandler):
     @web.authenticated
     async def post(self) -> None:
         async def action() -> None:
-            if not self.prepare_caller():
-                return
             body = self.body(HubMembers)
             revoked = self.desk.members(self.supervisor.list(), body.members)
-            holders = sorted({t.hub_user for t in self.desk.holders() if t.hub_user})
-            self.write_model(ShareCheck(revoked=[_token(t) for t in revoked], holders=holders))
+            self.write_model(ShareCheck(revoked=[_token(t) for t in revoked], holders=self.desk.holder_names()))
 
         await self.run(action)
 

@@ -63,6 +63,10 @@ class ShareDesk:
         return [t for t in self.tokens.list() if t.hub_user is not None and t.revoked_at is None
                 and (dep_id is None or t.deployment_id == dep_id)]
 
+    def holder_names(self) -> list[str]:
+        """The Hub users holding a valid shared key, sorted."""
+        return sorted({t.hub_user for t in self.holders() if t.hub_user})
+
     def mint(self, dep: Deployment, user: str, groups: list[str]) -> tuple[str, TokenInfo]:
         """A new key for `user` (replacing theirs); NotShared when the share does not name them."""
         share = dep.config.share_with

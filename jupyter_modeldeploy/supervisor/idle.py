@@ -26,7 +26,7 @@ def limit_reason(dep: Deployment, now: float) -> str | None:
 
 def warm_window_began(dep: Deployment, now: float) -> bool:
     """Whether a warm window began since the last tick (or is on at the first one); the deployment remembers."""
-    warm = warm_now(dep.config.warm_hours, now) if dep.config.warm_hours else False
+    warm = warm_now(dep.config.warm_hours, now)
     began, dep.warm = warm and not dep.warm, warm
     return began
 
