@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -14,6 +15,7 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+@functools.lru_cache(maxsize=1024)  # admission hashes the presented key for the fixed key and the token index alike
 def hash_key(key: str) -> str:
     """The hash stored in place of a key. Keys are long random strings, so a plain SHA-256 suffices."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()

@@ -519,8 +519,7 @@ class EndpointExchange:
         wire = self.wire
         wire.set_status(upstream.status, upstream.reason or None)
         seen: set[str] = set()
-        for raw_name, raw_value in upstream.raw_headers:
-            name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
+        for name, value in upstream.headers.get_all():
             if not returned_header(name):
                 continue
             lower = name.lower()

@@ -10,6 +10,7 @@ so the engine routes exactly the string the gateway matched.
 
 from __future__ import annotations
 
+import re
 import string
 
 UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
@@ -17,6 +18,9 @@ SUB_DELIMS = frozenset("!$&'()*+,;=")
 PATH_CHARS = UNRESERVED | SUB_DELIMS | frozenset(":@/")
 QUERY_CHARS = PATH_CHARS | frozenset("?%")
 HEX = frozenset(string.hexdigits)
+# Paths and queries as clients send them nearly always: no escape, only allowed characters (no per-character walk).
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*")
+_PLAIN_QUERY = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*")
 
 
 class PathError(ValueError):
@@ -47,6 +51,11 @@ def normalise_path(raw: str) -> str:
         return "/"
     if not raw.startswith("/"):
         raise PathError("the path must start with '/'")
+    return _segments_checked(raw if _PLAIN_PATH.fullmatch(raw) else _unescaped(raw))
+
+
+def _unescaped(raw: str) -> str:
+    """The path with escapes of unreserved characters decoded; PathError for any other escape or character."""
     out: list[str] = []
     i = 0
     while i < len(raw):
@@ -63,7 +72,11 @@ def normalise_path(raw: str) -> str:
             raise PathError(f"{_describe(char)} is not allowed in a path")
         out.append(char)
         i += 1
-    path = "".join(out)
+    return "".join(out)
+
+
+def _segments_checked(path: str) -> str:
+    """The path without its trailing slash; PathError for empty or dot segments."""
     segments = path.split("/")[1:]
     if segments and segments[-1] == "":
         segments.pop()  # one trailing slash names the same resource
@@ -80,6 +93,11 @@ def check_query(raw: str) -> str:
 
     A query is data for the engine, so valid percent-escapes stay as they are.
     """
+    return raw if _PLAIN_QUERY.fullmatch(raw) else _walked_query(raw)
+
+
+def _walked_query(raw: str) -> str:
+    """`check_query` a character at a time: the escapes checked, PathError naming the first wrong character."""
     i = 0
     while i < len(raw):
         char = raw[i]

@@ -58,13 +58,12 @@ class _Lost(UpstreamError):
 class UpstreamResponse:
     """Status, headers and a body to stream; `close()` drops the connection (the engine sees it)."""
 
-    def __init__(self, connection: _EngineConnection, status: int, reason: str, raw_headers: list[tuple[bytes, bytes]],
+    def __init__(self, connection: _EngineConnection, status: int, reason: str, headers: HeaderIndex,
                  timeout: float):
         self._connection = connection
         self.status = status
         self.reason = reason
-        self.raw_headers = raw_headers
-        self.headers = HeaderIndex([(n.decode("latin-1"), v.decode("latin-1")) for n, v in raw_headers])
+        self.headers = headers
         self._timeout = timeout
         self._read = False  # read to its end
 
@@ -108,7 +107,7 @@ class _EngineConnection(asyncio.Protocol):
         self._head_only = False
         self._seen_bytes = False
         self._status_text = b""
-        self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._headers: list[tuple[str, str]] = []
         self._interim = False
         self._headers_done = False
         self._framed = True  # the body's end is known from the answer (a length, chunks, or none by status)
@@ -128,7 +127,7 @@ class _EngineConnection(asyncio.Protocol):
         self._head = self._loop.create_future()
         self._timeout, self._head_only = timeout, head_only
         self._seen_bytes = self._headers_done = self._complete = self._interim = False
-        self._status_text, self._raw_headers, self._error = b"", [], None
+        self._status_text, self._headers, self._error = b"", [], None
         self._framed = True
         self._transport.write(data)
         return self._head
@@ -161,14 +160,14 @@ class _EngineConnection(asyncio.Protocol):
     # llhttp callbacks ---------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._raw_headers = []
+        self._headers = []
         self._status_text = b""
 
     def on_status(self, status: bytes) -> None:
         self._status_text += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._raw_headers.append((name, value))
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -178,12 +177,12 @@ class _EngineConnection(asyncio.Protocol):
         self._interim = False
         self._headers_done = True
         self._keep = self._parser.should_keep_alive() and not self._head_only
-        names = {name.lower() for name, _ in self._raw_headers}
-        self._framed = (b"content-length" in names or b"transfer-encoding" in names or status in (204, 304)
+        headers = HeaderIndex(self._headers)
+        self._framed = ("content-length" in headers or "transfer-encoding" in headers or status in (204, 304)
                         or self._head_only)
         head = self._head
         if head is not None and not head.done():
-            head.set_result(UpstreamResponse(self, status, self._status_text.decode("latin-1"), self._raw_headers,
+            head.set_result(UpstreamResponse(self, status, self._status_text.decode("latin-1"), headers,
                                              self._timeout))
         if self._head_only:
             self._complete = True  # no body, whatever Content-Length says

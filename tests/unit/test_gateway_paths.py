@@ -100,3 +100,37 @@ def test_cors_answers() -> None:
     pre = preflight_headers("https://a.example", ["*"], "authorization, content-type")
     assert pre["Access-Control-Allow-Headers"] == "authorization, content-type"
     assert "\x01" not in preflight_headers("https://a.example", ["*"], "a\x01b")["Access-Control-Allow-Headers"]
+
+
+def _walked(raw: str, check: object) -> str | PathError:
+    """The per-character walk's answer (what the plain-path shortcut must agree with), or its error."""
+    try:
+        return check(raw)  # type: ignore[operator]
+    except PathError as exc:
+        return exc
+
+
+_ANY_PATH_TEXT = st.text(alphabet=st.sampled_from(sorted(PATH_CHARS | set("%?#\x00 \x7fé/."))), max_size=40)
+
+
+@given(_ANY_PATH_TEXT)
+def test_the_plain_path_shortcut_agrees_with_the_walk(tail: str) -> None:
+    from jupyter_modeldeploy.gateway.paths import _segments_checked, _unescaped
+
+    raw = "/" + tail
+    fast, walked = _walked(raw, normalise_path), _walked(raw, lambda r: _segments_checked(_unescaped(r)))
+    if isinstance(walked, PathError):
+        assert isinstance(fast, PathError) and str(fast) == str(walked)
+    else:
+        assert fast == walked
+
+
+@given(_ANY_PATH_TEXT)
+def test_the_plain_query_shortcut_agrees_with_the_walk(raw: str) -> None:
+    from jupyter_modeldeploy.gateway.paths import _walked_query
+
+    fast, walked = _walked(raw, check_query), _walked(raw, _walked_query)
+    if isinstance(walked, PathError):
+        assert isinstance(fast, PathError) and str(fast) == str(walked)
+    else:
+        assert fast == walked == raw

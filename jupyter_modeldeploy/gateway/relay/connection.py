@@ -263,13 +263,17 @@ class EndpointConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        url = httptools.parse_url(self._url)
-        path = url.path.decode("latin-1") if url.path else "/"
+        raw = self._url
+        if raw[:1] == b"/" and b"?" not in raw and b"#" not in raw:  # origin-form without a query: nothing to split
+            path, query = raw.decode("latin-1"), ""
+        else:
+            url = httptools.parse_url(raw)
+            path = url.path.decode("latin-1") if url.path else "/"
+            query = url.query.decode("latin-1") if url.query else ""
         headers = HeaderIndex(self._pairs)
         if not path.startswith(self._prefixes) or path in self._prefixes:
             self._not_an_endpoint(headers)
             return
-        query = url.query.decode("latin-1") if url.query else ""
         http_11 = parser.get_http_version() == "1.1"
         head = RequestHead(parser.get_method().decode("latin-1"), path, query, headers)
         request = _Request(head, headers, http_11, parser.should_keep_alive())
