@@ -86,9 +86,14 @@ class Gateway(GatewayCore):
                 plane.publish(state)
 
     def settle(self) -> None:
-        """Take every report the worker sent so far: counts read after this include every answer already ended."""
+        """Take every report the worker sent so far."""
         if self.plane is not None:
             self.plane.settle()
+
+    async def synced(self) -> None:
+        """Take every report the worker made so far: counts read after this include every answer already ended."""
+        if self.plane is not None:
+            await self.plane.sync()
 
     async def hand_off(self, handler: web.RequestHandler) -> bool:
         """Give a plain HTTP/1.1 connection to the worker, from its first request on (see `detached`).

@@ -302,6 +302,7 @@ class ModelDeployApp(ExtensionApp):
             self.metrics.start()
 
     async def stop_extension(self) -> None:
+        await self.gateway.synced()  # the gateway worker's last reports (key last-used times, usage) are kept too
         self.activity.stop()
         if self.metrics is not None:
             self.metrics.stop()

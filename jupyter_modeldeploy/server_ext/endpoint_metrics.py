@@ -39,7 +39,7 @@ class EndpointMetricsHandler(web.RequestHandler):
         self.finish(refusal_document(refusal))
 
     async def get(self, route: str) -> None:
-        self.gateway.settle()  # every request whose answer ended is counted
+        await self.gateway.synced()  # every request whose answer ended is counted
         dep = self.gateway.supervisor.by_route(route)
         if dep is None:
             self._error(Refusal(404, "no deployment at this route", "not_found_error"))

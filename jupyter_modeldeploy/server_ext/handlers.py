@@ -52,7 +52,7 @@ Body = TypeVar("Body", bound=BaseModel)
 class BaseHandler(APIHandler):
     """Shared helpers: the supervisor, JSON bodies, JSON errors.
 
-    Every REST request first takes what the gateway worker reported (`settle`: a request whose
+    Every REST request first takes every report the gateway worker made (`synced`: a request whose
     answer ended is in every count read here), and every REST answer is preceded by the gateway's
     state publish (a revoked key, a lowered quota or a stopped deployment is in force in the worker
     before the call that changed it returns).
@@ -62,7 +62,7 @@ class BaseHandler(APIHandler):
         await super().prepare()
         gateway = self.settings.get("modeldeploy_gateway")
         if gateway is not None:
-            gateway.settle()
+            await gateway.synced()
 
     def finish(self, *args: Any, **kwargs: Any) -> Any:
         gateway = self.settings.get("modeldeploy_gateway")

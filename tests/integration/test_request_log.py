@@ -4,6 +4,9 @@ replay against the same deployment and another."""
 
 from __future__ import annotations
 
+import http.client
+import json
+import urllib.parse
 from collections.abc import Iterator
 
 import httpx
@@ -59,6 +62,28 @@ def test_each_request_once_and_no_bodies_by_default(server: tuple[JupyterProcess
     assert len(frame) == 3 and str(frame["at"].dtype).startswith("datetime64")
     with pytest.raises(Exception, match="not captured"):
         client.replay(answered["id"])
+
+
+def test_a_request_is_logged_the_moment_its_client_has_the_answer(server: tuple[JupyterProcess, dict, dict]) -> None:
+    """The gateway worker sends its records in batches; a REST reader has it send what it holds first (`Sync`), so
+    a request whose client had its answer is in the log at once, every time (read well within a batch's wait)."""
+    jupyter, plain, _ = server
+    client = jupyter.client()
+    key = client.create_token(deployment=plain["id"], name="at-once")
+    url = urllib.parse.urlsplit(plain["api_base"])
+    body = json.dumps({"model": plain["models"][0]["name"], "messages": [{"role": "user", "content": "hi"}],
+                       "max_tokens": 1})
+    connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)  # kept: the worker's
+    try:
+        for n in range(1, 11):
+            connection.request("POST", url.path + "/chat/completions", body,
+                               {"Authorization": f"Bearer {key['token']}", "Content-Type": "application/json"})
+            answer = connection.getresponse()
+            assert answer.status == 200 and answer.read()
+            logged = client.requests(key=key["id"], limit=20)
+            assert len(logged) == n, f"request {n} was not in the log when its client had the answer"
+    finally:
+        connection.close()
 
 
 def test_captures_redact_secrets_cap_size_and_replay(server: tuple[JupyterProcess, dict, dict]) -> None:

@@ -173,7 +173,7 @@ class GatewayThread:
 
         async def on_the_loop():  # type: ignore[no-untyped-def]
             gateway = self.harness.gateway
-            gateway.settle()
+            await gateway.synced()
             try:
                 return fn()
             finally:

@@ -93,12 +93,12 @@ class ConnectionWire(WireFlags):
         await self._connection.drained()
 
     def finish(self) -> None:
-        """Send the rest and end the answer, once the request's record is in the server's queue (`Outbox`)."""
+        """Send the rest and end the answer (the exchange calls it once the request is counted)."""
         if self._finished:
             return
         rest = self._take(final=True)
         self._finished = True
-        self._connection.write(rest, after_reports=True)
+        self._connection.write(rest)
 
     def abort(self) -> None:
         """End the connection without a clean end of body: a cut answer must look cut."""
@@ -198,8 +198,6 @@ class EndpointConnection(asyncio.Protocol):
         self._head_bytes = 0
         self._boundary = True  # the last request ended with the bytes read so far
         self._raw: list[bytes] | None = None  # what was read since the request being parsed began (to give back)
-        self._held: list[bytes] | None = None  # bytes waiting for the reports to be sent (`write`)
-        self._closing = False  # the connection ends once they are written
         self._failure: tuple[int, str] | None = None  # unreadable bytes: answered after the requests before them
 
     # asyncio.Protocol -------------------------------------------------------------------------
@@ -351,25 +349,10 @@ class EndpointConnection(asyncio.Protocol):
 
     # Transport ---------------------------------------------------------------------------
 
-    def write(self, data: bytes, *, after_reports: bool = False) -> None:
-        """Bytes to the client, in order (dropped once the connection is gone). `after_reports`: bytes that end an
-        answer, written once every report made so far is in the server's queue; what follows them waits too."""
-        if not data or self._closed or self._transport is None:
-            return
-        if self._held is not None:
-            self._held.append(data)
-        elif after_reports:
-            self._held = [data]
-            self.gateway.after_reports(self._release_held)
-        else:
+    def write(self, data: bytes) -> None:
+        """Bytes to the client, in order (dropped once the connection is gone)."""
+        if data and not self._closed and self._transport is not None:
             self._transport.write(data)
-
-    def _release_held(self) -> None:
-        held, self._held = self._held, None
-        if held and not self._closed and self._transport is not None:
-            self._transport.write(b"".join(held))
-        if self._closing:
-            self._close()
 
     async def drained(self) -> None:
         """Wait while the client reads slower than the answer is written."""
@@ -383,10 +366,7 @@ class EndpointConnection(asyncio.Protocol):
             self._transport.abort()
 
     def _close(self) -> None:
-        """End the connection after what was written (and what waits for the reports)."""
-        if self._held is not None:
-            self._closing = True
-            return
+        """End the connection after what was written."""
         if not self._closed and self._transport is not None:
             self._closed = True
             self._transport.close()

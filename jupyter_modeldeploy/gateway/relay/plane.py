@@ -3,8 +3,9 @@
 The worker owns endpoint traffic: the server hands it each endpoint connection after reading the
 first request's head (`hand_off`), and it admits, counts and relays every request on it. What
 the server knows that admission reads (deployments, keys) goes to it as `State` (`publish`);
-what it counts comes back (`Started`, `Finished`, `Wake`, `Unreachable`) and is handed to the
-`PlaneHost` (the server's gateway) as it arrives, or at once when a reader calls `settle()`.
+what it counts comes back in batches (`Started`, `Finished`, `Wake`, `Unreachable`) and is handed
+to the `PlaneHost` (the server's gateway) as it arrives; a reader of counts first asks for every
+report made so far (`sync()`: one round trip).
 A worker that died is started again on the next use (at most every RESTART_AFTER_S); until it
 serves, the server serves endpoint requests on its own loop.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import sys
@@ -35,6 +37,8 @@ from .protocol import (
     Reports,
     Started,
     State,
+    Sync,
+    Synced,
     Unreachable,
     Wake,
     Woken,
@@ -46,6 +50,7 @@ log = logging.getLogger(__name__)
 
 RESTART_AFTER_S = 5.0
 READY_WAIT_S = 60.0
+SYNC_WAIT_S = 5.0  # a worker that does not answer a `Sync` in this long is read as it is (and is likely gone)
 
 
 class PlaneHost(Protocol):
@@ -112,6 +117,8 @@ class DataPlane:
         self._in_flight: Counter[tuple[str, str | None]] = Counter()  # started, not finished: (deployment, book)
         self.doors: tuple[str, ...] = ()
         self.handed_off = 0  # connections handed to the worker so far
+        self._syncs: dict[int, asyncio.Future[None]] = {}  # `Sync` numbers sent, until their `Synced` comes
+        self._sync_number = 0
 
     @staticmethod
     def supported() -> bool:
@@ -229,9 +236,26 @@ class DataPlane:
         return True
 
     def settle(self) -> None:
-        """Take every report the worker sent so far (a reader of counts calls this first)."""
+        """Take every report the worker sent so far."""
         if self._reader is not None:
             self._reader.settle()
+
+    async def sync(self) -> None:
+        """Take every report the worker made before this call (a reader of counts awaits this first): a request
+        whose client had its answer by then is counted when this returns."""
+        if not self.serving:
+            self.settle()
+            return
+        self._sync_number += 1
+        number = self._sync_number
+        done = self._syncs[number] = asyncio.get_running_loop().create_future()
+        try:
+            self._send(Sync(number))
+            await asyncio.wait_for(asyncio.shield(done), SYNC_WAIT_S)
+        except (OSError, asyncio.TimeoutError) as exc:
+            log.warning("the gateway worker did not send its reports (%s); counts are read as they are", exc)
+        finally:
+            self._syncs.pop(number, None)
 
     def _frame(self, header: dict[str, Any], body: bytes, fd: int | None) -> None:
         try:
@@ -249,8 +273,16 @@ class DataPlane:
         if isinstance(message, Reports):
             for report in message.messages:
                 self._report(report)
+        elif isinstance(message, Synced):
+            self._synced(message.number)
         else:
             self._report(message)
+
+    def _synced(self, up_to: float) -> None:
+        """`Synced(up_to)` came: the reports of that `Sync` and of every one sent before it are in."""
+        for number, done in self._syncs.items():
+            if number <= up_to and not done.done():
+                done.set_result(None)
 
     def _report(self, message: Message) -> None:
         host = self.host
@@ -291,6 +323,7 @@ class DataPlane:
             self._ready.set_exception(RuntimeError(reason))
             self._ready.exception()  # retrieved: a start that gave up waiting does not leave it unread
         self._failed_at = time.monotonic()
+        self._synced(math.inf)  # its reports will not come: the readers waiting read what came
         in_flight, self._in_flight = self._in_flight, Counter()
         for (deployment_id, book), count in in_flight.items():
             for _ in range(count):

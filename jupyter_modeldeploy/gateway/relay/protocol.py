@@ -16,8 +16,10 @@
     worker → server   ReplicaLoad  a request was sent to a replica of a placed deployment, or left it (the server's
                                 count drains a replica it removes)
     worker → server   Queued    a deployment's waiting line changed: its depth and counts so far
-    worker → server   Reports   the reports above as they gathered in one turn of the worker's loop
-                                (`outbox`), in order
+    worker → server   Reports   the reports above as they gathered (`outbox`: sent every REPORT_EVERY_S, or
+                                at once for what the server acts on), in order
+    server → worker   Sync      a reader of counts waits: send every report made so far, then `Synced`
+    worker → server   Synced    every report made before the `Sync` of that number is in the server's queue
 
 Each travels as one channel frame (`channel`): a JSON header with its kind and `PROTOCOL_VERSION`,
 and the message pickled in the body. Both ends are this package's own processes (the worker is
@@ -37,7 +39,7 @@ from ..records import RequestRecord
 from ..view import DeploymentView, KeyView
 from ..waiting_line import LineStats
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 
 class ProtocolError(ValueError):
@@ -107,6 +109,20 @@ class Woken:
 
 
 @dataclass(frozen=True)
+class Sync:
+    """A reader of counts waits for every report the worker made so far (answered by `Synced`)."""
+
+    number: int
+
+
+@dataclass(frozen=True)
+class Synced:
+    """Every report made before the `Sync` of this number was sent ahead of this."""
+
+    number: int
+
+
+@dataclass(frozen=True)
 class Unreachable:
     """The worker could not connect to a replica; it leaves the rotation."""
 
@@ -142,10 +158,12 @@ class Reports:
     messages: tuple[Report, ...]
 
 
-Message = Handoff | State | Ready | Started | Finished | Wake | Woken | Unreachable | ReplicaLoad | Queued | Reports
+Message = (Handoff | State | Ready | Started | Finished | Wake | Woken | Unreachable | ReplicaLoad | Queued | Reports
+           | Sync | Synced)
 KINDS: dict[str, type[Any]] = {
     "handoff": Handoff, "state": State, "ready": Ready, "started": Started, "finished": Finished, "wake": Wake, "woken": Woken,
-    "unreachable": Unreachable, "replica_load": ReplicaLoad, "queued": Queued, "reports": Reports,
+    "unreachable": Unreachable, "replica_load": ReplicaLoad, "queued": Queued, "reports": Reports, "sync": Sync,
+    "synced": Synced,
 }
 _NAMES = {cls: name for name, cls in KINDS.items()}
 

@@ -4,10 +4,11 @@ The Jupyter server reads an endpoint request's head and hands the connection ove
 the socket passed with SCM_RIGHTS); from then on every request on that connection is served
 here, on the worker's own lean HTTP connections (`connection`: llhttp framing, no web framework)
 that run the same `exchange.EndpointExchange` the server would run, over this process's
-`WorkerGateway`: one admission, one set of counters, records reported to the server before each
-answer's end. The worker also listens itself (its doors): on a Unix socket in the state folder
-(0600) and, when a setting asks, on a loopback port, for same-host clients (a batch job,
-jupyter-ai, a load test) that skip the Jupyter hop; the request's record names its door.
+`WorkerGateway`: one admission, one set of counters, records reported to the server in batches
+(`outbox`), and at once when a reader of counts there asks (`Sync`). The worker also listens
+itself (its doors): on a Unix socket in the state folder (0600) and, when a setting asks, on a
+loopback port, for same-host clients (a batch job, jupyter-ai, a load test) that skip the
+Jupyter hop; the request's record names its door.
 
     python -m jupyter_modeldeploy.gateway.relay.worker --channel FD [--socket PATH] [--port N] ...
 
@@ -32,7 +33,7 @@ from ..core import GatewayConfig
 from .channel import FrameReader, FrameWriter
 from .connection import EndpointConnection
 from .outbox import Outbox
-from .protocol import Handoff, Message, ProtocolError, Ready, Reports, State, Woken, decode, encode
+from .protocol import Handoff, Message, ProtocolError, Ready, Reports, State, Sync, Synced, Woken, decode, encode
 from .worker_gateway import WorkerGateway
 
 log = logging.getLogger("jupyter_modeldeploy.gateway_worker")
@@ -122,7 +123,9 @@ class Worker:
             return
         if fd is not None:
             os.close(fd)  # a descriptor with no connection to serve: never leak one
-        if isinstance(message, Woken):
+        if isinstance(message, Sync):
+            self.report(Synced(message.number))  # after every report made so far
+        elif isinstance(message, Woken):
             self.gateway.woken(message.deployment_id)
         elif isinstance(message, State):
             self.gateway.apply(message)

@@ -6,7 +6,7 @@ frame already in the channel, so a change the server published before its REST c
 force for any request sent after. The worker is the only process counting endpoint requests while
 it serves (each deployment's in-flight count, each key's quota book): limits hold because one
 process counts. What it counts goes back to the server (`Started`, `Finished`) through the `Outbox`,
-once a loop turn; an answer's end waits for the report that counts it (`after_reports`).
+in batches; a reader of counts there asks for them first (`Sync`).
 """
 
 from __future__ import annotations
@@ -84,10 +84,6 @@ class WorkerGateway(GatewayCore):
     def settle(self) -> None:
         self._settle()
 
-    def after_reports(self, action: Callable[[], None]) -> None:
-        """Run `action` once every report made so far is in the server's queue."""
-        self._outbox.then(action)
-
     def by_route(self, route: str) -> DeploymentView | None:
         return self._by_route.get(route)
 
@@ -104,7 +100,7 @@ class WorkerGateway(GatewayCore):
 
     def request_started(self, dep: Any, book: str | None) -> None:
         dep.in_flight += 1
-        self._report(Started(dep.id, book))
+        self._count(Started(dep.id, book))
 
     def request_finished(self, dep: Any, book: str | None, tokens: int) -> None:
         dep.in_flight = max(0, dep.in_flight - 1)
@@ -115,19 +111,24 @@ class WorkerGateway(GatewayCore):
     def _flush_release(self) -> None:
         release, self._release = self._release, None
         if release is not None:
-            self._report(release)
+            self._count(release)
+
+    def _count(self, message: Started | Finished) -> None:
+        """A request's start or end to the server: one that moves a key's quota book when the loop's turn ends (a
+        worker that dies then loses no count the server goes on from), the others in the next batch."""
+        self._outbox.put(message, soon=message.book is not None)
 
     def line_changed(self, deployment_id: str, line: WaitingLine) -> None:
         self._report(Queued(deployment_id, line.stats()))
 
     def replica_unreachable(self, dep: Any, replica: Replica, reason: str) -> None:
         set_down(replica, reason)  # out of this worker's rotation at once; the server decides what follows
-        self._report(Unreachable(dep.id, replica.id, reason))
+        self._outbox.put(Unreachable(dep.id, replica.id, reason), now=True)
 
     def replica_load(self, dep: Any, replica: Replica, delta: int) -> None:
         replica.in_flight += delta
         if replica.id != LOCAL_REPLICA:  # a placed replica: the server drains it by this count when it removes it
-            self._report(ReplicaLoad(dep.id, replica.id, delta))
+            self._outbox.put(ReplicaLoad(dep.id, replica.id, delta), now=True)
 
     async def wake(self, dep: Any) -> None:
         """Ask the server to wake the deployment (once, for every request waiting on it) and wait until it
@@ -135,7 +136,7 @@ class WorkerGateway(GatewayCore):
         waiter = self._waking.get(dep.id)
         if waiter is None:
             waiter = self._waking[dep.id] = asyncio.get_running_loop().create_future()
-            self._report(Wake(dep.id))
+            self._outbox.put(Wake(dep.id), now=True)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(waiter), self.config.upstream_timeout_s)
 
@@ -148,8 +149,8 @@ class WorkerGateway(GatewayCore):
     def observe(self, record: RequestRecord, *, claimed: bool) -> None:
         release, self._release = self._release, None
         if release is not None and release.deployment_id == record.deployment_id:
-            self._report(Finished(record.deployment_id, record, started=True, book=release.book, tokens=release.tokens))
+            self._count(Finished(record.deployment_id, record, started=True, book=release.book, tokens=release.tokens))
             return
         if release is not None:
-            self._report(release)
-        self._report(Finished(record.deployment_id, record, started=False))
+            self._count(release)
+        self._count(Finished(record.deployment_id, record, started=False))
