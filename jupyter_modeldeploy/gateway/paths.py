@@ -18,9 +18,15 @@ SUB_DELIMS = frozenset("!$&'()*+,;=")
 PATH_CHARS = UNRESERVED | SUB_DELIMS | frozenset(":@/")
 QUERY_CHARS = PATH_CHARS | frozenset("?%")
 HEX = frozenset(string.hexdigits)
+
+
+def _only(chars: frozenset[str]) -> re.Pattern[str]:
+    return re.compile("[" + re.escape("".join(sorted(chars))) + "]*")
+
+
 # Paths and queries as clients send them nearly always: no escape, only allowed characters (no per-character walk).
-_PLAIN_PATH = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*")
-_PLAIN_QUERY = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?]*")
+_PLAIN_PATH = _only(PATH_CHARS)
+_PLAIN_QUERY = _only(QUERY_CHARS - {"%"})
 
 
 class PathError(ValueError):

@@ -34,7 +34,6 @@ class WorkerGateway(GatewayCore):
     def __init__(self, config: GatewayConfig, outbox: Outbox, settle: Callable[[], None]):
         super().__init__(config)
         self._outbox = outbox
-        self._report = outbox.put
         self._settle = settle
         self.version = 0
         self.deployments: dict[str, DeploymentView] = {}
@@ -119,7 +118,7 @@ class WorkerGateway(GatewayCore):
         self._outbox.put(message, soon=message.book is not None)
 
     def line_changed(self, deployment_id: str, line: WaitingLine) -> None:
-        self._report(Queued(deployment_id, line.stats()))
+        self._outbox.put(Queued(deployment_id, line.stats()))
 
     def replica_unreachable(self, dep: Any, replica: Replica, reason: str) -> None:
         set_down(replica, reason)  # out of this worker's rotation at once; the server decides what follows
