@@ -261,7 +261,7 @@ def cpu_s(process: psutil.Process) -> float:
     return sum(process.cpu_times()[:2])
 
 
-LIGHT_PATHS = ("tcp", "socket", "door", "port", "gateway", "asyncio", "on-loop")
+LIGHT_PATHS = ("tcp", "socket", "door", "port", "gateway", "exchange", "asyncio", "on-loop")
 
 
 def light_trivial(server: JupyterProcess, record: dict, others: dict[str, tuple[JupyterProcess, dict]],
@@ -270,8 +270,9 @@ def light_trivial(server: JupyterProcess, record: dict, others: dict[str, tuple[
     """The trivial route with light clients, in interleaved rounds (medians): p50 and p99 of one keep-alive client,
     req/s of 16, and the CPU per request of the Jupyter server and of the gateway worker under the 16; over TCP
     direct, the engine's own socket, the worker's doors (Unix socket, loopback port), the Jupyter URL (a kept
-    connection: served by the worker), the same through a server whose worker runs asyncio's own loop instead
-    of uvloop (`asyncio`), and a server without a worker (the plain on-loop path). `first`: the
+    connection: served by the worker), the same through a server whose worker serves every request by the
+    exchange, none plainly (`exchange`), one whose worker runs asyncio's own loop instead of uvloop
+    (`asyncio`), and a server without a worker (the on-loop path). `first`: the
     p50 of a connection's first request through the Jupyter URL (each on a new connection)."""
     sock, engine_key = engine_socket(server, record)
     key = {"Authorization": f"Bearer {KEY}"}
@@ -285,7 +286,8 @@ def light_trivial(server: JupyterProcess, record: dict, others: dict[str, tuple[
         **{name: (("127.0.0.1", other.port), gateway_path(other_record), key, other)
            for name, (other, other_record) in others.items()},
     }
-    workers = {server.pid: worker_process(server), others["asyncio"][0].pid: worker_process(others["asyncio"][0])}
+    workers = {server.pid: worker_process(server),
+               **{others[name][0].pid: worker_process(others[name][0]) for name in ("asyncio", "exchange")}}
     seen: dict[str, list[float]] = {}
     for _ in range(rounds):
         for name, (target, route, headers, jupyter) in paths.items():
@@ -319,6 +321,8 @@ def print_light(light: dict[str, float]) -> None:
           flush=True)
     print(f"16 clients through the Jupyter URL: {light['gateway_rps_16']:.0f} req/s (target >= 5,000), "
           f"{light['gateway_rps_16'] / light['on-loop_rps_16']:.2f}x the on-loop path, "
+          f"{light['gateway_rps_16'] / light['exchange_rps_16']:.2f}x the worker without plain requests (its CPU "
+          f"{light['exchange_worker_cpu_us']:.0f} us a request), "
           f"{light['gateway_rps_16'] / light['asyncio_rps_16']:.2f}x the worker on asyncio's loop, "
           f"{light['gateway_rps_16'] / light['tcp_rps_16']:.2f}x TCP direct; worker CPU "
           f"{light['gateway_worker_cpu_us']:.0f} us a request (target <= 100)", flush=True)
@@ -386,7 +390,8 @@ def light_and_embedding(server_args: list[str], args: argparse.Namespace,
     then, on the first server, the embedding measure."""
     door_port = free_port()
     server = temp_jupyter([f"--ModelDeployApp.gateway_port={door_port}", *server_args])
-    others = {"asyncio": temp_jupyter(["--ModelDeployApp.gateway_worker_loop=asyncio", *server_args]),
+    others = {"exchange": temp_jupyter(["--ModelDeployApp.gateway_plain_requests=False", *server_args]),
+              "asyncio": temp_jupyter(["--ModelDeployApp.gateway_worker_loop=asyncio", *server_args]),
               "on-loop": temp_jupyter(["--ModelDeployApp.gateway_worker=False", *server_args])}
     try:
         records = []

@@ -37,6 +37,7 @@ class GatewayConfig:
     default_payload_limit: int = DEFAULT_PAYLOAD_LIMIT
     wake: Callable[[Any], Awaitable[None]] | None = None  # wakes a sleeping engine (the server's)
     observers: list[Callable[[RequestRecord], None]] = field(default_factory=list)
+    plain_requests: bool = True  # the worker answers plain requests in callbacks (`relay.plain`)
     # The tornado server that serves a connection whose hand-over to the worker failed.
     http_server: Callable[[], HTTPServer] | None = None
 

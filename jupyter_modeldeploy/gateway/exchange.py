@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,7 +34,7 @@ from .failover import cut_stream_event, end_with_its_engine, error_event, head_u
 from .headers import request_headers, returned_header
 from .records import CAPTURE_SLACK, Capture, RequestRecord
 from .refusals import Refusal, refusal_document
-from .upstream import UpstreamError, UpstreamResponse, UpstreamTimeout
+from .upstream import PendingAnswer, UpstreamError, UpstreamResponse, UpstreamTimeout
 from .usage import Usage, UsageTap
 
 log = logging.getLogger(__name__)
@@ -154,6 +154,46 @@ class StreamFlusher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+@dataclass
+class Sent:
+    """A request another path admitted and sent: the replica it went to, its answer to come, and when it was sent."""
+
+    replica: Replica
+    answer: PendingAnswer
+    at: float  # time.perf_counter()
+    injected: bool = False
+
+
+def engine_target(found: Admission) -> str:
+    """The request target the engine is sent: the normalised path and the raw query."""
+    return f"{found.engine_path}?{found.query}" if found.query else found.engine_path
+
+
+def with_engine_key(forwarded: list[tuple[str, str]], replica: Replica) -> list[tuple[str, str]]:
+    """The client's headers the engine may see (`headers.request_headers`), and the replica's private key."""
+    return [*forwarded, ("Authorization", f"Bearer {replica.engine_key}")]
+
+
+def pass_head(wire: Wire, upstream: UpstreamResponse, cors: dict[str, str], *, drop_length: bool = False) -> None:
+    """The engine's status and headers, as the answer's (hop-by-hop ones left out, CORS the deployment's;
+    `drop_length`: the body changes on the way, so its length is the server's to frame)."""
+    wire.set_status(upstream.status, upstream.reason or None)
+    seen: set[str] = set()
+    for name, value in upstream.headers.get_all():
+        if not returned_header(name):
+            continue
+        lower = name.lower()
+        if lower in seen:
+            wire.add_header(name, value)
+        else:
+            wire.set_header(name, value)  # replaces the server's defaults (Content-Type)
+            seen.add(lower)
+    for name, value in cors.items():
+        wire.set_header(name, value)
+    if drop_length:
+        wire.clear_header("Content-Length")
 
 
 class EndpointExchange:
@@ -390,9 +430,36 @@ class EndpointExchange:
         if self._claim is not None and self._claim.waiting and not await self._wait_for_slot(admitted.stream):
             return
         self._forwarding = True
+        await self._forward_recorded(dep, admitted.body, admitted.injected)
+
+    def adopt(self, found: Admission, claim: Claim, sent: Sent) -> Coroutine[Any, Any, None]:
+        """Go on with a request another path admitted, claimed and sent (the worker's plain path, when the
+        answer is not plain), from waiting for the engine's answer on, as `answer` goes on; the coroutine to run.
+        The exchange owns the request's places from this call on."""
+        self.admission, self._claim, self._forwarding, self._started = found, claim, True, sent.at
+        return self._adopted(sent)
+
+    def refuse_adopted(self, found: Admission, claim: Claim, replica: str, refusal: Refusal) -> None:
+        """Refuse a request another path admitted, claimed and sent to `replica`, whose answer it could not pass
+        on: answered, recorded, its places given back."""
+        self.admission, self._claim, self._forwarding, self._replica = found, claim, True, replica
+        self._refuse(refusal)
+        self.release(0)
+
+    async def _adopted(self, sent: Sent) -> None:
+        dep = self.admission.dep
+        assert dep is not None
+        try:
+            await self._forward_recorded(dep, b"", sent.injected, sent)
+        finally:
+            self.release(0)
+
+    async def _forward_recorded(self, dep: Any, body: bytes, injected: bool, sent: Sent | None = None) -> None:
+        """Forward the request, then record it; the answer's end goes once it is counted."""
+        found = self.admission
         relayed = Relayed(502)
         try:
-            relayed = await self._forward(dep, admitted.body, admitted.injected)
+            relayed = await self._forward(dep, body, injected, sent)
         finally:
             if self._capture is not None:
                 self._capture.keep(self._held)
@@ -458,30 +525,35 @@ class EndpointExchange:
         wire.send(b": " + comment + b"\n\n")
         await wire.flush()
 
-    async def _send(self, dep: Any, body: bytes) -> tuple[UpstreamResponse | None, Replica | None]:
-        """Send the request to the serving replica with the fewest in flight; one that fails it before any byte
-        of an answer (`failover.resend_elsewhere`: not connected to, or the connection ended before the head)
-        leaves the rotation and the next takes the request. Refused: (None, None)."""
+    async def _send(self, dep: Any, body: bytes, sent: Sent | None) -> tuple[UpstreamResponse | None,
+                                                                             Replica | None]:
+        """Send the request to the serving replica with the fewest in flight (or, `sent`, wait for the answer of
+        the one it went to); one that fails it before any byte of an answer (`failover.resend_elsewhere`: not
+        connected to, or the connection ended before the head) leaves the rotation and the next takes the request.
+        Refused: (None, None)."""
         gateway = self.gateway
         headers = request_headers(self.headers.get_all())
-        target = self._target()
+        target = engine_target(self.admission)
         tried: set[str] = set()
         while True:
-            replica = pick(dep.replicas, tried)
-            if replica is None or replica.address is None:
-                self._refuse(Refusal(503, f"no replica of deployment {dep.name!r} is serving", "unavailable_error",
-                                     headers={"Retry-After": "5"}))
-                return None, None
+            request: Coroutine[Any, Any, UpstreamResponse]
+            if sent is not None:
+                replica, request, sent = sent.replica, sent.answer.answer(), None
+            else:
+                picked = pick(dep.replicas, tried)
+                if picked is None or picked.address is None:
+                    self._refuse(Refusal(503, f"no replica of deployment {dep.name!r} is serving",
+                                         "unavailable_error", headers={"Retry-After": "5"}))
+                    return None, None
+                replica = picked
+                gateway.replica_load(dep, replica, +1)
+                replica.requests += 1
+                request = gateway.upstream.request(replica.address, self.head.method, target,
+                                                   with_engine_key(headers, replica), body,
+                                                   timeout=gateway.config.upstream_timeout_s)
             tried.add(replica.id)
-            gateway.replica_load(dep, replica, +1)
-            replica.requests += 1
             self._replica = replica.id
             try:
-                request = gateway.upstream.request(
-                    replica.address, self.head.method, target,
-                    [*headers, ("Authorization", f"Bearer {replica.engine_key}")], body,
-                    timeout=gateway.config.upstream_timeout_s,
-                )
                 # With other replicas to go to, a replica lost while the request waits gives it up.
                 upstream = await (head_unless_lost(request, replica) if len(dep.replicas) > 1 else request)
             except UpstreamError as exc:
@@ -497,9 +569,9 @@ class EndpointExchange:
                 return None, None
             return upstream, replica
 
-    async def _forward(self, dep: Any, body: bytes, injected: bool) -> Relayed:
-        started = time.perf_counter()
-        upstream, replica = await self._send(dep, body)
+    async def _forward(self, dep: Any, body: bytes, injected: bool, sent: Sent | None) -> Relayed:
+        started = sent.at if sent is not None else time.perf_counter()
+        upstream, replica = await self._send(dep, body, sent)
         if upstream is None or replica is None:
             return Relayed(self.wire.get_status())
         unwatch = end_with_its_engine(upstream, replica)
@@ -509,29 +581,6 @@ class EndpointExchange:
             unwatch()
             self.gateway.replica_load(dep, replica, -1)
         return Relayed(status, tap.finish() if tap else None, bool(tap and tap.is_sse), first_chunk)
-
-    def _target(self) -> str:
-        found = self.admission
-        return f"{found.engine_path}?{found.query}" if found.query else found.engine_path
-
-    def _pass_head(self, upstream: UpstreamResponse, tap: UsageTap) -> None:
-        """The engine's status and headers, as the answer's (hop-by-hop ones left out, CORS the deployment's)."""
-        wire = self.wire
-        wire.set_status(upstream.status, upstream.reason or None)
-        seen: set[str] = set()
-        for name, value in upstream.headers.get_all():
-            if not returned_header(name):
-                continue
-            lower = name.lower()
-            if lower in seen:
-                wire.add_header(name, value)
-            else:
-                wire.set_header(name, value)  # replaces the server's defaults (Content-Type)
-                seen.add(lower)
-        for name, value in self.admission.cors.items():
-            wire.set_header(name, value)
-        if tap.drop_injected_usage:
-            wire.clear_header("Content-Length")
 
     async def _engine_error_event(self, upstream: UpstreamResponse) -> int:
         """An error the engine answered to a stream whose head went out already: its document as the one event."""
@@ -567,7 +616,7 @@ class EndpointExchange:
                 if upstream.status >= 300:
                     return await self._engine_error_event(upstream), tap, first_chunk
             else:
-                self._pass_head(upstream, tap)
+                pass_head(wire, upstream, self.admission.cors, drop_length=tap.drop_injected_usage)
             flusher = StreamFlusher(wire) if streaming else None
             # A body of known length and the last chunk go out in finish(), in the turn that counts
             # the request (`answer`); a stream's `[DONE]` would go before: it waits for finish() too.

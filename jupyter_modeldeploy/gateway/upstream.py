@@ -79,6 +79,15 @@ class UpstreamResponse:
         self._read = True
         connection.answered()
 
+    def whole_body(self) -> bytes | None:
+        """The whole body, when all of it has arrived (the connection goes back to the pool); None while some of it
+        is still to come (nothing taken: `iter_body` reads it all)."""
+        body = self._connection.whole_body()
+        if body is not None:
+            self._read = True
+            self._connection.answered()
+        return body
+
     def close(self) -> None:
         """Drop the connection: an answer not read to the end must never be reused."""
         self._connection.abort()
@@ -97,7 +106,7 @@ class _EngineConnection(asyncio.Protocol):
     def __init__(self, pool: list[_EngineConnection]):
         self._pool = pool
         self._parser = httptools.HttpResponseParser(self)
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self.reused = False
         self.idle_since = 0.0
@@ -124,7 +133,7 @@ class _EngineConnection(asyncio.Protocol):
     def send(self, data: bytes, head_only: bool, timeout: float) -> asyncio.Future[UpstreamResponse]:
         """Write one request; the future holds the answer's head."""
         assert self._transport is not None
-        self._head = self._loop.create_future()
+        self._head = self.loop.create_future()
         self._timeout, self._head_only = timeout, head_only
         self._seen_bytes = self._headers_done = self._complete = self._interim = False
         self._status_text, self._headers, self._error = b"", [], None
@@ -220,13 +229,23 @@ class _EngineConnection(asyncio.Protocol):
                 raise self._error
             if self._complete:
                 return None
-            self._waiter = self._loop.create_future()
-            timer = self._loop.call_later(timeout, self._expire, self._waiter)
+            self._waiter = self.loop.create_future()
+            timer = self.loop.call_later(timeout, self._expire, self._waiter)
             try:
                 await self._waiter
             finally:
                 timer.cancel()
                 self._waiter = None
+
+    def whole_body(self) -> bytes | None:
+        """Every piece of a complete answer's body at once; None while the answer is not complete."""
+        if not self._complete or self._error is not None:
+            return None
+        chunks, self._chunks, self._queued = self._chunks, collections.deque(), 0
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+        return b"".join(chunks)
 
     def answered(self) -> None:
         """The answer was read to its end: back to the pool, or closed."""
@@ -271,7 +290,8 @@ class UpstreamClient:
         self.connect_timeout = connect_timeout
         self._pools: dict[EngineAddress, list[_EngineConnection]] = {}
 
-    async def _connect(self, address: EngineAddress, pool: list[_EngineConnection]) -> _EngineConnection:
+    async def connect(self, address: EngineAddress, pool: list[_EngineConnection]) -> _EngineConnection:
+        """A new connection to the engine, for `pool` once its first answer was read."""
         loop = asyncio.get_running_loop()
         try:
             if address.socket_path:
@@ -283,6 +303,15 @@ class UpstreamClient:
             raise UpstreamUnreachable(f"no connection to the engine ({type(exc).__name__})") from exc
         return connection
 
+    def idle(self, address: EngineAddress) -> bool:
+        """Whether a kept connection to the engine is free now (`send_kept` takes it)."""
+        pool = self._pools.get(address)
+        connection = self._kept(pool) if pool else None
+        if connection is None or pool is None:
+            return False
+        pool.append(connection)
+        return True
+
     def _kept(self, pool: list[_EngineConnection]) -> _EngineConnection | None:
         now = time.monotonic()
         while pool:
@@ -292,34 +321,28 @@ class UpstreamClient:
             connection.abort()
         return None
 
+    def send_kept(
+        self, address: EngineAddress, method: str, target: str, headers: list[tuple[str, str]], body: bytes,
+        *, timeout: float,
+    ) -> PendingAnswer | None:
+        """Send a request now on a kept connection to the engine, if one is idle (None: none is; nothing sent)."""
+        pool = self._pools.get(address)
+        connection = self._kept(pool) if pool else None
+        if connection is None or pool is None:
+            return None
+        return PendingAnswer(self, address, pool, _request_bytes(address, method, target, headers, body),
+                             method == "HEAD", timeout, connection)
+
     async def request(
         self, address: EngineAddress, method: str, target: str, headers: list[tuple[str, str]], body: bytes,
         *, timeout: float,
     ) -> UpstreamResponse:
         """Send a request and read the answer's head (interim 1xx skipped); stream the body with
         `iter_body()`. `target` is the normalised path and raw query, sent exactly as given."""
-        host = "localhost" if address.socket_path else f"{address.host}:{address.port}"
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", *(f"{name}: {value}" for name, value in headers)]
-        if body or method in ("POST", "PUT", "PATCH"):
-            lines.append(f"Content-Length: {len(body)}")
-        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+        data = _request_bytes(address, method, target, headers, body)
         pool = self._pools.setdefault(address, [])
-        connection = self._kept(pool)
-        for attempt in (1, 2):
-            if connection is None:
-                connection = await self._connect(address, pool)
-            head = connection.send(data, method == "HEAD", timeout)
-            timer = asyncio.get_running_loop().call_later(timeout, _expire_head, head, connection, timeout)
-            try:
-                return await head
-            except _Lost as exc:
-                if attempt == 1 and connection.reused:
-                    connection = None
-                    continue  # the engine had closed the idle connection: nothing was processed
-                raise UpstreamNoAnswer(f"the engine closed the connection before answering ({exc})") from exc
-            finally:
-                timer.cancel()
-        raise UpstreamError("unreachable")  # pragma: no cover - the loop always returns or raises
+        connection = self._kept(pool) or await self.connect(address, pool)
+        return await PendingAnswer(self, address, pool, data, method == "HEAD", timeout, connection).answer()
 
     async def forget(self, address: EngineAddress) -> None:
         """Close the pool of an engine that stopped."""
@@ -332,6 +355,51 @@ class UpstreamClient:
         for pool in pools:
             for connection in list(pool):
                 connection.abort()
+
+
+class PendingAnswer:
+    """A request written to an engine connection, its answer's head to come (`head`, a future a caller may also
+    watch with callbacks). `answer()` waits for it; a request that the engine lost on a *reused* kept connection
+    before any byte of the answer (it had closed the connection as we sent) is sent once more on a fresh one."""
+
+    def __init__(self, client: UpstreamClient, address: EngineAddress, pool: list[_EngineConnection], data: bytes,
+                 head_only: bool, timeout: float, connection: _EngineConnection):
+        self._client, self._address, self._pool, self._data = client, address, pool, data
+        self._head_only, self._timeout = head_only, timeout
+        self._send(connection)
+
+    def _send(self, connection: _EngineConnection) -> None:
+        self._connection = connection
+        self.head = connection.send(self._data, self._head_only, self._timeout)
+        self._timer = connection.loop.call_later(self._timeout, _expire_head, self.head, connection, self._timeout)
+
+    def settled(self) -> None:
+        """The head was taken from `head` (no need to time it out any more)."""
+        self._timer.cancel()
+
+    async def answer(self) -> UpstreamResponse:
+        """The answer's head (UpstreamError: it will not come)."""
+        for attempt in (1, 2):
+            try:
+                return await self.head
+            except _Lost as exc:
+                if attempt == 1 and self._connection.reused:
+                    self._timer.cancel()
+                    self._send(await self._client.connect(self._address, self._pool))
+                    continue  # the engine had closed the idle connection: nothing was processed
+                raise UpstreamNoAnswer(f"the engine closed the connection before answering ({exc})") from exc
+            finally:
+                self._timer.cancel()
+        raise UpstreamError("unreachable")  # pragma: no cover - the loop always returns or raises
+
+
+def _request_bytes(address: EngineAddress, method: str, target: str, headers: list[tuple[str, str]],
+                   body: bytes) -> bytes:
+    host = "localhost" if address.socket_path else f"{address.host}:{address.port}"
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", *(f"{name}: {value}" for name, value in headers)]
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
 def _expire_head(head: asyncio.Future[UpstreamResponse], connection: _EngineConnection, timeout: float) -> None:

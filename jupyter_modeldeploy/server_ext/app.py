@@ -81,6 +81,11 @@ class ModelDeployApp(ExtensionApp):
         ["uvloop", "asyncio"], default_value="uvloop",
         help="The gateway worker's event loop: uvloop (where installed; bench/README.md has the figures) or asyncio's own.",
     ).tag(config=True)
+    gateway_plain_requests = Bool(
+        True,
+        help="The gateway worker answers plain requests (small, whole, not streamed, nothing to wait for) in callbacks, "
+        "without a task per request; False: every request by the full exchange (bench/README.md compares the two).",
+    ).tag(config=True)
     gateway_port = Int(
         None, allow_none=True,
         help="Also serve endpoints on this loopback port (0: any free one) from the gateway worker, for same-host "
@@ -220,7 +225,7 @@ class ModelDeployApp(ExtensionApp):
             door = None
         return WorkerSettings(upstream_timeout_s=self.upstream_timeout_s, default_payload_limit=self.payload_limit_bytes,
                               door_socket=door, door_port=self.gateway_port, base_url=self.serverapp.base_url,
-                              event_loop=self.gateway_worker_loop)
+                              event_loop=self.gateway_worker_loop, plain_requests=self.gateway_plain_requests)
 
     def _key_usage(self, gateway: Gateway, hub: Any) -> Any:
         """Per-key usage (counted per request, kept in the activity file, in Prometheus; daily budgets

@@ -1,10 +1,11 @@
 """Every path that serves an endpoint request decides as the one admission does.
 
 The same random requests (method, path, key, origin, body) go to a gateway answering on its own
-loop and to one that hands its connections to the gateway worker, both in front of the same kind
-of deployment with the same kinds of keys; `admission.admit` is asked directly on each gateway's
+loop, to one that hands its connections to the gateway worker (which answers plain requests in
+callbacks, `relay.plain`), and to one whose worker serves every request by the exchange, all in
+front of the same kind of deployment with the same kinds of keys; `admission.admit` is asked directly on each gateway's
 state as well (the worker admits with the views the server published of that state). The answers'
-statuses must agree with each other, and a refusal the admission decides from the head must be
+statuses and content types must agree with each other, and a refusal the admission decides from the head must be
 the answer on the wire.
 """
 
@@ -55,9 +56,11 @@ def side(gw: GatewayThread) -> Side:
 def sides(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Side]]:
     loop = GatewayThread(tmp_path_factory.mktemp("loop"), upstream_timeout_s=2)
     worker = GatewayThread(tmp_path_factory.mktemp("worker"), upstream_timeout_s=2, worker=True)
-    yield [side(loop), side(worker)]
+    exchange = GatewayThread(tmp_path_factory.mktemp("exchange"), upstream_timeout_s=2, worker=True, plain=False)
+    yield [side(loop), side(worker), side(exchange)]  # the worker answers plain requests in callbacks (`relay.plain`)
     loop.close()
     worker.close()
+    exchange.close()
 
 
 paths = st.sampled_from([
@@ -108,5 +111,6 @@ def test_every_path_decides_as_the_one_admission(sides: list[Side], method: str,
             assert answer.status == decided.refusal.status, (method, target, key, decided.refusal.message)
         else:
             assert answer.status < 500 or answer.status in (502, 504), (method, target, answer.status)
-        statuses.append(answer.status)
-    assert statuses[0] == statuses[1], f"{method} {path} with the {key} key: loop {statuses[0]}, worker {statuses[1]}"
+        statuses.append((answer.status, answer.header("Content-Type")))
+    assert len(set(statuses)) == 1, (f"{method} {path} with the {key} key: loop {statuses[0]}, worker {statuses[1]}, "
+                                     f"worker without plain requests {statuses[2]}")

@@ -108,16 +108,18 @@ class Harness:
         self.supervisor.store.close()
 
 
-async def start_gateway(state_dir: Path, *, upstream_timeout_s: float = 10.0, worker: bool = False) -> Harness:
+async def start_gateway(state_dir: Path, *, upstream_timeout_s: float = 10.0, worker: bool = False,
+                        plain: bool = True) -> Harness:
     """A gateway on a free loopback port (no Jupyter: the same handler the extension mounts).
 
     `worker`: endpoint connections are handed to the gateway worker process, as in the extension (its
-    Unix socket door in the state folder)."""
+    Unix socket door in the state folder); `plain`: the worker answers plain requests in callbacks."""
     supervisor = Supervisor(state_dir)
     tokens = TokenRegistry(supervisor.store)
     records: list[RequestRecord] = []
     servers: list[HTTPServer] = []
-    settings = WorkerSettings(upstream_timeout_s=upstream_timeout_s, door_socket=state_dir / "gateway.sock")
+    settings = WorkerSettings(upstream_timeout_s=upstream_timeout_s, door_socket=state_dir / "gateway.sock",
+                              plain_requests=plain)
     gateway = Gateway(supervisor, tokens, GatewayConfig(upstream_timeout_s=upstream_timeout_s,
                                                         observers=[records.append], http_server=lambda: servers[0]),
                       worker=settings if worker else None)
@@ -140,7 +142,7 @@ class GatewayThread:
     """The harness and a wire engine on an event loop of their own thread, so tests can use
     plain blocking sockets (and hypothesis) against them."""
 
-    def __init__(self, state_dir: Path, *, upstream_timeout_s: float = 10.0, worker: bool = False):
+    def __init__(self, state_dir: Path, *, upstream_timeout_s: float = 10.0, worker: bool = False, plain: bool = True):
         import asyncio
         import threading
 
@@ -151,7 +153,7 @@ class GatewayThread:
         self._thread.start()
 
         async def setup() -> tuple[Harness, WireEngine]:
-            harness = await start_gateway(state_dir, upstream_timeout_s=upstream_timeout_s, worker=worker)
+            harness = await start_gateway(state_dir, upstream_timeout_s=upstream_timeout_s, worker=worker, plain=plain)
             engine = await WireEngine(state_dir / "engine.sock").start()
             return harness, engine
 

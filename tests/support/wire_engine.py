@@ -10,6 +10,7 @@ what reached the engine. The answer's shape is chosen per request by the `X-Fake
 - `sse`             a chunked SSE stream of `X-Fake-Events` events, the last with usage; with
                     `X-Fake-Done: <s>` then `data: [DONE]`, and the last chunk that many seconds later
 - `slow`            waits `X-Fake-Delay` seconds before answering
+- `big`             the JSON answer padded to `X-Fake-Size` bytes, sent in pieces (it arrives in several reads)
 - `no-content`      204; `not-modified` 304 with a Content-Length and no body
 - `close-after`     answers with keep-alive, then closes the idle connection a moment later
 - `drop-next`       answers with keep-alive, then closes the connection on its next request unanswered
@@ -167,6 +168,14 @@ class WireEngine:
                 await writer.drain()
                 await asyncio.sleep(float(request.headers["x-fake-done"]))
             writer.write(b"0\r\n\r\n")
+        elif mode == "big":
+            size = int(request.headers.get("x-fake-size", "1000000"))
+            padded = payload[:-1] + b', "pad": "' + b"x" * max(0, size - len(payload) - 11) + b'"}'
+            send("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(padded)))])
+            for at in range(0, len(padded), 65536):
+                writer.write(padded[at:at + 65536])
+                await writer.drain()
+                await asyncio.sleep(0.002)
         elif mode == "no-content":
             send("204 No Content", [])
         elif mode == "not-modified":

@@ -18,17 +18,18 @@ import collections
 import http.client
 import json
 import logging
-import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
 import httptools
 
-from ..admission import RequestHead
-from ..exchange import EndpointExchange, WireFlags
+from ..admission import DRAIN_LIMIT, RequestHead
+from ..exchange import EndpointExchange
 from ..header_index import HeaderIndex
 from ..response_head import http_date
+from . import plain
+from .wire import ConnectionWire
 from .worker_gateway import WorkerGateway
 
 log = logging.getLogger("jupyter_modeldeploy.gateway_worker")
@@ -36,132 +37,14 @@ log = logging.getLogger("jupyter_modeldeploy.gateway_worker")
 MAX_HEAD_BYTES = 64 * 1024  # tornado's default too: a longer request line and headers get 431
 MAX_BUFFERED_BODY = 1 << 20  # reading pauses while this much of a body waits for its request's admission
 ENDPOINTS = "/modeldeploy/endpoints/"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-NO_BODY_STATUSES = frozenset({204, 304})
 
 GiveBack = Callable[[socket.socket, bytes], None]
-
-
-class ConnectionWire(WireFlags):
-    """One answer, written to the connection: the head at the first flush or at the finish, a body of unknown
-    length chunked (HTTP/1.1) or ended by closing (HTTP/1.0)."""
-
-    def __init__(self, connection: EndpointConnection, method: str, http_11: bool, keep_alive: bool):
-        self._connection = connection
-        self._head_only = method == "HEAD"
-        self._http_11 = http_11
-        self.keep_alive = keep_alive  # False: the connection ends with this answer
-        self._chunked = False
-        self._finished = False
-        self._headers_written = False
-        self.clear()
-
-    # What the exchange calls (tornado's RequestHandler names) --------------------------------
-
-    def clear(self) -> None:
-        """A fresh answer: 200, the default headers, no body."""
-        self._status = 200
-        self._reason: str | None = None
-        self._headers: dict[str, list[tuple[str, str]]] = {
-            "content-type": [("Content-Type", "text/html; charset=UTF-8")], "date": [("Date", http_date())]}
-        self._buffer: list[bytes] = []
-
-    def set_status(self, status_code: int, reason: str | None = None) -> None:
-        self._status, self._reason = status_code, reason
-
-    def get_status(self) -> int:
-        return self._status
-
-    def set_header(self, name: str, value: Any) -> None:
-        self._headers[name.lower()] = [(name, _header_value(value))]
-
-    def add_header(self, name: str, value: Any) -> None:
-        self._headers.setdefault(name.lower(), []).append((name, _header_value(value)))
-
-    def clear_header(self, name: str) -> None:
-        self._headers.pop(name.lower(), None)
-
-    def send(self, chunk: bytes) -> None:
-        if chunk:
-            self._buffer.append(chunk)
-
-    async def flush(self) -> None:
-        """Send what was written so far; waits while the client reads slower than the answer comes."""
-        if self._finished:
-            return
-        self._connection.write(self._take(final=False))
-        await self._connection.drained()
-
-    def finish(self) -> None:
-        """Send the rest and end the answer (the exchange calls it once the request is counted)."""
-        if self._finished:
-            return
-        rest = self._take(final=True)
-        self._finished = True
-        self._connection.write(rest)
-
-    def abort(self) -> None:
-        """End the connection without a clean end of body: a cut answer must look cut."""
-        self._finished = True
-        self.keep_alive = False
-        self._connection.abort()
-
-    # Framing -----------------------------------------------------------------------------
-
-    def _take(self, *, final: bool) -> bytes:
-        body = b"".join(self._buffer)
-        self._buffer.clear()
-        out = b""
-        if not self._headers_written:
-            out = self._head(body, final)
-            self._headers_written = True
-        if self._head_only or self._status in NO_BODY_STATUSES:
-            return out
-        if self._chunked:
-            if body:
-                out += b"%x\r\n%s\r\n" % (len(body), body)
-            if final:
-                out += b"0\r\n\r\n"
-            return out
-        return out + body
-
-    def _head(self, body: bytes, final: bool) -> bytes:
-        headers = self._headers
-        status = self._status
-        if status in NO_BODY_STATUSES:
-            for name in ("content-type", "content-length", "transfer-encoding"):
-                headers.pop(name, None)
-        elif "content-length" not in headers:
-            if final:
-                headers["content-length"] = [("Content-Length", str(len(body)))]
-            elif self._http_11:
-                self._chunked = True
-                headers["transfer-encoding"] = [("Transfer-Encoding", "chunked")]
-            else:
-                self.keep_alive = False  # HTTP/1.0 and no length: the body ends where the connection does
-        if headers.get("connection", [("", "")])[0][1].lower() == "close":
-            self.keep_alive = False
-        if not self.keep_alive:
-            headers["connection"] = [("Connection", "close")]
-        elif not self._http_11:
-            headers["connection"] = [("Connection", "keep-alive")]
-        reason = self._reason or http.client.responses.get(status, "Unknown")
-        lines = [f"HTTP/1.1 {status} {reason}"]
-        lines += [f"{name}: {value}" for pairs in headers.values() for name, value in pairs]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def _header_value(value: Any) -> str:
-    text = str(value)
-    if _CONTROL.search(text):
-        raise ValueError(f"unsafe header value {text[:80]!r}")
-    return text
 
 
 class _Request:
     """A request read off the connection: its head, the body pieces not yet taken, whether it is complete."""
 
-    __slots__ = ("body", "complete", "expect_continue", "head", "headers", "http_11", "keep_alive", "size")
+    __slots__ = ("body", "complete", "expect_continue", "head", "headers", "http_11", "keep_alive", "plain", "size")
 
     def __init__(self, head: RequestHead, headers: HeaderIndex, http_11: bool, keep_alive: bool):
         self.head, self.headers, self.http_11, self.keep_alive = head, headers, http_11, keep_alive
@@ -169,6 +52,10 @@ class _Request:
         self.size = 0
         self.complete = False
         self.expect_continue = (headers.get("Expect") or "").lower() == "100-continue"
+        # May be served plainly (`plain`): decided once read whole, so its body is small and nobody waits to send it.
+        length = headers.get("Content-Length", "0")
+        self.plain = ("Expect" not in headers and "Transfer-Encoding" not in headers and length.isdigit()
+                      and int(length) <= DRAIN_LIMIT)
 
 
 class EndpointConnection(asyncio.Protocol):
@@ -188,6 +75,7 @@ class EndpointConnection(asyncio.Protocol):
         self._reading: _Request | None = None  # the request whose head or body the parser is in
         self._serving: asyncio.Task[None] | None = None
         self._exchange: EndpointExchange | None = None
+        self._plain: plain.PlainRequest | None = None  # the plain request under way (no task serves meanwhile)
         self._more: asyncio.Future[None] | None = None  # set when body bytes arrive or the connection ends
         self._drain: asyncio.Future[None] | None = None
         self._paused = False
@@ -234,6 +122,8 @@ class EndpointConnection(asyncio.Protocol):
             self._drain.set_result(None)
         if self._exchange is not None:
             self._exchange.connection_closed()
+        if self._plain is not None:
+            self._plain.client_gone()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -278,8 +168,8 @@ class EndpointConnection(asyncio.Protocol):
         self._raw = None  # an endpoint's: nothing to give back
         self._reading = request
         self._requests.append(request)
-        if self._serving is None:
-            self._serving = self._loop.create_task(self._serve())
+        if not request.plain and self._idle():
+            self._dispatch()  # admitted from its head while its body comes
 
     def on_body(self, body: bytes) -> None:
         request = self._reading
@@ -298,20 +188,76 @@ class EndpointConnection(asyncio.Protocol):
             request.complete = True
             if len(self._requests) > 1:
                 self._pause()  # a pipelined request waits for the one before: read no further meanwhile
-            self._wake()
+            if self._idle() and self._requests[0] is request:
+                self._dispatch()
+            else:
+                self._wake()
 
     # Serving -----------------------------------------------------------------------------
 
-    async def _serve(self) -> None:
+    def _idle(self) -> bool:
+        """Nothing serves a request of this connection now."""
+        return self._serving is None and self._plain is None and not self._closed
+
+    def _dispatch(self) -> None:
+        """Serve the first request waiting: plainly when it can be (`plain`), else in a task, by an exchange."""
+        request = self._requests[0]
+        if request.complete and request.plain and self.gateway.config.plain_requests:
+            try:
+                self._plain = plain.start(self, self.gateway, request.head, request.headers, b"".join(request.body),
+                                          self.door, request.http_11, request.keep_alive)
+            except Exception:  # never leave a client waiting on a broken request
+                log.exception("a plain request failed in the gateway worker")
+                self.abort()
+                return
+            if self._plain is not None:
+                return
+        self._serving = self._loop.create_task(self._serve())
+
+    def plain_done(self, keep_alive: bool) -> None:
+        """The plain request was answered: the next one is served, or the connection ends."""
+        self._plain = None
+        self._requests.popleft()
+        if not keep_alive or self._closed:
+            self._close()
+            return
+        self._next()
+
+    def plain_failed(self) -> None:
+        """The plain request broke (logged): the connection ends, as it does when a task's request breaks."""
+        self._plain = None
+        self.abort()
+
+    def plain_adopted(self, exchange: EndpointExchange, answer: Coroutine[Any, Any, None]) -> None:
+        """The plain request's answer was not plain: an exchange goes on with it, in a task."""
+        self._plain = None
+        self._exchange = exchange
+        self._serving = self._loop.create_task(self._serve((exchange, answer)))
+
+    def _next(self) -> None:
+        """After an answer: resume reading, then serve the next request (once read whole, if it may be plain)."""
+        if self._paused and len(self._requests) <= 1:
+            self._resume()
+        if self._requests:
+            first = self._requests[0]
+            if first.complete or not first.plain:
+                self._dispatch()
+        elif self._failure is not None:
+            self._error_answer(*self._failure)
+
+    async def _serve(self, adopted: tuple[EndpointExchange, Coroutine[Any, Any, None]] | None = None) -> None:
         try:
+            if adopted is not None:
+                exchange, answer = adopted
+                await answer
+                if not self._answered(exchange):
+                    return
             while self._requests and not self._closed:
-                request = self._requests[0]
-                if not await self._serve_one(request):
+                if not await self._serve_one(self._requests[0]):
                     self._close()
                     return
-                self._requests.popleft()
-                if self._paused and len(self._requests) <= 1:
-                    self._resume()
+                if not self._answered(None):
+                    return
             if self._failure is not None:
                 self._error_answer(*self._failure)
         except Exception:  # never leave a client waiting on a broken request
@@ -320,6 +266,17 @@ class EndpointConnection(asyncio.Protocol):
         finally:
             self._serving = None
             self._exchange = None
+
+    def _answered(self, exchange: EndpointExchange | None) -> bool:
+        """The first request was answered (by `exchange`, or `_serve_one` said the connection goes on): False when
+        the connection ends with it."""
+        if exchange is not None and not (cast(ConnectionWire, exchange.wire).keep_alive and not self._closed):
+            self._close()
+            return False
+        self._requests.popleft()
+        if self._paused and len(self._requests) <= 1:
+            self._resume()
+        return True
 
     async def _serve_one(self, request: _Request) -> bool:
         """Answer one request; False when the connection ends with it."""
@@ -393,7 +350,7 @@ class EndpointConnection(asyncio.Protocol):
     def _fail(self, status: int, message: str) -> None:
         """Bytes that cannot be read as a request: a JSON error and the connection ends, after the answers of the
         complete requests before them."""
-        if self._serving is None:
+        if self._serving is None and self._plain is None:
             self._error_answer(status, message)
             return
         self._failure = (status, message)

@@ -88,12 +88,15 @@ class WorkerSettings:
     door_port: int | None = None  # and, when set, a loopback port
     base_url: str = "/"  # the Jupyter server's base URL: connections it hands over carry it in their paths
     event_loop: str = "uvloop"  # the worker's event loop: uvloop (where installed) or asyncio's own
+    plain_requests: bool = True  # plain requests answered in callbacks (`plain`); False: all by the exchange
 
     def argv(self, channel_fd: int) -> list[str]:
         args = [sys.executable, "-m", "jupyter_modeldeploy.gateway.relay.worker", "--channel", str(channel_fd),
                 "--upstream-timeout", str(self.upstream_timeout_s), "--connect-timeout", str(self.connect_timeout_s),
                 "--payload-limit", str(self.default_payload_limit), "--base-url", self.base_url,
                 "--loop", self.event_loop]
+        if not self.plain_requests:
+            args.append("--no-plain")
         if self.door_socket is not None:
             args += ["--socket", str(self.door_socket)]
         if self.door_port is not None:

@@ -148,7 +148,7 @@ async def run(args: argparse.Namespace) -> None:
     channel = socket.socket(fileno=args.channel)
     channel.setblocking(False)
     config = GatewayConfig(upstream_timeout_s=args.upstream_timeout, connect_timeout_s=args.connect_timeout,
-                           default_payload_limit=args.payload_limit)
+                           default_payload_limit=args.payload_limit, plain_requests=not args.no_plain)
     worker = Worker(channel, config, args.base_url)
     await worker.open_doors(args.socket, args.port)
     await worker.serve()
@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payload-limit", type=int, default=16 << 20)
     parser.add_argument("--base-url", default="/")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument("--no-plain", action="store_true", help="serve every request by the exchange (`plain`)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="[gateway worker] %(levelname)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):

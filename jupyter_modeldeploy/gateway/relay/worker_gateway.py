@@ -43,6 +43,7 @@ class WorkerGateway(GatewayCore):
         # A request's slot given back, reported with its record when one follows in the same step (the
         # handler releases, then records), else on its own at the end of the loop's turn.
         self._release: Finished | None = None
+        self._loop = asyncio.get_running_loop()  # (asked once: each call of get_running_loop costs a getpid)
 
     # The state the server publishes -----------------------------------------------------------
 
@@ -105,7 +106,7 @@ class WorkerGateway(GatewayCore):
         dep.in_flight = max(0, dep.in_flight - 1)
         self._flush_release()
         self._release = Finished(dep.id, None, started=True, book=book, tokens=tokens)
-        asyncio.get_running_loop().call_soon(self._flush_release)
+        self._loop.call_soon(self._flush_release)
 
     def _flush_release(self) -> None:
         release, self._release = self._release, None
