@@ -37,6 +37,12 @@ def resend_elsewhere(exc: UpstreamError) -> bool:
     return isinstance(exc, (UpstreamUnreachable, UpstreamNoAnswer))
 
 
+def left_for_a_failure(replica: Replica) -> bool:
+    """Whether a replica left the rotation for a failure (down, or restarting: not stopping, whose requests
+    finish): a request waiting there for its answer's head is given up."""
+    return replica.state in (ReplicaState.DOWN, ReplicaState.STARTING)
+
+
 async def head_unless_lost(request: Coroutine[Any, Any, UpstreamResponse], replica: Replica) -> UpstreamResponse:
     """The answer's head from `request` to `replica`; UpstreamNoAnswer if the replica leaves the rotation for a
     failure first (down, or restarting: not stopping, whose requests finish), the moment it does."""
@@ -44,7 +50,7 @@ async def head_unless_lost(request: Coroutine[Any, Any, UpstreamResponse], repli
     lost = asyncio.get_running_loop().create_future()
 
     def check(watched: Replica) -> None:
-        if watched.state in (ReplicaState.DOWN, ReplicaState.STARTING) and not lost.done():
+        if left_for_a_failure(watched) and not lost.done():
             lost.set_result(None)
 
     check(replica)

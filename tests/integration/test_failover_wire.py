@@ -59,6 +59,16 @@ async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
     await asyncio.sleep(3600)  # a node that stopped: the connection stays open, nothing comes, no reset
 
 
+async def answers_once_then_hangs(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    body = json.dumps({"choices": [{"message": {"content": "from the first replica"}}]}).encode()
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                 % (len(body), body))
+    await writer.drain()
+    HUNG.append(await read_request(reader))  # the next request on the kept connection: its node stopped
+    await asyncio.sleep(3600)
+
+
 async def cuts_its_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     await read_request(reader)
     event = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
@@ -157,6 +167,24 @@ def test_a_request_waiting_on_a_replica_that_leaves_the_rotation_goes_to_another
     assert status == 200, body[:300]
     assert b"from the good replica" in body
     assert [r.replica for r in gw.records()] == [replicas[1].id]
+
+
+def test_a_request_on_a_kept_connection_to_a_replica_that_leaves_the_rotation_goes_to_another(
+        gw: GatewayThread, tmp_path: Path) -> None:
+    """The same on a kept engine connection, where the worker sends a small request plainly (`relay.plain`,
+    in callbacks): it too is given up the moment its replica leaves the rotation."""
+    first = engine(gw, tmp_path / "first.sock", answers_once_then_hangs)
+    good = engine(gw, tmp_path / "good.sock", answers)
+    dep, key, replicas = two_replicas(gw, first, good)
+    assert post(gw, dep, key, {"messages": [], "max_tokens": 4})[0] == 200  # the first replica: its connection kept
+    assert post(gw, dep, key, {"messages": [], "max_tokens": 4})[0] == 200  # the good one (they alternate)
+    caller, answer = post_to_the_silent_replica(gw, dep, key)  # the first again, on its kept connection
+    gw.call(lambda: set_down(dep.replicas[0], "its actor does not answer"))  # type: ignore[attr-defined]
+    caller.join(15)
+    status, body = answer[0]
+    assert status == 200, body[:300]
+    assert b"from the good replica" in body
+    assert [r.replica for r in gw.records()] == [replicas[0].id, replicas[1].id, replicas[1].id]
 
 
 def test_with_no_other_replica_the_drop_is_a_502(gw: GatewayThread, tmp_path: Path) -> None:

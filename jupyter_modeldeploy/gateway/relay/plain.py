@@ -24,6 +24,7 @@ from ...supervisor.replicas import pick
 from .. import admission
 from ..admission import Admission, Claim, RequestHead
 from ..exchange import EndpointExchange, Sent, engine_target, pass_head, with_engine_key
+from ..failover import left_for_a_failure
 from ..header_index import HeaderIndex
 from ..headers import request_headers
 from ..records import RequestRecord
@@ -50,7 +51,7 @@ class PlainRequest:
     """One plain request under way: sent, its answer to come (see the module's docstring)."""
 
     __slots__ = ("_claim", "_door", "_found", "_gateway", "_head", "_headers", "_host", "_http_11", "_keep_alive",
-                 "_loaded", "_over", "_pending", "_replica", "_started")
+                 "_loaded", "_over", "_pending", "_replica", "_started", "_unwatch")
 
     def __init__(self, host: PlainHost, gateway: WorkerGateway, head: RequestHead, headers: HeaderIndex, door: str,
                  http_11: bool, keep_alive: bool, found: Admission, claim: Claim, replica: Any,
@@ -61,7 +62,21 @@ class PlainRequest:
         self._started = started  # time.perf_counter() when it was read whole
         self._over = False  # answered, or adopted by an exchange
         self._loaded = True  # counted in its replica's load
+        # With other replicas to go to, one that leaves the rotation while the request waits there gives it up:
+        # the exchange takes it over and sends it elsewhere (`failover.head_unless_lost`).
+        self._unwatch = replica.watch(self._replica_changed) if len(found.dep.replicas) > 1 else None
         pending.head.add_done_callback(self._answered)
+
+    def _replica_changed(self, replica: Any) -> None:
+        if left_for_a_failure(replica):
+            self._adopt()
+
+    def _over_now(self) -> None:
+        """Answered here, or from now on the exchange's: no more watching its replica."""
+        self._over = True
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
 
     def client_gone(self) -> None:
         """The client left before its answer: the exchange sees the request out (the engine is told)."""
@@ -78,7 +93,7 @@ class PlainRequest:
             self._answer(head)
         except Exception:  # never leave a client waiting on a broken request
             log.exception("a plain request failed in the gateway worker")
-            self._over = True
+            self._over_now()
             self._claim.release(0, time.time())  # (once: a no-op if it was given back)
             if self._loaded:
                 self._loaded = False
@@ -94,7 +109,7 @@ class PlainRequest:
         if upstream is None or body is None:
             self._adopt()
             return
-        self._over = True
+        self._over_now()
         self._pending.settled()
         found, gateway, replica = self._found, self._gateway, self._replica
         dep = found.dep
@@ -129,7 +144,7 @@ class PlainRequest:
         """An exchange takes the request over from here (waiting for the engine's answer on)."""
         if self._over:
             return
-        self._over = True
+        self._over_now()
         exchange = EndpointExchange(self._gateway, self._wire(), self._head, self._headers, self._door)
         answer = exchange.adopt(self._found, self._claim, Sent(self._replica, self._pending, self._started))
         if client_gone:
