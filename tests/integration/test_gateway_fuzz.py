@@ -1,7 +1,7 @@
 """A property-based fuzz of the gateway: any method, path, query and headers a client can send.
 
-Against a running gateway in front of a recording engine: no answer is a 5xx, and no request
-outside the engine's allow-list ever reaches the engine.
+Against a running gateway in front of a recording engine, on the server's loop and in the gateway
+worker: no answer is a 5xx, and no request outside the engine's allow-list ever reaches the engine.
 """
 
 from __future__ import annotations
@@ -36,9 +36,11 @@ headers = st.dictionaries(header_name, header_value, max_size=5)
 body = st.sampled_from([b"", b"{}", b'{"model": "m", "stream": true}', b"[[[[", b"\xff\xfe", b'{"input": [1, 2]}'])
 
 
-@pytest.fixture(scope="module")
-def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayThread, str, str]]:
-    gw = GatewayThread(tmp_path_factory.mktemp("fuzz"), upstream_timeout_s=2)
+@pytest.fixture(scope="module", params=["loop", "worker"])
+def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory,
+                 request: pytest.FixtureRequest) -> Iterator[tuple[GatewayThread, str, str]]:
+    """On the server's own loop, and in the gateway worker (where small whole requests go by the plain path)."""
+    gw = GatewayThread(tmp_path_factory.mktemp("fuzz"), upstream_timeout_s=2, worker=request.param == "worker")
     dep, key = gw.harness.add(routes.LLAMA_SERVER + routes.EMBEDDING_SERVER, gw.address, models=["m", "n"])
     yield gw, f"/modeldeploy/endpoints/{dep.route}", key
     gw.close()
