@@ -163,7 +163,6 @@ class Sent:
     replica: Replica
     answer: PendingAnswer
     at: float  # time.perf_counter()
-    injected: bool = False
 
 
 def engine_target(found: Admission) -> str:
@@ -450,7 +449,7 @@ class EndpointExchange:
         dep = self.admission.dep
         assert dep is not None
         try:
-            await self._forward_recorded(dep, b"", sent.injected, sent)
+            await self._forward_recorded(dep, b"", False, sent)  # (the plain path sends no usage request of its own)
         finally:
             self.release(0)
 
