@@ -119,14 +119,15 @@ class MetricsHub:
             model, record.status, record.latency_s, record.first_chunk_s if record.streamed else None, prompt, completion
         )
         labels = (name, record.deployment_id, model)
-        self.requests.requests.labels(*labels, str(record.status)).inc()
-        self.requests.duration.labels(*labels).observe(record.latency_s)
+        metrics = self.requests
+        metrics.child(metrics.requests, *labels, str(record.status)).inc()
+        metrics.child(metrics.duration, *labels).observe(record.latency_s)
         if record.streamed and record.first_chunk_s is not None:
-            self.requests.first_chunk.labels(*labels).observe(record.first_chunk_s)
+            metrics.child(metrics.first_chunk, *labels).observe(record.first_chunk_s)
         if prompt:
-            self.requests.prompt_tokens.labels(*labels).inc(prompt)
+            metrics.child(metrics.prompt_tokens, *labels).inc(prompt)
         if completion:
-            self.requests.completion_tokens.labels(*labels).inc(completion)
+            metrics.child(metrics.completion_tokens, *labels).inc(completion)
         if dep is not None and dep.plan is not None and dep.plan.model_status_path:
             # Router engines swap models per request: read their states right after each one,
             # so swaps between two samples are not missed.

@@ -38,6 +38,16 @@ class RequestMetrics:
             "modeldeploy_completion_tokens", "Completion tokens reported by the engine's usage.", LABELS,
             registry=registry,
         )
+        # Each metric's children by label values: `labels()` costs more than the update itself, once a request.
+        self._children: dict[int, dict[tuple[str, ...], Any]] = {}
+
+    def child(self, metric: Counter | Histogram, *values: str) -> Any:
+        """`metric.labels(*values)`, looked up once (a series, once made, is never removed)."""
+        made = self._children.setdefault(id(metric), {})
+        found = made.get(values)
+        if found is None:
+            found = made[values] = metric.labels(*values)
+        return found
 
 
 class GaugeCollector(Collector):
