@@ -1,9 +1,10 @@
 """The gateway worker's HTTP/1.1 connections: llhttp (httptools) framing, each request an `EndpointExchange`.
 
 The worker serves only endpoint requests, all alike, so it needs no web framework: a connection
-parses requests with llhttp, runs each through the one `exchange.EndpointExchange` (the handler
-tornado runs in the Jupyter server, over this process's `WorkerGateway`), and writes the answer
-through `ConnectionWire` straight to the transport. Requests on a connection are answered in
+parses requests with llhttp and answers a plain one (small, read whole, nothing to wait for) in
+callbacks (`plain`), any other in a task by the one `exchange.EndpointExchange` (the handler
+tornado runs in the Jupyter server, over this process's `WorkerGateway`), writing the answer
+through `wire.ConnectionWire` straight to the transport. Requests on a connection are answered in
 order; reading pauses while one waits, so a pipelining client cannot queue more than one.
 
 A request outside the endpoints goes back to the Jupyter server on a connection it handed over
