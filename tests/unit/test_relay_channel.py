@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from jupyter_modeldeploy.gateway.relay.channel import FrameReader, FrameWriter, encode
+from jupyter_modeldeploy.gateway.relay import channel
+from jupyter_modeldeploy.gateway.relay.channel import FrameReader, FrameWriter, SentCount, encode
 
 
 def pair() -> tuple[socket.socket, socket.socket]:
@@ -108,6 +109,40 @@ def test_settle_hands_over_at_once_every_frame_already_sent() -> None:
         assert got.frames[-1][0]["n"] == n and got.frames[-1][1] == b"x" * n
     reader.settle()
     assert len(got.frames) == 50 and got.ended == []
+    a.close()
+    b.close()
+
+
+def test_settle_new_reads_the_socket_only_when_the_other_side_counted_a_frame_since(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker settles before every request: through the count both processes map, it makes no syscall while
+    nothing was sent, and still hands over at once every frame sent before (the order `settle` gives)."""
+    reads: list[int] = []
+    recv_fds = socket.recv_fds
+
+    def counted(*args: Any) -> Any:
+        reads.append(1)
+        return recv_fds(*args)
+
+    monkeypatch.setattr(channel.socket, "recv_fds", counted)
+    a, b = pair()
+    sent = SentCount.create()
+    theirs = SentCount(sent.fd)  # the worker's map of the same memory (in another process there)
+    os.close(sent.fd)
+    got = Collector()
+    reader = FrameReader(b, got.frame, got.end, theirs)
+    writer = FrameWriter(a, sent)
+    reader.settle_new()
+    before = len(reads)
+    for _ in range(20):
+        reader.settle_new()
+    assert len(reads) == before  # nothing sent since: no read
+    for n in range(30):
+        writer.send({"n": n})
+        reader.settle_new()
+        assert got.frames[-1][0]["n"] == n
+    assert theirs.value() == 30 and len(got.frames) == 30 and got.ended == []
     a.close()
     b.close()
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from .channel import FrameReader, FrameWriter
+from .channel import FrameReader, FrameWriter, SentCount
 from .protocol import (
     Finished,
     Handoff,
@@ -90,8 +90,9 @@ class WorkerSettings:
     event_loop: str = "uvloop"  # the worker's event loop: uvloop (where installed) or asyncio's own
     plain_requests: bool = True  # plain requests answered in callbacks (`plain`); False: all by the exchange
 
-    def argv(self, channel_fd: int) -> list[str]:
+    def argv(self, channel_fd: int, sent_fd: int) -> list[str]:
         args = [sys.executable, "-m", "jupyter_modeldeploy.gateway.relay.worker", "--channel", str(channel_fd),
+                "--sent-count", str(sent_fd),
                 "--upstream-timeout", str(self.upstream_timeout_s), "--connect-timeout", str(self.connect_timeout_s),
                 "--payload-limit", str(self.default_payload_limit), "--base-url", self.base_url,
                 "--loop", self.event_loop]
@@ -173,9 +174,11 @@ class DataPlane:
 
     async def _start(self) -> bool:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        sent = SentCount.create()  # the frames sent to the worker: it settles only when this moved
         try:
             self._process = await asyncio.create_subprocess_exec(
-                *self.settings.argv(theirs.fileno()), pass_fds=[theirs.fileno()], stdin=asyncio.subprocess.DEVNULL,
+                *self.settings.argv(theirs.fileno(), sent.fd), pass_fds=[theirs.fileno(), sent.fd],
+                stdin=asyncio.subprocess.DEVNULL,
             )
         except OSError as exc:
             log.warning("the gateway worker could not start (%s); endpoints are served on the server's loop", exc)
@@ -184,9 +187,10 @@ class DataPlane:
             return False
         finally:
             theirs.close()
+            os.close(sent.fd)
         ours.setblocking(False)
         self._sock = ours
-        self._writer = FrameWriter(ours)
+        self._writer = FrameWriter(ours, sent)
         self._ready = asyncio.get_running_loop().create_future()
         self._reader = FrameReader(ours, self._frame, self._lost)
         self._reader.start()

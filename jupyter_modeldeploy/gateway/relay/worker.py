@@ -30,7 +30,7 @@ from typing import Any
 from tornado.netutil import bind_sockets, bind_unix_socket
 
 from ..core import GatewayConfig
-from .channel import FrameReader, FrameWriter
+from .channel import FrameReader, FrameWriter, SentCount
 from .connection import EndpointConnection
 from .outbox import Outbox
 from .protocol import Handoff, Message, ProtocolError, Ready, Reports, State, Sync, Synced, Woken, decode, encode
@@ -42,13 +42,15 @@ log = logging.getLogger("jupyter_modeldeploy.gateway_worker")
 class Worker:
     """The channel to the server, the gateway state, and the HTTP servers of the doors."""
 
-    def __init__(self, channel: socket.socket, config: GatewayConfig, base_url: str = "/"):
+    def __init__(self, channel: socket.socket, config: GatewayConfig, base_url: str = "/",
+                 sent: SentCount | None = None):
         self.channel = channel
         self.base_url = base_url
         self.writer = FrameWriter(channel)
-        self.reader = FrameReader(channel, self._frame, self._end)
+        # `sent`: the server's count of frames sent; before each request the worker settles when it moved
+        self.reader = FrameReader(channel, self._frame, self._end, sent)
         self.outbox = Outbox(self._send_reports)
-        self.gateway = WorkerGateway(config, self.outbox, self.reader.settle)
+        self.gateway = WorkerGateway(config, self.outbox, self.reader.settle_new)
         self.servers: list[asyncio.Server] = []
         self.doors: list[str] = []
         self.ended = asyncio.Event()
@@ -149,7 +151,11 @@ async def run(args: argparse.Namespace) -> None:
     channel.setblocking(False)
     config = GatewayConfig(upstream_timeout_s=args.upstream_timeout, connect_timeout_s=args.connect_timeout,
                            default_payload_limit=args.payload_limit, plain_requests=not args.no_plain)
-    worker = Worker(channel, config, args.base_url)
+    sent = None
+    if args.sent_count is not None:
+        sent = SentCount(args.sent_count)
+        os.close(args.sent_count)  # (the map stays)
+    worker = Worker(channel, config, args.base_url, sent)
     await worker.open_doors(args.socket, args.port)
     await worker.serve()
 
@@ -158,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the worker on the channel descriptor the server passed."""
     parser = argparse.ArgumentParser(prog="jupyter_modeldeploy.gateway.relay.worker")
     parser.add_argument("--channel", type=int, required=True)
+    parser.add_argument("--sent-count", type=int, help="the memory holding the server's count of frames sent")
     parser.add_argument("--socket")
     parser.add_argument("--port", type=int)
     parser.add_argument("--upstream-timeout", type=float, default=600.0)
