@@ -158,9 +158,11 @@ class StreamFlusher:
 
 @dataclass
 class Sent:
-    """A request another path admitted and sent: the replica it went to, its answer to come, and when it was sent."""
+    """A request another path admitted and sent: the replica it went to, the body it was sent (what another replica is
+    sent if this one fails it), its answer to come, and when it was sent."""
 
     replica: Replica
+    body: bytes
     answer: PendingAnswer
     at: float  # time.perf_counter()
 
@@ -449,7 +451,7 @@ class EndpointExchange:
         dep = self.admission.dep
         assert dep is not None
         try:
-            await self._forward_recorded(dep, b"", False, sent)  # (the plain path sends no usage request of its own)
+            await self._forward_recorded(dep, sent.body, False, sent)  # (the plain path sends no usage request)
         finally:
             self.release(0)
 

@@ -39,10 +39,13 @@ async def drops_before_answering(reader: asyncio.StreamReader, writer: asyncio.S
     writer.transport.abort()  # a reset, as when the engine's process dies with its node
 
 
+ANSWERED: list[bytes] = []  # the requests the good replica answered, as it received them
+
+
 async def answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     while True:
         try:
-            await read_request(reader)
+            ANSWERED.append(await read_request(reader))
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         body = json.dumps({"choices": [{"message": {"content": "from the good replica"}}]}).encode()
@@ -178,12 +181,15 @@ def test_a_request_on_a_kept_connection_to_a_replica_that_leaves_the_rotation_go
     dep, key, replicas = two_replicas(gw, first, good)
     assert post(gw, dep, key, {"messages": [], "max_tokens": 4})[0] == 200  # the first replica: its connection kept
     assert post(gw, dep, key, {"messages": [], "max_tokens": 4})[0] == 200  # the good one (they alternate)
+    ANSWERED.clear()
     caller, answer = post_to_the_silent_replica(gw, dep, key)  # the first again, on its kept connection
     gw.call(lambda: set_down(dep.replicas[0], "its actor does not answer"))  # type: ignore[attr-defined]
     caller.join(15)
     status, body = answer[0]
     assert status == 200, body[:300]
     assert b"from the good replica" in body
+    # The request went again whole: the body the silent replica was sent, not an empty one.
+    assert ANSWERED == HUNG and json.loads(ANSWERED[0]) == {"messages": [], "max_tokens": 4}
     assert [r.replica for r in gw.records()] == [replicas[0].id, replicas[1].id, replicas[1].id]
 
 

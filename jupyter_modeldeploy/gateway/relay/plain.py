@@ -50,15 +50,16 @@ class PlainHost(WireHost, Protocol):
 class PlainRequest:
     """One plain request under way: sent, its answer to come (see the module's docstring)."""
 
-    __slots__ = ("_claim", "_door", "_found", "_gateway", "_head", "_headers", "_host", "_http_11", "_keep_alive",
+    __slots__ = ("_body", "_claim", "_door", "_found", "_gateway", "_head", "_headers", "_host", "_http_11", "_keep_alive",
                  "_loaded", "_over", "_pending", "_replica", "_started", "_unwatch")
 
     def __init__(self, host: PlainHost, gateway: WorkerGateway, head: RequestHead, headers: HeaderIndex, door: str,
-                 http_11: bool, keep_alive: bool, found: Admission, claim: Claim, replica: Any,
+                 http_11: bool, keep_alive: bool, found: Admission, claim: Claim, replica: Any, body: bytes,
                  pending: PendingAnswer, started: float):
         self._host, self._gateway, self._head, self._headers, self._door = host, gateway, head, headers, door
         self._http_11, self._keep_alive = http_11, keep_alive
         self._found, self._claim, self._replica, self._pending = found, claim, replica, pending
+        self._body = body  # as the engine was sent it: sent again as it is if the exchange goes to another replica
         self._started = started  # time.perf_counter() when it was read whole
         self._over = False  # answered, or adopted by an exchange
         self._loaded = True  # counted in its replica's load
@@ -146,7 +147,8 @@ class PlainRequest:
             return
         self._over_now()
         exchange = EndpointExchange(self._gateway, self._wire(), self._head, self._headers, self._door)
-        answer = exchange.adopt(self._found, self._claim, Sent(self._replica, self._pending, self._started))
+        sent = Sent(self._replica, self._body, self._pending, self._started)
+        answer = exchange.adopt(self._found, self._claim, sent)
         if client_gone:
             exchange.connection_closed()
         self._host.plain_adopted(exchange, answer)
@@ -186,5 +188,5 @@ def start(host: PlainHost, gateway: WorkerGateway, head: RequestHead, headers: H
     assert pending is not None  # `idle` found one, and nothing ran since
     gateway.replica_load(dep, replica, +1)
     replica.requests += 1
-    return PlainRequest(host, gateway, head, headers, door, http_11, keep_alive, found, claim, replica, pending,
-                        started)
+    return PlainRequest(host, gateway, head, headers, door, http_11, keep_alive, found, claim, replica, admitted.body,
+                        pending, started)
