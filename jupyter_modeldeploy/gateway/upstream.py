@@ -104,7 +104,7 @@ class _EngineConnection(asyncio.Protocol):
     """One kept connection to an engine, and the answer it is reading."""
 
     def __init__(self, pool: list[_EngineConnection]):
-        self._pool = pool
+        self.pool = pool  # where it goes while idle
         self._parser = httptools.HttpResponseParser(self)
         self.loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
@@ -156,8 +156,8 @@ class _EngineConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self in self._pool:
-            self._pool.remove(self)
+        if self in self.pool:
+            self.pool.remove(self)
         if self._headers_done and not self._complete and not self._framed and self._error is None:
             self._complete = True  # a body without a length ends where the connection does
             self._wake()
@@ -252,7 +252,7 @@ class _EngineConnection(asyncio.Protocol):
         if self._keep and not self.closed and self._complete:
             self.reused = True
             self.idle_since = time.monotonic()
-            self._pool.append(self)
+            self.pool.append(self)
         else:
             self.abort()
 
@@ -261,8 +261,8 @@ class _EngineConnection(asyncio.Protocol):
         self._keep = False
         if not self.closed and self._transport is not None:
             self.closed = True
-            if self in self._pool:
-                self._pool.remove(self)
+            if self in self.pool:
+                self.pool.remove(self)
             self._transport.abort()
 
     def _expire(self, waiter: asyncio.Future[None]) -> None:
@@ -303,14 +303,15 @@ class UpstreamClient:
             raise UpstreamUnreachable(f"no connection to the engine ({type(exc).__name__})") from exc
         return connection
 
-    def idle(self, address: EngineAddress) -> bool:
-        """Whether a kept connection to the engine is free now (`send_kept` takes it)."""
+    def take_idle(self, address: EngineAddress) -> _EngineConnection | None:
+        """A kept connection to the engine that is free now, taken from its pool (`send_kept` sends on it,
+        `put_back` returns it unused); None when there is none."""
         pool = self._pools.get(address)
-        connection = self._kept(pool) if pool else None
-        if connection is None or pool is None:
-            return False
-        pool.append(connection)
-        return True
+        return self._kept(pool) if pool else None
+
+    def put_back(self, connection: _EngineConnection) -> None:
+        """A connection `take_idle` gave, back in its pool unused."""
+        connection.pool.append(connection)
 
     def _kept(self, pool: list[_EngineConnection]) -> _EngineConnection | None:
         now = time.monotonic()
@@ -322,15 +323,11 @@ class UpstreamClient:
         return None
 
     def send_kept(
-        self, address: EngineAddress, method: str, target: str, headers: list[tuple[str, str]], body: bytes,
-        *, timeout: float,
-    ) -> PendingAnswer | None:
-        """Send a request now on a kept connection to the engine, if one is idle (None: none is; nothing sent)."""
-        pool = self._pools.get(address)
-        connection = self._kept(pool) if pool else None
-        if connection is None or pool is None:
-            return None
-        return PendingAnswer(self, address, pool, _request_bytes(address, method, target, headers, body),
+        self, address: EngineAddress, connection: _EngineConnection, method: str, target: str,
+        headers: list[tuple[str, str]], body: bytes, *, timeout: float,
+    ) -> PendingAnswer:
+        """Send a request now on a kept connection `take_idle` gave."""
+        return PendingAnswer(self, address, connection.pool, _request_bytes(address, method, target, headers, body),
                              method == "HEAD", timeout, connection)
 
     async def request(

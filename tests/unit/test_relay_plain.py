@@ -117,6 +117,14 @@ async def answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], byt
         body += chunk[:-2]
 
 
+async def warmed(worker: Worker) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the worker's door whose first request was answered (so an engine connection is kept)."""
+    reader, writer = await asyncio.open_unix_connection(worker.door)
+    writer.write(chat("warm"))
+    assert (await answer(reader))[0] == 200
+    return reader, writer
+
+
 def records(worker: Worker) -> list[Finished]:
     """The worker's reports of requests ended, as the server would read them (the batch sent first)."""
     worker.outbox.flush()
@@ -164,9 +172,7 @@ def test_an_answer_that_is_not_plain_is_taken_over_midway(tmp_path: Path) -> Non
 
     async def scenario() -> None:
         async with worker_in_process(tmp_path) as (worker, _engine):
-            reader, writer = await asyncio.open_unix_connection(worker.door)
-            writer.write(chat("warm"))
-            assert (await answer(reader))[0] == 200
+            reader, writer = await warmed(worker)
             writer.write(chat("s", **{"X-Fake-Mode": "sse", "X-Fake-Events": "3"}))
             status, headers, body = await answer(reader)
             assert status == 200 and headers["content-type"] == "text/event-stream"
@@ -191,9 +197,7 @@ def test_an_answer_that_is_not_plain_is_taken_over_midway(tmp_path: Path) -> Non
 def test_a_client_gone_before_its_plain_answer_gives_its_slot_back(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with worker_in_process(tmp_path) as (worker, _engine):
-            reader, writer = await asyncio.open_unix_connection(worker.door)
-            writer.write(chat("warm"))
-            assert (await answer(reader))[0] == 200
+            _reader, writer = await warmed(worker)
             writer.write(chat("gone", **{"X-Fake-Mode": "slow", "X-Fake-Delay": "0.3"}))
             await asyncio.sleep(0.1)
             dep = worker.gateway.deployments["d1"]

@@ -237,8 +237,7 @@ class EndpointConnection(asyncio.Protocol):
 
     def _next(self) -> None:
         """After an answer: resume reading, then serve the next request (once read whole, if it may be plain)."""
-        if self._paused and len(self._requests) <= 1:
-            self._resume()
+        self._read_on()
         if self._requests:
             first = self._requests[0]
             if first.complete or not first.plain:
@@ -275,8 +274,7 @@ class EndpointConnection(asyncio.Protocol):
             self._close()
             return False
         self._requests.popleft()
-        if self._paused and len(self._requests) <= 1:
-            self._resume()
+        self._read_on()
         return True
 
     async def _serve_one(self, request: _Request) -> bool:
@@ -291,8 +289,7 @@ class EndpointConnection(asyncio.Protocol):
                 pieces, request.body, request.size = request.body, [], 0
                 for piece in pieces:
                     exchange.receive(piece)
-                if self._paused and len(self._requests) <= 1:
-                    self._resume()
+                self._read_on()
             if wire.finished and not wire.keep_alive:
                 return False  # refused before its body was read: the connection ends
             if request.complete:
@@ -337,6 +334,11 @@ class EndpointConnection(asyncio.Protocol):
         if self._transport is not None and not self._paused:
             self._paused = True
             self._transport.pause_reading()
+
+    def _read_on(self) -> None:
+        """Read again once at most one request waits (reading paused behind a pipelined one, or a large body)."""
+        if self._paused and len(self._requests) <= 1:
+            self._resume()
 
     def _resume(self) -> None:
         if self._transport is not None and self._paused and not self._closed:

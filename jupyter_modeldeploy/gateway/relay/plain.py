@@ -173,19 +173,21 @@ def start(host: PlainHost, gateway: WorkerGateway, head: RequestHead, headers: H
     if admitted.refusal is not None or admitted.stream or admitted.injected:
         return None
     replica = pick(dep.replicas)
+    address = replica.address if replica is not None else None
     upstream = gateway.upstream
-    if replica is None or replica.address is None or not upstream.idle(replica.address):
+    connection = upstream.take_idle(address) if address is not None else None
+    if replica is None or address is None or connection is None:
         return None  # no engine connection free to send it on now: the exchange connects
     if found.key is not None:
         gateway.touch(found.key, now)
     claim = admission.take(found, started=gateway.request_started, finished=gateway.request_finished,
                            quotas=gateway.quotas, now=now, line=line)
     if isinstance(claim, Refusal):
+        upstream.put_back(connection)
         return None  # past a quota: the exchange answers (the same refusal: taking it claimed nothing)
-    pending = upstream.send_kept(replica.address, head.method, engine_target(found),
+    pending = upstream.send_kept(address, connection, head.method, engine_target(found),
                                  with_engine_key(request_headers(headers.get_all()), replica), admitted.body,
                                  timeout=gateway.config.upstream_timeout_s)
-    assert pending is not None  # `idle` found one, and nothing ran since
     gateway.replica_load(dep, replica, +1)
     replica.requests += 1
     return PlainRequest(host, gateway, head, headers, door, http_11, keep_alive, found, claim, replica, admitted.body,
